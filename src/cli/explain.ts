@@ -1,0 +1,77 @@
+// nwf-fast explain: the reference evaluator's verdict for one frame.
+import { evaluate, type EvalOptions } from '../ir/eval.js';
+import { resolvePolicy } from '../resolve/resolve.js';
+import { fromHex } from '../frames/bytes.js';
+import { CODES, NwfError } from '../util/errors.js';
+import { formatHelp, one, type OptionSpec, parseArgs } from './args.js';
+import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
+import type { CliIo } from './io.js';
+
+const SPEC: Record<string, OptionSpec> = {
+  ...SOURCE_OPTIONS,
+  iface: { value: true, arg: 'IF', help: 'the interface (tap) whose policy applies' },
+  direction: { value: true, arg: 'out|in', help: 'out = traffic from the VM, in = traffic to the VM' },
+  frame: { value: true, arg: 'HEX', help: 'the whole Ethernet frame in hex (spaces and colons allowed)' },
+  state: { value: true, arg: 'STATE', help: 'connection state for L3 rules: new (default), established, related, invalid' },
+  'ct-direction': { value: true, arg: 'original|reply', help: 'conntrack direction of the packet (default original)' },
+  'to-host': { value: false, help: 'the frame is addressed to the host itself (libvirt HI- chain), not forwarded' },
+  json: { value: false, help: 'print {"verdict", "reason", "decidedBy", "trace"} as JSON' },
+  help: { value: false, help: 'show this help' },
+};
+
+export const EXPLAIN_HELP = formatHelp(
+  'nwf-fast explain [sources] --iface IF --direction out|in --frame HEX [--json]',
+  'Says what libvirt\'s rules would do with one frame on one interface, and which\nrules decided it.',
+  SPEC,
+);
+
+export async function runExplain(argv: readonly string[], io: CliIo): Promise<number> {
+  const p = parseArgs(argv, SPEC);
+  if (p.flags.has('help')) {
+    io.out(EXPLAIN_HELP);
+    return 0;
+  }
+  const iface = one(p, 'iface');
+  const direction = one(p, 'direction');
+  const hex = one(p, 'frame');
+  if (!iface) throw new NwfError(CODES.USAGE, 'missing --iface', { hint: 'nwf-fast explain --help' });
+  if (direction !== 'out' && direction !== 'in') throw new NwfError(CODES.USAGE, `--direction must be 'out' or 'in'`, { expected: 'out (from the VM) or in (to the VM)' });
+  if (!hex) throw new NwfError(CODES.USAGE, 'missing --frame', { hint: 'nwf-fast explain --help' });
+  let frame: Uint8Array;
+  try {
+    frame = fromHex(hex);
+  } catch (e) {
+    throw new NwfError(CODES.FRAME_INVALID, `--frame is not valid hex: ${(e as Error).message}`, { expected: 'hex digits, e.g. ffffffffffff5254000000010806...' });
+  }
+  const opts: EvalOptions = {};
+  const state = one(p, 'state');
+  const ctdir = one(p, 'ct-direction');
+  if (state !== undefined || ctdir !== undefined) {
+    if (state !== undefined && !['new', 'established', 'related', 'invalid'].includes(state)) throw new NwfError(CODES.USAGE, `invalid --state '${state}'`, { expected: 'new, established, related or invalid' });
+    if (ctdir !== undefined && ctdir !== 'original' && ctdir !== 'reply') throw new NwfError(CODES.USAGE, `invalid --ct-direction '${ctdir}'`, { expected: 'original or reply' });
+    opts.conn = { state: (state ?? 'new') as 'new', direction: (ctdir ?? 'original') as 'original' };
+  }
+  if (p.flags.has('to-host')) opts.path = 'host';
+
+  const src = sourcesFrom(p);
+  const binding = src.bindings.find((b) => b.iface === iface);
+  if (!binding) {
+    throw new NwfError(CODES.INTERFACE_UNKNOWN, `no binding for interface '${iface}'`, {
+      expected: `one of: ${src.bindings.map((b) => b.iface).join(', ') || '(none: give --binding, --domain or --libvirt)'}`,
+    });
+  }
+  const ir = resolvePolicy(src.filters, [binding]);
+  const policy = ir.interfaces[0];
+  if (!policy) return 1;
+  const res = evaluate(policy, direction, frame, opts);
+  if (p.flags.has('json')) {
+    io.out(JSON.stringify({ iface, direction, ...res }, null, 2) + '\n');
+    return 0;
+  }
+  io.out(`${res.verdict.toUpperCase()}${res.reason ? ` (${res.reason})` : ''}  ${iface} ${direction === 'out' ? 'from the VM' : 'to the VM'}\n`);
+  for (const t of res.trace) {
+    const what = t.ruleId ? `${t.ruleId}${t.verdict ? ` -> ${t.verdict}` : ''}` : (t.verdict ?? '');
+    io.out(`  [${t.stage}] ${t.chain.padEnd(22)} ${t.event.padEnd(10)} ${what}${t.note ? `  (${t.note})` : ''}\n`);
+  }
+  return 0;
+}
