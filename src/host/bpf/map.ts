@@ -1,0 +1,310 @@
+// BPF maps: a map of a loaded BpfObject, or a standalone fd (a pinned map
+// opened with openPinnedMap). Keys and values are raw bytes in the kernel's
+// layout (host byte order for integers unless the program says otherwise).
+import { checkInt, checkSys, invalid } from './call.js';
+import { BpfError, EBADF, ENOENT } from './errors.js';
+import { closeFd, cString, MAP_INFO, objGet, objInfo, pinFd } from './fd.js';
+import { libbpf } from './ffi.js';
+import { unpinPath } from './bpffs.js';
+
+/** Flags of bpf_map_update_elem. */
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
+export const BPF_F_LOCK = 4;
+export type MapUpdateFlags = number;
+
+/** enum bpf_map_type (the ones nwf-fast is likely to meet). */
+export const BpfMapType = {
+  HASH: 1,
+  ARRAY: 2,
+  PROG_ARRAY: 3,
+  PERF_EVENT_ARRAY: 4,
+  PERCPU_HASH: 5,
+  PERCPU_ARRAY: 6,
+  LRU_HASH: 9,
+  LRU_PERCPU_HASH: 10,
+  LPM_TRIE: 11,
+  ARRAY_OF_MAPS: 12,
+  HASH_OF_MAPS: 13,
+  DEVMAP: 14,
+  PERCPU_CGROUP_STORAGE: 21,
+  RINGBUF: 27,
+} as const;
+
+const PERCPU_TYPES: ReadonlySet<number> = new Set([
+  BpfMapType.PERCPU_HASH,
+  BpfMapType.PERCPU_ARRAY,
+  BpfMapType.LRU_PERCPU_HASH,
+  BpfMapType.PERCPU_CGROUP_STORAGE,
+]);
+
+let possibleCpus: number | undefined;
+/** libbpf_num_possible_cpus(): the number of slots of a per-CPU value. */
+export function numPossibleCpus(): number {
+  possibleCpus ??= checkInt('libbpf_num_possible_cpus', undefined, () => libbpf().libbpf_num_possible_cpus());
+  return possibleCpus;
+}
+
+/** Liveness of the object that owns a map or program (closing it closes their fds). */
+export interface OwnerState {
+  readonly label: string;
+  closed: boolean;
+}
+
+export interface BpfMapInfo {
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+}
+
+function bytes(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+export class BpfMap implements BpfMapInfo {
+  readonly name: string;
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+  readonly #ptr: bigint | null;
+  readonly #owner: OwnerState | null;
+  #fd: number;
+
+  /** @internal use BpfObject.map() or openPinnedMap(). */
+  constructor(info: BpfMapInfo, src: { ptr: bigint; owner: OwnerState } | { fd: number }) {
+    this.name = info.name;
+    this.type = info.type;
+    this.keySize = info.keySize;
+    this.valueSize = info.valueSize;
+    this.maxEntries = info.maxEntries;
+    this.flags = info.flags;
+    if ('ptr' in src) {
+      this.#ptr = src.ptr;
+      this.#owner = src.owner;
+      this.#fd = -1;
+    } else {
+      this.#ptr = null;
+      this.#owner = null;
+      this.#fd = src.fd;
+    }
+  }
+
+  /** Wrap a map fd (taking ownership: close() closes it). */
+  static fromFd(fd: number): BpfMap {
+    const info = objInfo(fd, MAP_INFO.size, 'map');
+    return new BpfMap(
+      {
+        name: cString(info, MAP_INFO.name, MAP_INFO.nameLen),
+        type: info.readUInt32LE(MAP_INFO.type),
+        keySize: info.readUInt32LE(MAP_INFO.keySize),
+        valueSize: info.readUInt32LE(MAP_INFO.valueSize),
+        maxEntries: info.readUInt32LE(MAP_INFO.maxEntries),
+        flags: info.readUInt32LE(MAP_INFO.flags),
+      },
+      { fd },
+    );
+  }
+
+  /** @internal the libbpf `struct bpf_map *`, for object maps. */
+  get ptr(): bigint | null {
+    return this.#ptr;
+  }
+
+  get label(): string {
+    return this.#owner ? `map ${this.name} of ${this.#owner.label}` : `map ${this.name}`;
+  }
+
+  /** The map's fd (owned by its BpfObject or by this wrapper; do not close it). */
+  get fd(): number {
+    if (this.#ptr !== null) {
+      if (this.#owner?.closed) throw new BpfError('bpf_map__fd', this.label, EBADF, [], { hint: 'the BpfObject was closed' });
+      // Fixed once loaded (and closed with the object): cache it for the hot paths.
+      if (this.#fd < 0) this.#fd = checkInt('bpf_map__fd', this.label, () => libbpf().bpf_map__fd(this.#ptr!));
+      return this.#fd;
+    }
+    if (this.#fd < 0) throw new BpfError('map fd', this.label, EBADF, [], { hint: 'the map was closed' });
+    return this.#fd;
+  }
+
+  /** The kernel's id of the map (bpf_obj_get_info_by_fd). */
+  get id(): number {
+    return objInfo(this.fd, MAP_INFO.size, this.label).readUInt32LE(MAP_INFO.id);
+  }
+
+  get typeName(): string {
+    return libbpf().libbpf_bpf_map_type_str(this.type) ?? `map type ${this.type}`;
+  }
+
+  get isPerCpu(): boolean {
+    return PERCPU_TYPES.has(this.type);
+  }
+
+  /** Bytes of one value as bpf_map_lookup_elem writes it (all CPUs' slots for per-CPU maps). */
+  get valueBufferSize(): number {
+    return this.isPerCpu ? roundUp8(this.valueSize) * numPossibleCpus() : this.valueSize;
+  }
+
+  #key(op: string, key: Uint8Array): Buffer {
+    if (key.byteLength !== this.keySize) {
+      throw invalid(op, this.label, `a ${this.keySize}-byte key, got ${key.byteLength} bytes`);
+    }
+    return bytes(key);
+  }
+
+  /**
+   * bpf_map_lookup_elem. Returns a fresh buffer, or undefined when the key is
+   * absent. For per-CPU maps it holds every possible CPU's slot (each rounded up
+   * to 8 bytes); see lookupPerCpu.
+   */
+  lookup(key: Uint8Array): Buffer | undefined {
+    const k = this.#key('bpf_map_lookup_elem', key);
+    const value = Buffer.alloc(this.valueBufferSize);
+    const r = checkSys('bpf_map_lookup_elem', this.label, libbpf().bpf_map_lookup_elem(this.fd, k, value), isENOENT);
+    return r < 0 ? undefined : value;
+  }
+
+  /** Lookup in a per-CPU map: one `valueSize` buffer per possible CPU. */
+  lookupPerCpu(key: Uint8Array): Buffer[] | undefined {
+    if (!this.isPerCpu) throw invalid('bpf_map_lookup_elem', this.label, 'a per-CPU map');
+    const raw = this.lookup(key);
+    if (!raw) return undefined;
+    const slot = roundUp8(this.valueSize);
+    const out: Buffer[] = [];
+    for (let cpu = 0; cpu < numPossibleCpus(); cpu++) out.push(raw.subarray(cpu * slot, cpu * slot + this.valueSize));
+    return out;
+  }
+
+  /**
+   * bpf_map_update_elem with BPF_ANY (default), BPF_NOEXIST or BPF_EXIST.
+   * For per-CPU maps a `valueSize` value is written to every CPU's slot; a
+   * value of `valueBufferSize` bytes is passed through as is.
+   */
+  update(key: Uint8Array, value: Uint8Array, flags: MapUpdateFlags = BPF_ANY): void {
+    const k = this.#key('bpf_map_update_elem', key);
+    let v: Buffer;
+    if (value.byteLength === this.valueBufferSize) v = bytes(value);
+    else if (this.isPerCpu && value.byteLength === this.valueSize) {
+      v = this.#perCpuValue(Array.from({ length: numPossibleCpus() }, () => value));
+    } else {
+      throw invalid('bpf_map_update_elem', this.label, `a ${this.valueSize}-byte value, got ${value.byteLength} bytes`);
+    }
+    checkSys('bpf_map_update_elem', this.label, libbpf().bpf_map_update_elem(this.fd, k, v, flags));
+  }
+
+  /** Update a per-CPU map with one value per possible CPU. */
+  updatePerCpu(key: Uint8Array, values: readonly Uint8Array[], flags: MapUpdateFlags = BPF_ANY): void {
+    if (!this.isPerCpu) throw invalid('bpf_map_update_elem', this.label, 'a per-CPU map');
+    if (values.length !== numPossibleCpus()) {
+      throw invalid('bpf_map_update_elem', this.label, `${numPossibleCpus()} per-CPU values, got ${values.length}`);
+    }
+    this.update(key, this.#perCpuValue(values), flags);
+  }
+
+  #perCpuValue(values: readonly Uint8Array[]): Buffer {
+    const slot = roundUp8(this.valueSize);
+    const raw = Buffer.alloc(slot * values.length);
+    values.forEach((v, cpu) => {
+      if (v.byteLength !== this.valueSize) {
+        throw invalid('bpf_map_update_elem', this.label, `${this.valueSize}-byte per-CPU values, got ${v.byteLength} bytes`);
+      }
+      raw.set(v, cpu * slot);
+    });
+    return raw;
+  }
+
+  /** bpf_map_delete_elem. Returns false when the key was absent. */
+  delete(key: Uint8Array): boolean {
+    const k = this.#key('bpf_map_delete_elem', key);
+    return checkSys('bpf_map_delete_elem', this.label, libbpf().bpf_map_delete_elem(this.fd, k), isENOENT) >= 0;
+  }
+
+  /**
+   * Iterate keys with bpf_map_get_next_key. As in C, deleting the current key
+   * while iterating a hash map restarts the walk from the first key; collect
+   * the keys first (`[...map.keys()]`) when deleting.
+   */
+  *keys(): Generator<Buffer, void, undefined> {
+    let prev: Buffer | null = null;
+    for (;;) {
+      const next = Buffer.alloc(this.keySize);
+      const r = checkSys('bpf_map_get_next_key', this.label, libbpf().bpf_map_get_next_key(this.fd, prev, next), isENOENT);
+      if (r < 0) return;
+      yield next;
+      prev = next;
+    }
+  }
+
+  /** Iterate [key, value] pairs (entries deleted meanwhile are skipped). */
+  *entries(): Generator<[Buffer, Buffer], void, undefined> {
+    for (const k of this.keys()) {
+      const v = this.lookup(k);
+      if (v) yield [k, v];
+    }
+  }
+
+  /** Pin the map at `path` (in a bpf filesystem, see ensureBpffs). */
+  pin(path: string): void {
+    if (this.#ptr !== null) {
+      this.fd; // throws if the object is closed
+      checkInt('bpf_map__pin', `${this.label} -> ${path}`, () => libbpf().bpf_map__pin(this.#ptr!, path));
+    } else {
+      pinFd(this.fd, path, this.label);
+    }
+  }
+
+  /** Remove the pin at `path` (the map lives on while fds or programs use it). */
+  unpin(path: string): void {
+    if (this.#ptr !== null) {
+      this.fd;
+      checkInt('bpf_map__unpin', `${this.label} <- ${path}`, () => libbpf().bpf_map__unpin(this.#ptr!, path));
+    } else {
+      unpinPath(path);
+    }
+  }
+
+  /** Close a standalone map fd. Maps of a BpfObject close with the object; this is a no-op for them. */
+  close(): void {
+    if (this.#ptr === null && this.#fd >= 0) {
+      closeFd(this.#fd);
+      this.#fd = -1;
+    }
+  }
+}
+
+/** Open a map pinned in bpffs (bpf_obj_get). Close it when done. */
+export function openPinnedMap(path: string): BpfMap {
+  const fd = objGet(path);
+  try {
+    return BpfMap.fromFd(fd);
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+}
+
+const isENOENT = (e: number) => e === ENOENT;
+
+function roundUp8(n: number): number {
+  return (n + 7) & ~7;
+}
+
+/** Little helpers for the common integer keys and values (host byte order). */
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n >>> 0);
+  return b;
+}
+export function u64(n: number | bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(BigInt(n));
+  return b;
+}
+export function readU64(b: Uint8Array, offset = 0): bigint {
+  return bytes(b).readBigUInt64LE(offset);
+}
