@@ -3,12 +3,20 @@ import { InternalError, NwfError } from '../util/errors.js';
 import { COMPILE_HELP, runCompile } from './compile.js';
 import { EXPLAIN_HELP, runExplain } from './explain.js';
 import { type CliIo, processIo } from './io.js';
+import { LOAD_HELP, runLoad } from './load.js';
+import { ROLLBACK_HELP, runRollback } from './rollback.js';
+import { runStatus, STATUS_HELP } from './status.js';
+import { runUnload, UNLOAD_HELP } from './unload.js';
 
 type Command = { run: (argv: readonly string[], io: CliIo) => Promise<number>; summary: string; help: string };
 
 const COMMANDS: Record<string, Command> = {
   compile: { run: runCompile, summary: 'resolve libvirt nwfilter XML into per-interface policies', help: COMPILE_HELP },
   explain: { run: runExplain, summary: "show the verdict libvirt's rules give one frame, and why", help: EXPLAIN_HELP },
+  load: { run: runLoad, summary: 'check and apply a generation in one transaction', help: LOAD_HELP },
+  rollback: { run: runRollback, summary: 're-apply the previous generation', help: ROLLBACK_HELP },
+  status: { run: runStatus, summary: 'loaded generation, drop counters per interface and reason, drift', help: STATUS_HELP },
+  unload: { run: runUnload, summary: "remove nwf-fast's tables (nothing else)", help: UNLOAD_HELP },
 };
 
 export function usage(): string {

@@ -1,0 +1,459 @@
+// Lowering PolicyIR to one nftables transaction (libnftables JSON model).
+//
+// Layout (bridge table `nwf_fast`):
+//   chain pre  { type filter hook prerouting priority -300; iifname vmap @from_vm }
+//   chain post { type filter hook postrouting priority 300; oifname vmap @to_vm }
+//   i_<tap>, i_<tap>_<sub>: libvirt-I-<tap> and its sub-chains (traffic from the VM)
+//   o_<tap>, o_<tap>_<sub>: libvirt-O-<tap> and its sub-chains (traffic to the VM)
+// Dispatch is one verdict-map lookup keyed by interface name: O(1) in the
+// number of VMs, and names can be filled before a tap exists.
+//
+// libvirt's ebtables user chains ACCEPT when a frame falls off their end; an
+// nft `jump` returns instead, so every emitted chain ends with an explicit
+// accept. Every drop counts into a named counter drop_<tap>_<reason>.
+//
+// L3/L4 rules (libvirt's iptables chains FI/FO/HI) go through br_netfilter:
+// the bridge table marks IP frames of ports that have L3 rules with the
+// port ids (prerouting: source port, forward: destination port), and an
+// inet table `nwf_fast` dispatches on those marks with `ct state` available.
+import { CODES, assertNever, InternalError, NwfError } from '../../util/errors.js';
+import type { DropReason } from '../../ir/reasons.js';
+import { dropReason } from '../../ir/reasons.js';
+import type { Direction, InterfacePolicy, IpTest, L2Match, L2Rule, L3Path, L3Rule, MacTest, NumTest, PolicyIR, RangeTest } from '../../ir/types.js';
+import { DIRECTIONS, L3_PATHS } from '../../ir/types.js';
+import { macToBytes, parseIPv4 } from '../../ir/values.js';
+import {
+  accept,
+  add,
+  bitAnd,
+  ct,
+  del,
+  drop,
+  eq,
+  hex,
+  jump,
+  match,
+  meta,
+  ne,
+  nftTable,
+  num,
+  payload,
+  prefix,
+  range,
+  raw,
+  setMark,
+  setOf,
+  setRef,
+  str,
+  sym,
+  vmap,
+} from './build.js';
+import type { NftBatch, NftCommand, Selector, Statement, Verdict } from './model.js';
+import { BRIDGE_TABLE, bridgeNames as BN, dropCounter, INET_TABLE, inetNames as IN, l2Chain, l3Chain, markChain } from './names.js';
+
+export const BRIDGE_PRE_PRIORITY = -300;
+export const BRIDGE_POST_PRIORITY = 300;
+/** Mark layout for the br_netfilter route: 0x8000_0000 | in-id << 16, and 0x8000 | out-id. */
+export const MARK_IN_MASK = 0xffff0000;
+export const MARK_OUT_MASK = 0x0000ffff;
+export const MAX_L3_PORTS = 0x7fff;
+
+export interface NftLowering {
+  batch: NftBatch;
+  /** Whether the inet table (L3 rules) is part of this generation. */
+  l3: boolean;
+  interfaces: { iface: string; l2Rules: number; l3Rules: number; markId?: number }[];
+}
+
+const br = nftTable('bridge', BRIDGE_TABLE);
+const inet = nftTable('inet', INET_TABLE);
+
+// ---- matches ------------------------------------------------------------------
+
+function cmp(left: Selector, neg: boolean, right: Parameters<typeof eq>[1]): Statement {
+  return neg ? ne(left, right) : eq(left, right);
+}
+
+function macMatch(sel: Selector, t: MacTest): Statement {
+  if (!t.mask || t.mask === 'ff:ff:ff:ff:ff:ff') return cmp(sel, t.neg, sym(t.addr));
+  const mask = macToBytes(t.mask);
+  const want = macToBytes(t.addr).map((b, i) => b & (mask[i] as number));
+  const wantMac = [...want].map((b) => b.toString(16).padStart(2, '0')).join(':');
+  return cmp(bitAnd(sel, sym(t.mask)), t.neg, sym(wantMac));
+}
+
+/** A raw network-header field as a number (MACs as 48-bit numbers). */
+function rawMac(offsetBytes: number, t: MacTest): Statement {
+  const sel = raw('nh', offsetBytes * 8, 48);
+  const addr = macToBytes(t.addr);
+  const mask = t.mask ? macToBytes(t.mask) : new Uint8Array(6).fill(0xff);
+  const toNum = (b: Uint8Array): number => [...b].reduce((a, x) => a * 256 + x, 0);
+  const full = mask.every((x) => x === 0xff);
+  const want = toNum(addr.map((b, i) => b & (mask[i] as number)));
+  return cmp(full ? sel : bitAnd(sel, hex(toNum(mask))), t.neg, hex(want));
+}
+
+function rawIp4(offsetBytes: number, t: IpTest): Statement {
+  const sel = raw('nh', offsetBytes * 8, 32);
+  const v = parseIPv4(t.addr) as number;
+  const mask = t.prefix === 0 ? 0 : Number((0xffffffffn << BigInt(32 - t.prefix)) & 0xffffffffn);
+  const want = Number(BigInt(v) & BigInt(mask));
+  return cmp(t.prefix === 32 ? sel : bitAnd(sel, hex(mask)), t.neg, hex(want));
+}
+
+function rawNum(offsetBytes: number, bits: number, t: NumTest): Statement {
+  return cmp(raw('nh', offsetBytes * 8, bits), t.neg, t.value);
+}
+
+function rawRange(offsetBytes: number, bits: number, t: RangeTest): Statement {
+  return cmp(raw('nh', offsetBytes * 8, bits), t.neg, t.lo === t.hi ? num(t.lo) : range(t.lo, t.hi));
+}
+
+function ipPrefix(sel: Selector, t: IpTest): Statement {
+  const full = t.family === 'ipv4' ? 32 : 128;
+  return cmp(sel, t.neg, t.prefix === full ? sym(t.addr) : prefix(t.addr, t.prefix));
+}
+
+function portRange(sel: Selector, t: RangeTest): Statement {
+  return cmp(sel, t.neg, t.lo === t.hi ? num(t.lo) : range(t.lo, t.hi));
+}
+
+/** `meta length >= n`: the network header holds at least n bytes (ebtables' matches need the whole header). */
+function atLeast(n: number): Statement {
+  return match(meta('length'), '>=', n);
+}
+
+function unsupported(rule: { id: string; origin: { file: string; filter: string } }, what: string, iface: string): never {
+  throw new NwfError(CODES.KERNEL_UNSUPPORTED, `${what} cannot be expressed in the nftables backend (rule ${rule.id})`, {
+    location: { file: rule.origin.file },
+    filter: rule.origin.filter,
+    iface,
+    hint: 'use --backend bpf for this policy, or rewrite the rule',
+  });
+}
+
+/** nft statements equivalent to one libvirt ebtables rule's match. */
+export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string): Statement[] {
+  const s: Statement[] = [];
+  const eth = (x: { src?: MacTest; dst?: MacTest }): void => {
+    if (x.src) s.push(macMatch(payload('ether', 'saddr'), x.src));
+    if (x.dst) s.push(macMatch(payload('ether', 'daddr'), x.dst));
+  };
+  const etype = (t: number): void => void s.push(eq(payload('ether', 'type'), hex(t)));
+  switch (m.proto) {
+    case 'any':
+      return s;
+    case 'mac':
+      eth(m);
+      if (m.etherType) s.push(cmp(payload('ether', 'type'), m.etherType.neg, hex(m.etherType.value)));
+      return s;
+    case 'vlan':
+      eth(m);
+      etype(0x8100);
+      if (m.vlanId || m.encap) s.push(atLeast(4));
+      if (m.vlanId) s.push(cmp(bitAnd(raw('nh', 0, 16), hex(0x0fff)), m.vlanId.neg, m.vlanId.value));
+      if (m.encap) s.push(cmp(raw('nh', 16, 16), m.encap.neg, hex(m.encap.value)));
+      return s;
+    case 'stp': {
+      eth(m);
+      const f = m.fields;
+      if (!f) return s;
+      s.push(atLeast(6), eq(raw('nh', 0, 48), hex(0x424203000000)));
+      if (f.type) s.push(rawNum(5, 8, f.type));
+      const cfg = Object.keys(f).some((k) => k !== 'type');
+      if (!cfg) return s;
+      // ebt_stp reads the configuration fields from byte 6 on (see eval.ts)
+      s.push(atLeast(37));
+      if (f.flags) s.push(rawNum(6, 8, f.flags));
+      if (f.rootPriority) s.push(rawRange(7, 16, f.rootPriority));
+      if (f.rootAddress) s.push(rawMac(9, f.rootAddress));
+      if (f.rootCost) s.push(rawRange(15, 32, f.rootCost));
+      if (f.senderPriority) s.push(rawRange(19, 16, f.senderPriority));
+      if (f.senderAddress) s.push(rawMac(21, f.senderAddress));
+      if (f.port) s.push(rawRange(27, 16, f.port));
+      if (f.age) s.push(rawRange(29, 16, f.age));
+      if (f.maxAge) s.push(rawRange(31, 16, f.maxAge));
+      if (f.helloTime) s.push(rawRange(33, 16, f.helloTime));
+      if (f.forwardDelay) s.push(rawRange(35, 16, f.forwardDelay));
+      return s;
+    }
+    case 'arp':
+    case 'rarp': {
+      eth(m);
+      etype(m.proto === 'arp' ? 0x0806 : 0x8035);
+      const ipTests = m.spa || m.tpa || m.gratuitous;
+      const macTests = m.sha || m.tha;
+      if (!(m.opcode || m.hwType || m.protoType || ipTests || macTests)) return s;
+      if (m.gratuitous) unsupported(rule, 'the ARP gratuitous test (sender IP equal to target IP)', iface);
+      // ebt_arp reads the 8-byte ARP header; address offsets depend on the
+      // address lengths, so nwf-fast requires Ethernet/IPv4 sizes (hlen 6, plen 4).
+      let need = 8;
+      if (macTests) {
+        s.push(eq(raw('nh', 0, 16), 1), eq(raw('nh', 32, 8), 6));
+        need = Math.max(need, m.tha ? 24 : 14);
+        if (m.tha) s.push(eq(raw('nh', 40, 8), 4));
+      }
+      if (ipTests) {
+        s.push(eq(raw('nh', 16, 16), hex(0x0800)), eq(raw('nh', 40, 8), 4), eq(raw('nh', 32, 8), 6));
+        need = Math.max(need, 28);
+      }
+      s.push(atLeast(need));
+      if (m.opcode) s.push(rawNum(6, 16, m.opcode));
+      if (m.hwType) s.push(rawNum(0, 16, m.hwType));
+      if (m.protoType) s.push(cmp(raw('nh', 16, 16), m.protoType.neg, hex(m.protoType.value)));
+      if (m.spa) s.push(rawIp4(14, m.spa));
+      if (m.tpa) s.push(rawIp4(24, m.tpa));
+      if (m.sha) s.push(rawMac(8, m.sha));
+      if (m.tha) s.push(rawMac(18, m.tha));
+      return s;
+    }
+    case 'ipv4': {
+      eth(m);
+      etype(0x0800);
+      const any = m.srcIp || m.dstIp || m.protocol || m.tos;
+      if (!any) return s;
+      s.push(atLeast(20));
+      if (m.tos) s.push(rawNum(1, 8, m.tos));
+      if (m.srcIp) s.push(ipPrefix(payload('ip', 'saddr'), m.srcIp));
+      if (m.dstIp) s.push(ipPrefix(payload('ip', 'daddr'), m.dstIp));
+      if (m.protocol) {
+        s.push(cmp(payload('ip', 'protocol'), m.protocol.neg, m.protocol.value));
+        if (m.srcPort) s.push(portRange({ kind: 'raw-payload', base: 'th', offset: 0, len: 16 }, m.srcPort));
+        if (m.dstPort) s.push(portRange({ kind: 'raw-payload', base: 'th', offset: 16, len: 16 }, m.dstPort));
+      }
+      return s;
+    }
+    case 'ipv6': {
+      eth(m);
+      etype(0x86dd);
+      const any = m.srcIp || m.dstIp || m.protocol;
+      if (!any) return s;
+      s.push(atLeast(40));
+      if (m.srcIp) s.push(ipPrefix(payload('ip6', 'saddr'), m.srcIp));
+      if (m.dstIp) s.push(ipPrefix(payload('ip6', 'daddr'), m.dstIp));
+      if (m.protocol) {
+        s.push(cmp(meta('l4proto'), m.protocol.neg, m.protocol.value));
+        if (m.srcPort) s.push(portRange(raw('th', 0, 16), m.srcPort));
+        if (m.dstPort) s.push(portRange(raw('th', 16, 16), m.dstPort));
+        if (m.icmpType) {
+          const code = m.icmpCode ?? { lo: 0, hi: 255, neg: m.icmpType.neg };
+          const whole = code.lo === 0 && code.hi === 255;
+          if (m.icmpType.neg && !whole) unsupported(rule, 'a negated ICMPv6 type and code range', iface);
+          s.push(portRange(raw('th', 0, 8), m.icmpType));
+          if (!whole) s.push(portRange(raw('th', 8, 8), code));
+        }
+      }
+      return s;
+    }
+    default:
+      return assertNever(m, 'L2 match');
+  }
+}
+
+// ---- L2 chains ----------------------------------------------------------------
+
+function l2Verdict(rule: L2Rule, iface: string, inRoot: boolean, counters: Set<string>): Statement[] {
+  switch (rule.verdict) {
+    case 'accept':
+      return [accept()];
+    case 'drop': {
+      const c = dropCounter(iface, dropReason(rule.origin));
+      counters.add(c);
+      return [{ kind: 'counter-ref', name: c }, drop()];
+    }
+    case 'return':
+      // RETURN from the root chain leaves nwf-fast's processing: accept at this hook.
+      return [inRoot ? accept() : { kind: 'return' }];
+    case 'continue':
+      return [{ kind: 'continue' }];
+    default:
+      return assertNever(rule.verdict, 'L2 verdict');
+  }
+}
+
+function comment(rule: { id: string }): string {
+  return rule.id.replace(/[^A-Za-z0-9_.:/#@+-]/g, '_').slice(0, 120);
+}
+
+function guardStatements(g: { kind: 'ethertype'; etherType: number } | { kind: 'stp' } | { kind: 'none' }): Statement[] {
+  if (g.kind === 'none') return [];
+  if (g.kind === 'stp') return [eq(payload('ether', 'daddr'), sym('01:80:c2:00:00:00'))];
+  return [eq(payload('ether', 'type'), hex(g.etherType))];
+}
+
+function lowerDirection(p: InterfacePolicy, dir: Direction, counters: Set<string>): NftCommand[] {
+  const pol = p.l2[dir];
+  const cmds: NftCommand[] = [];
+  const root = l2Chain(dir, p.iface);
+  cmds.push(add(br.chain(root)));
+  for (const ch of pol.chains) cmds.push(add(br.chain(l2Chain(dir, p.iface, ch.name))));
+  for (const e of pol.root) {
+    if (e.kind === 'rule') {
+      cmds.push(add(br.rule(root, [...lowerL2Match(e.rule.match, e.rule, p.iface), ...l2Verdict(e.rule, p.iface, true, counters)], comment(e.rule))));
+    } else {
+      cmds.push(add(br.rule(root, [...guardStatements(e.guard), jump(l2Chain(dir, p.iface, e.chain))], `jump ${e.chain}`)));
+    }
+  }
+  cmds.push(add(br.rule(root, [accept()], 'end of chain: libvirt accepts')));
+  for (const ch of pol.chains) {
+    const name = l2Chain(dir, p.iface, ch.name);
+    for (const r of ch.rules) cmds.push(add(br.rule(name, [...lowerL2Match(r.match, r, p.iface), ...l2Verdict(r, p.iface, false, counters)], comment(r))));
+    cmds.push(add(br.rule(name, [accept()], 'end of chain: libvirt accepts')));
+  }
+  return cmds;
+}
+
+// ---- L3 -------------------------------------------------------------------------
+
+const STATE_SYMBOL: Record<string, string> = { NEW: 'new', ESTABLISHED: 'established', RELATED: 'related', INVALID: 'invalid' };
+
+export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Set<string>): Statement[] {
+  const s: Statement[] = [];
+  const v4 = r.family === 'ipv4';
+  s.push(eq(meta('nfproto'), sym(v4 ? 'ipv4' : 'ipv6')));
+  if (r.protocol !== 'all') s.push(eq(meta('l4proto'), r.protocol));
+  if (r.srcMac) s.push(macMatch(payload('ether', 'saddr'), r.srcMac));
+  const ipp = v4 ? 'ip' : 'ip6';
+  if (r.srcIp) s.push(ipPrefix(payload(ipp, 'saddr'), r.srcIp));
+  if (r.dstIp) s.push(ipPrefix(payload(ipp, 'daddr'), r.dstIp));
+  if (r.srcRange) s.push(cmp(payload(ipp, 'saddr'), r.srcRange.neg, range(sym(r.srcRange.from), sym(r.srcRange.to))));
+  if (r.dstRange) s.push(cmp(payload(ipp, 'daddr'), r.dstRange.neg, range(sym(r.dstRange.from), sym(r.dstRange.to))));
+  if (r.dscp) s.push(cmp(payload(ipp, 'dscp'), r.dscp.neg, r.dscp.value));
+  if (r.srcPort) s.push(portRange(raw('th', 0, 16), r.srcPort));
+  if (r.dstPort) s.push(portRange(raw('th', 16, 16), r.dstPort));
+  if (r.tcpFlags) s.push(cmp(bitAnd(raw('th', 104, 8), hex(r.tcpFlags.mask)), r.tcpFlags.neg, hex(r.tcpFlags.set)));
+  if (r.tcpOption) unsupported(r, 'a TCP option match', iface);
+  if (r.icmp) {
+    if (r.icmp.neg && r.icmp.code !== undefined) unsupported(r, 'a negated ICMP type/code match', iface);
+    s.push(cmp(raw('th', 0, 8), r.icmp.neg, r.icmp.type));
+    if (r.icmp.code !== undefined) s.push(eq(raw('th', 8, 8), r.icmp.code));
+  }
+  if (r.state) s.push(eq(ct('state'), setOf(...r.state.map((x) => sym(STATE_SYMBOL[x] as string)))));
+  if (r.ctDir) s.push(eq(ct('direction'), sym(r.ctDir)));
+  if (r.connlimitAbove) s.push({ kind: 'ct-count', val: r.connlimitAbove.value, ...(r.connlimitAbove.neg ? {} : { inv: true }) });
+  switch (r.verdict) {
+    case 'accept':
+      // FI/HI: libvirt's accept is RETURN (the destination's FO chain still runs); FO: ACCEPT.
+      s.push(path === 'toVm' ? accept() : { kind: 'return' });
+      break;
+    case 'return':
+      s.push({ kind: 'return' });
+      break;
+    case 'drop':
+    case 'reject': {
+      const c = dropCounter(iface, dropReason(r.origin));
+      counters.add(c);
+      s.push({ kind: 'counter-ref', name: c }, drop());
+      break;
+    }
+    case 'continue':
+      s.push({ kind: 'continue' });
+      break;
+    default:
+      return assertNever(r.verdict, 'L3 verdict');
+  }
+  return s;
+}
+
+// ---- the batch ------------------------------------------------------------------
+
+export interface LowerOptions {
+  /** How L3/L4 rules with connection state are enforced; only the br_netfilter route is implemented. */
+  l3Path?: 'br_netfilter';
+}
+
+export function lowerToNft(ir: PolicyIR, _opts: LowerOptions = {}): NftLowering {
+  const cmds: NftCommand[] = [];
+  // Replace both of our tables atomically: add (so delete cannot fail), delete, re-create.
+  cmds.push(add(br.table), del(br.ref), add(inet.table), del(inet.ref));
+  cmds.push(add(br.table));
+  cmds.push(add(br.baseChain(BN.preChain, { type: 'filter', hook: 'prerouting', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })));
+  cmds.push(add(br.baseChain(BN.postChain, { type: 'filter', hook: 'postrouting', prio: BRIDGE_POST_PRIORITY, policy: 'accept' })));
+
+  const l3Ifaces = ir.interfaces.filter((p) => L3_PATHS.some((k) => p.l3[k].length > 0));
+  if (l3Ifaces.length > MAX_L3_PORTS) throw new NwfError(CODES.KERNEL_UNSUPPORTED, `at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`);
+  const markId = new Map(l3Ifaces.map((p, i) => [p.iface, i + 1]));
+
+  const outElems: [ReturnType<typeof str>, Verdict][] = [];
+  const inElems: [ReturnType<typeof str>, Verdict][] = [];
+  const counters = new Set<string>();
+  const l3Counters = new Set<string>();
+  const perIface: NftCommand[] = [];
+  const summary: NftLowering['interfaces'] = [];
+  for (const p of ir.interfaces) {
+    for (const dir of DIRECTIONS) {
+      if (p.l2[dir].root.length === 0) continue; // libvirt hooks no chain: all accepted
+      perIface.push(...lowerDirection(p, dir, counters));
+      (dir === 'out' ? outElems : inElems).push([str(p.iface), jump(l2Chain(dir, p.iface))]);
+    }
+    const l2Rules = DIRECTIONS.reduce((n, d) => n + p.l2[d].root.length + p.l2[d].chains.reduce((m, c) => m + c.rules.length, 0), 0);
+    const l3Rules = L3_PATHS.reduce((n, k) => n + p.l3[k].length, 0);
+    const id = markId.get(p.iface);
+    summary.push({ iface: p.iface, l2Rules, l3Rules, ...(id !== undefined ? { markId: id } : {}) });
+  }
+
+  // L3 preparation in the bridge table: marks carry the port ids to the inet hooks.
+  const l3Bridge: NftCommand[] = [];
+  const l3BridgeMaps: NftCommand[] = [];
+  const l3BridgeRules: NftCommand[] = [];
+  const l3Inet: NftCommand[] = [];
+  if (l3Ifaces.length) {
+    const ports = l3Ifaces.map((p) => str(p.iface));
+    l3Bridge.push(add(br.set(BN.l3Ports, 'ifname', ports)));
+    l3BridgeMaps.push(
+      add(br.verdictMap(BN.markInMap, 'ifname', l3Ifaces.map((p) => [str(p.iface), jump(markChain('in', p.iface))] as const))),
+      add(br.verdictMap(BN.markOutMap, 'ifname', l3Ifaces.map((p) => [str(p.iface), jump(markChain('out', p.iface))] as const))),
+    );
+    l3BridgeRules.push(
+      add(br.baseChain(BN.markChain, { type: 'filter', hook: 'forward', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })),
+      add(br.rule(BN.markChain, [match(meta('iifname'), '!=', setRef(BN.l3Ports)), match(meta('oifname'), '==', setRef(BN.l3Ports)), setMark(0)], 'clear the mark of frames to a port with L3 rules')),
+      add(br.rule(BN.markChain, [vmap(meta('oifname'), BN.markOutMap)])),
+    );
+    for (const p of l3Ifaces) {
+      const id = markId.get(p.iface) as number;
+      l3Bridge.push(add(br.chain(markChain('in', p.iface))), add(br.rule(markChain('in', p.iface), [setMark((0x8000 | id) * 0x10000)])));
+      l3Bridge.push(
+        add(br.chain(markChain('out', p.iface))),
+        add(br.rule(markChain('out', p.iface), [setMark({ kind: 'binop', op: '|', left: bitAnd(meta('mark'), hex(MARK_IN_MASK)), right: hex(0x8000 | id) })])),
+      );
+    }
+    // inet table: libvirt's libvirt-in / libvirt-out / libvirt-host-in
+    l3Inet.push(add(inet.table));
+    l3Inet.push(add(inet.baseChain(IN.forwardChain, { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' })));
+    l3Inet.push(add(inet.baseChain(IN.inputChain, { type: 'filter', hook: 'input', prio: 0, policy: 'accept' })));
+    const maps: Record<L3Path, [number, Verdict][]> = { fromVm: [], toVm: [], toHost: [] };
+    for (const p of l3Ifaces) {
+      const id = markId.get(p.iface) as number;
+      for (const path of L3_PATHS) {
+        const chain = l3Chain(path, p.iface);
+        l3Inet.push(add(inet.chain(chain)));
+        for (const r of p.l3[path]) l3Inet.push(add(inet.rule(chain, lowerL3Rule(r, path, p.iface, l3Counters), comment(r))));
+        maps[path].push([path === 'toVm' ? 0x8000 | id : (0x8000 | id) * 0x10000, jump(chain)]);
+      }
+    }
+    const mapFor = (name: string, path: L3Path) => add(inet.verdictMap(name, 'mark', maps[path].map(([k, v]) => [hex(k), v] as const)));
+    l3Inet.push(mapFor(IN.fromVmMap, 'fromVm'), mapFor(IN.toVmMap, 'toVm'), mapFor(IN.toHostMap, 'toHost'));
+    l3Inet.push(add(inet.rule(IN.forwardChain, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), IN.fromVmMap)], 'libvirt-in: FI of the source port')));
+    l3Inet.push(add(inet.rule(IN.forwardChain, [vmap(bitAnd(meta('mark'), hex(MARK_OUT_MASK)), IN.toVmMap)], 'libvirt-out: FO of the destination port')));
+    l3Inet.push(add(inet.rule(IN.inputChain, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), IN.toHostMap)], 'libvirt-host-in: HI of the source port')));
+  }
+
+  // Counters must exist before the rules that reference them (each table has its own).
+  for (const c of [...counters].sort()) cmds.push(add(br.counter(c)));
+  // Chains before the maps and rules that jump to them.
+  cmds.push(...perIface, ...l3Bridge);
+  cmds.push(add(br.verdictMap(BN.outMap, 'ifname', outElems)), add(br.verdictMap(BN.inMap, 'ifname', inElems)), ...l3BridgeMaps, ...l3BridgeRules);
+  if (l3Ifaces.length) {
+    cmds.push(add(br.rule(BN.preChain, [vmap(meta('iifname'), BN.markInMap)], 'mark frames of ports with L3 rules')));
+  }
+  cmds.push(add(br.rule(BN.preChain, [vmap(meta('iifname'), BN.outMap)], 'traffic from the VMs')));
+  cmds.push(add(br.rule(BN.postChain, [vmap(meta('oifname'), BN.inMap)], 'traffic to the VMs')));
+  if (l3Inet.length) {
+    const [tableCmd, ...rest] = l3Inet;
+    cmds.push(tableCmd as NftCommand);
+    for (const c of [...l3Counters].sort()) cmds.push(add(inet.counter(c)));
+    cmds.push(...rest);
+  }
+  if (cmds.some((c) => c.op === 'add' && c.object.kind === 'rule' && c.object.statements.length === 0)) throw new InternalError('empty nft rule');
+  return { batch: cmds, l3: l3Ifaces.length > 0, interfaces: summary };
+}

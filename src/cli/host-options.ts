@@ -1,0 +1,14 @@
+// Options shared by the commands that act on the kernel.
+import { DEFAULT_STATE_DIR } from '../host/generation.js';
+import { libnftablesAvailable } from '../host/nft.js';
+import type { HostOptions } from '../host/apply.js';
+import { one, type OptionSpec, type ParsedArgs } from './args.js';
+
+export const HOST_OPTIONS: Readonly<Record<string, OptionSpec>> = {
+  'state-dir': { value: true, arg: 'DIR', help: `where generations and the load history live (default ${DEFAULT_STATE_DIR})` },
+  'nft-binary': { value: false, help: 'apply through the nft program instead of libnftables in-process' },
+};
+
+export function hostOptions(p: ParsedArgs): HostOptions {
+  return { stateDir: one(p, 'state-dir') ?? DEFAULT_STATE_DIR, inProcess: !p.flags.has('nft-binary') && libnftablesAvailable() };
+}

@@ -1,0 +1,45 @@
+// nwf-fast load: check and apply a generation in one transaction.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadGeneration } from '../host/apply.js';
+import { compileNft, writeNftGeneration } from '../backends/nft/generate.js';
+import { loadSources } from '../resolve/sources.js';
+import { formatHelp, type OptionSpec, parseArgs } from './args.js';
+import { HOST_OPTIONS, hostOptions } from './host-options.js';
+import type { CliIo } from './io.js';
+
+const SPEC: Record<string, OptionSpec> = { ...HOST_OPTIONS, help: { value: false, help: 'show this help' } };
+
+export const LOAD_HELP = formatHelp(
+  'nwf-fast load [DIR] [--state-dir DIR]',
+  'Checks the generation in DIR with nft -c, applies it in one transaction and\nrecords it as the current generation. Without DIR, compiles the live libvirt\nhost (--libvirt) first. A failed load leaves the previous generation in force.',
+  SPEC,
+);
+
+export async function runLoad(argv: readonly string[], io: CliIo): Promise<number> {
+  const p = parseArgs(argv, SPEC, 1);
+  if (p.flags.has('help')) {
+    io.out(LOAD_HELP);
+    return 0;
+  }
+  const opts = hostOptions(p);
+  let dir = p.positionals[0];
+  let tmp: string | undefined;
+  if (!dir) {
+    const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [], domainPaths: [], libvirt: true });
+    tmp = mkdtempSync(join(tmpdir(), 'nwf-fast-gen-'));
+    dir = tmp;
+    writeNftGeneration(dir, src, compileNft(src));
+  }
+  try {
+    const r = await loadGeneration(dir, opts);
+    io.out(
+      `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms` +
+        `${r.previous ? `; previous ${r.previous}` : ''}\n`,
+    );
+    return 0;
+  } finally {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,186 @@
+// Host operations on generations: load (check, then apply in ONE
+// transaction), rollback, unload and status. nwf-fast only ever touches its
+// own two tables (bridge nwf_fast, inet nwf_fast).
+import { existsSync, readFileSync } from 'node:fs';
+import { CODES, NwfError } from '../util/errors.js';
+import { BRIDGE_TABLE, INET_TABLE, parseDropCounter } from '../backends/nft/names.js';
+import type { NftJsonDocument } from '../backends/nft/model.js';
+import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
+import { hostRunner, inNetns } from './netns.js';
+import { type Generation, type HostState, readGeneration, StateDir } from './generation.js';
+
+export interface HostOptions extends NftRunOptions {
+  stateDir: string;
+}
+
+/** Test hook: NWF_FAST_FAULT=pause-before-apply:MS sleeps right before the transaction is applied. */
+async function faultPoint(name: string): Promise<void> {
+  const f = process.env.NWF_FAST_FAULT;
+  if (!f) return;
+  const [point, ms] = f.split(':');
+  if (point === name) await new Promise((r) => setTimeout(r, Number(ms ?? 1000)));
+}
+
+async function readSysctl(path: string, opts: HostOptions): Promise<string | undefined> {
+  if (!opts.netns) return existsSync(path) ? readFileSync(path, 'utf8').trim() : undefined;
+  const r = await (opts.runner ?? hostRunner()).run(inNetns(opts.netns, ['cat', path]), { check: false });
+  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+}
+
+export interface KernelProbe {
+  /** br_netfilter passes bridged IPv4 / IPv6 to the inet hooks (needed for L3 rules). */
+  brNetfilterIpv4: boolean;
+  brNetfilterIpv6: boolean;
+}
+
+export async function probeKernel(opts: HostOptions): Promise<KernelProbe> {
+  return {
+    brNetfilterIpv4: (await readSysctl('/proc/sys/net/bridge/bridge-nf-call-iptables', opts)) === '1',
+    brNetfilterIpv6: (await readSysctl('/proc/sys/net/bridge/bridge-nf-call-ip6tables', opts)) === '1',
+  };
+}
+
+async function listOurs(opts: NftRunOptions): Promise<{ bridge?: NftJsonDocument; inet?: NftJsonDocument }> {
+  const out: { bridge?: NftJsonDocument; inet?: NftJsonDocument } = {};
+  for (const [fam, key] of [['bridge', 'bridge'], ['inet', 'inet']] as const) {
+    try {
+      out[key] = await nftListTable(fam, fam === 'bridge' ? BRIDGE_TABLE : INET_TABLE, opts);
+    } catch {
+      // table absent
+    }
+  }
+  return out;
+}
+
+/** A listing without handles and counter values: what must not change while a generation is in force. */
+export function normalizeListing(doc: NftJsonDocument | undefined): unknown {
+  if (!doc) return null;
+  const strip = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(strip);
+    if (v && typeof v === 'object') {
+      const o: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'handle' || k === 'packets' || k === 'bytes') continue;
+        o[k] = strip(x);
+      }
+      return o;
+    }
+    return v;
+  };
+  return strip(doc.nftables.filter((o) => !('metainfo' in o)));
+}
+
+async function snapshot(opts: NftRunOptions): Promise<unknown> {
+  const l = await listOurs(opts);
+  return { bridge: normalizeListing(l.bridge), inet: normalizeListing(l.inet) };
+}
+
+export interface LoadResult {
+  generation: Generation;
+  previous: string | null;
+  ms: { check: number; apply: number };
+}
+
+/** Checks with nft -c, then applies the generation as one transaction and records it. */
+export async function loadGeneration(dir: string, opts: HostOptions): Promise<LoadResult> {
+  const g = readGeneration(dir);
+  const state = new StateDir(opts.stateDir);
+  const s = state.read();
+  if (g.manifest.l3) {
+    const k = await probeKernel(opts);
+    if (!k.brNetfilterIpv4) {
+      throw new NwfError(CODES.KERNEL_UNSUPPORTED, 'this generation has L3/L4 rules, which need br_netfilter: net.bridge.bridge-nf-call-iptables is not 1', {
+        hint: 'modprobe br_netfilter && sysctl -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 (libvirt needs the same)',
+      });
+    }
+  }
+  const t0 = performance.now();
+  await nftCheck(g.nft, opts);
+  const t1 = performance.now();
+  const stored = state.store(g);
+  await faultPoint('pause-before-apply');
+  await nftApply(stored.nft, opts);
+  const t2 = performance.now();
+  state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
+  const next: HostState = { current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString() };
+  state.write(next);
+  return { generation: stored, previous: s.current, ms: { check: t1 - t0, apply: t2 - t1 } };
+}
+
+/** Re-applies the generation loaded before the current one. */
+export async function rollback(opts: HostOptions): Promise<LoadResult> {
+  const state = new StateDir(opts.stateDir);
+  const s = state.read();
+  const prevId = [...s.history].reverse().find((id, i, arr) => i > 0 && id !== (s.current ?? arr[0]));
+  if (!prevId) {
+    throw new NwfError(CODES.STATE_INVALID, `no previous generation to roll back to (state: ${opts.stateDir})`, { hint: 'nwf-fast status shows the history' });
+  }
+  return loadGeneration(state.generationDir(prevId), opts);
+}
+
+/** Removes nwf-fast's tables (and nothing else) in one transaction. */
+export async function unload(opts: HostOptions): Promise<void> {
+  const doc: NftJsonDocument = {
+    nftables: [
+      { metainfo: { json_schema_version: 1 } },
+      { add: { table: { family: 'bridge', name: BRIDGE_TABLE } } },
+      { delete: { table: { family: 'bridge', name: BRIDGE_TABLE } } },
+      { add: { table: { family: 'inet', name: INET_TABLE } } },
+      { delete: { table: { family: 'inet', name: INET_TABLE } } },
+    ],
+  };
+  await nftApply(doc, opts);
+  const state = new StateDir(opts.stateDir);
+  const s = state.read();
+  state.write({ ...s, current: null });
+}
+
+export interface Status {
+  stateDir: string;
+  current: string | null;
+  history: string[];
+  loadedAt?: string;
+  interfaces: { iface: string; owner: string; filter: string; drops: Record<string, number> }[];
+  /** True when the kernel's tables differ from what was recorded when the generation was loaded. */
+  drift: boolean;
+  driftDetail?: string;
+  tablesPresent: { bridge: boolean; inet: boolean };
+}
+
+export async function status(opts: HostOptions): Promise<Status> {
+  const state = new StateDir(opts.stateDir);
+  const s = state.read();
+  const listing = await listOurs(opts);
+  const present = { bridge: !!listing.bridge, inet: !!listing.inet };
+  const out: Status = { stateDir: opts.stateDir, current: s.current, history: s.history, interfaces: [], drift: false, tablesPresent: present };
+  if (s.loadedAt) out.loadedAt = s.loadedAt;
+  if (!s.current) {
+    if (present.bridge || present.inet) {
+      out.drift = true;
+      out.driftDetail = 'nothing is recorded as loaded, but nwf-fast tables exist in the kernel';
+    }
+    return out;
+  }
+  const g = state.load(s.current);
+  const ifaces = g.manifest.interfaces.map((i) => i.iface);
+  const drops = new Map<string, Record<string, number>>(ifaces.map((i) => [i, {}]));
+  for (const doc of [listing.bridge, listing.inet]) {
+    if (!doc) continue;
+    for (const o of doc.nftables) {
+      const c = (o as { counter?: { name?: string; packets?: number } }).counter;
+      if (!c?.name) continue;
+      const p = parseDropCounter(c.name, ifaces);
+      if (!p) continue;
+      const rec = drops.get(p.iface) as Record<string, number>;
+      rec[p.reason] = (rec[p.reason] ?? 0) + (c.packets ?? 0);
+    }
+  }
+  out.interfaces = g.manifest.interfaces.map((i) => ({ iface: i.iface, owner: i.owner, filter: i.filter, drops: drops.get(i.iface) ?? {} }));
+  const expected = state.readKernelSnapshot(s.current);
+  const now = { bridge: normalizeListing(listing.bridge), inet: normalizeListing(listing.inet) };
+  if (expected !== undefined && JSON.stringify(expected) !== JSON.stringify(now)) {
+    out.drift = true;
+    out.driftDetail = !present.bridge ? 'the bridge table nwf_fast is missing' : 'the kernel tables differ from the loaded generation';
+  }
+  return out;
+}
