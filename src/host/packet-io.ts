@@ -273,6 +273,13 @@ export interface DeliverOptions {
   tags?: readonly Uint8Array[];
   /** Where the tag sits in each frame, to skip searching. */
   tagOffset?: number;
+  /**
+   * Match by a canonical form of the frame instead of its exact bytes (both
+   * sent and received frames go through it), e.g. canonicalFrame(), since
+   * the kernel moves VLAN tags out of received frames and br_netfilter trims
+   * IP frames to their IP length.
+   */
+  key?: (frame: Uint8Array) => Uint8Array;
   /** Collection ends after this much silence once everything is sent. Default 50 ms. */
   quietMs?: number;
   /** Upper bound on collecting after the last frame was sent. Default 1000 ms. */
@@ -298,6 +305,33 @@ export interface DeliverResult {
 }
 
 type Side = Endpoint | PacketSocket;
+
+/**
+ * A frame as a receiver sees it: 802.1Q/802.1ad tags removed (the receive
+ * path moves them out of the data) and IPv4/IPv6 frames cut to their IP
+ * length (br_netfilter trims the padding).
+ */
+export function canonicalFrame(f: Uint8Array): Uint8Array {
+  if (f.length < 14) return f;
+  let b = f;
+  for (let guard = 0; guard < 4 && b.length >= 18; guard++) {
+    const t = ((b[12] as number) << 8) | (b[13] as number);
+    if (t !== 0x8100 && t !== 0x88a8) break;
+    const nb = new Uint8Array(b.length - 4);
+    nb.set(b.subarray(0, 12), 0);
+    nb.set(b.subarray(16), 12);
+    b = nb;
+  }
+  const type = ((b[12] as number) << 8) | (b[13] as number);
+  if (type === 0x0800 && b.length >= 18) {
+    const tot = ((b[16] as number) << 8) | (b[17] as number);
+    if (tot >= 20 && 14 + tot < b.length) return b.subarray(0, 14 + tot);
+  } else if (type === 0x86dd && b.length >= 54) {
+    const plen = ((b[18] as number) << 8) | (b[19] as number);
+    if (54 + plen < b.length) return b.subarray(0, 54 + plen);
+  }
+  return b;
+}
 
 /** 8-byte tag "NW" + 16-bit salt + 32-bit index, for frames deliver() should match by tag. */
 export function frameTag(index: number, salt = 0): Uint8Array {
@@ -331,7 +365,7 @@ class Matcher {
     this.counts = new Array<number>(frames.length).fill(0);
     this.pending = frames.length;
     this.byTag = opts.tags !== undefined;
-    const keys = opts.tags ?? frames;
+    const keys = opts.tags ?? (opts.key ? frames.map(opts.key) : frames);
     if (opts.tags && opts.tags.length !== frames.length) {
       throw new NwfError(CODES.VALUE_INVALID, `deliver: ${opts.tags.length} tags for ${frames.length} frames`);
     }
@@ -345,7 +379,7 @@ class Matcher {
   }
 
   private lookup(frame: Uint8Array): number[] | undefined {
-    const s = latin1(frame);
+    const s = latin1(!this.byTag && this.opts.key ? this.opts.key(frame) : frame);
     if (!this.byTag) return this.index.get(s);
     if (this.opts.tagOffset !== undefined) return this.index.get(s.substr(this.opts.tagOffset, 8));
     for (let i = 0; i + 8 <= s.length; i++) {

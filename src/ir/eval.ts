@@ -158,6 +158,8 @@ function ebtProto(f: Frame, t: NumTest | undefined): boolean {
 
 /** ebt_ip (`-p ipv4 --ip-*`). */
 function ebtIp(f: Frame, m: Extract<L2Match, { proto: 'ipv4' }>): boolean {
+  // ebtables loads the ip match only when the rule has --ip-* options
+  if (!m.tos && !m.srcIp && !m.dstIp && !m.protocol) return true;
   const n = f.net;
   if (!n.has(0, 20)) return false;
   if (m.tos && !inv(m.tos.neg, n.u8(1) === m.tos.value)) return false;
@@ -204,6 +206,7 @@ export function skipIpv6ExtHeaders(n: View, start: number, next: number): { offs
 
 /** ebt_ip6 (`-p ipv6 --ip6-*`). */
 function ebtIp6(f: Frame, m: Extract<L2Match, { proto: 'ipv6' }>): boolean {
+  if (!m.srcIp && !m.dstIp && !m.protocol) return true;
   const n = f.net;
   if (!n.has(0, 40)) return false;
   if (m.srcIp && !inv(m.srcIp.neg, prefixEq(n.bytes(8, 16) as Uint8Array, m.srcIp))) return false;
@@ -230,6 +233,7 @@ function ebtIp6(f: Frame, m: Extract<L2Match, { proto: 'ipv6' }>): boolean {
 
 /** ebt_arp (`-p 0x806|0x8035 --arp-*`). */
 function ebtArp(f: Frame, m: Extract<L2Match, { proto: 'arp' | 'rarp' }>): boolean {
+  if (!m.opcode && !m.hwType && !m.protoType && !m.spa && !m.tpa && !m.gratuitous && !m.sha && !m.tha) return true;
   const n = f.net;
   if (!n.has(0, 8)) return false;
   const hrd = n.u16(0) as number;
@@ -265,6 +269,7 @@ function ebtArp(f: Frame, m: Extract<L2Match, { proto: 'arp' | 'rarp' }>): boole
 
 /** ebt_vlan (`-p 0x8100 --vlan-*`): the tag right after the Ethernet header. */
 function ebtVlan(f: Frame, m: Extract<L2Match, { proto: 'vlan' }>): boolean {
+  if (!m.vlanId && !m.encap) return true;
   const tci = f.net.u16(0);
   const encap = f.net.u16(2);
   if (tci === undefined || encap === undefined) return false;
@@ -543,6 +548,30 @@ function evalL3(p: InterfacePolicy, dir: Direction, f: Frame, opts: EvalOptions,
   return { verdict: 'accept' };
 }
 
+function hasL3Rules(p: InterfacePolicy): boolean {
+  return p.l3.fromVm.length + p.l3.toVm.length + p.l3.toHost.length > 0;
+}
+
+function isFragment(f: Frame): boolean {
+  if (f.proto === 0x0800) return ((f.net.u16(6) as number) & 0x3fff) !== 0; // MF or an offset
+  const up = skipIpv6ExtHeaders(f.net, 40, f.net.u8(6) as number);
+  return up === undefined ? false : up.nexthdr === 44 || hasFragmentHeader(f.net);
+}
+
+function hasFragmentHeader(n: View): boolean {
+  let nh = n.u8(6) as number;
+  let off = 40;
+  for (let guard = 0; IPV6_EXT.has(nh) && nh !== 59 && guard < 64; guard++) {
+    if (nh === 44) return true;
+    const next = n.u8(off);
+    const len = n.u8(off + 1);
+    if (next === undefined || len === undefined) return false;
+    off += nh === 51 ? (len + 2) << 2 : (len + 1) << 3;
+    nh = next;
+  }
+  return false;
+}
+
 // ---- entry point ---------------------------------------------------------------------
 
 /** The verdict libvirt's rules give `frame` on `policy`'s interface in `direction`. */
@@ -558,11 +587,22 @@ export function evaluate(policy: InterfacePolicy, direction: Direction, frame: U
     const r = l2.rule as L2Rule;
     return { verdict: 'drop', reason: dropReason(r.origin), decidedBy: { stage: 'l2', ruleId: r.id, filter: r.origin.filter, rule: r.origin.rule }, trace };
   }
+  const brnf = opts.brNetfilter ?? true;
+  // br_netfilter hands forwarded ARP to arptables and drops ARP too short for its 8-byte header.
+  if (brnf && f.proto === 0x0806 && opts.path !== 'host' && !f.net.has(0, 8)) {
+    trace.push({ stage: 'host', chain: 'br_netfilter', event: 'drop', note: 'ARP shorter than its header (br_netfilter drops it before arptables)' });
+    return { verdict: 'drop', reason: 'host', trace };
+  }
   const isIp = f.proto === 0x0800 || f.proto === 0x86dd;
-  if (isIp && (opts.brNetfilter ?? true)) {
+  if (isIp && brnf) {
     const ok = f.proto === 0x0800 ? ipv4HeaderOk(f.net) : ipv6HeaderOk(f.net);
     if (!ok) {
       trace.push({ stage: 'host', chain: 'br_netfilter', event: 'drop', note: 'invalid IP header (br_netfilter validates it before iptables)' });
+      return { verdict: 'drop', reason: 'host', trace };
+    }
+    if (hasL3Rules(policy) && isFragment(f)) {
+      // Connection tracking (in use for L3 rules) reassembles fragments first; a lone fragment never passes.
+      trace.push({ stage: 'host', chain: 'conntrack', event: 'drop', note: 'IP fragment held for reassembly by connection tracking' });
       return { verdict: 'drop', reason: 'host', trace };
     }
     const l3 = evalL3(policy, direction, f, opts, trace);
