@@ -3,6 +3,7 @@ import { InternalError, NwfError } from '../util/errors.js';
 import { COMPILE_HELP, runCompile } from './compile.js';
 import { EXPLAIN_HELP, runExplain } from './explain.js';
 import { type CliIo, processIo } from './io.js';
+import { DEMO_HELP, runDemo } from './demo.js';
 import { LOAD_HELP, runLoad } from './load.js';
 import { ROLLBACK_HELP, runRollback } from './rollback.js';
 import { runStatus, STATUS_HELP } from './status.js';
@@ -17,6 +18,7 @@ const COMMANDS: Record<string, Command> = {
   rollback: { run: runRollback, summary: 're-apply the previous generation', help: ROLLBACK_HELP },
   status: { run: runStatus, summary: 'loaded generation, drop counters per interface and reason, drift', help: STATUS_HELP },
   unload: { run: runUnload, summary: "remove nwf-fast's tables (nothing else)", help: UNLOAD_HELP },
+  demo: { run: runDemo, summary: 'run the built-in example on a demo host made of network namespaces (root)', help: DEMO_HELP },
 };
 
 export function usage(): string {

@@ -96,7 +96,7 @@ describe('compile: bad bindings', () => {
 
 describe('CLI usage', () => {
   it('every command has --help', async () => {
-    for (const c of ['compile', 'explain']) {
+    for (const c of ['compile', 'explain', 'load', 'rollback', 'status', 'unload', 'demo']) {
       const r = await run([c, '--help']);
       expect(r.code).toBe(0);
       expect(r.out).toContain(`usage: nwf-fast ${c}`);
