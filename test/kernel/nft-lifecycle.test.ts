@@ -79,8 +79,8 @@ describe.skipIf(!isRoot)('nft generations on a namespaced host', () => {
     expect(r.exitCode).toBe(0);
     expect(await ours()).toEqual(afterG1); // rollback restores the previous generation exactly
     expect(await foreign()).toEqual(before);
-    // drift: somebody deletes a chain of ours
-    await nft(['add', 'rule', 'bridge', 'nwf_fast', 'i_vnet0', 'counter']);
+    // drift: somebody adds a rule to a chain of ours
+    await nft(['add', 'rule', 'bridge', 'nwf_fast', 'pre', 'counter']);
     r = await cli(['status']);
     expect(r.exitCode).toBe(3);
     expect(r.stdout).toContain('drift: YES');

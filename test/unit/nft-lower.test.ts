@@ -10,6 +10,7 @@ import { policyFor } from '../support/policy.js';
 
 const lower = (...ps: InterfacePolicy[]) => lowerToNft({ version: 1, interfaces: ps, notes: [] });
 const text = (...ps: InterfacePolicy[]) => printNftText(lower(...ps).batch);
+const textPerIface = (...ps: InterfacePolicy[]) => printNftText(lowerToNft({ version: 1, interfaces: ps, notes: [] }, { share: false }).batch);
 
 function chain(t: string, name: string): string[] {
   return t
@@ -25,13 +26,29 @@ describe('nft lowering', () => {
     const t = text(ct, policyFor('clean-traffic', { IP: '10.0.0.3' }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' }));
     expect(t.split('\n').slice(0, 5)).toEqual(['add table bridge nwf_fast', 'delete table bridge nwf_fast', 'add table inet nwf_fast', 'delete table inet nwf_fast', 'add table bridge nwf_fast']);
     expect(t).not.toMatch(/flush ruleset|table bridge filter|table bridge nat/);
-    expect(t).toContain('add map bridge nwf_fast from_vm { type ifname : verdict; elements = { "vnet0" : jump i_vnet0, "vnet1" : jump i_vnet1 }; }');
+    expect(t).toContain('add map bridge nwf_fast from_vm { type ifname : verdict; elements = { "vnet0" : jump is0, "vnet1" : jump is0 }; }');
     expect(chain(t, 'pre')).toEqual(['meta iifname vmap @from_vm comment "traffic from the VMs"']);
     expect(chain(t, 'post')).toEqual(['meta oifname vmap @to_vm comment "traffic to the VMs"']);
   });
 
+  it('shares chains between interfaces of one shape, with their addresses in sets', () => {
+    const t = text(ct, policyFor('clean-traffic', { IP: ['10.0.0.3', '10.0.0.4'] }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' }));
+    expect(t).toContain('add set bridge nwf_fast is0_a1 { type ifname . ipv4_addr; elements = { "vnet0" . 10.0.0.2, "vnet1" . 10.0.0.3, "vnet1" . 10.0.0.4 }; }');
+    expect(chain(t, 'is0_ipv4-ip')).toContain('ether type 0x800 meta length >= 20 meta iifname . ip saddr @is0_a1 return comment "no-ip-spoofing/2"');
+    expect(chain(t, 'is0_mac')).toContain('counter name meta iifname map @cnt_out_mac_spoof drop comment "no-mac-spoofing/2"');
+    expect(t).toContain('add map bridge nwf_fast cnt_out_mac_spoof { type ifname : counter; elements = { "vnet0" : "drop_vnet0_mac-spoof", "vnet1" : "drop_vnet1_mac-spoof" }; }');
+    expect(t).not.toContain('chain bridge nwf_fast i_vnet0');
+  });
+
+  it('falls back to per-interface chains when sharing would not be exact (negated test over a list)', () => {
+    const f = `<filter name='t' chain='root'><rule action='drop' direction='out'><ip match='no' srcipaddr='$IP'/></rule></filter>`;
+    const t = text(policyFor('t', { IP: ['10.0.0.2', '10.0.0.3'] }, [f]), policyFor('t', { IP: ['10.0.0.4', '10.0.0.5'] }, [f], { iface: 'vnet1', mac: '52:54:00:00:00:02' }));
+    expect(t).toContain('add chain bridge nwf_fast i_vnet0');
+    expect(t).toContain('"vnet1" : jump i_vnet1');
+  });
+
   it("keeps libvirt's order and ends every chain with an explicit accept", () => {
-    const t = text(ct);
+    const t = textPerIface(ct);
     expect(chain(t, 'i_vnet0')).toEqual([
       'jump i_vnet0_mac comment "jump mac"',
       'ether type 0x800 jump i_vnet0_ipv4-ip comment "jump ipv4-ip"',

@@ -50,6 +50,7 @@ import {
 } from './build.js';
 import type { NftBatch, NftCommand, Selector, Statement, Verdict } from './model.js';
 import { BRIDGE_TABLE, bridgeNames as BN, dropCounter, INET_TABLE, inetNames as IN, l2Chain, l3Chain, markChain } from './names.js';
+import { buildTemplate, counterMapCommands, emitShared, type Template } from './shared.js';
 
 export const BRIDGE_PRE_PRIORITY = -300;
 export const BRIDGE_POST_PRIORITY = 300;
@@ -132,12 +133,26 @@ function unsupported(rule: { id: string; origin: { file: string; filter: string 
   });
 }
 
-/** nft statements equivalent to one libvirt ebtables rule's match. */
-export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string): Statement[] {
+/** The typed selector of an address test that shared chains look up in sets. */
+export const SLOT_SELECTORS = {
+  src: payload('ether', 'saddr'),
+  dst: payload('ether', 'daddr'),
+  sha: payload('arp', 'saddr ether'),
+  tha: payload('arp', 'daddr ether'),
+  spa: payload('arp', 'saddr ip'),
+  tpa: payload('arp', 'daddr ip'),
+} as const;
+
+/**
+ * nft statements equivalent to one libvirt ebtables rule's match. Tests named
+ * in `skip` are left out (a shared chain looks them up in a set instead), but
+ * the guards they need (header lengths, ARP address sizes) stay.
+ */
+export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: ReadonlySet<string> = new Set()): Statement[] {
   const s: Statement[] = [];
   const eth = (x: { src?: MacTest; dst?: MacTest }): void => {
-    if (x.src) s.push(macMatch(payload('ether', 'saddr'), x.src));
-    if (x.dst) s.push(macMatch(payload('ether', 'daddr'), x.dst));
+    if (x.src && !skip.has('src')) s.push(macMatch(SLOT_SELECTORS.src, x.src));
+    if (x.dst && !skip.has('dst')) s.push(macMatch(SLOT_SELECTORS.dst, x.dst));
   };
   const etype = (t: number): void => void s.push(eq(payload('ether', 'type'), hex(t)));
   switch (m.proto) {
@@ -188,23 +203,37 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string): Statement
       // ebt_arp reads the 8-byte ARP header; address offsets depend on the
       // address lengths, so nwf-fast requires Ethernet/IPv4 sizes (hlen 6, plen 4).
       let need = 8;
+      const guards = { htype1: false, hlen6: false, plen4: false, ptypeIp: false };
       if (macTests) {
-        s.push(eq(raw('nh', 0, 16), 1), eq(raw('nh', 32, 8), 6));
+        guards.htype1 = guards.hlen6 = true;
         need = Math.max(need, m.tha ? 24 : 14);
-        if (m.tha) s.push(eq(raw('nh', 40, 8), 4));
+        if (m.tha) guards.plen4 = true;
       }
       if (ipTests) {
-        s.push(eq(raw('nh', 16, 16), hex(0x0800)), eq(raw('nh', 40, 8), 4), eq(raw('nh', 32, 8), 6));
+        guards.ptypeIp = guards.plen4 = guards.hlen6 = true;
         need = Math.max(need, 28);
       }
+      if (guards.htype1) s.push(eq(raw('nh', 0, 16), 1));
+      if (guards.ptypeIp) s.push(eq(raw('nh', 16, 16), hex(0x0800)));
+      if (guards.hlen6) s.push(eq(raw('nh', 32, 8), 6));
+      if (guards.plen4) s.push(eq(raw('nh', 40, 8), 4));
       s.push(atLeast(need));
       if (m.opcode) s.push(rawNum(6, 16, m.opcode));
       if (m.hwType) s.push(rawNum(0, 16, m.hwType));
       if (m.protoType) s.push(cmp(raw('nh', 16, 16), m.protoType.neg, hex(m.protoType.value)));
-      if (m.spa) s.push(rawIp4(14, m.spa));
-      if (m.tpa) s.push(rawIp4(24, m.tpa));
-      if (m.sha) s.push(rawMac(8, m.sha));
-      if (m.tha) s.push(rawMac(18, m.tha));
+      if (m.proto === 'arp') {
+        // the named arp fields read the same offsets (8, 14, 18, 24) as raw loads; nft adds an
+        // implicit `ether type arp` dependency to them, which is why RARP uses raw loads
+        if (m.spa && !skip.has('spa')) s.push(ipPrefix(SLOT_SELECTORS.spa, m.spa));
+        if (m.tpa && !skip.has('tpa')) s.push(ipPrefix(SLOT_SELECTORS.tpa, m.tpa));
+        if (m.sha && !skip.has('sha')) s.push(macMatch(SLOT_SELECTORS.sha, m.sha));
+        if (m.tha && !skip.has('tha')) s.push(macMatch(SLOT_SELECTORS.tha, m.tha));
+      } else {
+        if (m.spa) s.push(rawIp4(14, m.spa));
+        if (m.tpa) s.push(rawIp4(24, m.tpa));
+        if (m.sha) s.push(rawMac(8, m.sha));
+        if (m.tha) s.push(rawMac(18, m.tha));
+      }
       return s;
     }
     case 'ipv4': {
@@ -214,8 +243,8 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string): Statement
       if (!any) return s;
       s.push(atLeast(20));
       if (m.tos) s.push(rawNum(1, 8, m.tos));
-      if (m.srcIp) s.push(ipPrefix(payload('ip', 'saddr'), m.srcIp));
-      if (m.dstIp) s.push(ipPrefix(payload('ip', 'daddr'), m.dstIp));
+      if (m.srcIp && !skip.has('srcIp')) s.push(ipPrefix(payload('ip', 'saddr'), m.srcIp));
+      if (m.dstIp && !skip.has('dstIp')) s.push(ipPrefix(payload('ip', 'daddr'), m.dstIp));
       if (m.protocol) {
         s.push(cmp(payload('ip', 'protocol'), m.protocol.neg, m.protocol.value));
         if (m.srcPort) s.push(portRange({ kind: 'raw-payload', base: 'th', offset: 0, len: 16 }, m.srcPort));
@@ -229,8 +258,8 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string): Statement
       const any = m.srcIp || m.dstIp || m.protocol;
       if (!any) return s;
       s.push(atLeast(40));
-      if (m.srcIp) s.push(ipPrefix(payload('ip6', 'saddr'), m.srcIp));
-      if (m.dstIp) s.push(ipPrefix(payload('ip6', 'daddr'), m.dstIp));
+      if (m.srcIp && !skip.has('srcIp')) s.push(ipPrefix(payload('ip6', 'saddr'), m.srcIp));
+      if (m.dstIp && !skip.has('dstIp')) s.push(ipPrefix(payload('ip6', 'daddr'), m.dstIp));
       if (m.protocol) {
         s.push(cmp(meta('l4proto'), m.protocol.neg, m.protocol.value));
         if (m.srcPort) s.push(portRange(raw('th', 0, 16), m.srcPort));
@@ -252,7 +281,7 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string): Statement
 
 // ---- L2 chains ----------------------------------------------------------------
 
-function l2Verdict(rule: L2Rule, iface: string, inRoot: boolean, counters: Set<string>): Statement[] {
+export function l2Verdict(rule: L2Rule, iface: string, inRoot: boolean, counters: Set<string>): Statement[] {
   switch (rule.verdict) {
     case 'accept':
       return [accept()];
@@ -358,11 +387,15 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Se
 // ---- the batch ------------------------------------------------------------------
 
 export interface LowerOptions {
-  /** How L3/L4 rules with connection state are enforced; only the br_netfilter route is implemented. */
-  l3Path?: 'br_netfilter';
+  /** Share chains between interfaces of the same policy shape (default true; see shared.ts). */
+  share?: boolean;
 }
 
-export function lowerToNft(ir: PolicyIR, _opts: LowerOptions = {}): NftLowering {
+function elemsSort(e: [{ value: string }, Verdict][]): void {
+  e.sort((a, b) => (a[0].value < b[0].value ? -1 : a[0].value > b[0].value ? 1 : 0));
+}
+
+export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   const cmds: NftCommand[] = [];
   // Replace both of our tables atomically: add (so delete cannot fail), delete, re-create.
   cmds.push(add(br.table), del(br.ref), add(inet.table), del(inet.ref));
@@ -379,13 +412,54 @@ export function lowerToNft(ir: PolicyIR, _opts: LowerOptions = {}): NftLowering 
   const counters = new Set<string>();
   const l3Counters = new Set<string>();
   const perIface: NftCommand[] = [];
+  const counterMaps: NftCommand[] = [];
   const summary: NftLowering['interfaces'] = [];
-  for (const p of ir.interfaces) {
-    for (const dir of DIRECTIONS) {
+  const share = opts.share ?? true;
+  const policies = new Map(ir.interfaces.map((p) => [p.iface, p]));
+  for (const dir of DIRECTIONS) {
+    const elems = dir === 'out' ? outElems : inElems;
+    const shapes = new Map<string, Template[]>();
+    for (const p of ir.interfaces) {
       if (p.l2[dir].root.length === 0) continue; // libvirt hooks no chain: all accepted
-      perIface.push(...lowerDirection(p, dir, counters));
-      (dir === 'out' ? outElems : inElems).push([str(p.iface), jump(l2Chain(dir, p.iface))]);
+      if (!share) {
+        perIface.push(...lowerDirection(p, dir, counters));
+        elems.push([str(p.iface), jump(l2Chain(dir, p.iface))]);
+        continue;
+      }
+      const t = buildTemplate(p, dir);
+      const list = shapes.get(t.key) ?? [];
+      list.push(t);
+      shapes.set(t.key, list);
     }
+    const cmaps = new Map<string, Set<string>>();
+    let shapeId = 0;
+    for (const templates of shapes.values()) {
+      const em = emitShared(dir, shapeId, templates, policies);
+      if (!em) {
+        for (const t of templates) {
+          perIface.push(...lowerDirection(policies.get(t.iface) as InterfacePolicy, dir, counters));
+          elems.push([str(t.iface), jump(l2Chain(dir, t.iface))]);
+        }
+        continue;
+      }
+      shapeId++;
+      perIface.push(...em.commands);
+      for (const c of em.namedCounters) counters.add(c);
+      for (const t of templates) elems.push([str(t.iface), jump(em.root)]);
+      for (const [reason, ifaces] of em.counterMaps) {
+        const set = cmaps.get(reason) ?? new Set<string>();
+        for (const i of ifaces) {
+          set.add(i);
+          counters.add(dropCounter(i, reason as DropReason));
+        }
+        cmaps.set(reason, set);
+      }
+    }
+    counterMaps.push(...counterMapCommands(dir, cmaps));
+  }
+  elemsSort(outElems);
+  elemsSort(inElems);
+  for (const p of ir.interfaces) {
     const l2Rules = DIRECTIONS.reduce((n, d) => n + p.l2[d].root.length + p.l2[d].chains.reduce((m, c) => m + c.rules.length, 0), 0);
     const l3Rules = L3_PATHS.reduce((n, k) => n + p.l3[k].length, 0);
     const id = markId.get(p.iface);
@@ -440,8 +514,8 @@ export function lowerToNft(ir: PolicyIR, _opts: LowerOptions = {}): NftLowering 
 
   // Counters must exist before the rules that reference them (each table has its own).
   for (const c of [...counters].sort()) cmds.push(add(br.counter(c)));
-  // Chains before the maps and rules that jump to them.
-  cmds.push(...perIface, ...l3Bridge);
+  // Counter maps after the counters, chains before the maps and rules that jump to them.
+  cmds.push(...counterMaps, ...perIface, ...l3Bridge);
   cmds.push(add(br.verdictMap(BN.outMap, 'ifname', outElems)), add(br.verdictMap(BN.inMap, 'ifname', inElems)), ...l3BridgeMaps, ...l3BridgeRules);
   if (l3Ifaces.length) {
     cmds.push(add(br.rule(BN.preChain, [vmap(meta('iifname'), BN.markInMap)], 'mark frames of ports with L3 rules')));

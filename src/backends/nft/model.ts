@@ -206,6 +206,12 @@ export interface CounterRefStatement {
   kind: 'counter-ref';
   name: string;
 }
+/** `counter name KEY map @m`: the named counter the map holds for KEY (e.g. per interface). */
+export interface CounterMapStatement {
+  kind: 'counter-map';
+  key: Selector;
+  map: string;
+}
 /** `key set value`: meta mark/priority/pkttype or ct mark. */
 export interface MangleStatement {
   kind: 'mangle';
@@ -235,6 +241,7 @@ export type Statement =
   | MatchStatement
   | CounterStatement
   | CounterRefStatement
+  | CounterMapStatement
   | Verdict
   | MangleStatement
   | VmapStatement
@@ -313,7 +320,7 @@ export interface SetObject extends SetCommon {
   kind: 'set';
   elements?: readonly SetItem[];
 }
-export type MapDataType = 'mark' | 'ipv4_addr' | 'ipv6_addr' | 'ether_addr' | 'ifname' | 'inet_service' | 'ether_type';
+export type MapDataType = 'mark' | 'ipv4_addr' | 'ipv6_addr' | 'ether_addr' | 'ifname' | 'inet_service' | 'ether_type' | 'counter';
 export type MapObject =
   | (SetCommon & { kind: 'map'; map: 'verdict'; elements?: readonly (readonly [SetItem, Verdict])[] })
   | (SetCommon & { kind: 'map'; map: MapDataType; elements?: readonly (readonly [SetItem, Atom])[] });

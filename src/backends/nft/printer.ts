@@ -173,6 +173,8 @@ function statementText(s: Statement): string {
       return s.packets === undefined && s.bytes === undefined ? 'counter' : `counter packets ${s.packets ?? 0} bytes ${s.bytes ?? 0}`;
     case 'counter-ref':
       return `counter name ${q(checkName(s.name, 'counter'), 'counter name')}`;
+    case 'counter-map':
+      return `counter name ${selectorText(s.key)} map @${checkName(s.map, 'map')}`;
     case 'accept':
     case 'drop':
     case 'continue':

@@ -157,6 +157,8 @@ export function statementJson(s: Statement): JsonObject {
       };
     case 'counter-ref':
       return { counter: checkName(s.name, 'counter') };
+    case 'counter-map':
+      return { counter: { map: { key: exprJson(s.key), data: `@${checkName(s.map, 'map')}` } } };
     case 'accept':
     case 'drop':
     case 'continue':
