@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The one way nwf-fast reads frame bytes: bpf_skb_load_bytes, which is
+ * bounds-checked against the whole frame and works on non-linear skbs (a
+ * sender such as trafgen leaves only the Ethernet header in the linear area,
+ * so direct packet access would see a 14-byte frame). A failed read means
+ * "the frame is too short for this field": the caller leaves the field's
+ * presence flag clear and every test of the field then fails, as in ebtables.
+ */
+#ifndef NWF_LOAD_H
+#define NWF_LOAD_H
+
+#include "nwf_common.h"
+
+/* Largest offset a read may start at (bpf_skb_load_bytes refuses more than 0xffff anyway). */
+#define NWF_MAX_OFF 0xffffu
+
+/* Copy `len` (a constant) bytes at frame offset `off` to `to`; false when the frame is shorter. */
+static __always_inline bool nwf_load(struct __sk_buff *skb, __u32 off, void *to, __u32 len)
+{
+	if (off > NWF_MAX_OFF)
+		return false;
+	return bpf_skb_load_bytes(skb, off, to, len) == 0;
+}
+
+static __always_inline __u16 nwf_be16(const __u8 *b)
+{
+	return ((__u16)b[0] << 8) | b[1];
+}
+
+static __always_inline __u32 nwf_be32(const __u8 *b)
+{
+	return ((__u32)b[0] << 24) | ((__u32)b[1] << 16) | ((__u32)b[2] << 8) | b[3];
+}
+
+#endif

@@ -1,0 +1,479 @@
+// Planning for the tc/eBPF backend: one interface's L2 policy split into a
+// SHAPE (the rule structure: chains, jumps, which fields each rule tests and
+// with which negation, verdicts, drop reasons) and VALUES (the MACs,
+// addresses, ports, numbers those tests compare with).
+//
+// The shape becomes C (emit.ts) and is compiled once; the values go into the
+// nwf_cfg map of each loaded instance. Interfaces whose policies differ only
+// in values share one object: every clean-traffic VM, whatever its MAC and
+// addresses.
+//
+// Rules are kept in order; consecutive rules of one chain with the same
+// template (same tests, negations, verdict and reason) form a GROUP that
+// matches when any of its value tuples matches. That is exact: the first of
+// them to match would give the same verdict. It is also what makes the shape
+// independent of list lengths: `return if src IP = $IP` expanded over three
+// addresses is one group with three tuples. A group's capacity is bucketed
+// (4, 16, 64, 256, 1024 tuples), so lists of 1..4 addresses share a shape.
+// `continue` rules never change a verdict at L2 and are left out.
+import { createHash } from 'node:crypto';
+import { endianness } from 'node:os';
+import { dropReason, type DropReason } from '../../ir/reasons.js';
+import type { Direction, InterfacePolicy, IpTest, JumpGuard, L2Match, L2Rule, MacTest, NumTest, RangeTest } from '../../ir/types.js';
+import { DIRECTIONS } from '../../ir/types.js';
+import { macToBytes, parseIPv4, parseIPv6 } from '../../ir/values.js';
+import { assertNever, CODES, InternalError, NwfError } from '../../util/errors.js';
+
+/** Bumped whenever the emitted C or the value layout changes meaning. */
+export const BPF_PLAN_VERSION = 1;
+
+/** Group capacities (tuples); a group takes the smallest bucket that holds its values. */
+export const GROUP_CAPS = [4, 16, 64, 256, 1024] as const;
+
+/** How a field's values are stored: each slot is one __u64 of the config. */
+export type FieldKind = 'mac' | 'num' | 'range' | 'ip4' | 'ip6' | 'icmp6' | 'flag';
+
+export const SLOTS: Readonly<Record<FieldKind, number>> = { mac: 2, num: 1, range: 2, ip4: 2, ip6: 4, icmp6: 4, flag: 0 };
+
+/** Every field a template can test, with its storage kind. */
+export const FIELDS = {
+  'eth.src': 'mac',
+  'eth.dst': 'mac',
+  'eth.type': 'num',
+  'vlan.id': 'num',
+  'vlan.encap': 'num',
+  'stp.type': 'num',
+  'stp.flags': 'num',
+  'stp.rootPriority': 'range',
+  'stp.rootAddress': 'mac',
+  'stp.rootCost': 'range',
+  'stp.senderPriority': 'range',
+  'stp.senderAddress': 'mac',
+  'stp.port': 'range',
+  'stp.age': 'range',
+  'stp.maxAge': 'range',
+  'stp.helloTime': 'range',
+  'stp.forwardDelay': 'range',
+  'arp.hwType': 'num',
+  'arp.protoType': 'num',
+  'arp.opcode': 'num',
+  'arp.sha': 'mac',
+  'arp.tha': 'mac',
+  'arp.spa': 'ip4',
+  'arp.tpa': 'ip4',
+  'arp.gratuitous': 'flag',
+  'ip4.src': 'ip4',
+  'ip4.dst': 'ip4',
+  'ip4.protocol': 'num',
+  'ip4.srcPort': 'range',
+  'ip4.dstPort': 'range',
+  'ip4.tos': 'num',
+  'ip6.src': 'ip6',
+  'ip6.dst': 'ip6',
+  'ip6.protocol': 'num',
+  'ip6.srcPort': 'range',
+  'ip6.dstPort': 'range',
+  'ip6.icmp': 'icmp6',
+} as const satisfies Record<string, FieldKind>;
+
+export type Field = keyof typeof FIELDS;
+
+export interface FieldTest {
+  field: Field;
+  neg: boolean;
+}
+
+export type GroupVerdict = 'accept' | 'drop' | 'return';
+
+/** The structure of a rule: what it tests, not against which values. */
+export interface RuleTemplate {
+  proto: L2Match['proto'];
+  tests: FieldTest[];
+  verdict: GroupVerdict;
+  /** Set for drop verdicts. */
+  reason?: DropReason;
+}
+
+export interface PlanGroup {
+  /** Index in the object's config (n[index], g<index>). */
+  index: number;
+  dir: Direction;
+  template: RuleTemplate;
+  cap: number;
+  /** One encoded tuple per distinct value combination (slots * 8 bytes each). */
+  tuples: Uint8Array[];
+  /** The IR rules merged into this group (values side: not part of the shape). */
+  ruleIds: string[];
+  /** Where the rules come from, `filter/rule` (values side: not part of the shape). */
+  origins: string[];
+  /** The chain the group sits in (null = root); for messages only. */
+  chain: string | null;
+}
+
+export type PlanEntry =
+  | { kind: 'group'; group: PlanGroup }
+  | { kind: 'jump'; chain: string; guard: JumpGuard; groups: PlanGroup[] };
+
+export interface DirPlan {
+  /** False when the direction has no L2 rules at all: nothing hooked, everything accepted. */
+  hooked: boolean;
+  entries: PlanEntry[];
+}
+
+export interface BpfPlan {
+  iface: string;
+  dirs: Record<Direction, DirPlan>;
+  /** All groups, by index. */
+  groups: PlanGroup[];
+  /** Canonical shape (JSON-able, value free). */
+  shape: BpfShape;
+  /** 16 hex digits: the first 8 bytes of the shape's SHA-256. */
+  shapeId: string;
+}
+
+/** The value-free description a shape id is computed from. */
+export interface BpfShape {
+  version: number;
+  dirs: Record<Direction, { hooked: boolean; entries: ShapeEntry[] }>;
+}
+export type ShapeGroup = { template: RuleTemplate; cap: number };
+export type ShapeEntry = { kind: 'group'; group: ShapeGroup } | { kind: 'jump'; guard: JumpGuard; groups: ShapeGroup[] };
+
+// ---- value encoding -----------------------------------------------------------------
+
+const LE = endianness() === 'LE';
+
+function slotNum(v: number | bigint): Uint8Array {
+  const b = Buffer.alloc(8);
+  if (LE) b.writeBigUInt64LE(BigInt(v));
+  else b.writeBigUInt64BE(BigInt(v));
+  return b;
+}
+
+/** Address bytes as a memory image: addr & mask, then mask, each zero-extended to whole slots. */
+function slotsMasked(addr: Uint8Array, mask: Uint8Array, slots: number): Uint8Array {
+  const half = (slots / 2) * 8;
+  const out = new Uint8Array(slots * 8);
+  for (let i = 0; i < addr.length; i++) {
+    out[i] = (addr[i] as number) & (mask[i] as number);
+    out[half + i] = mask[i] as number;
+  }
+  return out;
+}
+
+function prefixMask(len: number, prefix: number): Uint8Array {
+  const m = new Uint8Array(len);
+  for (let bit = 0; bit < prefix; bit++) m[bit >> 3] = (m[bit >> 3] as number) | (0x80 >> (bit & 7));
+  return m;
+}
+
+function ipAddrBytes(t: IpTest): Uint8Array {
+  if (t.family === 'ipv4') {
+    const v = parseIPv4(t.addr);
+    if (v === undefined) throw new InternalError(`bad IPv4 address in the IR: ${t.addr}`);
+    return Uint8Array.of(v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255);
+  }
+  const b = parseIPv6(t.addr);
+  if (!b) throw new InternalError(`bad IPv6 address in the IR: ${t.addr}`);
+  return b;
+}
+
+function encodeMac(t: MacTest): Uint8Array {
+  return slotsMasked(macToBytes(t.addr), t.mask ? macToBytes(t.mask) : new Uint8Array(6).fill(0xff), 2);
+}
+
+function encodeIp(t: IpTest, family: 'ipv4' | 'ipv6'): Uint8Array {
+  if (t.family !== family) throw new InternalError(`an ${t.family} address where ${family} was expected: ${t.addr}`);
+  const a = ipAddrBytes(t);
+  return slotsMasked(a, prefixMask(a.length, t.prefix), family === 'ipv4' ? 2 : 4);
+}
+
+function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+// ---- templates ------------------------------------------------------------------------
+
+interface Extracted {
+  test: FieldTest;
+  value: Uint8Array;
+}
+
+/**
+ * The tests of one L2 match, in a fixed order, with their encoded values.
+ * Tests the evaluator ignores are left out (ports and ICMP types without a
+ * protocol, as ebt_ip/ebt_ip6 only look at them after the protocol).
+ */
+export function extractTests(m: L2Match): Extracted[] {
+  const out: Extracted[] = [];
+  const mac = (field: Field, t: MacTest | undefined): void => void (t && out.push({ test: { field, neg: t.neg }, value: encodeMac(t) }));
+  const num = (field: Field, t: NumTest | undefined): void => void (t && out.push({ test: { field, neg: t.neg }, value: slotNum(t.value) }));
+  const range = (field: Field, t: RangeTest | undefined): void =>
+    void (t && out.push({ test: { field, neg: t.neg }, value: concatBytes([slotNum(t.lo), slotNum(t.hi)]) }));
+  const ip = (field: Field, t: IpTest | undefined, family: 'ipv4' | 'ipv6'): void =>
+    void (t && out.push({ test: { field, neg: t.neg }, value: encodeIp(t, family) }));
+  switch (m.proto) {
+    case 'any':
+      break;
+    case 'mac':
+      mac('eth.src', m.src);
+      mac('eth.dst', m.dst);
+      num('eth.type', m.etherType);
+      break;
+    case 'vlan':
+      mac('eth.src', m.src);
+      mac('eth.dst', m.dst);
+      num('vlan.id', m.vlanId);
+      num('vlan.encap', m.encap);
+      break;
+    case 'stp': {
+      mac('eth.src', m.src);
+      mac('eth.dst', m.dst);
+      const s = m.fields;
+      if (s) {
+        num('stp.type', s.type);
+        num('stp.flags', s.flags);
+        range('stp.rootPriority', s.rootPriority);
+        mac('stp.rootAddress', s.rootAddress);
+        range('stp.rootCost', s.rootCost);
+        range('stp.senderPriority', s.senderPriority);
+        mac('stp.senderAddress', s.senderAddress);
+        range('stp.port', s.port);
+        range('stp.age', s.age);
+        range('stp.maxAge', s.maxAge);
+        range('stp.helloTime', s.helloTime);
+        range('stp.forwardDelay', s.forwardDelay);
+      }
+      break;
+    }
+    case 'arp':
+    case 'rarp':
+      mac('eth.src', m.src);
+      mac('eth.dst', m.dst);
+      num('arp.hwType', m.hwType);
+      num('arp.protoType', m.protoType);
+      num('arp.opcode', m.opcode);
+      mac('arp.sha', m.sha);
+      mac('arp.tha', m.tha);
+      ip('arp.spa', m.spa, 'ipv4');
+      ip('arp.tpa', m.tpa, 'ipv4');
+      if (m.gratuitous) out.push({ test: { field: 'arp.gratuitous', neg: m.gratuitous.neg }, value: new Uint8Array(0) });
+      break;
+    case 'ipv4':
+      mac('eth.src', m.src);
+      mac('eth.dst', m.dst);
+      ip('ip4.src', m.srcIp, 'ipv4');
+      ip('ip4.dst', m.dstIp, 'ipv4');
+      num('ip4.protocol', m.protocol);
+      if (m.protocol) {
+        range('ip4.srcPort', m.srcPort);
+        range('ip4.dstPort', m.dstPort);
+      }
+      num('ip4.tos', m.tos);
+      break;
+    case 'ipv6':
+      mac('eth.src', m.src);
+      mac('eth.dst', m.dst);
+      ip('ip6.src', m.srcIp, 'ipv6');
+      ip('ip6.dst', m.dstIp, 'ipv6');
+      num('ip6.protocol', m.protocol);
+      if (m.protocol) {
+        range('ip6.srcPort', m.srcPort);
+        range('ip6.dstPort', m.dstPort);
+        if (m.icmpType) {
+          const code = m.icmpCode ?? { lo: 0, hi: 255, neg: m.icmpType.neg };
+          // ebt_ip6 inverts type and code together, with the type's flag.
+          out.push({
+            test: { field: 'ip6.icmp', neg: m.icmpType.neg },
+            value: concatBytes([slotNum(m.icmpType.lo), slotNum(m.icmpType.hi), slotNum(code.lo), slotNum(code.hi)]),
+          });
+        }
+      }
+      break;
+    default:
+      return assertNever(m, 'L2 match');
+  }
+  return out;
+}
+
+function templateOf(r: L2Rule, verdict: GroupVerdict, tests: FieldTest[]): RuleTemplate {
+  const t: RuleTemplate = { proto: r.match.proto, tests, verdict };
+  if (verdict === 'drop') t.reason = dropReason(r.origin);
+  return t;
+}
+
+export function templateKey(t: RuleTemplate): string {
+  return JSON.stringify([t.proto, t.tests.map((x) => [x.field, x.neg]), t.verdict, t.reason ?? null]);
+}
+
+function capFor(n: number, where: string): number {
+  const cap = GROUP_CAPS.find((c) => c >= n);
+  if (cap === undefined) {
+    throw new NwfError(CODES.VALUE_OUT_OF_RANGE, `${where}: ${n} value combinations in one rule group, the bpf backend supports at most ${GROUP_CAPS[GROUP_CAPS.length - 1]}`, {
+      hint: 'shorten the variable lists, or use the nft backend',
+    });
+  }
+  return cap;
+}
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+}
+
+// ---- planning -------------------------------------------------------------------------
+
+class GroupBuilder {
+  readonly groups: PlanGroup[] = [];
+
+  /** Groups of one run of rules (a sub-chain, or root rules between two jumps). */
+  run(dir: Direction, chain: string | null, rules: readonly L2Rule[], iface: string): PlanGroup[] {
+    const out: PlanGroup[] = [];
+    let cur: { g: PlanGroup; key: string; seen: Set<string> } | undefined;
+    for (const r of rules) {
+      if (r.verdict === 'continue') continue;
+      const ex = extractTests(r.match);
+      const tpl = templateOf(r, r.verdict, ex.map((e) => e.test));
+      const key = templateKey(tpl);
+      const tuple = concatBytes(ex.map((e) => e.value));
+      if (!cur || cur.key !== key) {
+        const g: PlanGroup = { index: -1, dir, template: tpl, cap: 0, tuples: [], ruleIds: [], origins: [], chain };
+        cur = { g, key, seen: new Set() };
+        out.push(g);
+      }
+      const g = cur.g;
+      g.ruleIds.push(r.id);
+      const origin = `${r.origin.filter}/${r.origin.rule}`;
+      if (!g.origins.includes(origin)) g.origins.push(origin);
+      const h = hex(tuple);
+      if (!cur.seen.has(h)) {
+        cur.seen.add(h);
+        g.tuples.push(tuple);
+      }
+    }
+    for (const g of out) {
+      g.cap = capFor(g.tuples.length, `interface ${iface}, ${dir === 'out' ? 'from' : 'to'} the VM, ${g.origins.join(', ')}`);
+      g.index = this.groups.length;
+      this.groups.push(g);
+    }
+    return out;
+  }
+}
+
+function shapeGroup(g: PlanGroup): ShapeGroup {
+  return { template: g.template, cap: g.cap };
+}
+
+/** Split one interface's L2 policy into shape and values. */
+export function planInterface(p: InterfacePolicy): BpfPlan {
+  const b = new GroupBuilder();
+  const dirs = {} as Record<Direction, DirPlan>;
+  for (const dir of DIRECTIONS) {
+    const pol = p.l2[dir];
+    const chains = new Map(pol.chains.map((c) => [c.name, c]));
+    const entries: PlanEntry[] = [];
+    let pending: L2Rule[] = [];
+    const flush = (): void => {
+      for (const g of b.run(dir, null, pending, p.iface)) entries.push({ kind: 'group', group: g });
+      pending = [];
+    };
+    for (const e of pol.root) {
+      if (e.kind === 'rule') {
+        pending.push(e.rule);
+        continue;
+      }
+      flush();
+      const ch = chains.get(e.chain);
+      if (!ch) throw new InternalError(`jump to unknown chain ${e.chain} on ${p.iface}`);
+      entries.push({ kind: 'jump', chain: e.chain, guard: e.guard, groups: b.run(dir, e.chain, ch.rules, p.iface) });
+    }
+    flush();
+    dirs[dir] = { hooked: pol.root.length > 0, entries };
+  }
+  const shape: BpfShape = {
+    version: BPF_PLAN_VERSION,
+    dirs: Object.fromEntries(
+      DIRECTIONS.map((d) => [
+        d,
+        {
+          hooked: dirs[d].hooked,
+          entries: dirs[d].entries.map((e): ShapeEntry => (e.kind === 'group' ? { kind: 'group', group: shapeGroup(e.group) } : { kind: 'jump', guard: e.guard, groups: e.groups.map(shapeGroup) })),
+        },
+      ]),
+    ) as BpfShape['dirs'],
+  };
+  return { iface: p.iface, dirs, groups: b.groups, shape, shapeId: shapeIdOf(shape) };
+}
+
+/** Canonical JSON (sorted keys) of a value. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+export function shapeIdOf(shape: BpfShape): string {
+  return createHash('sha256').update(canonicalJson(shape)).digest('hex').slice(0, 16);
+}
+
+// ---- the config value -------------------------------------------------------------------
+
+export function groupSlots(t: RuleTemplate): number {
+  return t.tests.reduce((s, x) => s + SLOTS[FIELDS[x.field]], 0);
+}
+
+/** Byte layout of struct nwf_config (all members are __u64, so there is no padding). */
+export interface ConfigLayout {
+  size: number;
+  /** Offset of n[0]. */
+  countsOffset: number;
+  /** Offset of each group's tuple array (-1 when the group stores no values). */
+  groupOffsets: number[];
+}
+
+export function configLayout(groups: readonly { template: RuleTemplate; cap: number }[]): ConfigLayout {
+  let off = 8 + 8 * Math.max(1, groups.length);
+  const groupOffsets = groups.map((g) => {
+    const slots = groupSlots(g.template);
+    if (slots === 0) return -1;
+    const at = off;
+    off += g.cap * slots * 8;
+    return at;
+  });
+  return { size: off, countsOffset: 8, groupOffsets };
+}
+
+/** The shape tag the program checks before trusting a config (the shape id as a number). */
+export function shapeTag(shapeId: string): bigint {
+  return BigInt(`0x${shapeId}`);
+}
+
+/** The bytes of struct nwf_config for this interface's values. */
+export function encodeConfig(plan: BpfPlan): Uint8Array {
+  const layout = configLayout(plan.groups);
+  const out = new Uint8Array(layout.size);
+  out.set(slotNum(shapeTag(plan.shapeId)), 0);
+  plan.groups.forEach((g, i) => {
+    out.set(slotNum(g.tuples.length), layout.countsOffset + 8 * i);
+    const base = layout.groupOffsets[i] as number;
+    if (base < 0) return;
+    const stride = groupSlots(g.template) * 8;
+    g.tuples.forEach((t, k) => {
+      if (t.length !== stride) throw new InternalError(`tuple of ${t.length} bytes in a group of stride ${stride}`);
+      out.set(t, base + k * stride);
+    });
+  });
+  return out;
+}
