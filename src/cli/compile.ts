@@ -1,7 +1,7 @@
 // nwf-fast compile: resolve the policy and lower it to a backend.
 import { resolvePolicy } from '../resolve/resolve.js';
 import { printPolicy } from '../ir/print.js';
-import { compileNft, nftText, writeNftGeneration } from '../backends/nft/generate.js';
+import { type Backend, compileFor, nftText, writeGenerationFor } from '../backends/nft/generate.js';
 import { CODES, NwfError } from '../util/errors.js';
 import { formatHelp, one, type OptionSpec, parseArgs } from './args.js';
 import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
@@ -9,7 +9,7 @@ import type { CliIo } from './io.js';
 
 const SPEC: Record<string, OptionSpec> = {
   ...SOURCE_OPTIONS,
-  backend: { value: true, arg: 'nft', help: 'the backend to compile for (default nft)' },
+  backend: { value: true, arg: 'nft|bpf|both', help: 'nft (default): the nftables ruleset; bpf: tc/eBPF programs on the taps (L2 rules only); both: programs plus the ruleset as a second line' },
   out: { value: true, arg: 'DIR', help: 'write a generation (nft JSON, nft text, manifest, policy) to DIR' },
   policy: { value: false, help: 'print the resolved policy in libvirt chain terms instead of the ruleset' },
   json: { value: false, help: 'with --policy: print the resolved policy (PolicyIR) as JSON' },
@@ -17,7 +17,7 @@ const SPEC: Record<string, OptionSpec> = {
 };
 
 export const COMPILE_HELP = formatHelp(
-  'nwf-fast compile [sources] [--backend nft] [--out DIR] [--policy [--json]]',
+  'nwf-fast compile [sources] [--backend nft|bpf|both] [--out DIR] [--policy [--json]]',
   "Reads libvirt nwfilter XML and the interface bindings, resolves each interface's\npolicy with libvirt's semantics and lowers it to an nftables ruleset. With --out,\nwrites a generation for `nwf-fast load DIR`; without, prints the ruleset.",
   SPEC,
 );
@@ -28,8 +28,8 @@ export async function runCompile(argv: readonly string[], io: CliIo): Promise<nu
     io.out(COMPILE_HELP);
     return 0;
   }
-  const backend = one(p, 'backend') ?? 'nft';
-  if (backend !== 'nft') throw new NwfError(CODES.USAGE, `unknown backend '${backend}'`, { expected: 'nft' });
+  const backend = (one(p, 'backend') ?? 'nft') as Backend;
+  if (!['nft', 'bpf', 'both'].includes(backend)) throw new NwfError(CODES.USAGE, `unknown backend '${backend}'`, { expected: 'nft, bpf or both' });
   const src = sourcesFrom(p);
   if (p.flags.has('policy') || p.flags.has('json')) {
     const ir = resolvePolicy(src.filters, src.bindings, src.notes);
@@ -38,14 +38,15 @@ export async function runCompile(argv: readonly string[], io: CliIo): Promise<nu
     else io.out(ir.interfaces.length ? printPolicy(ir) : '# no interfaces to protect\n');
     return 0;
   }
-  const c = compileNft(src);
+  const c = compileFor(backend, src);
   for (const note of c.ir.notes) io.err(`note: ${note}\n`);
   const out = one(p, 'out');
   if (!out) {
+    if (backend !== 'nft') throw new NwfError(CODES.USAGE, `--backend ${backend} writes objects: give --out DIR`, { hint: 'nwf-fast compile --backend bpf --out DIR' });
     io.out(nftText(c));
     return 0;
   }
-  const m = writeNftGeneration(out, src, c);
-  io.err(`wrote generation ${m.id} to ${out}: ${m.interfaces.length} interface(s)${m.l3 ? ', with L3 rules' : ''}\n`);
+  const m = await writeGenerationFor(backend, out, src, c);
+  io.err(`wrote generation ${m.id} (${backend}) to ${out}: ${m.interfaces.length} interface(s)${m.l3 ? ', with L3 rules' : ''}\n`);
   return 0;
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadGeneration } from '../host/apply.js';
-import { compileNft, writeNftGeneration } from '../backends/nft/generate.js';
+import { compileFor, writeGenerationFor } from '../backends/nft/generate.js';
 import { loadSources } from '../resolve/sources.js';
 import { formatHelp, type OptionSpec, parseArgs } from './args.js';
 import { HOST_OPTIONS, hostOptions } from './host-options.js';
@@ -30,7 +30,7 @@ export async function runLoad(argv: readonly string[], io: CliIo): Promise<numbe
     const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [], domainPaths: [], libvirt: true });
     tmp = mkdtempSync(join(tmpdir(), 'nwf-fast-gen-'));
     dir = tmp;
-    writeNftGeneration(dir, src, compileNft(src));
+    await writeGenerationFor('nft', dir, src, compileFor('nft', src));
   }
   try {
     const r = await loadGeneration(dir, opts);
@@ -38,6 +38,7 @@ export async function runLoad(argv: readonly string[], io: CliIo): Promise<numbe
       `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms` +
         `${r.previous ? `; previous ${r.previous}` : ''}\n`,
     );
+    if (r.missingTaps.length) io.err(`note: no such tap yet, eBPF programs not attached: ${r.missingTaps.join(', ')} (a later load attaches them)\n`);
     return 0;
   } finally {
     if (tmp) rmSync(tmp, { recursive: true, force: true });

@@ -28,13 +28,14 @@ export async function runStatus(argv: readonly string[], io: CliIo): Promise<num
     io.out(JSON.stringify(s, null, 2) + '\n');
     return s.drift ? 3 : 0;
   }
-  io.out(`generation: ${s.current ?? '(none loaded)'}${s.loadedAt ? `  loaded ${s.loadedAt}` : ''}\n`);
+  io.out(`generation: ${s.current ?? '(none loaded)'}${s.backend ? ` (${s.backend})` : ''}${s.loadedAt ? `  loaded ${s.loadedAt}` : ''}\n`);
   io.out(`drift: ${s.drift ? `YES: ${s.driftDetail}` : 'no'}\n`);
   if (s.interfaces.length) {
     const cols = [...DROP_REASONS];
     io.out(`\n${'interface'.padEnd(12)}${'owner'.padEnd(14)}${'filter'.padEnd(24)}${cols.map((c) => c.padStart(10)).join('')}\n`);
     for (const i of s.interfaces) {
       io.out(`${i.iface.padEnd(12)}${i.owner.slice(0, 13).padEnd(14)}${i.filter.slice(0, 23).padEnd(24)}${cols.map((c) => String(i.drops[c] ?? 0).padStart(10)).join('')}\n`);
+      if (i.bpfDrops) io.out(`${''.padEnd(12)}${'  (eBPF)'.padEnd(38)}${cols.map((c) => String(i.bpfDrops?.[c] ?? 0).padStart(10)).join('')}\n`);
     }
   }
   return s.drift ? 3 : 0;

@@ -6,11 +6,26 @@ import { CODES, NwfError } from '../util/errors.js';
 import { BRIDGE_TABLE, INET_TABLE, parseDropCounter } from '../backends/nft/names.js';
 import type { NftJsonDocument } from '../backends/nft/model.js';
 import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
-import { hostRunner, inNetns } from './netns.js';
+import { hostRunner, inNetns, withNetns } from './netns.js';
 import { type Generation, type HostState, readGeneration, StateDir } from './generation.js';
+import { readBpfGeneration } from '../backends/bpf/generation.js';
+import { attachBpf, bpfStats, detachBpf, prepareBpf } from './bpf-apply.js';
 
 export interface HostOptions extends NftRunOptions {
   stateDir: string;
+  /** bpffs directory for nwf-fast's pins (default /sys/fs/bpf/nwf-fast). */
+  pinDir?: string;
+}
+
+/** Runs fn in the namespace of the options (tc and interface lookups act on the calling thread's namespace). */
+function inNs<T>(opts: HostOptions, fn: () => T): T {
+  return opts.netns ? withNetns(opts.netns, fn) : fn();
+}
+
+/** Interfaces of a generation that carry eBPF programs. */
+function bpfInterfaces(g: Generation | undefined): string[] {
+  if (!g || g.manifest.backend === 'nft') return [];
+  return readBpfGeneration(g.dir).interfaces.map((i) => i.iface);
 }
 
 /** Test hook: NWF_FAST_FAULT=pause-before-apply:MS sleeps right before the transaction is applied. */
@@ -79,6 +94,8 @@ export interface LoadResult {
   generation: Generation;
   previous: string | null;
   ms: { check: number; apply: number };
+  /** Taps of the generation's eBPF programs that do not exist (attached by a later load). */
+  missingTaps: string[];
 }
 
 /** Checks with nft -c, then applies the generation as one transaction and records it. */
@@ -98,16 +115,34 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   await nftCheck(g.nft, opts);
   const t1 = performance.now();
   const stored = state.store(g);
-  await faultPoint('pause-before-apply');
-  await nftApply(stored.nft, opts);
+  const previous = s.current ? safeLoad(state, s.current) : undefined;
+  // Verify and configure every eBPF program before anything changes.
+  const prepared = stored.manifest.backend === 'nft' ? undefined : prepareBpf(stored.dir, readBpfGeneration(stored.dir));
+  let missing: string[] = [];
+  try {
+    await faultPoint('pause-before-apply');
+    await nftApply(stored.nft, opts);
+    if (prepared) missing = inNs(opts, () => attachBpf(prepared, opts.pinDir).missing);
+  } finally {
+    prepared?.close();
+  }
+  const now = new Set(bpfInterfaces(stored));
+  inNs(opts, () => detachBpf(bpfInterfaces(previous).filter((i) => !now.has(i)), opts.pinDir));
   const t2 = performance.now();
   state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
   const next: HostState = { current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString() };
   state.write(next);
-  return { generation: stored, previous: s.current, ms: { check: t1 - t0, apply: t2 - t1 } };
+  return { generation: stored, previous: s.current, ms: { check: t1 - t0, apply: t2 - t1 }, missingTaps: missing };
 }
 
-/** Re-applies the generation loaded before the current one. */
+function safeLoad(state: StateDir, id: string): Generation | undefined {
+  try {
+    return state.load(id);
+  } catch {
+    return undefined;
+  }
+}
+
 export async function rollback(opts: HostOptions): Promise<LoadResult> {
   const state = new StateDir(opts.stateDir);
   const s = state.read();
@@ -129,9 +164,10 @@ export async function unload(opts: HostOptions): Promise<void> {
       { delete: { table: { family: 'inet', name: INET_TABLE } } },
     ],
   };
-  await nftApply(doc, opts);
   const state = new StateDir(opts.stateDir);
   const s = state.read();
+  await nftApply(doc, opts);
+  if (s.current) inNs(opts, () => detachBpf(bpfInterfaces(safeLoad(state, s.current as string)), opts.pinDir));
   state.write({ ...s, current: null });
 }
 
@@ -140,7 +176,8 @@ export interface Status {
   current: string | null;
   history: string[];
   loadedAt?: string;
-  interfaces: { iface: string; owner: string; filter: string; drops: Record<string, number> }[];
+  backend?: 'nft' | 'bpf' | 'both';
+  interfaces: { iface: string; owner: string; filter: string; drops: Record<string, number>; bpfDrops?: Record<string, number> }[];
   /** True when the kernel's tables differ from what was recorded when the generation was loaded. */
   drift: boolean;
   driftDetail?: string;
@@ -175,7 +212,18 @@ export async function status(opts: HostOptions): Promise<Status> {
       rec[p.reason] = (rec[p.reason] ?? 0) + (c.packets ?? 0);
     }
   }
-  out.interfaces = g.manifest.interfaces.map((i) => ({ iface: i.iface, owner: i.owner, filter: i.filter, drops: drops.get(i.iface) ?? {} }));
+  out.backend = g.manifest.backend;
+  const bpf = g.manifest.backend === 'nft' ? new Map() : bpfStats(ifaces, opts.pinDir);
+  out.interfaces = g.manifest.interfaces.map((i) => {
+    const rec: Status['interfaces'][number] = { iface: i.iface, owner: i.owner, filter: i.filter, drops: drops.get(i.iface) ?? {} };
+    const b = bpf.get(i.iface);
+    if (b) {
+      const d: Record<string, number> = {};
+      for (const dir of ['out', 'in'] as const) for (const [k, v] of Object.entries(b[dir])) if (k !== 'accepted') d[k] = (d[k] ?? 0) + Number(v);
+      rec.bpfDrops = d;
+    }
+    return rec;
+  });
   const expected = state.readKernelSnapshot(s.current);
   const now = { bridge: normalizeListing(listing.bridge), inet: normalizeListing(listing.inet) };
   if (expected !== undefined && JSON.stringify(expected) !== JSON.stringify(now)) {

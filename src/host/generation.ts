@@ -2,7 +2,7 @@
 // resolved policy), and the state directory that records which generation
 // is loaded and which came before it.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { CODES, NwfError } from '../util/errors.js';
 import type { NftJsonDocument } from '../backends/nft/model.js';
@@ -16,7 +16,8 @@ export interface Manifest {
   /** Content hash of the nft JSON: the generation's identity. */
   id: string;
   createdAt: string;
-  backend: 'nft';
+  /** nft: the nftables ruleset; bpf: tc programs on the taps; both: programs plus the ruleset as a second line. */
+  backend: 'nft' | 'bpf' | 'both';
   /** Whether the generation has L3/L4 rules (inet table through br_netfilter). */
   l3: boolean;
   inputs: { file: string; sha256: string }[];
@@ -44,13 +45,19 @@ export function writeAtomic(file: string, data: string): void {
 export function writeGeneration(dir: string, g: { nft: NftJsonDocument; text: string; manifest: Omit<Manifest, 'id'>; policy: PolicyIR }): Manifest {
   mkdirSync(dir, { recursive: true });
   const json = JSON.stringify(g.nft);
-  const manifest: Manifest = { ...g.manifest, id: sha256(json).slice(0, 16) };
+  const manifest: Manifest = { ...g.manifest, id: generationId(dir, json) };
   writeAtomic(join(dir, GENERATION_FILES.nftJson), json + '\n');
   writeAtomic(join(dir, GENERATION_FILES.nftText), g.text);
   writeAtomic(join(dir, GENERATION_FILES.policy), JSON.stringify(g.policy, null, 1) + '\n');
   // the manifest last: a directory with a manifest is complete
   writeAtomic(join(dir, GENERATION_FILES.manifest), JSON.stringify(manifest, null, 2) + '\n');
   return manifest;
+}
+
+/** A generation's identity: the hash of its nft JSON and, if present, its eBPF index. */
+function generationId(dir: string, nftJson: string): string {
+  const bpf = join(dir, 'bpf.json');
+  return sha256(nftJson + (existsSync(bpf) ? readFileSync(bpf, 'utf8') : '')).slice(0, 16);
 }
 
 export function readGeneration(dir: string): Generation {
@@ -72,7 +79,7 @@ export function readGeneration(dir: string): Generation {
   if (manifest.format !== 'nwf-fast-generation/1' || !Array.isArray(nft.nftables)) {
     throw new NwfError(CODES.STATE_INVALID, `generation ${dir} has an unknown format`, { location: { file: dir } });
   }
-  if (sha256(JSON.stringify(nft)).slice(0, 16) !== manifest.id) {
+  if (generationId(dir, JSON.stringify(nft)) !== manifest.id) {
     throw new NwfError(CODES.STATE_INVALID, `generation ${dir} does not match its manifest (edited or truncated?)`, { location: { file: dir } });
   }
   return { dir, manifest, nft };
@@ -120,7 +127,7 @@ export class StateDir {
       mkdirSync(target, { recursive: true });
       for (const f of readdirSync(g.dir)) {
         if (f === GENERATION_FILES.manifest || f === 'kernel.json') continue;
-        copyFileSync(join(g.dir, f), join(target, basename(f)));
+        cpSync(join(g.dir, f), join(target, basename(f)), { recursive: true });
       }
       copyFileSync(join(g.dir, GENERATION_FILES.manifest), join(target, GENERATION_FILES.manifest));
     }

@@ -5,6 +5,10 @@ import type { LoadedSources } from '../../resolve/sources.js';
 import type { PolicyIR } from '../../ir/types.js';
 import { type Manifest, sha256, writeGeneration } from '../../host/generation.js';
 import { lowerToNft, type NftLowering } from './lower.js';
+import { add, del, nftTable } from './build.js';
+import type { NftBatch } from './model.js';
+import { BRIDGE_TABLE, INET_TABLE } from './names.js';
+import { writeBpfGeneration } from '../bpf/generation.js';
 import { printNftText } from './printer.js';
 import { toNftJson } from './serialize.js';
 
@@ -18,11 +22,37 @@ export function compileNft(src: LoadedSources): Compiled {
   return { ir, lowering: lowerToNft(ir) };
 }
 
+export type Backend = 'nft' | 'bpf' | 'both';
+
+/** Resolves the sources and lowers them for a backend (bpf alone needs no nft lowering). */
+export function compileFor(backend: Backend, src: LoadedSources): Compiled {
+  if (backend !== 'bpf') return compileNft(src);
+  const ir = resolvePolicy(src.filters, src.bindings, src.notes);
+  const count = (p: PolicyIR['interfaces'][number]) => ({
+    iface: p.iface,
+    l2Rules: (['out', 'in'] as const).reduce((n, d) => n + p.l2[d].root.length + p.l2[d].chains.reduce((m, c) => m + c.rules.length, 0), 0),
+    l3Rules: p.l3.fromVm.length + p.l3.toVm.length + p.l3.toHost.length,
+  });
+  return { ir, lowering: { batch: emptyNftBatch(), l3: false, interfaces: ir.interfaces.map(count) } };
+}
+
 export function nftText(c: Compiled): string {
   return printNftText(c.lowering.batch);
 }
 
-export function writeNftGeneration(dir: string, src: LoadedSources, c: Compiled): Manifest {
+/** The batch of a generation without nft rules (backend bpf): removes nwf-fast's tables. */
+export function emptyNftBatch(): NftBatch {
+  const br = nftTable('bridge', BRIDGE_TABLE);
+  const inet = nftTable('inet', INET_TABLE);
+  return [add(br.table), del(br.ref), add(inet.table), del(inet.ref)];
+}
+
+export async function writeGenerationFor(backend: Backend, dir: string, src: LoadedSources, c: Compiled): Promise<Manifest> {
+  if (backend !== 'nft') await writeBpfGeneration(dir, c.ir, backend);
+  return writeNftGeneration(dir, src, c, backend);
+}
+
+export function writeNftGeneration(dir: string, src: LoadedSources, c: Compiled, backend: 'nft' | 'bpf' | 'both' = 'nft'): Manifest {
   const inputs = [...new Set(src.files)].map((file) => ({ file, sha256: sha256(readFileSync(file)) }));
   return writeGeneration(dir, {
     nft: toNftJson(c.lowering.batch),
@@ -31,7 +61,7 @@ export function writeNftGeneration(dir: string, src: LoadedSources, c: Compiled)
     manifest: {
       format: 'nwf-fast-generation/1',
       createdAt: new Date().toISOString(),
-      backend: 'nft',
+      backend,
       l3: c.lowering.l3,
       inputs,
       interfaces: c.ir.interfaces.map((p) => {
