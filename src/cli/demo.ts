@@ -3,7 +3,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { compileNft, writeNftGeneration } from '../backends/nft/generate.js';
+import { compileFor, writeGenerationFor } from '../backends/nft/generate.js';
+import { readBpfGeneration } from '../backends/bpf/generation.js';
 import { loadGeneration, rollback, status } from '../host/apply.js';
 import { canonicalFrame, deliver } from '../host/packet-io.js';
 import { createTestbed, type Testbed } from '../host/testbed.js';
@@ -20,7 +21,7 @@ const SPEC: Record<string, OptionSpec> = { help: { value: false, help: 'show thi
 
 export const DEMO_HELP = formatHelp(
   'nwf-fast demo',
-  'Builds a demo KVM host from network namespaces (a bridge, three VMs under\nclean-traffic, one VM with an L3 policy, a neighbour), compiles the built-in\nexample (examples/demo), loads it, sends legitimate and spoofed traffic, prints\nthe verdicts and drop counters, rolls back, and removes everything. Needs root.',
+  'Builds a demo KVM host from network namespaces (a bridge, three VMs under\nclean-traffic, one VM with an L3 policy, a neighbour), compiles the built-in\nexample (examples/demo) for both backends, loads it, sends legitimate and\nspoofed traffic under the nft backend and then with tc/eBPF programs on the\ntaps, prints the verdicts and drop counters, rolls back, and removes\neverything. Needs root.',
   SPEC,
 );
 
@@ -81,51 +82,69 @@ export async function runDemo(argv: readonly string[], io: CliIo): Promise<numbe
       peers: [{ name: 'peer', mac: MAC.peer }],
     });
     const state = join(work, 'state');
-    const opts = { stateDir: state, netns: tb.hostNs };
+    const opts = { stateDir: state, netns: tb.hostNs, pinDir: `/sys/fs/bpf/nwf-fast-demo-${process.pid}` };
 
-    // Generation 1: the three clean-traffic VMs. Generation 2: the whole example.
+    // Generation 1: the three clean-traffic VMs (nft). Generation 2: the whole example (nft).
+    // Generation 3: the whole example with tc/eBPF programs on the taps and nft as a second line.
     const srcAll = loadSources({ filterDirs: [join(EXAMPLE, 'filters')], bundled: true, bindingPaths: [join(EXAMPLE, 'bindings')], domainPaths: [], libvirt: false });
     const srcFirst = { ...srcAll, bindings: srcAll.bindings.filter((b) => b.iface !== 'vnet3') };
     const g1 = join(work, 'gen1');
     const g2 = join(work, 'gen2');
-    const c1 = compileNft(srcFirst);
-    const c2 = compileNft(srcAll);
-    writeNftGeneration(g1, srcFirst, c1);
-    const m2 = writeNftGeneration(g2, srcAll, c2);
-    io.out(`== compiled examples/demo: ${m2.interfaces.length} interfaces, ${c2.lowering.batch.length} nft commands in one transaction\n`);
+    const g3 = join(work, 'gen3');
+    await writeGenerationFor('nft', g1, srcFirst, compileFor('nft', srcFirst));
+    const c2 = compileFor('nft', srcAll);
+    const m2 = await writeGenerationFor('nft', g2, srcAll, c2);
+    const t3 = performance.now();
+    const m3 = await writeGenerationFor('both', g3, srcAll, compileFor('both', srcAll));
+    io.out(`== compiled examples/demo: ${m2.interfaces.length} interfaces; nft: ${c2.lowering.batch.length} commands in one transaction; eBPF: ${readBpfGeneration(g3).shapes.length} program object(s) in ${(performance.now() - t3).toFixed(0)} ms\n`);
     const l1 = await loadGeneration(g1, opts);
-    io.out(`== loaded generation ${l1.generation.manifest.id} (vm1-vm3) in ${l1.ms.apply.toFixed(1)} ms\n`);
+    io.out(`== loaded generation ${l1.generation.manifest.id} (nft, vm1-vm3) in ${l1.ms.apply.toFixed(1)} ms\n`);
     const l2 = await loadGeneration(g2, opts);
-    io.out(`== loaded generation ${l2.generation.manifest.id} (all four VMs) in ${l2.ms.apply.toFixed(1)} ms, atomically replacing the first\n\n`);
+    io.out(`== loaded generation ${l2.generation.manifest.id} (nft, all four VMs) in ${l2.ms.apply.toFixed(1)} ms, atomically replacing the first\n`);
 
     const ir = resolvePolicy(srcAll.filters, srcAll.bindings);
     const policyOf = (name: string) => ir.interfaces.find((i) => i.owner === name);
-    io.out(`${pad('from', 6)}${pad('to', 6)}${pad('traffic', 42)}${pad('libvirt says', 22)}${pad('kernel', 11)}\n`);
+    const run = async (): Promise<boolean[]> => {
+      const got: boolean[] = [];
+      for (const s of scenarios()) {
+        const r = await deliver((tb as Testbed).guest(s.from).endpoint, (tb as Testbed).guest(s.to).endpoint, [s.frame], { key: canonicalFrame, quietMs: 50, maxWaitMs: 500 });
+        got.push(r.arrived[0] as boolean);
+      }
+      return got;
+    };
+    const withNft = await run();
+    const l3 = await loadGeneration(g3, opts);
+    io.out(`== loaded generation ${m3.id} (eBPF on the taps + nft) in ${l3.ms.apply.toFixed(1)} ms, replacing generation ${l2.generation.manifest.id}\n\n`);
+    const withBpf = await run();
+
+    io.out(`${pad('from', 6)}${pad('to', 6)}${pad('traffic', 42)}${pad('libvirt says', 22)}${pad('nft', 11)}${pad('eBPF+nft', 11)}\n`);
     let wrong = 0;
-    for (const s of scenarios()) {
-      const src = tb.guest(s.from);
-      const dst = tb.guest(s.to);
-      const r = await deliver(src.endpoint, dst.endpoint, [s.frame], { key: canonicalFrame, quietMs: 50, maxWaitMs: 500 });
-      const delivered = r.arrived[0] as boolean;
+    scenarios().forEach((s, k) => {
       const pol = s.from === 'peer' ? policyOf(s.to) : policyOf(s.from);
       const expected = pol ? evaluate(pol, s.from === 'peer' ? 'in' : 'out', s.frame) : undefined;
-      const ok = expected ? (expected.verdict === 'accept') === delivered : true;
+      const want = expected?.verdict === 'accept';
+      const ok = !expected || (withNft[k] === want && withBpf[k] === want);
       if (!ok) wrong++;
       const verdict = expected ? `${expected.verdict}${expected.reason ? ` (${expected.reason})` : ''}` : '-';
-      io.out(`${pad(s.from, 6)}${pad(s.to, 6)}${pad(s.what, 42)}${pad(verdict, 22)}${pad(delivered ? 'delivered' : 'dropped', 11)}${ok ? '' : '  <- DIFFERS'}\n`);
-    }
+      const show = (d: boolean | undefined) => pad(d ? 'delivered' : 'dropped', 11);
+      io.out(`${pad(s.from, 6)}${pad(s.to, 6)}${pad(s.what, 42)}${pad(verdict, 22)}${show(withNft[k])}${show(withBpf[k])}${ok ? '' : '  <- DIFFERS'}\n`);
+    });
 
     const st = await status(opts);
-    io.out(`\n== drop counters (nwf-fast status)\n${pad('interface', 11)}${pad('owner', 7)}${DROP_REASONS.map((r) => r.padStart(10)).join('')}\n`);
-    for (const i of st.interfaces) io.out(`${pad(i.iface, 11)}${pad(i.owner, 7)}${DROP_REASONS.map((r) => String(i.drops[r] ?? 0).padStart(10)).join('')}\n`);
+    io.out(`\n== drop counters (nwf-fast status; eBPF drops at the tap, nft sees what passes it)\n${pad('interface', 11)}${pad('owner', 7)}${pad('', 7)}${DROP_REASONS.map((r) => r.padStart(10)).join('')}\n`);
+    for (const i of st.interfaces) {
+      io.out(`${pad(i.iface, 11)}${pad(i.owner, 7)}${pad('nft', 7)}${DROP_REASONS.map((r) => String(i.drops[r] ?? 0).padStart(10)).join('')}\n`);
+      if (i.bpfDrops) io.out(`${pad('', 18)}${pad('eBPF', 7)}${DROP_REASONS.map((r) => String(i.bpfDrops?.[r] ?? 0).padStart(10)).join('')}\n`);
+    }
     const rb = await rollback(opts);
     const after = await status(opts);
-    io.out(`\n== rolled back to generation ${rb.generation.manifest.id}: ${after.interfaces.map((i) => i.iface).join(', ')} protected, drift: ${after.drift ? 'yes' : 'no'}\n`);
+    io.out(`\n== rolled back to generation ${rb.generation.manifest.id} (${after.backend}): ${after.interfaces.map((i) => i.iface).join(', ')} protected, eBPF programs removed from the taps, drift: ${after.drift ? 'yes' : 'no'}\n`);
     io.out(wrong ? `\n${wrong} verdict(s) differ from libvirt's semantics\n` : '\nevery frame was delivered exactly when libvirt\'s rules accept it\n');
     return wrong ? 1 : 0;
   } finally {
     if (tb) await tb.destroy();
     rmSync(work, { recursive: true, force: true });
+    rmSync(`/sys/fs/bpf/nwf-fast-demo-${process.pid}`, { recursive: true, force: true });
     io.out('== demo host removed\n');
   }
 }

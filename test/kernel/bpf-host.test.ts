@@ -66,7 +66,7 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     { backend: 'bpf' as const, filter: 'clean-traffic-gateway', params: { IP: '10.77.0.2', GATEWAY_MAC: '52:54:00:00:00:fe' } },
     { backend: 'both' as const, filter: 'web-only', params: { IP: '10.77.0.2' }, extra: L3_FILTER },
   ])('$backend, $filter: every corpus frame through the bridge is delivered exactly when the evaluator accepts', async (c) => {
-    const { dir } = await gen(`d-${c.backend}-${c.filter}`, c.backend, c.filter, c.params, c.extra);
+    const { dir } = await gen(`d-${c.backend}-${c.filter}`, c.backend, c.filter, c.params as Record<string, string | string[]>, c.extra);
     await loadGeneration(dir, opts);
     expect(attached().every((id) => typeof id === 'number' && id > 0)).toBe(true);
     const policy = JSON.parse(readFileSync(join(dir, 'policy.json'), 'utf8')).interfaces[0];
