@@ -9,7 +9,11 @@ import { formatHelp, type OptionSpec, parseArgs } from './args.js';
 import { HOST_OPTIONS, hostOptions } from './host-options.js';
 import type { CliIo } from './io.js';
 
-const SPEC: Record<string, OptionSpec> = { ...HOST_OPTIONS, help: { value: false, help: 'show this help' } };
+const SPEC: Record<string, OptionSpec> = {
+  ...HOST_OPTIONS,
+  full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
+  help: { value: false, help: 'show this help' },
+};
 
 export const LOAD_HELP = formatHelp(
   'nwf-fast load [DIR] [--state-dir DIR]',
@@ -23,7 +27,7 @@ export async function runLoad(argv: readonly string[], io: CliIo): Promise<numbe
     io.out(LOAD_HELP);
     return 0;
   }
-  const opts = hostOptions(p);
+  const opts = { ...hostOptions(p), full: p.flags.has('full') };
   let dir = p.positionals[0];
   let tmp: string | undefined;
   if (!dir) {
@@ -35,7 +39,7 @@ export async function runLoad(argv: readonly string[], io: CliIo): Promise<numbe
   try {
     const r = await loadGeneration(dir, opts);
     io.out(
-      `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms` +
+      `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms${r.incremental ? ' (incremental: element changes only)' : ''}` +
         `${r.previous ? `; previous ${r.previous}` : ''}\n`,
     );
     if (r.missingTaps.length) io.err(`note: no such tap yet, eBPF programs not attached: ${r.missingTaps.join(', ')} (a later load attaches them)\n`);

@@ -9,12 +9,15 @@ import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
 import { hostRunner, inNetns, withNetns } from './netns.js';
 import { type Generation, type HostState, readGeneration, StateDir } from './generation.js';
 import { readBpfGeneration } from '../backends/bpf/generation.js';
-import { attachBpf, bpfStats, detachBpf, prepareBpf } from './bpf-apply.js';
+import { attachBpf, bpfStats, detachBpf, prepareBpf, updateBpfInPlace } from './bpf-apply.js';
+import { elementDelta } from './delta.js';
 
 export interface HostOptions extends NftRunOptions {
   stateDir: string;
   /** bpffs directory for nwf-fast's pins (default /sys/fs/bpf/nwf-fast). */
   pinDir?: string;
+  /** Always replace the whole generation, never apply an element delta. */
+  full?: boolean;
 }
 
 /** Runs fn in the namespace of the options (tc and interface lookups act on the calling thread's namespace). */
@@ -76,7 +79,8 @@ export function normalizeListing(doc: NftJsonDocument | undefined): unknown {
       const o: Record<string, unknown> = {};
       for (const [k, x] of Object.entries(v)) {
         if (k === 'handle' || k === 'packets' || k === 'bytes') continue;
-        o[k] = strip(x);
+        // element order in a listing depends on insertion history: compare as sets
+        o[k] = k === 'elem' && Array.isArray(x) ? (x.map(strip) as unknown[]).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1)) : strip(x);
       }
       return o;
     }
@@ -96,6 +100,8 @@ export interface LoadResult {
   ms: { check: number; apply: number };
   /** Taps of the generation's eBPF programs that do not exist (attached by a later load). */
   missingTaps: string[];
+  /** Applied as an element delta / in-place eBPF value update (delta.ts). */
+  incremental?: boolean;
 }
 
 /** Checks with nft -c, then applies the generation as one transaction and records it. */
@@ -111,11 +117,15 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
       });
     }
   }
+  const previous = s.current ? safeLoad(state, s.current) : undefined;
+  if (previous && !opts.full) {
+    const r = await tryIncremental(previous, g, state, s, opts);
+    if (r) return r;
+  }
   const t0 = performance.now();
   await nftCheck(g.nft, opts);
   const t1 = performance.now();
   const stored = state.store(g);
-  const previous = s.current ? safeLoad(state, s.current) : undefined;
   // Verify and configure every eBPF program before anything changes.
   const prepared = stored.manifest.backend === 'nft' ? undefined : prepareBpf(stored.dir, readBpfGeneration(stored.dir));
   let missing: string[] = [];
@@ -133,6 +143,43 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   const next: HostState = { current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString() };
   state.write(next);
   return { generation: stored, previous: s.current, ms: { check: t1 - t0, apply: t2 - t1 }, missingTaps: missing };
+}
+
+/**
+ * The incremental path: same structure, different elements (see delta.ts),
+ * and eBPF values changed in place. Returns undefined to fall back to a full load.
+ */
+async function tryIncremental(previous: Generation, g: Generation, state: StateDir, s: HostState, opts: HostOptions): Promise<LoadResult | undefined> {
+  if (previous.manifest.backend !== g.manifest.backend) return undefined;
+  const delta = elementDelta(previous.nft, g.nft);
+  if (!delta) return undefined;
+  const bpfPrev = previous.manifest.backend === 'nft' ? undefined : readBpfGeneration(previous.dir);
+  const bpfNext = g.manifest.backend === 'nft' ? undefined : readBpfGeneration(g.dir);
+  if (bpfPrev && bpfNext) {
+    const sameIfaces = JSON.stringify(bpfPrev.interfaces.map((i) => [i.iface, i.shapeId])) === JSON.stringify(bpfNext.interfaces.map((i) => [i.iface, i.shapeId]));
+    if (!sameIfaces) return undefined;
+  }
+  const t0 = performance.now();
+  try {
+    await faultPoint('pause-before-apply');
+    await nftApply(delta, opts); // one transaction; refused if the kernel lacks an element we delete
+  } catch {
+    return undefined;
+  }
+  if (bpfPrev && bpfNext && !inNs(opts, () => updateBpfInPlace(bpfPrev, bpfNext, opts.pinDir))) {
+    // values could not be changed in place: re-attach everything (the ruleset is already current)
+    const prepared = prepareBpf(g.dir, bpfNext);
+    try {
+      inNs(opts, () => attachBpf(prepared, opts.pinDir));
+    } finally {
+      prepared.close();
+    }
+  }
+  const t1 = performance.now();
+  const stored = state.store(g);
+  state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
+  state.write({ current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString() });
+  return { generation: stored, previous: s.current, ms: { check: 0, apply: t1 - t0 }, missingTaps: [], incremental: true };
 }
 
 function safeLoad(state: StateDir, id: string): Generation | undefined {

@@ -8,7 +8,7 @@
 // <pinDir>/<tap>/ for status and in-place updates.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadInterface, readStats, type DirectionStats, type LoadedInterface } from '../backends/bpf/load.js';
+import { loadInterface, readStats, updateConfig, type DirectionStats, type LoadedInterface } from '../backends/bpf/load.js';
 import type { StoredBpf } from '../backends/bpf/generation.js';
 import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, tcDetach, tcHookCreate, tcReplace, type BpfMap } from './bpf/libbpf.js';
 import type { Direction } from '../ir/types.js';
@@ -119,4 +119,38 @@ export function bpfStats(ifaces: readonly string[], pinDir = DEFAULT_PIN_DIR): M
     }
   }
   return out;
+}
+
+/**
+ * Changes the values of already attached programs in place (same interfaces,
+ * same shapes): writes the inactive config slot of each changed interface
+ * through its pinned maps, then selects it. Returns false (and changes
+ * nothing) when that is not possible: different interfaces or shapes, or
+ * missing pins.
+ */
+export function updateBpfInPlace(prev: StoredBpf, next: StoredBpf, pinDir = DEFAULT_PIN_DIR): boolean {
+  if (prev.interfaces.length !== next.interfaces.length) return false;
+  const byIface = new Map(prev.interfaces.map((i) => [i.iface, i]));
+  const changes: { iface: string; value: Buffer }[] = [];
+  for (const n of next.interfaces) {
+    const o = byIface.get(n.iface);
+    if (!o || o.shapeId !== n.shapeId) return false;
+    const cfg = n.maps.find((m) => m.map === 'nwf_cfg');
+    const oldCfg = o.maps.find((m) => m.map === 'nwf_cfg');
+    if (!cfg || !oldCfg) return false;
+    if (cfg.value === oldCfg.value) continue;
+    for (const what of ['cfg', 'sel']) if (!existsSync(pinPath(pinDir, n.iface, what))) return false;
+    changes.push({ iface: n.iface, value: Buffer.from(cfg.value, 'hex') });
+  }
+  for (const c of changes) {
+    const cfg = openPinnedMap(pinPath(pinDir, c.iface, 'cfg'));
+    const sel = openPinnedMap(pinPath(pinDir, c.iface, 'sel'));
+    try {
+      updateConfig({ shapeId: '', maps: { cfg, sel } as unknown as LoadedInterface['maps'] }, { shapeId: '', maps: [{ map: 'nwf_cfg', key: new Uint8Array(4), value: c.value }] });
+    } finally {
+      cfg.close();
+      sel.close();
+    }
+  }
+  return true;
 }

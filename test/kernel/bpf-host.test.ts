@@ -81,7 +81,7 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     expect(Object.values(drops).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
   });
 
-  it('50 reloads alternating two generations under a spoofed flood deliver no spoofed frame; programs are replaced in place', async () => {
+  it('50 reloads alternating two generations under a spoofed flood deliver no spoofed frame (programs replaced in place, or values updated in place)', async () => {
     const g1 = (await gen('r1', 'bpf', 'clean-traffic', { IP: '10.77.0.2' })).dir;
     const g2 = (await gen('r2', 'bpf', 'clean-traffic', { IP: ['10.77.0.2', '10.77.0.5'] })).dir;
     await loadGeneration(g1, opts);
@@ -109,7 +109,8 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     const ids = new Set<number | undefined>();
     try {
       for (let i = 0; i < 50; i++) {
-        await loadGeneration(i % 2 === 0 ? g2 : g1, opts);
+        // alternate full replacement (new programs, swapped in place) and in-place value updates
+        await loadGeneration(i % 2 === 0 ? g2 : g1, { ...opts, full: i % 4 < 2 });
         ids.add(attached()[0]);
       }
     } finally {
@@ -144,7 +145,7 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     rmSync(`${obj}.new`);
     let err: unknown;
     try {
-      await loadGeneration(bad, opts);
+      await loadGeneration(bad, { ...opts, full: true });
     } catch (e) {
       err = e;
     }
