@@ -15,6 +15,7 @@ PKGS=(
   netsniff-ng       # trafgen (benchmarks)
   python3-scapy     # crafted frames in tests
   tcpdump           # capture in tests
+  conntrack         # flushing connection tracking between L3 test frames
   libvirt-daemon-config-nwfilter  # libvirt's own standard filters (conformance)
   ca-certificates
 )
