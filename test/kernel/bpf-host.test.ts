@@ -12,13 +12,12 @@ import { loadGeneration, rollback, status, unload } from '../../src/host/apply.j
 import { TC_HANDLE, TC_PRIORITY } from '../../src/host/bpf-apply.js';
 import { tcQuery } from '../../src/host/bpf/libbpf.js';
 import { withNetns, ifIndex } from '../../src/host/netns.js';
-import { frameTag, PacketSocket } from '../../src/host/packet-io.js';
 import type { Testbed } from '../../src/host/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { generateCorpus } from '../../src/frames/corpus.js';
 import * as F from '../../src/frames/build.js';
 import { bindingXml } from '../support/policy.js';
-import { createDemoHost, isRoot, PEER_MAC, ROOT_REASON, runDifferential, VM_MAC } from './support/differential.js';
+import { createDemoHost, floodDuring, isRoot, PEER_MAC, ROOT_REASON, runDifferential, VM_MAC } from './support/differential.js';
 
 const L3_FILTER = `<filter name='web-only' chain='root'>
   <filterref filter='clean-traffic'/>
@@ -85,41 +84,14 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     const g1 = (await gen('r1', 'bpf', 'clean-traffic', { IP: '10.77.0.2' })).dir;
     const g2 = (await gen('r2', 'bpf', 'clean-traffic', { IP: ['10.77.0.2', '10.77.0.5'] })).dir;
     await loadGeneration(g1, opts);
-    const tx = PacketSocket.open(tb.guest('vm').ns, 'eth0');
-    const rx = PacketSocket.open(tb.guest('peer').ns, 'eth0', { receive: true });
-    rx.drain();
-    const sent = { spoofed: 0, legit: 0 };
-    const got = { spoofed: 0, legit: 0 };
-    const frame = (spoofed: boolean, i: number) =>
-      F.udpFrame({ srcMac: spoofed ? '52:54:00:00:00:66' : VM_MAC, dstMac: PEER_MAC, srcIp: spoofed ? '10.77.0.66' : '10.77.0.2', dstIp: '10.77.0.9', sport: 5000, dport: 6000, payload: frameTag(i, spoofed ? 1 : 2) });
-    const read = () => {
-      for (const f of rx.receiveNow()) {
-        const s = Buffer.from(f).toString('latin1');
-        if (s.includes('NW\u0000\u0001')) got.spoofed++;
-        else if (s.includes('NW\u0000\u0002')) got.legit++;
-      }
-    };
-    const deadline = Date.now() + 60_000;
-    const timer = setInterval(() => {
-      if (sent.legit > 20_000 || Date.now() > deadline) return;
-      for (let k = 0; k < 8; k++) tx.send(frame(true, sent.spoofed++));
-      tx.send(frame(false, sent.legit++));
-      read();
-    }, 1);
     const ids = new Set<number | undefined>();
-    try {
+    const { sent, delivered: got } = await floodDuring(tb, async () => {
       for (let i = 0; i < 50; i++) {
         // alternate full replacement (new programs, swapped in place) and in-place value updates
         await loadGeneration(i % 2 === 0 ? g2 : g1, { ...opts, full: i % 4 < 2 });
         ids.add(attached()[0]);
       }
-    } finally {
-      clearInterval(timer);
-    }
-    await new Promise((res) => setTimeout(res, 300));
-    read();
-    tx.close();
-    rx.close();
+    });
     console.log(`[bpf reload] 50 loads; spoofed sent ${sent.spoofed}, delivered ${got.spoofed}; legitimate sent ${sent.legit}, delivered ${got.legit}; ${ids.size} program ids`);
     expect(sent.spoofed).toBeGreaterThan(500);
     expect(got.spoofed).toBe(0);

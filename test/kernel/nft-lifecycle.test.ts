@@ -9,12 +9,10 @@ import { compileNft, writeNftGeneration } from '../../src/backends/nft/generate.
 import { loadGeneration, normalizeListing } from '../../src/host/apply.js';
 import { sha256, writeGeneration } from '../../src/host/generation.js';
 import { nftListRuleset } from '../../src/host/nft.js';
-import { frameTag, PacketSocket } from '../../src/host/packet-io.js';
 import type { Testbed } from '../../src/host/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
-import * as F from '../../src/frames/build.js';
 import { bindingXml } from '../support/policy.js';
-import { createDemoHost, isRoot, PEER_MAC, ROOT_REASON, VM_MAC } from './support/differential.js';
+import { createDemoHost, floodDuring, isRoot, ROOT_REASON, VM_MAC } from './support/differential.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'nwf-fast.js');
 
@@ -122,49 +120,13 @@ describe.skipIf(!isRoot)('nft generations on a namespaced host', () => {
   it('50 reloads alternating two generations under a spoofed flood deliver no spoofed frame and keep a legitimate flow', async () => {
     const opts = { stateDir: state, netns: tb.hostNs };
     await loadGeneration(g1, opts);
-    const tx = PacketSocket.open(tb.guest('vm').ns, 'eth0');
-    const rx = PacketSocket.open(tb.guest('peer').ns, 'eth0', { receive: true });
-    rx.drain();
-    let sent = { spoofed: 0, legit: 0 };
-    const frame = (spoofed: boolean, i: number) =>
-      F.udpFrame({
-        srcMac: spoofed ? '52:54:00:00:00:66' : VM_MAC,
-        dstMac: PEER_MAC,
-        srcIp: spoofed ? '10.77.0.66' : '10.77.0.2',
-        dstIp: '10.77.0.9',
-        sport: 5000,
-        dport: 6000,
-        payload: frameTag(i, spoofed ? 1 : 2),
-      });
-    const got = { spoofed: 0, legit: 0 };
-    const read = () => {
-      for (const f of rx.receiveNow()) {
-        const s = Buffer.from(f).toString('latin1');
-        if (s.includes('NW\u0000\u0001')) got.spoofed++;
-        else if (s.includes('NW\u0000\u0002')) got.legit++;
-      }
-    };
-    const deadline = Date.now() + 60_000;
-    const timer = setInterval(() => {
-      if (sent.legit > 20_000 || Date.now() > deadline) return;
-      for (let k = 0; k < 8; k++) tx.send(frame(true, sent.spoofed++));
-      tx.send(frame(false, sent.legit++));
-      read();
-    }, 1);
-    try {
-      for (let i = 0; i < 50; i++) await loadGeneration(i % 2 === 0 ? g2 : g1, opts);
-    } finally {
-      clearInterval(timer);
-    }
-    await new Promise((res) => setTimeout(res, 300));
-    read();
-    tx.close();
-    rx.close();
-    console.log(`[reload] 50 loads; spoofed sent ${sent.spoofed}, delivered ${got.spoofed}; legitimate sent ${sent.legit}, delivered ${got.legit}`);
+    const { sent, delivered: got } = await floodDuring(tb, async () => {
+      for (let i = 0; i < 50; i++) await loadGeneration(i % 2 === 0 ? g2 : g1, { ...opts, full: i % 4 < 2 });
+    });
+    console.log(`[reload] 50 loads (full and incremental); spoofed sent ${sent.spoofed}, delivered ${got.spoofed}; legitimate sent ${sent.legit}, delivered ${got.legit}`);
     expect(sent.spoofed).toBeGreaterThan(500);
     expect(got.spoofed).toBe(0);
     expect(got.legit).toBeGreaterThanOrEqual(Math.floor(sent.legit * 0.99));
-    sent = { spoofed: 0, legit: 0 };
   });
 
   it('the state and the generation files agree (content hash)', () => {

@@ -5,7 +5,8 @@ import { execa } from 'execa';
 import { evaluate } from '../../../src/ir/eval.js';
 import type { InterfacePolicy } from '../../../src/ir/types.js';
 import type { CorpusFrame } from '../../../src/frames/corpus.js';
-import { canonicalFrame, deliver } from '../../../src/host/packet-io.js';
+import { canonicalFrame, deliver, frameTag, PacketSocket } from '../../../src/host/packet-io.js';
+import * as F from '../../../src/frames/build.js';
 import { createTestbed, type Testbed } from '../../../src/host/testbed.js';
 
 export const VM_MAC = '52:54:00:00:00:01';
@@ -92,4 +93,56 @@ export async function runDifferential(tb: Testbed, policy: InterfacePolicy, corp
     record(c, r.arrived[0] as boolean);
   }
   return res;
+}
+
+export interface FloodResult {
+  sent: { spoofed: number; legit: number };
+  delivered: { spoofed: number; legit: number };
+}
+
+/**
+ * Runs `work` (e.g. 50 reloads) while the VM floods spoofed frames (wrong
+ * source MAC and IP), 8 for every legitimate one, towards the peer; counts
+ * what reaches the peer. Bounded: at most 20 000 legitimate frames, 60 s.
+ */
+export async function floodDuring(tb: Testbed, work: () => Promise<void>): Promise<FloodResult> {
+  const tx = PacketSocket.open(tb.guest('vm').ns, 'eth0');
+  const rx = PacketSocket.open(tb.guest('peer').ns, 'eth0', { receive: true });
+  rx.drain();
+  const sent = { spoofed: 0, legit: 0 };
+  const delivered = { spoofed: 0, legit: 0 };
+  const frame = (spoofed: boolean, i: number) =>
+    F.udpFrame({
+      srcMac: spoofed ? '52:54:00:00:00:66' : VM_MAC,
+      dstMac: PEER_MAC,
+      srcIp: spoofed ? '10.77.0.66' : '10.77.0.2',
+      dstIp: '10.77.0.9',
+      sport: 5000,
+      dport: 6000,
+      payload: frameTag(i, spoofed ? 1 : 2),
+    });
+  const read = () => {
+    for (const f of rx.receiveNow()) {
+      const s = Buffer.from(f).toString('latin1');
+      if (s.includes('NW\u0000\u0001')) delivered.spoofed++;
+      else if (s.includes('NW\u0000\u0002')) delivered.legit++;
+    }
+  };
+  const deadline = Date.now() + 60_000;
+  const timer = setInterval(() => {
+    if (sent.legit > 20_000 || Date.now() > deadline) return;
+    for (let k = 0; k < 8; k++) tx.send(frame(true, sent.spoofed++));
+    tx.send(frame(false, sent.legit++));
+    read();
+  }, 1);
+  try {
+    await work();
+  } finally {
+    clearInterval(timer);
+  }
+  await new Promise((res) => setTimeout(res, 300));
+  read();
+  tx.close();
+  rx.close();
+  return { sent, delivered };
 }
