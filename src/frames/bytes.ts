@@ -6,6 +6,7 @@
 // line, so malformed input raises an NwfError rather than a bare Error.
 
 import { CODES, NwfError } from '../util/errors.js';
+import { parseIPv6 } from '../ir/values.js';
 
 /** An address given either as text or as already-encoded bytes. */
 export type MacInput = string | Uint8Array;
@@ -76,47 +77,7 @@ export function ipv6(s: Ipv6Input): Uint8Array {
 }
 
 function parseIpv6Text(s: string): Uint8Array | undefined {
-  if (s.length === 0) return undefined;
-  const halves = s.split('::');
-  if (halves.length > 2) return undefined;
-  const parseGroups = (part: string): number[] | undefined => {
-    if (part === '') return [];
-    const groups = part.split(':');
-    const words: number[] = [];
-    for (let i = 0; i < groups.length; i++) {
-      const g = groups[i]!;
-      if (i === groups.length - 1 && g.includes('.')) {
-        const v4 = parseIpv4Text(g);
-        if (!v4) return undefined;
-        words.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-      } else {
-        if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-        words.push(parseInt(g, 16));
-      }
-    }
-    return words;
-  };
-  const head = parseGroups(halves[0]!);
-  if (!head) return undefined;
-  let words: number[];
-  if (halves.length === 2) {
-    const tail = parseGroups(halves[1]!);
-    if (!tail) return undefined;
-    // An embedded IPv4 part is only allowed at the very end.
-    if (halves[0]!.includes('.')) return undefined;
-    const fill = 8 - head.length - tail.length;
-    if (fill < 1) return undefined;
-    words = [...head, ...new Array<number>(fill).fill(0), ...tail];
-  } else {
-    words = head;
-  }
-  if (words.length !== 8) return undefined;
-  const out = new Uint8Array(16);
-  words.forEach((w, i) => {
-    out[2 * i] = w >> 8;
-    out[2 * i + 1] = w & 0xff;
-  });
-  return out;
+  return parseIPv6(s);
 }
 
 /** Parse an IPv4 or IPv6 address (4 or 16 bytes); text with ':' is IPv6. */

@@ -60,46 +60,43 @@ export function ipv4PrefixMask(prefix: number): number {
   return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }
 
-/** IPv6 text to 16 bytes (supports :: and an embedded dotted IPv4 tail). */
+/**
+ * IPv6 text (RFC 4291: full, `::`-compressed, or with a trailing dotted IPv4
+ * part such as `::ffff:192.0.2.1`) to 16 bytes. No zone ids.
+ */
 export function parseIPv6(s: string): Uint8Array | undefined {
-  if (!/^[0-9a-fA-F:.]+$/.test(s) || s.length > 45) return undefined;
-  let str = s;
-  const tail: number[] = [];
-  if (str.includes('.')) {
-    const idx = str.lastIndexOf(':');
-    const v4 = parseIPv4(str.slice(idx + 1));
-    if (v4 === undefined) return undefined;
-    tail.push((v4 >>> 16) & 0xffff, v4 & 0xffff);
-    str = str.slice(0, idx + 1) + (str.endsWith('::') ? '' : '');
-    if (str.endsWith(':') && !str.endsWith('::')) str = str.slice(0, -1);
-  }
-  const dbl = str.split('::');
-  if (dbl.length > 2) return undefined;
-  const parseGroups = (p: string): number[] | undefined => {
-    if (p === '') return [];
-    const out: number[] = [];
-    for (const g of p.split(':')) {
-      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-      out.push(parseInt(g, 16));
+  if (s.length === 0 || s.length > 45) return undefined;
+  const halves = s.split('::');
+  if (halves.length > 2) return undefined;
+  const groups = (part: string, last: boolean): number[] | undefined => {
+    if (part === '') return [];
+    const words: number[] = [];
+    const list = part.split(':');
+    for (let i = 0; i < list.length; i++) {
+      const g = list[i] as string;
+      if (last && i === list.length - 1 && g.includes('.')) {
+        const v4 = parseIPv4(g);
+        if (v4 === undefined) return undefined;
+        words.push(v4 >>> 16, v4 & 0xffff);
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(g)) words.push(parseInt(g, 16));
+      else return undefined;
     }
-    return out;
+    return words;
   };
-  const head = parseGroups(dbl[0] ?? '');
-  const rest = dbl.length === 2 ? parseGroups(dbl[1] ?? '') : [];
-  if (!head || !rest) return undefined;
-  const groups: number[] = [];
-  if (dbl.length === 2) {
-    const fill = 8 - head.length - rest.length - tail.length;
+  const head = groups(halves[0] as string, halves.length === 1);
+  const tail = halves.length === 2 ? groups(halves[1] as string, true) : [];
+  if (!head || !tail) return undefined;
+  let words: number[];
+  if (halves.length === 2) {
+    const fill = 8 - head.length - tail.length;
     if (fill < 1) return undefined;
-    groups.push(...head, ...new Array<number>(fill).fill(0), ...rest, ...tail);
-  } else {
-    groups.push(...head, ...tail);
-  }
-  if (groups.length !== 8) return undefined;
+    words = [...head, ...new Array<number>(fill).fill(0), ...tail];
+  } else words = head;
+  if (words.length !== 8) return undefined;
   const b = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    b[2 * i] = g >> 8;
-    b[2 * i + 1] = g & 255;
+  words.forEach((w, i) => {
+    b[2 * i] = w >> 8;
+    b[2 * i + 1] = w & 255;
   });
   return b;
 }
