@@ -1,7 +1,9 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { BUNDLED_FILTERS_DIR, loadSources } from '../../src/resolve/sources.js';
-import { bundledFilters, policyFor } from '../support/policy.js';
+import { resolveInterface } from '../../src/resolve/resolve.js';
+import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
+import { bindingXml, bundledFilters, policyFor } from '../support/policy.js';
 
 const STANDARD = [
   'allow-arp', 'allow-dhcp', 'allow-dhcp-server', 'allow-dhcpv6', 'allow-dhcpv6-server', 'allow-incoming-ipv4',
@@ -27,7 +29,8 @@ describe('the bundled library of standard filters', () => {
   });
 
   it.each(STANDARD)('%s parses and resolves for an interface', (name) => {
-    const p = policyFor(name, PARAMS);
+    // allow-dhcpv6-server takes its (IPv6) servers from $DHCPSERVER, as libvirt's file does
+    const p = policyFor(name, name === 'allow-dhcpv6-server' ? { ...PARAMS, DHCPSERVER: 'fd00::1' } : PARAMS);
     const rules = p.l2.out.root.length + p.l2.in.root.length + p.l3.fromVm.length + p.l3.toVm.length;
     expect(rules).toBeGreaterThan(0);
   });
@@ -41,7 +44,9 @@ describe.skipIf(!haveLibvirt)(`libvirt's own filter files (${LIBVIRT_DIR})`, () 
     const src = loadSources({ filterDirs: [LIBVIRT_DIR], bundled: false, bindingPaths: [], domainPaths: [], libvirt: false });
     for (const n of STANDARD) expect(src.filters.has(n), n).toBe(true);
     for (const n of src.filters.keys()) {
-      const p = policyFor(n, PARAMS, [], {});
+      const params = n === 'allow-dhcpv6-server' ? { ...PARAMS, DHCPSERVER: 'fd00::1' } : PARAMS;
+      const b = parseFilterBindingXml(bindingXml('vnet0', '52:54:00:00:00:01', n, params), 'binding.xml');
+      const p = resolveInterface(src.filters, b);
       expect(p.filter).toBe(n);
     }
   });
