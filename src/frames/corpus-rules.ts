@@ -403,7 +403,7 @@ const CONN_COMBOS: readonly ConnInfo[] = [
   { state: 'new', direction: 'reply' },
   { state: 'invalid', direction: 'original' },
 ];
-const STATE_NAME: Record<ConnInfo['state'], ConnStateName> = { new: 'NEW', established: 'ESTABLISHED', related: 'RELATED', invalid: 'INVALID' };
+const STATE_NAME: Record<Exclude<ConnInfo['state'], 'untracked'>, ConnStateName> = { new: 'NEW', established: 'ESTABLISHED', related: 'RELATED', invalid: 'INVALID' };
 
 /** The L3 rule's tests as frame edits; `withState` adds the conntrack state/direction test. */
 export function l3Ops(r: L3Rule, withState: boolean): TestOp[] {
@@ -483,7 +483,7 @@ export function l3Ops(r: L3Rule, withState: boolean): TestOp[] {
     ops.push(neg ? { key: 'icmp', phase: 2, sat: ne, viol: [eq] } : { key: 'icmp', phase: 2, sat: [eq], viol: ne });
   }
   if (withState && (r.state || r.ctDir)) {
-    const ok = (c: ConnInfo) => (!r.state || r.state.includes(STATE_NAME[c.state])) && (!r.ctDir || r.ctDir === c.direction);
+    const ok = (c: ConnInfo) => c.state !== 'untracked' && (!r.state || r.state.includes(STATE_NAME[c.state])) && (!r.ctDir || (c.state !== 'invalid' && r.ctDir === c.direction));
     const put = (c: ConnInfo) =>
       v((s) => {
         s.conn = { ...c };

@@ -58,11 +58,15 @@ export async function probeKernel(opts: HostOptions): Promise<KernelProbe> {
   };
 }
 
-async function listOurs(opts: NftRunOptions): Promise<{ bridge?: NftJsonDocument; inet?: NftJsonDocument }> {
-  const out: { bridge?: NftJsonDocument; inet?: NftJsonDocument } = {};
-  for (const [fam, key] of [['bridge', 'bridge'], ['inet', 'inet']] as const) {
+/** The families of nwf-fast's tables (all named nwf_fast). */
+const OUR_FAMILIES = ['bridge', 'ip', 'ip6', 'inet'] as const;
+type Listing = Partial<Record<(typeof OUR_FAMILIES)[number], NftJsonDocument>>;
+
+async function listOurs(opts: NftRunOptions): Promise<Listing> {
+  const out: Listing = {};
+  for (const fam of OUR_FAMILIES) {
     try {
-      out[key] = await nftListTable(fam, fam === 'bridge' ? BRIDGE_TABLE : INET_TABLE, opts);
+      out[fam] = await nftListTable(fam, fam === 'bridge' ? BRIDGE_TABLE : INET_TABLE, opts);
     } catch {
       // table absent
     }
@@ -89,9 +93,12 @@ export function normalizeListing(doc: NftJsonDocument | undefined): unknown {
   return strip(doc.nftables.filter((o) => !('metainfo' in o)));
 }
 
+function normalizeAll(l: Listing): unknown {
+  return Object.fromEntries(OUR_FAMILIES.map((f) => [f, normalizeListing(l[f])]));
+}
+
 async function snapshot(opts: NftRunOptions): Promise<unknown> {
-  const l = await listOurs(opts);
-  return { bridge: normalizeListing(l.bridge), inet: normalizeListing(l.inet) };
+  return normalizeAll(await listOurs(opts));
 }
 
 export interface LoadResult {
@@ -205,10 +212,10 @@ export async function unload(opts: HostOptions): Promise<void> {
   const doc: NftJsonDocument = {
     nftables: [
       { metainfo: { json_schema_version: 1 } },
-      { add: { table: { family: 'bridge', name: BRIDGE_TABLE } } },
-      { delete: { table: { family: 'bridge', name: BRIDGE_TABLE } } },
-      { add: { table: { family: 'inet', name: INET_TABLE } } },
-      { delete: { table: { family: 'inet', name: INET_TABLE } } },
+      ...OUR_FAMILIES.flatMap((family): NftJsonDocument['nftables'] => {
+        const table = { family, name: family === 'bridge' ? BRIDGE_TABLE : INET_TABLE };
+        return [{ add: { table } }, { delete: { table } }];
+      }),
     ],
   };
   const state = new StateDir(opts.stateDir);
@@ -228,18 +235,18 @@ export interface Status {
   /** True when the kernel's tables differ from what was recorded when the generation was loaded. */
   drift: boolean;
   driftDetail?: string;
-  tablesPresent: { bridge: boolean; inet: boolean };
+  tablesPresent: { bridge: boolean; l3: boolean };
 }
 
 export async function status(opts: HostOptions): Promise<Status> {
   const state = new StateDir(opts.stateDir);
   const s = state.read();
   const listing = await listOurs(opts);
-  const present = { bridge: !!listing.bridge, inet: !!listing.inet };
+  const present = { bridge: !!listing.bridge, l3: !!(listing.ip || listing.ip6 || listing.inet) };
   const out: Status = { stateDir: opts.stateDir, current: s.current, history: s.history, interfaces: [], drift: false, tablesPresent: present };
   if (s.loadedAt) out.loadedAt = s.loadedAt;
   if (!s.current) {
-    if (present.bridge || present.inet) {
+    if (present.bridge || present.l3) {
       out.drift = true;
       out.driftDetail = 'nothing is recorded as loaded, but nwf-fast tables exist in the kernel';
     }
@@ -248,7 +255,7 @@ export async function status(opts: HostOptions): Promise<Status> {
   const g = state.load(s.current);
   const ifaces = g.manifest.interfaces.map((i) => i.iface);
   const drops = new Map<string, Record<string, number>>(ifaces.map((i) => [i, {}]));
-  for (const doc of [listing.bridge, listing.inet]) {
+  for (const doc of Object.values(listing)) {
     if (!doc) continue;
     for (const o of doc.nftables) {
       const c = (o as { counter?: { name?: string; packets?: number } }).counter;
@@ -272,7 +279,7 @@ export async function status(opts: HostOptions): Promise<Status> {
     return rec;
   });
   const expected = state.readKernelSnapshot(s.current);
-  const now = { bridge: normalizeListing(listing.bridge), inet: normalizeListing(listing.inet) };
+  const now = normalizeAll(listing);
   if (expected !== undefined && JSON.stringify(expected) !== JSON.stringify(now)) {
     out.drift = true;
     out.driftDetail = !present.bridge ? 'the bridge table nwf_fast is missing' : 'the kernel tables differ from the loaded generation';

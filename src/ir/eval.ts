@@ -13,14 +13,19 @@ import type { Direction, InterfacePolicy, IpRangeTest, IpTest, L2Chain, L2Match,
 import { macToBytes, parseIPv4, parseIPv6, type ConnStateName } from './values.js';
 
 export interface ConnInfo {
-  /** Conntrack state of the packet's connection. */
-  state: 'new' | 'established' | 'related' | 'invalid';
+  /** Conntrack state of the packet's connection ('untracked': conntrack does not follow it, e.g. ICMPv6 neighbour discovery). */
+  state: 'new' | 'established' | 'related' | 'invalid' | 'untracked';
   /** Whether the packet goes in the connection's original or reply direction. */
   direction: 'original' | 'reply';
 }
 
 export interface EvalOptions {
-  /** Connection state seen by the L3 rules; default a new connection, original direction. */
+  /**
+   * Connection state seen by the L3 rules. Default: what conntrack makes of
+   * the packet as the first of its flow (classifyFirstPacket): usually a new
+   * connection, but INVALID for packets that cannot start one and untracked
+   * for ICMPv6 neighbour discovery and MLD.
+   */
   conn?: ConnInfo;
   /** For traffic from the VM: forwarded (default) or addressed to the host itself. */
   path?: 'forward' | 'host';
@@ -475,10 +480,34 @@ function tcpHasOption(l4: View, kind: number): boolean {
   return false;
 }
 
-const STATE_NAME: Record<ConnInfo['state'], ConnStateName> = { new: 'NEW', established: 'ESTABLISHED', related: 'RELATED', invalid: 'INVALID' };
+const STATE_NAME: Record<Exclude<ConnInfo['state'], 'untracked'>, ConnStateName> = { new: 'NEW', established: 'ESTABLISHED', related: 'RELATED', invalid: 'INVALID' };
 
-/** Does an iptables rule written by libvirt match the packet? */
-export function matchL3(f: Frame, pkt: L3Packet, r: L3Rule, conn: ConnInfo, connCount: number): boolean {
+/** Size of the protocol header the iptables match of a port/flags/type test reads. */
+function l4MatchHeaderSize(r: L3Rule): number | undefined {
+  const l4 = r.srcPort || r.dstPort || r.tcpFlags || r.tcpOption || r.icmp;
+  if (!l4 || r.protocol === 'all') return undefined;
+  switch (r.protocol) {
+    case 6:
+      return 20; // struct tcphdr
+    case 17:
+    case 136:
+      return 8; // struct udphdr
+    case 132:
+      return 12; // struct sctphdr
+    case 1:
+    case 58:
+      return 8; // struct icmphdr / icmp6hdr
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Does an iptables rule written by libvirt match the packet? 'hotdrop' when
+ * the rule's L4 match finds the protocol header truncated: iptables then
+ * drops the packet on the spot (xt_tcpudp, xt_sctp, icmp matches).
+ */
+export function matchL3(f: Frame, pkt: L3Packet, r: L3Rule, conn: ConnInfo, connCount: number): boolean | 'hotdrop' {
   if (r.family !== pkt.family) return false;
   if (r.protocol !== 'all' && pkt.protocol !== r.protocol) return false;
   if (r.srcMac && !inv(r.srcMac.neg, macEq(f.src, r.srcMac))) return false;
@@ -487,6 +516,8 @@ export function matchL3(f: Frame, pkt: L3Packet, r: L3Rule, conn: ConnInfo, conn
   if (r.srcRange && !inv(r.srcRange.neg, inIpRange(pkt.src, r.srcRange))) return false;
   if (r.dstRange && !inv(r.dstRange.neg, inIpRange(pkt.dst, r.dstRange))) return false;
   if (r.dscp && !inv(r.dscp.neg, pkt.dscp === r.dscp.value)) return false;
+  const need = l4MatchHeaderSize(r);
+  if (need !== undefined && (!pkt.l4 || !pkt.l4.has(0, need))) return 'hotdrop';
   if (r.srcPort || r.dstPort || r.tcpFlags || r.tcpOption || r.icmp) {
     const l4 = pkt.l4;
     if (!l4) return false;
@@ -509,17 +540,72 @@ export function matchL3(f: Frame, pkt: L3Packet, r: L3Rule, conn: ConnInfo, conn
       if (!inv(r.icmp.neg, t === r.icmp.type && (r.icmp.code === undefined || c === r.icmp.code))) return false;
     }
   }
-  if (r.state && !r.state.includes(STATE_NAME[conn.state])) return false;
-  if (r.ctDir && r.ctDir !== conn.direction) return false;
+  if (r.state && (conn.state === 'untracked' || !r.state.includes(STATE_NAME[conn.state]))) return false;
+  // --ctdir needs a conntrack entry: invalid and untracked packets have none
+  if (r.ctDir && (conn.state === 'invalid' || conn.state === 'untracked' || r.ctDir !== conn.direction)) return false;
   if (r.connlimitAbove && !inv(r.connlimitAbove.neg, connCount > r.connlimitAbove.value)) return false;
   return true;
+}
+
+const TCP_VALID_FLAGS = new Set([0x02, 0x22, 0x12, 0x04, 0x14, 0x11, 0x31, 0x10, 0x30]);
+const ICMP_NEW = new Set([8, 13, 15, 17]);
+const ICMPV6_NEW = new Set([128, 139]);
+const ICMPV6_UNTRACKED = new Set([130, 131, 132, 133, 134, 135, 136, 143]);
+
+/**
+ * What conntrack makes of a packet that is the first of its flow (nothing
+ * tracked before it): NEW when the packet can start a connection, INVALID
+ * when it cannot (TCP without SYN/ACK or with invalid flags, ICMP replies and
+ * errors, UDP-Lite without a checksum, SCTP without INIT), untracked for
+ * ICMPv6 neighbour discovery and MLD.
+ */
+export function classifyFirstPacket(pkt: L3Packet): ConnInfo {
+  const new_: ConnInfo = { state: 'new', direction: 'original' };
+  const invalid: ConnInfo = { state: 'invalid', direction: 'original' };
+  const l4 = pkt.l4;
+  switch (pkt.protocol) {
+    case 6: {
+      const fl = l4?.u8(13);
+      if (fl === undefined || !l4?.has(0, 20)) return invalid;
+      const f = fl & ~(0x08 | 0x40 | 0x80) & 0x3f; // ignore PSH, ECE, CWR
+      if (!TCP_VALID_FLAGS.has(f)) return invalid;
+      // from no state, only SYN and ACK (loose pickup) start tracking; RST, FIN, SYN-ACK do not
+      if (f & 0x04 || (f & 0x02 && f & 0x10) || (f & 0x01 && !(f & 0x02))) return invalid;
+      return new_;
+    }
+    case 17:
+      if (!l4?.has(0, 8)) return invalid;
+      if (pkt.family === 'ipv6' && l4.u16(6) === 0) return invalid;
+      return new_;
+    case 136:
+      if (!l4?.has(0, 8) || l4.u16(6) === 0) return invalid;
+      {
+        const cov = l4.u16(4) as number;
+        if (cov !== 0 && cov < 8) return invalid;
+      }
+      return new_;
+    case 132:
+      return l4?.u8(12) === 1 ? new_ : invalid; // first chunk INIT
+    case 1: {
+      const t = l4?.u8(0);
+      return t !== undefined && ICMP_NEW.has(t) ? new_ : invalid;
+    }
+    case 58: {
+      const t = l4?.u8(0);
+      if (t === undefined) return invalid;
+      if (ICMPV6_UNTRACKED.has(t)) return { state: 'untracked', direction: 'original' };
+      return ICMPV6_NEW.has(t) ? new_ : invalid;
+    }
+    default:
+      return new_;
+  }
 }
 
 export function l3ChainName(path: 'fromVm' | 'toVm' | 'toHost', iface: string): string {
   return `${path === 'fromVm' ? 'FI' : path === 'toVm' ? 'FO' : 'HI'}-${iface}`;
 }
 
-function evalL3(p: InterfacePolicy, dir: Direction, f: Frame, opts: EvalOptions, trace: TraceStep[]): { verdict: 'accept' | 'drop'; rule?: L3Rule } {
+function evalL3(p: InterfacePolicy, dir: Direction, f: Frame, opts: EvalOptions, trace: TraceStep[]): { verdict: 'accept' | 'drop'; rule?: L3Rule; hotdrop?: boolean } {
   const path = dir === 'in' ? 'toVm' : opts.path === 'host' ? 'toHost' : 'fromVm';
   const rules = p.l3[path];
   const chain = l3ChainName(path, p.iface);
@@ -527,9 +613,14 @@ function evalL3(p: InterfacePolicy, dir: Direction, f: Frame, opts: EvalOptions,
   if (!hasFamily) return { verdict: 'accept' };
   const pkt = l3Packet(f);
   if (!pkt) return { verdict: 'accept' };
-  const conn = opts.conn ?? { state: 'new', direction: 'original' };
+  const conn = opts.conn ?? classifyFirstPacket(pkt);
   for (const r of rules) {
-    if (!matchL3(f, pkt, r, conn, opts.connCount ?? 0)) continue;
+    const m = matchL3(f, pkt, r, conn, opts.connCount ?? 0);
+    if (m === 'hotdrop') {
+      trace.push({ stage: 'l3', chain, event: 'drop', ruleId: r.id, filter: r.origin.filter, rule: r.origin.rule, note: 'truncated L4 header: the iptables match drops the packet (hotdrop)' });
+      return { verdict: 'drop', rule: r, hotdrop: true };
+    }
+    if (!m) continue;
     trace.push({ stage: 'l3', chain, event: 'match', ruleId: r.id, filter: r.origin.filter, rule: r.origin.rule, verdict: r.verdict });
     switch (r.verdict) {
       case 'accept':
@@ -548,8 +639,9 @@ function evalL3(p: InterfacePolicy, dir: Direction, f: Frame, opts: EvalOptions,
   return { verdict: 'accept' };
 }
 
-function hasL3Rules(p: InterfacePolicy): boolean {
-  return p.l3.fromVm.length + p.l3.toVm.length + p.l3.toHost.length > 0;
+/** Whether the policy's L3 rules of a family use connection tracking (state, ctdir, connlimit). */
+export function hasStatefulRules(p: InterfacePolicy, family: 'ipv4' | 'ipv6'): boolean {
+  return [...p.l3.fromVm, ...p.l3.toVm, ...p.l3.toHost].some((r) => r.family === family && (r.state !== undefined || r.ctDir !== undefined || r.connlimitAbove !== undefined));
 }
 
 function isFragment(f: Frame): boolean {
@@ -600,15 +692,15 @@ export function evaluate(policy: InterfacePolicy, direction: Direction, frame: U
       trace.push({ stage: 'host', chain: 'br_netfilter', event: 'drop', note: 'invalid IP header (br_netfilter validates it before iptables)' });
       return { verdict: 'drop', reason: 'host', trace };
     }
-    if (hasL3Rules(policy) && isFragment(f)) {
-      // Connection tracking (in use for L3 rules) reassembles fragments first; a lone fragment never passes.
+    if (hasStatefulRules(policy, f.proto === 0x0800 ? 'ipv4' : 'ipv6') && isFragment(f)) {
+      // Connection tracking (in use for this family's stateful rules) reassembles fragments first; a lone fragment never passes.
       trace.push({ stage: 'host', chain: 'conntrack', event: 'drop', note: 'IP fragment held for reassembly by connection tracking' });
       return { verdict: 'drop', reason: 'host', trace };
     }
     const l3 = evalL3(policy, direction, f, opts, trace);
     if (l3.verdict === 'drop') {
       const r = l3.rule as L3Rule;
-      return { verdict: 'drop', reason: dropReason(r.origin), decidedBy: { stage: 'l3', ruleId: r.id, filter: r.origin.filter, rule: r.origin.rule }, trace };
+      return { verdict: 'drop', reason: l3.hotdrop ? 'host' : dropReason(r.origin), decidedBy: { stage: 'l3', ruleId: r.id, filter: r.origin.filter, rule: r.origin.rule }, trace };
     }
   }
   const res: EvalResult = { verdict: 'accept', trace };

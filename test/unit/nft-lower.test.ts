@@ -24,7 +24,17 @@ describe('nft lowering', () => {
 
   it('replaces only its own tables, atomically, and dispatches by interface name', () => {
     const t = text(ct, policyFor('clean-traffic', { IP: '10.0.0.3' }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' }));
-    expect(t.split('\n').slice(0, 5)).toEqual(['add table bridge nwf_fast', 'delete table bridge nwf_fast', 'add table inet nwf_fast', 'delete table inet nwf_fast', 'add table bridge nwf_fast']);
+    expect(t.split('\n').slice(0, 9)).toEqual([
+      'add table bridge nwf_fast',
+      'delete table bridge nwf_fast',
+      'add table ip nwf_fast',
+      'delete table ip nwf_fast',
+      'add table ip6 nwf_fast',
+      'delete table ip6 nwf_fast',
+      'add table inet nwf_fast',
+      'delete table inet nwf_fast',
+      'add table bridge nwf_fast',
+    ]);
     expect(t).not.toMatch(/flush ruleset|table bridge filter|table bridge nat/);
     expect(t).toContain('add map bridge nwf_fast from_vm { type ifname : verdict; elements = { "vnet0" : jump is0, "vnet1" : jump is0 }; }');
     expect(chain(t, 'pre')).toEqual(['meta iifname vmap @from_vm comment "traffic from the VMs"']);
@@ -79,8 +89,12 @@ describe('nft lowering', () => {
     const l = lower(policyFor('web', { IP: '10.0.0.2' }, [f]));
     expect(l.l3).toBe(true);
     const t = printNftText(l.batch);
-    expect(t).toContain('add rule inet nwf_fast fo_vnet0 meta nfproto ipv4 meta l4proto 6 @th,16,16 80 ct state == { new, established } ct direction original accept');
-    expect(t).toContain('add rule inet nwf_fast fi_vnet0 meta nfproto ipv4 meta l4proto 6 @th,0,16 80 ct state == { established } ct direction reply return');
+    expect(t).toContain('add rule ip nwf_fast fo_vnet0 meta l4proto 6 jump l4chk_20');
+    expect(t).toContain('add rule ip nwf_fast fo_vnet0 meta l4proto 6 @th,16,16 80 ct state == { new, established } ct direction original accept');
+    expect(t).toContain('add rule ip nwf_fast fi_vnet0 meta l4proto 6 @th,0,16 80 ct state == { established } ct direction reply return');
+    expect(t).toContain('add rule ip nwf_fast l4chk_20 @th,152,8 >= 0 return');
+    expect(t).not.toContain('table ip6 nwf_fast {');
+    expect(t).not.toMatch(/add chain ip6 /);
     expect(t).toMatch(/add rule bridge nwf_fast min_vnet0 meta mark set 0x80010000/);
   });
 });

@@ -4,10 +4,9 @@ import { resolvePolicy } from '../../resolve/resolve.js';
 import type { LoadedSources } from '../../resolve/sources.js';
 import type { PolicyIR } from '../../ir/types.js';
 import { type Manifest, sha256, writeGeneration } from '../../host/generation.js';
-import { lowerToNft, type NftLowering } from './lower.js';
-import { add, del, nftTable } from './build.js';
+import { lowerToNft, OUR_TABLES, type NftLowering } from './lower.js';
+import { add, del } from './build.js';
 import type { NftBatch } from './model.js';
-import { BRIDGE_TABLE, INET_TABLE } from './names.js';
 import { writeBpfGeneration } from '../bpf/generation.js';
 import { printNftText } from './printer.js';
 import { toNftJson } from './serialize.js';
@@ -42,9 +41,7 @@ export function nftText(c: Compiled): string {
 
 /** The batch of a generation without nft rules (backend bpf): removes nwf-fast's tables. */
 export function emptyNftBatch(): NftBatch {
-  const br = nftTable('bridge', BRIDGE_TABLE);
-  const inet = nftTable('inet', INET_TABLE);
-  return [add(br.table), del(br.ref), add(inet.table), del(inet.ref)];
+  return OUR_TABLES.flatMap((t) => [add(t.table), del(t.ref)]);
 }
 
 export async function writeGenerationFor(backend: Backend, dir: string, src: LoadedSources, c: Compiled): Promise<Manifest> {

@@ -67,7 +67,8 @@ export interface NftLowering {
 }
 
 const br = nftTable('bridge', BRIDGE_TABLE);
-const inet = nftTable('inet', INET_TABLE);
+/** Every table nwf-fast may own; each generation replaces all of them in its one transaction. */
+export const OUR_TABLES = [br, nftTable('ip', INET_TABLE), nftTable('ip6', INET_TABLE), nftTable('inet', INET_TABLE)] as const;
 
 // ---- matches ------------------------------------------------------------------
 
@@ -165,9 +166,9 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
     case 'vlan':
       eth(m);
       etype(0x8100);
-      if (m.vlanId || m.encap) s.push(atLeast(4));
-      if (m.vlanId) s.push(cmp(bitAnd(raw('nh', 0, 16), hex(0x0fff)), m.vlanId.neg, m.vlanId.value));
-      if (m.encap) s.push(cmp(raw('nh', 16, 16), m.encap.neg, hex(m.encap.value)));
+      // the receive path keeps the tag out of band: nft's vlan fields read it there (raw loads would not)
+      if (m.vlanId) s.push(cmp(payload('vlan', 'id'), m.vlanId.neg, m.vlanId.value));
+      if (m.encap) s.push(cmp(payload('vlan', 'type'), m.encap.neg, hex(m.encap.value)));
       return s;
     case 'stp': {
       eth(m);
@@ -247,6 +248,8 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
       if (m.dstIp && !skip.has('dstIp')) s.push(ipPrefix(payload('ip', 'daddr'), m.dstIp));
       if (m.protocol) {
         s.push(cmp(payload('ip', 'protocol'), m.protocol.neg, m.protocol.value));
+        // ebt_ip never matches ports on a fragment other than the first
+        if (m.srcPort || m.dstPort) s.push(eq(bitAnd(payload('ip', 'frag-off'), hex(0x1fff)), 0));
         if (m.srcPort) s.push(portRange({ kind: 'raw-payload', base: 'th', offset: 0, len: 16 }, m.srcPort));
         if (m.dstPort) s.push(portRange({ kind: 'raw-payload', base: 'th', offset: 16, len: 16 }, m.dstPort));
       }
@@ -336,10 +339,26 @@ function lowerDirection(p: InterfacePolicy, dir: Direction, counters: Set<string
 
 const STATE_SYMBOL: Record<string, string> = { NEW: 'new', ESTABLISHED: 'established', RELATED: 'related', INVALID: 'invalid' };
 
-export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Set<string>): Statement[] {
+/** The protocol header an iptables port/flags/type match reads (and drops the packet without). */
+export function l4HeaderSize(r: L3Rule): number | undefined {
+  if (!(r.srcPort || r.dstPort || r.tcpFlags || r.tcpOption || r.icmp) || r.protocol === 'all') return undefined;
+  return ({ 6: 20, 17: 8, 136: 8, 132: 12, 1: 8, 58: 8 } as Record<number, number>)[r.protocol];
+}
+
+/** The check chain for a protocol header of `size` bytes: returns if complete, drops otherwise. */
+export function l4CheckChain(size: number): string {
+  return `l4chk_${size}`;
+}
+
+/**
+ * One libvirt iptables rule as nft rules: the rule itself, preceded, when it
+ * has an L4 port/flags/type test, by a rule sending packets that pass its
+ * address tests through a check of the protocol header's length (iptables
+ * drops a packet whose header that match cannot read).
+ */
+export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Set<string>, checks?: Set<number>): Statement[][] {
   const s: Statement[] = [];
   const v4 = r.family === 'ipv4';
-  s.push(eq(meta('nfproto'), sym(v4 ? 'ipv4' : 'ipv6')));
   if (r.protocol !== 'all') s.push(eq(meta('l4proto'), r.protocol));
   if (r.srcMac) s.push(macMatch(payload('ether', 'saddr'), r.srcMac));
   const ipp = v4 ? 'ip' : 'ip6';
@@ -348,6 +367,12 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Se
   if (r.srcRange) s.push(cmp(payload(ipp, 'saddr'), r.srcRange.neg, range(sym(r.srcRange.from), sym(r.srcRange.to))));
   if (r.dstRange) s.push(cmp(payload(ipp, 'daddr'), r.dstRange.neg, range(sym(r.dstRange.from), sym(r.dstRange.to))));
   if (r.dscp) s.push(cmp(payload(ipp, 'dscp'), r.dscp.neg, r.dscp.value));
+  const rules: Statement[][] = [];
+  const size = l4HeaderSize(r);
+  if (size !== undefined) {
+    checks?.add(size);
+    rules.push([...s, jump(l4CheckChain(size))]);
+  }
   if (r.srcPort) s.push(portRange(raw('th', 0, 16), r.srcPort));
   if (r.dstPort) s.push(portRange(raw('th', 16, 16), r.dstPort));
   if (r.tcpFlags) s.push(cmp(bitAnd(raw('th', 104, 8), hex(r.tcpFlags.mask)), r.tcpFlags.neg, hex(r.tcpFlags.set)));
@@ -381,7 +406,8 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Se
     default:
       return assertNever(r.verdict, 'L3 verdict');
   }
-  return s;
+  rules.push(s);
+  return rules;
 }
 
 // ---- the batch ------------------------------------------------------------------
@@ -398,7 +424,7 @@ function elemsSort(e: [{ value: string }, Verdict][]): void {
 export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   const cmds: NftCommand[] = [];
   // Replace both of our tables atomically: add (so delete cannot fail), delete, re-create.
-  cmds.push(add(br.table), del(br.ref), add(inet.table), del(inet.ref));
+  for (const t of OUR_TABLES) cmds.push(add(t.table), del(t.ref));
   cmds.push(add(br.table));
   cmds.push(add(br.baseChain(BN.preChain, { type: 'filter', hook: 'prerouting', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })));
   cmds.push(add(br.baseChain(BN.postChain, { type: 'filter', hook: 'postrouting', prio: BRIDGE_POST_PRIORITY, policy: 'accept' })));
@@ -410,7 +436,6 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   const outElems: [ReturnType<typeof str>, Verdict][] = [];
   const inElems: [ReturnType<typeof str>, Verdict][] = [];
   const counters = new Set<string>();
-  const l3Counters = new Set<string>();
   const perIface: NftCommand[] = [];
   const counterMaps: NftCommand[] = [];
   const summary: NftLowering['interfaces'] = [];
@@ -491,25 +516,49 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
         add(br.rule(markChain('out', p.iface), [setMark({ kind: 'binop', op: '|', left: bitAnd(meta('mark'), hex(MARK_IN_MASK)), right: hex(0x8000 | id) })])),
       );
     }
-    // inet table: libvirt's libvirt-in / libvirt-out / libvirt-host-in
-    l3Inet.push(add(inet.table));
-    l3Inet.push(add(inet.baseChain(IN.forwardChain, { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' })));
-    l3Inet.push(add(inet.baseChain(IN.inputChain, { type: 'filter', hook: 'input', prio: 0, policy: 'accept' })));
-    const maps: Record<L3Path, [number, Verdict][]> = { fromVm: [], toVm: [], toHost: [] };
-    for (const p of l3Ifaces) {
-      const id = markId.get(p.iface) as number;
-      for (const path of L3_PATHS) {
-        const chain = l3Chain(path, p.iface);
-        l3Inet.push(add(inet.chain(chain)));
-        for (const r of p.l3[path]) l3Inet.push(add(inet.rule(chain, lowerL3Rule(r, path, p.iface, l3Counters), comment(r))));
-        maps[path].push([path === 'toVm' ? 0x8000 | id : (0x8000 | id) * 0x10000, jump(chain)]);
+    // ip and ip6 tables: libvirt's libvirt-in / libvirt-out / libvirt-host-in. One table per
+    // family, so connection tracking (and its defragmentation) is only enabled for a family
+    // whose rules use it, as with libvirt's iptables and ip6tables.
+    for (const family of ['ipv4', 'ipv6'] as const) {
+      const t = nftTable(family === 'ipv4' ? 'ip' : 'ip6', INET_TABLE);
+      const members = l3Ifaces.filter((p) => L3_PATHS.some((k) => p.l3[k].some((r) => r.family === family)));
+      if (!members.length) continue;
+      const cmdsF: NftCommand[] = [];
+      const countersF = new Set<string>();
+      const checks = new Set<number>();
+      const maps: Record<L3Path, [number, Verdict][]> = { fromVm: [], toVm: [], toHost: [] };
+      for (const p of members) {
+        const id = markId.get(p.iface) as number;
+        for (const path of L3_PATHS) {
+          const chain = l3Chain(path, p.iface);
+          cmdsF.push(add(t.chain(chain)));
+          for (const r of p.l3[path].filter((x) => x.family === family)) {
+            for (const st of lowerL3Rule(r, path, p.iface, countersF, checks)) cmdsF.push(add(t.rule(chain, st, comment(r))));
+          }
+          maps[path].push([path === 'toVm' ? 0x8000 | id : (0x8000 | id) * 0x10000, jump(chain)]);
+        }
       }
+      const head: NftCommand[] = [add(t.table)];
+      for (const c of [...countersF].sort()) head.push(add(t.counter(c)));
+      head.push(add(t.baseChain(IN.forwardChain, { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' })));
+      head.push(add(t.baseChain(IN.inputChain, { type: 'filter', hook: 'input', prio: 0, policy: 'accept' })));
+      for (const size of [...checks].sort((a, b) => a - b)) {
+        head.push(add(t.chain(l4CheckChain(size))));
+        head.push(add(t.rule(l4CheckChain(size), [match(raw('th', (size - 1) * 8, 8), '>=', 0), { kind: 'return' }], `the ${size}-byte protocol header is complete`)));
+        head.push(add(t.rule(l4CheckChain(size), [drop()], 'truncated protocol header: iptables drops it')));
+      }
+      const mapFor = (name: string, path: L3Path) => add(t.verdictMap(name, 'mark', maps[path].map(([k, v]) => [hex(k), v] as const)));
+      l3Inet.push(
+        ...head,
+        ...cmdsF,
+        mapFor(IN.fromVmMap, 'fromVm'),
+        mapFor(IN.toVmMap, 'toVm'),
+        mapFor(IN.toHostMap, 'toHost'),
+        add(t.rule(IN.forwardChain, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), IN.fromVmMap)], 'libvirt-in: FI of the source port')),
+        add(t.rule(IN.forwardChain, [vmap(bitAnd(meta('mark'), hex(MARK_OUT_MASK)), IN.toVmMap)], 'libvirt-out: FO of the destination port')),
+        add(t.rule(IN.inputChain, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), IN.toHostMap)], 'libvirt-host-in: HI of the source port')),
+      );
     }
-    const mapFor = (name: string, path: L3Path) => add(inet.verdictMap(name, 'mark', maps[path].map(([k, v]) => [hex(k), v] as const)));
-    l3Inet.push(mapFor(IN.fromVmMap, 'fromVm'), mapFor(IN.toVmMap, 'toVm'), mapFor(IN.toHostMap, 'toHost'));
-    l3Inet.push(add(inet.rule(IN.forwardChain, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), IN.fromVmMap)], 'libvirt-in: FI of the source port')));
-    l3Inet.push(add(inet.rule(IN.forwardChain, [vmap(bitAnd(meta('mark'), hex(MARK_OUT_MASK)), IN.toVmMap)], 'libvirt-out: FO of the destination port')));
-    l3Inet.push(add(inet.rule(IN.inputChain, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), IN.toHostMap)], 'libvirt-host-in: HI of the source port')));
   }
 
   // Counters must exist before the rules that reference them (each table has its own).
@@ -522,12 +571,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   }
   cmds.push(add(br.rule(BN.preChain, [vmap(meta('iifname'), BN.outMap)], 'traffic from the VMs')));
   cmds.push(add(br.rule(BN.postChain, [vmap(meta('oifname'), BN.inMap)], 'traffic to the VMs')));
-  if (l3Inet.length) {
-    const [tableCmd, ...rest] = l3Inet;
-    cmds.push(tableCmd as NftCommand);
-    for (const c of [...l3Counters].sort()) cmds.push(add(inet.counter(c)));
-    cmds.push(...rest);
-  }
+  cmds.push(...l3Inet);
   if (cmds.some((c) => c.op === 'add' && c.object.kind === 'rule' && c.object.statements.length === 0)) throw new InternalError('empty nft rule');
   return { batch: cmds, l3: l3Ifaces.length > 0, interfaces: summary };
 }

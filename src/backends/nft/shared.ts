@@ -67,13 +67,22 @@ function skeleton(m: L2Match): unknown {
   return o;
 }
 
+/**
+ * Consecutive instances of one filter rule that differ only in set-able
+ * addresses form a group (one shared rule, their addresses in a set);
+ * instances that differ in anything else (ports, protocols from a list) start
+ * a new group.
+ */
 function groupRules(rules: readonly L2Rule[]): RuleGroup[] {
   const out: RuleGroup[] = [];
+  let lastSkeleton = '';
   for (const r of rules) {
     const last = out[out.length - 1];
     const prev = last?.rules[0];
-    if (last && prev && prev.origin.filter === r.origin.filter && prev.origin.rule === r.origin.rule) last.rules.push(r);
+    const sk = JSON.stringify(skeleton(r.match));
+    if (last && prev && prev.origin.filter === r.origin.filter && prev.origin.rule === r.origin.rule && sk === lastSkeleton) last.rules.push(r);
     else out.push({ kind: 'group', rules: [r] });
+    lastSkeleton = sk;
   }
   return out;
 }
