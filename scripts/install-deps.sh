@@ -16,7 +16,10 @@ PKGS=(
   python3-scapy     # crafted frames in tests
   tcpdump           # capture in tests
   conntrack         # flushing connection tracking between L3 test frames
-  libvirt-daemon-config-nwfilter  # libvirt's own standard filters (conformance)
+  libvirt-daemon    # real libvirt nwfilter: the reference of the conformance tests and benchmarks
+  libvirt-clients   # virsh
+  libvirt-daemon-config-nwfilter  # libvirt's own standard filters
+  iptables          # libvirt's L3 rules
   ca-certificates
 )
 
@@ -33,6 +36,13 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libvirtd's QEMU driver refuses to start without its user and groups (no QEMU is installed or run).
+if [[ $(id -u) -eq 0 ]]; then
+  getent group kvm >/dev/null || groupadd -r kvm
+  getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+  id libvirt-qemu >/dev/null 2>&1 || useradd -r -g libvirt-qemu -G kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
 fi
 
 if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then

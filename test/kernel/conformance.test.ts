@@ -1,0 +1,407 @@
+// Conformance against real libvirt: two identical namespace hosts (bridge
+// br0, the VM on tap vnet0, a peer), one protected by libvirt's own nwfilter
+// driver (a filter binding on vnet0, instantiated by a private libvirtd), one
+// by nwf-fast's nft backend. Every corpus frame goes through both; libvirt's
+// delivery must equal nwf-fast's (and the evaluator's), except for the
+// deliberate differences listed in EXCEPTIONS below, each asserted.
+//
+// Both sides compile the same filter text: libvirt's /etc/libvirt/nwfilter
+// (the standard filters as libvirt ships them) plus test/fixtures/conformance.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lowerToNft } from '../../src/backends/nft/lower.js';
+import { toNftJson } from '../../src/backends/nft/serialize.js';
+import { generateCorpus } from '../../src/frames/corpus.js';
+import { filterBindingXml, LIBVIRT_FILTER_DIR, libvirtAvailable, Libvirtd } from '../../src/host/libvirt.js';
+import { nftApply } from '../../src/host/nft.js';
+import type { Testbed } from '../../src/host/testbed.js';
+import { evaluate } from '../../src/ir/eval.js';
+import type { InterfacePolicy } from '../../src/ir/types.js';
+import { resolveInterface } from '../../src/resolve/resolve.js';
+import { loadSources } from '../../src/resolve/sources.js';
+import type { FilterDef } from '../../src/xml/ast.js';
+import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
+import type { NwfError } from '../../src/util/errors.js';
+import { createDemoHost, PEER_MAC, VM_MAC } from './support/differential.js';
+import { arpFacts, describeOutcome, layoutFromEbtables, layoutFromPolicy, flushConntrack, inIpv4Net, innerType, ipv4Facts, ipv6Facts, sendThroughBoth, type Outcome } from './support/libvirt-conformance.js';
+
+const FIXTURES = fileURLToPath(new URL('../fixtures/conformance/', import.meta.url));
+const BUNDLED = fileURLToPath(new URL('../../filters/standard/', import.meta.url));
+
+type Params = Record<string, string | string[]>;
+interface Case {
+  name: string;
+  filter: string;
+  params: Params;
+  /** The nft backend refuses the policy with this code (README "nft backend limits"): libvirt is compared with the evaluator only. */
+  nftRefuses?: string;
+  /** libvirt cannot instantiate the binding (README: `continue` in an L3 rule). */
+  libvirtRefuses?: boolean;
+}
+
+const IP = '10.77.0.2';
+const IPS = ['10.77.0.2', '10.77.0.3', '10.77.1.9'];
+const IPV6 = 'fd77::2';
+const GW = '52:54:00:00:00:fe';
+
+/** Every standard filter that applies to a VM, bound directly. */
+const STANDARD: Case[] = [
+  { name: 'clean-traffic, one IP', filter: 'clean-traffic', params: { IP } },
+  { name: 'clean-traffic, an IP list', filter: 'clean-traffic', params: { IP: IPS } },
+  { name: 'clean-traffic-gateway', filter: 'clean-traffic-gateway', params: { IP, GATEWAY_MAC: GW } },
+  { name: 'no-mac-spoofing', filter: 'no-mac-spoofing', params: {} },
+  { name: 'no-ip-spoofing', filter: 'no-ip-spoofing', params: { IP: IPS } },
+  { name: 'no-arp-spoofing', filter: 'no-arp-spoofing', params: { IP } },
+  { name: 'no-arp-mac-spoofing', filter: 'no-arp-mac-spoofing', params: {} },
+  { name: 'no-arp-ip-spoofing', filter: 'no-arp-ip-spoofing', params: { IP: IPS } },
+  { name: 'allow-arp', filter: 'allow-arp', params: {} },
+  { name: 'allow-dhcp', filter: 'allow-dhcp', params: {} },
+  { name: 'allow-dhcp-server', filter: 'allow-dhcp-server', params: { DHCPSERVER: '10.77.0.1' } },
+  { name: 'allow-dhcpv6', filter: 'allow-dhcpv6', params: {} },
+  { name: 'allow-dhcpv6-server', filter: 'allow-dhcpv6-server', params: { DHCPSERVER: 'fd77::1' } },
+  { name: 'allow-incoming-ipv4', filter: 'allow-incoming-ipv4', params: {} },
+  { name: 'allow-incoming-ipv6', filter: 'allow-incoming-ipv6', params: {} },
+  { name: 'allow-ipv4', filter: 'allow-ipv4', params: {} },
+  { name: 'allow-ipv6', filter: 'allow-ipv6', params: {} },
+  { name: 'no-ip-multicast', filter: 'no-ip-multicast', params: {} },
+  { name: 'no-ipv6-multicast', filter: 'no-ipv6-multicast', params: {} },
+  { name: 'no-ipv6-spoofing', filter: 'no-ipv6-spoofing', params: { IPV6: [IPV6, 'fd77::3'] } },
+  { name: 'no-mac-broadcast', filter: 'no-mac-broadcast', params: {} },
+  { name: 'no-other-l2-traffic', filter: 'no-other-l2-traffic', params: {} },
+  { name: 'no-other-rarp-traffic', filter: 'no-other-rarp-traffic', params: {} },
+  { name: 'qemu-announce-self', filter: 'qemu-announce-self', params: {} },
+  { name: 'qemu-announce-self-rarp', filter: 'qemu-announce-self-rarp', params: {} },
+];
+
+/** Our own filters (test/fixtures/conformance): one case per file, its binding parameters in a leading comment. */
+function fixtureCases(): Case[] {
+  if (!existsSync(FIXTURES)) return [];
+  return readdirSync(FIXTURES)
+    .filter((f) => f.endsWith('.xml'))
+    .sort()
+    .flatMap((f) => {
+      const text = readFileSync(join(FIXTURES, f), 'utf8');
+      const m = /<!--\s*conformance-case:\s*(\{[\s\S]*?\})\s*-->/.exec(text);
+      if (!m) return [];
+      const spec = JSON.parse(m[1] as string) as { name?: string; params?: Params; nftRefuses?: string; libvirtRefuses?: boolean };
+      const filter = /<filter\b[^>]*\bname='([^']+)'/.exec(text)?.[1] as string;
+      return [{ name: spec.name ?? filter, filter, params: spec.params ?? {}, ...(spec.nftRefuses ? { nftRefuses: spec.nftRefuses } : {}), ...(spec.libvirtRefuses ? { libvirtRefuses: true } : {}) }];
+    });
+}
+
+// ---- deliberate differences -----------------------------------------------------------
+
+/**
+ * A frame on which libvirt, nwf-fast's nft backend and the evaluator do not
+ * all agree must be explained by one of these. 'deliberate' differences are
+ * asserted to still occur; 'bug' entries are nwf-fast bugs reported for
+ * fixing: they are printed, and a note says when one is no longer observed.
+ */
+interface Exception {
+  id: string;
+  kind: 'deliberate' | 'bug';
+  reason: string;
+  /** Cases it applies to (by name prefix; '*' for every case). */
+  cases: string[];
+  /** Which frames it explains. */
+  applies: (o: Outcome) => boolean;
+  /** What each side does with those frames ('any': either). */
+  libvirt: boolean | 'any';
+  nft: boolean | 'any';
+  evaluator: 'accept' | 'drop' | 'any';
+}
+
+const C_ARP = 'custom: arp (';
+const C_VLAN = 'custom: vlan';
+const C_ORDER = 'custom: priorities';
+const C_VARS = 'custom: variables';
+const C_L3 = 'custom: L3 IPv4';
+const C_L3V6 = 'custom: L3 IPv6';
+const C_STATE = 'custom: L3 state';
+void C_ORDER;
+const L3_CASES = [C_L3, C_L3V6, C_STATE];
+
+const isNonFirstFragment = (o: Outcome): boolean => (ipv4Facts(o.frame.frame)?.fragOffset ?? 0) !== 0;
+const isFragment = (o: Outcome): boolean => {
+  const v = ipv4Facts(o.frame.frame);
+  return v !== undefined && (v.fragOffset !== 0 || v.moreFragments);
+};
+
+const EXCEPTIONS: Exception[] = [
+  {
+    id: 'libvirt-arp-dst-takes-src-mask',
+    kind: 'deliberate',
+    reason:
+      "libvirt bug: with arpsrcipmask set, an arpdstipaddr without its own mask is written with the source mask (rule conf-arp-chain/5 arpdstipaddr='$IP' becomes `--arp-ip-dst 10.77.0.0/24`), so libvirt accepts ARP to any target in that network; nwf-fast matches the target address exactly",
+    cases: [C_ARP],
+    applies: (o) => {
+      const a = arpFacts(o.frame.frame);
+      return o.frame.direction === 'in' && a !== undefined && a.op === 1 && inIpv4Net(a.spa, '10.77.0.0', 24) && inIpv4Net(a.tpa, '10.77.0.0', 24) && a.tpa !== '10.77.0.2';
+    },
+    libvirt: true,
+    nft: false,
+    evaluator: 'drop',
+  },
+  {
+    id: 'libvirt-vlan-encap-read-as-hex',
+    kind: 'deliberate',
+    reason:
+      "libvirt bug: encap-protocol is passed to ebtables in decimal (`--vlan-encap 2048` for ipv4) and ebtables reads it as hex (0x2048), so a vlan rule with encap-protocol never matches a real frame; nwf-fast matches the encapsulated EtherType as written",
+    cases: [C_VLAN],
+    applies: (o) => {
+      const t = innerType(o.frame.frame);
+      return o.frame.direction === 'in' && t.tagged && ((t.vlanId === 200 && t.type === 0x0800) || (t.type === 0x0806 && o.frame.frame[6 + 5] === 0x99));
+    },
+    libvirt: false,
+    nft: 'any',
+    evaluator: 'accept',
+  },
+];
+
+/**
+ * Two sub-chains with the same priority (README: nwf-fast orders them by
+ * name, libvirt by a hash table with a per-process random seed): libvirt's
+ * delivery must be that of one of the two orders, for every frame.
+ */
+const DUMP_CASE = 'clean-traffic, an IP list';
+const SAME_PRIORITY_CASE = 'custom: two sub-chains with the same priority';
+function swapJumps(p: InterfacePolicy, a: string, b: string): InterfacePolicy {
+  const q = structuredClone(p);
+  const root = q.l2.out.root;
+  const i = root.findIndex((e) => e.kind === 'jump' && e.chain === a);
+  const j = root.findIndex((e) => e.kind === 'jump' && e.chain === b);
+  if (i < 0 || j < 0) throw new Error(`no jumps to ${a} and ${b}`);
+  [root[i], root[j]] = [root[j] as (typeof root)[number], root[i] as (typeof root)[number]];
+  return q;
+}
+
+const SAME_PRIORITY_EXCEPTION: Exception = {
+  id: 'same-priority-chains-order',
+  kind: 'deliberate',
+  reason: "two sub-chains with the same priority: nwf-fast orders them by name, libvirt by a hash table whose seed changes with every libvirtd start (README)",
+  cases: [SAME_PRIORITY_CASE],
+  applies: () => true,
+  libvirt: 'any',
+  nft: 'any',
+  evaluator: 'any',
+};
+
+const matchesSide = (want: boolean | 'any', got: boolean): boolean => want === 'any' || want === got;
+const matchesEval = (want: 'accept' | 'drop' | 'any', got: 'accept' | 'drop'): boolean => want === 'any' || want === got;
+
+// ---- the test ----------------------------------------------------------------------------
+
+const avail = libvirtAvailable();
+const conntrackOk = existsSync('/usr/sbin/conntrack');
+const skipReason = !avail.ok ? avail.reason : !conntrackOk ? 'conntrack (Debian package conntrack) is missing' : undefined;
+if (skipReason) console.warn(`SKIP libvirt conformance: ${skipReason}`);
+
+const CASES = [...STANDARD, ...fixtureCases()];
+
+interface CaseReport {
+  name: string;
+  corpus: number;
+  sent: number;
+  agree: number;
+  disagree: number;
+  evalDisagree: number;
+  bindMs: number;
+  ms: number;
+}
+
+describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvirtd in a namespace vs the nft backend)', () => {
+  let lvHost: Testbed;
+  let nftHost: Testbed;
+  let lv: Libvirtd;
+  let filters: Map<string, FilterDef>;
+  const reports: CaseReport[] = [];
+  const knownBugsSeen = new Set<string>();
+
+  beforeAll(async () => {
+    [lvHost, nftHost] = await Promise.all([createDemoHost('nwfcl'), createDemoHost('nwfcn')]);
+    // A benchmark may hold the machine's one private libvirtd for a while: wait for it (bounded).
+    lv = await Libvirtd.start({ netns: lvHost.hostNs, lockWaitMs: 240_000 });
+    console.log(`[conformance] libvirtd pid ${lv.pid} in ${lv.netns}, answering after ${lv.startMs.toFixed(0)} ms`);
+    if (existsSync(FIXTURES)) {
+      for (const f of readdirSync(FIXTURES).filter((x) => x.endsWith('.xml')).sort()) await lv.defineFilter(readFileSync(join(FIXTURES, f), 'utf8'));
+    }
+    filters = loadSources({ filterDirs: [LIBVIRT_FILTER_DIR, ...(existsSync(FIXTURES) ? [FIXTURES] : [])], bundled: false, bindingPaths: [], domainPaths: [], libvirt: false }).filters;
+  }, 360_000);
+
+  it('runs one private libvirtd at a time, isolated from the machine', async () => {
+    await expect(Libvirtd.start({ netns: nftHost.hostNs })).rejects.toThrow(/another private libvirtd is running/);
+    expect(lv.running()).toBe(true);
+    // Its filters live in its private /etc/libvirt/nwfilter, not in the machine's.
+    expect(existsSync(`/proc/${lv.holderPid}/root/etc/libvirt/nwfilter/conf-mac.xml`)).toBe(true);
+    expect(existsSync(join(LIBVIRT_FILTER_DIR, 'conf-mac.xml'))).toBe(false);
+  });
+
+  afterAll(async () => {
+    const pid = lv?.pid;
+    await lv?.stop();
+    if (pid !== undefined) {
+      expect(existsSync(`/proc/${pid}`), `libvirtd ${pid} ended`).toBe(false);
+      expect(existsSync(lv.workDir), 'work directory removed').toBe(false);
+    }
+    await Promise.all([lvHost?.destroy(), nftHost?.destroy()]);
+    if (reports.length) {
+      console.log('[conformance] summary');
+      for (const r of reports) {
+        console.log(
+          `  ${r.name.padEnd(48)} corpus ${String(r.corpus).padStart(5)}  sent ${String(r.sent).padStart(5)}  agree ${String(r.agree).padStart(5)}  disagree ${String(r.disagree).padStart(3)}  evaluator-vs-libvirt ${String(r.evalDisagree).padStart(3)}  binding ${r.bindMs.toFixed(0)} ms  case ${(r.ms / 1000).toFixed(1)} s`,
+        );
+      }
+      const t = lv?.bindingTimes ?? [];
+      for (const e of EXCEPTIONS.filter((x) => x.kind === 'bug' && !knownBugsSeen.has(x.id))) console.log(`  note: known bug ${e.id} was not observed in this run (fixed? then remove it from EXCEPTIONS)`);
+      if (t.length) console.log(`  libvirt binding instantiation: ${t.length} bindings, mean ${(t.reduce((a, b) => a + b.ms, 0) / t.length).toFixed(0)} ms, max ${Math.max(...t.map((x) => x.ms)).toFixed(0)} ms`);
+    }
+  }, 60_000);
+
+  it.each(CASES)('$name: libvirt and nwf-fast deliver the same frames', async (c) => {
+    const t0 = performance.now();
+    const xml = filterBindingXml({ portdev: 'vnet0', mac: VM_MAC, filter: c.filter, params: c.params });
+    const policy: InterfacePolicy = resolveInterface(filters, parseFilterBindingXml(xml, 'binding.xml'));
+    const hasL3 = policy.l3.fromVm.length + policy.l3.toVm.length + policy.l3.toHost.length > 0;
+
+    // nwf-fast: load the policy (or assert the documented refusal and load nothing).
+    let lowered: ReturnType<typeof lowerToNft> | undefined;
+    try {
+      lowered = lowerToNft({ version: 1, interfaces: [policy], notes: [] });
+    } catch (e) {
+      if (!c.nftRefuses) throw e;
+      expect((e as NwfError).code, `nft backend refuses ${c.name}`).toBe(c.nftRefuses);
+      console.log(`[conformance] ${c.name}: nft backend refuses it as documented (${(e as Error).message}); libvirt is compared with the evaluator only`);
+    }
+    if (c.nftRefuses) expect(lowered, 'the nft backend was expected to refuse this policy').toBeUndefined();
+    await nftApply(toNftJson((lowered ?? lowerToNft({ version: 1, interfaces: [], notes: [] })).batch), { netns: nftHost.hostNs });
+
+    // libvirt: one binding on vnet0.
+    await lv.deleteAllBindings();
+    if (c.libvirtRefuses) {
+      const r = await lv.tryCreateBinding(xml);
+      console.log(`[conformance] ${c.name}: libvirt ${r.ok ? 'INSTANTIATED it' : `refuses it: ${r.error.replaceAll('\n', ' | ')}`}; nwf-fast compiles it (${lowered ? 'ok' : 'refused'})`);
+      expect(r.ok, 'libvirt was expected to fail instantiating this binding').toBe(false);
+      expect(lowered).toBeDefined();
+      await lv.deleteAllBindings();
+      reports.push({ name: c.name, corpus: 0, sent: 0, agree: 0, disagree: 0, evalDisagree: 0, bindMs: r.ms, ms: performance.now() - t0 });
+      return;
+    }
+    const bindMs = await lv.createBinding(xml);
+    await Promise.all([flushConntrack(lvHost), flushConntrack(nftHost)]);
+
+    // libvirt's own chain layout (ebtables-save) against the resolved policy's, rule by rule (targets only).
+    const save = await lv.ebtablesSave();
+    if (c.name === DUMP_CASE) console.log(`[conformance] libvirt's ebtables rules for ${c.name} (ebtables-save):\n${save}\n[conformance] the same as \`ebtables -t nat -L\`:\n${await lv.ebtablesList('nat')}`);
+    for (const dir of ['out', 'in'] as const) {
+      const theirs = layoutFromEbtables(save, 'vnet0', dir);
+      const ours = layoutFromPolicy(policy, dir);
+      if (c.name === SAME_PRIORITY_CASE) expect([...theirs].sort(), `${dir}: the same steps in some order`).toEqual([...ours].sort());
+      else expect(theirs, `${dir}: libvirt's ebtables layout (root chain, then each sub-chain's targets) equals the resolved policy's`).toEqual(ours);
+    }
+
+    const corpus = generateCorpus(policy, { peerMac: PEER_MAC });
+    const r = await sendThroughBoth({ libvirt: lvHost, nft: nftHost }, policy, corpus, { oneByOne: hasL3 });
+
+    const mine = EXCEPTIONS.filter((e) => e.cases.some((x) => x === '*' || c.name.startsWith(x)));
+    const nftOk = lowered !== undefined;
+    const agreesAll = (o: Outcome): boolean => o.libvirt === (o.eval.verdict === 'accept') && (!nftOk || o.nft === o.libvirt);
+    const discrepant = r.outcomes.filter((o) => !agreesAll(o));
+    let libvirtOrder: string | undefined;
+    if (c.name === SAME_PRIORITY_CASE) {
+      // libvirt's order of the two -650 chains is one of the two, the same for every frame.
+      const swapped = swapJumps(policy, 'ipv4-aaa', 'ipv4-bbb');
+      const byName = r.outcomes.every((o) => o.libvirt === (o.eval.verdict === 'accept'));
+      const bySwap = r.outcomes.every((o) => o.libvirt === (evaluate(swapped, o.frame.direction, o.frame.frame).verdict === 'accept'));
+      expect(byName || bySwap, 'libvirt follows one of the two chain orders for every frame').toBe(true);
+      libvirtOrder = byName ? 'ipv4-aaa first (as nwf-fast)' : 'ipv4-bbb first';
+    }
+    const explained = new Map<Exception, Outcome[]>();
+    const unexplained: Outcome[] = [];
+    for (const o of discrepant) {
+      const e = mine.find((x) => x.applies(o) && matchesSide(x.libvirt, o.libvirt) && (!nftOk || matchesSide(x.nft, o.nft)) && matchesEval(x.evaluator, o.eval.verdict));
+      if (e) explained.set(e, [...(explained.get(e) ?? []), o]);
+      else if (libvirtOrder && o.frame.direction === 'out' && o.nft === (o.eval.verdict === 'accept')) explained.set(SAME_PRIORITY_EXCEPTION, [...(explained.get(SAME_PRIORITY_EXCEPTION) ?? []), o]);
+      else unexplained.push(o);
+    }
+    const disagree = nftOk ? r.outcomes.filter((o) => o.libvirt !== o.nft) : [];
+    const evalDisagree = r.outcomes.filter((o) => (o.eval.verdict === 'accept') !== o.libvirt);
+    reports.push({ name: c.name, corpus: corpus.length, sent: r.outcomes.length, agree: r.outcomes.length - disagree.length, disagree: disagree.length, evalDisagree: evalDisagree.length, bindMs, ms: performance.now() - t0 });
+    console.log(
+      `[conformance] ${c.name}: corpus ${corpus.length}, sent ${r.outcomes.length} (skipped ${r.skipped}), libvirt accepted ${r.outcomes.filter((o) => o.libvirt).length}; libvirt vs nwf-fast: agreements ${r.outcomes.length - disagree.length}, disagreements ${disagree.length}${nftOk ? '' : ' (nft not loaded)'}; evaluator vs libvirt: disagreements ${evalDisagree.length}; binding ${bindMs.toFixed(0)} ms, frames ${(r.ms / 1000).toFixed(1)} s${libvirtOrder ? `; libvirt's chain order: ${libvirtOrder}` : ''}`,
+    );
+    for (const [e, os] of explained) {
+      console.log(`  ${e.kind === 'bug' ? 'KNOWN BUG' : 'deliberate'} [${e.id}] ${os.length} frames (libvirt ${e.libvirt === 'any' ? 'either' : e.libvirt ? 'accept' : 'drop'}, nwf-fast ${e.nft === 'any' ? 'either' : e.nft ? 'accept' : 'drop'}, evaluator ${e.evaluator === 'any' ? 'either' : e.evaluator}), e.g.`);
+      console.log(`    ${describeOutcome(policy, os[0] as Outcome).replaceAll('\n', '\n    ')}`);
+      if (e.kind === 'bug') knownBugsSeen.add(e.id);
+    }
+    for (const o of unexplained) console.log(`  UNEXPLAINED ${describeOutcome(policy, o)}`);
+
+    expect(unexplained.map((o) => `${o.frame.direction} ${o.frame.name}: libvirt ${o.libvirt}, nft ${o.nft}, evaluator ${o.eval.verdict}`)).toEqual([]);
+    for (const e of mine.filter((x) => x.kind === 'deliberate')) expect(explained.get(e)?.length ?? 0, `deliberate difference ${e.id} still holds`).toBeGreaterThan(0);
+    expect(r.outcomes.length).toBeGreaterThan(0);
+  });
+});
+
+
+// ---- the bundled rewrite of the standard filters vs libvirt's own files ----------------
+
+/**
+ * Standard filters (and the "then everything else dropped" wrappers) whose
+ * bundled rewrite (filters/standard) gives other verdicts than libvirt's
+ * /etc/libvirt/nwfilter text, by the evaluator on both corpora. Reported for
+ * fixing in filters/standard; a new difference fails the test.
+ */
+const KNOWN_BUNDLE_DIFFERENCES: Record<string, string> = {
+  // none: filters/standard follows libvirt 9.0's behaviour (DHCP client rules without a
+  // source-MAC test, allow-dhcpv6-server from $DHCPSERVER, clean-traffic-gateway with
+  // qemu-announce-self), where the semantics doc's wording differs.
+};
+
+describe.skipIf(!existsSync(join(LIBVIRT_FILTER_DIR, 'clean-traffic.xml')))("the bundled standard filters vs libvirt's own files (evaluator)", () => {
+  it('differ in verdicts only where known', () => {
+    const src = (bundled: boolean, dirs: string[]) => loadSources({ filterDirs: dirs, bundled, bindingPaths: [], domainPaths: [], libvirt: false }).filters;
+    const libvirtFilters = src(false, [LIBVIRT_FILTER_DIR, FIXTURES]);
+    const bundledFilters = src(true, [FIXTURES]);
+    expect(existsSync(join(BUNDLED, 'clean-traffic.xml'))).toBe(true);
+    const cases = [...STANDARD, ...fixtureCases().filter((c) => c.filter.startsWith('conf-std-'))];
+    const found: Record<string, string> = {};
+    for (const c of cases) {
+      const xml = filterBindingXml({ portdev: 'vnet0', mac: VM_MAC, filter: c.filter, params: c.params });
+      const resolve = (f: Map<string, FilterDef>): InterfacePolicy | Error => {
+        try {
+          return resolveInterface(f, parseFilterBindingXml(xml, 'binding.xml'));
+        } catch (e) {
+          return e as Error;
+        }
+      };
+      const lp = resolve(libvirtFilters);
+      const bp = resolve(bundledFilters);
+      if (lp instanceof Error) throw lp;
+      if (bp instanceof Error) {
+        found[c.name] = `bundled filter does not resolve: ${bp.message}`;
+        continue;
+      }
+      const seen = new Set<string>();
+      const frames = [...generateCorpus(lp, { peerMac: PEER_MAC }), ...generateCorpus(bp, { peerMac: PEER_MAC })].filter((f) => {
+        const k = `${f.direction}:${Buffer.from(f.frame).toString('hex')}:${f.conn?.state ?? ''}/${f.conn?.direction ?? ''}`;
+        if (seen.has(k)) return false;
+        seen.add(k);
+        return true;
+      });
+      const diffs = frames.filter((f) => {
+        const o = f.conn ? { conn: f.conn } : {};
+        return evaluate(lp, f.direction, f.frame, o).verdict !== evaluate(bp, f.direction, f.frame, o).verdict;
+      });
+      if (diffs.length) {
+        const ex = diffs.slice(0, 3).map((f) => `${f.direction} ${f.name}: libvirt's file ${evaluate(lp, f.direction, f.frame).verdict}, bundled ${evaluate(bp, f.direction, f.frame).verdict}`);
+        found[c.name] = `${diffs.length} of ${frames.length} frames differ, e.g. ${ex.join('; ')}`;
+      }
+    }
+    console.log('[bundled vs libvirt] standard filters whose bundled rewrite changes verdicts:');
+    for (const [name, what] of Object.entries(found)) console.log(`  ${name}: ${what}\n    known: ${KNOWN_BUNDLE_DIFFERENCES[name] ?? 'NO (new difference)'}`);
+    for (const name of Object.keys(KNOWN_BUNDLE_DIFFERENCES).filter((n) => !(n in found))) console.log(`  note: known difference "${name}" no longer observed (fixed? then remove it)`);
+    expect(Object.keys(found).filter((n) => !(n in KNOWN_BUNDLE_DIFFERENCES))).toEqual([]);
+  });
+});
