@@ -11,6 +11,7 @@ import { type Generation, type HostState, readGeneration, StateDir } from './gen
 import { readBpfGeneration } from '../backends/bpf/generation.js';
 import { attachBpf, bpfStats, detachBpf, prepareBpf, updateBpfInPlace } from './bpf-apply.js';
 import { elementDelta } from './delta.js';
+import { liveDelta, planLoad, type LoadPlan } from './teardown.js';
 
 export interface HostOptions extends NftRunOptions {
   stateDir: string;
@@ -74,17 +75,37 @@ async function listOurs(opts: NftRunOptions): Promise<Listing> {
   return out;
 }
 
+/** Applies a build batch over whatever nwf-fast's tables hold now, as load does (no state recorded). */
+export async function applyBuild(build: NftJsonDocument, opts: NftRunOptions): Promise<void> {
+  const plan = planLoad(await listOurs(opts), build);
+  await nftApply(plan.apply, opts);
+  await cleanupAfter(plan, opts);
+}
+
+/** The second transaction of a load: the previous generation's objects go (a failure only leaves them for the next load). */
+async function cleanupAfter(plan: LoadPlan, opts: NftRunOptions): Promise<void> {
+  if (plan.cleanup.nftables.length <= 1) return;
+  try {
+    await nftApply(plan.cleanup, opts);
+  } catch {
+    // leftovers of a tag that is not live are removed by the next load
+  }
+}
+
 /** A listing without handles and counter values: what must not change while a generation is in force. */
 export function normalizeListing(doc: NftJsonDocument | undefined): unknown {
   if (!doc) return null;
   const strip = (v: unknown): unknown => {
+    // object names carry the load tag (teardown.ts): compare without it
+    if (typeof v === 'string') return v.replace(/^(@?)g[0-9a-f]{6}_/, '$1*_');
     if (Array.isArray(v)) return v.map(strip);
     if (v && typeof v === 'object') {
       const o: Record<string, unknown> = {};
       for (const [k, x] of Object.entries(v)) {
         if (k === 'handle' || k === 'packets' || k === 'bytes') continue;
         // element order in a listing depends on insertion history: compare as sets
-        o[k] = k === 'elem' && Array.isArray(x) ? (x.map(strip) as unknown[]).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1)) : strip(x);
+        if (k === 'comment') o[k] = x;
+        else o[k] = k === 'elem' && Array.isArray(x) ? (x.map(strip) as unknown[]).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1)) : strip(x);
       }
       return o;
     }
@@ -130,7 +151,10 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
     if (r) return r;
   }
   const t0 = performance.now();
-  await nftCheck(g.nft, opts);
+  // One transaction puts the new objects next to the live ones and re-points the base chains
+  // (teardown.ts); the previous objects are deleted by a second one.
+  const plan = planLoad(await listOurs(opts), g.nft);
+  await nftCheck(plan.apply, opts);
   const t1 = performance.now();
   const stored = state.store(g);
   // Verify and configure every eBPF program before anything changes.
@@ -138,7 +162,8 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   let missing: string[] = [];
   try {
     await faultPoint('pause-before-apply');
-    await nftApply(stored.nft, opts);
+    await nftApply(plan.apply, opts);
+    await cleanupAfter(plan, opts);
     if (prepared) missing = inNs(opts, () => attachBpf(prepared, opts.pinDir).missing);
   } finally {
     prepared?.close();
@@ -158,7 +183,9 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
  */
 async function tryIncremental(previous: Generation, g: Generation, state: StateDir, s: HostState, opts: HostOptions): Promise<LoadResult | undefined> {
   if (previous.manifest.backend !== g.manifest.backend) return undefined;
-  const delta = elementDelta(previous.nft, g.nft);
+  const plain = elementDelta(previous.nft, g.nft);
+  if (!plain) return undefined;
+  const delta = liveDelta(await listOurs(opts), plain);
   if (!delta) return undefined;
   const bpfPrev = previous.manifest.backend === 'nft' ? undefined : readBpfGeneration(previous.dir);
   const bpfNext = g.manifest.backend === 'nft' ? undefined : readBpfGeneration(g.dir);

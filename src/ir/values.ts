@@ -228,9 +228,10 @@ export function parseTcpFlags(s: string): { mask: number; set: number } | undefi
 /**
  * Linux interface names: 1-15 bytes, no '/', ':', whitespace, quotes or
  * control characters, not '.' or '..'. nwf-fast is stricter than the kernel
- * and also refuses anything outside [A-Za-z0-9_.@+-], so that a name can
- * never inject syntax into a generated ruleset or path.
+ * and also refuses anything outside [A-Za-z0-9_.@+-] (and a first character
+ * other than a letter, digit or _), so that a name can never inject syntax
+ * into a generated ruleset or path.
  */
 export function isValidIfName(s: string): boolean {
-  return /^[A-Za-z0-9_.@+-]{1,15}$/.test(s) && s !== '.' && s !== '..';
+  return /^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,14}$/.test(s);
 }

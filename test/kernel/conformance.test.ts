@@ -15,7 +15,7 @@ import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { generateCorpus } from '../../src/frames/corpus.js';
 import { filterBindingXml, LIBVIRT_FILTER_DIR, libvirtAvailable, Libvirtd } from '../../src/host/libvirt.js';
-import { nftApply } from '../../src/host/nft.js';
+import { applyBuild } from '../../src/host/apply.js';
 import type { Testbed } from '../../src/host/testbed.js';
 import { evaluate } from '../../src/ir/eval.js';
 import type { InterfacePolicy } from '../../src/ir/types.js';
@@ -275,7 +275,7 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
       console.log(`[conformance] ${c.name}: nft backend refuses it as documented (${(e as Error).message}); libvirt is compared with the evaluator only`);
     }
     if (c.nftRefuses) expect(lowered, 'the nft backend was expected to refuse this policy').toBeUndefined();
-    await nftApply(toNftJson((lowered ?? lowerToNft({ version: 1, interfaces: [], notes: [] })).batch), { netns: nftHost.hostNs });
+    await applyBuild(toNftJson((lowered ?? lowerToNft({ version: 1, interfaces: [], notes: [] })).batch), { netns: nftHost.hostNs });
 
     // libvirt: one binding on vnet0.
     await lv.deleteAllBindings();

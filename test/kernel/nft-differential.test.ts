@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
-import { nftApply } from '../../src/host/nft.js';
+import { applyBuild } from '../../src/host/apply.js';
 import type { Testbed } from '../../src/host/testbed.js';
 import { generateCorpus } from '../../src/frames/corpus.js';
 import { evaluate } from '../../src/ir/eval.js';
@@ -41,7 +41,7 @@ describe.skipIf(!isRoot)('nft backend: differential against the reference evalua
 
   const load = async (policy: InterfacePolicy, decoy?: InterfacePolicy, share = true): Promise<void> => {
     const interfaces = decoy ? [policy, decoy] : [policy];
-    await nftApply(toNftJson(lowerToNft({ version: 1, interfaces, notes: [] }, { share }).batch), { netns: tb.hostNs });
+    await applyBuild(toNftJson(lowerToNft({ version: 1, interfaces, notes: [] }, { share }).batch), { netns: tb.hostNs });
   };
   /** A second interface with the same filter and other addresses, so shared chains look addresses up in sets. */
   const decoyOf = (c: (typeof CASES)[number]): InterfacePolicy => {

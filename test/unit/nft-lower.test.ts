@@ -22,19 +22,10 @@ function chain(t: string, name: string): string[] {
 describe('nft lowering', () => {
   const ct = policyFor('clean-traffic', { IP: '10.0.0.2' });
 
-  it('replaces only its own tables, atomically, and dispatches by interface name', () => {
+  it('builds only its own tables and dispatches by interface name', () => {
     const t = text(ct, policyFor('clean-traffic', { IP: '10.0.0.3' }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' }));
-    expect(t.split('\n').slice(0, 9)).toEqual([
-      'add table bridge nwf_fast',
-      'delete table bridge nwf_fast',
-      'add table ip nwf_fast',
-      'delete table ip nwf_fast',
-      'add table ip6 nwf_fast',
-      'delete table ip6 nwf_fast',
-      'add table inet nwf_fast',
-      'delete table inet nwf_fast',
-      'add table bridge nwf_fast',
-    ]);
+    expect(t.split('\n')[0]).toBe('add table bridge nwf_fast');
+    expect(t).not.toMatch(/^delete /m); // the teardown is computed at load time from the kernel's tables
     expect(t).not.toMatch(/flush ruleset|table bridge filter|table bridge nat/);
     expect(t).toContain('add map bridge nwf_fast from_vm { type ifname : verdict; elements = { "vnet0" : jump is0, "vnet1" : jump is0 }; }');
     expect(chain(t, 'pre')).toEqual(['meta iifname vmap @from_vm comment "traffic from the VMs"']);

@@ -4,8 +4,7 @@ import { resolvePolicy } from '../../resolve/resolve.js';
 import type { LoadedSources } from '../../resolve/sources.js';
 import type { PolicyIR } from '../../ir/types.js';
 import { type Manifest, sha256, writeGeneration } from '../../host/generation.js';
-import { lowerToNft, OUR_TABLES, type NftLowering } from './lower.js';
-import { add, del } from './build.js';
+import { lowerToNft, type NftLowering } from './lower.js';
 import type { NftBatch } from './model.js';
 import { writeBpfGeneration } from '../bpf/generation.js';
 import { printNftText } from './printer.js';
@@ -41,7 +40,7 @@ export function nftText(c: Compiled): string {
 
 /** The batch of a generation without nft rules (backend bpf): removes nwf-fast's tables. */
 export function emptyNftBatch(): NftBatch {
-  return OUR_TABLES.flatMap((t) => [add(t.table), del(t.ref)]);
+  return [];
 }
 
 export async function writeGenerationFor(backend: Backend, dir: string, src: LoadedSources, c: Compiled): Promise<Manifest> {

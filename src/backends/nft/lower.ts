@@ -67,7 +67,7 @@ export interface NftLowering {
 }
 
 const br = nftTable('bridge', BRIDGE_TABLE);
-/** Every table nwf-fast may own; each generation replaces all of them in its one transaction. */
+/** Every table nwf-fast may own (inet: only in earlier versions' generations). */
 export const OUR_TABLES = [br, nftTable('ip', INET_TABLE), nftTable('ip6', INET_TABLE), nftTable('inet', INET_TABLE)] as const;
 
 // ---- matches ------------------------------------------------------------------
@@ -424,7 +424,8 @@ function elemsSort(e: [{ value: string }, Verdict][]): void {
 export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   const cmds: NftCommand[] = [];
   // Replace both of our tables atomically: add (so delete cannot fail), delete, re-create.
-  for (const t of OUR_TABLES) cmds.push(add(t.table), del(t.ref));
+  // Build commands only: `load` prepends the teardown of what is in the kernel now
+  // (host/teardown.ts), without ever removing a base chain, so the hooks stay in place.
   cmds.push(add(br.table));
   cmds.push(add(br.baseChain(BN.preChain, { type: 'filter', hook: 'prerouting', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })));
   cmds.push(add(br.baseChain(BN.postChain, { type: 'filter', hook: 'postrouting', prio: BRIDGE_POST_PRIORITY, policy: 'accept' })));
