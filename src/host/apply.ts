@@ -75,11 +75,26 @@ async function listOurs(opts: NftRunOptions): Promise<Listing> {
   return out;
 }
 
-/** Applies a build batch over whatever nwf-fast's tables hold now, as load does (no state recorded). */
-export async function applyBuild(build: NftJsonDocument, opts: NftRunOptions): Promise<void> {
+/** Applies a build batch over whatever nwf-fast's tables hold now, as load does (no state recorded); returns the load tag. */
+export async function applyBuild(build: NftJsonDocument, opts: NftRunOptions): Promise<string> {
   const plan = planLoad(await listOurs(opts), build);
   await nftApply(plan.apply, opts);
   await cleanupAfter(plan, opts);
+  return plan.tag;
+}
+
+/**
+ * The incremental path on its own (as load takes it when only addresses
+ * change): the element delta between two builds, aimed at the live objects.
+ * Returns false when the builds differ in more than elements.
+ */
+export async function applyIncremental(prev: NftJsonDocument, next: NftJsonDocument, opts: NftRunOptions, liveTag?: string): Promise<boolean> {
+  const plain = elementDelta(prev, next);
+  if (!plain) return false;
+  const delta = liveDelta(liveTag ?? (await listOurs(opts)), plain);
+  if (!delta) return false;
+  await nftApply(delta, opts);
+  return true;
 }
 
 /** The second transaction of a load: the previous generation's objects go (a failure only leaves them for the next load). */
@@ -172,7 +187,7 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   inNs(opts, () => detachBpf(bpfInterfaces(previous).filter((i) => !now.has(i)), opts.pinDir));
   const t2 = performance.now();
   state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
-  const next: HostState = { current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString() };
+  const next: HostState = { current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString(), tag: plan.tag };
   state.write(next);
   return { generation: stored, previous: s.current, ms: { check: t1 - t0, apply: t2 - t1 }, missingTaps: missing };
 }
@@ -185,7 +200,9 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   if (previous.manifest.backend !== g.manifest.backend) return undefined;
   const plain = elementDelta(previous.nft, g.nft);
   if (!plain) return undefined;
-  const delta = liveDelta(await listOurs(opts), plain);
+  // the live tag recorded by the last load saves listing the tables (a drifted kernel makes
+  // the delta fail and the load fall back to a full one)
+  const delta = liveDelta(s.tag ?? (await listOurs(opts)), plain);
   if (!delta) return undefined;
   const bpfPrev = previous.manifest.backend === 'nft' ? undefined : readBpfGeneration(previous.dir);
   const bpfNext = g.manifest.backend === 'nft' ? undefined : readBpfGeneration(g.dir);
@@ -212,7 +229,7 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   const t1 = performance.now();
   const stored = state.store(g);
   state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
-  state.write({ current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString() });
+  state.write({ current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString(), ...(s.tag ? { tag: s.tag } : {}) });
   return { generation: stored, previous: s.current, ms: { check: 0, apply: t1 - t0 }, missingTaps: [], incremental: true };
 }
 

@@ -93,6 +93,8 @@ export interface HostState {
   /** Generation ids in the order they were loaded (the last is current unless unloaded). */
   history: string[];
   loadedAt?: string;
+  /** The load tag of the live nft objects (teardown.ts), so an incremental load needs no listing. */
+  tag?: string;
 }
 
 export class StateDir {
@@ -109,7 +111,7 @@ export class StateDir {
     if (!existsSync(this.stateFile)) return { current: null, history: [] };
     try {
       const s = JSON.parse(readFileSync(this.stateFile, 'utf8')) as HostState;
-      return { current: s.current ?? null, history: Array.isArray(s.history) ? s.history : [] };
+      return { current: s.current ?? null, history: Array.isArray(s.history) ? s.history : [], ...(s.loadedAt ? { loadedAt: s.loadedAt } : {}), ...(s.tag ? { tag: s.tag } : {}) };
     } catch (e) {
       throw new NwfError(CODES.STATE_INVALID, `state file ${this.stateFile} is unreadable: ${(e as Error).message}`, { location: { file: this.stateFile }, cause: e });
     }

@@ -192,10 +192,10 @@ export function planLoad(listed: Listed, build: NftJsonDocument): LoadPlan {
   return { apply: { nftables: apply } as NftJsonDocument, cleanup: { nftables: cleanup } as NftJsonDocument, tag };
 }
 
-/** An element delta (delta.ts) aimed at the live objects. */
-export function liveDelta(listed: Listed, delta: NftJsonDocument): NftJsonDocument | undefined {
+/** An element delta (delta.ts) aimed at the live objects (the live tag given, or found in a listing). */
+export function liveDelta(live: Listed | string, delta: NftJsonDocument): NftJsonDocument | undefined {
   if (body(delta).length === 0) return delta;
-  const inv = inventory(listed);
-  if (!inv.live) return undefined;
-  return retag(delta, inv.live);
+  const tag = typeof live === 'string' ? live : inventory(live).live;
+  if (!tag) return undefined;
+  return retag(delta, tag);
 }

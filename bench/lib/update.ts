@@ -1,0 +1,158 @@
+// Changing one VM's IP on a host with N protected interfaces.
+//   nft generation: compile the whole host again (vm0 with its new address)
+//     and load it as a new generation (one transaction replacing the tables);
+//   nft set delta: the same change as a transaction of set-element updates
+//     only (add the new `vnet0 . IP` elements, delete the old ones), computed
+//     by the benchmark by diffing two generations: what an incremental load
+//     path in nwf-fast would send (nwf-fast has no such command yet);
+//   eBPF: updateConfig on vnet0's loaded object (write the inactive nwf_cfg
+//     slot, flip nwf_sel), the values computed for that one interface.
+// Each is timed without traffic, then repeated under a spoofed flood from vm0
+// (source IP neither the old nor the new one) counting frames that reach the
+// peer, and checked afterwards: frames from the new IP pass, from the old don't.
+import { join } from 'node:path';
+import { updateConfig } from '../../src/backends/bpf/load.js';
+import { applyBuild, applyIncremental } from '../../src/host/apply.js';
+import { loadEbpf, loadNft, startFlood, writeTrafgenConfigs, type BenchHost } from './host.js';
+import { probeIps, type LeakResult } from './libvirt-phase.js';
+import { ALT_IP, bindingTexts, compileNft, parseBindings, portIp, resolveAll, vm0Config } from './policy.js';
+import { log, sleep, stat, type Stat } from './util.js';
+
+export type UpdateMethod = 'nft-generation' | 'nft-set-delta' | 'ebpf-update-config';
+
+export interface UpdateRow {
+  method: UpdateMethod;
+  n: number;
+  changes: number;
+  /** Work before the kernel sees anything (compile the generation / the interface's values). */
+  compileMs: Stat;
+  /** The kernel update itself: from the first byte sent to the change being live. */
+  liveMs: Stat;
+  leak: LeakResult;
+  note?: string;
+}
+
+type Doc = { nftables: Record<string, Record<string, unknown>>[] };
+
+
+export interface UpdateOptions {
+  n: number;
+  /** Timed changes per method (eBPF gets `ebpfChanges`). */
+  changes: number;
+  ebpfChanges: number;
+  /** Changes made during the spoofed flood. */
+  leakChanges: number;
+  workDir: string;
+}
+
+export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<UpdateRow[]> {
+  const rows: UpdateRow[] = [];
+  const cfg = writeTrafgenConfigs(host);
+  const textsA = bindingTexts(o.n);
+  const textsB = bindingTexts(o.n, (i) => (i === 0 ? ALT_IP : portIp(i)));
+  const ipOf = (c: number): string => (c % 2 === 0 ? ALT_IP : portIp(0));
+
+  const underFlood = async (change: (c: number) => void | Promise<void>, count: number): Promise<LeakResult> => {
+    const fl = await startFlood(host, cfg.spoof, 60_000 + count * 5_000);
+    let res: { sent: number; delivered: number; spoofArrived: number };
+    try {
+      await sleep(100);
+      for (let c = 0; c < count; c++) {
+        await change(c);
+        await sleep(5);
+      }
+      await sleep(100);
+    } finally {
+      res = await fl.stop();
+    }
+    const last = ipOf(count - 1);
+    return { changes: count, sent: res.sent, leaked: res.spoofArrived, otherArrived: res.delivered - res.spoofArrived, ...(await probeIps(host, last, last === ALT_IP ? portIp(0) : ALT_IP)) };
+  };
+
+  // ---- nft: generations ----
+  {
+    const jsonA = compileNft(textsA);
+    const jsonB = compileNft(textsB);
+    const base = loadNft(host, jsonA);
+    try {
+      const comp: number[] = [];
+      const live: number[] = [];
+      for (let c = 0; c < o.changes; c++) {
+        const t0 = performance.now();
+        const json = compileNft(c % 2 === 0 ? textsB : textsA);
+        const t1 = performance.now();
+        await applyBuild(JSON.parse(json), { netns: host.hostNs, inProcess: true });
+        const t2 = performance.now();
+        comp.push(t1 - t0);
+        live.push(t2 - t1);
+      }
+      if (o.changes % 2 === 1) await applyBuild(JSON.parse(jsonA), { netns: host.hostNs, inProcess: true });
+      const leak = await underFlood(async (c) => {
+        await applyBuild(JSON.parse(c % 2 === 0 ? jsonB : jsonA), { netns: host.hostNs, inProcess: true });
+      }, o.leakChanges);
+      rows.push({ method: 'nft-generation', n: o.n, changes: o.changes, compileMs: stat(comp), liveMs: stat(live), leak });
+      log(`update nft-generation n=${o.n}: compile ${stat(comp).median.toFixed(1)} ms, load ${stat(live).median.toFixed(1)} ms; leaked ${leak.leaked}/${leak.sent}`);
+      const tag = await applyBuild(JSON.parse(jsonA), { netns: host.hostNs, inProcess: true });
+
+      // ---- nft: set-element delta ----
+      // the incremental load nwf-fast takes when only addresses change (host/delta.ts)
+      const docA = JSON.parse(jsonA);
+      const docB = JSON.parse(jsonB);
+      const flip = async (c: number): Promise<void> => {
+        const ok = await applyIncremental(c % 2 === 0 ? docA : docB, c % 2 === 0 ? docB : docA, { netns: host.hostNs, inProcess: true }, tag);
+        if (!ok) throw new Error('the two generations differ in more than set elements');
+      };
+      {
+        const live2: number[] = [];
+        for (let c = 0; c < o.changes; c++) {
+          const t1 = performance.now();
+          await flip(c);
+          live2.push(performance.now() - t1);
+        }
+        if (o.changes % 2 === 1) await flip(o.changes);
+        const leak2 = await underFlood(flip, o.leakChanges);
+        rows.push({
+          method: 'nft-set-delta',
+          n: o.n,
+          changes: o.changes,
+          compileMs: stat([]),
+          liveMs: stat(live2),
+          leak: leak2,
+          note: "nwf-fast's incremental load: one transaction of element deletions and additions on the live sets (host/delta.ts)",
+        });
+        log(`update nft-set-delta n=${o.n}: ${stat(live2).median.toFixed(2)} ms; leaked ${leak2.leaked}/${leak2.sent}`);
+      }
+    } finally {
+      await base.unload();
+    }
+  }
+
+  // ---- eBPF: updateConfig in place ----
+  {
+    const ir = resolveAll(parseBindings(textsA));
+    const l = await loadEbpf(host.hostNs, ir, { outDir: join(o.workDir, 'bpf-update'), cacheDir: join(o.workDir, 'bpf-cache') });
+    try {
+      const vm0 = l.loaded.find((x) => x.iface === 'vnet0');
+      if (!vm0) throw new Error('vnet0 was not loaded');
+      const comp: number[] = [];
+      const live: number[] = [];
+      const cfgs = [vm0Config(ALT_IP), vm0Config(portIp(0))];
+      for (let c = 0; c < o.ebpfChanges; c++) {
+        const t0 = performance.now();
+        const build = vm0Config(ipOf(c));
+        const t1 = performance.now();
+        updateConfig(vm0, build);
+        const t2 = performance.now();
+        comp.push(t1 - t0);
+        live.push(t2 - t1);
+      }
+      if (o.ebpfChanges % 2 === 1) updateConfig(vm0, cfgs[1] as ReturnType<typeof vm0Config>);
+      const leak = await underFlood((c) => updateConfig(vm0, cfgs[c % 2] as ReturnType<typeof vm0Config>), o.leakChanges);
+      rows.push({ method: 'ebpf-update-config', n: o.n, changes: o.ebpfChanges, compileMs: stat(comp), liveMs: stat(live), leak });
+      log(`update ebpf n=${o.n}: values ${stat(comp).median.toFixed(3)} ms, updateConfig ${(stat(live).median * 1000).toFixed(1)} us; leaked ${leak.leaked}/${leak.sent}`);
+    } finally {
+      await l.unload();
+    }
+  }
+  return rows;
+}
