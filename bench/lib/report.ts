@@ -225,7 +225,7 @@ export function renderMarkdown(r: BenchResults): string {
   L.push('- libvirt\'s data-plane rules are libvirt\'s own (captured with ebtables-save) replicated for N ports with ebtables-restore, not N real bindings.');
   L.push('- The ports other than the sender are veths without traffic; nft and eBPF state exists for all N. CPU figures come from one sender pinned to CPU0; other work on the machine can still disturb them (min–max shows the spread).');
   L.push("- Leaks are counted exactly: an nft counter on the peer's ingress matches the flood's source address.");
-  L.push('- nft set-delta is a transaction the benchmark derives by diffing two generations; nwf-fast has no incremental load command yet.');
+  L.push("- nft set-delta is nwf-fast's incremental load (host/delta.ts): the element diff of two generations (computed in the timed span) applied as one transaction on the live sets; it waits for the kernel's RCU grace period of the element deletions.");
   L.push('');
   return `${L.join('\n')}\n`;
 }
