@@ -200,6 +200,8 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   if (previous.manifest.backend !== g.manifest.backend) return undefined;
   const plain = elementDelta(previous.nft, g.nft);
   if (!plain) return undefined;
+  // nothing to change in nft: a full load (which also repairs drift) rather than a silent no-op
+  if (g.manifest.backend === 'nft' && plain.nftables.length <= 1) return undefined;
   // the live tag recorded by the last load saves listing the tables (a drifted kernel makes
   // the delta fail and the load fall back to a full one)
   const delta = liveDelta(s.tag ?? (await listOurs(opts)), plain);
