@@ -29,10 +29,6 @@ const POLLOUT = 0x4;
 const SOCKADDR_LL_SIZE = 20;
 const RX_BUF_SIZE = 65536;
 
-function htons(v: number): number {
-  return ((v & 0xff) << 8) | ((v >> 8) & 0xff);
-}
-
 function sockaddrLl(ifindex: number, protocol: number): Buffer {
   const a = Buffer.alloc(SOCKADDR_LL_SIZE);
   a.writeUInt16LE(AF_PACKET, 0); // sll_family (host order, x86-64 little endian)

@@ -27,7 +27,6 @@ import {
   add,
   bitAnd,
   ct,
-  del,
   drop,
   eq,
   hex,
@@ -67,8 +66,6 @@ export interface NftLowering {
 }
 
 const br = nftTable('bridge', BRIDGE_TABLE);
-/** Every table nwf-fast may own (inet: only in earlier versions' generations). */
-export const OUR_TABLES = [br, nftTable('ip', INET_TABLE), nftTable('ip6', INET_TABLE), nftTable('inet', INET_TABLE)] as const;
 
 // ---- matches ------------------------------------------------------------------
 
