@@ -3,10 +3,11 @@
 //     and load it as a new generation (one transaction replacing the tables);
 //   nft set delta: the same change as a transaction of set-element updates
 //     only (add the new `vnet0 . IP` elements, delete the old ones), computed
-//     by the benchmark by diffing two generations: what an incremental load
-//     path in nwf-fast would send (nwf-fast has no such command yet);
-//   eBPF: updateConfig on vnet0's loaded object (write the inactive nwf_cfg
-//     slot, flip nwf_sel), the values computed for that one interface.
+//     by diffing two generations (applyIncremental, what `load` sends when
+//     only set elements changed);
+//   eBPF: updateConfig on vnet0's entry of its shape's object (write the
+//     inactive nwf_cfg slot, flip its nwf_slot entry), the values computed
+//     for that one interface.
 // Each is timed without traffic, then repeated under a spoofed flood from vm0
 // (source IP neither the old nor the new one) counting frames that reach the
 // peer, and checked afterwards: frames from the new IP pass, from the old don't.
@@ -132,8 +133,9 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
     const ir = resolveAll(parseBindings(textsA));
     const l = await loadEbpf(host.hostNs, ir, { outDir: join(o.workDir, 'bpf-update'), cacheDir: join(o.workDir, 'bpf-cache') });
     try {
-      const vm0 = l.loaded.find((x) => x.iface === 'vnet0');
-      if (!vm0) throw new Error('vnet0 was not loaded');
+      const tap = l.taps.find((x) => x.iface === 'vnet0');
+      if (!tap) throw new Error('vnet0 was not loaded');
+      const vm0 = tap.shape;
       const comp: number[] = [];
       const live: number[] = [];
       const cfgs = [vm0Config(ALT_IP), vm0Config(portIp(0))];
@@ -141,13 +143,13 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
         const t0 = performance.now();
         const build = vm0Config(ipOf(c));
         const t1 = performance.now();
-        updateConfig(vm0, build);
+        updateConfig(vm0, build, tap.index);
         const t2 = performance.now();
         comp.push(t1 - t0);
         live.push(t2 - t1);
       }
-      if (o.ebpfChanges % 2 === 1) updateConfig(vm0, cfgs[1] as ReturnType<typeof vm0Config>);
-      const leak = await underFlood((c) => updateConfig(vm0, cfgs[c % 2] as ReturnType<typeof vm0Config>), o.leakChanges);
+      if (o.ebpfChanges % 2 === 1) updateConfig(vm0, cfgs[1] as ReturnType<typeof vm0Config>, tap.index);
+      const leak = await underFlood((c) => updateConfig(vm0, cfgs[c % 2] as ReturnType<typeof vm0Config>, tap.index), o.leakChanges);
       rows.push({ method: 'ebpf-update-config', n: o.n, changes: o.ebpfChanges, compileMs: stat(comp), liveMs: stat(live), leak });
       log(`update ebpf n=${o.n}: values ${stat(comp).median.toFixed(3)} ms, updateConfig ${(stat(live).median * 1000).toFixed(1)} us; leaked ${leak.leaked}/${leak.sent}`);
     } finally {

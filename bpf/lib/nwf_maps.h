@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Maps of one loaded instance (one interface):
- *  - nwf_cfg: the policy values (MACs, addresses, ports, ...) as the generated
- *    struct nwf_config, in two slots for atomic updates: userspace writes the
- *    slot that is not active, then flips nwf_sel.
- *  - nwf_sel: key 0 = the active nwf_cfg slot (0 or 1).
- *  - nwf_stats: per-CPU counters, key = dir * NWF_STAT_MAX + stat.
+ * Maps of one loaded object, shared by every tap of one policy shape. Each
+ * tap has an index (0..N-1, N set by the loader before loading):
+ *  - nwf_ifx: tap ifindex -> its index (the program reads skb->ifindex);
+ *  - nwf_slot: index -> the active nwf_cfg slot (0 or 1);
+ *  - nwf_cfg: index * 2 + slot -> the tap's policy values (MACs, addresses,
+ *    ports, ...) as the generated struct nwf_config; userspace writes the slot
+ *    that is not active, then flips nwf_slot (atomic updates);
+ *  - nwf_stats: per-CPU counters, key = (index * 2 + dir) * NWF_STAT_MAX + stat.
  */
 #ifndef NWF_MAPS_H
 #define NWF_MAPS_H
@@ -13,18 +15,25 @@
 #include "nwf_common.h"
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct nwf_config);
-} nwf_cfg SEC(".maps");
+	__type(value, __u32);
+} nwf_ifx SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
-} nwf_sel SEC(".maps");
+} nwf_slot SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct nwf_config);
+} nwf_cfg SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -14,9 +14,9 @@
 #include "nwf_maps.h"
 #include "nwf_parse.h"
 
-static __always_inline int nwf_finish(int dir, __u32 stat)
+static __always_inline int nwf_finish(__u32 idx, int dir, __u32 stat)
 {
-	__u32 key = (__u32)dir * NWF_STAT_MAX + (stat < NWF_STAT_MAX ? stat : NWF_DROP_INTERNAL);
+	__u32 key = (idx * 2 + (__u32)dir) * NWF_STAT_MAX + (stat < NWF_STAT_MAX ? stat : NWF_DROP_INTERNAL);
 	__u64 *cnt = bpf_map_lookup_elem(&nwf_stats, &key);
 
 	if (cnt)
@@ -24,17 +24,25 @@ static __always_inline int nwf_finish(int dir, __u32 stat)
 	return stat == NWF_STAT_ACCEPT ? TC_ACT_OK : TC_ACT_SHOT;
 }
 
-static __always_inline const struct nwf_config *nwf_config(void)
+/* The tap's index in this object, from the ifindex the frame passes; ~0 when unknown. */
+static __always_inline __u32 nwf_index(struct __sk_buff *skb)
 {
-	__u32 zero = 0;
-	__u32 *sel = bpf_map_lookup_elem(&nwf_sel, &zero);
+	__u32 ifindex = skb->ifindex;
+	__u32 *idx = bpf_map_lookup_elem(&nwf_ifx, &ifindex);
+
+	return idx ? *idx : ~0U;
+}
+
+static __always_inline const struct nwf_config *nwf_config(__u32 idx)
+{
+	__u32 *sel = bpf_map_lookup_elem(&nwf_slot, &idx);
 	const struct nwf_config *c;
-	__u32 slot;
+	__u32 key;
 
 	if (!sel)
 		return 0;
-	slot = *sel & 1;
-	c = bpf_map_lookup_elem(&nwf_cfg, &slot);
+	key = idx * 2 + (*sel & 1);
+	c = bpf_map_lookup_elem(&nwf_cfg, &key);
 	if (!c || c->shape != NWF_SHAPE_TAG)
 		return 0;
 	return c;
@@ -46,18 +54,20 @@ static __always_inline int nwf_run(struct __sk_buff *skb, const int dir)
 	const struct nwf_config *c;
 	int v;
 
+	__u32 idx = nwf_index(skb);
+
 	if (dir == NWF_DIR_OUT ? !NWF_HOOKED_OUT : !NWF_HOOKED_IN)
-		return nwf_finish(dir, NWF_STAT_ACCEPT); /* no L2 rules: nothing hooked, all accepted */
-	c = nwf_config();
+		return nwf_finish(idx, dir, NWF_STAT_ACCEPT); /* no L2 rules: nothing hooked, all accepted */
+	c = nwf_config(idx);
 	if (!c)
-		return nwf_finish(dir, NWF_DROP_INTERNAL);
+		return nwf_finish(idx, dir, NWF_DROP_INTERNAL);
 	__builtin_memset(&p, 0, sizeof(p));
 	if (!nwf_parse(skb, &p))
-		return nwf_finish(dir, NWF_DROP_INTERNAL);
+		return nwf_finish(idx, dir, NWF_DROP_INTERNAL);
 	v = dir == NWF_DIR_OUT ? nwf_policy_out(&p, c) : nwf_policy_in(&p, c);
 	if (v < 0) /* cannot happen: the root chain maps return and fall-off to accept */
 		v = NWF_DROP_INTERNAL;
-	return nwf_finish(dir, (__u32)v);
+	return nwf_finish(idx, dir, (__u32)v);
 }
 
 #endif

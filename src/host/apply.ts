@@ -9,7 +9,7 @@ import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
 import { hostRunner, inNetns, withNetns } from './netns.js';
 import { type Generation, type HostState, readGeneration, StateDir } from './generation.js';
 import { readBpfGeneration } from '../backends/bpf/generation.js';
-import { attachBpf, bpfStats, detachBpf, prepareBpf, updateBpfInPlace } from './bpf-apply.js';
+import { attachBpf, bpfStats, detachBpf, prepareBpf, unpinAll, updateBpfInPlace } from './bpf-apply.js';
 import { elementDelta } from './delta.js';
 import { liveDelta, planLoad, type LoadPlan } from './teardown.js';
 
@@ -173,7 +173,7 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   const t1 = performance.now();
   const stored = state.store(g);
   // Verify and configure every eBPF program before anything changes.
-  const prepared = stored.manifest.backend === 'nft' ? undefined : prepareBpf(stored.dir, readBpfGeneration(stored.dir));
+  const prepared = stored.manifest.backend === 'nft' ? undefined : inNs(opts, () => prepareBpf(stored.dir, readBpfGeneration(stored.dir)));
   let missing: string[] = [];
   try {
     await faultPoint('pause-before-apply');
@@ -184,7 +184,8 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
     prepared?.close();
   }
   const now = new Set(bpfInterfaces(stored));
-  inNs(opts, () => detachBpf(bpfInterfaces(previous).filter((i) => !now.has(i)), opts.pinDir));
+  inNs(opts, () => detachBpf(bpfInterfaces(previous).filter((i) => !now.has(i))));
+  if (!prepared) unpinAll(opts.pinDir);
   const t2 = performance.now();
   state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
   const next: HostState = { current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString(), tag: plan.tag };
@@ -221,7 +222,7 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   }
   if (bpfPrev && bpfNext && !inNs(opts, () => updateBpfInPlace(bpfPrev, bpfNext, opts.pinDir))) {
     // values could not be changed in place: re-attach everything (the ruleset is already current)
-    const prepared = prepareBpf(g.dir, bpfNext);
+    const prepared = inNs(opts, () => prepareBpf(g.dir, bpfNext));
     try {
       inNs(opts, () => attachBpf(prepared, opts.pinDir));
     } finally {
@@ -267,7 +268,8 @@ export async function unload(opts: HostOptions): Promise<void> {
   const state = new StateDir(opts.stateDir);
   const s = state.read();
   await nftApply(doc, opts);
-  if (s.current) inNs(opts, () => detachBpf(bpfInterfaces(safeLoad(state, s.current as string)), opts.pinDir));
+  if (s.current) inNs(opts, () => detachBpf(bpfInterfaces(safeLoad(state, s.current as string))));
+  unpinAll(opts.pinDir);
   state.write({ ...s, current: null });
 }
 
@@ -313,7 +315,7 @@ export async function status(opts: HostOptions): Promise<Status> {
     }
   }
   out.backend = g.manifest.backend;
-  const bpf = g.manifest.backend === 'nft' ? new Map() : bpfStats(ifaces, opts.pinDir);
+  const bpf = g.manifest.backend === 'nft' ? new Map() : bpfStats(readBpfGeneration(g.dir), opts.pinDir);
   out.interfaces = g.manifest.interfaces.map((i) => {
     const rec: Status['interfaces'][number] = { iface: i.iface, owner: i.owner, filter: i.filter, drops: drops.get(i.iface) ?? {} };
     const b = bpf.get(i.iface);

@@ -1,14 +1,16 @@
 // Putting a generation's eBPF programs on the taps, and taking them off.
 //
-// Every object is loaded (verified) and configured before anything is
-// attached, so a verifier refusal changes nothing. Attaching uses tc clsact
-// filters with nwf-fast's own handle and priority; an existing nwf-fast
-// filter is replaced in place (BPF_TC_F_REPLACE), so a tap is never
-// unprotected between two generations. Maps are pinned under
-// <pinDir>/<tap>/ for status and in-place updates.
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+// One object is loaded per policy shape and its programs are attached to
+// every tap of that shape: the programs find the tap's values by the ifindex
+// the frame passes. Every object is loaded (verified) and configured before
+// anything is attached, so a verifier refusal changes nothing. Attaching uses
+// tc clsact filters with nwf-fast's own handle and priority; an existing
+// nwf-fast filter is replaced in place (BPF_TC_F_REPLACE), so a tap is never
+// unprotected between two generations. Each shape's maps are pinned under
+// <pinDir>/shape-<id>/ for status and in-place updates.
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadInterface, readStats, updateConfig, type DirectionStats, type LoadedInterface } from '../backends/bpf/load.js';
+import { loadShape, readStats, updateConfig, type DirectionStats, type LoadedShape, type ShapeMember } from '../backends/bpf/load.js';
 import type { StoredBpf } from '../backends/bpf/generation.js';
 import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, tcDetach, tcHookCreate, tcReplace, type BpfMap } from './bpf/libbpf.js';
 import type { Direction } from '../ir/types.js';
@@ -21,32 +23,29 @@ export const TC_PRIORITY = 0x4e57;
 
 export { DEFAULT_PIN_DIR };
 
+export interface PreparedShape {
+  shape: LoadedShape;
+  /** Taps attached with this shape's programs. */
+  members: { iface: string; ifindex: number }[];
+}
+
 export interface PreparedBpf {
-  loaded: LoadedInterface[];
+  shapes: PreparedShape[];
+  /** Taps of the generation that do not exist (yet). */
+  missing: string[];
   close(): void;
 }
 
-/** Opens, verifies and configures every interface's programs; attaches nothing. */
-export function prepareBpf(genDir: string, stored: StoredBpf): PreparedBpf {
-  const loaded: LoadedInterface[] = [];
-  try {
-    for (const i of stored.interfaces) {
-      loaded.push(
-        loadInterface({
-          iface: i.iface,
-          shapeId: i.shapeId,
-          objectPath: join(genDir, i.object),
-          programs: i.programs,
-          hooks: i.hooks,
-          maps: i.maps.map((m) => ({ map: m.map, key: Buffer.from(m.key, 'hex'), value: Buffer.from(m.value, 'hex') })),
-        }),
-      );
-    }
-  } catch (e) {
-    for (const l of loaded) l.close();
-    throw e;
+/** Each tap's index in its shape's object: its position among the shape's interfaces in bpf.json. */
+export function shapeIndex(stored: StoredBpf): Map<string, { shapeId: string; index: number }> {
+  const out = new Map<string, { shapeId: string; index: number }>();
+  const next = new Map<string, number>();
+  for (const i of stored.interfaces) {
+    const k = next.get(i.shapeId) ?? 0;
+    out.set(i.iface, { shapeId: i.shapeId, index: k });
+    next.set(i.shapeId, k + 1);
   }
-  return { loaded, close: () => loaded.forEach((l) => l.close()) };
+  return out;
 }
 
 function tapIndex(iface: string): number | undefined {
@@ -57,63 +56,99 @@ function tapIndex(iface: string): number | undefined {
   }
 }
 
+/**
+ * Opens, verifies and configures one object per policy shape (call it in the
+ * taps' network namespace: it looks their ifindexes up); attaches nothing.
+ */
+export function prepareBpf(genDir: string, stored: StoredBpf): PreparedBpf {
+  const idx = shapeIndex(stored);
+  const shapes: PreparedShape[] = [];
+  const missing: string[] = [];
+  try {
+    for (const sh of stored.shapes) {
+      const ifaces = stored.interfaces.filter((i) => i.shapeId === sh.shapeId);
+      const first = ifaces[0];
+      if (!first) continue;
+      const members: ShapeMember[] = [];
+      const attached: PreparedShape['members'] = [];
+      for (const i of ifaces) {
+        const ifindex = tapIndex(i.iface);
+        if (ifindex === undefined) {
+          missing.push(i.iface);
+          continue;
+        }
+        const cfg = i.maps.find((m) => m.map === 'nwf_cfg');
+        members.push({ index: (idx.get(i.iface) as { index: number }).index, ifindexes: [ifindex], ...(cfg ? { cfg: Buffer.from(cfg.value, 'hex') } : {}) });
+        attached.push({ iface: i.iface, ifindex });
+      }
+      if (!members.length) continue;
+      const shape = loadShape({ shapeId: sh.shapeId, objectPath: join(genDir, sh.object), programs: first.programs, hooks: first.hooks }, ifaces.length, members);
+      shapes.push({ shape, members: attached });
+    }
+  } catch (e) {
+    for (const p of shapes) p.shape.close();
+    throw e;
+  }
+  return { shapes, missing, close: () => shapes.forEach((p) => p.shape.close()) };
+}
+
 export interface AttachResult {
   attached: string[];
   /** Taps that do not exist (yet): attached by a later load. */
   missing: string[];
 }
 
-function pinPath(pinDir: string, iface: string, what: string): string {
-  return join(pinDir, namePart(iface), what);
-}
+const shapeDir = (pinDir: string, shapeId: string): string => join(pinDir, `shape-${namePart(shapeId)}`);
 
-/** Attaches (or replaces in place) the prepared programs and pins their maps. */
+/** Attaches (or replaces in place) the prepared programs and pins each shape's maps. */
 export function attachBpf(p: PreparedBpf, pinDir = DEFAULT_PIN_DIR): AttachResult {
-  const res: AttachResult = { attached: [], missing: [] };
-  let pinsReady = false;
-  for (const l of p.loaded) {
-    const ifindex = tapIndex(l.iface);
-    if (ifindex === undefined) {
-      res.missing.push(l.iface);
-      continue;
+  const res: AttachResult = { attached: [], missing: [...p.missing] };
+  if (p.shapes.length) ensureBpffs(pinDir);
+  for (const { shape, members } of p.shapes) {
+    for (const m of members) {
+      tcHookCreate(m.ifindex);
+      for (const d of DIRECTIONS) tcReplace(shape.programs[d], { ifindex: m.ifindex, direction: shape.hooks[d], handle: TC_HANDLE, priority: TC_PRIORITY });
+      res.attached.push(m.iface);
     }
-    tcHookCreate(ifindex);
-    for (const d of DIRECTIONS) tcReplace(l.programs[d], { ifindex, direction: l.hooks[d], handle: TC_HANDLE, priority: TC_PRIORITY });
-    res.attached.push(l.iface);
-    if (!pinsReady) {
-      ensureBpffs(pinDir);
-      pinsReady = true;
-    }
-    mkdirSync(join(pinDir, namePart(l.iface)), { recursive: true, mode: 0o700 });
-    for (const [what, map] of Object.entries(l.maps) as [string, BpfMap][]) {
-      const path = pinPath(pinDir, l.iface, what);
+    const dir = shapeDir(pinDir, shape.shapeId);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    for (const [what, map] of Object.entries(shape.maps) as [string, BpfMap][]) {
+      const path = join(dir, what);
       rmSync(path, { force: true });
       map.pin(path);
     }
   }
+  // pins of shapes no longer loaded
+  const keep = new Set(p.shapes.map((x) => `shape-${namePart(x.shape.shapeId)}`));
+  if (existsSync(pinDir)) for (const d of readdirSync(pinDir)) if (d.startsWith('shape-') && !keep.has(d)) rmSync(join(pinDir, d), { recursive: true, force: true });
   return res;
 }
 
-/** Removes nwf-fast's filters from these taps and their pins (taps that are gone are skipped). */
-export function detachBpf(ifaces: readonly string[], pinDir = DEFAULT_PIN_DIR): void {
+/** Removes nwf-fast's filters from these taps (taps that are gone are skipped). */
+export function detachBpf(ifaces: readonly string[]): void {
   for (const iface of ifaces) {
     const ifindex = tapIndex(iface);
-    if (ifindex !== undefined) {
-      for (const direction of ['ingress', 'egress'] as const) tcDetach({ ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY });
-    }
-    rmSync(join(pinDir, namePart(iface)), { recursive: true, force: true });
+    if (ifindex === undefined) continue;
+    for (const direction of ['ingress', 'egress'] as const) tcDetach({ ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY });
   }
 }
 
+/** Removes every pin of nwf-fast under `pinDir`. */
+export function unpinAll(pinDir = DEFAULT_PIN_DIR): void {
+  if (!existsSync(pinDir)) return;
+  for (const d of readdirSync(pinDir)) if (d.startsWith('shape-')) rmSync(join(pinDir, d), { recursive: true, force: true });
+}
+
 /** Per-interface eBPF counters from the pinned stats maps (absent pins: no entry). */
-export function bpfStats(ifaces: readonly string[], pinDir = DEFAULT_PIN_DIR): Map<string, Record<Direction, DirectionStats>> {
+export function bpfStats(stored: StoredBpf, pinDir = DEFAULT_PIN_DIR): Map<string, Record<Direction, DirectionStats>> {
   const out = new Map<string, Record<Direction, DirectionStats>>();
-  for (const iface of ifaces) {
-    const path = pinPath(pinDir, iface, 'stats');
+  const idx = shapeIndex(stored);
+  for (const i of stored.interfaces) {
+    const path = join(shapeDir(pinDir, i.shapeId), 'stats');
     if (!existsSync(path)) continue;
     const stats = openPinnedMap(path);
     try {
-      out.set(iface, readStats({ maps: { stats } as unknown as LoadedInterface['maps'] }));
+      out.set(i.iface, readStats({ maps: { stats } }, (idx.get(i.iface) as { index: number }).index));
     } finally {
       stats.close();
     }
@@ -124,14 +159,15 @@ export function bpfStats(ifaces: readonly string[], pinDir = DEFAULT_PIN_DIR): M
 /**
  * Changes the values of already attached programs in place (same interfaces,
  * same shapes): writes the inactive config slot of each changed interface
- * through its pinned maps, then selects it. Returns false (and changes
- * nothing) when that is not possible: different interfaces or shapes, or
- * missing pins.
+ * through its shape's pinned maps, then selects it. Returns false (and
+ * changes nothing) when that is not possible: different interfaces or shapes,
+ * or missing pins.
  */
 export function updateBpfInPlace(prev: StoredBpf, next: StoredBpf, pinDir = DEFAULT_PIN_DIR): boolean {
   if (prev.interfaces.length !== next.interfaces.length) return false;
   const byIface = new Map(prev.interfaces.map((i) => [i.iface, i]));
-  const changes: { iface: string; value: Buffer }[] = [];
+  const idx = shapeIndex(next);
+  const changes: { shapeId: string; index: number; value: Buffer }[] = [];
   for (const n of next.interfaces) {
     const o = byIface.get(n.iface);
     if (!o || o.shapeId !== n.shapeId) return false;
@@ -139,17 +175,17 @@ export function updateBpfInPlace(prev: StoredBpf, next: StoredBpf, pinDir = DEFA
     const oldCfg = o.maps.find((m) => m.map === 'nwf_cfg');
     if (!cfg || !oldCfg) return false;
     if (cfg.value === oldCfg.value) continue;
-    for (const what of ['cfg', 'sel']) if (!existsSync(pinPath(pinDir, n.iface, what))) return false;
-    changes.push({ iface: n.iface, value: Buffer.from(cfg.value, 'hex') });
+    for (const what of ['cfg', 'slot']) if (!existsSync(join(shapeDir(pinDir, n.shapeId), what))) return false;
+    changes.push({ shapeId: n.shapeId, index: (idx.get(n.iface) as { index: number }).index, value: Buffer.from(cfg.value, 'hex') });
   }
   for (const c of changes) {
-    const cfg = openPinnedMap(pinPath(pinDir, c.iface, 'cfg'));
-    const sel = openPinnedMap(pinPath(pinDir, c.iface, 'sel'));
+    const cfg = openPinnedMap(join(shapeDir(pinDir, c.shapeId), 'cfg'));
+    const slot = openPinnedMap(join(shapeDir(pinDir, c.shapeId), 'slot'));
     try {
-      updateConfig({ shapeId: '', maps: { cfg, sel } as unknown as LoadedInterface['maps'] }, { shapeId: '', maps: [{ map: 'nwf_cfg', key: new Uint8Array(4), value: c.value }] });
+      updateConfig({ shapeId: c.shapeId, maps: { cfg, slot } }, { shapeId: c.shapeId, maps: [{ map: 'nwf_cfg', key: new Uint8Array(4), value: c.value }] }, c.index);
     } finally {
       cfg.close();
-      sel.close();
+      slot.close();
     }
   }
   return true;

@@ -530,7 +530,10 @@ async function tearDownVeth(): Promise<void> {
 /** Send every frame through the attached program of its direction(s); compare the counters with the evaluator. */
 function checkRealPath(p: InterfacePolicy, l: LoadedInterface, frames: readonly (CorpusFrame & { dir?: Direction })[]): { mismatches: Mismatch[]; sent: number } {
   withNetns(NS, () => {
-    for (const d of DIRECTIONS) tcReplace(l.programs[d], { ifindex: veth[d].ifindex, direction: 'egress', handle: 1, priority: 1 });
+    for (const d of DIRECTIONS) {
+      l.addIfindex(veth[d].ifindex); // the programs find the interface's values by the ifindex the frame passes
+      tcReplace(l.programs[d], { ifindex: veth[d].ifindex, direction: 'egress', handle: 1, priority: 1 });
+    }
   });
   const mismatches: Mismatch[] = [];
   let sent = 0;
@@ -711,6 +714,7 @@ describe.skipIf(skipReason !== undefined)(`tc programs vs the reference evaluato
       try {
         withNetns(NS, () => {
           tcDetach({ ifindex: veth.in.ifindex, direction: 'egress', handle: 1, priority: 1 });
+          l.addIfindex(veth.out.ifindex);
           tcReplace(l.programs.out, { ifindex: veth.out.ifindex, direction: 'ingress', handle: 1, priority: 1 });
         });
         const tagged = buildCorpus(p, 11).frames.filter((f) => {

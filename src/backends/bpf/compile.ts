@@ -31,7 +31,7 @@ export const DEFAULT_CLANG = 'clang-19';
 export const CLANG_FLAGS = ['-O2', '-g', '-target', 'bpf', '-Wall', '-Werror'] as const;
 
 /** Names of the maps a loader fills. */
-export const MAP_NAMES = { cfg: 'nwf_cfg', sel: 'nwf_sel', stats: 'nwf_stats' } as const;
+export const MAP_NAMES = { cfg: 'nwf_cfg', ifx: 'nwf_ifx', slot: 'nwf_slot', stats: 'nwf_stats' } as const;
 
 /** tc hook of each direction's program on the tap. */
 export const TC_HOOKS: Readonly<Record<Direction, 'ingress' | 'egress'>> = { out: 'ingress', in: 'egress' };
@@ -50,7 +50,7 @@ export interface BpfInterfaceBuild {
   /** Program name per direction: out = from the VM (tc ingress), in = to the VM (tc egress). */
   programs: Readonly<Record<Direction, string>>;
   hooks: Readonly<Record<Direction, 'ingress' | 'egress'>>;
-  /** Write these after loading and before attaching (nwf_cfg slot 0, then nwf_sel = 0). */
+  /** The interface's values: nwf_cfg's value (the loader places it at the tap's index in its shape's object). */
   maps: BpfMapWrite[];
   /** The shape/value split, for explanations (group index -> IR rule ids). */
   plan: BpfPlan;
@@ -331,7 +331,6 @@ export async function compileBpf(ir: PolicyIR, opts: BpfCompileOptions): Promise
       hooks: TC_HOOKS,
       maps: [
         { map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) },
-        { map: MAP_NAMES.sel, key: u32(0), value: u32(0) },
       ],
       plan,
       l3Rules: l3Count(p),

@@ -20,49 +20,83 @@ export { STAT_NAMES, type StatName };
 
 export type DirectionStats = Record<StatName, bigint>;
 
-export interface LoadedInterface {
-  iface: string;
+/** One loaded object of a policy shape, shared by every tap of that shape. */
+export interface LoadedShape {
   shapeId: string;
   object: BpfObject;
   programs: Record<Direction, BpfProgram>;
   /** Program fds (owned by `object`): what BPF_PROG_TEST_RUN and tc attach take. */
   fds: Record<Direction, number>;
   hooks: Readonly<Record<Direction, 'ingress' | 'egress'>>;
-  maps: { cfg: BpfMap; sel: BpfMap; stats: BpfMap };
+  maps: { cfg: BpfMap; ifx: BpfMap; slot: BpfMap; stats: BpfMap };
   /** Unload (attachments keep their own reference to the programs). */
   close(): void;
 }
 
-export type LoadableInterface = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'objectPath' | 'programs' | 'hooks' | 'maps'>;
+/** A tap of a shape: its index in the object's maps, the ifindexes it is seen at, its values. */
+export interface ShapeMember {
+  index: number;
+  ifindexes: readonly number[];
+  /** The nwf_cfg value (undefined: no values, the programs fail closed). */
+  cfg?: Uint8Array;
+}
 
+export type LoadableShape = Pick<BpfInterfaceBuild, 'shapeId' | 'objectPath' | 'programs' | 'hooks'>;
 export type LoadOptions = Pick<BpfObjectOpenOptions, 'kernelLogLevel' | 'pinRoot'>;
 
-/** Open, load (verify) and configure one interface's object. */
-export function loadInterface(b: LoadableInterface, opts: LoadOptions = {}): LoadedInterface {
+/**
+ * Open one shape's object, size its maps for `slots` taps, load it (the
+ * verifier runs here; a rejection throws the binding's BpfError with the
+ * verifier log) and configure the members.
+ */
+export function loadShape(b: LoadableShape, slots: number, members: readonly ShapeMember[], opts: LoadOptions = {}): LoadedShape {
   const object = BpfObject.open(b.objectPath, {
     objectName: `nwf_${b.shapeId.slice(0, 8)}`,
     ...(opts.kernelLogLevel !== undefined ? { kernelLogLevel: opts.kernelLogLevel } : {}),
     ...(opts.pinRoot !== undefined ? { pinRoot: opts.pinRoot } : {}),
   });
   try {
+    const n = Math.max(1, slots);
+    const ifindexes = Math.max(1, members.reduce((a, m) => a + m.ifindexes.length, 0) + 64);
+    object.map(MAP_NAMES.ifx).setMaxEntries(ifindexes);
+    object.map(MAP_NAMES.slot).setMaxEntries(n);
+    object.map(MAP_NAMES.cfg).setMaxEntries(2 * n);
+    object.map(MAP_NAMES.stats).setMaxEntries(2 * n * STAT_NAMES.length);
     object.load();
-    const maps = { cfg: object.map(MAP_NAMES.cfg), sel: object.map(MAP_NAMES.sel), stats: object.map(MAP_NAMES.stats) };
-    writeMaps(object, b.maps);
+    const maps = { cfg: object.map(MAP_NAMES.cfg), ifx: object.map(MAP_NAMES.ifx), slot: object.map(MAP_NAMES.slot), stats: object.map(MAP_NAMES.stats) };
+    for (const m of members) {
+      if (m.cfg) {
+        maps.cfg.update(u32(2 * m.index), m.cfg);
+        maps.slot.update(u32(m.index), u32(0));
+      }
+      for (const i of m.ifindexes) maps.ifx.update(u32(i), u32(m.index));
+    }
     const programs = { out: object.program(b.programs.out), in: object.program(b.programs.in) };
-    return {
-      iface: b.iface,
-      shapeId: b.shapeId,
-      object,
-      programs,
-      fds: { out: programs.out.fd, in: programs.in.fd },
-      hooks: b.hooks,
-      maps,
-      close: () => object.close(),
-    };
+    return { shapeId: b.shapeId, object, programs, fds: { out: programs.out.fd, in: programs.in.fd }, hooks: b.hooks, maps, close: () => object.close() };
   } catch (e) {
     object.close();
     throw e;
   }
+}
+
+/** One interface's own object (tests, tools): a shape object with the interface at index 0. */
+export interface LoadedInterface extends LoadedShape {
+  iface: string;
+  /** Also enforce this interface's policy for frames passing `ifindex` (tc attaches). */
+  addIfindex(ifindex: number): void;
+}
+
+export type LoadableInterface = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'objectPath' | 'programs' | 'hooks' | 'maps'>;
+
+/**
+ * Open, load (verify) and configure one interface's object. `ifindexes`
+ * (default [1]: BPF_PROG_TEST_RUN runs programs on the loopback device) are
+ * where its frames are seen.
+ */
+export function loadInterface(b: LoadableInterface, opts: LoadOptions & { ifindexes?: readonly number[] } = {}): LoadedInterface {
+  const cfg = b.maps.find((m) => m.map === MAP_NAMES.cfg)?.value;
+  const shape = loadShape(b, 1, [{ index: 0, ifindexes: opts.ifindexes ?? [1], ...(cfg ? { cfg } : {}) }], opts);
+  return { ...shape, iface: b.iface, addIfindex: (ifindex) => shape.maps.ifx.update(u32(ifindex), u32(0)) };
 }
 
 /** Write map contents in order (the config before the selector that makes it live). */
@@ -83,9 +117,9 @@ function u32(n: number): Buffer {
 const readU32 = (b: Buffer): number => (LE ? b.readUInt32LE(0) : b.readUInt32BE(0));
 const readU64 = (b: Buffer): bigint => (LE ? b.readBigUInt64LE(0) : b.readBigUInt64BE(0));
 
-/** The active nwf_cfg slot (0 or 1). */
-export function activeSlot(l: Pick<LoadedInterface, 'maps'>): number {
-  const v = l.maps.sel.lookup(u32(0));
+/** The active nwf_cfg slot (0 or 1) of the tap at `index`. */
+export function activeSlot(l: { maps: Pick<LoadedShape['maps'], 'slot'> }, index = 0): number {
+  const v = l.maps.slot.lookup(u32(index));
   return v ? readU32(v) & 1 : 0;
 }
 
@@ -93,7 +127,7 @@ export function activeSlot(l: Pick<LoadedInterface, 'maps'>): number {
  * Replace the interface's values in place: write the inactive slot, then
  * select it. `cfg` is the nwf_cfg value of a build of the same shape.
  */
-export function updateConfig(l: Pick<LoadedInterface, 'maps' | 'shapeId'>, build: Pick<BpfInterfaceBuild, 'shapeId' | 'maps'>): void {
+export function updateConfig(l: { shapeId: string; maps: Pick<LoadedShape['maps'], 'cfg' | 'slot'> }, build: Pick<BpfInterfaceBuild, 'shapeId' | 'maps'>, index = 0): void {
   if (build.shapeId !== l.shapeId) {
     throw new NwfError(CODES.STATE_INVALID, `values of shape ${build.shapeId} cannot go into an object of shape ${l.shapeId}`, {
       hint: 'load the new shape\'s object and replace the attached program instead',
@@ -101,18 +135,18 @@ export function updateConfig(l: Pick<LoadedInterface, 'maps' | 'shapeId'>, build
   }
   const cfg = build.maps.find((m) => m.map === MAP_NAMES.cfg);
   if (!cfg) throw new NwfError(CODES.STATE_INVALID, 'the build has no nwf_cfg value');
-  const next = activeSlot(l) ^ 1;
-  l.maps.cfg.update(u32(next), cfg.value);
-  l.maps.sel.update(u32(0), u32(next));
+  const next = activeSlot(l, index) ^ 1;
+  l.maps.cfg.update(u32(2 * index + next), cfg.value);
+  l.maps.slot.update(u32(index), u32(next));
 }
 
 /** Counters by direction and stat, summed over CPUs. */
-export function readStats(l: Pick<LoadedInterface, 'maps'>): Record<Direction, DirectionStats> {
+export function readStats(l: { maps: Pick<LoadedShape['maps'], 'stats'> }, index = 0): Record<Direction, DirectionStats> {
   const out = {} as Record<Direction, DirectionStats>;
   DIRECTIONS.forEach((d, di) => {
     const s = {} as DirectionStats;
     STAT_NAMES.forEach((name, si) => {
-      const slots = l.maps.stats.lookupPerCpu(u32(di * STAT_NAMES.length + si)) ?? [];
+      const slots = l.maps.stats.lookupPerCpu(u32((index * 2 + di) * STAT_NAMES.length + si)) ?? [];
       s[name] = slots.reduce((acc, b) => acc + readU64(b), 0n);
     });
     out[d] = s;

@@ -173,6 +173,7 @@ function bind(libbpf: LibraryHandle, libc: LibraryHandle) {
     bpf_map__type: f(libbpf, 'int bpf_map__type(const bpf_map *map)') as (m: bigint) => number,
     bpf_map__key_size: f(libbpf, 'uint32_t bpf_map__key_size(const bpf_map *map)') as (m: bigint) => number,
     bpf_map__value_size: f(libbpf, 'uint32_t bpf_map__value_size(const bpf_map *map)') as (m: bigint) => number,
+    bpf_map__set_max_entries: f(libbpf, 'int bpf_map__set_max_entries(bpf_map *map, uint32_t max_entries)') as (m: bigint, n: number) => number,
     bpf_map__max_entries: f(libbpf, 'uint32_t bpf_map__max_entries(const bpf_map *map)') as (m: bigint) => number,
     bpf_map__map_flags: f(libbpf, 'uint32_t bpf_map__map_flags(const bpf_map *map)') as (m: bigint) => number,
     bpf_map__is_internal: f(libbpf, 'bool bpf_map__is_internal(const bpf_map *map)') as (m: bigint) => boolean,

@@ -111,6 +111,13 @@ export class BpfMap implements BpfMapInfo {
     );
   }
 
+  /** Before the object is loaded: the number of entries the kernel map gets (bpf_map__set_max_entries). */
+  setMaxEntries(n: number): void {
+    if (this.#ptr === null) throw new BpfError('bpf_map__set_max_entries', this.label, EBADF, [], { hint: 'only maps of an object that is not loaded yet' });
+    const ptr = this.#ptr;
+    checkInt('bpf_map__set_max_entries', `${this.label} -> ${n}`, () => libbpf().bpf_map__set_max_entries(ptr, n));
+  }
+
   /** @internal the libbpf `struct bpf_map *`, for object maps. */
   get ptr(): bigint | null {
     return this.#ptr;
