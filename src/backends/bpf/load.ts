@@ -1,13 +1,14 @@
-// Loading one interface's tc programs: open the shape's object, load it (the
-// verifier runs here; a rejection throws the binding's BpfError with the
-// verifier log), write the interface's values into nwf_cfg and select them,
-// and hand back the two programs. Attaching them is the caller's business:
-// `tcAttach(programs.out, { direction: hooks.out, ... })` for a new tap, and
-// `tcReplace` (clsact) or a tcx link update to swap a newer load in place.
+// Loading a policy shape's tc programs: open the shape's object, size its
+// maps for the taps that share it, load it (the verifier runs here; a
+// rejection throws the binding's BpfError with the verifier log), give each
+// tap its index (nwf_ifx: ifindex -> index), write each tap's values into
+// nwf_cfg and select them, and hand back the two programs. Attaching them is
+// the caller's business: `tcAttach(programs.out, { direction: hooks.out, ... })`
+// for a new tap, and `tcReplace` (clsact) to swap a newer load in place.
 //
 // Values can later be changed without reloading: updateConfig writes the
-// inactive nwf_cfg slot, then flips nwf_sel, so a frame sees either the old
-// or the new values, never a mix of both.
+// tap's inactive nwf_cfg slot, then flips its nwf_slot entry, so a frame sees
+// either the old or the new values, never a mix of both.
 import { endianness } from 'node:os';
 import type { Direction } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
