@@ -160,17 +160,20 @@ export function bpfStats(stored: StoredBpf, pinDir = DEFAULT_PIN_DIR): Map<strin
  * Changes the values of already attached programs in place (same interfaces,
  * same shapes): writes the inactive config slot of each changed interface
  * through its shape's pinned maps, then selects it. Returns false (and
- * changes nothing) when that is not possible: different interfaces or shapes,
- * or missing pins.
+ * changes nothing) when that is not possible: different interfaces, shapes
+ * or indexes within a shape, or missing pins.
  */
 export function updateBpfInPlace(prev: StoredBpf, next: StoredBpf, pinDir = DEFAULT_PIN_DIR): boolean {
   if (prev.interfaces.length !== next.interfaces.length) return false;
   const byIface = new Map(prev.interfaces.map((i) => [i.iface, i]));
   const idx = shapeIndex(next);
+  const prevIdx = shapeIndex(prev);
   const changes: { shapeId: string; index: number; value: Buffer }[] = [];
   for (const n of next.interfaces) {
     const o = byIface.get(n.iface);
     if (!o || o.shapeId !== n.shapeId) return false;
+    // the loaded object's nwf_ifx holds the previous generation's indexes
+    if (prevIdx.get(n.iface)?.index !== idx.get(n.iface)?.index) return false;
     const cfg = n.maps.find((m) => m.map === 'nwf_cfg');
     const oldCfg = o.maps.find((m) => m.map === 'nwf_cfg');
     if (!cfg || !oldCfg) return false;
