@@ -38,6 +38,12 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# What the tests and the CLI run: fail here, by name, rather than in a test.
+for c in nft ip tc bridge clang-19 bpftool ebtables trafgen tcpdump conntrack iptables libvirtd virsh; do
+  command -v "$c" >/dev/null || { echo "install-deps: '$c' is missing after the install" >&2; exit 1; }
+done
+[[ -e /usr/include/bpf/bpf_helpers.h ]] || { echo "install-deps: libbpf headers are missing after the install" >&2; exit 1; }
+
 # libvirtd's QEMU driver refuses to start without its user and groups (no QEMU is installed or run).
 if [[ $(id -u) -eq 0 ]]; then
   getent group kvm >/dev/null || groupadd -r kvm
