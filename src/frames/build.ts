@@ -13,6 +13,7 @@
 // so that deliberately malformed packets can be produced.
 
 import { CODES, NwfError } from '../util/errors.js';
+import { ARP_OPCODES, type ArpOpName } from '../ir/values.js';
 import {
   concat,
   internetChecksum,
@@ -67,19 +68,9 @@ export const TcpFlag = {
 } as const;
 export type TcpFlagName = keyof typeof TcpFlag;
 
-/** ARP/RARP opcodes, named as in nwfilter's `opcode` attribute. */
-export const ArpOp = {
-  Request: 1,
-  Reply: 2,
-  Request_Reverse: 3,
-  Reply_Reverse: 4,
-  DRARP_Request: 5,
-  DRARP_Reply: 6,
-  DRARP_Error: 7,
-  InARP_Request: 8,
-  ARP_NAK: 9,
-} as const;
-export type ArpOpName = keyof typeof ArpOp;
+/** ARP/RARP opcodes by nwfilter name (the IR's table). */
+export const ArpOp = ARP_OPCODES;
+export type { ArpOpName };
 
 export const BROADCAST_MAC = 'ff:ff:ff:ff:ff:ff';
 /** Destination of STP BPDUs (the bridge group address). */

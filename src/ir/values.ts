@@ -168,7 +168,8 @@ export const ETHERTYPE_NAMES: Readonly<Record<string, number>> = {
   vlan: 0x8100,
 };
 
-export const ARP_OPCODE_NAMES: Readonly<Record<string, number>> = {
+/** ARP/RARP opcodes, named as in nwfilter's `opcode` attribute. */
+export const ARP_OPCODES = {
   Request: 1,
   Reply: 2,
   Request_Reverse: 3,
@@ -178,7 +179,9 @@ export const ARP_OPCODE_NAMES: Readonly<Record<string, number>> = {
   DRARP_Error: 7,
   InARP_Request: 8,
   ARP_NAK: 9,
-};
+} as const;
+export type ArpOpName = keyof typeof ARP_OPCODES;
+export const ARP_OPCODE_NAMES: Readonly<Record<string, number>> = ARP_OPCODES;
 
 export const IP_PROTOCOL_NAMES: Readonly<Record<string, number>> = {
   tcp: 6,

@@ -64,6 +64,21 @@ const MAC_PROPS: Attrs = {
   comment: 'comment',
 };
 
+/** arp and rarp take the same attributes. */
+const ARP_PROPS: Attrs = {
+  ...MAC_PROPS,
+  hwtype: 'uint16',
+  protocoltype: 'uint16',
+  opcode: 'arpopcode',
+  arpsrcmacaddr: 'mac',
+  arpdstmacaddr: 'mac',
+  arpsrcipaddr: 'ipv4',
+  arpsrcipmask: 'ipv4mask',
+  arpdstipaddr: 'ipv4',
+  arpdstipmask: 'ipv4mask',
+  gratuitous: 'boolean',
+};
+
 const PORT_PROPS: Attrs = {
   srcportstart: 'uint16',
   srcportend: 'uint16',
@@ -124,32 +139,8 @@ export const ELEMENT_ATTRIBUTES: Readonly<Record<ProtocolElement, Attrs>> = {
     'forward-delay-hi': 'uint16',
     comment: 'comment',
   },
-  arp: {
-    ...MAC_PROPS,
-    hwtype: 'uint16',
-    protocoltype: 'uint16',
-    opcode: 'arpopcode',
-    arpsrcmacaddr: 'mac',
-    arpdstmacaddr: 'mac',
-    arpsrcipaddr: 'ipv4',
-    arpsrcipmask: 'ipv4mask',
-    arpdstipaddr: 'ipv4',
-    arpdstipmask: 'ipv4mask',
-    gratuitous: 'boolean',
-  },
-  rarp: {
-    ...MAC_PROPS,
-    hwtype: 'uint16',
-    protocoltype: 'uint16',
-    opcode: 'arpopcode',
-    arpsrcmacaddr: 'mac',
-    arpdstmacaddr: 'mac',
-    arpsrcipaddr: 'ipv4',
-    arpsrcipmask: 'ipv4mask',
-    arpdstipaddr: 'ipv4',
-    arpdstipmask: 'ipv4mask',
-    gratuitous: 'boolean',
-  },
+  arp: ARP_PROPS,
+  rarp: ARP_PROPS,
   ip: {
     ...MAC_PROPS,
     srcipaddr: 'ipv4',
