@@ -77,11 +77,6 @@ export function replicateRange(t: EbtablesTemplate, from: number, to: number): s
   return out.join('\n');
 }
 
-/** Rules per port (jumps included). */
-export function rulesPerPort(t: EbtablesTemplate): number {
-  return t.pre.length + t.post.length + t.rules.length;
-}
-
 export function saveTemplate(file: string, t: EbtablesTemplate): void {
   writeFileSync(file, `# source: ${t.source}\n${t.saved}`);
 }

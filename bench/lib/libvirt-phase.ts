@@ -16,7 +16,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Libvirtd, libvirtAvailable, DEFAULT_LOCK_FILE } from '../../src/host/libvirt.js';
-import { replicateRange, templateFromSave, type EbtablesTemplate } from './ebtables.js';
+import { replicateRange, saveTemplate, templateFromSave, type EbtablesTemplate } from './ebtables.js';
 import { createBenchHost, flood, startFlood, trafgenConfig, writeTrafgenConfigs } from './host.js';
 import { ALT_IP, bindingXml, portIp } from './policy.js';
 import { cmd, forkCount, inNs, log, onCleanup, sleep, stat, type Stat } from './util.js';
@@ -187,7 +187,7 @@ export async function libvirtPhase(opts: LibvirtPhaseOptions): Promise<{ result:
     }
     const saved = await lv.ebtablesSave();
     const template = templateFromSave(saved, `libvirt ${version ?? ''} nwfilter-binding-create clean-traffic (captured by this run)`.replace(/\s+/g, ' '));
-    writeFileSync(opts.templateFile, `# source: ${template.source}\n${saved}`);
+    saveTemplate(opts.templateFile, template);
 
     // Fill up with libvirt's own rules for more ports, time real bindings on top.
     const samples: LibvirtBinding[] = [];

@@ -33,9 +33,6 @@ export interface UpdateRow {
   note?: string;
 }
 
-type Doc = { nftables: Record<string, Record<string, unknown>>[] };
-
-
 export interface UpdateOptions {
   n: number;
   /** Timed changes per method (eBPF gets `ebpfChanges`). */

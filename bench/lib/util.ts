@@ -106,16 +106,6 @@ export function nsName(suffix: string): string {
   return `${RUN_ID}-${suffix}`;
 }
 
-/** Creates a namespace of this run and registers its removal. */
-export async function makeNs(suffix: string): Promise<{ ns: string; remove: () => Promise<void> }> {
-  const ns = nsName(suffix);
-  await cmd(['ip', 'netns', 'add', ns]);
-  const remove = onCleanup(`netns ${ns}`, async () => {
-    await cmd(['ip', 'netns', 'del', ns], { check: false });
-  });
-  return { ns, remove };
-}
-
 /** Removes namespaces left by earlier benchmark runs whose process is gone. */
 export async function removeStale(): Promise<string[]> {
   return destroyStale(PREFIX);

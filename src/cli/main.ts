@@ -36,11 +36,6 @@ export function usage(): string {
   ].join('\n');
 }
 
-/** Registers a command (used by modules that add subcommands). */
-export function registerCommand(name: string, c: Command): void {
-  COMMANDS[name] = c;
-}
-
 /**
  * Runs the CLI. Exit codes: 0 success, 1 an operation failed at run time
  * (kernel, commands), 2 bad input or usage, 70 an internal error (a bug).

@@ -233,14 +233,6 @@ export async function netnsAdd(name: string, runner: CommandRunner = hostRunner(
   await runner.run(['ip', 'netns', 'add', name]);
 }
 
-/** Deletes namespace `name`; returns false when it did not exist. */
-export async function netnsDel(name: string, runner: CommandRunner = hostRunner()): Promise<boolean> {
-  nsPath(name);
-  if (!(await netnsExists(name, runner))) return false;
-  await runner.run(['ip', 'netns', 'del', name]);
-  return true;
-}
-
 /** Names of all named network namespaces (`ip netns list`). */
 export async function netnsList(runner: CommandRunner = hostRunner()): Promise<string[]> {
   const r = await runner.run(['ip', 'netns', 'list']);

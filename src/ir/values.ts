@@ -17,12 +17,6 @@ export function macToBytes(mac: string): Uint8Array {
   return Uint8Array.from(mac.split(':').map((b) => parseInt(b, 16)));
 }
 
-export function bytesToMac(b: Uint8Array, off = 0): string {
-  const parts: string[] = [];
-  for (let i = 0; i < 6; i++) parts.push((b[off + i] ?? 0).toString(16).padStart(2, '0'));
-  return parts.join(':');
-}
-
 /** IPv4 dotted quad to an unsigned 32-bit number. */
 export function parseIPv4(s: string): number | undefined {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
@@ -54,10 +48,6 @@ export function parseIPv4Mask(s: string): number | undefined {
   while (bits < 32 && ((v >>> (31 - bits)) & 1) === 1) bits++;
   const rebuilt = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
   return rebuilt === v ? bits : undefined;
-}
-
-export function ipv4PrefixMask(prefix: number): number {
-  return prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
 }
 
 /**

@@ -25,7 +25,7 @@ import type { FilterDef } from '../../src/xml/ast.js';
 import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
 import type { NwfError } from '../../src/util/errors.js';
 import { createDemoHost, PEER_MAC, VM_MAC } from './support/differential.js';
-import { arpFacts, describeOutcome, layoutFromEbtables, layoutFromPolicy, flushConntrack, inIpv4Net, innerType, ipv4Facts, ipv6Facts, sendThroughBoth, type Outcome } from './support/libvirt-conformance.js';
+import { arpFacts, describeOutcome, layoutFromEbtables, layoutFromPolicy, flushConntrack, inIpv4Net, innerType, sendThroughBoth, type Outcome } from './support/libvirt-conformance.js';
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/conformance/', import.meta.url));
 const BUNDLED = fileURLToPath(new URL('../../filters/standard/', import.meta.url));
@@ -115,19 +115,6 @@ interface Exception {
 
 const C_ARP = 'custom: arp (';
 const C_VLAN = 'custom: vlan';
-const C_ORDER = 'custom: priorities';
-const C_VARS = 'custom: variables';
-const C_L3 = 'custom: L3 IPv4';
-const C_L3V6 = 'custom: L3 IPv6';
-const C_STATE = 'custom: L3 state';
-void C_ORDER;
-const L3_CASES = [C_L3, C_L3V6, C_STATE];
-
-const isNonFirstFragment = (o: Outcome): boolean => (ipv4Facts(o.frame.frame)?.fragOffset ?? 0) !== 0;
-const isFragment = (o: Outcome): boolean => {
-  const v = ipv4Facts(o.frame.frame);
-  return v !== undefined && (v.fragOffset !== 0 || v.moreFragments);
-};
 
 const EXCEPTIONS: Exception[] = [
   {

@@ -14,7 +14,7 @@ import type { Direction } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
 import { CODES, NwfError } from '../../util/errors.js';
 import { BpfObject, type BpfMap, type BpfObjectOpenOptions, type BpfProgram } from '../../host/bpf/libbpf.js';
-import { MAP_NAMES, type BpfInterfaceBuild, type BpfMapWrite } from './compile.js';
+import { MAP_NAMES, type BpfInterfaceBuild } from './compile.js';
 import { STAT_NAMES, type StatName } from './emit.js';
 
 export { STAT_NAMES, type StatName };
@@ -100,11 +100,6 @@ export function loadInterface(b: LoadableInterface, opts: LoadOptions & { ifinde
   return { ...shape, iface: b.iface, addIfindex: (ifindex) => shape.maps.ifx.update(u32(ifindex), u32(0)) };
 }
 
-/** Write map contents in order (the config before the selector that makes it live). */
-export function writeMaps(object: BpfObject, writes: readonly BpfMapWrite[]): void {
-  for (const w of writes) object.map(w.map).update(w.key, w.value);
-}
-
 const LE = endianness() === 'LE';
 
 /** A __u32 key or value in host byte order. */
@@ -155,7 +150,3 @@ export function readStats(l: { maps: Pick<LoadedShape['maps'], 'stats'> }, index
   return out;
 }
 
-/** The drop reason (or 'accepted' / 'internal') whose counter differs between two readings. */
-export function statDelta(before: DirectionStats, after: DirectionStats): StatName[] {
-  return STAT_NAMES.filter((n) => after[n] !== before[n]);
-}

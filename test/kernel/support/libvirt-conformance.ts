@@ -139,32 +139,6 @@ export function innerType(f: Uint8Array): { type: number; nh: number; tagged: bo
   return { type: -1, nh: off + 2, tagged, ...(vlanId !== undefined ? { vlanId } : {}) };
 }
 
-/** IPv4 facts of an untagged frame (undefined if not IPv4). */
-export function ipv4Facts(f: Uint8Array): { proto: number; fragOffset: number; moreFragments: boolean; ihl: number; totalLength: number; l4Length: number; src: string; dst: string } | undefined {
-  if (f.length < 34 || f[12] !== 0x08 || f[13] !== 0x00) return undefined;
-  const ihl = ((f[14] ?? 0) & 0x0f) * 4;
-  const totalLength = ((f[16] ?? 0) << 8) | (f[17] ?? 0);
-  const fo = ((f[20] ?? 0) << 8) | (f[21] ?? 0);
-  const ip = (o: number): string => `${f[o]}.${f[o + 1]}.${f[o + 2]}.${f[o + 3]}`;
-  return { proto: f[23] ?? 0, fragOffset: fo & 0x1fff, moreFragments: (fo & 0x2000) !== 0, ihl, totalLength, l4Length: totalLength - ihl, src: ip(26), dst: ip(30) };
-}
-
-/** IPv6 facts of an untagged frame: next header after a hop-by-hop header, and the L4 length. */
-export function ipv6Facts(f: Uint8Array): { proto: number; l4Length: number; icmpType?: number } | undefined {
-  if (f.length < 54 || f[12] !== 0x86 || f[13] !== 0xdd) return undefined;
-  let nh = f[20] ?? 0;
-  let off = 54;
-  const plen = ((f[18] ?? 0) << 8) | (f[19] ?? 0);
-  let used = 0;
-  for (let i = 0; i < 8 && (nh === 0 || nh === 43 || nh === 60) && off + 2 <= f.length; i++) {
-    const len = ((f[off + 1] ?? 0) + 1) * 8;
-    nh = f[off] ?? 0;
-    off += len;
-    used += len;
-  }
-  return { proto: nh, l4Length: plen - used, ...(nh === 58 && off < f.length ? { icmpType: f[off] as number } : {}) };
-}
-
 /** ARP facts (untagged). */
 export function arpFacts(f: Uint8Array): { op: number; spa: string; tpa: string } | undefined {
   if (f.length < 42 || f[12] !== 0x08 || f[13] !== 0x06) return undefined;
