@@ -176,7 +176,7 @@ describe.skipIf(!isRoot)('testbed (kernel; skipped unless run as root: it create
     const rx = PacketSocket.open(peer.ns, 'eth0');
     const tx = PacketSocket.open(vm1.ns, 'eth0', { receive: false });
     try {
-      expect(rx.drain()).toBeGreaterThanOrEqual(0);
+      rx.drain(); // whatever arrived before the test frames
       for (const t of tags(5)) tx.send(etherFrame(peer.mac, vm1.mac, 0x88b5, t));
       // the peer may also see IPv6 noise (MLD reports): count only the test frames
       const ours = (fs: Uint8Array[]) => fs.filter((f) => f[12] === 0x88 && f[13] === 0xb5);
