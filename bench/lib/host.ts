@@ -12,7 +12,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compileBpf, type BpfCompileResult } from '../../src/backends/bpf/compile.js';
-import { loadShape, type LoadedShape } from '../../src/backends/bpf/load.js';
+import { loadShapes, type PreparedBpf } from '../../src/host/bpf-apply.js';
+import { DIRECTIONS } from '../../src/ir/types.js';
 import { MAP_NAMES } from '../../src/backends/bpf/compile.js';
 import { BpfObject, ifIndex, tcAttach, tcHookCreate, tcHookDestroy, withNetns } from '../../src/host/bpf/libbpf.js';
 import { runLibnftables } from '../../src/host/nft.js';
@@ -274,17 +275,8 @@ export function loadNft(host: BenchHost, json: string): { unload: Unload; ms: nu
   };
 }
 
-export interface EbpfTap {
-  iface: string;
-  ifindex: number;
-  shape: LoadedShape;
-  /** The tap's index in its shape's maps. */
-  index: number;
-}
-
 export interface EbpfLoad {
-  shapes: LoadedShape[];
-  taps: EbpfTap[];
+  prepared: PreparedBpf;
   unload: Unload;
   compileMs: number;
   loadMs: number;
@@ -295,50 +287,39 @@ export interface EbpfLoad {
 /**
  * nwf-fast eBPF as `load` does it: compile (object cache warm after the first
  * shape build), load one object per policy shape with every tap of the shape
- * as a member, attach ingress+egress on each tap.
+ * as a member (loadShapes), attach ingress+egress on each tap.
  */
 export async function loadEbpf(hostNs: string, ir: PolicyIR, dirs: { outDir: string; cacheDir: string }): Promise<EbpfLoad> {
   const t0 = performance.now();
   const build = await compileBpf(ir, dirs);
   const t1 = performance.now();
-  const shapes: LoadedShape[] = [];
-  const taps: EbpfTap[] = [];
+  let prepared: PreparedBpf | undefined;
+  const attached: number[] = [];
   const unload: Unload = async () => {
-    withNetns(hostNs, () => {
-      for (const t of taps) tcHookDestroy(t.ifindex);
-    });
-    for (const s of shapes) s.close();
-    shapes.length = 0;
-    taps.length = 0;
+    withNetns(hostNs, () => attached.splice(0).forEach((ix) => tcHookDestroy(ix)));
+    prepared?.close();
+    prepared = undefined;
   };
   const undo = onCleanup('ebpf programs', unload);
   try {
-    const ifindexes = withNetns(hostNs, () => new Map(build.interfaces.map((b) => [b.iface, ifIndex(b.iface)] as const)));
-    const byShape = new Map<string, typeof build.interfaces>();
-    for (const b of build.interfaces) byShape.set(b.shapeId, [...(byShape.get(b.shapeId) ?? []), b]);
-    const pending: Omit<EbpfTap, 'shape'>[] = [];
-    for (const members of byShape.values()) {
-      const first = members[0] as (typeof members)[number];
-      const ms = members.map((b, index) => {
-        const cfg = b.maps.find((m) => m.map === MAP_NAMES.cfg)?.value;
-        const ifindex = ifindexes.get(b.iface) as number;
-        pending.push({ iface: b.iface, ifindex, index });
-        return { index, ifindexes: [ifindex], ...(cfg ? { cfg } : {}) };
-      });
-      const shape = loadShape(first, members.length, ms);
-      shapes.push(shape);
-      for (const p of pending.splice(0)) taps.push({ ...p, shape });
-    }
+    const taps = build.interfaces.map((b) => {
+      const cfg = b.maps.find((m) => m.map === MAP_NAMES.cfg)?.value;
+      return { ...b, ...(cfg ? { cfg } : {}) };
+    });
+    const p = withNetns(hostNs, () => loadShapes(taps, ifIndex));
+    prepared = p;
     const t2 = performance.now();
     withNetns(hostNs, () => {
-      for (const t of taps) {
-        tcHookCreate(t.ifindex);
-        tcAttach(t.shape.programs.out, { ifindex: t.ifindex, direction: t.shape.hooks.out, handle: 1, priority: 1 });
-        tcAttach(t.shape.programs.in, { ifindex: t.ifindex, direction: t.shape.hooks.in, handle: 1, priority: 1 });
+      for (const { shape, members } of p.shapes) {
+        for (const m of members) {
+          tcHookCreate(m.ifindex);
+          attached.push(m.ifindex);
+          for (const d of DIRECTIONS) tcAttach(shape.programs[d], { ifindex: m.ifindex, direction: shape.hooks[d], handle: 1, priority: 1 });
+        }
       }
     });
     const t3 = performance.now();
-    return { shapes, taps, unload: undo, compileMs: t1 - t0, loadMs: t2 - t1, attachMs: t3 - t2, build };
+    return { prepared: p, unload: undo, compileMs: t1 - t0, loadMs: t2 - t1, attachMs: t3 - t2, build };
   } catch (e) {
     await undo();
     throw e;

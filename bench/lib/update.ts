@@ -130,9 +130,10 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
     const ir = resolveAll(parseBindings(textsA));
     const l = await loadEbpf(host.hostNs, ir, { outDir: join(o.workDir, 'bpf-update'), cacheDir: join(o.workDir, 'bpf-cache') });
     try {
-      const tap = l.taps.find((x) => x.iface === 'vnet0');
-      if (!tap) throw new Error('vnet0 was not loaded');
-      const vm0 = tap.shape;
+      const owner = l.prepared.shapes.find((p) => p.members.some((m) => m.iface === 'vnet0'));
+      const tap = owner?.members.find((m) => m.iface === 'vnet0');
+      if (!owner || !tap) throw new Error('vnet0 was not loaded');
+      const vm0 = owner.shape;
       const comp: number[] = [];
       const live: number[] = [];
       const cfgs = [vm0Config(ALT_IP), vm0Config(portIp(0))];

@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadShape, readStats, updateConfig, type DirectionStats, type LoadedShape, type ShapeMember } from '../backends/bpf/load.js';
 import type { StoredBpf } from '../backends/bpf/generation.js';
+import type { BpfInterfaceBuild } from '../backends/bpf/compile.js';
 import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, tcDetach, tcHookCreate, tcReplace, type BpfMap } from './bpf/libbpf.js';
 import type { Direction } from '../ir/types.js';
 import { DIRECTIONS } from '../ir/types.js';
@@ -25,8 +26,8 @@ export { DEFAULT_PIN_DIR };
 
 export interface PreparedShape {
   shape: LoadedShape;
-  /** Taps attached with this shape's programs. */
-  members: { iface: string; ifindex: number }[];
+  /** Taps attached with this shape's programs, with their index in its maps. */
+  members: { iface: string; ifindex: number; index: number }[];
 }
 
 export interface PreparedBpf {
@@ -56,40 +57,47 @@ function tapIndex(iface: string): number | undefined {
   }
 }
 
+/** A tap to protect: its shape's object and programs, and its nwf_cfg value. */
+export type ShapeTap = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'objectPath' | 'programs' | 'hooks'> & { cfg?: Uint8Array };
+
 /**
- * Opens, verifies and configures one object per policy shape (call it in the
- * taps' network namespace: it looks their ifindexes up); attaches nothing.
+ * Opens, verifies and configures one object per policy shape, with each tap
+ * at its position among its shape's taps (shapeIndex); taps `ifindexOf`
+ * does not find are reported missing. Attaches nothing.
  */
-export function prepareBpf(genDir: string, stored: StoredBpf): PreparedBpf {
-  const idx = shapeIndex(stored);
+export function loadShapes(taps: readonly ShapeTap[], ifindexOf: (iface: string) => number | undefined): PreparedBpf {
+  const byShape = new Map<string, ShapeTap[]>();
+  for (const t of taps) byShape.set(t.shapeId, [...(byShape.get(t.shapeId) ?? []), t]);
   const shapes: PreparedShape[] = [];
   const missing: string[] = [];
   try {
-    for (const sh of stored.shapes) {
-      const ifaces = stored.interfaces.filter((i) => i.shapeId === sh.shapeId);
-      const first = ifaces[0];
-      if (!first) continue;
+    for (const ifaces of byShape.values()) {
       const members: ShapeMember[] = [];
       const attached: PreparedShape['members'] = [];
-      for (const i of ifaces) {
-        const ifindex = tapIndex(i.iface);
-        if (ifindex === undefined) {
-          missing.push(i.iface);
-          continue;
-        }
-        const cfg = i.maps.find((m) => m.map === 'nwf_cfg');
-        members.push({ index: (idx.get(i.iface) as { index: number }).index, ifindexes: [ifindex], ...(cfg ? { cfg: Buffer.from(cfg.value, 'hex') } : {}) });
-        attached.push({ iface: i.iface, ifindex });
-      }
+      ifaces.forEach((t, index) => {
+        const ifindex = ifindexOf(t.iface);
+        if (ifindex === undefined) return void missing.push(t.iface);
+        members.push({ index, ifindexes: [ifindex], ...(t.cfg ? { cfg: t.cfg } : {}) });
+        attached.push({ iface: t.iface, ifindex, index });
+      });
       if (!members.length) continue;
-      const shape = loadShape({ shapeId: sh.shapeId, objectPath: join(genDir, sh.object), programs: first.programs, hooks: first.hooks }, ifaces.length, members);
-      shapes.push({ shape, members: attached });
+      shapes.push({ shape: loadShape(ifaces[0] as ShapeTap, ifaces.length, members), members: attached });
     }
   } catch (e) {
     for (const p of shapes) p.shape.close();
     throw e;
   }
   return { shapes, missing, close: () => shapes.forEach((p) => p.shape.close()) };
+}
+
+/** loadShapes for a stored generation (call it in the taps' network namespace). */
+export function prepareBpf(genDir: string, stored: StoredBpf): PreparedBpf {
+  const objects = new Map(stored.shapes.map((sh) => [sh.shapeId, join(genDir, sh.object)]));
+  const taps = stored.interfaces.map((i): ShapeTap => {
+    const cfg = i.maps.find((m) => m.map === 'nwf_cfg');
+    return { ...i, objectPath: objects.get(i.shapeId) ?? join(genDir, i.object), ...(cfg ? { cfg: Buffer.from(cfg.value, 'hex') } : {}) };
+  });
+  return loadShapes(taps, tapIndex);
 }
 
 export interface AttachResult {
