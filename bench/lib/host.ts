@@ -17,7 +17,7 @@ import { DIRECTIONS } from '../../src/ir/types.js';
 import { MAP_NAMES } from '../../src/backends/bpf/compile.js';
 import { BpfObject, ifIndex, tcAttach, tcHookCreate, tcHookDestroy, withNetns } from '../../src/host/bpf/libbpf.js';
 import { runLibnftables } from '../../src/host/nft.js';
-import { createTestbed, type Testbed } from '../../src/host/testbed.js';
+import { createTestbed, type Testbed } from '../../src/lab/testbed.js';
 import type { PolicyIR } from '../../src/ir/types.js';
 import { replicate, type EbtablesTemplate } from './ebtables.js';
 import { PEER_IP, PEER_MAC, portIp, portMac, portName, SPOOF_IP } from './policy.js';

@@ -1,4 +1,4 @@
-// Real libvirt as the baseline: a private libvirtd (src/host/libvirt.ts) in
+// Real libvirt as the baseline: a private libvirtd (src/lab/libvirt.ts) in
 // the benchmark host's namespace protects vnet0..vnet{K-1} with clean-traffic
 // through the filter binding API (virsh nwfilter-binding-create), one binding
 // at a time, as libvirt does when VMs start. libvirt's rules are captured
@@ -15,7 +15,7 @@
 // again under a spoofed flood that counts the frames that got through.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Libvirtd, libvirtAvailable, DEFAULT_LOCK_FILE } from '../../src/host/libvirt.js';
+import { Libvirtd, libvirtAvailable, DEFAULT_LOCK_FILE } from '../../src/lab/libvirt.js';
 import { replicateRange, saveTemplate, templateFromSave, type EbtablesTemplate } from './ebtables.js';
 import { createBenchHost, flood, startFlood, trafgenConfig, writeTrafgenConfigs } from './host.js';
 import { ALT_IP, bindingXml, portIp } from './policy.js';

@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
-import { destroyStale } from '../../src/host/testbed.js';
+import { destroyStale } from '../../src/lab/testbed.js';
 
 /** Prefix of every namespace the benchmark creates (`nwfbench-<pid>-<rand>-<name>`, like the testbed's). */
 export const PREFIX = 'nwfbench';

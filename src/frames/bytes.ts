@@ -1,4 +1,4 @@
-// Byte-level helpers for the frame builder: address parsers, hex conversion,
+// Byte-level helpers for frames: address parsers, hex conversion,
 // concatenation and the Internet (ones' complement) checksum.
 //
 // Everything here is pure and allocation-light; it is used by unit tests, the

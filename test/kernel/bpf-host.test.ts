@@ -12,10 +12,10 @@ import { loadGeneration, rollback, status, unload } from '../../src/host/apply.j
 import { TC_HANDLE, TC_PRIORITY } from '../../src/host/bpf-apply.js';
 import { tcQuery } from '../../src/host/bpf/libbpf.js';
 import { withNetns, ifIndex } from '../../src/host/netns.js';
-import type { Testbed } from '../../src/host/testbed.js';
+import type { Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
-import { generateCorpus } from '../../src/frames/corpus.js';
-import * as F from '../../src/frames/build.js';
+import { generateCorpus } from '../../src/lab/frames/corpus.js';
+import * as F from '../../src/lab/frames/build.js';
 import { bindingXml } from '../support/policy.js';
 import { createDemoHost, floodDuring, isRoot, PEER_MAC, ROOT_REASON, runDifferential, VM_MAC } from './support/differential.js';
 
@@ -133,7 +133,7 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     await loadGeneration(b, opts);
     // no-mac-spoofing lets IPv6 through, clean-traffic does not
     const v6 = F.ipv6UdpFrame({ srcMac: VM_MAC, dstMac: '33:33:00:00:00:01', srcIp: 'fe80::1', dstIp: 'ff02::1', sport: 1, dport: 2 });
-    const { deliver, canonicalFrame } = await import('../../src/host/packet-io.js');
+    const { deliver, canonicalFrame } = await import('../../src/lab/packet-io.js');
     const send = async () => (await deliver(tb.guest('vm').endpoint, tb.guest('peer').endpoint, [v6], { key: canonicalFrame, quietMs: 50 })).arrived[0];
     expect(await send()).toBe(true);
     await rollback(opts);

@@ -13,7 +13,7 @@
 // namespace this file creates: the short IPv4/IPv6 frames the test run
 // refuses, non-linear skbs (jumbo frames whose linear part is the Ethernet
 // header only) and VLAN tags held in skb metadata (vlan_present), as at tc
-// ingress. Frames from src/frames/corpus.ts are added when it exists.
+// ingress. The frames of the shared corpus (src/lab/frames/corpus.ts) are added.
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,10 +22,11 @@ import { execa } from 'execa';
 import { evaluate } from '../../src/ir/eval.js';
 import type { Direction, InterfacePolicy, IpTest, L2Match, MacTest, NumTest, PolicyIR, RangeTest } from '../../src/ir/types.js';
 import { DIRECTIONS } from '../../src/ir/types.js';
-import * as F from '../../src/frames/build.js';
+import * as F from '../../src/lab/frames/build.js';
+import { generateCorpus } from '../../src/lab/frames/corpus.js';
 import { BpfError, TC_ACT, ifIndex, tcDetach, tcHookCreate, tcReplace, withNetns, type BpfMap } from '../../src/host/bpf/libbpf.js';
 import { objInfo, PROG_INFO } from '../../src/host/bpf/fd.js';
-import { PacketSocket, settlePacketSockets } from '../../src/host/packet-io.js';
+import { PacketSocket, settlePacketSockets } from '../../src/lab/packet-io.js';
 import { ClangError, compileBpf, type BpfCompileOptions } from '../../src/backends/bpf/compile.js';
 import { loadInterface, STAT_NAMES, updateConfig, type LoadedInterface, type StatName } from '../../src/backends/bpf/load.js';
 import { CODES, NwfError } from '../../src/util/errors.js';
@@ -359,18 +360,9 @@ function truncations(list: readonly CorpusFrame[]): CorpusFrame[] {
   return out;
 }
 
-/** Frames from src/frames/corpus.ts, when another engineer's generator exists. */
-async function sharedCorpus(p: InterfacePolicy): Promise<(CorpusFrame & { dir?: Direction })[]> {
-  const path = join(REPO, 'src', 'frames', 'corpus.ts');
-  if (!existsSync(path)) return [];
-  try {
-    const mod = (await import(path)) as { generateCorpus?: (p: InterfacePolicy, o: object) => { name: string; direction: Direction; frame: Uint8Array }[] };
-    if (typeof mod.generateCorpus !== 'function') return [];
-    return mod.generateCorpus(p, {}).map((c) => ({ name: `corpus: ${c.name}`, frame: c.frame, dir: c.direction }));
-  } catch (e) {
-    console.warn(`src/frames/corpus.ts is present but unusable here: ${(e as Error).message}`);
-    return [];
-  }
+/** Frames of the shared differential corpus (src/lab/frames/corpus.ts). */
+function sharedCorpus(p: InterfacePolicy): (CorpusFrame & { dir?: Direction })[] {
+  return generateCorpus(p, {}).map((c) => ({ name: `corpus: ${c.name}`, frame: c.frame, dir: c.direction }));
 }
 
 // ---- running -------------------------------------------------------------------------
@@ -671,7 +663,7 @@ describe.skipIf(skipReason !== undefined)(`tc programs vs the reference evaluato
       try {
         const { frames, truncatable } = buildCorpus(p);
         const cut = truncations(truncatable);
-        const shared = await sharedCorpus(p);
+        const shared = sharedCorpus(p);
         const all = [...frames, ...cut, ...shared];
         const refusedBefore = refusedFrames.length;
         const { mismatches, counts } = checkFrames(p, l, all);

@@ -4,12 +4,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { applyBuild } from '../../src/host/apply.js';
-import type { Testbed } from '../../src/host/testbed.js';
-import { generateCorpus } from '../../src/frames/corpus.js';
+import type { Testbed } from '../../src/lab/testbed.js';
+import { generateCorpus } from '../../src/lab/frames/corpus.js';
 import { evaluate } from '../../src/ir/eval.js';
 import type { InterfacePolicy } from '../../src/ir/types.js';
-import * as F from '../../src/frames/build.js';
-import { canonicalFrame, deliver } from '../../src/host/packet-io.js';
+import * as F from '../../src/lab/frames/build.js';
+import { canonicalFrame, deliver } from '../../src/lab/packet-io.js';
 import { policyFor } from '../support/policy.js';
 import { createDemoHost, flushConntrack, isRoot, PEER_MAC, ROOT_REASON, runDifferential, VM_MAC } from './support/differential.js';
 

@@ -19,9 +19,9 @@ import {
   nftListTable,
   ruleCounters,
 } from '../../src/host/nft.js';
-import { deliver, settlePacketSockets } from '../../src/host/packet-io.js';
+import { deliver, settlePacketSockets } from '../../src/lab/packet-io.js';
 import { netnsList } from '../../src/host/netns.js';
-import { createTestbed, destroyStale, type Testbed } from '../../src/host/testbed.js';
+import { createTestbed, destroyStale, type Testbed } from '../../src/lab/testbed.js';
 import { CODES } from '../../src/util/errors.js';
 import { kitchenSink } from '../fixtures/nft/kitchen-sink.js';
 import { etherFrame, ipv4UdpFrame, tags, UDP_TAG_OFFSET } from './packet-frames.js';

@@ -9,7 +9,7 @@ import { compileNft, writeNftGeneration } from '../../src/backends/nft/generate.
 import { loadGeneration, normalizeListing } from '../../src/host/apply.js';
 import { sha256, writeGeneration } from '../../src/host/generation.js';
 import { nftListRuleset } from '../../src/host/nft.js';
-import type { Testbed } from '../../src/host/testbed.js';
+import type { Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { bindingXml } from '../support/policy.js';
 import { createDemoHost, floodDuring, isRoot, ROOT_REASON, VM_MAC } from './support/differential.js';

@@ -1,7 +1,7 @@
 // Minimal frame builders for the kernel tests of src/host (testbed, nft):
 // Ethernet frames carrying an 8-byte tag right after the header, and IPv4/UDP
 // frames with a correct header checksum (br_netfilter drops bad ones).
-import { frameTag } from '../../src/host/packet-io.js';
+import { frameTag } from '../../src/lab/packet-io.js';
 
 export function macBytes(mac: string): Uint8Array {
   return Uint8Array.from(mac.split(':').map((h) => parseInt(h, 16)));

@@ -4,8 +4,8 @@
 import { readFileSync, readlinkSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { currentNetns, ifIndexIn, netnsAdd, netnsExists, netnsList, withNetns } from '../../src/host/netns.js';
-import { deliver, deliverMany, PacketSocket, settlePacketSockets } from '../../src/host/packet-io.js';
-import { createTestbed, destroyStale, type Testbed } from '../../src/host/testbed.js';
+import { deliver, deliverMany, PacketSocket, settlePacketSockets } from '../../src/lab/packet-io.js';
+import { createTestbed, destroyStale, type Testbed } from '../../src/lab/testbed.js';
 import { etherFrame, tags } from './packet-frames.js';
 
 const isRoot = process.getuid?.() === 0;

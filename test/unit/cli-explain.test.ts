@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import { toHex } from '../../src/frames/bytes.js';
-import * as F from '../../src/frames/build.js';
+import * as F from '../../src/lab/frames/build.js';
 import { bindingXml, tempDir } from '../support/policy.js';
 
 async function run(argv: string[]) {

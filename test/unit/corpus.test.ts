@@ -1,8 +1,8 @@
-// The generated differential-test corpus (src/frames/corpus.ts): deterministic,
+// The generated differential-test corpus (src/lab/frames/corpus.ts): deterministic,
 // well-formed, covering both verdicts in both directions and every rule of
 // the policy, and keeping its own promises about which frames match a rule.
 import { afterAll, describe, expect, it } from 'vitest';
-import { generateCorpus, type CorpusFrame } from '../../src/frames/corpus.js';
+import { generateCorpus, type CorpusFrame } from '../../src/lab/frames/corpus.js';
 import { evaluate } from '../../src/ir/eval.js';
 import type { Direction, InterfacePolicy, L2Rule, L3Rule } from '../../src/ir/types.js';
 import { DIRECTIONS } from '../../src/ir/types.js';

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { evaluate } from '../../src/ir/eval.js';
 import type { Direction } from '../../src/ir/types.js';
-import * as F from '../../src/frames/build.js';
+import * as F from '../../src/lab/frames/build.js';
 import { policyFor } from '../support/policy.js';
 
 const VM = '52:54:00:00:00:01';

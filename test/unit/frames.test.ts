@@ -36,7 +36,7 @@ import {
   toHex,
   udp,
   udpFrame,
-} from '../../src/frames/build.js';
+} from '../../src/lab/frames/build.js';
 import { NwfError } from '../../src/util/errors.js';
 
 const M1 = '52:54:00:00:00:01';

@@ -5,7 +5,7 @@ import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { evaluate } from '../../src/ir/eval.js';
 import type { InterfacePolicy } from '../../src/ir/types.js';
 import { NwfError } from '../../src/util/errors.js';
-import * as F from '../../src/frames/build.js';
+import * as F from '../../src/lab/frames/build.js';
 import { policyFor } from '../support/policy.js';
 
 const lower = (...ps: InterfacePolicy[]) => lowerToNft({ version: 1, interfaces: ps, notes: [] });

@@ -4,10 +4,10 @@
 import { execa } from 'execa';
 import { evaluate } from '../../../src/ir/eval.js';
 import type { InterfacePolicy } from '../../../src/ir/types.js';
-import type { CorpusFrame } from '../../../src/frames/corpus.js';
-import { canonicalFrame, deliver, frameTag, PacketSocket } from '../../../src/host/packet-io.js';
-import * as F from '../../../src/frames/build.js';
-import { createTestbed, type Testbed } from '../../../src/host/testbed.js';
+import type { CorpusFrame } from '../../../src/lab/frames/corpus.js';
+import { canonicalFrame, deliver, frameTag, PacketSocket } from '../../../src/lab/packet-io.js';
+import * as F from '../../../src/lab/frames/build.js';
+import { createTestbed, type Testbed } from '../../../src/lab/testbed.js';
 
 export const VM_MAC = '52:54:00:00:00:01';
 export const PEER_MAC = '52:54:00:00:00:99';

@@ -5,9 +5,9 @@
 import { execa } from 'execa';
 import { evaluate, type EvalResult } from '../../../src/ir/eval.js';
 import type { InterfacePolicy, L2Rule, L3Rule } from '../../../src/ir/types.js';
-import type { CorpusFrame } from '../../../src/frames/corpus.js';
-import { canonicalFrame, deliver } from '../../../src/host/packet-io.js';
-import type { Testbed } from '../../../src/host/testbed.js';
+import type { CorpusFrame } from '../../../src/lab/frames/corpus.js';
+import { canonicalFrame, deliver } from '../../../src/lab/packet-io.js';
+import type { Testbed } from '../../../src/lab/testbed.js';
 
 export interface Hosts {
   libvirt: Testbed;

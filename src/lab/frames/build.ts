@@ -12,8 +12,8 @@
 // Several builders accept raw overrides (checksum, totalLength, ihl, length)
 // so that deliberately malformed packets can be produced.
 
-import { CODES, NwfError } from '../util/errors.js';
-import { ARP_OPCODES, type ArpOpName } from '../ir/values.js';
+import { CODES, NwfError } from '../../util/errors.js';
+import { ARP_OPCODES, type ArpOpName } from '../../ir/values.js';
 import {
   concat,
   internetChecksum,
@@ -25,9 +25,9 @@ import {
   type Ipv4Input,
   type Ipv6Input,
   type MacInput,
-} from './bytes.js';
+} from '../../frames/bytes.js';
 
-export * from './bytes.js';
+export * from '../../frames/bytes.js';
 
 // ---------------------------------------------------------------------------
 // Constants

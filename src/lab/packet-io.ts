@@ -10,7 +10,7 @@
 // which of them arrived at one or more other interfaces, matched by their full
 // bytes or by an 8-byte tag inside each frame.
 import { CODES, NwfError } from '../util/errors.js';
-import { ERRNO, libc, withNetns, ifIndex } from './netns.js';
+import { ERRNO, libc, withNetns, ifIndex } from '../host/netns.js';
 
 const AF_PACKET = 17;
 const SOCK_RAW = 3;

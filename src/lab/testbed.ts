@@ -15,8 +15,8 @@
 import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { CODES, NwfError } from '../util/errors.js';
-import type { CommandRunner, RunOptions, RunResult } from './runner.js';
-import { hostRunner, ifIndex, netnsList, withNetns } from './netns.js';
+import type { CommandRunner, RunOptions, RunResult } from '../host/runner.js';
+import { hostRunner, ifIndex, netnsList, withNetns } from '../host/netns.js';
 import type { Endpoint } from './packet-io.js';
 
 export interface TestbedGuestSpec {

@@ -4,10 +4,10 @@
 // own valid addresses, lets each rule test rewrite the fields it looks at
 // (corpus-rules.ts), and renders the result with the frame builders, so
 // every IPv4 header checksum and every transport checksum is right.
-import type { ConnInfo } from '../ir/eval.js';
-import type { Direction } from '../ir/types.js';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../ir/values.js';
-import { CODES, NwfError } from '../util/errors.js';
+import type { ConnInfo } from '../../ir/eval.js';
+import type { Direction } from '../../ir/types.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../../ir/values.js';
+import { CODES, NwfError } from '../../util/errors.js';
 import {
   arpFrame,
   bpdu,

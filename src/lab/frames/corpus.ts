@@ -28,9 +28,9 @@
 // 'bad-csum', 'fragment', 'ip-options', 'ipv6-ext';
 // and what the bytes are: 'ipv4', 'ipv6', 'arp', 'rarp', 'vlan', 'stp',
 // 'llc', 'other-ethertype', 'broadcast', 'multicast'.
-import type { ConnInfo } from '../ir/eval.js';
-import type { Direction, InterfacePolicy, JumpGuard, L2Match, L2Rule, L3Rule } from '../ir/types.js';
-import { DIRECTIONS } from '../ir/types.js';
+import type { ConnInfo } from '../../ir/eval.js';
+import type { Direction, InterfacePolicy, JumpGuard, L2Match, L2Rule, L3Rule } from '../../ir/types.js';
+import { DIRECTIONS } from '../../ir/types.js';
 import {
   BROADCAST_MAC,
   MIN_FRAME_LEN,

@@ -7,9 +7,9 @@
 // prefix or mask, a port one below / above the range, another opcode, ...).
 // `neg` swaps the two. A test with no satisfying edit (e.g. a negated /0
 // prefix) makes the rule unmatchable; its violations are still produced.
-import type { ConnInfo } from '../ir/eval.js';
-import type { IpRangeTest, IpTest, L2Match, L3Rule, MacTest, NumTest, RangeTest } from '../ir/types.js';
-import type { ConnStateName } from '../ir/values.js';
+import type { ConnInfo } from '../../ir/eval.js';
+import type { IpRangeTest, IpTest, L2Match, L3Rule, MacTest, NumTest, RangeTest } from '../../ir/types.js';
+import type { ConnStateName } from '../../ir/values.js';
 import { type FrameSpec, firstMaskBit, flipBit, hex4, inPrefix, ipToBytes, ipToText, lastMaskBit, macText, protoName, withMask, withPrefix } from './corpus-spec.js';
 import { mac } from './build.js';
 
