@@ -1,5 +1,4 @@
-// Parsing one attribute value according to its datatype.
-import type { DataType } from '../xml/schema.js';
+// The datatypes of nwfilter attributes, and parsing one value according to its datatype.
 import {
   ARP_OPCODE_NAMES,
   CONN_STATES,
@@ -14,6 +13,29 @@ import {
   parseTcpFlags,
   parseUint,
 } from './values.js';
+
+/** The datatype of an nwfilter attribute (src/xml/schema.ts says which attribute has which). */
+export type DataType =
+  | 'mac'
+  | 'macmask'
+  | 'ipv4'
+  | 'ipv4mask'
+  | 'ipv6'
+  | 'ipv6mask'
+  | 'uint8'
+  | 'uint16'
+  | 'uint32'
+  | 'ethertype' // protocolid / encap-protocol: number >= 0x600 or a name
+  | 'vlanid'
+  | 'arpopcode'
+  | 'ipproto' // protocol of ip/ipv6: a number 0-255 or a name
+  | 'dscp'
+  | 'boolean'
+  | 'states'
+  | 'tcpflags'
+  | 'ipsetname'
+  | 'ipsetflags'
+  | 'comment';
 
 export type TypedValue =
   | { type: 'mac' | 'macmask'; value: string }

@@ -2,8 +2,8 @@
 // filters to interfaces (domain XML, filterbinding XML). Values stay as
 // written (literals already validated); variables are resolved later.
 import type { SourceLocation } from '../util/errors.js';
-import type { TypedValue } from '../ir/typed-value.js';
-import type { DataType, ProtocolElement } from './schema.js';
+import type { DataType, TypedValue } from '../ir/typed-value.js';
+import type { ProtocolElement } from './schema.js';
 
 export type RuleAction = 'drop' | 'reject' | 'accept' | 'return' | 'continue';
 export type RuleDirection = 'in' | 'out' | 'inout';

@@ -1,9 +1,9 @@
 // Parsing <filter> documents (nwfilter XML) into FilterDef.
 import { CODES, NwfError } from '../util/errors.js';
-import { EXPECTED, parseTypedValue } from '../ir/typed-value.js';
+import { EXPECTED, parseTypedValue, type DataType } from '../ir/typed-value.js';
 import { parseInt32 } from '../ir/values.js';
 import type { AttrValue, FilterDef, FilterRefNode, ProtocolNode, RuleAction, RuleDirection, RuleNode, VarRef } from './ast.js';
-import { CHAIN_PREFIX_PRIORITY, CHAIN_RE, type DataType, ELEMENT_ATTRIBUTES, isProtocolElement, NON_VARIABLE_TYPES } from './schema.js';
+import { CHAIN_PREFIX_PRIORITY, CHAIN_RE, ELEMENT_ATTRIBUTES, isProtocolElement, NON_VARIABLE_TYPES } from './schema.js';
 import { parseXmlDocument, type XmlElement } from './xml.js';
 
 const ACTIONS: readonly RuleAction[] = ['drop', 'reject', 'accept', 'return', 'continue'];

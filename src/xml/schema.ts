@@ -1,28 +1,7 @@
 // The nwfilter language's protocol elements and their attributes, as data.
 // One table drives the parser (which attributes exist, which datatype each
 // has, whether a variable may stand in for it) and the resolver.
-
-export type DataType =
-  | 'mac'
-  | 'macmask'
-  | 'ipv4'
-  | 'ipv4mask'
-  | 'ipv6'
-  | 'ipv6mask'
-  | 'uint8'
-  | 'uint16'
-  | 'uint32'
-  | 'ethertype' // protocolid / encap-protocol: number >= 0x600 or a name
-  | 'vlanid'
-  | 'arpopcode'
-  | 'ipproto' // protocol of ip/ipv6: a number 0-255 or a name
-  | 'dscp'
-  | 'boolean'
-  | 'states'
-  | 'tcpflags'
-  | 'ipsetname'
-  | 'ipsetflags'
-  | 'comment';
+import type { DataType } from '../ir/typed-value.js';
 
 export type L2Element = 'mac' | 'vlan' | 'stp' | 'arp' | 'rarp' | 'ip' | 'ipv6';
 export type L3Element =
