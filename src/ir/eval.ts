@@ -10,7 +10,8 @@
 import { assertNever } from '../util/errors.js';
 import { dropReason, type DropReason } from './reasons.js';
 import type { Direction, InterfacePolicy, IpRangeTest, IpTest, L2Chain, L2Match, L2Rule, L3Rule, MacTest, NumTest, RangeTest } from './types.js';
-import { macToBytes, parseIPv4, parseIPv6, type ConnStateName } from './values.js';
+import { ETHERTYPE_OF, ETHERTYPES, macToBytes, parseIPv4, parseIPv6, type ConnStateName } from './values.js';
+import { l4MatchHeaderSize } from './facts.js';
 
 export interface ConnInfo {
   /** Conntrack state of the packet's connection ('untracked': conntrack does not follow it, e.g. ICMPv6 neighbour discovery). */
@@ -250,7 +251,7 @@ function ebtArp(f: Frame, m: Extract<L2Match, { proto: 'arp' | 'rarp' }>): boole
   if (m.hwType && !inv(m.hwType.neg, hrd === m.hwType.value)) return false;
   if (m.protoType && !inv(m.protoType.neg, pro === m.protoType.value)) return false;
   if (m.spa || m.tpa || m.gratuitous) {
-    if (pln !== 4 || pro !== 0x0800) return false;
+    if (pln !== 4 || pro !== ETHERTYPES.IPV4) return false;
     const sip = n.bytes(8 + hln, 4);
     const tip = n.bytes(8 + 2 * hln + 4, 4);
     if (!sip || !tip) return false;
@@ -324,17 +325,16 @@ export function matchL2(f: Frame, m: L2Match): boolean {
     case 'mac':
       return ebtEth(f, m) && ebtProto(f, m.etherType);
     case 'vlan':
-      return ebtEth(f, m) && f.proto === 0x8100 && ebtVlan(f, m);
+      return ebtEth(f, m) && f.proto === ETHERTYPE_OF.vlan && ebtVlan(f, m);
     case 'stp':
       return ebtEth(f, m) && ebtStp(f, m);
     case 'arp':
-      return ebtEth(f, m) && f.proto === 0x0806 && ebtArp(f, m);
     case 'rarp':
-      return ebtEth(f, m) && f.proto === 0x8035 && ebtArp(f, m);
+      return ebtEth(f, m) && f.proto === ETHERTYPE_OF[m.proto] && ebtArp(f, m);
     case 'ipv4':
-      return ebtEth(f, m) && f.proto === 0x0800 && ebtIp(f, m);
+      return ebtEth(f, m) && f.proto === ETHERTYPE_OF.ipv4 && ebtIp(f, m);
     case 'ipv6':
-      return ebtEth(f, m) && f.proto === 0x86dd && ebtIp6(f, m);
+      return ebtEth(f, m) && f.proto === ETHERTYPE_OF.ipv6 && ebtIp6(f, m);
     default:
       return assertNever(m, 'L2 match');
   }
@@ -443,7 +443,7 @@ interface L3Packet {
 
 function l3Packet(f: Frame): L3Packet | undefined {
   const n = f.net;
-  if (f.proto === 0x0800) {
+  if (f.proto === ETHERTYPES.IPV4) {
     const ihl = ((n.u8(0) as number) & 0x0f) * 4;
     const tot = n.u16(2) as number;
     const firstFrag = ((n.u16(6) as number) & 0x1fff) === 0;
@@ -481,26 +481,6 @@ function tcpHasOption(l4: View, kind: number): boolean {
 }
 
 const STATE_NAME: Record<Exclude<ConnInfo['state'], 'untracked'>, ConnStateName> = { new: 'NEW', established: 'ESTABLISHED', related: 'RELATED', invalid: 'INVALID' };
-
-/** Size of the protocol header the iptables match of a port/flags/type test reads. */
-function l4MatchHeaderSize(r: L3Rule): number | undefined {
-  const l4 = r.srcPort || r.dstPort || r.tcpFlags || r.tcpOption || r.icmp;
-  if (!l4 || r.protocol === 'all') return undefined;
-  switch (r.protocol) {
-    case 6:
-      return 20; // struct tcphdr
-    case 17:
-    case 136:
-      return 8; // struct udphdr
-    case 132:
-      return 12; // struct sctphdr
-    case 1:
-    case 58:
-      return 8; // struct icmphdr / icmp6hdr
-    default:
-      return undefined;
-  }
-}
 
 /**
  * Does an iptables rule written by libvirt match the packet? 'hotdrop' when
@@ -609,7 +589,7 @@ function evalL3(p: InterfacePolicy, dir: Direction, f: Frame, opts: EvalOptions,
   const path = dir === 'in' ? 'toVm' : opts.path === 'host' ? 'toHost' : 'fromVm';
   const rules = p.l3[path];
   const chain = l3ChainName(path, p.iface);
-  const hasFamily = rules.some((r) => (f.proto === 0x0800 ? r.family === 'ipv4' : r.family === 'ipv6'));
+  const hasFamily = rules.some((r) => (f.proto === ETHERTYPES.IPV4 ? r.family === 'ipv4' : r.family === 'ipv6'));
   if (!hasFamily) return { verdict: 'accept' };
   const pkt = l3Packet(f);
   if (!pkt) return { verdict: 'accept' };
@@ -645,7 +625,7 @@ export function hasStatefulRules(p: InterfacePolicy, family: 'ipv4' | 'ipv6'): b
 }
 
 function isFragment(f: Frame): boolean {
-  if (f.proto === 0x0800) return ((f.net.u16(6) as number) & 0x3fff) !== 0; // MF or an offset
+  if (f.proto === ETHERTYPES.IPV4) return ((f.net.u16(6) as number) & 0x3fff) !== 0; // MF or an offset
   const up = skipIpv6ExtHeaders(f.net, 40, f.net.u8(6) as number);
   return up === undefined ? false : up.nexthdr === 44 || hasFragmentHeader(f.net);
 }
@@ -681,18 +661,18 @@ export function evaluate(policy: InterfacePolicy, direction: Direction, frame: U
   }
   const brnf = opts.brNetfilter ?? true;
   // br_netfilter hands forwarded ARP to arptables and drops ARP too short for its 8-byte header.
-  if (brnf && f.proto === 0x0806 && opts.path !== 'host' && !f.net.has(0, 8)) {
+  if (brnf && f.proto === ETHERTYPES.ARP && opts.path !== 'host' && !f.net.has(0, 8)) {
     trace.push({ stage: 'host', chain: 'br_netfilter', event: 'drop', note: 'ARP shorter than its header (br_netfilter drops it before arptables)' });
     return { verdict: 'drop', reason: 'host', trace };
   }
-  const isIp = f.proto === 0x0800 || f.proto === 0x86dd;
+  const isIp = f.proto === ETHERTYPES.IPV4 || f.proto === ETHERTYPES.IPV6;
   if (isIp && brnf) {
-    const ok = f.proto === 0x0800 ? ipv4HeaderOk(f.net) : ipv6HeaderOk(f.net);
+    const ok = f.proto === ETHERTYPES.IPV4 ? ipv4HeaderOk(f.net) : ipv6HeaderOk(f.net);
     if (!ok) {
       trace.push({ stage: 'host', chain: 'br_netfilter', event: 'drop', note: 'invalid IP header (br_netfilter validates it before iptables)' });
       return { verdict: 'drop', reason: 'host', trace };
     }
-    if (hasStatefulRules(policy, f.proto === 0x0800 ? 'ipv4' : 'ipv6') && isFragment(f)) {
+    if (hasStatefulRules(policy, f.proto === ETHERTYPES.IPV4 ? 'ipv4' : 'ipv6') && isFragment(f)) {
       // Connection tracking (in use for this family's stateful rules) reassembles fragments first; a lone fragment never passes.
       trace.push({ stage: 'host', chain: 'conntrack', event: 'drop', note: 'IP fragment held for reassembly by connection tracking' });
       return { verdict: 'drop', reason: 'host', trace };

@@ -150,13 +150,33 @@ export function parseInt32(s: string): number | undefined {
   return Number(s);
 }
 
-export const ETHERTYPE_NAMES: Readonly<Record<string, number>> = {
-  arp: 0x0806,
-  rarp: 0x8035,
-  ipv4: 0x0800,
-  ipv6: 0x86dd,
-  vlan: 0x8100,
-};
+/** The EtherTypes nwf-fast knows: one table for the parser, the evaluator, the backends and the frame tools. */
+export const ETHERTYPES = {
+  IPV4: 0x0800,
+  ARP: 0x0806,
+  /** QEMU's self-announce EtherType, matched by the qemu-announce-self filter. */
+  QEMU_ANNOUNCE: 0x0835,
+  RARP: 0x8035,
+  VLAN: 0x8100,
+  IPV6: 0x86dd,
+  /** 802.1ad S-tag. */
+  QINQ: 0x88a8,
+} as const;
+
+/**
+ * nwfilter's EtherType names (`protocolid='arp'`). They are also the L2
+ * matches (and sub-chain prefixes) that require one EtherType: an `arp`
+ * rule or chain only sees frames of EtherType 0x0806.
+ */
+export const ETHERTYPE_OF = {
+  arp: ETHERTYPES.ARP,
+  rarp: ETHERTYPES.RARP,
+  ipv4: ETHERTYPES.IPV4,
+  ipv6: ETHERTYPES.IPV6,
+  vlan: ETHERTYPES.VLAN,
+} as const;
+export type EtherTypeName = keyof typeof ETHERTYPE_OF;
+export const ETHERTYPE_NAMES: Readonly<Record<string, number>> = ETHERTYPE_OF;
 
 /** ARP/RARP opcodes, named as in nwfilter's `opcode` attribute. */
 export const ARP_OPCODES = {
@@ -173,7 +193,8 @@ export const ARP_OPCODES = {
 export type ArpOpName = keyof typeof ARP_OPCODES;
 export const ARP_OPCODE_NAMES: Readonly<Record<string, number>> = ARP_OPCODES;
 
-export const IP_PROTOCOL_NAMES: Readonly<Record<string, number>> = {
+/** IP protocol numbers by nwfilter name (`protocol='tcp'`). */
+export const IP_PROTOCOLS = {
   tcp: 6,
   udp: 17,
   udplite: 136,
@@ -183,6 +204,21 @@ export const IP_PROTOCOL_NAMES: Readonly<Record<string, number>> = {
   igmp: 2,
   sctp: 132,
   icmpv6: 58,
+} as const;
+export const IP_PROTOCOL_NAMES: Readonly<Record<string, number>> = IP_PROTOCOLS;
+
+/**
+ * Bytes of the protocol header an iptables port, TCP-flag or ICMP-type match
+ * reads (struct tcphdr, udphdr, sctphdr, icmphdr, icmp6hdr); the match drops
+ * a packet whose header is shorter.
+ */
+export const L4_HEADER_SIZE: Readonly<Record<number, number>> = {
+  [IP_PROTOCOLS.tcp]: 20,
+  [IP_PROTOCOLS.udp]: 8,
+  [IP_PROTOCOLS.udplite]: 8,
+  [IP_PROTOCOLS.sctp]: 12,
+  [IP_PROTOCOLS.icmp]: 8,
+  [IP_PROTOCOLS.icmpv6]: 8,
 };
 
 export const CONN_STATES = ['NEW', 'ESTABLISHED', 'RELATED', 'INVALID', 'NONE'] as const;

@@ -10,6 +10,7 @@
 // which of them arrived at one or more other interfaces, matched by their full
 // bytes or by an 8-byte tag inside each frame.
 import { CODES, NwfError } from '../util/errors.js';
+import { ETHERTYPES } from '../ir/values.js';
 import { ERRNO, libc, withNetns, ifIndex } from '../host/netns.js';
 
 const AF_PACKET = 17;
@@ -312,17 +313,17 @@ export function canonicalFrame(f: Uint8Array): Uint8Array {
   let b = f;
   for (let guard = 0; guard < 4 && b.length >= 18; guard++) {
     const t = ((b[12] as number) << 8) | (b[13] as number);
-    if (t !== 0x8100 && t !== 0x88a8) break;
+    if (t !== ETHERTYPES.VLAN && t !== ETHERTYPES.QINQ) break;
     const nb = new Uint8Array(b.length - 4);
     nb.set(b.subarray(0, 12), 0);
     nb.set(b.subarray(16), 12);
     b = nb;
   }
   const type = ((b[12] as number) << 8) | (b[13] as number);
-  if (type === 0x0800 && b.length >= 18) {
+  if (type === ETHERTYPES.IPV4 && b.length >= 18) {
     const tot = ((b[16] as number) << 8) | (b[17] as number);
     if (tot >= 20 && 14 + tot < b.length) return b.subarray(0, 14 + tot);
-  } else if (type === 0x86dd && b.length >= 54) {
+  } else if (type === ETHERTYPES.IPV6 && b.length >= 54) {
     const plen = ((b[18] as number) << 8) | (b[19] as number);
     if (54 + plen < b.length) return b.subarray(0, 54 + plen);
   }

@@ -7,7 +7,7 @@
 import type { FilterDef, FilterRefNode, InterfaceBinding, RuleNode } from '../xml/ast.js';
 import { CODES, InternalError, NwfError, type SourceLocation } from '../util/errors.js';
 import { EXPECTED, parseTypedValue, type TypedValue } from '../ir/typed-value.js';
-import { formatIPv4, formatIPv6, type ConnStateName } from '../ir/values.js';
+import { ETHERTYPE_OF, formatIPv4, formatIPv6, type ConnStateName } from '../ir/values.js';
 import { isL2Element, L3_ELEMENT_INFO, type L2Element, type L3Element } from '../xml/schema.js';
 import type {
   Direction,
@@ -282,14 +282,11 @@ function l2Verdict(action: RuleNode['action']): L2Rule['verdict'] {
   return action === 'reject' ? 'drop' : action;
 }
 
+/** The guard of a jump to a sub-chain, by the chain name's protocol prefix. */
 const GUARDS: Readonly<Record<string, JumpGuard>> = {
   mac: { kind: 'none' },
   stp: { kind: 'stp' },
-  vlan: { kind: 'ethertype', etherType: 0x8100 },
-  ipv4: { kind: 'ethertype', etherType: 0x0800 },
-  ipv6: { kind: 'ethertype', etherType: 0x86dd },
-  arp: { kind: 'ethertype', etherType: 0x0806 },
-  rarp: { kind: 'ethertype', etherType: 0x8035 },
+  ...Object.fromEntries(Object.entries(ETHERTYPE_OF).map(([name, etherType]) => [name, { kind: 'ethertype', etherType }])),
 };
 
 export function chainGuard(chain: string): JumpGuard {

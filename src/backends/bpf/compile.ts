@@ -21,7 +21,8 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameS
 import { availableParallelism, endianness } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { execa } from 'execa';
-import type { Direction, InterfacePolicy, PolicyIR } from '../../ir/types.js';
+import type { Direction, PolicyIR } from '../../ir/types.js';
+import { ruleCounts } from '../../ir/facts.js';
 import { CODES, NwfError, type NwfErrorDetails } from '../../util/errors.js';
 import { emitPolicyHeader, PROGRAM_NAMES } from './emit.js';
 import { encodeConfig, planInterface, type BpfPlan } from './plan.js';
@@ -266,15 +267,11 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, f: (x: T) => P
 
 // ---- L3 ---------------------------------------------------------------------------------
 
-function l3Count(p: InterfacePolicy): number {
-  return p.l3.fromVm.length + p.l3.toVm.length + p.l3.toHost.length;
-}
-
 /** The bpf backend alone cannot enforce L3/L4 rules: refuse rather than half enforce. */
 export function checkL3(ir: PolicyIR, backend: 'bpf' | 'both'): void {
   if (backend === 'both') return;
   for (const p of ir.interfaces) {
-    const n = l3Count(p);
+    const n = ruleCounts(p).l3Rules;
     if (n === 0) continue;
     const all = [...p.l3.fromVm, ...p.l3.toVm, ...p.l3.toHost];
     const filters = [...new Set(all.map((r) => r.origin.filter))];
@@ -333,7 +330,7 @@ export async function compileBpf(ir: PolicyIR, opts: BpfCompileOptions): Promise
         { map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) },
       ],
       plan,
-      l3Rules: l3Count(p),
+      l3Rules: ruleCounts(p).l3Rules,
     }),
   );
   return { interfaces, shapes };

@@ -13,6 +13,7 @@ import { assertNever, InternalError } from '../../util/errors.js';
 import type { Direction, JumpGuard } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
 import { DROP_REASONS, type DropReason } from '../../ir/reasons.js';
+import { ETHERTYPE_OF } from '../../ir/values.js';
 import { FIELDS, SLOTS, configLayout, groupSlots, type BpfShape, type Field, type FieldTest, type RuleTemplate, type ShapeEntry, type ShapeGroup } from './plan.js';
 
 /** The C expression of each field in struct nwf_pkt. */
@@ -119,7 +120,7 @@ export function requirements(t: RuleTemplate): { proto?: number; has: string[] }
     case 'mac':
       return { has: [] };
     case 'vlan':
-      return { proto: 0x8100, has: mod ? ['NWF_HAS_VLAN'] : [] };
+      return { proto: ETHERTYPE_OF.vlan, has: mod ? ['NWF_HAS_VLAN'] : [] };
     case 'stp': {
       const h: string[] = [];
       if (has(t, 'stp.')) h.push('NWF_HAS_STP');
@@ -132,18 +133,18 @@ export function requirements(t: RuleTemplate): { proto?: number; has: string[] }
       if (tests(t, 'arp.spa', 'arp.tpa', 'arp.gratuitous')) h.push('NWF_HAS_ARP_IPS');
       if (tests(t, 'arp.sha')) h.push('NWF_HAS_ARP_SHA');
       if (tests(t, 'arp.tha')) h.push('NWF_HAS_ARP_THA');
-      return { proto: t.proto === 'arp' ? 0x0806 : 0x8035, has: h };
+      return { proto: ETHERTYPE_OF[t.proto], has: h };
     }
     case 'ipv4': {
       const h = mod ? ['NWF_HAS_IP4'] : [];
       if (tests(t, 'ip4.srcPort', 'ip4.dstPort')) h.push('NWF_HAS_IP4_L4');
-      return { proto: 0x0800, has: h };
+      return { proto: ETHERTYPE_OF.ipv4, has: h };
     }
     case 'ipv6': {
       const h = mod ? ['NWF_HAS_IP6'] : [];
       if (tests(t, 'ip6.protocol')) h.push('NWF_HAS_IP6_UP');
       if (tests(t, 'ip6.srcPort', 'ip6.dstPort', 'ip6.icmp')) h.push('NWF_HAS_IP6_L4');
-      return { proto: 0x86dd, has: h };
+      return { proto: ETHERTYPE_OF.ipv6, has: h };
     }
     default:
       return assertNever(t.proto, 'L2 proto');

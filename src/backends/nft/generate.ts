@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { resolvePolicy } from '../../resolve/resolve.js';
 import type { LoadedSources } from '../../resolve/sources.js';
 import type { PolicyIR } from '../../ir/types.js';
+import { ruleCounts } from '../../ir/facts.js';
 import { type Manifest, sha256, writeGeneration } from '../../host/generation.js';
 import { lowerToNft, type NftLowering } from './lower.js';
 import type { NftBatch } from './model.js';
@@ -26,12 +27,7 @@ export type Backend = 'nft' | 'bpf' | 'both';
 export function compileFor(backend: Backend, src: LoadedSources): Compiled {
   if (backend !== 'bpf') return compileNft(src);
   const ir = resolvePolicy(src.filters, src.bindings, src.notes);
-  const count = (p: PolicyIR['interfaces'][number]) => ({
-    iface: p.iface,
-    l2Rules: (['out', 'in'] as const).reduce((n, d) => n + p.l2[d].root.length + p.l2[d].chains.reduce((m, c) => m + c.rules.length, 0), 0),
-    l3Rules: p.l3.fromVm.length + p.l3.toVm.length + p.l3.toHost.length,
-  });
-  return { ir, lowering: { batch: emptyNftBatch(), l3: false, interfaces: ir.interfaces.map(count) } };
+  return { ir, lowering: { batch: emptyNftBatch(), l3: false, interfaces: ir.interfaces.map((p) => ({ iface: p.iface, ...ruleCounts(p) })) } };
 }
 
 export function nftText(c: Compiled): string {

@@ -21,7 +21,8 @@ import type { DropReason } from '../../ir/reasons.js';
 import { dropReason } from '../../ir/reasons.js';
 import type { Direction, InterfacePolicy, IpTest, L2Match, L2Rule, L3Path, L3Rule, MacTest, NumTest, PolicyIR, RangeTest } from '../../ir/types.js';
 import { DIRECTIONS, L3_PATHS } from '../../ir/types.js';
-import { macToBytes, parseIPv4 } from '../../ir/values.js';
+import { ETHERTYPE_OF, ETHERTYPES, macToBytes, parseIPv4 } from '../../ir/values.js';
+import { l4MatchHeaderSize, ruleCounts } from '../../ir/facts.js';
 import {
   accept,
   add,
@@ -162,7 +163,7 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
       return s;
     case 'vlan':
       eth(m);
-      etype(0x8100);
+      etype(ETHERTYPE_OF.vlan);
       // the receive path keeps the tag out of band: nft's vlan fields read it there (raw loads would not)
       if (m.vlanId) s.push(cmp(payload('vlan', 'id'), m.vlanId.neg, m.vlanId.value));
       if (m.encap) s.push(cmp(payload('vlan', 'type'), m.encap.neg, hex(m.encap.value)));
@@ -193,7 +194,7 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
     case 'arp':
     case 'rarp': {
       eth(m);
-      etype(m.proto === 'arp' ? 0x0806 : 0x8035);
+      etype(ETHERTYPE_OF[m.proto]);
       const ipTests = m.spa || m.tpa || m.gratuitous;
       const macTests = m.sha || m.tha;
       if (!(m.opcode || m.hwType || m.protoType || ipTests || macTests)) return s;
@@ -212,7 +213,7 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
         need = Math.max(need, 28);
       }
       if (guards.htype1) s.push(eq(raw('nh', 0, 16), 1));
-      if (guards.ptypeIp) s.push(eq(raw('nh', 16, 16), hex(0x0800)));
+      if (guards.ptypeIp) s.push(eq(raw('nh', 16, 16), hex(ETHERTYPES.IPV4)));
       if (guards.hlen6) s.push(eq(raw('nh', 32, 8), 6));
       if (guards.plen4) s.push(eq(raw('nh', 40, 8), 4));
       s.push(atLeast(need));
@@ -236,7 +237,7 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
     }
     case 'ipv4': {
       eth(m);
-      etype(0x0800);
+      etype(ETHERTYPE_OF.ipv4);
       const any = m.srcIp || m.dstIp || m.protocol || m.tos;
       if (!any) return s;
       s.push(atLeast(20));
@@ -254,7 +255,7 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
     }
     case 'ipv6': {
       eth(m);
-      etype(0x86dd);
+      etype(ETHERTYPE_OF.ipv6);
       const any = m.srcIp || m.dstIp || m.protocol;
       if (!any) return s;
       s.push(atLeast(40));
@@ -336,12 +337,6 @@ function lowerDirection(p: InterfacePolicy, dir: Direction, counters: Set<string
 
 const STATE_SYMBOL: Record<string, string> = { NEW: 'new', ESTABLISHED: 'established', RELATED: 'related', INVALID: 'invalid' };
 
-/** The protocol header an iptables port/flags/type match reads (and drops the packet without). */
-export function l4HeaderSize(r: L3Rule): number | undefined {
-  if (!(r.srcPort || r.dstPort || r.tcpFlags || r.tcpOption || r.icmp) || r.protocol === 'all') return undefined;
-  return ({ 6: 20, 17: 8, 136: 8, 132: 12, 1: 8, 58: 8 } as Record<number, number>)[r.protocol];
-}
-
 /** The check chain for a protocol header of `size` bytes: returns if complete, drops otherwise. */
 export function l4CheckChain(size: number): string {
   return `l4chk_${size}`;
@@ -365,7 +360,7 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Se
   if (r.dstRange) s.push(cmp(payload(ipp, 'daddr'), r.dstRange.neg, range(sym(r.dstRange.from), sym(r.dstRange.to))));
   if (r.dscp) s.push(cmp(payload(ipp, 'dscp'), r.dscp.neg, r.dscp.value));
   const rules: Statement[][] = [];
-  const size = l4HeaderSize(r);
+  const size = l4MatchHeaderSize(r);
   if (size !== undefined) {
     checks?.add(size);
     rules.push([...s, jump(l4CheckChain(size))]);
@@ -483,10 +478,8 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   elemsSort(outElems);
   elemsSort(inElems);
   for (const p of ir.interfaces) {
-    const l2Rules = DIRECTIONS.reduce((n, d) => n + p.l2[d].root.length + p.l2[d].chains.reduce((m, c) => m + c.rules.length, 0), 0);
-    const l3Rules = L3_PATHS.reduce((n, k) => n + p.l3[k].length, 0);
     const id = markId.get(p.iface);
-    summary.push({ iface: p.iface, l2Rules, l3Rules, ...(id !== undefined ? { markId: id } : {}) });
+    summary.push({ iface: p.iface, ...ruleCounts(p), ...(id !== undefined ? { markId: id } : {}) });
   }
 
   // L3 preparation in the bridge table: marks carry the port ids to the inet hooks.

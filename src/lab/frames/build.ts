@@ -13,7 +13,7 @@
 // so that deliberately malformed packets can be produced.
 
 import { CODES, NwfError } from '../../util/errors.js';
-import { ARP_OPCODES, type ArpOpName } from '../../ir/values.js';
+import { ARP_OPCODES, ETHERTYPES, type ArpOpName } from '../../ir/values.js';
 import {
   concat,
   internetChecksum,
@@ -32,16 +32,8 @@ export * from '../../frames/bytes.js';
 // ---------------------------------------------------------------------------
 // Constants
 
-export const EtherType = {
-  IPV4: 0x0800,
-  ARP: 0x0806,
-  /** QEMU's self-announce EtherType, matched by the qemu-announce-self filter. */
-  QEMU_ANNOUNCE: 0x0835,
-  RARP: 0x8035,
-  VLAN: 0x8100,
-  IPV6: 0x86dd,
-  QINQ: 0x88a8,
-} as const;
+/** EtherTypes by name (the IR's table). */
+export const EtherType = ETHERTYPES;
 
 export const IpProto = {
   ICMP: 1,

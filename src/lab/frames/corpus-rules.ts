@@ -9,7 +9,7 @@
 // prefix) makes the rule unmatchable; its violations are still produced.
 import type { ConnInfo } from '../../ir/eval.js';
 import type { IpRangeTest, IpTest, L2Match, L3Rule, MacTest, NumTest, RangeTest } from '../../ir/types.js';
-import type { ConnStateName } from '../../ir/values.js';
+import { ETHERTYPES as E, type ConnStateName } from '../../ir/values.js';
 import { type FrameSpec, firstMaskBit, flipBit, hex4, inPrefix, ipToBytes, ipToText, lastMaskBit, macText, protoName, withMask, withPrefix } from './corpus-spec.js';
 import { mac } from './build.js';
 
@@ -123,8 +123,15 @@ function numOp(key: string, t: NumTest, other: (x: number) => number, set: (s: F
 
 // ---- value alternatives ----------------------------------------------------------------
 
-const ETHERTYPE_ALT: Record<number, number> = { 0x0800: 0x86dd, 0x86dd: 0x0800, 0x0806: 0x8035, 0x8035: 0x0806, 0x8100: 0x0800, 0x0835: 0x88b5 };
-const otherEtherType = (t: number): number => ETHERTYPE_ALT[t] ?? 0x0800;
+const ETHERTYPE_ALT: Record<number, number> = {
+  [E.IPV4]: E.IPV6,
+  [E.IPV6]: E.IPV4,
+  [E.ARP]: E.RARP,
+  [E.RARP]: E.ARP,
+  [E.VLAN]: E.IPV4,
+  [E.QEMU_ANNOUNCE]: 0x88b5, // IEEE local experimental
+};
+const otherEtherType = (t: number): number => ETHERTYPE_ALT[t] ?? E.IPV4;
 const otherProto = (p: number): number => (p === 17 ? 6 : 17);
 /** 1<->2, 3<->4, ...: the matching reply/request. */
 const otherOpcode = (op: number): number => (op === 0 ? 1 : ((op - 1) ^ 1) + 1);
@@ -133,15 +140,15 @@ const flip1 = (x: number): number => x ^ 1;
 /** Spec kind for an EtherType, and the VLAN id to use when it is 0x8100. */
 export function kindOfEtherType(t: number): { kind: FrameSpec['kind']; vlan?: number } {
   switch (t) {
-    case 0x0800:
+    case E.IPV4:
       return { kind: 'ipv4' };
-    case 0x86dd:
+    case E.IPV6:
       return { kind: 'ipv6' };
-    case 0x0806:
+    case E.ARP:
       return { kind: 'arp' };
-    case 0x8035:
+    case E.RARP:
       return { kind: 'rarp' };
-    case 0x8100:
+    case E.VLAN:
       return { kind: 'ipv4', vlan: 10 };
     default:
       return { kind: 'raw' };
@@ -308,12 +315,12 @@ export function l2Ops(m: L2Match, ctx: OpContext): TestOp[] {
         ops.push(m.sha || m.tha ? needs(m.hwType, other, 1, op) : op);
       }
       if (m.protoType) {
-        const other = (x: number): number => (x === 0x0800 ? 0x86dd : 0x0800);
+        const other = (x: number): number => (x === E.IPV4 ? E.IPV6 : E.IPV4);
         const op = numOp('ptype', m.protoType, other, (s, x) => {
           s.arp.ptype = x;
           return `ptype=${hex4(x)}`;
         });
-        ops.push(m.spa || m.tpa || m.gratuitous ? needs(m.protoType, other, 0x0800, op) : op);
+        ops.push(m.spa || m.tpa || m.gratuitous ? needs(m.protoType, other, E.IPV4, op) : op);
       }
       for (const f of ['sha', 'tha'] as const) {
         const t = m[f];

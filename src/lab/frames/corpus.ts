@@ -31,6 +31,7 @@
 import type { ConnInfo } from '../../ir/eval.js';
 import type { Direction, InterfacePolicy, JumpGuard, L2Match, L2Rule, L3Rule } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
+import { ETHERTYPE_OF, ETHERTYPES } from '../../ir/values.js';
 import {
   BROADCAST_MAC,
   MIN_FRAME_LEN,
@@ -194,7 +195,7 @@ function defaultSpec(env: Env, dir: Direction, kind: FrameSpec['kind'], etherTyp
     tcpFlags: TcpFlag.SYN,
     tcpFlagsFixed: false,
     icmpCode: 0,
-    arp: { op: 1, sha: srcMac, spa: out ? vmIp : env.peerIp, tha: ZERO_MAC, tpa: out ? env.peerIp : vmIp, htype: 1, ptype: 0x0800 },
+    arp: { op: 1, sha: srcMac, spa: out ? vmIp : env.peerIp, tha: ZERO_MAC, tpa: out ? env.peerIp : vmIp, htype: 1, ptype: ETHERTYPES.IPV4 },
     stp: defaultBpdu(srcMac),
     known4: env.known4,
     known6: env.known6,
@@ -226,12 +227,12 @@ function protoTags(f: Uint8Array): string[] {
   if (dst.every((x) => x === 0xff)) tags.push('broadcast');
   else if (((dst[0] ?? 0) & 1) === 1) tags.push('multicast');
   let type = ((f[12] ?? 0) << 8) | (f[13] ?? 0);
-  if (type === 0x8100 || type === 0x88a8) {
+  if (type === ETHERTYPES.VLAN || type === ETHERTYPES.QINQ) {
     tags.push('vlan');
     type = f.length >= 18 ? ((f[16] ?? 0) << 8) | (f[17] ?? 0) : -1;
   }
-  const name: Record<number, string> = { 0x0800: 'ipv4', 0x86dd: 'ipv6', 0x0806: 'arp', 0x8035: 'rarp' };
-  if (name[type]) tags.push(name[type] as string);
+  const name = Object.entries(ETHERTYPE_OF).find(([n, t]) => t === type && n !== 'vlan')?.[0];
+  if (name) tags.push(name);
   else if (type >= 0 && type < 0x600) tags.push(macText(dst) === STP_MAC ? 'stp' : 'llc');
   else if (type >= 0) tags.push('other-ethertype');
   return tags;
@@ -373,7 +374,7 @@ function addBase(c: Collector, env: Env, inc: Required<NonNullable<CorpusOptions
     add(`rarp-reply-reverse from ${src}`, rarpFrame({ srcMac: src, sha: src, tha: src, op: 'Reply_Reverse' }));
     add(`rarp-request from ${src} for ${dst}`, rarpFrame({ srcMac: src, sha: src, tha: dst }));
     // QEMU's self-announce EtherType
-    add(`ether-0x0835 from ${src} to broadcast`, ether({ src, dst: BROADCAST_MAC, type: 0x0835, payload: rawPayload }));
+    add(`ether-0x0835 from ${src} to broadcast`, ether({ src, dst: BROADCAST_MAC, type: ETHERTYPES.QEMU_ANNOUNCE, payload: rawPayload }));
     // IPv6: link-local, DHCPv6, NDP, the VM's own addresses
     const [la, lb] = out ? [env.vmLL, env.peerIp6] : [env.peerIp6, env.vmLL];
     add(`ipv6-udp ${la}>${lb}`, R(v6(la, lb)));
