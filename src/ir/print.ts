@@ -1,6 +1,7 @@
 // Human-readable rendering of PolicyIR, in libvirt's chain vocabulary.
 import { assertNever } from '../util/errors.js';
-import { l2ChainName, l3ChainName } from './eval.js';
+import { l2ChainName } from './eval/chains.js';
+import { l3ChainName } from './eval/iptables.js';
 import type { InterfacePolicy, IpRangeTest, IpTest, L2Match, L2Rule, L3Rule, MacTest, NumTest, PolicyIR, RangeTest } from './types.js';
 import { DIRECTIONS, L3_PATHS } from './types.js';
 

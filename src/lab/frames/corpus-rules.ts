@@ -7,9 +7,9 @@
 // prefix or mask, a port one below / above the range, another opcode, ...).
 // `neg` swaps the two. A test with no satisfying edit (e.g. a negated /0
 // prefix) makes the rule unmatchable; its violations are still produced.
-import type { ConnInfo } from '../../ir/eval.js';
+import { STATE_NAME, type ConnInfo } from '../../ir/eval/conntrack.js';
 import type { IpRangeTest, IpTest, L2Match, L3Rule, MacTest, NumTest, RangeTest } from '../../ir/types.js';
-import { ETHERTYPES as E, type ConnStateName } from '../../ir/values.js';
+import { ETHERTYPES as E } from '../../ir/values.js';
 import { type FrameSpec, firstMaskBit, flipBit, hex4, inPrefix, ipToBytes, ipToText, lastMaskBit, macText, protoName, withMask, withPrefix } from './corpus-spec.js';
 import { mac } from './build.js';
 
@@ -410,7 +410,6 @@ const CONN_COMBOS: readonly ConnInfo[] = [
   { state: 'new', direction: 'reply' },
   { state: 'invalid', direction: 'original' },
 ];
-const STATE_NAME: Record<Exclude<ConnInfo['state'], 'untracked'>, ConnStateName> = { new: 'NEW', established: 'ESTABLISHED', related: 'RELATED', invalid: 'INVALID' };
 
 /** The L3 rule's tests as frame edits; `withState` adds the conntrack state/direction test. */
 export function l3Ops(r: L3Rule, withState: boolean): TestOp[] {
