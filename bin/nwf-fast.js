@@ -1,8 +1,23 @@
 #!/usr/bin/env node
-// Entry point: runs the compiled CLI from dist/ (built by `npm run build`).
-import { main } from '../dist/cli/main.js';
+// Entry point: runs the compiled CLI from dist/ (built by `npm run build`, and
+// by `prepack` for a package). The Node.js version is checked first, before
+// anything that might not load on an older Node is imported.
+import { nodeVersionError } from '../dist/cli/node-version.js';
 
-main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
-  (err) => { console.error(err); process.exitCode = 70; },
-);
+const unsupported = nodeVersionError(process.versions.node);
+if (unsupported) {
+  process.stderr.write(`nwf-fast: ${unsupported.format()}\n`);
+  process.exitCode = 1; // the host lacks something nwf-fast needs: a runtime failure
+} else {
+  import('../dist/cli/main.js')
+    .then(({ main }) => main(process.argv.slice(2)))
+    .then(
+      (code) => {
+        process.exitCode = code;
+      },
+      (err) => {
+        console.error(err);
+        process.exitCode = 70;
+      },
+    );
+}

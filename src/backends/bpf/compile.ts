@@ -20,6 +20,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, endianness } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { Direction, PolicyIR } from '../../ir/types.js';
 import { ruleCounts } from '../../ir/facts.js';
@@ -112,14 +113,16 @@ export class ClangError extends NwfError {
 
 /** The package's bpf/ directory (works from src/ with tsx and from dist/). */
 export function defaultTemplateDir(): string {
-  let d = import.meta.dirname;
+  // import.meta.dirname would need Node 20.11; the runtime supports 18.19 (package.json engines).
+  const here = dirname(fileURLToPath(import.meta.url));
+  let d = here;
   for (let i = 0; i < 8; i++) {
     if (existsSync(join(d, 'bpf', 'nwf.bpf.c'))) return join(d, 'bpf');
     const up = dirname(d);
     if (up === d) break;
     d = up;
   }
-  throw new NwfError(CODES.FILE_UNREADABLE, `cannot find the BPF templates (bpf/nwf.bpf.c) above ${import.meta.dirname}`, {
+  throw new NwfError(CODES.FILE_UNREADABLE, `cannot find the BPF templates (bpf/nwf.bpf.c) above ${here}`, {
     hint: 'reinstall nwf-fast: the bpf/ directory is part of the package',
   });
 }
