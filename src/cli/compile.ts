@@ -3,31 +3,26 @@ import { resolvePolicy } from '../resolve/resolve.js';
 import { printPolicy } from '../ir/print.js';
 import { type Backend, compileFor, nftText, writeGenerationFor } from '../backends/nft/generate.js';
 import { CODES, NwfError } from '../util/errors.js';
-import { formatHelp, one, type OptionSpec, parseArgs } from './args.js';
+import { type Command, one, type ParsedArgs } from './args.js';
 import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
 import type { CliIo } from './io.js';
 
-const SPEC: Record<string, OptionSpec> = {
-  ...SOURCE_OPTIONS,
-  backend: { value: true, arg: 'nft|bpf|both', help: 'nft (default): the nftables ruleset; bpf: tc/eBPF programs on the taps (L2 rules only); both: programs plus the ruleset as a second line' },
-  out: { value: true, arg: 'DIR', help: 'write a generation (nft JSON, nft text, manifest, policy) to DIR' },
-  policy: { value: false, help: 'print the resolved policy in libvirt chain terms instead of the ruleset' },
-  json: { value: false, help: 'with --policy: print the resolved policy (PolicyIR) as JSON' },
-  help: { value: false, help: 'show this help' },
+export const compileCommand: Command = {
+  name: 'compile',
+  summary: 'resolve nwfilter XML into an nftables ruleset or eBPF programs',
+  description:
+    "Reads libvirt nwfilter XML and the interface bindings, resolves each\ninterface's policy with libvirt's semantics and lowers it for the backend.\nWith --out, writes a generation for `nwf-fast load DIR`; without, prints the\nnftables ruleset.",
+  options: {
+    ...SOURCE_OPTIONS,
+    backend: { value: true, arg: 'nft|bpf|both', help: 'nft (default): the nftables ruleset; bpf: tc/eBPF programs on the taps (L2 rules only); both: programs plus the ruleset as a second line' },
+    out: { value: true, arg: 'DIR', help: 'write a generation (nft JSON, nft text, manifest, policy) to DIR' },
+    policy: { value: false, help: 'print the resolved policy in libvirt chain terms instead of the ruleset' },
+    json: { value: false, help: 'with --policy: print the resolved policy (PolicyIR) as JSON' },
+  },
+  run: runCompile,
 };
 
-export const COMPILE_HELP = formatHelp(
-  'nwf-fast compile [sources] [--backend nft|bpf|both] [--out DIR] [--policy [--json]]',
-  "Reads libvirt nwfilter XML and the interface bindings, resolves each interface's\npolicy with libvirt's semantics and lowers it to an nftables ruleset. With --out,\nwrites a generation for `nwf-fast load DIR`; without, prints the ruleset.",
-  SPEC,
-);
-
-export async function runCompile(argv: readonly string[], io: CliIo): Promise<number> {
-  const p = parseArgs(argv, SPEC);
-  if (p.flags.has('help')) {
-    io.out(COMPILE_HELP);
-    return 0;
-  }
+async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   const backend = (one(p, 'backend') ?? 'nft') as Backend;
   if (!['nft', 'bpf', 'both'].includes(backend)) throw new NwfError(CODES.USAGE, `unknown backend '${backend}'`, { expected: 'nft, bpf or both' });
   const src = sourcesFrom(p);

@@ -14,16 +14,17 @@ import { resolvePolicy } from '../resolve/resolve.js';
 import { loadSources, PACKAGE_ROOT } from '../resolve/sources.js';
 import * as F from '../lab/frames/build.js';
 import { CODES, NwfError } from '../util/errors.js';
-import { formatHelp, type OptionSpec, parseArgs } from './args.js';
+import { type Command, type ParsedArgs } from './args.js';
 import type { CliIo } from './io.js';
 
-const SPEC: Record<string, OptionSpec> = { help: { value: false, help: 'show this help' } };
-
-export const DEMO_HELP = formatHelp(
-  'nwf-fast demo',
-  'Builds a demo KVM host from network namespaces (a bridge, three VMs under\nclean-traffic, one VM with an L3 policy, a neighbour), compiles the built-in\nexample (examples/demo) for both backends, loads it, sends legitimate and\nspoofed traffic under the nft backend and then with tc/eBPF programs on the\ntaps, prints the verdicts and drop counters, rolls back, and removes\neverything. Needs root.',
-  SPEC,
-);
+export const demoCommand: Command = {
+  name: 'demo',
+  summary: 'the built-in example on a demo host of network namespaces (root)',
+  description:
+    'Builds a demo KVM host from network namespaces (a bridge, three VMs under\nclean-traffic, one VM with an L3 policy, a neighbour), compiles the built-in\nexample (examples/demo) for both backends, loads it, sends legitimate and\nspoofed traffic under the nft backend and then with tc/eBPF programs on the\ntaps, prints the verdicts and drop counters, rolls back, and removes\neverything. Needs root.',
+  options: {},
+  run: runDemo,
+};
 
 const EXAMPLE = join(PACKAGE_ROOT, 'examples', 'demo');
 const MAC = { vm1: '52:54:00:77:00:01', vm2: '52:54:00:77:00:02', vm3: '52:54:00:77:00:03', web: '52:54:00:77:00:04', peer: '52:54:00:77:00:99' };
@@ -60,12 +61,7 @@ function scenarios(): Scenario[] {
 
 const pad = (s: string, n: number): string => (s.length > n ? s.slice(0, n - 1) + '~' : s.padEnd(n));
 
-export async function runDemo(argv: readonly string[], io: CliIo): Promise<number> {
-  const p = parseArgs(argv, SPEC);
-  if (p.flags.has('help')) {
-    io.out(DEMO_HELP);
-    return 0;
-  }
+async function runDemo(_p: ParsedArgs, io: CliIo): Promise<number> {
   if (process.getuid?.() !== 0) throw new NwfError(CODES.KERNEL_UNSUPPORTED, 'the demo builds network namespaces and needs root', { hint: 'sudo ./scripts/demo.sh' });
   const work = mkdtempSync(join(tmpdir(), 'nwf-fast-demo-'));
   let tb: Testbed | undefined;

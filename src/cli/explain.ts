@@ -3,34 +3,29 @@ import { evaluate, type EvalOptions } from '../ir/eval.js';
 import { resolvePolicy } from '../resolve/resolve.js';
 import { fromHex } from '../frames/bytes.js';
 import { CODES, NwfError } from '../util/errors.js';
-import { formatHelp, one, type OptionSpec, parseArgs } from './args.js';
+import { type Command, one, type ParsedArgs } from './args.js';
 import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
 import type { CliIo } from './io.js';
 
-const SPEC: Record<string, OptionSpec> = {
-  ...SOURCE_OPTIONS,
-  iface: { value: true, arg: 'IF', help: 'the interface (tap) whose policy applies' },
-  direction: { value: true, arg: 'out|in', help: 'out = traffic from the VM, in = traffic to the VM' },
-  frame: { value: true, arg: 'HEX', help: 'the whole Ethernet frame in hex (spaces and colons allowed)' },
-  state: { value: true, arg: 'STATE', help: 'connection state for L3 rules: new (default), established, related, invalid' },
-  'ct-direction': { value: true, arg: 'original|reply', help: 'conntrack direction of the packet (default original)' },
-  'to-host': { value: false, help: 'the frame is addressed to the host itself (libvirt HI- chain), not forwarded' },
-  json: { value: false, help: 'print {"verdict", "reason", "decidedBy", "trace"} as JSON' },
-  help: { value: false, help: 'show this help' },
+export const explainCommand: Command = {
+  name: 'explain',
+  summary: "show the verdict libvirt's rules give one frame, and why",
+  description: "Says what libvirt's rules would do with one frame on one interface, and which\nrules decided it.",
+  options: {
+    ...SOURCE_OPTIONS,
+    iface: { value: true, arg: 'IF', help: 'the interface (tap) whose policy applies' },
+    direction: { value: true, arg: 'out|in', help: 'out = traffic from the VM, in = traffic to the VM' },
+    frame: { value: true, arg: 'HEX', help: 'the whole Ethernet frame in hex (spaces and colons allowed)' },
+    state: { value: true, arg: 'STATE', help: 'connection state for L3 rules: new (default), established, related, invalid' },
+    'ct-direction': { value: true, arg: 'original|reply', help: 'conntrack direction of the packet (default original)' },
+    'to-host': { value: false, help: 'the frame is addressed to the host itself (libvirt HI- chain), not forwarded' },
+    json: { value: false, help: 'print {"verdict", "reason", "decidedBy", "trace"} as JSON' },
+  },
+  required: ['iface', 'direction', 'frame'],
+  run: runExplain,
 };
 
-export const EXPLAIN_HELP = formatHelp(
-  'nwf-fast explain [sources] --iface IF --direction out|in --frame HEX [--json]',
-  'Says what libvirt\'s rules would do with one frame on one interface, and which\nrules decided it.',
-  SPEC,
-);
-
-export async function runExplain(argv: readonly string[], io: CliIo): Promise<number> {
-  const p = parseArgs(argv, SPEC);
-  if (p.flags.has('help')) {
-    io.out(EXPLAIN_HELP);
-    return 0;
-  }
+async function runExplain(p: ParsedArgs, io: CliIo): Promise<number> {
   const iface = one(p, 'iface');
   const direction = one(p, 'direction');
   const hex = one(p, 'frame');

@@ -5,28 +5,24 @@ import { join } from 'node:path';
 import { loadGeneration } from '../host/apply.js';
 import { compileFor, writeGenerationFor } from '../backends/nft/generate.js';
 import { loadSources } from '../resolve/sources.js';
-import { formatHelp, type OptionSpec, parseArgs } from './args.js';
+import { type Command, type ParsedArgs } from './args.js';
 import { HOST_OPTIONS, hostOptions } from './host-options.js';
 import type { CliIo } from './io.js';
 
-const SPEC: Record<string, OptionSpec> = {
-  ...HOST_OPTIONS,
-  full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
-  help: { value: false, help: 'show this help' },
+export const loadCommand: Command = {
+  name: 'load',
+  summary: 'check and apply a generation in one transaction',
+  description:
+    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\nnft -c, loads and verifies its eBPF programs, applies it in one transaction\nand records it as the current generation. Without DIR, compiles the live\nlibvirt host (--libvirt, nft backend) first. A failed load leaves the previous\ngeneration in force. Needs root; acts on the network namespace it runs in.',
+  options: {
+    ...HOST_OPTIONS,
+    full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
+  },
+  positionals: { usage: '[DIR]', max: 1 },
+  run: runLoad,
 };
 
-export const LOAD_HELP = formatHelp(
-  'nwf-fast load [DIR] [--state-dir DIR]',
-  'Checks the generation in DIR with nft -c, applies it in one transaction and\nrecords it as the current generation. Without DIR, compiles the live libvirt\nhost (--libvirt) first. A failed load leaves the previous generation in force.',
-  SPEC,
-);
-
-export async function runLoad(argv: readonly string[], io: CliIo): Promise<number> {
-  const p = parseArgs(argv, SPEC, 1);
-  if (p.flags.has('help')) {
-    io.out(LOAD_HELP);
-    return 0;
-  }
+async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
   const opts = { ...hostOptions(p), full: p.flags.has('full') };
   let dir = p.positionals[0];
   let tmp: string | undefined;

@@ -1,39 +1,75 @@
 // nwf-fast command-line entry point: dispatch to one file per subcommand.
-import { InternalError, NwfError } from '../util/errors.js';
-import { COMPILE_HELP, runCompile } from './compile.js';
-import { EXPLAIN_HELP, runExplain } from './explain.js';
+// `--help`/`-h` and `--version` work on every command and are handled here;
+// each command's help is generated from its declared options.
+import { CODES, InternalError, NwfError } from '../util/errors.js';
+import { type Command, formatHelp, parseArgs } from './args.js';
+import { compileCommand } from './compile.js';
+import { demoCommand } from './demo.js';
+import { explainCommand } from './explain.js';
 import { type CliIo, processIo } from './io.js';
-import { DEMO_HELP, runDemo } from './demo.js';
-import { LOAD_HELP, runLoad } from './load.js';
-import { ROLLBACK_HELP, runRollback } from './rollback.js';
-import { runStatus, STATUS_HELP } from './status.js';
-import { runUnload, UNLOAD_HELP } from './unload.js';
+import { loadCommand } from './load.js';
+import { rollbackCommand } from './rollback.js';
+import { statusCommand } from './status.js';
+import { unloadCommand } from './unload.js';
+import { packageVersion } from './version.js';
 
-type Command = { run: (argv: readonly string[], io: CliIo) => Promise<number>; summary: string; help: string };
+const COMMANDS: ReadonlyMap<string, Command> = new Map(
+  [compileCommand, explainCommand, loadCommand, rollbackCommand, statusCommand, unloadCommand, demoCommand].map((c) => [c.name, c]),
+);
 
-const COMMANDS: Record<string, Command> = {
-  compile: { run: runCompile, summary: 'resolve libvirt nwfilter XML into per-interface policies', help: COMPILE_HELP },
-  explain: { run: runExplain, summary: "show the verdict libvirt's rules give one frame, and why", help: EXPLAIN_HELP },
-  load: { run: runLoad, summary: 'check and apply a generation in one transaction', help: LOAD_HELP },
-  rollback: { run: runRollback, summary: 're-apply the previous generation', help: ROLLBACK_HELP },
-  status: { run: runStatus, summary: 'loaded generation, drop counters per interface and reason, drift', help: STATUS_HELP },
-  unload: { run: runUnload, summary: "remove nwf-fast's tables (nothing else)", help: UNLOAD_HELP },
-  demo: { run: runDemo, summary: 'run the built-in example on a demo host made of network namespaces (root)', help: DEMO_HELP },
+/** The options of `nwf-fast` itself, before a command. */
+const TOP_LEVEL: Command = {
+  name: '',
+  summary: '',
+  description: '',
+  options: {},
+  run: () => Promise.resolve(0),
 };
 
 export function usage(): string {
-  const w = Math.max(...Object.keys(COMMANDS).map((k) => k.length)) + 2;
+  const w = Math.max(...[...COMMANDS.keys(), 'help'].map((k) => k.length)) + 2;
   return [
     'usage: nwf-fast COMMAND [options]',
+    '       nwf-fast help [COMMAND]',
+    '       nwf-fast -h|--help | --version',
     '',
-    'Compiles libvirt nwfilter policies for KVM hosts.',
+    'Compiles libvirt nwfilter policies for KVM hosts to an nftables bridge ruleset',
+    'and tc/eBPF programs, and loads them atomically.',
     '',
     'commands:',
-    ...Object.entries(COMMANDS).map(([k, c]) => `  ${k.padEnd(w)}${c.summary}`),
+    ...[...COMMANDS.values()].map((c) => `  ${c.name.padEnd(w)}${c.summary}`),
+    `  ${'help'.padEnd(w)}show the help of a command (same as nwf-fast COMMAND --help)`,
     '',
-    "Run 'nwf-fast COMMAND --help' for a command's options.",
+    'Every command takes -h|--help and --version. Exit codes: 0 success, 1 an',
+    'operation failed on this host, 2 bad input or usage, 3 drift (status), 70 a',
+    'bug in nwf-fast.',
     '',
   ].join('\n');
+}
+
+/** Help for `nwf-fast help COMMAND`. */
+export function commandHelp(name: string): string {
+  const c = COMMANDS.get(name);
+  if (!c) throw unknownCommand(name);
+  return formatHelp(c);
+}
+
+function unknownCommand(name: string): NwfError {
+  return new NwfError(CODES.USAGE, `unknown command '${name}'`, { expected: `one of ${[...COMMANDS.keys(), 'help'].join(', ')}`, hint: 'nwf-fast --help' });
+}
+
+/** Runs `nwf-fast` without a command: help, version, or a usage error. */
+function runTopLevel(argv: readonly string[], io: CliIo): number {
+  const [first, ...rest] = argv;
+  if (first === 'help') {
+    if (rest.length > 1) throw new NwfError(CODES.USAGE, `unexpected argument '${rest[1]}' (nwf-fast help takes one COMMAND)`, { hint: 'nwf-fast --help' });
+    io.out(rest[0] === undefined ? usage() : commandHelp(rest[0]));
+    return 0;
+  }
+  const p = parseArgs(argv, TOP_LEVEL);
+  if (p.flags.has('version')) io.out(`nwf-fast ${packageVersion()}\n`);
+  else io.out(usage());
+  return 0;
 }
 
 /**
@@ -42,20 +78,29 @@ export function usage(): string {
  */
 export async function main(argv: readonly string[], io: CliIo = processIo): Promise<number> {
   const [cmd, ...rest] = argv;
-  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
-    io.out(usage());
-    return cmd ? 0 : 2;
-  }
-  const c = COMMANDS[cmd];
-  if (!c) {
-    io.err(`nwf-fast: unknown command '${cmd}'\n\n${usage()}`);
+  if (cmd === undefined) {
+    io.err(usage());
     return 2;
   }
+  const c = COMMANDS.get(cmd);
   try {
-    return await c.run(rest, io);
+    if (!c) {
+      if (cmd === 'help' || cmd.startsWith('-')) return runTopLevel(argv, io);
+      throw unknownCommand(cmd);
+    }
+    const p = parseArgs(rest, c);
+    if (p.flags.has('help')) {
+      io.out(formatHelp(c));
+      return 0;
+    }
+    if (p.flags.has('version')) {
+      io.out(`nwf-fast ${packageVersion()}\n`);
+      return 0;
+    }
+    return await c.run(p, io);
   } catch (e) {
     if (e instanceof NwfError) {
-      io.err(`nwf-fast ${cmd}: ${e.format()}\n`);
+      io.err(`nwf-fast${c ? ` ${cmd}` : ''}: ${e.format()}\n`);
       return e.code.startsWith('NWF14') ? 1 : 2;
     }
     const err = e instanceof Error ? e : new InternalError(String(e));

@@ -1,28 +1,23 @@
 // nwf-fast status: what is loaded, drops per interface and reason, drift.
 import { status } from '../host/apply.js';
 import { DROP_REASONS } from '../ir/reasons.js';
-import { formatHelp, type OptionSpec, parseArgs } from './args.js';
+import { type Command, type ParsedArgs } from './args.js';
 import { HOST_OPTIONS, hostOptions } from './host-options.js';
 import type { CliIo } from './io.js';
 
-const SPEC: Record<string, OptionSpec> = {
-  ...HOST_OPTIONS,
-  json: { value: false, help: 'print the status as JSON' },
-  help: { value: false, help: 'show this help' },
+export const statusCommand: Command = {
+  name: 'status',
+  summary: 'loaded generation, drop counters per interface and reason, drift',
+  description:
+    'Shows the loaded generation, the protected interfaces with their drop counters\nper reason, and whether the kernel differs from the recorded generation (drift).\nExits 3 when there is drift.',
+  options: {
+    ...HOST_OPTIONS,
+    json: { value: false, help: 'print the status as JSON' },
+  },
+  run: runStatus,
 };
 
-export const STATUS_HELP = formatHelp(
-  'nwf-fast status [--json] [--state-dir DIR]',
-  'Shows the loaded generation, the protected interfaces with their drop counters\nper reason, and whether the kernel differs from the recorded generation (drift).\nExits 3 when there is drift.',
-  SPEC,
-);
-
-export async function runStatus(argv: readonly string[], io: CliIo): Promise<number> {
-  const p = parseArgs(argv, SPEC);
-  if (p.flags.has('help')) {
-    io.out(STATUS_HELP);
-    return 0;
-  }
+async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
   const s = await status(hostOptions(p));
   if (p.flags.has('json')) {
     io.out(JSON.stringify(s, null, 2) + '\n');
