@@ -11,6 +11,13 @@
 // rejects (-EINVAL) an opts struct whose sz is smaller than a non-zero field's
 // end or bigger than what it knows with non-zero tail bytes.
 //
+// The layouts (LP64 sizes, x86-64 alignment, va_list passed as a pointer) hold
+// on x86-64 only, and the opts structs are libbpf 1.1's: libbpf() refuses
+// another architecture, and a libbpf older than 1.1 or not 1.x, before it binds
+// anything (checkLibbpfArch, checkLibbpfVersion). Later 1.x releases keep the 1.x ABI: they
+// only append fields to opts structs and read `sz` to know which ones a caller
+// has, so 1.1's layouts stay valid there.
+//
 // Koffi type names live in one process-wide registry, and a module may be
 // evaluated more than once per process (test runners re-import modules), so
 // every named type goes through `namedType`, which reuses an existing type.
@@ -27,6 +34,53 @@ export const STRUCT_SIZES = {
   bpf_link_create_opts: 64,
   bpf_link_update_opts: 16,
 } as const;
+
+/** What the binding was written for: the CPU architecture and the libbpf versions. */
+export const LIBBPF_SUPPORTED = { arch: 'x64', major: 1, minMinor: 1 } as const;
+
+export interface LibbpfVersion {
+  major: number;
+  minor: number;
+}
+
+const NFT_NEEDS_NO_LIBBPF = 'the nft backend (--backend nft, the default) does not use libbpf';
+
+/** Refuses a CPU architecture (`process.arch`) the struct layouts do not fit. */
+export function checkLibbpfArch(arch: string): void {
+  if (arch === LIBBPF_SUPPORTED.arch) return;
+  throw new NwfError(CODES.KERNEL_UNSUPPORTED, `the eBPF backend's libbpf binding does not support the ${arch} architecture`, {
+    expected: `${LIBBPF_SUPPORTED.arch} (x86-64): the binding's struct layouts and its va_list handling are x86-64's`,
+    hint: NFT_NEEDS_NO_LIBBPF,
+  });
+}
+
+/**
+ * Refuses a libbpf whose ABI the binding was not written for: `version` is what
+ * libbpf_major_version()/libbpf_minor_version() return, or undefined when the
+ * library lacks them (libbpf older than 0.6).
+ */
+export function checkLibbpfVersion(version: LibbpfVersion | undefined): void {
+  const S = LIBBPF_SUPPORTED;
+  if (version && version.major === S.major && version.minor >= S.minMinor) return;
+  const found = version ? `${version.major}.${version.minor}` : 'older than 0.6';
+  throw new NwfError(CODES.KERNEL_UNSUPPORTED, `libbpf ${found} (libbpf.so.1) is not supported by the eBPF backend`, {
+    expected: `libbpf ${S.major}.${S.minMinor} or a later ${S.major}.x (Debian 12: libbpf1 1.1.2)`,
+    hint: NFT_NEEDS_NO_LIBBPF,
+  });
+}
+
+/** libbpf's own version, or undefined for a library without the version calls (before 0.6). */
+function readLibbpfVersion(lib: LibraryHandle): LibbpfVersion | undefined {
+  let major: () => number;
+  let minor: () => number;
+  try {
+    major = lib.func('uint32_t libbpf_major_version(void)') as () => number;
+    minor = lib.func('uint32_t libbpf_minor_version(void)') as () => number;
+  } catch {
+    return undefined;
+  }
+  return { major: major(), minor: minor() };
+}
 
 function namedType(name: string, make: () => TypeObject): TypeObject {
   try {
@@ -213,31 +267,43 @@ function bind(libbpf: LibraryHandle, libc: LibraryHandle) {
   };
 }
 
-export type LibbpfApi = ReturnType<typeof bind> & { types: ReturnType<typeof defineTypes> };
+export type LibbpfApi = ReturnType<typeof bind> & { types: ReturnType<typeof defineTypes>; version: LibbpfVersion };
 
 let api: LibbpfApi | undefined;
 let loadError: unknown;
 
 /**
  * The bound functions, loaded on first use (importing this module on a machine
- * without libbpf.so.1 does not fail; the first BPF call does).
+ * without libbpf.so.1 does not fail; the first BPF call does, and so does an
+ * unsupported architecture or libbpf version: only the eBPF backend needs them).
  */
 export function libbpf(): LibbpfApi {
   if (api) return api;
   if (loadError) throw loadError;
   try {
-    const types = defineTypes();
+    checkLibbpfArch(process.arch);
     const lbpf = koffi.load('libbpf.so.1');
+    const version = readLibbpfVersion(lbpf);
+    checkLibbpfVersion(version);
+    const types = defineTypes();
     const libc = koffi.load('libc.so.6');
-    api = Object.assign(bind(lbpf, libc), { types });
+    api = Object.assign(bind(lbpf, libc), { types, version: version as LibbpfVersion });
     return api;
   } catch (e) {
-    loadError = new NwfError(CODES.KERNEL_UNSUPPORTED, `cannot use libbpf.so.1 through koffi: ${(e as Error).message}`, {
-      hint: 'install the libbpf1 package (Debian: apt-get install libbpf1)',
-      cause: e,
-    });
+    loadError =
+      e instanceof NwfError
+        ? e
+        : new NwfError(CODES.KERNEL_UNSUPPORTED, `cannot use libbpf.so.1 through koffi: ${(e as Error).message}`, {
+            hint: 'install the libbpf1 package (Debian: apt-get install libbpf1)',
+            cause: e,
+          });
     throw loadError;
   }
+}
+
+/** The version of the libbpf in use (loads it; throws like libbpf() where it is unusable). */
+export function libbpfVersion(): LibbpfVersion {
+  return libbpf().version;
 }
 
 /** koffi's saved errno of the last native call made from this thread. */

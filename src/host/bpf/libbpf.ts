@@ -1,4 +1,5 @@
-// Typed binding over the system libbpf (libbpf.so.1, 1.1.x) through koffi.
+// Typed binding over the system libbpf (libbpf.so.1, 1.1 or a later 1.x, on
+// x86-64: ffi.ts refuses anything else) through koffi.
 // One import for the whole BPF host layer:
 //
 //   const obj = BpfObject.open('prog.bpf.o').load();
@@ -63,5 +64,5 @@ export {
   uninstallLibbpfPrint,
   type LibbpfLogSink,
 } from './log.js';
-export { STRUCT_SIZES } from './ffi.js';
+export { STRUCT_SIZES, LIBBPF_SUPPORTED, checkLibbpfArch, checkLibbpfVersion, libbpfVersion, type LibbpfVersion } from './ffi.js';
 export { withNetns, ifIndex, ifName, currentNetnsInode, netnsPath, CLONE_NEWNET } from './netns.js';
