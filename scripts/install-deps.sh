@@ -85,8 +85,9 @@ fi
 if [[ -L node_modules ]]; then
   echo "install-deps: node_modules links to $(readlink node_modules): a shared install, npm ci not run here"
 elif [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
-  echo "install-deps: npm ci"
+  echo "install-deps: npm ci (its prepare script builds dist/)"
   npm ci --no-audit --no-fund --loglevel=error
+  exit 0
 fi
 
 echo "install-deps: npm run build"

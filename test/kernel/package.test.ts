@@ -1,5 +1,5 @@
 // What an operator installs: `npm pack` of a checkout as git has it (no dist/:
-// prepack builds it), installed into an empty directory, runs `nwf-fast
+// the prepare script builds it), installed into an empty directory, runs `nwf-fast
 // --version`, `help`, and `compile` on the bundled example for both backends,
 // and refuses a Node.js older than package.json's engines. Needs no root, but
 // runs here with the kernel tests because it is slow (a TypeScript build and
@@ -36,7 +36,7 @@ beforeAll(async () => {
     cpSync(join(REPO, f), join(checkout, f));
   }
   expect(existsSync(join(checkout, 'dist'))).toBe(false);
-  symlinkSync(join(REPO, 'node_modules'), join(checkout, 'node_modules')); // typescript for prepack
+  symlinkSync(join(REPO, 'node_modules'), join(checkout, 'node_modules')); // typescript for the prepare script
   const pack = await execa('npm', ['pack', '--json', '--pack-destination', work], { cwd: checkout, timeout: 5 * MINUTE });
   const [info] = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
   files = (info?.files ?? []).map((f) => f.path);
