@@ -12,6 +12,7 @@ import { readBpfGeneration } from '../backends/bpf/generation.js';
 import { attachBpf, bpfStats, detachBpf, prepareBpf, unpinAll, updateBpfInPlace } from './bpf-apply.js';
 import { elementDelta } from './delta.js';
 import { liveDelta, planLoad, type LoadPlan } from './teardown.js';
+import { applyElementDelta, type ElementDeltaOptions } from './nfnl/index.js';
 
 export interface HostOptions extends NftRunOptions {
   stateDir: string;
@@ -88,12 +89,12 @@ export async function applyBuild(build: NftJsonDocument, opts: NftRunOptions): P
  * change): the element delta between two builds, aimed at the live objects.
  * Returns false when the builds differ in more than elements.
  */
-export async function applyIncremental(prev: NftJsonDocument, next: NftJsonDocument, opts: NftRunOptions, liveTag?: string): Promise<boolean> {
+export async function applyIncremental(prev: NftJsonDocument, next: NftJsonDocument, opts: ElementDeltaOptions, liveTag?: string): Promise<boolean> {
   const plain = elementDelta(prev, next);
   if (!plain) return false;
   const delta = liveDelta(liveTag ?? (await listOurs(opts)), plain);
   if (!delta) return false;
-  await nftApply(delta, opts);
+  await applyElementDelta({ live: delta, plain, build: next }, opts);
   return true;
 }
 
@@ -216,7 +217,8 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   const t0 = performance.now();
   try {
     await faultPoint('pause-before-apply');
-    await nftApply(delta, opts); // one transaction; refused if the kernel lacks an element we delete
+    // one transaction (netlink encoder, else libnftables); refused if the kernel lacks an element we delete
+    await applyElementDelta({ live: delta, plain, build: g.nft }, opts);
   } catch {
     return undefined;
   }
