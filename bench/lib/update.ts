@@ -3,8 +3,9 @@
 //     and load it as a new generation (one transaction replacing the tables);
 //   nft set delta: the same change as a transaction of set-element updates
 //     only (add the new `vnet0 . IP` elements, delete the old ones), computed
-//     by diffing two generations (applyIncremental, what `load` sends when
-//     only set elements changed);
+//     by diffing two generations (what `load` sends when only set elements
+//     changed), sent through the netlink encoder (host/nfnl), and the same
+//     delta through libnftables;
 //   eBPF: updateConfig on vnet0's entry of its shape's object (write the
 //     inactive nwf_cfg slot, flip its nwf_slot entry), the values computed
 //     for that one interface.
@@ -13,13 +14,18 @@
 // peer, and checked afterwards: frames from the new IP pass, from the old don't.
 import { join } from 'node:path';
 import { updateConfig } from '../../src/backends/bpf/load.js';
-import { applyBuild, applyIncremental } from '../../src/host/apply.js';
+import { applyBuild } from '../../src/host/apply.js';
+import { elementDelta } from '../../src/host/delta.js';
+import { withNetns } from '../../src/host/netns.js';
+import { nftApply } from '../../src/host/nft.js';
+import { applyElementDelta, NfnlSocket, type ElementDeltaPlan } from '../../src/host/nfnl/index.js';
+import { liveDelta } from '../../src/host/teardown.js';
 import { loadEbpf, loadNft, startFlood, writeTrafgenConfigs, type BenchHost } from './host.js';
 import { probeIps, type LeakResult } from './libvirt-phase.js';
 import { ALT_IP, bindingTexts, compileNft, parseBindings, portIp, resolveAll, vm0Config } from './policy.js';
 import { log, sleep, stat, type Stat } from './util.js';
 
-export type UpdateMethod = 'nft-generation' | 'nft-set-delta' | 'ebpf-update-config';
+export type UpdateMethod = 'nft-generation' | 'nft-set-delta' | 'nft-set-delta-libnftables' | 'ebpf-update-config';
 
 export interface UpdateRow {
   method: UpdateMethod;
@@ -93,32 +99,51 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
       const tag = await applyBuild(JSON.parse(jsonA), { netns: host.hostNs, inProcess: true });
 
       // ---- nft: set-element delta ----
-      // the incremental load nwf-fast takes when only addresses change (host/delta.ts)
+      // the incremental load nwf-fast takes when only addresses change: the element diff of
+      // the two generations (host/delta.ts, "compile"), aimed at the live objects, then sent
+      // as one transaction ("live"): through the netlink encoder (host/nfnl) on a socket kept
+      // open, as a long-running updater would, and through libnftables for comparison
       const docA = JSON.parse(jsonA);
       const docB = JSON.parse(jsonB);
-      const flip = async (c: number): Promise<void> => {
-        const ok = await applyIncremental(c % 2 === 0 ? docA : docB, c % 2 === 0 ? docB : docA, { netns: host.hostNs, inProcess: true }, tag);
-        if (!ok) throw new Error('the two generations differ in more than set elements');
+      const deltaOf = (c: number): ElementDeltaPlan => {
+        const [prev, next] = c % 2 === 0 ? [docA, docB] : [docB, docA];
+        const plain = elementDelta(prev, next);
+        const live = plain && liveDelta(tag, plain);
+        if (!plain || !live) throw new Error('the two generations differ in more than set elements');
+        return { live, plain, build: next };
       };
-      {
-        const live2: number[] = [];
-        for (let c = 0; c < o.changes; c++) {
-          const t1 = performance.now();
-          await flip(c);
-          live2.push(performance.now() - t1);
+      const plans = [deltaOf(0), deltaOf(1)];
+      const sock = withNetns(host.hostNs, () => NfnlSocket.open());
+      try {
+        const viaNfnl = async (plan: ElementDeltaPlan): Promise<void> => {
+          const r = await applyElementDelta(plan, { netns: host.hostNs, inProcess: true, socket: sock });
+          if (r.path !== 'nfnl') throw new Error(`the netlink encoder was not used: ${r.fallback ?? ''}`);
+        };
+        const viaLib = async (plan: ElementDeltaPlan): Promise<void> => {
+          await nftApply(plan.live, { netns: host.hostNs, inProcess: true });
+        };
+        for (const [method, apply, note] of [
+          ['nft-set-delta', viaNfnl, "nwf-fast's incremental load: the element diff of two generations (compile), sent as one nf_tables netlink batch on the live sets (host/nfnl)"],
+          ['nft-set-delta-libnftables', viaLib, 'the same delta through libnftables in-process (its client reads the whole table into its cache first)'],
+        ] as const) {
+          const comp: number[] = [];
+          const live2: number[] = [];
+          for (let c = 0; c < o.changes; c++) {
+            const t0 = performance.now();
+            const plan = deltaOf(c);
+            const t1 = performance.now();
+            await apply(plan);
+            live2.push(performance.now() - t1);
+            comp.push(t1 - t0);
+          }
+          if (o.changes % 2 === 1) await apply(plans[1] as ElementDeltaPlan);
+          const leak2 = await underFlood((c) => apply(plans[c % 2] as ElementDeltaPlan), o.leakChanges);
+          if (o.leakChanges % 2 === 1) await apply(plans[1] as ElementDeltaPlan);
+          rows.push({ method, n: o.n, changes: o.changes, compileMs: stat(comp), liveMs: stat(live2), leak: leak2, note });
+          log(`update ${method} n=${o.n}: delta ${stat(comp).median.toFixed(1)} ms, live ${stat(live2).median.toFixed(3)} ms; leaked ${leak2.leaked}/${leak2.sent}`);
         }
-        if (o.changes % 2 === 1) await flip(o.changes);
-        const leak2 = await underFlood(flip, o.leakChanges);
-        rows.push({
-          method: 'nft-set-delta',
-          n: o.n,
-          changes: o.changes,
-          compileMs: stat([]),
-          liveMs: stat(live2),
-          leak: leak2,
-          note: "nwf-fast's incremental load: one transaction of element deletions and additions on the live sets (host/delta.ts)",
-        });
-        log(`update nft-set-delta n=${o.n}: ${stat(live2).median.toFixed(2)} ms; leaked ${leak2.leaked}/${leak2.sent}`);
+      } finally {
+        sock.close();
       }
     } finally {
       await base.unload();
