@@ -84,6 +84,24 @@ describe('nf_tables batches, byte for byte from the uapi', () => {
   });
 });
 
+describe('large changes', () => {
+  it('split into several messages of one batch, each attribute within its 16-bit length, every element once', () => {
+    const s4: SetDecl = { family: 'bridge', table: 't', name: 's4', type: ['ifname', 'ipv4_addr'] };
+    const elements = Array.from({ length: 5000 }, (_, i) => tuple(str(`v${i % 100}`), str(`10.0.${i >> 8}.${i & 255}`)));
+    const b = encodeElementBatch([{ op: 'add', set: s4, elements }], 7);
+    expect(b.messages.length).toBe(3);
+    expect(b.messages.map((m) => m.seq)).toEqual([8, 9, 10]);
+    expect(b.endSeq).toBe(11);
+    expect(b.messages.flatMap((m) => m.change.elements)).toEqual(elements);
+    for (const m of b.messages) {
+      // NFTA_SET_ELEM_LIST_ELEMENTS after the headers, table and set attributes: 16 + 4 + 8 + 8
+      const nestLen = b.bytes.readUInt16LE(m.offset + 36);
+      expect(nestLen).toBe(m.length - 36);
+      expect(m.elementOffsets.length).toBe(m.change.elements.length);
+    }
+  });
+});
+
 interface Recorded {
   recordedWith: string;
   cases: { name: string; cmd: string; message: string }[];

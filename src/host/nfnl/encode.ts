@@ -79,6 +79,13 @@ export interface EncodedBatch {
   endSeq: number;
 }
 
+/**
+ * Elements go into one message while its NFTA_SET_ELEM_LIST_ELEMENTS nest is
+ * shorter than this; the largest element (two 64-byte keys and a chain name)
+ * stays well under the 64 KiB an attribute length can say.
+ */
+const ELEMENTS_NEST_LIMIT = 60_000;
+
 const keyTypes = (s: SetDecl): readonly SetKeyType[] => (typeof s.type === 'string' ? [s.type] : s.type);
 
 function writeVerdict(w: NlWriter, v: Verdict): void {
@@ -144,37 +151,44 @@ function writeElement(w: NlWriter, c: ElementChange, e: ElementEntry, index: num
 
 /**
  * Encodes element changes as one nf_tables batch, messages in the order
- * given (put deletions before additions when a key changes its data).
- * Sequence numbers run from `seq`: begin, one per change, end.
+ * given (put deletions before additions when a key changes its data): one
+ * message per change, more for a change with very many elements.
+ * Sequence numbers run from `seq`: begin, one per message, end (at most
+ * one per element plus two).
  * Throws NfnlEncodeError for values it cannot encode (`unsupported` when
  * libnftables could).
  */
 export function encodeElementBatch(changes: readonly ElementChange[], seq: number): EncodedBatch {
-  const w = new NlWriter(256 + changes.length * 128);
+  const w = new NlWriter(256 + changes.reduce((n, c) => n + 64 + c.elements.length * 96, 0));
   const beginSeq = seq >>> 0;
   w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, beginSeq, 0, NFNL_SUBSYS_NFTABLES);
   w.end();
   const messages: EncodedMessage[] = [];
   let n = beginSeq;
   for (const c of changes) {
-    if (c.elements.length === 0) continue;
     const family = NFPROTO[c.set.family];
     if (family === undefined) throw new NfnlEncodeError(`unknown family ${String(c.set.family)}`, false);
-    n = (n + 1) >>> 0;
     const type = nftMsgType(c.op === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
     const flags = NLM_F_REQUEST | NLM_F_ACK | (c.op === 'add' ? NLM_F_CREATE : 0);
-    const offset = w.begin(type, flags, n, family);
-    w.strz(NFTA_SET_ELEM_LIST_TABLE, c.set.table);
-    w.strz(NFTA_SET_ELEM_LIST_SET, c.set.name);
-    w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-    const elementOffsets: number[] = [];
-    c.elements.forEach((e, i) => {
-      elementOffsets.push(w.length - offset);
-      writeElement(w, c, e, i);
-    });
-    w.nestEnd();
-    w.end();
-    messages.push({ seq: n, change: c, offset, length: w.length - offset, elementOffsets });
+    // an attribute's length is 16 bits: many elements take several messages (still one transaction)
+    for (let i = 0; i < c.elements.length; ) {
+      n = (n + 1) >>> 0;
+      const offset = w.begin(type, flags, n, family);
+      w.strz(NFTA_SET_ELEM_LIST_TABLE, c.set.table);
+      w.strz(NFTA_SET_ELEM_LIST_SET, c.set.name);
+      const nest = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+      const elementOffsets: number[] = [];
+      const first = i;
+      while (i < c.elements.length && (i === first || w.length - nest < ELEMENTS_NEST_LIMIT)) {
+        elementOffsets.push(w.length - offset);
+        writeElement(w, c, c.elements[i] as ElementEntry, i - first);
+        i++;
+      }
+      w.nestEnd();
+      w.end();
+      const part = first === 0 && i === c.elements.length ? c : { ...c, elements: c.elements.slice(first, i) };
+      messages.push({ seq: n, change: part, offset, length: w.length - offset, elementOffsets });
+    }
   }
   const endSeq = (n + 1) >>> 0;
   w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST | NLM_F_ACK, endSeq, 0, NFNL_SUBSYS_NFTABLES);

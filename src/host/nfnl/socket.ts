@@ -18,7 +18,10 @@ import { parseReplies, type NlReply } from './netlink.js';
 import { AF_NETLINK, MSG_DONTWAIT, NETLINK_CAP_ACK, NETLINK_EXT_ACK, NETLINK_NETFILTER, SOCK_CLOEXEC, SOCK_RAW, SOL_NETLINK } from './uapi.js';
 
 const SOL_SOCKET = 1;
+const SO_SNDBUF = 7;
 const SO_RCVBUF = 8;
+const SO_SNDBUFFORCE = 32;
+const SO_RCVBUFFORCE = 33;
 const POLLIN = 0x1;
 const RECV_BUF = 64 * 1024;
 
@@ -37,6 +40,8 @@ export function errnoText(errno: number): string {
 export class NfnlSocket {
   private fd: number;
   private seq: number;
+  /** Batches up to this size fit the default send buffer (net.core.wmem_default, less the kernel's slack). */
+  private sndbuf = 160 * 1024;
   private readonly rbuf = Buffer.alloc(RECV_BUF);
 
   private constructor(fd: number) {
@@ -60,9 +65,10 @@ export class NfnlSocket {
       // best effort: without them errors are still reported, with less detail
       c.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, one, 4);
       c.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, one, 4);
+      // room for the acknowledgements of a large batch (FORCE passes rmem_max; needs CAP_NET_ADMIN)
       const rcv = Buffer.alloc(4);
       rcv.writeInt32LE(1 << 20);
-      c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, rcv, 4);
+      if (c.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, rcv, 4) !== 0) c.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, rcv, 4);
     } catch (e) {
       c.close(fd);
       throw e;
@@ -85,6 +91,13 @@ export class NfnlSocket {
   send(bytes: Buffer): void {
     if (this.fd < 0) throw new NwfError(CODES.COMMAND_FAILED, 'netlink socket is closed');
     const c = libc();
+    if (bytes.length > this.sndbuf) {
+      // a netlink message must fit the send buffer whole (nft raises it the same way)
+      const v = Buffer.alloc(4);
+      v.writeInt32LE(bytes.length + 4096);
+      if (c.setsockopt(this.fd, SOL_SOCKET, SO_SNDBUFFORCE, v, 4) !== 0) c.setsockopt(this.fd, SOL_SOCKET, SO_SNDBUF, v, 4);
+      this.sndbuf = bytes.length;
+    }
     for (;;) {
       const n = c.send(this.fd, bytes, bytes.length, 0);
       if (n === bytes.length) return;

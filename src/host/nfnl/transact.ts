@@ -151,7 +151,7 @@ export interface BatchResult {
 export function sendElementBatch(sock: BatchSocket, changes: readonly ElementChange[], timeoutMs = 2000): BatchResult {
   const elements = changes.reduce((n, c) => n + c.elements.length, 0);
   if (elements === 0) return { messages: 0, elements: 0, bytes: 0 };
-  const batch = encodeElementBatch(changes, sock.reserveSeq(changes.length + 2));
+  const batch = encodeElementBatch(changes, sock.reserveSeq(elements + 2));
   const ours = (r: NlReply): boolean => r.type === NLMSG_ERROR && ((r.seq - batch.beginSeq) >>> 0) <= ((batch.endSeq - batch.beginSeq) >>> 0);
   const acked = (rs: readonly NlReply[]): boolean => {
     const mine = rs.filter(ours);
