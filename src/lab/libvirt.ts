@@ -21,9 +21,33 @@
 // to firewalld, which would apply them in the machine's root namespace.
 // ebtables/iptables rules land in namespace NS only.
 //
-// One such daemon per machine at a time: a lock file records the owner, the
-// daemon and the holder; a lock left by a dead process is taken over after
-// its daemon and holder (checked by executable) are ended by PID.
+// One such daemon per network namespace (two in one namespace would fight
+// over the same ebtables/iptables chains); daemons in different namespace
+// hosts run side by side (see "Several daemons at once" below). A lock file
+// per namespace records the owner, the daemon, the holder and its mount
+// namespace; a lock left by a dead process (any namespace's) is cleaned up at
+// the next start: its daemon, every process left in its mount namespace (QEMU
+// guests) and its holder are ended by PID.
+//
+// Optional, for real QEMU guests (src/lab/vm): a qemu.conf for running QEMU
+// inside the namespace host (no virtlogd, no security driver, no cgroups or
+// per-guest mount namespaces), the holder's own UTS namespace with a
+// hostname, libvirtd.conf host_uuid, a TCP listener with auth none (for
+// migration between two namespace hosts), qemu hook scripts installed before
+// the daemon starts (libvirt reads its hooks directory only at start), and
+// restart() of the daemon alone with its guests running.
+//
+// Several daemons at once. Everything libvirtd keeps on disk lives under the
+// five private directories above, its sockets are path sockets in the private
+// /run/libvirt, taps, bridges and firewall rules are per network namespace,
+// and the hostname is per UTS namespace. What two daemons still share, and
+// why it is safe: /run/xtables.lock (iptables serialises on it: waits, no
+// conflict), /dev/net/tun (a device, not a name), the QEMU binary, the guest
+// kernel and images (read only), and the host UUID libvirt derives from the
+// machine (SMBIOS) unless host_uuid is set (migration between two such
+// daemons needs distinct ones: hostUuid). cgroups are off (cgroup_controllers
+// is empty in the qemu.conf written here), so equal domain names do not meet
+// in /sys/fs/cgroup.
 //
 // Every command is an argv array run by execa; every wait is bounded.
 import { execa, type ResultPromise } from 'execa';
@@ -36,7 +60,15 @@ export const LIBVIRTD = '/usr/sbin/libvirtd';
 export const VIRSH = '/usr/bin/virsh';
 export const LIBVIRT_FILTER_DIR = '/etc/libvirt/nwfilter';
 export const NWFILTER_DRIVER = '/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_nwfilter.so';
+/** The machine-wide lock of earlier versions (one daemon per machine); honoured when given as lockFile. */
 export const DEFAULT_LOCK_FILE = '/run/lock/nwf-fast-libvirtd.lock';
+const LOCK_DIR = '/run/lock';
+const LOCK_PREFIX = 'nwf-fast-libvirtd';
+
+/** The lock file of the private libvirtd of network namespace `netns`. */
+export function lockFileFor(netns: string): string {
+  return join(LOCK_DIR, `${LOCK_PREFIX}-${netns.replace(/[^A-Za-z0-9_.-]/g, '_')}.lock`);
+}
 export const LIBVIRT_URI = 'qemu:///system';
 const WORK_PREFIX = 'nwf-libvirtd-';
 
@@ -107,11 +139,41 @@ export interface LibvirtdOptions {
   keepWorkDir?: boolean;
   /** When another private libvirtd holds the lock, wait up to this long for it (polling). Default 0: fail at once. */
   lockWaitMs?: number;
+  /** Write a qemu.conf that lets the daemon run QEMU guests inside the namespace host. Default false. */
+  qemu?: boolean;
+  /** Give the daemon its own UTS namespace with this hostname. Default: the machine's. */
+  hostname?: string;
+  /** libvirtd.conf host_uuid. Default: libvirt's (from the machine, the same for every daemon). */
+  hostUuid?: string;
+  /** Listen for qemu+tcp://ADDRESS:PORT/system with auth none (inside the namespace only). */
+  listenTcp?: { address: string; port?: number };
+  /** qemu hook scripts, installed as /etc/libvirt/hooks/qemu.d/NAME (mode 0755) before the daemon starts: name -> script text. */
+  qemuHooks?: Readonly<Record<string, string>>;
+  /** Files copied into the private directories before the daemon starts (`to` in the daemon's view), e.g. a QEMU capabilities cache. */
+  seedFiles?: readonly { from: string; to: string }[];
 }
+
+/** The qemu.conf of a namespace host (see the header). */
+export const NAMESPACE_QEMU_CONF = [
+  '# private libvirtd of nwf-fast tests: QEMU inside a namespace host',
+  'stdio_handler = "file"',
+  'security_driver = "none"',
+  'user = "root"',
+  'group = "root"',
+  'dynamic_ownership = 0',
+  'remember_owner = 0',
+  'namespaces = [ ]',
+  'cgroup_controllers = [ ]',
+  '',
+].join('\n');
+
+const HOOK_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 
 interface LockRecord {
   owner: number;
   holder?: number;
+  /** The holder's mount namespace (readlink /proc/PID/ns/mnt): every process in it is ours. */
+  mntNs?: string;
   libvirtd?: number;
   workDir?: string;
   started: string;
@@ -190,9 +252,70 @@ function isOurWorkDir(dir: string | undefined): dir is string {
   return dir !== undefined && dir.startsWith(join(tmpdir(), WORK_PREFIX)) && !dir.includes('..');
 }
 
-/** Takes the machine-wide lock, taking over (and cleaning up after) a lock whose owner is dead. */
+/** PIDs of the processes in mount namespace `mnt` (other than `except`). */
+function pidsInMountNs(mnt: string, except: readonly number[] = []): number[] {
+  const out: number[] = [];
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === process.pid || except.includes(pid)) continue;
+    if (mntNs(pid) === mnt) out.push(pid);
+  }
+  return out;
+}
+
+/** Ends (SIGKILL) every process left in mount namespace `mnt` (QEMU guests of a stopped daemon), except `except`; waits for them (bounded). */
+async function endMountNsProcesses(mnt: string | undefined, except: readonly number[], waitMs = 5_000): Promise<number[]> {
+  if (!mnt || mnt === mntNs('self')) return [];
+  const pids = pidsInMountNs(mnt, except);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  const deadline = performance.now() + waitMs;
+  while (pids.some((p) => alive(p) && mntNs(p) === mnt) && performance.now() < deadline) await sleepMs(20);
+  return pids;
+}
+
+/** Ends what a dead owner's lock record names: its daemon, the processes left in its mount namespace, its holder; removes its work directory. */
+async function cleanUpAfter(rec: LockRecord | undefined): Promise<void> {
+  if (rec?.libvirtd) await endPid(rec.libvirtd, '/libvirtd', 10_000);
+  await endMountNsProcesses(rec?.mntNs, rec?.holder ? [rec.holder] : []);
+  if (rec?.holder) await endPid(rec.holder, '/sleep', 2_000);
+  if (isOurWorkDir(rec?.workDir)) fs.rmSync(rec.workDir, { recursive: true, force: true });
+}
+
+/** Cleans up after every private libvirtd whose owner died (locks of any namespace). */
+async function sweepStaleLocks(except: string): Promise<void> {
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(LOCK_DIR).filter((n) => n.startsWith(LOCK_PREFIX) && n.endsWith('.lock'));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const file = join(LOCK_DIR, n);
+    if (file === except) continue;
+    const rec = readLock(file);
+    if (!rec || alive(rec.owner)) continue;
+    await cleanUpAfter(rec);
+    if (readLock(file)?.owner === rec.owner) fs.rmSync(file, { force: true });
+  }
+}
+
+/** Takes the lock, taking over (and cleaning up after) a lock whose owner is dead. */
 async function acquireLock(file: string, waitMs = 0): Promise<void> {
   fs.mkdirSync(dirname(file), { recursive: true });
+  if (dirname(file) === LOCK_DIR) await sweepStaleLocks(file);
   const deadline = performance.now() + waitMs;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
@@ -210,14 +333,12 @@ async function acquireLock(file: string, waitMs = 0): Promise<void> {
       continue;
     }
     if (rec && alive(rec.owner)) {
-      throw new NwfError(CODES.STATE_INVALID, `libvirtd: another private libvirtd is running (lock ${file}, owner pid ${rec.owner}${rec.libvirtd ? `, libvirtd pid ${rec.libvirtd}` : ''}); only one at a time`, {
+      throw new NwfError(CODES.STATE_INVALID, `libvirtd: another private libvirtd is running (lock ${file}, owner pid ${rec.owner}${rec.libvirtd ? `, libvirtd pid ${rec.libvirtd}` : ''}); only one at a time per lock`, {
         hint: `wait for it to end; if its owner is gone, remove ${file}`,
       });
     }
     // Stale: its owner died. End what it left, by PID, then retry.
-    if (rec?.libvirtd) await endPid(rec.libvirtd, '/libvirtd', 10_000);
-    if (rec?.holder) await endPid(rec.holder, '/sleep', 2_000);
-    if (isOurWorkDir(rec?.workDir)) fs.rmSync(rec.workDir, { recursive: true, force: true });
+    await cleanUpAfter(rec);
     try {
       fs.unlinkSync(file);
     } catch {
@@ -280,6 +401,7 @@ export class Libvirtd {
   private stopped = false;
   private exitHook: (() => void) | undefined;
   private fileSeq = 0;
+  private daemonPid: number;
   /** Milliseconds of each nwfilter-binding-create, in order. */
   readonly bindingTimes: { portdev: string; filter: string; ms: number }[] = [];
 
@@ -287,21 +409,33 @@ export class Libvirtd {
     readonly netns: string,
     readonly workDir: string,
     readonly holderPid: number,
-    readonly pid: number,
-    private readonly daemon: ResultPromise,
+    /** The holder's mount namespace (every process in it is ours). */
+    readonly mountNs: string,
+    pid: number,
+    private daemon: ResultPromise,
     private readonly holder: ResultPromise,
     private readonly lockFile: string,
-    private readonly opts: Required<Pick<LibvirtdOptions, 'commandTimeoutMs' | 'keepWorkDir'>>,
+    private readonly opts: Required<Pick<LibvirtdOptions, 'commandTimeoutMs' | 'keepWorkDir' | 'startTimeoutMs'>> & { listen: boolean },
     /** How long start() took until the daemon answered. */
     readonly startMs: number,
-  ) {}
+  ) {
+    this.daemonPid = pid;
+  }
+
+  /** The daemon's PID (a new one after restart()). */
+  get pid(): number {
+    return this.daemonPid;
+  }
 
   /** Starts the daemon in `opts.netns` and waits until `virsh nwfilter-list` answers. */
   static async start(opts: LibvirtdOptions): Promise<Libvirtd> {
     const avail = libvirtAvailable();
     if (!avail.ok) throw new NwfError(CODES.STATE_INVALID, `libvirtd: ${avail.reason}`);
     if (!exists(`/run/netns/${opts.netns}`)) throw new NwfError(CODES.VALUE_INVALID, `libvirtd: no network namespace ${opts.netns}`);
-    const lockFile = opts.lockFile ?? DEFAULT_LOCK_FILE;
+    for (const name of Object.keys(opts.qemuHooks ?? {})) {
+      if (!HOOK_NAME_RE.test(name)) throw new NwfError(CODES.VALUE_INVALID, `libvirtd: invalid hook script name ${JSON.stringify(name)}`, { expected: '[A-Za-z0-9_.-]{1,64}' });
+    }
+    const lockFile = opts.lockFile ?? lockFileFor(opts.netns);
     const startTimeoutMs = opts.startTimeoutMs ?? 30_000;
     const commandTimeoutMs = opts.commandTimeoutMs ?? 60_000;
     const t0 = performance.now();
@@ -309,6 +443,7 @@ export class Libvirtd {
     let workDir: string | undefined;
     let holder: ResultPromise | undefined;
     let daemon: ResultPromise | undefined;
+    let mnt: string | undefined;
     try {
       workDir = fs.mkdtempSync(join(tmpdir(), WORK_PREFIX));
       for (const [sub] of PRIVATE_DIRS) fs.mkdirSync(join(workDir, sub), { mode: 0o755 });
@@ -317,16 +452,14 @@ export class Libvirtd {
       fs.mkdirSync(nwf);
       const src = opts.filterDir ?? LIBVIRT_FILTER_DIR;
       for (const f of fs.readdirSync(src).filter((n) => n.endsWith('.xml'))) fs.copyFileSync(join(src, f), join(nwf, f));
-      fs.writeFileSync(
-        join(workDir, 'etc', 'libvirtd.conf'),
-        ['# private libvirtd of nwf-fast conformance tests', 'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"', ''].join('\n'),
-      );
+      writeDaemonConfig(workDir, opts);
       // Mount points must exist on the machine (empty directories, as libvirt's packages make them).
       for (const [, dir] of PRIVATE_DIRS) fs.mkdirSync(dir, { recursive: true });
       updateLock(lockFile, { owner: process.pid, workDir, started: new Date().toISOString() });
 
       const lifetime = String(opts.holderLifetimeS ?? 4 * 3600);
-      holder = execa('ip', ['netns', 'exec', opts.netns, 'unshare', '--mount', '--propagation', 'private', '--', 'sleep', lifetime], {
+      const uts = opts.hostname !== undefined ? ['--uts'] : [];
+      holder = execa('ip', ['netns', 'exec', opts.netns, 'unshare', '--mount', ...uts, '--propagation', 'private', '--', 'sleep', lifetime], {
         stdio: 'ignore',
         reject: false,
         cleanup: true,
@@ -334,13 +467,13 @@ export class Libvirtd {
       const holderPid = holder.pid;
       if (holderPid === undefined) throw new NwfError(CODES.COMMAND_FAILED, 'libvirtd: could not start the namespace holder');
       const ownMnt = mntNs('self');
-      await waitFor('the namespace holder', 5_000, 10, () => {
+      mnt = await waitFor('the namespace holder', 5_000, 10, () => {
         if (holder?.exitCode !== undefined && holder.exitCode !== null) throw new NwfError(CODES.COMMAND_FAILED, `libvirtd: the namespace holder exited (${holder.exitCode})`);
         const exe = exeOf(holderPid);
-        const mnt = mntNs(holderPid);
-        return exe?.endsWith('/sleep') && mnt !== undefined && mnt !== ownMnt ? true : undefined;
+        const m = mntNs(holderPid);
+        return exe?.endsWith('/sleep') && m !== undefined && m !== ownMnt ? m : undefined;
       });
-      updateLock(lockFile, { owner: process.pid, workDir, holder: holderPid, started: new Date().toISOString() });
+      updateLock(lockFile, { owner: process.pid, workDir, holder: holderPid, mntNs: mnt, started: new Date().toISOString() });
 
       const inMnt = (argv: readonly string[], net = false): string[] => ['-t', String(holderPid), '-m', ...(net ? ['-n'] : []), '--', ...argv];
       const mounts: [string, string][] = PRIVATE_DIRS.map(([sub, dir]) => [join(workDir as string, sub), dir]);
@@ -353,39 +486,20 @@ export class Libvirtd {
       }
       // The holder's view must now be the private one; the machine's must not.
       if (!exists(`/proc/${holderPid}/root/etc/libvirt/libvirtd.conf`)) throw new NwfError(CODES.COMMAND_FAILED, 'libvirtd: private /etc/libvirt is not visible in the holder');
+      if (opts.hostname !== undefined) await execa('nsenter', ['-t', String(holderPid), '-u', '--', 'hostname', opts.hostname], { timeout: 10_000 });
 
-      daemon = execa('nsenter', inMnt([LIBVIRTD, '-f', '/etc/libvirt/libvirtd.conf', '-p', '/run/libvirt/libvirtd.pid'], true), {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        reject: false,
-        cleanup: true,
-        buffer: true,
-        env: { DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent/nwf-fast-no-dbus', DBUS_SESSION_BUS_ADDRESS: 'unix:path=/nonexistent/nwf-fast-no-dbus' },
-      });
-      const pid = daemon.pid;
-      if (pid === undefined) throw new NwfError(CODES.COMMAND_FAILED, 'libvirtd: could not start');
-      updateLock(lockFile, { owner: process.pid, workDir, holder: holderPid, libvirtd: pid, started: new Date().toISOString() });
-
-      const d = daemon;
-      const wd = workDir;
-      let exited = false;
-      void d.then(() => {
-        exited = true;
-      });
-      await waitFor('libvirtd to answer `virsh nwfilter-list`', startTimeoutMs, 100, async () => {
-        if (exited) {
-          const r = await d;
-          throw new NwfError(CODES.COMMAND_FAILED, `libvirtd exited during start (exit ${r.exitCode ?? r.signal}): ${logTail(wd)}${String(r.stderr ?? '').slice(-2000)}`);
-        }
-        if (!exists(join(wd, 'run', 'libvirt-sock'))) return undefined;
-        const r = await execa('nsenter', inMnt([VIRSH, '-q', '-c', LIBVIRT_URI, 'nwfilter-list']), { reject: false, timeout: 10_000 });
-        return r.exitCode === 0 ? true : undefined;
-      });
-      const lv = new Libvirtd(opts.netns, workDir, holderPid, pid, daemon, holder, lockFile, { commandTimeoutMs, keepWorkDir: opts.keepWorkDir ?? false }, performance.now() - t0);
+      const listen = opts.listenTcp !== undefined;
+      daemon = spawnDaemon(holderPid, listen);
+      const pid = daemon.pid as number;
+      updateLock(lockFile, { owner: process.pid, workDir, holder: holderPid, mntNs: mnt, libvirtd: pid, started: new Date().toISOString() });
+      await waitForDaemon(daemon, holderPid, workDir, startTimeoutMs);
+      const lv = new Libvirtd(opts.netns, workDir, holderPid, mnt, pid, daemon, holder, lockFile, { commandTimeoutMs, startTimeoutMs, keepWorkDir: opts.keepWorkDir ?? false, listen }, performance.now() - t0);
       lv.installExitHook();
       return lv;
     } catch (e) {
       // Undo everything, by PID.
       if (daemon?.pid !== undefined) await endPid(daemon.pid, '/libvirtd', 10_000);
+      await endMountNsProcesses(mnt, holder?.pid !== undefined ? [holder.pid] : []);
       if (holder?.pid !== undefined) await endPid(holder.pid, '/sleep', 2_000);
       if (workDir && !opts.keepWorkDir) fs.rmSync(workDir, { recursive: true, force: true });
       releaseLock(lockFile);
@@ -393,21 +507,43 @@ export class Libvirtd {
     }
   }
 
-  /** Synchronous last resort: if the test process exits without stop(), end the daemon and holder by PID. */
+  /**
+   * Ends the daemon alone (SIGTERM, as a service stop does: running QEMU
+   * guests keep running) and starts it again in the same namespaces with the
+   * same configuration; resolves when it answers again. Returns the
+   * milliseconds from the stop until it answered.
+   */
+  async restart(): Promise<number> {
+    if (this.stopped) throw new NwfError(CODES.STATE_INVALID, 'libvirtd: stopped');
+    const t0 = performance.now();
+    await endPid(this.daemonPid, '/libvirtd', 10_000);
+    await Promise.race([this.daemon.then(() => undefined), sleepMs(2_000)]);
+    if (alive(this.daemonPid) && (exeOf(this.daemonPid) ?? '').endsWith('/libvirtd')) throw new NwfError(CODES.COMMAND_FAILED, `libvirtd ${this.daemonPid} did not end`);
+    this.daemon = spawnDaemon(this.holderPid, this.opts.listen);
+    this.daemonPid = this.daemon.pid as number;
+    updateLock(this.lockFile, { owner: process.pid, workDir: this.workDir, holder: this.holderPid, mntNs: this.mountNs, libvirtd: this.daemonPid, started: new Date().toISOString() });
+    await waitForDaemon(this.daemon, this.holderPid, this.workDir, this.opts.startTimeoutMs);
+    return performance.now() - t0;
+  }
+
+  /** Where a path of the daemon's private view (/etc/libvirt/..., /run/libvirt/..., /var/lib/libvirt/..., ...) is on the machine. */
+  hostPath(privatePath: string): string {
+    return workPathOf(this.workDir, privatePath);
+  }
+
+  /** Synchronous last resort: if the test process exits without stop(), end the daemon, its guests and the holder by PID. */
   private installExitHook(): void {
     const hook = (): void => {
-      for (const [pid, exe] of [
-        [this.pid, '/libvirtd'],
-        [this.holderPid, '/sleep'],
-      ] as const) {
-        if (alive(pid) && (exeOf(pid) ?? '').endsWith(exe)) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            /* gone */
-          }
+      const kill = (pid: number): void => {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
         }
-      }
+      };
+      if (alive(this.pid) && (exeOf(this.pid) ?? '').endsWith('/libvirtd')) kill(this.pid);
+      for (const pid of pidsInMountNs(this.mountNs, [this.holderPid])) kill(pid);
+      if (alive(this.holderPid) && (exeOf(this.holderPid) ?? '').endsWith('/sleep')) kill(this.holderPid);
       releaseLock(this.lockFile);
     };
     this.exitHook = hook;
@@ -439,7 +575,8 @@ export class Libvirtd {
     return res;
   }
 
-  private writeFile(stem: string, text: string): string {
+  /** Writes XML text to a new file in the work directory (visible to the daemon at the same path); returns its path. */
+  writeFile(stem: string, text: string): string {
     const f = join(this.workDir, 'files', `${String(++this.fileSeq).padStart(4, '0')}-${stem.replace(/[^A-Za-z0-9_.-]/g, '_')}.xml`);
     fs.writeFileSync(f, text);
     return f;
@@ -541,13 +678,18 @@ export class Libvirtd {
     return !this.stopped && alive(this.pid) && (exeOf(this.pid) ?? '').endsWith('/libvirtd');
   }
 
-  /** Ends the daemon (SIGTERM, SIGKILL after 10 s) and the holder by PID, removes the work directory, releases the lock. Idempotent. */
+  /**
+   * Ends the daemon (SIGTERM, SIGKILL after 10 s), then every process left in
+   * its mount namespace (QEMU guests) and the holder, by PID; removes the work
+   * directory, releases the lock. Idempotent.
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     try {
       await endPid(this.pid, '/libvirtd', 10_000);
       await Promise.race([this.daemon.then(() => undefined), sleepMs(2_000)]);
+      await endMountNsProcesses(this.mountNs, [this.holderPid]);
       await endPid(this.holderPid, '/sleep', 2_000);
       await Promise.race([this.holder.then(() => undefined), sleepMs(2_000)]);
       if (!this.opts.keepWorkDir) fs.rmSync(this.workDir, { recursive: true, force: true });
@@ -556,6 +698,81 @@ export class Libvirtd {
       if (this.exitHook) process.removeListener('exit', this.exitHook);
     }
   }
+}
+
+/** Where private path `privatePath` is under work directory `workDir`. */
+function workPathOf(workDir: string, privatePath: string): string {
+  for (const [sub, dir] of PRIVATE_DIRS) {
+    if (privatePath === dir || privatePath.startsWith(`${dir}/`)) {
+      const rest = privatePath.slice(dir.length);
+      if (rest.split('/').includes('..')) break;
+      return join(workDir, sub, rest);
+    }
+  }
+  throw new NwfError(CODES.VALUE_INVALID, `libvirtd: ${privatePath} is not in the daemon's private directories`, { expected: PRIVATE_DIRS.map(([, d]) => d).join(', ') });
+}
+
+/** libvirtd.conf (and qemu.conf, hook scripts, seed files) in the work directory, from the options. */
+function writeDaemonConfig(workDir: string, opts: LibvirtdOptions): void {
+  const conf = ['# private libvirtd of nwf-fast tests', 'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"'];
+  if (opts.hostUuid !== undefined) {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(opts.hostUuid)) throw new NwfError(CODES.VALUE_INVALID, `libvirtd: invalid host UUID ${JSON.stringify(opts.hostUuid)}`, { expected: 'a lowercase UUID' });
+    conf.push(`host_uuid = "${opts.hostUuid}"`);
+  }
+  if (opts.listenTcp !== undefined) {
+    const { address, port = 16509 } = opts.listenTcp;
+    if (!/^[0-9a-fA-F.:]+$/.test(address) || !Number.isInteger(port) || port < 1 || port > 65535) throw new NwfError(CODES.VALUE_INVALID, `libvirtd: invalid listen address ${address} port ${port}`, { expected: 'an IP address and a port' });
+    conf.push('listen_tls = 0', 'listen_tcp = 1', `listen_addr = "${address}"`, `tcp_port = "${port}"`, 'auth_tcp = "none"');
+  }
+  fs.writeFileSync(join(workDir, 'etc', 'libvirtd.conf'), [...conf, ''].join('\n'));
+  if (opts.qemu) {
+    fs.writeFileSync(join(workDir, 'etc', 'qemu.conf'), NAMESPACE_QEMU_CONF);
+    // The package makes /var/log/libvirt/qemu (guest logs, file consoles); libvirtd does not.
+    fs.mkdirSync(join(workDir, 'log', 'qemu'), { mode: 0o700 });
+  }
+  const hooks = Object.entries(opts.qemuHooks ?? {});
+  if (hooks.length) {
+    const dir = join(workDir, 'etc', 'hooks', 'qemu.d');
+    fs.mkdirSync(dir, { recursive: true });
+    for (const [name, text] of hooks) fs.writeFileSync(join(dir, name), text, { mode: 0o755 });
+  }
+  for (const { from, to } of opts.seedFiles ?? []) {
+    const dest = workPathOf(workDir, to);
+    fs.mkdirSync(dirname(dest), { recursive: true });
+    fs.copyFileSync(from, dest);
+  }
+}
+
+/** Starts libvirtd in the holder's mount namespace and network namespace (and UTS namespace, if it has one), in the foreground. */
+function spawnDaemon(holderPid: number, listen: boolean): ResultPromise {
+  const argv = [LIBVIRTD, '-f', '/etc/libvirt/libvirtd.conf', '-p', '/run/libvirt/libvirtd.pid', ...(listen ? ['--listen'] : [])];
+  const uts = fs.readlinkSync(`/proc/${holderPid}/ns/uts`) !== fs.readlinkSync('/proc/self/ns/uts') ? ['-u'] : [];
+  const daemon = execa('nsenter', ['-t', String(holderPid), '-m', '-n', ...uts, '--', ...argv], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    reject: false,
+    cleanup: true,
+    buffer: true,
+    env: { DBUS_SYSTEM_BUS_ADDRESS: 'unix:path=/nonexistent/nwf-fast-no-dbus', DBUS_SESSION_BUS_ADDRESS: 'unix:path=/nonexistent/nwf-fast-no-dbus' },
+  });
+  if (daemon.pid === undefined) throw new NwfError(CODES.COMMAND_FAILED, 'libvirtd: could not start');
+  return daemon;
+}
+
+/** Waits (bounded) until the daemon answers `virsh nwfilter-list`; throws with its log if it exits first. */
+async function waitForDaemon(daemon: ResultPromise, holderPid: number, workDir: string, timeoutMs: number): Promise<void> {
+  let exited = false;
+  void daemon.then(() => {
+    exited = true;
+  });
+  await waitFor('libvirtd to answer `virsh nwfilter-list`', timeoutMs, 100, async () => {
+    if (exited) {
+      const r = await daemon;
+      throw new NwfError(CODES.COMMAND_FAILED, `libvirtd exited during start (exit ${r.exitCode ?? r.signal}): ${logTail(workDir)}${String(r.stderr ?? '').slice(-2000)}`);
+    }
+    if (!exists(join(workDir, 'run', 'libvirt-sock'))) return undefined;
+    const r = await execa('nsenter', ['-t', String(holderPid), '-m', '--', VIRSH, '-q', '-c', LIBVIRT_URI, 'nwfilter-list'], { reject: false, timeout: 10_000 });
+    return r.exitCode === 0 ? true : undefined;
+  });
 }
 
 function logTail(workDir: string): string {

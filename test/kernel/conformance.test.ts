@@ -217,8 +217,8 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     filters = loadSources({ filterDirs: [LIBVIRT_FILTER_DIR, ...(existsSync(FIXTURES) ? [FIXTURES] : [])], bundled: false, bindingPaths: [], domainPaths: [], libvirt: false }).filters;
   }, 360_000);
 
-  it('runs one private libvirtd at a time, isolated from the machine', async () => {
-    await expect(Libvirtd.start({ netns: nftHost.hostNs })).rejects.toThrow(/another private libvirtd is running/);
+  it('runs one private libvirtd per namespace, isolated from the machine', async () => {
+    await expect(Libvirtd.start({ netns: lvHost.hostNs })).rejects.toThrow(/another private libvirtd is running/);
     expect(lv.running()).toBe(true);
     // Its filters live in its private /etc/libvirt/nwfilter, not in the machine's.
     expect(existsSync(`/proc/${lv.holderPid}/root/etc/libvirt/nwfilter/conf-mac.xml`)).toBe(true);
