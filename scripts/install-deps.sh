@@ -44,6 +44,12 @@ TEST_PKGS=(
   libvirt-clients   # virsh
   libvirt-daemon-config-nwfilter  # libvirt's own standard filters
   iptables          # libvirt's L3 rules
+  qemu-system-x86   # real VMs (test/kernel/vm-*): QEMU guests (TCG) run by a private libvirtd
+  libvirt-daemon-driver-qemu  # libvirtd's QEMU driver
+  linux-image-cloud-amd64     # the guests' kernel (direct kernel boot) and its virtio modules
+  busybox-static    # the guests' userland (initramfs)
+  gcc libc6-dev     # the guests' frame sender, built with gcc -static
+  libxml2-utils     # xmllint: virt-xml-validate checks the test domain XML
   ca-certificates
 )
 
@@ -72,6 +78,14 @@ for c in "${commands[@]}"; do
   command -v "$c" >/dev/null || { echo "install-deps: '$c' is missing after the install" >&2; exit 1; }
 done
 [[ -e /usr/include/bpf/bpf_helpers.h ]] || { echo "install-deps: libbpf headers are missing after the install" >&2; exit 1; }
+# Real VMs (tests only).
+if [[ ${mode:-all} != runtime ]]; then
+  for c in qemu-system-x86_64 gcc xmllint; do
+    command -v "$c" >/dev/null || { echo "install-deps: '$c' is missing after the install" >&2; exit 1; }
+  done
+  compgen -G '/boot/vmlinuz-*-cloud-amd64' >/dev/null || { echo "install-deps: no guest kernel /boot/vmlinuz-*-cloud-amd64 after the install" >&2; exit 1; }
+  [[ -x /bin/busybox && -e /usr/lib/x86_64-linux-gnu/libc.a ]] || { echo "install-deps: busybox or libc.a is missing after the install" >&2; exit 1; }
+fi
 
 # libvirtd's QEMU driver refuses to start without its user and groups (tests only).
 if [[ $mode != runtime && $(id -u) -eq 0 ]]; then
