@@ -53,7 +53,7 @@
 import { execa, type ResultPromise } from 'execa';
 import fs from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { CODES, NwfError } from '../util/errors.js';
 
 export const LIBVIRTD = '/usr/sbin/libvirtd';
@@ -286,11 +286,35 @@ async function endMountNsProcesses(mnt: string | undefined, except: readonly num
   return pids;
 }
 
+/**
+ * Whether pid's mount namespace is the one of work directory `workDir`: its
+ * /etc/libvirt is a bind mount of workDir/etc. (A dead owner's recorded
+ * namespace id may have been given to another namespace since.)
+ */
+function mountsWorkDir(pid: number, workDir: string): boolean {
+  try {
+    const tail = `/${basename(workDir)}/etc`;
+    return fs
+      .readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+      .split('\n')
+      .some((l) => {
+        const f = l.split(' ');
+        return f[4] === '/etc/libvirt' && (f[3] ?? '').endsWith(tail);
+      });
+  } catch {
+    return false;
+  }
+}
+
 /** Ends what a dead owner's lock record names: its daemon, the processes left in its mount namespace, its holder; removes its work directory. */
 async function cleanUpAfter(rec: LockRecord | undefined): Promise<void> {
   if (rec?.libvirtd) await endPid(rec.libvirtd, '/libvirtd', 10_000);
-  await endMountNsProcesses(rec?.mntNs, rec?.holder ? [rec.holder] : []);
-  if (rec?.holder) await endPid(rec.holder, '/sleep', 2_000);
+  const workDir = rec?.workDir;
+  if (rec?.mntNs && isOurWorkDir(workDir)) {
+    const left = pidsInMountNs(rec.mntNs, rec.holder ? [rec.holder] : []);
+    if (left.length && left.every((p) => mountsWorkDir(p, workDir))) await endMountNsProcesses(rec.mntNs, rec.holder ? [rec.holder] : []);
+  }
+  if (rec?.holder && (!isOurWorkDir(workDir) || mountsWorkDir(rec.holder, workDir))) await endPid(rec.holder, '/sleep', 2_000);
   if (isOurWorkDir(rec?.workDir)) fs.rmSync(rec.workDir, { recursive: true, force: true });
 }
 
