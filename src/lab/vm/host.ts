@@ -78,9 +78,10 @@ export class VmHost {
     readonly address: string,
     /** The recording hook's file on the machine, when recording. */
     readonly hookLog: string | undefined,
-    /** How long the warm-up (QEMU capabilities) took after the daemon answered. */
-    readonly warmupMs: number,
   ) {}
+
+  /** How long the warm-up (QEMU capabilities) took after the daemon answered. */
+  warmupMs = 0;
 
   /** The host's network namespace (bridge br0, the guests' taps, libvirt's firewall rules). */
   get netns(): string {
@@ -220,11 +221,9 @@ export async function createVmLab(spec: VmLabSpec): Promise<VmLab> {
           startTimeoutMs: spec.startTimeoutMs ?? 60_000,
           holderLifetimeS: 3600,
         });
-        const pending = new VmHost(b.spec.name, b.tb, lv, hostname, hostUuid, b.address, undefined, 0);
-        hosts.push(pending); // stopped by destroy() from here on, whatever happens next
-        const warm = await lv.virsh(['domcapabilities', '--virttype', 'qemu', '--arch', 'x86_64'], { timeoutMs: 120_000 });
-        const host = new VmHost(b.spec.name, b.tb, lv, hostname, hostUuid, b.address, record ? lv.hostPath(HOOK_LOG) : undefined, warm.ms);
-        hosts[hosts.indexOf(pending)] = host;
+        const host = new VmHost(b.spec.name, b.tb, lv, hostname, hostUuid, b.address, record ? lv.hostPath(HOOK_LOG) : undefined);
+        hosts.push(host); // stopped by destroy() from here on, whatever happens next
+        host.warmupMs = (await lv.virsh(['domcapabilities', '--virttype', 'qemu', '--arch', 'x86_64'], { timeoutMs: 120_000 })).ms;
         if (capsDir) saveCaps(lv.hostPath(QEMU_CAPS_DIR), capsDir);
         return host;
       }),
