@@ -23,7 +23,7 @@ const IMAGE_FORMAT = 'nwf-fast-vm-guest/1';
 /** The guest's own sources (init and frame sender), next to this module in src/ (also when running from dist/). */
 function guestSourceDir(): string {
   const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, 'guest'), join(here, '..', '..', '..', '..', 'src', 'lab', 'vm', 'guest')];
+  const candidates = [join(here, 'guest'), join(here, '..', '..', '..', 'src', 'lab', 'vm', 'guest')];
   const dir = candidates.find((d) => fs.existsSync(join(d, 'init.sh')));
   if (!dir) throw new NwfError(CODES.STATE_INVALID, `vm guest sources not found (looked in ${candidates.join(', ')})`);
   return dir;
