@@ -555,7 +555,7 @@ export class Libvirtd {
     return workPathOf(this.workDir, privatePath);
   }
 
-  /** Synchronous last resort: if the test process exits without stop(), end the daemon, its guests and the holder by PID. */
+  /** Synchronous last resort: if the test process exits without stop(), end the daemon, its guests and the holder by PID, remove the work directory. */
   private installExitHook(): void {
     const hook = (): void => {
       const kill = (pid: number): void => {
@@ -568,6 +568,7 @@ export class Libvirtd {
       if (alive(this.pid) && (exeOf(this.pid) ?? '').endsWith('/libvirtd')) kill(this.pid);
       for (const pid of pidsInMountNs(this.mountNs, [this.holderPid])) kill(pid);
       if (alive(this.holderPid) && (exeOf(this.holderPid) ?? '').endsWith('/sleep')) kill(this.holderPid);
+      if (!this.opts.keepWorkDir) fs.rmSync(this.workDir, { recursive: true, force: true });
       releaseLock(this.lockFile);
     };
     this.exitHook = hook;
