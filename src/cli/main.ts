@@ -1,7 +1,7 @@
 // nwf-fast command-line entry point: dispatch to one file per subcommand.
 // `--help`/`-h` and `--version` work on every command and are handled here;
 // each command's help is generated from its declared options.
-import { CODES, InternalError, NwfError } from '../util/errors.js';
+import { CODES, EXIT, exitCodeFor, InternalError, NwfError } from '../util/errors.js';
 import { type Command, formatHelp, parseArgs } from './args.js';
 import { compileCommand } from './compile.js';
 import { demoCommand } from './demo.js';
@@ -74,7 +74,8 @@ function runTopLevel(argv: readonly string[], io: CliIo): number {
 
 /**
  * Runs the CLI. Exit codes: 0 success, 1 an operation failed at run time
- * (kernel, commands), 2 bad input or usage, 70 an internal error (a bug).
+ * (kernel, commands), 2 bad input, usage or a policy the backend refuses,
+ * 3 drift (status), 70 an internal error (a bug): util/errors.ts exitCodeFor.
  */
 export async function main(argv: readonly string[], io: CliIo = processIo): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -101,10 +102,10 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
   } catch (e) {
     if (e instanceof NwfError) {
       io.err(`nwf-fast${c ? ` ${cmd}` : ''}: ${e.format()}\n`);
-      return e.code.startsWith('NWF14') ? 1 : 2;
+      return exitCodeFor(e);
     }
     const err = e instanceof Error ? e : new InternalError(String(e));
     io.err(`nwf-fast ${cmd}: internal error (this is a bug in nwf-fast, please report it):\n${err.stack ?? err.message}\n`);
-    return 70;
+    return EXIT.internal;
   }
 }

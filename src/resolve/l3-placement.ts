@@ -56,7 +56,7 @@ function buildL3(inst: RuleInstance, c: Expanded['combos'][number], p: Placement
   const connlimit = numTest(a, 'connlimit-above', neg);
   if (connlimit && sw) return undefined; // libvirt: connection limits only in the VM's sending direction
   if (a.has('ipset') && a.has('ipsetflags')) {
-    throw new NwfError(CODES.KERNEL_UNSUPPORTED, 'ipset matches are not supported by nwf-fast (they depend on ipsets created outside the filter)', {
+    throw new NwfError(CODES.POLICY_UNSUPPORTED, 'ipset matches are not supported by nwf-fast (they depend on ipsets created outside the filter)', {
       location: ruleLoc(inst),
       filter: inst.filter.name,
       iface,

@@ -1,48 +1,91 @@
 // Diagnostics. Two kinds of failure, never mixed:
 //  - NwfError: the user's input or environment is wrong. It carries a stable
-//    code (see CODES), where the problem is (file, element path, line) and
-//    what was expected. The CLI prints it and exits 2 (1 for runtime errors).
+//    code (see ERRORS), where the problem is (file, element path, line) and
+//    what was expected. Each code has a category, and the category alone
+//    decides the CLI's exit code (exitCodeFor).
 //  - InternalError: a bug in nwf-fast. The CLI prints a stack and exits 70.
 
-export const CODES = {
-  // input files
-  XML_MALFORMED: 'NWF1001',
-  XML_UNKNOWN_ELEMENT: 'NWF1002',
-  XML_UNKNOWN_ATTRIBUTE: 'NWF1003',
-  XML_MISSING_ATTRIBUTE: 'NWF1004',
-  XML_BAD_ROOT: 'NWF1005',
-  XML_DUPLICATE: 'NWF1006',
-  FILE_UNREADABLE: 'NWF1007',
-  // values
-  VALUE_INVALID: 'NWF1101',
-  VALUE_OUT_OF_RANGE: 'NWF1102',
-  PRIORITY_INVALID: 'NWF1103',
-  CHAIN_INVALID: 'NWF1104',
-  ATTRIBUTE_CONFLICT: 'NWF1105',
-  IFNAME_INVALID: 'NWF1106',
-  // resolution
-  FILTER_UNKNOWN: 'NWF1201',
-  FILTER_CYCLE: 'NWF1202',
-  VARIABLE_MISSING: 'NWF1203',
-  VARIABLE_LIST_LENGTH: 'NWF1204',
-  VARIABLE_INDEX: 'NWF1205',
-  IP_LEARNING_UNSUPPORTED: 'NWF1206',
-  BINDING_INVALID: 'NWF1207',
-  INTERFACE_DUPLICATE: 'NWF1208',
-  INTERFACE_UNKNOWN: 'NWF1209',
-  // cli
-  USAGE: 'NWF1301',
-  FRAME_INVALID: 'NWF1302',
-  // host / kernel
-  COMMAND_FAILED: 'NWF1401',
-  KERNEL_UNSUPPORTED: 'NWF1402',
-  STATE_INVALID: 'NWF1403',
-  LOAD_FAILED: 'NWF1404',
-  BPF_FAILED: 'NWF1405',
-  CLANG_FAILED: 'NWF1406',
-} as const;
+/**
+ * What kind of failure an error code reports:
+ *  - input: the XML, a value in it, or a file the user named is wrong;
+ *  - usage: the command line is wrong;
+ *  - refused-policy: valid input that the chosen backend (or nwf-fast) does
+ *    not enforce and refuses rather than approximates: bad input for it;
+ *  - runtime: an operation failed on this host (a command, the kernel, state);
+ *  - internal: a bug in nwf-fast.
+ */
+export type ErrorCategory = 'input' | 'usage' | 'refused-policy' | 'runtime' | 'internal';
 
-export type ErrorCode = (typeof CODES)[keyof typeof CODES];
+/** Every error code: its stable number and its category. */
+const ERRORS = {
+  // input files
+  XML_MALFORMED: ['NWF1001', 'input'],
+  XML_UNKNOWN_ELEMENT: ['NWF1002', 'input'],
+  XML_UNKNOWN_ATTRIBUTE: ['NWF1003', 'input'],
+  XML_MISSING_ATTRIBUTE: ['NWF1004', 'input'],
+  XML_BAD_ROOT: ['NWF1005', 'input'],
+  XML_DUPLICATE: ['NWF1006', 'input'],
+  FILE_UNREADABLE: ['NWF1007', 'input'],
+  // values
+  VALUE_INVALID: ['NWF1101', 'input'],
+  VALUE_OUT_OF_RANGE: ['NWF1102', 'input'],
+  PRIORITY_INVALID: ['NWF1103', 'input'],
+  CHAIN_INVALID: ['NWF1104', 'input'],
+  ATTRIBUTE_CONFLICT: ['NWF1105', 'input'],
+  IFNAME_INVALID: ['NWF1106', 'input'],
+  // resolution
+  FILTER_UNKNOWN: ['NWF1201', 'input'],
+  FILTER_CYCLE: ['NWF1202', 'input'],
+  VARIABLE_MISSING: ['NWF1203', 'input'],
+  VARIABLE_LIST_LENGTH: ['NWF1204', 'input'],
+  VARIABLE_INDEX: ['NWF1205', 'input'],
+  IP_LEARNING_UNSUPPORTED: ['NWF1206', 'refused-policy'],
+  BINDING_INVALID: ['NWF1207', 'input'],
+  INTERFACE_DUPLICATE: ['NWF1208', 'input'],
+  INTERFACE_UNKNOWN: ['NWF1209', 'input'],
+  // cli
+  USAGE: ['NWF1301', 'usage'],
+  FRAME_INVALID: ['NWF1302', 'input'],
+  // host / kernel, and what a backend refuses at compile time
+  COMMAND_FAILED: ['NWF1401', 'runtime'],
+  /** A policy the backend cannot express exactly (compile time). */
+  POLICY_UNSUPPORTED: ['NWF1402', 'refused-policy'],
+  STATE_INVALID: ['NWF1403', 'runtime'],
+  LOAD_FAILED: ['NWF1404', 'runtime'],
+  BPF_FAILED: ['NWF1405', 'runtime'],
+  CLANG_FAILED: ['NWF1406', 'runtime'],
+  /** This host lacks something a command needs (a kernel feature, a library, root). */
+  KERNEL_UNSUPPORTED: ['NWF1407', 'runtime'],
+} as const satisfies Record<string, readonly [`NWF${number}`, ErrorCategory]>;
+
+type ErrorName = keyof typeof ERRORS;
+
+export const CODES = Object.fromEntries(Object.entries(ERRORS).map(([k, [code]]) => [k, code])) as { readonly [K in ErrorName]: (typeof ERRORS)[K][0] };
+
+export type ErrorCode = (typeof CODES)[ErrorName];
+
+const CATEGORY = new Map<string, ErrorCategory>(Object.values(ERRORS).map(([code, category]) => [code, category]));
+
+/** The category of an error code. */
+export function categoryOf(code: ErrorCode): ErrorCategory {
+  return CATEGORY.get(code) ?? 'internal';
+}
+
+/** The CLI's exit codes (README, CLI reference). */
+export const EXIT = { ok: 0, runtime: 1, badInput: 2, drift: 3, internal: 70 } as const;
+
+const EXIT_OF_CATEGORY: Readonly<Record<ErrorCategory, number>> = {
+  input: EXIT.badInput,
+  usage: EXIT.badInput,
+  'refused-policy': EXIT.badInput,
+  runtime: EXIT.runtime,
+  internal: EXIT.internal,
+};
+
+/** The exit code for a failure: by its code's category for an NwfError, 70 (a bug) for anything else. */
+export function exitCodeFor(e: unknown): number {
+  return e instanceof NwfError ? EXIT_OF_CATEGORY[categoryOf(e.code)] : EXIT.internal;
+}
 
 /** Where in the input a problem is. */
 export interface SourceLocation {

@@ -124,7 +124,7 @@ function atLeast(n: number): Statement {
 }
 
 function unsupported(rule: { id: string; origin: { file: string; filter: string } }, what: string, iface: string): never {
-  throw new NwfError(CODES.KERNEL_UNSUPPORTED, `${what} cannot be expressed in the nftables backend (rule ${rule.id})`, {
+  throw new NwfError(CODES.POLICY_UNSUPPORTED, `${what} cannot be expressed in the nftables backend (rule ${rule.id})`, {
     location: { file: rule.origin.file },
     filter: rule.origin.filter,
     iface,
@@ -423,7 +423,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   cmds.push(add(br.baseChain(BN.postChain, { type: 'filter', hook: 'postrouting', prio: BRIDGE_POST_PRIORITY, policy: 'accept' })));
 
   const l3Ifaces = ir.interfaces.filter((p) => L3_PATHS.some((k) => p.l3[k].length > 0));
-  if (l3Ifaces.length > MAX_L3_PORTS) throw new NwfError(CODES.KERNEL_UNSUPPORTED, `at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`);
+  if (l3Ifaces.length > MAX_L3_PORTS) throw new NwfError(CODES.POLICY_UNSUPPORTED, `at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`);
   const markId = new Map(l3Ifaces.map((p, i) => [p.iface, i + 1]));
 
   const outElems: [ReturnType<typeof str>, Verdict][] = [];
