@@ -11,14 +11,14 @@
 // rules, delete element) waits for an RCU grace period in the kernel commit,
 // 6-25 ms on either path; pure additions do not.
 // Without `netns` both paths act on the caller's current namespace.
-// Failures keep argv, exit code and stderr (NftCommandError).
+// Failures keep argv, exit code and stderr (runner.ts CommandError).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import koffi from 'koffi';
 import type { NftJsonDocument, Json } from '../backends/nft/model.js';
 import { CODES, NwfError, type ErrorCode } from '../util/errors.js';
-import type { CommandRunner } from './runner.js';
+import { CommandError, type CommandRunner } from './runner.js';
 import { hostRunner, inNetns, withNetns } from './netns.js';
 
 export interface NftRunOptions {
@@ -28,22 +28,6 @@ export interface NftRunOptions {
   /** Use libnftables in-process instead of spawning nft. */
   inProcess?: boolean;
   timeoutMs?: number;
-}
-
-/** nft (or libnftables) failed: keeps what ran, its exit code and its stderr. */
-export class NftCommandError extends NwfError {
-  readonly argv: readonly string[];
-  readonly exitCode: number;
-  readonly stderr: string;
-  constructor(code: ErrorCode, what: string, argv: readonly string[], exitCode: number, stderr: string, cause?: unknown) {
-    super(code, `${what} (exit ${exitCode}): ${argv.join(' ')}${stderr.trim() ? `\n${stderr.trim()}` : ''}`, {
-      ...(cause !== undefined ? { cause } : {}),
-    });
-    this.name = 'NftCommandError';
-    this.argv = argv;
-    this.exitCode = exitCode;
-    this.stderr = stderr;
-  }
 }
 
 type Input = NftJsonDocument | string;
@@ -75,9 +59,9 @@ async function runNft(
     try {
       r = await runner.run(argv, { check: false, ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) });
     } catch (cause) {
-      throw new NftCommandError(code, what, argv, -1, '', cause);
+      throw CommandError.of(code, what, { argv, exitCode: -1, stderr: '' }, cause);
     }
-    if (r.exitCode !== 0) throw new NftCommandError(code, what, argv, r.exitCode, r.stderr);
+    if (r.exitCode !== 0 || r.failure !== undefined) throw CommandError.of(code, what, r);
     return r.stdout;
   } finally {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
@@ -111,9 +95,9 @@ function parseList(stdout: string, argv: readonly string[]): NftJsonDocument {
       return doc as NftJsonDocument;
     }
   } catch (cause) {
-    throw new NftCommandError(CODES.COMMAND_FAILED, 'nft printed invalid JSON', argv, 0, stdout.slice(0, 200), cause);
+    throw CommandError.of(CODES.COMMAND_FAILED, 'nft printed invalid JSON', { argv, exitCode: 0, stderr: stdout.slice(0, 200) }, cause);
   }
-  throw new NftCommandError(CODES.COMMAND_FAILED, 'nft printed JSON without an nftables array', argv, 0, stdout.slice(0, 200));
+  throw CommandError.of(CODES.COMMAND_FAILED, 'nft printed JSON without an nftables array', { argv, exitCode: 0, stderr: stdout.slice(0, 200) });
 }
 
 /** `nft -j list table FAMILY NAME`, parsed. */
@@ -276,6 +260,6 @@ function runInProcess(args: readonly string[], opts: NftRunOptions, input: strin
   const commands = fileIdx >= 0 ? (input ?? '') : args.filter((a) => a !== '-c' && a !== '-j').join(' ');
   const argv = ['libnftables', ...(opts.netns ? [`netns=${opts.netns}`] : []), ...args];
   const r = runLibnftables(commands, { ...(opts.netns !== undefined ? { netns: opts.netns } : {}), dryRun, json });
-  if (r.rc !== 0) throw new NftCommandError(code, what, argv, r.rc, r.error);
+  if (r.rc !== 0) throw CommandError.of(code, what, { argv, exitCode: r.rc, stderr: r.error });
   return r.output;
 }

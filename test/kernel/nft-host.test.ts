@@ -8,7 +8,6 @@ import type { NftBatch, NftJsonDocument, Json } from '../../src/backends/nft/mod
 import { printNftText } from '../../src/backends/nft/printer.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import {
-  NftCommandError,
   libnftablesAvailable,
   listed,
   nftApply,
@@ -22,6 +21,7 @@ import {
 import { deliver, settlePacketSockets } from '../../src/lab/packet-io.js';
 import { netnsList } from '../../src/host/netns.js';
 import { createTestbed, destroyStale, type Testbed } from '../../src/lab/testbed.js';
+import { CommandError } from '../../src/host/runner.js';
 import { CODES } from '../../src/util/errors.js';
 import { kitchenSink } from '../fixtures/nft/kitchen-sink.js';
 import { etherFrame, ipv4UdpFrame, tags, UDP_TAG_OFFSET } from './packet-frames.js';
@@ -100,8 +100,8 @@ describe.skipIf(!isRoot)('nft on the testbed (kernel; skipped unless run as root
   it('nftCheck rejects a broken batch with nft stderr, and changes nothing', async () => {
     const broken: NftBatch = [add(t.table), add(t.chain('c0')), add(t.rule('c0', [jump('nowhere')]))];
     const err = await nftCheck(toNftJson(broken), { netns: tb.hostNs }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(NftCommandError);
-    const e = err as NftCommandError;
+    expect(err).toBeInstanceOf(CommandError);
+    const e = err as CommandError;
     expect(e.code).toBe(CODES.LOAD_FAILED);
     expect(e.exitCode).toBe(1);
     expect(e.stderr).toMatch(/Error/);
@@ -110,7 +110,7 @@ describe.skipIf(!isRoot)('nft on the testbed (kernel; skipped unless run as root
 
     // Malformed JSON is refused by the parser, with its message.
     const bad = await nftCheck('{"nftables":[{"add":{"rule":{"family":"bridge"}}}]}', { netns: tb.hostNs }).catch((x: unknown) => x);
-    expect((bad as NftCommandError).stderr).toMatch(/Error/);
+    expect((bad as CommandError).stderr).toMatch(/Error/);
   });
 
   it('a vmap dispatch drops EtherType 0x88b5 from vnet0, counts it, and lets IPv4 pass', async () => {
@@ -163,8 +163,8 @@ describe.skipIf(!isRoot)('nft on the testbed (kernel; skipped unless run as root
       netns: tb.hostNs,
       inProcess: true,
     }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(NftCommandError);
-    expect((err as NftCommandError).stderr).toMatch(/Error/);
+    expect(err).toBeInstanceOf(CommandError);
+    expect((err as CommandError).stderr).toMatch(/Error/);
   });
 
   it('nft -c accepts the text printer output, and text and JSON load the same ruleset', async () => {

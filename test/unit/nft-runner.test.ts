@@ -5,7 +5,6 @@ import { describe, expect, it } from 'vitest';
 import { add, nftTable } from '../../src/backends/nft/build.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import {
-  NftCommandError,
   listed,
   namedCounters,
   nftApply,
@@ -15,7 +14,7 @@ import {
   nftListTable,
   ruleCounters,
 } from '../../src/host/nft.js';
-import { RecordingRunner } from '../../src/host/runner.js';
+import { CommandError, RecordingRunner } from '../../src/host/runner.js';
 import { CODES } from '../../src/util/errors.js';
 
 const t = nftTable('bridge', 'nwf');
@@ -57,8 +56,8 @@ describe('nft runner functions', () => {
     const stderr = 'internal:0:0-0: Error: No such file or directory; did you mean table ‘nwf’ in family bridge?\n';
     const { runner } = recorder({ exitCode: 1, stderr });
     const err = await nftCheck(doc, { runner, netns: 'ns1' }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(NftCommandError);
-    const e = err as NftCommandError;
+    expect(err).toBeInstanceOf(CommandError);
+    const e = err as CommandError;
     expect(e.code).toBe(CODES.LOAD_FAILED);
     expect(e.exitCode).toBe(1);
     expect(e.stderr).toBe(stderr);
@@ -96,8 +95,8 @@ describe('nft runner functions', () => {
 
   it('reports unparsable list output as a command failure', async () => {
     const runner = new RecordingRunner(() => ({ stdout: 'table bridge nwf {' }));
-    const err = (await nftListRuleset({ runner }).catch((e: unknown) => e)) as NftCommandError;
-    expect(err).toBeInstanceOf(NftCommandError);
+    const err = (await nftListRuleset({ runner }).catch((e: unknown) => e)) as CommandError;
+    expect(err).toBeInstanceOf(CommandError);
     expect(err.code).toBe(CODES.COMMAND_FAILED);
   });
 });
