@@ -17,7 +17,7 @@ import { describe, expect, it } from 'vitest';
 const REPO = join(import.meta.dirname, '..', '..');
 
 const KNOWN = {
-  moduleCycles: ['src/backends/nft/lower.ts <-> src/backends/nft/shared.ts'],
+  moduleCycles: [],
   folderCycles: ['src/backends <-> src/host'],
   backendsImportHost: [
     'src/backends/bpf/generation.ts -> src/host/generation.ts',

@@ -11,15 +11,13 @@
 // A rule can be shared only when that is exactly equivalent: a varying
 // negated test needs a single instance per interface (`(if, a) not in S` is
 // `a != v` only then), and a masked MAC must not vary. Otherwise the whole
-// shape falls back to per-interface chains (lower.ts).
+// shape falls back to per-interface chains (l2.ts).
 import { dropReason } from '../../ir/reasons.js';
 import type { Direction, InterfacePolicy, IpTest, JumpGuard, L2Match, L2Rule, MacTest } from '../../ir/types.js';
-import { accept, add, concat, drop, jump, match, meta, nftTable, payload, prefix, setRef, str, sym, tuple, vmap } from './build.js';
+import { accept, add, concat, drop, jump, match, meta, payload, prefix, setRef, str, sym, tuple, vmap } from './build.js';
 import type { NftCommand, Selector, SetKeyType, Statement, Verdict } from './model.js';
-import { BRIDGE_TABLE, dropCounter, namePart } from './names.js';
-import { l2Verdict, lowerL2Match, SLOT_SELECTORS } from './lower.js';
-
-const br = nftTable('bridge', BRIDGE_TABLE);
+import { dropCounter, type NftNames } from './names.js';
+import { br, endOfChain, guardStatements, l2Verdict, lowerL2Match, SLOT_SELECTORS } from './l2.js';
 
 type SlotPath = 'src' | 'dst' | 'sha' | 'tha' | 'spa' | 'tpa' | 'srcIp' | 'dstIp';
 const SLOT_PATHS: readonly SlotPath[] = ['src', 'dst', 'sha', 'tha', 'spa', 'tpa', 'srcIp', 'dstIp'];
@@ -157,16 +155,11 @@ function comment(id: string): string {
   return id.replace(/#\d+$/, '').replace(/[^A-Za-z0-9_.:/#@+-]/g, '_').slice(0, 120);
 }
 
-export function counterMapName(dir: Direction, reason: string): string {
-  return `cnt_${dir}_${reason.replace(/[^A-Za-z0-9_]/g, '_')}`;
-}
-
 /** Shared chains for interfaces with the same template, or undefined when a rule cannot be shared exactly. */
-export function emitShared(dir: Direction, shapeId: number, templates: readonly Template[], policies: ReadonlyMap<string, InterfacePolicy>): SharedEmission | undefined {
+export function emitShared(dir: Direction, shapeId: number, templates: readonly Template[], names: NftNames): SharedEmission | undefined {
   const first = templates[0];
   if (!first) return undefined;
-  const p = dir === 'out' ? 'i' : 'o';
-  const chainName = (sub?: string): string => (sub ? `${p}s${shapeId}_${namePart(sub)}` : `${p}s${shapeId}`);
+  const chainName = (sub?: string): string => names.sharedChain(dir, shapeId, sub);
   const ifKey = meta(dir === 'out' ? 'iifname' : 'oifname');
   const commands: NftCommand[] = [];
   const rules: NftCommand[] = [];
@@ -182,9 +175,7 @@ export function emitShared(dir: Direction, shapeId: number, templates: readonly 
     for (let ei = 0; ei < c.entries.length; ei++) {
       const e = c.entries[ei] as RuleGroup | Jump;
       if (e.kind === 'jump') {
-        const g = e.guard;
-        const guard: Statement[] = g.kind === 'none' ? [] : g.kind === 'stp' ? [match(payload('ether', 'daddr'), '==', sym('01:80:c2:00:00:00'))] : [match(payload('ether', 'type'), '==', { kind: 'number', value: g.etherType, hex: true })];
-        rules.push(add(br.rule(name, [...guard, jump(chainName(e.chain))], `jump ${e.chain}`)));
+        rules.push(add(br.rule(name, [...guardStatements(e.guard), jump(chainName(e.chain))], `jump ${e.chain}`)));
         continue;
       }
       // the same group in every interface of the shape
@@ -199,15 +190,16 @@ export function emitShared(dir: Direction, shapeId: number, templates: readonly 
       }
       const setable = rep.match.proto !== 'rarp' || varying.every((v) => v === 'src' || v === 'dst');
       if (!setable) {
-        // nft cannot look RARP addresses up in typed sets (see lower.ts): dispatch to a
+        // nft cannot look RARP addresses up in typed sets (see l2.ts): dispatch to a
         // per-interface chain holding this rule's instances. Exact for accept, drop and
         // continue (a miss falls back into this chain); a sub-chain `return` is not.
         if (rep.verdict === 'return' && c.sub !== undefined) return undefined;
-        const mapName = `${p}s${shapeId}_d${setNo++}`;
+        const mapNo = setNo++;
+        const mapName = names.perIfaceMap(dir, shapeId, mapNo);
         const entries: [ReturnType<typeof str>, Verdict][] = [];
         for (let k = 0; k < templates.length; k++) {
           const iface = (templates[k] as Template).iface;
-          const tiny = `${mapName}_${namePart(iface)}`;
+          const tiny = names.perIfaceChain(dir, shapeId, mapNo, iface);
           commands.push(add(br.chain(tiny)));
           for (const r of (groups[k] as RuleGroup).rules) tinyRules.push(add(br.rule(tiny, [...lowerL2Match(r.match, r, iface), ...l2Verdict(r, iface, c.sub === undefined, namedCounters)], comment(r.id))));
           entries.push([str(iface), jump(tiny)]);
@@ -221,7 +213,7 @@ export function emitShared(dir: Direction, shapeId: number, templates: readonly 
         const negated = varying.some((v) => (slotTest(rep.match, v) as MacTest | IpTest).neg);
         if (negated && (varying.length > 1 || groups.some((g) => g.rules.length !== 1))) return undefined;
         if (varying.some((v) => (slotTest(rep.match, v) as MacTest | IpTest).neg !== negated)) return undefined;
-        const setName = `${p}s${shapeId}_a${setNo++}`;
+        const setName = names.sharedSet(dir, shapeId, setNo++);
         const types: SetKeyType[] = ['ifname', ...varying.map((v) => SET_TYPE[v](slotTest(rep.match, v) as MacTest | IpTest))];
         const interval = varying.some((v) => {
           const t = slotTest(rep.match, v) as IpTest;
@@ -253,7 +245,7 @@ export function emitShared(dir: Direction, shapeId: number, templates: readonly 
           const users = counterMaps.get(reason) ?? new Set<string>();
           for (const t of templates) users.add(t.iface);
           counterMaps.set(reason, users);
-          verdict.push({ kind: 'counter-map', key: ifKey, map: counterMapName(dir, reason) }, drop());
+          verdict.push({ kind: 'counter-map', key: ifKey, map: names.counterMap(dir, reason) }, drop());
           break;
         }
         case 'return':
@@ -265,16 +257,15 @@ export function emitShared(dir: Direction, shapeId: number, templates: readonly 
       }
       rules.push(add(br.rule(name, [...stmts, ...verdict], comment(rep.id))));
     }
-    rules.push(add(br.rule(name, [accept()], 'end of chain: libvirt accepts')));
+    rules.push(endOfChain(name));
   }
-  void policies;
   return { commands: [...commands, ...tinyRules, ...maps, ...rules], root: chainName(), counterMaps, namedCounters };
 }
 
-export function counterMapCommands(dir: Direction, maps: ReadonlyMap<string, ReadonlySet<string>>): NftCommand[] {
+export function counterMapCommands(dir: Direction, maps: ReadonlyMap<string, ReadonlySet<string>>, names: NftNames): NftCommand[] {
   const out: NftCommand[] = [];
   for (const [reason, ifaces] of [...maps].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    out.push(add(br.dataMap(counterMapName(dir, reason), 'ifname', 'counter', [...ifaces].sort().map((i) => [str(i), str(dropCounter(i, reason as never))] as const))));
+    out.push(add(br.dataMap(names.counterMap(dir, reason), 'ifname', 'counter', [...ifaces].sort().map((i) => [str(i), str(dropCounter(i, reason as never))] as const))));
   }
   return out;
 }
