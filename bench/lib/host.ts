@@ -11,10 +11,10 @@
 // (pass everything; drop everything = the floor for dropping a frame).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { compileBpf, type BpfCompileResult } from '../../src/backends/bpf/compile.js';
+import { compileBpf, type BpfCompileResult } from '../../src/host/bpf-build.js';
 import { loadShapes, type PreparedBpf } from '../../src/host/bpf-apply.js';
 import { DIRECTIONS } from '../../src/ir/types.js';
-import { MAP_NAMES } from '../../src/backends/bpf/compile.js';
+import { MAP_NAMES } from '../../src/backends/bpf/names.js';
 import { BpfObject, ifIndex, tcAttach, tcHookCreate, tcHookDestroy, withNetns } from '../../src/host/bpf/libbpf.js';
 import { runLibnftables } from '../../src/host/nft.js';
 import { createTestbed, type Testbed } from '../../src/lab/testbed.js';

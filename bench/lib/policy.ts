@@ -3,7 +3,8 @@
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { encodeConfig, planInterface } from '../../src/backends/bpf/plan.js';
-import { MAP_NAMES, type BpfInterfaceBuild } from '../../src/backends/bpf/compile.js';
+import type { BpfInterfaceLowering } from '../../src/backends/bpf/lower.js';
+import { MAP_NAMES } from '../../src/backends/bpf/names.js';
 import type { PolicyIR } from '../../src/ir/types.js';
 import { resolveInterface, resolvePolicy } from '../../src/resolve/resolve.js';
 import { loadSources } from '../../src/resolve/sources.js';
@@ -83,7 +84,7 @@ export function planAndEncode(ir: PolicyIR): number {
 }
 
 /** The nwf_cfg value for vnet0 with another IP (what an in-place update writes), from its binding text. */
-export function vm0Config(ip: string): Pick<BpfInterfaceBuild, 'shapeId' | 'maps'> {
+export function vm0Config(ip: string): Pick<BpfInterfaceLowering, 'shapeId' | 'maps'> {
   const b = parseFilterBindingXml(bindingXml(0, ip), 'binding-0.xml');
   const plan = planInterface(resolveInterface(filters(), b));
   return { shapeId: plan.shapeId, maps: [{ map: MAP_NAMES.cfg, key: new Uint8Array(4), value: encodeConfig(plan) }] };

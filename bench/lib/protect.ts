@@ -10,7 +10,7 @@
 // Every run starts from a host without nwf-fast state (removed untimed).
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
-import { compileBpf } from '../../src/backends/bpf/compile.js';
+import { compileBpf } from '../../src/host/bpf-build.js';
 import { nftApply } from '../../src/host/nft.js';
 import { runLibnftables } from '../../src/host/nft.js';
 import { loadEbpf, nftUnloadText, type BenchHost } from './host.js';

@@ -13,7 +13,7 @@
 // (source IP neither the old nor the new one) counting frames that reach the
 // peer, and checked afterwards: frames from the new IP pass, from the old don't.
 import { join } from 'node:path';
-import { updateConfig } from '../../src/backends/bpf/load.js';
+import { updateConfig } from '../../src/host/bpf-load.js';
 import { applyBuild } from '../../src/host/apply.js';
 import { elementDelta } from '../../src/host/delta.js';
 import { withNetns } from '../../src/host/netns.js';

@@ -10,13 +10,13 @@
 // <pinDir>/shape-<id>/ for status and in-place updates.
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadShape, readStats, updateConfig, type DirectionStats, type LoadedShape, type ShapeMember } from '../backends/bpf/load.js';
-import type { StoredBpf } from '../backends/bpf/generation.js';
-import type { BpfInterfaceBuild } from '../backends/bpf/compile.js';
-import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, tcDetach, tcHookCreate, tcReplace, type BpfMap } from './bpf/libbpf.js';
 import type { Direction } from '../ir/types.js';
 import { DIRECTIONS } from '../ir/types.js';
-import { namePart } from '../backends/nft/names.js';
+import { MAP_NAMES, shapeOfPinDir, shapePinDir } from '../backends/bpf/names.js';
+import type { StoredBpf } from '../backends/bpf/generation.js';
+import { loadShape, readStats, updateConfig, type DirectionStats, type LoadedShape, type ShapeMember } from './bpf-load.js';
+import type { BpfInterfaceBuild } from './bpf-build.js';
+import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, tcDetach, tcHookCreate, tcReplace, type BpfMap } from './bpf/libbpf.js';
 
 /** nwf-fast's tc filter identity on every tap ("NW"). */
 export const TC_HANDLE = 0x4e57;
@@ -94,7 +94,7 @@ export function loadShapes(taps: readonly ShapeTap[], ifindexOf: (iface: string)
 export function prepareBpf(genDir: string, stored: StoredBpf): PreparedBpf {
   const objects = new Map(stored.shapes.map((sh) => [sh.shapeId, join(genDir, sh.object)]));
   const taps = stored.interfaces.map((i): ShapeTap => {
-    const cfg = i.maps.find((m) => m.map === 'nwf_cfg');
+    const cfg = i.maps.find((m) => m.map === MAP_NAMES.cfg);
     return { ...i, objectPath: objects.get(i.shapeId) ?? join(genDir, i.object), ...(cfg ? { cfg: Buffer.from(cfg.value, 'hex') } : {}) };
   });
   return loadShapes(taps, tapIndex);
@@ -106,7 +106,7 @@ export interface AttachResult {
   missing: string[];
 }
 
-const shapeDir = (pinDir: string, shapeId: string): string => join(pinDir, `shape-${namePart(shapeId)}`);
+const shapeDir = (pinDir: string, shapeId: string): string => join(pinDir, shapePinDir(shapeId));
 
 /** Attaches (or replaces in place) the prepared programs and pins each shape's maps. */
 export function attachBpf(p: PreparedBpf, pinDir = DEFAULT_PIN_DIR): AttachResult {
@@ -127,8 +127,8 @@ export function attachBpf(p: PreparedBpf, pinDir = DEFAULT_PIN_DIR): AttachResul
     }
   }
   // pins of shapes no longer loaded
-  const keep = new Set(p.shapes.map((x) => `shape-${namePart(x.shape.shapeId)}`));
-  if (existsSync(pinDir)) for (const d of readdirSync(pinDir)) if (d.startsWith('shape-') && !keep.has(d)) rmSync(join(pinDir, d), { recursive: true, force: true });
+  const keep = new Set(p.shapes.map((x) => x.shape.shapeId));
+  if (existsSync(pinDir)) for (const d of readdirSync(pinDir)) if (shapeOfPinDir(d) !== undefined && !keep.has(shapeOfPinDir(d) as string)) rmSync(join(pinDir, d), { recursive: true, force: true });
   return res;
 }
 
@@ -144,7 +144,7 @@ export function detachBpf(ifaces: readonly string[]): void {
 /** Removes every pin of nwf-fast under `pinDir`. */
 export function unpinAll(pinDir = DEFAULT_PIN_DIR): void {
   if (!existsSync(pinDir)) return;
-  for (const d of readdirSync(pinDir)) if (d.startsWith('shape-')) rmSync(join(pinDir, d), { recursive: true, force: true });
+  for (const d of readdirSync(pinDir)) if (shapeOfPinDir(d) !== undefined) rmSync(join(pinDir, d), { recursive: true, force: true });
 }
 
 /** Per-interface eBPF counters from the pinned stats maps (absent pins: no entry). */
@@ -182,8 +182,8 @@ export function updateBpfInPlace(prev: StoredBpf, next: StoredBpf, pinDir = DEFA
     if (!o || o.shapeId !== n.shapeId) return false;
     // the loaded object's nwf_ifx holds the previous generation's indexes
     if (prevIdx.get(n.iface)?.index !== idx.get(n.iface)?.index) return false;
-    const cfg = n.maps.find((m) => m.map === 'nwf_cfg');
-    const oldCfg = o.maps.find((m) => m.map === 'nwf_cfg');
+    const cfg = n.maps.find((m) => m.map === MAP_NAMES.cfg);
+    const oldCfg = o.maps.find((m) => m.map === MAP_NAMES.cfg);
     if (!cfg || !oldCfg) return false;
     if (cfg.value === oldCfg.value) continue;
     for (const what of ['cfg', 'slot']) if (!existsSync(join(shapeDir(pinDir, n.shapeId), what))) return false;
@@ -193,7 +193,7 @@ export function updateBpfInPlace(prev: StoredBpf, next: StoredBpf, pinDir = DEFA
     const cfg = openPinnedMap(join(shapeDir(pinDir, c.shapeId), 'cfg'));
     const slot = openPinnedMap(join(shapeDir(pinDir, c.shapeId), 'slot'));
     try {
-      updateConfig({ shapeId: c.shapeId, maps: { cfg, slot } }, { shapeId: c.shapeId, maps: [{ map: 'nwf_cfg', key: new Uint8Array(4), value: c.value }] }, c.index);
+      updateConfig({ shapeId: c.shapeId, maps: { cfg, slot } }, { shapeId: c.shapeId, maps: [{ map: MAP_NAMES.cfg, key: new Uint8Array(4), value: c.value }] }, c.index);
     } finally {
       cfg.close();
       slot.close();

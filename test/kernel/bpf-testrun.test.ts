@@ -27,8 +27,9 @@ import { generateCorpus } from '../../src/lab/frames/corpus.js';
 import { BpfError, TC_ACT, ifIndex, tcDetach, tcHookCreate, tcReplace, withNetns, type BpfMap } from '../../src/host/bpf/libbpf.js';
 import { objInfo, PROG_INFO } from '../../src/host/bpf/fd.js';
 import { PacketSocket, settlePacketSockets } from '../../src/lab/packet-io.js';
-import { ClangError, compileBpf, type BpfCompileOptions } from '../../src/backends/bpf/compile.js';
-import { loadInterface, STAT_NAMES, updateConfig, type LoadedInterface, type StatName } from '../../src/backends/bpf/load.js';
+import { compileBpf, type BpfCompileOptions } from '../../src/host/bpf-build.js';
+import { loadInterface, STAT_NAMES, updateConfig, type LoadedInterface, type StatName } from '../../src/host/bpf-load.js';
+import { CommandError } from '../../src/host/runner.js';
 import { CODES, NwfError } from '../../src/util/errors.js';
 import { policyFor } from '../support/policy.js';
 
@@ -856,10 +857,12 @@ describe.skipIf(skipReason !== undefined)(`tc programs vs the reference evaluato
     const f = join(tdir, 'lib', 'nwf_run.h');
     writeFileSync(f, readFileSync(f, 'utf8').replace('int v;', 'int v;\n\tint unused_on_purpose;'));
     const err = await compileBpf(irOf(policyFor('no-mac-spoofing')), { outDir: join(work, 'out-broken2'), cacheDir, templateDir: tdir }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ClangError);
-    const ce = err as ClangError;
+    expect(err).toBeInstanceOf(CommandError);
+    const ce = err as CommandError;
     expect(ce.code).toBe(CODES.CLANG_FAILED);
-    expect(ce.lines.join('\n')).toMatch(/nwf_run\.h:\d+:\d+: error: unused variable 'unused_on_purpose'/);
-    expect(ce.message).toContain('unused_on_purpose');
+    // the message holds the relevant compiler lines (relevantCompilerLines), stderr all of it
+    expect(ce.message).toMatch(/nwf_run\.h:\d+:\d+: error: unused variable 'unused_on_purpose'/);
+    expect(ce.stderr).toContain('unused_on_purpose');
+    expect(ce.argv[0]).toBe('clang-19');
   });
 });

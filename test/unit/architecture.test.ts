@@ -20,11 +20,11 @@ const KNOWN = {
   moduleCycles: [],
   folderCycles: ['src/backends <-> src/host'],
   backendsImportHost: [
+    'src/backends/bpf/generation.ts -> src/host/bpf-build.ts',
     'src/backends/bpf/generation.ts -> src/host/generation.ts',
-    'src/backends/bpf/load.ts -> src/host/bpf/libbpf.ts',
     'src/backends/nft/generate.ts -> src/host/generation.ts',
   ],
-  backendsUseFs: ['src/backends/bpf/compile.ts', 'src/backends/bpf/generation.ts', 'src/backends/nft/generate.ts'],
+  backendsUseFs: ['src/backends/bpf/generation.ts', 'src/backends/nft/generate.ts'],
   hostRawCommands: [
     'src/host/apply.ts: { add: { table } }',
     'src/host/apply.ts: { delete: { table } }',

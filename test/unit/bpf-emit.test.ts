@@ -9,7 +9,8 @@ import type { InterfacePolicy, PolicyIR } from '../../src/ir/types.js';
 import { DROP_REASONS } from '../../src/ir/reasons.js';
 import { emitPolicyHeader, features, REASON_C, STAT_NAMES } from '../../src/backends/bpf/emit.js';
 import { configLayout, encodeConfig, GROUP_CAPS, planInterface, shapeTag, type BpfPlan } from '../../src/backends/bpf/plan.js';
-import { checkL3, readTemplate, relevantCompilerLines } from '../../src/backends/bpf/compile.js';
+import { checkL3 } from '../../src/backends/bpf/lower.js';
+import { readTemplate, relevantCompilerLines } from '../../src/host/bpf-build.js';
 import { CODES, NwfError } from '../../src/util/errors.js';
 import { policyFor } from '../support/policy.js';
 

@@ -380,6 +380,3 @@ export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
   L.push('');
   return L.join('\n');
 }
-
-/** Direction names of the two programs in every object. */
-export const PROGRAM_NAMES: Readonly<Record<Direction, string>> = { out: 'nwf_from_vm', in: 'nwf_to_vm' };

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Direction, PolicyIR } from '../../ir/types.js';
 import { writeAtomic } from '../../host/generation.js';
 import { CODES, NwfError } from '../../util/errors.js';
-import { compileBpf, type BpfInterfaceBuild } from './compile.js';
+import { compileBpf, defaultCacheDir, type BpfInterfaceBuild } from '../../host/bpf-build.js';
 
 export const BPF_DIR = 'bpf';
 export const BPF_INDEX = 'bpf.json';
@@ -24,10 +24,6 @@ export interface StoredBpf {
   format: 'nwf-fast-bpf/1';
   interfaces: StoredBpfInterface[];
   shapes: { shapeId: string; object: string; interfaces: string[] }[];
-}
-
-export function defaultCacheDir(): string {
-  return process.env.NWF_FAST_CACHE ?? (process.getuid?.() === 0 ? '/var/cache/nwf-fast' : join(process.env.HOME ?? '/tmp', '.cache', 'nwf-fast'));
 }
 
 /** Compiles the eBPF programs of `ir` into `genDir/bpf/` and returns the index to store. */

@@ -32,7 +32,7 @@ import { execa, type ResultPromise } from 'execa';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { join } from 'node:path';
-import { defaultCacheDir } from '../../backends/bpf/generation.js';
+import { defaultCacheDir } from '../../host/bpf-build.js';
 import { Libvirtd } from '../libvirt.js';
 import { hostRunner } from '../../host/netns.js';
 import { createTestbed, type Testbed, type TestbedGuest } from '../testbed.js';

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { defaultCacheDir } from '../../backends/bpf/generation.js';
+import { defaultCacheDir } from '../../host/bpf-build.js';
 import { CODES, NwfError } from '../../util/errors.js';
 import { libvirtAvailable } from '../libvirt.js';
 import { buildCpio, type CpioEntry } from './cpio.js';

@@ -10,12 +10,14 @@
 // tap's inactive nwf_cfg slot, then flips its nwf_slot entry, so a frame sees
 // either the old or the new values, never a mix of both.
 import { endianness } from 'node:os';
-import type { Direction } from '../../ir/types.js';
-import { DIRECTIONS } from '../../ir/types.js';
-import { CODES, NwfError } from '../../util/errors.js';
-import { BpfObject, type BpfMap, type BpfObjectOpenOptions, type BpfProgram } from '../../host/bpf/libbpf.js';
-import { MAP_NAMES, type BpfInterfaceBuild } from './compile.js';
-import { STAT_NAMES, type StatName } from './emit.js';
+import type { Direction } from '../ir/types.js';
+import { DIRECTIONS } from '../ir/types.js';
+import { CODES, NwfError } from '../util/errors.js';
+import { STAT_NAMES, type StatName } from '../backends/bpf/emit.js';
+import type { BpfInterfaceLowering } from '../backends/bpf/lower.js';
+import { MAP_NAMES, objectName } from '../backends/bpf/names.js';
+import { BpfObject, type BpfMap, type BpfObjectOpenOptions, type BpfProgram } from './bpf/libbpf.js';
+import type { BpfInterfaceBuild } from './bpf-build.js';
 
 export { STAT_NAMES, type StatName };
 
@@ -52,7 +54,7 @@ export type LoadOptions = Pick<BpfObjectOpenOptions, 'kernelLogLevel' | 'pinRoot
  */
 export function loadShape(b: LoadableShape, slots: number, members: readonly ShapeMember[], opts: LoadOptions = {}): LoadedShape {
   const object = BpfObject.open(b.objectPath, {
-    objectName: `nwf_${b.shapeId.slice(0, 8)}`,
+    objectName: objectName(b.shapeId),
     ...(opts.kernelLogLevel !== undefined ? { kernelLogLevel: opts.kernelLogLevel } : {}),
     ...(opts.pinRoot !== undefined ? { pinRoot: opts.pinRoot } : {}),
   });
@@ -123,7 +125,7 @@ export function activeSlot(l: { maps: Pick<LoadedShape['maps'], 'slot'> }, index
  * Replace the interface's values in place: write the inactive slot, then
  * select it. `cfg` is the nwf_cfg value of a build of the same shape.
  */
-export function updateConfig(l: { shapeId: string; maps: Pick<LoadedShape['maps'], 'cfg' | 'slot'> }, build: Pick<BpfInterfaceBuild, 'shapeId' | 'maps'>, index = 0): void {
+export function updateConfig(l: { shapeId: string; maps: Pick<LoadedShape['maps'], 'cfg' | 'slot'> }, build: Pick<BpfInterfaceLowering, 'shapeId' | 'maps'>, index = 0): void {
   if (build.shapeId !== l.shapeId) {
     throw new NwfError(CODES.STATE_INVALID, `values of shape ${build.shapeId} cannot go into an object of shape ${l.shapeId}`, {
       hint: 'load the new shape\'s object and replace the attached program instead',

@@ -1,0 +1,116 @@
+// The tc/eBPF backend: PolicyIR -> one C header per policy shape (the rule
+// structure, compiled with the templates in bpf/) plus, per interface, the
+// map values that specialise it. Pure: building the objects (clang and its
+// cache) and loading them are the host's (host/bpf-build.ts, host/bpf-load.ts).
+//
+// Design (see also plan.ts and bpf/nwf.bpf.c):
+//  - L2 only. The programs enforce libvirt's ebtables layer (the root chain
+//    with its rules and guarded jumps into sub-chains; accept / drop / return
+//    / continue; falling off a chain accepts; RETURN from root accepts).
+//    L3/L4 rules (tcp, udp, icmp, all, ... with connection state) were
+//    iptables rules in libvirt, seen through br_netfilter after the L2
+//    verdict; they stay with the nftables backend (`--backend both`), which
+//    sees the frames the tc programs accepted (TC_ACT_OK hands the frame on to
+//    the bridge, where br_netfilter and nft run). With the bpf backend alone
+//    a policy with L3 rules is refused (NwfError) rather than half enforced.
+//  - Shape sharing: the rule structure is compiled; the values live in the
+//    nwf_cfg map. Every interface whose policy has the same shape uses the same
+//    object file.
+//  - Verdicts: TC_ACT_OK for accept, TC_ACT_SHOT for drop; per-interface
+//    counters by direction and drop reason in nwf_stats.
+import { endianness } from 'node:os';
+import type { Direction, PolicyIR } from '../../ir/types.js';
+import { ruleCounts } from '../../ir/facts.js';
+import { CODES, NwfError } from '../../util/errors.js';
+import { emitPolicyHeader } from './emit.js';
+import { MAP_NAMES, PROGRAM_NAMES, TC_HOOKS } from './names.js';
+import { encodeConfig, planInterface, type BpfPlan } from './plan.js';
+
+export interface BpfMapWrite {
+  map: string;
+  key: Uint8Array;
+  value: Uint8Array;
+}
+
+/** One policy shape: its generated header (nwf_policy.h) and the interfaces that have it. */
+export interface BpfShapeSource {
+  shapeId: string;
+  header: string;
+  interfaces: string[];
+}
+
+export interface BpfInterfaceLowering {
+  iface: string;
+  shapeId: string;
+  /** Program name per direction: out = from the VM (tc ingress), in = to the VM (tc egress). */
+  programs: Readonly<Record<Direction, string>>;
+  hooks: Readonly<Record<Direction, 'ingress' | 'egress'>>;
+  /** The interface's values: nwf_cfg's value (the loader places it at the tap's index in its shape's object). */
+  maps: BpfMapWrite[];
+  /** The shape/value split, for explanations (group index -> IR rule ids). */
+  plan: BpfPlan;
+  /** L3/L4 rules of the interface left to the nftables backend. */
+  l3Rules: number;
+}
+
+export interface BpfLowering {
+  shapes: BpfShapeSource[];
+  interfaces: BpfInterfaceLowering[];
+}
+
+/** The bpf backend alone cannot enforce L3/L4 rules: refuse rather than half enforce. */
+export function checkL3(ir: PolicyIR, backend: 'bpf' | 'both'): void {
+  if (backend === 'both') return;
+  for (const p of ir.interfaces) {
+    const n = ruleCounts(p).l3Rules;
+    if (n === 0) continue;
+    const all = [...p.l3.fromVm, ...p.l3.toVm, ...p.l3.toHost];
+    const filters = [...new Set(all.map((r) => r.origin.filter))];
+    const first = all[0]!;
+    throw new NwfError(
+      CODES.USAGE,
+      `interface ${p.iface}: its policy has ${n} L3/L4 rule placement${n === 1 ? '' : 's'} (tcp/udp/icmp/all ... elements, from ${filters.join(', ')}), which the bpf backend does not enforce: its tc programs implement the L2 (ebtables) layer only`,
+      {
+        location: { file: first.origin.file, ...(first.origin.line !== undefined ? { line: first.origin.line } : {}) },
+        iface: p.iface,
+        filter: first.origin.filter,
+        expected: 'a policy made of L2 elements only (mac, vlan, stp, arp, rarp, ip, ipv6) for --backend bpf',
+        hint: 'use --backend both: the tc programs enforce L2 and nftables enforces the L3/L4 rules with connection tracking (or --backend nft)',
+      },
+    );
+  }
+}
+
+/** A __u32 map key or value, in host byte order. */
+function u32(n: number): Uint8Array {
+  const b = Buffer.alloc(4);
+  if (endianness() === 'LE') b.writeUInt32LE(n >>> 0);
+  else b.writeUInt32BE(n >>> 0);
+  return b;
+}
+
+/**
+ * Lowers every interface of `ir`: one header per distinct shape, one map set
+ * per interface. `backend` 'bpf' (default): the programs are the only
+ * enforcement, so L3/L4 rules are refused; 'both': nftables enforces them.
+ */
+export function lowerToBpf(ir: PolicyIR, backend: 'bpf' | 'both' = 'bpf'): BpfLowering {
+  checkL3(ir, backend);
+  const shapes = new Map<string, BpfShapeSource>();
+  const interfaces = ir.interfaces.map((p): BpfInterfaceLowering => {
+    const plan = planInterface(p);
+    let s = shapes.get(plan.shapeId);
+    if (!s) shapes.set(plan.shapeId, (s = { shapeId: plan.shapeId, header: emitPolicyHeader(plan.shape, plan.shapeId), interfaces: [] }));
+    s.interfaces.push(p.iface);
+    return {
+      iface: p.iface,
+      shapeId: plan.shapeId,
+      programs: PROGRAM_NAMES,
+      hooks: TC_HOOKS,
+      maps: [{ map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) }],
+      plan,
+      l3Rules: ruleCounts(p).l3Rules,
+    };
+  });
+  return { shapes: [...shapes.values()], interfaces };
+}
