@@ -1,7 +1,7 @@
 // nwf-fast compile: resolve the policy and lower it to a backend.
-import { resolvePolicy } from '../resolve/resolve.js';
 import { printPolicy } from '../ir/print.js';
-import { type Backend, compileFor, nftText, writeGenerationFor } from '../backends/nft/generate.js';
+import { type Backend, compileGeneration, resolveSources } from '../compile.js';
+import { writeGeneration } from '../host/generation.js';
 import { CODES, NwfError } from '../util/errors.js';
 import { type Command, one, type ParsedArgs } from './args.js';
 import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
@@ -27,21 +27,21 @@ async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   if (!['nft', 'bpf', 'both'].includes(backend)) throw new NwfError(CODES.USAGE, `unknown backend '${backend}'`, { expected: 'nft, bpf or both' });
   const src = sourcesFrom(p);
   if (p.flags.has('policy') || p.flags.has('json')) {
-    const ir = resolvePolicy(src.filters, src.bindings, src.notes);
+    const ir = resolveSources(src);
     for (const note of ir.notes) io.err(`note: ${note}\n`);
     if (p.flags.has('json')) io.out(JSON.stringify(ir, null, 2) + '\n');
     else io.out(ir.interfaces.length ? printPolicy(ir) : '# no interfaces to protect\n');
     return 0;
   }
-  const c = compileFor(backend, src);
-  for (const note of c.ir.notes) io.err(`note: ${note}\n`);
   const out = one(p, 'out');
+  if (!out && backend !== 'nft') throw new NwfError(CODES.USAGE, `--backend ${backend} writes objects: give --out DIR`, { hint: 'nwf-fast compile --backend bpf --out DIR' });
+  const g = compileGeneration(src, backend);
+  for (const note of g.ir.notes) io.err(`note: ${note}\n`);
   if (!out) {
-    if (backend !== 'nft') throw new NwfError(CODES.USAGE, `--backend ${backend} writes objects: give --out DIR`, { hint: 'nwf-fast compile --backend bpf --out DIR' });
-    io.out(nftText(c));
+    io.out(g.files.nftText);
     return 0;
   }
-  const m = await writeGenerationFor(backend, out, src, c);
+  const m = await writeGeneration(out, g);
   io.err(`wrote generation ${m.id} (${backend}) to ${out}: ${m.interfaces.length} interface(s)${m.l3 ? ', with L3 rules' : ''}\n`);
   return 0;
 }

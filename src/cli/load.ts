@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadGeneration } from '../host/apply.js';
-import { compileFor, writeGenerationFor } from '../backends/nft/generate.js';
+import { compileGeneration } from '../compile.js';
+import { writeGeneration } from '../host/generation.js';
 import { loadSources } from '../resolve/sources.js';
 import { type Command, type ParsedArgs } from './args.js';
 import { HOST_OPTIONS, hostOptions } from './host-options.js';
@@ -30,7 +31,7 @@ async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
     const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [], domainPaths: [], libvirt: true });
     tmp = mkdtempSync(join(tmpdir(), 'nwf-fast-gen-'));
     dir = tmp;
-    await writeGenerationFor('nft', dir, src, compileFor('nft', src));
+    await writeGeneration(dir, compileGeneration(src, 'nft'));
   }
   try {
     const r = await loadGeneration(dir, opts);

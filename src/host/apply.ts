@@ -8,7 +8,8 @@ import type { NftJsonDocument } from '../backends/nft/model.js';
 import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
 import { hostRunner, inNetns, withNetns } from './netns.js';
 import { type Generation, type HostState, readGeneration, StateDir } from './generation.js';
-import { readBpfGeneration } from '../backends/bpf/generation.js';
+import { toNftJson } from '../backends/nft/serialize.js';
+import { lowerNftFor } from '../compile.js';
 import { attachBpf, bpfStats, detachBpf, prepareBpf, unpinAll, updateBpfInPlace } from './bpf-apply.js';
 import { elementDelta } from './delta.js';
 import { liveDelta, planLoad, type LoadPlan } from './teardown.js';
@@ -29,8 +30,7 @@ function inNs<T>(opts: HostOptions, fn: () => T): T {
 
 /** Interfaces of a generation that carry eBPF programs. */
 function bpfInterfaces(g: Generation | undefined): string[] {
-  if (!g || g.manifest.backend === 'nft') return [];
-  return readBpfGeneration(g.dir).interfaces.map((i) => i.iface);
+  return g?.bpf?.interfaces.map((i) => i.iface) ?? [];
 }
 
 /** Test hook: NWF_FAST_FAULT=pause-before-apply:MS sleeps right before the transaction is applied. */
@@ -169,12 +169,13 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   const t0 = performance.now();
   // One transaction puts the new objects next to the live ones and re-points the base chains
   // (teardown.ts); the previous objects are deleted by a second one.
-  const plan = planLoad(await listOurs(opts), g.nft);
+  const plan = planLoad(await listOurs(opts), toNftJson(lowerNftFor(g.manifest.backend, g.ir).batch));
   await nftCheck(plan.apply, opts);
   const t1 = performance.now();
   const stored = state.store(g);
   // Verify and configure every eBPF program before anything changes.
-  const prepared = stored.manifest.backend === 'nft' ? undefined : inNs(opts, () => prepareBpf(stored.dir, readBpfGeneration(stored.dir)));
+  const bpf = stored.bpf;
+  const prepared = bpf ? inNs(opts, () => prepareBpf(stored.dir, bpf)) : undefined;
   let missing: string[] = [];
   try {
     await faultPoint('pause-before-apply');
@@ -200,7 +201,8 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
  */
 async function tryIncremental(previous: Generation, g: Generation, state: StateDir, s: HostState, opts: HostOptions): Promise<LoadResult | undefined> {
   if (previous.manifest.backend !== g.manifest.backend) return undefined;
-  const plain = elementDelta(previous.nft, g.nft);
+  const build = toNftJson(lowerNftFor(g.manifest.backend, g.ir).batch);
+  const plain = elementDelta(toNftJson(lowerNftFor(previous.manifest.backend, previous.ir).batch), build);
   if (!plain) return undefined;
   // nothing to change in nft: a full load (which also repairs drift) rather than a silent no-op
   if (g.manifest.backend === 'nft' && plain.nftables.length <= 1) return undefined;
@@ -208,8 +210,8 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   // the delta fail and the load fall back to a full one)
   const delta = liveDelta(s.tag ?? (await listOurs(opts)), plain);
   if (!delta) return undefined;
-  const bpfPrev = previous.manifest.backend === 'nft' ? undefined : readBpfGeneration(previous.dir);
-  const bpfNext = g.manifest.backend === 'nft' ? undefined : readBpfGeneration(g.dir);
+  const bpfPrev = previous.bpf;
+  const bpfNext = g.bpf;
   if (bpfPrev && bpfNext) {
     const sameIfaces = JSON.stringify(bpfPrev.interfaces.map((i) => [i.iface, i.shapeId])) === JSON.stringify(bpfNext.interfaces.map((i) => [i.iface, i.shapeId]));
     if (!sameIfaces) return undefined;
@@ -218,7 +220,7 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   try {
     await faultPoint('pause-before-apply');
     // one transaction (netlink encoder, else libnftables); refused if the kernel lacks an element we delete
-    await applyElementDelta({ live: delta, plain, build: g.nft }, opts);
+    await applyElementDelta({ live: delta, plain, build }, opts);
   } catch {
     return undefined;
   }
@@ -317,7 +319,7 @@ export async function status(opts: HostOptions): Promise<Status> {
     }
   }
   out.backend = g.manifest.backend;
-  const bpf = g.manifest.backend === 'nft' ? new Map() : bpfStats(readBpfGeneration(g.dir), opts.pinDir);
+  const bpf = g.bpf ? bpfStats(g.bpf, opts.pinDir) : new Map();
   out.interfaces = g.manifest.interfaces.map((i) => {
     const rec: Status['interfaces'][number] = { iface: i.iface, owner: i.owner, filter: i.filter, drops: drops.get(i.iface) ?? {} };
     const b = bpf.get(i.iface);

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { Direction } from '../ir/types.js';
 import { DIRECTIONS } from '../ir/types.js';
 import { MAP_NAMES, shapeOfPinDir, shapePinDir } from '../backends/bpf/names.js';
-import type { StoredBpf } from '../backends/bpf/generation.js';
+import type { StoredBpf } from '../compile.js';
 import { loadShape, readStats, updateConfig, type DirectionStats, type LoadedShape, type ShapeMember } from './bpf-load.js';
 import type { BpfInterfaceBuild } from './bpf-build.js';
 import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, tcDetach, tcHookCreate, tcReplace, type BpfMap } from './bpf/libbpf.js';

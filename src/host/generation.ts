@@ -1,38 +1,29 @@
-// Generations: one compiled ruleset on disk (nft JSON, nft text, manifest,
-// resolved policy), and the state directory that records which generation
-// is loaded and which came before it.
-import { createHash } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+// Generations on disk: a compiled generation's files (nft JSON, nft text,
+// manifest, resolved policy, and for bpf/both the eBPF objects and their
+// index), and the state directory that records which generation is loaded
+// and which came before it.
+import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { CODES, NwfError } from '../util/errors.js';
-import type { NftJsonDocument } from '../backends/nft/model.js';
 import type { PolicyIR } from '../ir/types.js';
+import { objectFile } from '../backends/bpf/names.js';
+import { BPF_INDEX_FORMAT, GENERATION_FILES, GENERATION_FORMAT, generationId, sha256, type CompiledGeneration, type Manifest, type StoredBpf } from '../compile.js';
+import { buildBpf, defaultCacheDir } from './bpf-build.js';
+import type { CommandRunner } from './runner.js';
+
+export { GENERATION_FILES, sha256, type Manifest, type StoredBpf };
+export type { StoredBpfInterface } from '../compile.js';
 
 export const DEFAULT_STATE_DIR = '/var/lib/nwf-fast';
-export const GENERATION_FILES = { nftJson: 'nft.json', nftText: 'ruleset.nft', manifest: 'manifest.json', policy: 'policy.json' } as const;
 
-export interface Manifest {
-  format: 'nwf-fast-generation/1';
-  /** Content hash of the nft JSON: the generation's identity. */
-  id: string;
-  createdAt: string;
-  /** nft: the nftables ruleset; bpf: tc programs on the taps; both: programs plus the ruleset as a second line. */
-  backend: 'nft' | 'bpf' | 'both';
-  /** Whether the generation has L3/L4 rules (inet table through br_netfilter). */
-  l3: boolean;
-  inputs: { file: string; sha256: string }[];
-  interfaces: { iface: string; mac: string; owner: string; filter: string; l2Rules: number; l3Rules: number }[];
-  notes: string[];
-}
-
+/** A generation read back from disk. */
 export interface Generation {
   dir: string;
   manifest: Manifest;
-  nft: NftJsonDocument;
-}
-
-export function sha256(data: string | Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
+  /** The resolved policy, which `load` lowers under its load tag. */
+  ir: PolicyIR;
+  /** The eBPF index (bpf, both). */
+  bpf?: StoredBpf;
 }
 
 /** Writes a file atomically (temp file + rename in the same directory). */
@@ -42,24 +33,39 @@ export function writeAtomic(file: string, data: string): void {
   renameSync(tmp, file);
 }
 
-export function writeGeneration(dir: string, g: { nft: NftJsonDocument; text: string; manifest: Omit<Manifest, 'id'>; policy: PolicyIR }): Manifest {
+export interface WriteOptions {
+  /** The eBPF object cache (default NWF_FAST_CACHE or /var/cache/nwf-fast). */
+  cacheDir?: string;
+  /** Runs clang (tests record it). */
+  runner?: CommandRunner;
+}
+
+/** Writes a compiled generation to `dir`, building its eBPF objects first; the manifest last (a directory with a manifest is complete). */
+export async function writeGeneration(dir: string, g: CompiledGeneration, opts: WriteOptions = {}): Promise<Manifest> {
   mkdirSync(dir, { recursive: true });
-  const json = JSON.stringify(g.nft);
-  const manifest: Manifest = { ...g.manifest, id: generationId(dir, json) };
-  writeAtomic(join(dir, GENERATION_FILES.nftJson), json + '\n');
-  writeAtomic(join(dir, GENERATION_FILES.nftText), g.text);
-  writeAtomic(join(dir, GENERATION_FILES.policy), JSON.stringify(g.policy, null, 1) + '\n');
-  // the manifest last: a directory with a manifest is complete
-  writeAtomic(join(dir, GENERATION_FILES.manifest), JSON.stringify(manifest, null, 2) + '\n');
-  return manifest;
+  if (g.bpf) {
+    const build = join(dir, '.bpf-build');
+    try {
+      const r = await buildBpf(g.bpf, { outDir: build, cacheDir: join(opts.cacheDir ?? defaultCacheDir(), 'bpf'), ...(opts.runner ? { runner: opts.runner } : {}) });
+      mkdirSync(join(dir, GENERATION_FILES.bpfDir), { recursive: true });
+      for (const s of r.shapes) copyFileSync(s.objectPath, join(dir, GENERATION_FILES.bpfDir, objectFile(s.shapeId)));
+    } finally {
+      rmSync(build, { recursive: true, force: true });
+    }
+  }
+  writeAtomic(join(dir, GENERATION_FILES.nftJson), g.files.nftJson + '\n');
+  writeAtomic(join(dir, GENERATION_FILES.nftText), g.files.nftText);
+  writeAtomic(join(dir, GENERATION_FILES.policy), g.files.policy);
+  if (g.files.bpfIndex !== undefined) writeAtomic(join(dir, GENERATION_FILES.bpfIndex), g.files.bpfIndex);
+  writeAtomic(join(dir, GENERATION_FILES.manifest), JSON.stringify(g.manifest, null, 2) + '\n');
+  return g.manifest;
 }
 
-/** A generation's identity: the hash of its nft JSON and, if present, its eBPF index. */
-function generationId(dir: string, nftJson: string): string {
-  const bpf = join(dir, 'bpf.json');
-  return sha256(nftJson + (existsSync(bpf) ? readFileSync(bpf, 'utf8') : '')).slice(0, 16);
+function unreadable(dir: string, what: string, e: unknown): NwfError {
+  return new NwfError(CODES.STATE_INVALID, `${what} of generation ${dir} is unreadable: ${(e as Error).message}`, { location: { file: dir }, cause: e });
 }
 
+/** Reads a generation and checks it against its manifest (id and policy hash). */
 export function readGeneration(dir: string): Generation {
   const mf = join(dir, GENERATION_FILES.manifest);
   if (!existsSync(mf)) {
@@ -69,20 +75,42 @@ export function readGeneration(dir: string): Generation {
     });
   }
   let manifest: Manifest;
-  let nft: NftJsonDocument;
+  let nftJson: string;
+  let policy: string;
   try {
     manifest = JSON.parse(readFileSync(mf, 'utf8')) as Manifest;
-    nft = JSON.parse(readFileSync(join(dir, GENERATION_FILES.nftJson), 'utf8')) as NftJsonDocument;
+    nftJson = readFileSync(join(dir, GENERATION_FILES.nftJson), 'utf8').replace(/\n$/, '');
+    policy = readFileSync(join(dir, GENERATION_FILES.policy), 'utf8');
   } catch (e) {
-    throw new NwfError(CODES.STATE_INVALID, `generation ${dir} is unreadable: ${(e as Error).message}`, { location: { file: dir }, cause: e });
+    throw unreadable(dir, 'a file', e);
   }
-  if (manifest.format !== 'nwf-fast-generation/1' || !Array.isArray(nft.nftables)) {
+  if (manifest.format !== GENERATION_FORMAT || !['nft', 'bpf', 'both'].includes(manifest.backend)) {
     throw new NwfError(CODES.STATE_INVALID, `generation ${dir} has an unknown format`, { location: { file: dir } });
   }
-  if (generationId(dir, JSON.stringify(nft)) !== manifest.id) {
+  let bpfIndex: string | undefined;
+  if (manifest.backend !== 'nft') {
+    try {
+      bpfIndex = readFileSync(join(dir, GENERATION_FILES.bpfIndex), 'utf8');
+    } catch (e) {
+      throw unreadable(dir, 'the eBPF part', e);
+    }
+  }
+  // (generations written before policySha256 existed carry none)
+  if (generationId(nftJson, bpfIndex) !== manifest.id || (manifest.policySha256 !== undefined && sha256(policy) !== manifest.policySha256)) {
     throw new NwfError(CODES.STATE_INVALID, `generation ${dir} does not match its manifest (edited or truncated?)`, { location: { file: dir } });
   }
-  return { dir, manifest, nft };
+  let ir: PolicyIR;
+  let bpf: StoredBpf | undefined;
+  try {
+    ir = JSON.parse(policy) as PolicyIR;
+    if (bpfIndex !== undefined) {
+      bpf = JSON.parse(bpfIndex) as StoredBpf;
+      if (bpf.format !== BPF_INDEX_FORMAT) throw new Error(`unknown format ${String(bpf.format)}`);
+    }
+  } catch (e) {
+    throw unreadable(dir, 'the policy or eBPF index', e);
+  }
+  return { dir, manifest, ir, ...(bpf ? { bpf } : {}) };
 }
 
 // ---- the state directory ---------------------------------------------------------

@@ -6,8 +6,8 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compileFor, writeGenerationFor, type Backend } from '../../src/backends/nft/generate.js';
-import { readBpfGeneration } from '../../src/backends/bpf/generation.js';
+import { compileGeneration, type Backend } from '../../src/compile.js';
+import { readGeneration, writeGeneration } from '../../src/host/generation.js';
 import { loadGeneration, rollback, status, unload } from '../../src/host/apply.js';
 import { TC_HANDLE, TC_PRIORITY } from '../../src/host/bpf-apply.js';
 import { tcQuery } from '../../src/host/bpf/libbpf.js';
@@ -37,7 +37,7 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     const f = mkdtempSync(join(tmpdir(), 'nwf-bf-'));
     if (extra) writeFileSync(join(f, 'extra.xml'), extra);
     const src = loadSources({ filterDirs: [f], bundled: true, bindingPaths: [b], domainPaths: [], libvirt: false });
-    await writeGenerationFor(backend, dir, src, compileFor(backend, src));
+    await writeGeneration(dir, compileGeneration(src, backend));
     rmSync(b, { recursive: true });
     rmSync(f, { recursive: true });
     return { dir, src };
@@ -110,7 +110,7 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
       src,
       `#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nstruct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 2); __type(key, __u32); __type(value, __u8[4096]); } nwf_cfg SEC(".maps");\nstruct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u32); } nwf_slot SEC(".maps");\nstruct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 1); __type(key, __u32); __type(value, __u32); } nwf_ifx SEC(".maps");\nstruct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, 32); __type(key, __u32); __type(value, __u64); } nwf_stats SEC(".maps");\nSEC("tc") int nwf_from_vm(struct __sk_buff *s) { unsigned char *d = (void *)(long)s->data; return d[100]; }\nSEC("tc") int nwf_to_vm(struct __sk_buff *s) { unsigned char *d = (void *)(long)s->data; return d[100]; }\nchar LICENSE[] SEC("license") = "GPL";\n`,
     );
-    const stored = readBpfGeneration(bad);
+    const stored = readGeneration(bad).bpf!;
     const obj = join(bad, stored.interfaces[0]!.object);
     await execa('clang-19', ['-O2', '-g', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', src, '-o', `${obj}.new`]);
     copyFileSync(`${obj}.new`, obj);

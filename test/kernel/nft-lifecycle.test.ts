@@ -5,9 +5,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compileNft, writeNftGeneration } from '../../src/backends/nft/generate.js';
+import { compileGeneration, generationOf } from '../../src/compile.js';
 import { loadGeneration, normalizeListing } from '../../src/host/apply.js';
 import { sha256, writeGeneration } from '../../src/host/generation.js';
+import type { PolicyIR } from '../../src/ir/types.js';
 import { nftListRuleset } from '../../src/host/nft.js';
 import type { Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
@@ -16,11 +17,11 @@ import { createDemoHost, floodDuring, isRoot, ROOT_REASON, VM_MAC } from './supp
 
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'nwf-fast.js');
 
-function generation(dir: string, ips: string[]): string {
+async function generation(dir: string, ips: string[]): Promise<string> {
   const bdir = mkdtempSync(join(tmpdir(), 'nwf-b-'));
   writeFileSync(join(bdir, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'clean-traffic', { IP: ips }));
   const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [bdir], domainPaths: [], libvirt: false });
-  writeNftGeneration(dir, src, compileNft(src));
+  await writeGeneration(dir, compileGeneration(src, 'nft'));
   rmSync(bdir, { recursive: true });
   return dir;
 }
@@ -47,8 +48,8 @@ describe.skipIf(!isRoot)('nft generations on a namespaced host', () => {
     tb = await createDemoHost('nwfl');
     work = mkdtempSync(join(tmpdir(), 'nwf-life-'));
     state = join(work, 'state');
-    g1 = generation(join(work, 'g1'), ['10.77.0.2']);
-    g2 = generation(join(work, 'g2'), ['10.77.0.2', '10.77.0.3']);
+    g1 = await generation(join(work, 'g1'), ['10.77.0.2']);
+    g2 = await generation(join(work, 'g2'), ['10.77.0.2', '10.77.0.3']);
     // Somebody else's firewall in the same namespace.
     await nft(['add', 'table', 'ip', 'foreign']);
     await nft(['add', 'chain', 'ip', 'foreign', 'c', '{ type filter hook forward priority 10; policy accept; }']);
@@ -95,9 +96,9 @@ describe.skipIf(!isRoot)('nft generations on a namespaced host', () => {
     expect((await cli(['load', g1])).exitCode).toBe(0);
     const before = await ours();
     const bad = join(work, 'bad');
-    const doc = JSON.parse(readFileSync(join(g2, 'nft.json'), 'utf8'));
-    doc.nftables.push({ add: { rule: { family: 'bridge', table: 'nwf_fast', chain: 'i_vnet0', expr: [{ jump: { target: 'no_such_chain' } }] } } });
-    writeGeneration(bad, { nft: doc, text: '# broken\n', policy: { version: 1, interfaces: [], notes: [] }, manifest: { ...JSON.parse(readFileSync(join(g2, 'manifest.json'), 'utf8')), id: undefined } });
+    // g2's policy with a MAC address nft cannot parse: it lowers (load lowers policy.json), and nft refuses the transaction
+    const policy = readFileSync(join(g2, 'policy.json'), 'utf8').replaceAll(VM_MAC, 'zz:zz:zz:zz:zz:zz');
+    await writeGeneration(bad, generationOf(JSON.parse(policy) as PolicyIR, 'nft'));
     const r = await cli(['load', bad]);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('NWF1404');

@@ -3,7 +3,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { StoredBpf, StoredBpfInterface } from '../../src/backends/bpf/generation.js';
+import type { StoredBpf, StoredBpfInterface } from '../../src/compile.js';
 import { shapeIndex, updateBpfInPlace } from '../../src/host/bpf-apply.js';
 
 const tap = (iface: string, shapeId: string, value: string): StoredBpfInterface => ({

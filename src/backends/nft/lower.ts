@@ -15,7 +15,6 @@ import { CODES, InternalError, NwfError } from '../../util/errors.js';
 import type { DropReason } from '../../ir/reasons.js';
 import type { InterfacePolicy, PolicyIR } from '../../ir/types.js';
 import { DIRECTIONS, L3_PATHS } from '../../ir/types.js';
-import { ruleCounts } from '../../ir/facts.js';
 import { add, jump, meta, str, vmap } from './build.js';
 import type { NftBatch, NftCommand, Verdict } from './model.js';
 import { BASE_CHAINS, dropCounter, nftNames } from './names.js';
@@ -30,7 +29,6 @@ export interface NftLowering {
   batch: NftBatch;
   /** Whether the ip/ip6 tables (L3 rules) are part of this generation. */
   l3: boolean;
-  interfaces: { iface: string; l2Rules: number; l3Rules: number; markId?: number }[];
 }
 
 export interface LowerOptions {
@@ -108,10 +106,6 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   }
   byIface(dispatch.out);
   byIface(dispatch.in);
-  const summary: NftLowering['interfaces'] = ir.interfaces.map((p) => {
-    const id = markId.get(p.iface);
-    return { iface: p.iface, ...ruleCounts(p), ...(id !== undefined ? { markId: id } : {}) };
-  });
 
   // L3 preparation in the bridge table: marks carry the port ids to the ip/ip6 hooks.
   const l3 = lowerL3(l3Ifaces, markId, names);
@@ -126,5 +120,5 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   cmds.push(add(br.rule(BASE_CHAINS.bridgePost, [vmap(meta('oifname'), names.bridge.inMap)], 'traffic to the VMs')));
   cmds.push(...l3.tables);
   if (cmds.some((c) => c.op === 'add' && c.object.kind === 'rule' && c.object.statements.length === 0)) throw new InternalError('empty nft rule');
-  return { batch: cmds, l3: l3Ifaces.length > 0, interfaces: summary };
+  return { batch: cmds, l3: l3Ifaces.length > 0 };
 }
