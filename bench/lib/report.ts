@@ -225,7 +225,7 @@ export function renderMarkdown(r: BenchResults): string {
   L.push('- libvirt\'s data-plane rules are libvirt\'s own (captured with ebtables-save) replicated for N ports with ebtables-restore, not N real bindings.');
   L.push('- The ports other than the sender are veths without traffic; nft and eBPF state exists for all N. CPU figures come from one sender pinned to CPU0; other work on the machine can still disturb them (min–max shows the spread).');
   L.push("- Leaks are counted exactly: an nft counter on the peer's ingress matches the flood's source address.");
-  L.push("- nft set-delta is nwf-fast's incremental load: the element diff of two whole generations (host/delta.ts, the compile column) sent as one nf_tables transaction on the live sets (the live column) through nwf-fast's netlink encoder (host/nfnl) on a socket kept open; nft-set-delta-libnftables sends the same delta through libnftables, whose client first reads the whole table into its cache and whose socket close waits for an RCU grace period (the destroy work of the deleted elements).");
+  L.push("- nft set-delta is nwf-fast's incremental load: the typed element diff of two whole generations lowered under the live tag (host/load-plan.ts, the compile column) sent as one nf_tables transaction on the live sets (the live column) through nwf-fast's netlink encoder (host/nfnl) on a socket kept open; nft-set-delta-libnftables sends the same delta through libnftables, whose client first reads the whole table into its cache and whose socket close waits for an RCU grace period (the destroy work of the deleted elements).");
   L.push('');
   return `${L.join('\n')}\n`;
 }

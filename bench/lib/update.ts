@@ -1,11 +1,12 @@
 // Changing one VM's IP on a host with N protected interfaces.
-//   nft generation: compile the whole host again (vm0 with its new address)
-//     and load it as a new generation (one transaction replacing the tables);
+//   nft generation: compile the whole host again (vm0 with its new address:
+//     parse + resolve) and load it as a new generation (lowered under a fresh
+//     load tag, one transaction replacing the tables);
 //   nft set delta: the same change as a transaction of set-element updates
 //     only (add the new `vnet0 . IP` elements, delete the old ones), computed
-//     by diffing two generations (what `load` sends when only set elements
-//     changed), sent through the netlink encoder (host/nfnl), and the same
-//     delta through libnftables;
+//     by diffing two generations lowered under the live tag (what `load`
+//     sends when only set elements changed), sent through the netlink encoder
+//     (host/nfnl), and the same delta through libnftables;
 //   eBPF: updateConfig on vnet0's entry of its shape's object (write the
 //     inactive nwf_cfg slot, flip its nwf_slot entry), the values computed
 //     for that one interface.
@@ -13,17 +14,23 @@
 // (source IP neither the old nor the new one) counting frames that reach the
 // peer, and checked afterwards: frames from the new IP pass, from the old don't.
 import { join } from 'node:path';
+import { lowerToNft } from '../../src/backends/nft/lower.js';
+import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { updateConfig } from '../../src/host/bpf-load.js';
-import { applyBuild } from '../../src/host/apply.js';
-import { elementDelta } from '../../src/host/delta.js';
+import { applyNft } from '../../src/host/apply.js';
+import { inventoryOf } from '../../src/host/inventory.js';
+import { elementBatch, elementDelta, type SetDelta } from '../../src/host/load-plan.js';
 import { withNetns } from '../../src/host/netns.js';
 import { nftApply } from '../../src/host/nft.js';
-import { applyElementDelta, NfnlSocket, type ElementDeltaPlan } from '../../src/host/nfnl/index.js';
-import { liveDelta } from '../../src/host/teardown.js';
+import { applyElementDelta, NfnlSocket } from '../../src/host/nfnl/index.js';
+import type { PolicyIR } from '../../src/ir/types.js';
 import { loadEbpf, loadNft, startFlood, writeTrafgenConfigs, type BenchHost } from './host.js';
 import { probeIps, type LeakResult } from './libvirt-phase.js';
 import { ALT_IP, bindingTexts, compileNft, parseBindings, portIp, resolveAll, vm0Config } from './policy.js';
 import { log, sleep, stat, type Stat } from './util.js';
+
+/** A load of a resolved policy as `load` does it: lowered under the tag the load picks. */
+const lowerUnderTag = (ir: PolicyIR) => (tag: string) => lowerToNft(ir, { tag }).batch;
 
 export type UpdateMethod = 'nft-generation' | 'nft-set-delta' | 'nft-set-delta-libnftables' | 'ebpf-update-config';
 
@@ -75,52 +82,52 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
 
   // ---- nft: generations ----
   {
-    const jsonA = compileNft(textsA);
-    const jsonB = compileNft(textsB);
-    const base = loadNft(host, jsonA);
+    const irA = resolveAll(parseBindings(textsA));
+    const irB = resolveAll(parseBindings(textsB));
+    const base = loadNft(host, compileNft(textsA));
+    const load = (ir: PolicyIR): Promise<string> => applyNft(lowerUnderTag(ir), { netns: host.hostNs, inProcess: true });
     try {
       const comp: number[] = [];
       const live: number[] = [];
       for (let c = 0; c < o.changes; c++) {
         const t0 = performance.now();
-        const json = compileNft(c % 2 === 0 ? textsB : textsA);
+        const ir = resolveAll(parseBindings(c % 2 === 0 ? textsB : textsA));
         const t1 = performance.now();
-        await applyBuild(JSON.parse(json), { netns: host.hostNs, inProcess: true });
+        await load(ir);
         const t2 = performance.now();
         comp.push(t1 - t0);
         live.push(t2 - t1);
       }
-      if (o.changes % 2 === 1) await applyBuild(JSON.parse(jsonA), { netns: host.hostNs, inProcess: true });
+      if (o.changes % 2 === 1) await load(irA);
       const leak = await underFlood(async (c) => {
-        await applyBuild(JSON.parse(c % 2 === 0 ? jsonB : jsonA), { netns: host.hostNs, inProcess: true });
+        await load(c % 2 === 0 ? irB : irA);
       }, o.leakChanges);
       rows.push({ method: 'nft-generation', n: o.n, changes: o.changes, compileMs: stat(comp), liveMs: stat(live), leak });
       log(`update nft-generation n=${o.n}: compile ${stat(comp).median.toFixed(1)} ms, load ${stat(live).median.toFixed(1)} ms; leaked ${leak.leaked}/${leak.sent}`);
-      const tag = await applyBuild(JSON.parse(jsonA), { netns: host.hostNs, inProcess: true });
+      const tag = await load(irA);
 
       // ---- nft: set-element delta ----
-      // the incremental load nwf-fast takes when only addresses change: the element diff of
-      // the two generations (host/delta.ts, "compile"), aimed at the live objects, then sent
-      // as one transaction ("live"): through the netlink encoder (host/nfnl) on a socket kept
-      // open, as a long-running updater would, and through libnftables for comparison
-      const docA = JSON.parse(jsonA);
-      const docB = JSON.parse(jsonB);
-      const deltaOf = (c: number): ElementDeltaPlan => {
-        const [prev, next] = c % 2 === 0 ? [docA, docB] : [docB, docA];
-        const plain = elementDelta(prev, next);
-        const live = plain && liveDelta(tag, plain);
-        if (!plain || !live) throw new Error('the two generations differ in more than set elements');
-        return { live, plain, build: next };
+      // the incremental load nwf-fast takes when only addresses change: the typed element diff
+      // of the two generations lowered under the live tag (host/load-plan.ts, "compile"), then
+      // sent as one transaction ("live"): through the netlink encoder (host/nfnl) on a socket
+      // kept open, as a long-running updater would, and through libnftables for comparison
+      const batchA = lowerToNft(irA, { tag }).batch;
+      const batchB = lowerToNft(irB, { tag }).batch;
+      const deltaOf = (c: number): SetDelta[] => {
+        const [prev, next] = c % 2 === 0 ? [batchA, batchB] : [batchB, batchA];
+        const d = elementDelta(inventoryOf(prev), inventoryOf(next));
+        if (!d) throw new Error('the two generations differ in more than set elements');
+        return d;
       };
       const plans = [deltaOf(0), deltaOf(1)];
       const sock = withNetns(host.hostNs, () => NfnlSocket.open());
       try {
-        const viaNfnl = async (plan: ElementDeltaPlan): Promise<void> => {
+        const viaNfnl = async (plan: SetDelta[]): Promise<void> => {
           const r = await applyElementDelta(plan, { netns: host.hostNs, inProcess: true, socket: sock });
           if (r.path !== 'nfnl') throw new Error(`the netlink encoder was not used: ${r.fallback ?? ''}`);
         };
-        const viaLib = async (plan: ElementDeltaPlan): Promise<void> => {
-          await nftApply(plan.live, { netns: host.hostNs, inProcess: true });
+        const viaLib = async (plan: SetDelta[]): Promise<void> => {
+          await nftApply(toNftJson(elementBatch(plan)), { netns: host.hostNs, inProcess: true });
         };
         for (const [method, apply, note] of [
           ['nft-set-delta', viaNfnl, "nwf-fast's incremental load: the element diff of two generations (compile), sent as one nf_tables netlink batch on the live sets (host/nfnl)"],
@@ -136,9 +143,9 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
             live2.push(performance.now() - t1);
             comp.push(t1 - t0);
           }
-          if (o.changes % 2 === 1) await apply(plans[1] as ElementDeltaPlan);
-          const leak2 = await underFlood((c) => apply(plans[c % 2] as ElementDeltaPlan), o.leakChanges);
-          if (o.leakChanges % 2 === 1) await apply(plans[1] as ElementDeltaPlan);
+          if (o.changes % 2 === 1) await apply(plans[1] as SetDelta[]);
+          const leak2 = await underFlood((c) => apply(plans[c % 2] as SetDelta[]), o.leakChanges);
+          if (o.leakChanges % 2 === 1) await apply(plans[1] as SetDelta[]);
           rows.push({ method, n: o.n, changes: o.changes, compileMs: stat(comp), liveMs: stat(live2), leak: leak2, note });
           log(`update ${method} n=${o.n}: delta ${stat(comp).median.toFixed(1)} ms, live ${stat(live2).median.toFixed(3)} ms; leaked ${leak2.leaked}/${leak2.sent}`);
         }

@@ -1,18 +1,19 @@
 // Host operations on generations: load (check, then apply in ONE
 // transaction), rollback, unload and status. nwf-fast only ever touches its
-// own two tables (bridge nwf_fast, inet nwf_fast).
+// own tables (bridge nwf_fast, ip nwf_fast, ip6 nwf_fast) and its tc filters
+// and pins. Every nft command comes from load-plan.ts over typed inventories.
 import { existsSync, readFileSync } from 'node:fs';
 import { CODES, NwfError } from '../util/errors.js';
-import { BRIDGE_TABLE, INET_TABLE, parseDropCounter } from '../backends/nft/names.js';
-import type { NftJsonDocument } from '../backends/nft/model.js';
+import { newTag, parseDropCounter } from '../backends/nft/names.js';
+import type { NftBatch } from '../backends/nft/model.js';
+import { toNftJson } from '../backends/nft/serialize.js';
+import { lowerNftFor } from '../compile.js';
 import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
 import { hostRunner, inNetns, withNetns } from './netns.js';
 import { type Generation, type HostState, readGeneration, StateDir } from './generation.js';
-import { toNftJson } from '../backends/nft/serialize.js';
-import { lowerNftFor } from '../compile.js';
 import { attachBpf, bpfStats, detachBpf, prepareBpf, unpinAll, updateBpfInPlace } from './bpf-apply.js';
-import { elementDelta } from './delta.js';
-import { liveDelta, planLoad, type LoadPlan } from './teardown.js';
+import { inventoryOf, kernelInventory, liveTag, normalizeListing, OUR_TABLES, tagsIn, type KernelInventory, type Listing } from './inventory.js';
+import { elementDelta, planFullLoad, unloadBatch, type LoadPlan } from './load-plan.js';
 import { applyElementDelta, type ElementDeltaOptions } from './nfnl/index.js';
 
 export interface HostOptions extends NftRunOptions {
@@ -60,15 +61,11 @@ export async function probeKernel(opts: HostOptions): Promise<KernelProbe> {
   };
 }
 
-/** The families of nwf-fast's tables (all named nwf_fast). */
-const OUR_FAMILIES = ['bridge', 'ip', 'ip6', 'inet'] as const;
-type Listing = Partial<Record<(typeof OUR_FAMILIES)[number], NftJsonDocument>>;
-
 async function listOurs(opts: NftRunOptions): Promise<Listing> {
   const out: Listing = {};
-  for (const fam of OUR_FAMILIES) {
+  for (const t of OUR_TABLES) {
     try {
-      out[fam] = await nftListTable(fam, fam === 'bridge' ? BRIDGE_TABLE : INET_TABLE, opts);
+      out[t.family] = await nftListTable(t.family, t.name, opts);
     } catch {
       // table absent
     }
@@ -76,62 +73,52 @@ async function listOurs(opts: NftRunOptions): Promise<Listing> {
   return out;
 }
 
-/** Applies a build batch over whatever nwf-fast's tables hold now, as load does (no state recorded); returns the load tag. */
-export async function applyBuild(build: NftJsonDocument, opts: NftRunOptions): Promise<string> {
-  const plan = planLoad(await listOurs(opts), build);
-  await nftApply(plan.apply, opts);
+async function kernelNow(opts: NftRunOptions): Promise<KernelInventory> {
+  return kernelInventory(await listOurs(opts));
+}
+
+/** A full load plan of a generation's nft part, lowered under a tag no object in the kernel carries. */
+function planFor(k: KernelInventory, lower: (tag: string) => NftBatch): LoadPlan {
+  const tag = newTag(tagsIn(k));
+  return planFullLoad(k, lower(tag), tag);
+}
+
+/** The second transaction of a load: the previous generation's objects go (a failure only leaves them for the next load). */
+async function cleanupAfter(plan: LoadPlan, opts: NftRunOptions): Promise<void> {
+  if (plan.cleanup.length === 0) return;
+  try {
+    await nftApply(toNftJson(plan.cleanup), opts);
+  } catch {
+    // leftovers of a tag that is not live are removed by the next load
+  }
+}
+
+/**
+ * Applies an nft build over whatever nwf-fast's tables hold now, as load does
+ * (no state recorded): `lower` gives the batch under the tag it is handed.
+ * Returns the load tag.
+ */
+export async function applyNft(lower: (tag: string) => NftBatch, opts: NftRunOptions): Promise<string> {
+  const plan = planFor(await kernelNow(opts), lower);
+  await nftApply(toNftJson(plan.apply), opts);
   await cleanupAfter(plan, opts);
   return plan.tag;
 }
 
 /**
  * The incremental path on its own (as load takes it when only addresses
- * change): the element delta between two builds, aimed at the live objects.
+ * change): the element delta between two builds lowered under the live tag.
  * Returns false when the builds differ in more than elements.
  */
-export async function applyIncremental(prev: NftJsonDocument, next: NftJsonDocument, opts: ElementDeltaOptions, liveTag?: string): Promise<boolean> {
-  const plain = elementDelta(prev, next);
-  if (!plain) return false;
-  const delta = liveDelta(liveTag ?? (await listOurs(opts)), plain);
-  if (!delta) return false;
-  await applyElementDelta({ live: delta, plain, build: next }, opts);
+export async function applyIncremental(prev: NftBatch, next: NftBatch, opts: ElementDeltaOptions): Promise<boolean> {
+  const changes = elementDelta(inventoryOf(prev), inventoryOf(next));
+  if (!changes) return false;
+  if (changes.length) await applyElementDelta(changes, opts);
   return true;
 }
 
-/** The second transaction of a load: the previous generation's objects go (a failure only leaves them for the next load). */
-async function cleanupAfter(plan: LoadPlan, opts: NftRunOptions): Promise<void> {
-  if (plan.cleanup.nftables.length <= 1) return;
-  try {
-    await nftApply(plan.cleanup, opts);
-  } catch {
-    // leftovers of a tag that is not live are removed by the next load
-  }
-}
-
-/** A listing without handles and counter values: what must not change while a generation is in force. */
-export function normalizeListing(doc: NftJsonDocument | undefined): unknown {
-  if (!doc) return null;
-  const strip = (v: unknown): unknown => {
-    // object names carry the load tag (teardown.ts): compare without it
-    if (typeof v === 'string') return v.replace(/^(@?)g[0-9a-f]{6}_/, '$1*_');
-    if (Array.isArray(v)) return v.map(strip);
-    if (v && typeof v === 'object') {
-      const o: Record<string, unknown> = {};
-      for (const [k, x] of Object.entries(v)) {
-        if (k === 'handle' || k === 'packets' || k === 'bytes') continue;
-        // element order in a listing depends on insertion history: compare as sets
-        if (k === 'comment') o[k] = x;
-        else o[k] = k === 'elem' && Array.isArray(x) ? (x.map(strip) as unknown[]).sort((a, b) => (JSON.stringify(a) < JSON.stringify(b) ? -1 : 1)) : strip(x);
-      }
-      return o;
-    }
-    return v;
-  };
-  return strip(doc.nftables.filter((o) => !('metainfo' in o)));
-}
-
 function normalizeAll(l: Listing): unknown {
-  return Object.fromEntries(OUR_FAMILIES.map((f) => [f, normalizeListing(l[f])]));
+  return Object.fromEntries(OUR_TABLES.map((t) => [t.family, normalizeListing(l[t.family])]));
 }
 
 async function snapshot(opts: NftRunOptions): Promise<unknown> {
@@ -144,7 +131,7 @@ export interface LoadResult {
   ms: { check: number; apply: number };
   /** Taps of the generation's eBPF programs that do not exist (attached by a later load). */
   missingTaps: string[];
-  /** Applied as an element delta / in-place eBPF value update (delta.ts). */
+  /** Applied as an element delta / in-place eBPF value update (load-plan.ts). */
   incremental?: boolean;
 }
 
@@ -168,9 +155,10 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   }
   const t0 = performance.now();
   // One transaction puts the new objects next to the live ones and re-points the base chains
-  // (teardown.ts); the previous objects are deleted by a second one.
-  const plan = planLoad(await listOurs(opts), toNftJson(lowerNftFor(g.manifest.backend, g.ir).batch));
-  await nftCheck(plan.apply, opts);
+  // (load-plan.ts); the previous objects are deleted by a second one.
+  const plan = planFor(await kernelNow(opts), (tag) => lowerNftFor(g.manifest.backend, g.ir, tag).batch);
+  const apply = toNftJson(plan.apply);
+  await nftCheck(apply, opts);
   const t1 = performance.now();
   const stored = state.store(g);
   // Verify and configure every eBPF program before anything changes.
@@ -179,7 +167,7 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   let missing: string[] = [];
   try {
     await faultPoint('pause-before-apply');
-    await nftApply(plan.apply, opts);
+    await nftApply(apply, opts);
     await cleanupAfter(plan, opts);
     if (prepared) missing = inNs(opts, () => attachBpf(prepared, opts.pinDir).missing);
   } finally {
@@ -196,20 +184,21 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
 }
 
 /**
- * The incremental path: same structure, different elements (see delta.ts),
- * and eBPF values changed in place. Returns undefined to fall back to a full load.
+ * The incremental path: both generations lowered under the live tag have the
+ * same structure and differ in elements only (load-plan.ts), and eBPF values
+ * change in place. Returns undefined to fall back to a full load.
  */
 async function tryIncremental(previous: Generation, g: Generation, state: StateDir, s: HostState, opts: HostOptions): Promise<LoadResult | undefined> {
-  if (previous.manifest.backend !== g.manifest.backend) return undefined;
-  const build = toNftJson(lowerNftFor(g.manifest.backend, g.ir).batch);
-  const plain = elementDelta(toNftJson(lowerNftFor(previous.manifest.backend, previous.ir).batch), build);
-  if (!plain) return undefined;
-  // nothing to change in nft: a full load (which also repairs drift) rather than a silent no-op
-  if (g.manifest.backend === 'nft' && plain.nftables.length <= 1) return undefined;
+  const backend = g.manifest.backend;
+  if (previous.manifest.backend !== backend) return undefined;
   // the live tag recorded by the last load saves listing the tables (a drifted kernel makes
   // the delta fail and the load fall back to a full one)
-  const delta = liveDelta(s.tag ?? (await listOurs(opts)), plain);
-  if (!delta) return undefined;
+  const tag = backend === 'bpf' ? undefined : (s.tag ?? liveTag(await kernelNow(opts)));
+  if (backend !== 'bpf' && tag === undefined) return undefined;
+  const changes = elementDelta(inventoryOf(lowerNftFor(backend, previous.ir, tag).batch), inventoryOf(lowerNftFor(backend, g.ir, tag).batch));
+  if (!changes) return undefined;
+  // nothing to change in nft: a full load (which also repairs drift) rather than a silent no-op
+  if (backend === 'nft' && changes.length === 0) return undefined;
   const bpfPrev = previous.bpf;
   const bpfNext = g.bpf;
   if (bpfPrev && bpfNext) {
@@ -220,7 +209,7 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   try {
     await faultPoint('pause-before-apply');
     // one transaction (netlink encoder, else libnftables); refused if the kernel lacks an element we delete
-    await applyElementDelta({ live: delta, plain, build }, opts);
+    if (changes.length) await applyElementDelta(changes, opts);
   } catch {
     return undefined;
   }
@@ -236,7 +225,7 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   const t1 = performance.now();
   const stored = state.store(g);
   state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
-  state.write({ current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString(), ...(s.tag ? { tag: s.tag } : {}) });
+  state.write({ current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString(), ...(tag ? { tag } : s.tag ? { tag: s.tag } : {}) });
   return { generation: stored, previous: s.current, ms: { check: 0, apply: t1 - t0 }, missingTaps: [], incremental: true };
 }
 
@@ -258,20 +247,11 @@ export async function rollback(opts: HostOptions): Promise<LoadResult> {
   return loadGeneration(state.generationDir(prevId), opts);
 }
 
-/** Removes nwf-fast's tables (and nothing else) in one transaction. */
+/** Removes nwf-fast's tables (and nothing else) in one transaction, its tc filters and its pins. */
 export async function unload(opts: HostOptions): Promise<void> {
-  const doc: NftJsonDocument = {
-    nftables: [
-      { metainfo: { json_schema_version: 1 } },
-      ...OUR_FAMILIES.flatMap((family): NftJsonDocument['nftables'] => {
-        const table = { family, name: family === 'bridge' ? BRIDGE_TABLE : INET_TABLE };
-        return [{ add: { table } }, { delete: { table } }];
-      }),
-    ],
-  };
   const state = new StateDir(opts.stateDir);
   const s = state.read();
-  await nftApply(doc, opts);
+  await nftApply(toNftJson(unloadBatch()), opts);
   if (s.current) inNs(opts, () => detachBpf(bpfInterfaces(safeLoad(state, s.current as string))));
   unpinAll(opts.pinDir);
   state.write({ ...s, current: null });
@@ -307,16 +287,11 @@ export async function status(opts: HostOptions): Promise<Status> {
   const g = state.load(s.current);
   const ifaces = g.manifest.interfaces.map((i) => i.iface);
   const drops = new Map<string, Record<string, number>>(ifaces.map((i) => [i, {}]));
-  for (const doc of Object.values(listing)) {
-    if (!doc) continue;
-    for (const o of doc.nftables) {
-      const c = (o as { counter?: { name?: string; packets?: number } }).counter;
-      if (!c?.name) continue;
-      const p = parseDropCounter(c.name, ifaces);
-      if (!p) continue;
-      const rec = drops.get(p.iface) as Record<string, number>;
-      rec[p.reason] = (rec[p.reason] ?? 0) + (c.packets ?? 0);
-    }
+  for (const c of kernelInventory(listing).counters.values()) {
+    const p = parseDropCounter(c.id.name, ifaces);
+    if (!p) continue;
+    const rec = drops.get(p.iface) as Record<string, number>;
+    rec[p.reason] = (rec[p.reason] ?? 0) + c.packets;
   }
   out.backend = g.manifest.backend;
   const bpf = g.bpf ? bpfStats(g.bpf, opts.pinDir) : new Map();

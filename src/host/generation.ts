@@ -121,7 +121,7 @@ export interface HostState {
   /** Generation ids in the order they were loaded (the last is current unless unloaded). */
   history: string[];
   loadedAt?: string;
-  /** The load tag of the live nft objects (teardown.ts), so an incremental load needs no listing. */
+  /** The load tag of the live nft objects (load-plan.ts), so an incremental load needs no listing. */
   tag?: string;
 }
 

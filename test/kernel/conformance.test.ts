@@ -12,10 +12,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
-import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { generateCorpus } from '../../src/lab/frames/corpus.js';
 import { filterBindingXml, LIBVIRT_FILTER_DIR, libvirtAvailable, Libvirtd } from '../../src/lab/libvirt.js';
-import { applyBuild } from '../../src/host/apply.js';
+import { applyNft } from '../../src/host/apply.js';
 import type { Testbed } from '../../src/lab/testbed.js';
 import { evaluate } from '../../src/ir/eval.js';
 import type { InterfacePolicy } from '../../src/ir/types.js';
@@ -262,7 +261,7 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
       console.log(`[conformance] ${c.name}: nft backend refuses it as documented (${(e as Error).message}); libvirt is compared with the evaluator only`);
     }
     if (c.nftRefuses) expect(lowered, 'the nft backend was expected to refuse this policy').toBeUndefined();
-    await applyBuild(toNftJson((lowered ?? lowerToNft({ version: 1, interfaces: [], notes: [] })).batch), { netns: nftHost.hostNs });
+    await applyNft((tag) => lowerToNft({ version: 1, interfaces: lowered ? [policy] : [], notes: [] }, { tag }).batch, { netns: nftHost.hostNs });
 
     // libvirt: one binding on vnet0.
     await lv.deleteAllBindings();

@@ -6,16 +6,17 @@
 import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NftJsonDocument } from '../../src/backends/nft/model.js';
+import type { NftBatch } from '../../src/backends/nft/model.js';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
-import { applyBuild, normalizeListing } from '../../src/host/apply.js';
-import { elementDelta } from '../../src/host/delta.js';
+import { applyNft } from '../../src/host/apply.js';
+import { inventoryOf, normalizeListing, type Element } from '../../src/host/inventory.js';
+import { elementBatch, elementDelta, type SetDelta } from '../../src/host/load-plan.js';
 import { nftApply, nftListTable } from '../../src/host/nft.js';
-import { applyElementDelta, elementChangesFromJson, NfnlBatchError, NfnlSocket, sendElementBatch } from '../../src/host/nfnl/index.js';
+import { applyElementDelta, elementChanges, NfnlBatchError, NfnlSocket, sendElementBatch } from '../../src/host/nfnl/index.js';
 import { withNetns } from '../../src/host/netns.js';
 import { destroyStale } from '../../src/lab/testbed.js';
-import { liveDelta } from '../../src/host/teardown.js';
+import type { PolicyIR } from '../../src/ir/types.js';
 import { resolvePolicy } from '../../src/resolve/resolve.js';
 import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
 import { parseFilterXml } from '../../src/xml/parse-filter.js';
@@ -44,15 +45,18 @@ interface Port {
   params: Record<string, string | string[]>;
 }
 
-function build(ports: readonly Port[]): NftJsonDocument {
+function policy(ports: readonly Port[]): PolicyIR {
   const filters = bundledFilters();
   EXTRA.forEach((x, i) => {
     const f = parseFilterXml(x, `extra-${i}.xml`);
     filters.set(f.name, f);
   });
   const bindings = ports.map((p) => parseFilterBindingXml(bindingXml(p.iface, p.mac, p.filter, p.params), `${p.iface}.xml`));
-  return toNftJson(lowerToNft(resolvePolicy(filters, bindings)).batch) as NftJsonDocument;
+  return resolvePolicy(filters, bindings);
 }
+
+/** The generation's nft part lowered under a load's tag. */
+const lowered = (ir: PolicyIR, tag: string): NftBatch => lowerToNft(ir, { tag }).batch;
 
 const PORTS_A: Port[] = [
   { iface: 'vnet0', mac: '52:54:00:00:00:01', filter: 'clean-traffic', params: { IP: '10.0.0.1' } },
@@ -73,35 +77,29 @@ const PORTS_B: Port[] = [
   PORTS_A[5]!,
 ];
 
-type Obj = Record<string, unknown>;
-const META = { metainfo: { json_schema_version: 1 } };
-const doc = (cmds: object[]): NftJsonDocument => ({ nftables: [META, ...cmds] }) as unknown as NftJsonDocument;
-
 /**
  * For every map of the build: its first entry deleted and added back with the
  * second entry's data; for every set: its first element deleted and added back.
  */
-function touchEverything(b: NftJsonDocument): NftJsonDocument {
-  const dels: object[] = [];
-  const adds: object[] = [];
-  for (const c of b.nftables as unknown as Obj[]) {
-    const add = c.add as Obj | undefined;
-    const body = (add?.set ?? add?.map) as Obj | undefined;
-    const elem = body?.elem as unknown[] | undefined;
-    if (!body || !elem?.length) continue;
-    const ref = { family: body.family, table: body.table, name: body.name };
-    const first = elem[0];
-    if (add?.map) {
-      const [k] = first as [unknown, unknown];
-      const data = ((elem[1] ?? first) as [unknown, unknown])[1];
-      dels.push({ delete: { element: { ...ref, elem: [k] } } });
-      adds.push({ add: { element: { ...ref, elem: [[k, data]] } } });
-    } else {
-      dels.push({ delete: { element: { ...ref, elem: [first] } } });
-      adds.push({ add: { element: { ...ref, elem: [first] } } });
-    }
+function touchEverything(b: NftBatch): SetDelta[] {
+  const out: SetDelta[] = [];
+  for (const s of inventoryOf(b).sets.values()) {
+    const first = s.elements[0];
+    if (first === undefined) continue;
+    if (s.definition.kind === 'map') {
+      const [k] = first as readonly [Element, unknown];
+      const data = ((s.elements[1] ?? first) as readonly [unknown, unknown])[1];
+      out.push({ set: s.definition, remove: [k as never], add: [[k, data] as never] });
+    } else out.push({ set: s.definition, remove: [first as never], add: [first] });
   }
-  return doc([...dels, ...adds]);
+  return out;
+}
+
+/** The element delta from one generation to the other, both lowered under `tag`. */
+function delta(from: PolicyIR, to: PolicyIR, tag: string): SetDelta[] {
+  const d = elementDelta(inventoryOf(lowered(from, tag)), inventoryOf(lowered(to, tag)));
+  if (!d) throw new Error('the generations differ in more than elements');
+  return d;
 }
 
 const ns = (suffix: string) => `${PREFIX}-${process.pid}-${randomBytes(3).toString('hex')}-${suffix}`;
@@ -109,8 +107,8 @@ const ns = (suffix: string) => `${PREFIX}-${process.pid}-${randomBytes(3).toStri
 describe.skipIf(!isRoot)('netlink element encoder on nwf-fast tables', () => {
   const viaNfnl = ns('nfnl');
   const viaLib = ns('lib');
-  const a = build(PORTS_A);
-  const b = build(PORTS_B);
+  const a = policy(PORTS_A);
+  const b = policy(PORTS_B);
   let tagN = '';
   let tagL = '';
   const listing = async (netns: string) => {
@@ -122,28 +120,24 @@ describe.skipIf(!isRoot)('netlink element encoder on nwf-fast tables', () => {
   beforeAll(async () => {
     await destroyStale(PREFIX);
     for (const n of [viaNfnl, viaLib]) await execa('ip', ['netns', 'add', n]);
-    tagN = await applyBuild(a, { netns: viaNfnl, inProcess: true });
-    tagL = await applyBuild(a, { netns: viaLib, inProcess: true });
+    tagN = await applyNft((tag) => lowered(a, tag), { netns: viaNfnl, inProcess: true });
+    tagL = await applyNft((tag) => lowered(a, tag), { netns: viaLib, inProcess: true });
   });
   afterAll(async () => {
     for (const n of [viaNfnl, viaLib]) await execa('ip', ['netns', 'del', n], { reject: false });
   });
 
   it('the generations differ only in elements: IPv4, IPv6 and prefix (interval) keys', () => {
-    const plain = elementDelta(a, b);
-    expect(plain).toBeDefined();
-    const live = liveDelta(tagN, plain!)!;
-    const changes = elementChangesFromJson(live, plain!, b)!;
+    const changes = elementChanges(delta(a, b, tagN));
     const types = new Set(changes.flatMap((c) => [typeof c.set.type === 'string' ? c.set.type : c.set.type.join(' . '), ...(c.set.flags ?? [])]));
     expect([...types].sort()).toEqual(['ifname . ipv4_addr', 'ifname . ipv6_addr', 'interval']);
   });
 
   it('an IP change through the encoder leaves the same tables as through libnftables', async () => {
     expect(await listing(viaNfnl)).toEqual(await listing(viaLib));
-    const plain = elementDelta(a, b)!;
-    const r = await applyElementDelta({ live: liveDelta(tagN, plain)!, plain, build: b }, { netns: viaNfnl, inProcess: true });
+    const r = await applyElementDelta(delta(a, b, tagN), { netns: viaNfnl, inProcess: true });
     expect(r).toEqual({ path: 'nfnl' });
-    await nftApply(liveDelta(tagL, plain)!, { netns: viaLib, inProcess: true });
+    await nftApply(toNftJson(elementBatch(delta(a, b, tagL))), { netns: viaLib, inProcess: true });
     const got = await listing(viaNfnl);
     expect(got).toEqual(await listing(viaLib));
     // and the kernel holds the new addresses, not the old ones
@@ -151,33 +145,29 @@ describe.skipIf(!isRoot)('netlink element encoder on nwf-fast tables', () => {
     for (const s of ['"10.0.1.1"', '"10.0.0.32"', '"fd00:1::3"', '"10.55.0.0"']) expect(text).toContain(s);
     for (const s of ['"10.0.0.1"', '"10.0.0.12"', '"10.5.0.0"']) expect(text).not.toContain(s);
     // and back: the same as the first generation loaded from scratch
-    const back = elementDelta(b, a)!;
-    await applyElementDelta({ live: liveDelta(tagN, back)!, plain: back, build: a }, { netns: viaNfnl, inProcess: true });
-    await nftApply(liveDelta(tagL, back)!, { netns: viaLib, inProcess: true });
+    await applyElementDelta(delta(b, a, tagN), { netns: viaNfnl, inProcess: true });
+    await nftApply(toNftJson(elementBatch(delta(b, a, tagL))), { netns: viaLib, inProcess: true });
     expect(await listing(viaNfnl)).toEqual(await listing(viaLib));
   });
 
   it('every set and map of both tables (verdict maps, counter maps, mark maps) takes deletions and additions like libnftables', async () => {
-    const plain = touchEverything(a);
-    const live = liveDelta(tagN, plain)!;
-    const changes = elementChangesFromJson(live, plain, a)!;
+    const touched = touchEverything(lowered(a, tagN));
+    const changes = elementChanges(touched);
     const kinds = new Set(changes.map((c) => `${c.set.family}:${c.set.map ?? 'set'}:${typeof c.set.type === 'string' ? c.set.type : c.set.type.join('.')}`));
     for (const k of ['bridge:verdict:ifname', 'bridge:counter:ifname', 'bridge:set:ifname', 'ip:verdict:mark', 'bridge:set:ifname.ipv4_addr', 'bridge:set:ifname.ether_addr', 'bridge:set:ifname.ipv6_addr']) {
       expect(kinds).toContain(k);
     }
     const before = await listing(viaNfnl);
-    const r = await applyElementDelta({ live, plain, build: a }, { netns: viaNfnl, inProcess: true });
+    const r = await applyElementDelta(touched, { netns: viaNfnl, inProcess: true });
     expect(r.path).toBe('nfnl');
-    await nftApply(liveDelta(tagL, plain)!, { netns: viaLib, inProcess: true });
+    await nftApply(toNftJson(elementBatch(touchEverything(lowered(a, tagL)))), { netns: viaLib, inProcess: true });
     const after = await listing(viaNfnl);
     expect(after).toEqual(await listing(viaLib));
     expect(after).not.toEqual(before); // the maps' first entries now carry other data
   });
 
   it('deleting an absent element is refused with the set and the element named, and the whole batch changes nothing', async () => {
-    const plain = elementDelta(a, b)!;
-    const live = liveDelta(tagN, elementDelta(a, b)!)!;
-    const changes = elementChangesFromJson(live, plain, b)!;
+    const changes = elementChanges(delta(a, b, tagN));
     const set = changes.find((c) => c.op === 'delete')!.set;
     const before = await listing(viaNfnl);
     const sock = withNetns(viaNfnl, () => NfnlSocket.open());
@@ -199,12 +189,11 @@ describe.skipIf(!isRoot)('netlink element encoder on nwf-fast tables', () => {
   });
 
   it('acts in the namespace it is given, not in the caller\'s', async () => {
-    const plain = elementDelta(a, b)!;
     const before = await listing(viaLib);
     // the tag of viaNfnl does not exist in viaLib: a socket there would be refused; the one in viaNfnl is not
-    await applyElementDelta({ live: liveDelta(tagN, plain)!, plain, build: b }, { netns: viaNfnl, inProcess: true });
+    await applyElementDelta(delta(a, b, tagN), { netns: viaNfnl, inProcess: true });
     expect(await listing(viaLib)).toEqual(before);
-    await expect(applyElementDelta({ live: liveDelta(tagN, plain)!, plain, build: b }, { netns: viaLib, inProcess: true })).rejects.toThrow(/the table or the set does not exist|not in the set/);
+    await expect(applyElementDelta(delta(a, b, tagN), { netns: viaLib, inProcess: true })).rejects.toThrow(/the table or the set does not exist|not in the set/);
   });
 });
 

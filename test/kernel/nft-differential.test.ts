@@ -2,8 +2,7 @@
 // loaded, compared frame by frame with the reference evaluator.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
-import { toNftJson } from '../../src/backends/nft/serialize.js';
-import { applyBuild } from '../../src/host/apply.js';
+import { applyNft } from '../../src/host/apply.js';
 import type { Testbed } from '../../src/lab/testbed.js';
 import { generateCorpus } from '../../src/lab/frames/corpus.js';
 import { evaluate } from '../../src/ir/eval.js';
@@ -41,7 +40,7 @@ describe.skipIf(!isRoot)('nft backend: differential against the reference evalua
 
   const load = async (policy: InterfacePolicy, decoy?: InterfacePolicy, share = true): Promise<void> => {
     const interfaces = decoy ? [policy, decoy] : [policy];
-    await applyBuild(toNftJson(lowerToNft({ version: 1, interfaces, notes: [] }, { share }).batch), { netns: tb.hostNs });
+    await applyNft((tag) => lowerToNft({ version: 1, interfaces, notes: [] }, { share, tag }).batch, { netns: tb.hostNs });
   };
   /** A second interface with the same filter and other addresses, so shared chains look addresses up in sets. */
   const decoyOf = (c: (typeof CASES)[number]): InterfacePolicy => {

@@ -21,19 +21,7 @@ const KNOWN = {
   folderCycles: [],
   backendsImportHost: [],
   backendsUseFs: [],
-  hostRawCommands: [
-    'src/host/apply.ts: { add: { table } }',
-    'src/host/apply.ts: { delete: { table } }',
-    'src/host/delta.ts: { add: { [kind]: rest } }',
-    'src/host/delta.ts: { delete: { element: { ...ref, elem: removed } } }',
-    'src/host/delta.ts: { add: { element: { ...ref, elem: added } } }',
-    'src/host/teardown.ts: { delete: { table: { family: table.family, name: table.name } } }',
-    'src/host/teardown.ts: { flush: { chain: ref } }',
-    'src/host/teardown.ts: { delete: { chain: ref } }',
-    'src/host/teardown.ts: { delete: { map: ref } }',
-    'src/host/teardown.ts: { delete: { set: ref } }',
-    'src/host/teardown.ts: { delete: { counter: { family: x.family, table: x.table, name: x.name } } }',
-  ],
+  hostRawCommands: [],
 };
 
 function tsFiles(dir: string): string[] {

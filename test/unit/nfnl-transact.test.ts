@@ -1,9 +1,12 @@
 // Acknowledgements and refusals of element batches (a scripted socket stands
-// in for the kernel), reply parsing, and element deltas read from
-// libnftables JSON.
+// in for the kernel), reply parsing, and element changes from the typed
+// element deltas of the load plan.
 import { describe, expect, it } from 'vitest';
-import type { NftJsonDocument } from '../../src/backends/nft/model.js';
-import { elementChangesFromJson } from '../../src/host/nfnl/from-json.js';
+import { add, jump, nftTable, sym, tuple } from '../../src/backends/nft/build.js';
+import type { NftBatch } from '../../src/backends/nft/model.js';
+import { inventoryOf } from '../../src/host/inventory.js';
+import { elementDelta } from '../../src/host/load-plan.js';
+import { elementChanges } from '../../src/host/nfnl/index.js';
 import type { ElementChange } from '../../src/host/nfnl/encode.js';
 import { parseReplies, type NlReply } from '../../src/host/nfnl/netlink.js';
 import { NfnlBatchError, sendElementBatch, type BatchSocket } from '../../src/host/nfnl/transact.js';
@@ -144,54 +147,49 @@ describe('netlink replies', () => {
   });
 });
 
-describe('element deltas from libnftables JSON', () => {
-  const build = {
-    nftables: [
-      { metainfo: { json_schema_version: 1 } },
-      { add: { table: { family: 'bridge', name: 'nwf_fast' } } },
-      { add: { set: { family: 'bridge', table: 'nwf_fast', name: 'is0_a1', type: ['ifname', 'ipv4_addr'], elem: [] } } },
-      { add: { set: { family: 'bridge', table: 'nwf_fast', name: 'is0_a5', type: ['ifname', 'ipv6_addr'], flags: ['interval'] } } },
-      { add: { map: { family: 'bridge', table: 'nwf_fast', name: 'from_vm', type: 'ifname', map: 'verdict' } } },
-      { add: { map: { family: 'bridge', table: 'nwf_fast', name: 'cnt_out_rarp', type: 'ifname', map: 'counter' } } },
-    ],
-  } as unknown as NftJsonDocument;
-  const el = (op: 'add' | 'delete', name: string, elem: unknown[]) => ({ [op]: { element: { family: 'bridge', table: 'nwf_fast', name, elem } } });
-  const doc = (...cmds: object[]) => ({ nftables: [{ metainfo: { json_schema_version: 1 } }, ...cmds] }) as unknown as NftJsonDocument;
+describe('element deltas from the typed load plan', () => {
+  const t = nftTable('bridge', 'nwf_fast');
+  const tag = 'g1a2b3c';
+  const n = (x: string) => `${tag}_${x}`;
+  const tup = (...items: string[]) => tuple(...items.map((i) => (i.includes('.') || i.includes(':') ? sym(i) : str(i))));
+  const build = (ip: string, prefix: string, target: string): NftBatch => [
+    add(t.table),
+    add(t.chain(n('is0'))),
+    add(t.chain(n('is1'))),
+    add(t.counter('drop_vnet0_rarp')),
+    add(t.set(n('is0_a1'), ['ifname', 'ipv4_addr'], [tup('vnet0', ip)])),
+    add(t.set(n('is0_a5'), ['ifname', 'ipv6_addr'], [tuple(str('vnet0'), prefix6(prefix))], { flags: ['interval'] })),
+    add(t.verdictMap(n('from_vm'), 'ifname', [[str('vnet0'), jump(n(target))]])),
+    add(t.dataMap(n('cnt_out_rarp'), 'ifname', 'counter', [[str('vnet0'), str('drop_vnet0_rarp')]])),
+  ];
+  const prefix6 = (addr: string) => ({ kind: 'prefix' as const, addr, len: 64 });
 
-  it('reads keys, prefixes, verdicts and counter names, with the types of the declaring build and the live names', () => {
-    const plain = doc(
-      el('delete', 'is0_a1', [{ concat: ['vnet0', '10.0.0.1'] }]),
-      el('delete', 'from_vm', ['vnet0']),
-      el('add', 'is0_a5', [{ concat: ['vnet0', { prefix: { addr: 'fd00::', len: 64 } }] }]),
-      el('add', 'from_vm', [['vnet0', { jump: { target: 'is1' } }]]),
-      el('add', 'cnt_out_rarp', [['vnet0', 'drop_vnet0_rarp']]),
-    );
-    const live = doc(
-      el('delete', 'g1_is0_a1', [{ concat: ['vnet0', '10.0.0.1'] }]),
-      el('delete', 'g1_from_vm', ['vnet0']),
-      el('add', 'g1_is0_a5', [{ concat: ['vnet0', { prefix: { addr: 'fd00::', len: 64 } }] }]),
-      el('add', 'g1_from_vm', [['vnet0', { jump: { target: 'g1_is1' } }]]),
-      el('add', 'g1_cnt_out_rarp', [['vnet0', 'drop_vnet0_rarp']]),
-    );
-    const ch = elementChangesFromJson(live, plain, build);
-    expect(ch?.map((c) => [c.op, c.set.name, c.set.type, c.set.flags ?? null, c.set.map ?? null])).toEqual([
-      ['delete', 'g1_is0_a1', ['ifname', 'ipv4_addr'], null, null],
-      ['delete', 'g1_from_vm', 'ifname', null, 'verdict'],
-      ['add', 'g1_is0_a5', ['ifname', 'ipv6_addr'], ['interval'], null],
-      ['add', 'g1_from_vm', 'ifname', null, 'verdict'],
-      ['add', 'g1_cnt_out_rarp', 'ifname', null, 'counter'],
+  it("takes each set's key and data types from its typed declaration, deletions first", () => {
+    const deltas = elementDelta(inventoryOf(build('10.0.0.1', 'fd00::', 'is0')), inventoryOf(build('10.0.0.2', 'fd01::', 'is1')))!;
+    const ch = elementChanges(deltas);
+    expect(ch.map((c) => [c.op, c.set.name, c.set.type, c.set.flags ?? null, c.set.map ?? null])).toEqual([
+      ['delete', n('is0_a1'), ['ifname', 'ipv4_addr'], null, null],
+      ['delete', n('is0_a5'), ['ifname', 'ipv6_addr'], ['interval'], null],
+      ['delete', n('from_vm'), 'ifname', null, 'verdict'],
+      ['add', n('is0_a1'), ['ifname', 'ipv4_addr'], null, null],
+      ['add', n('is0_a5'), ['ifname', 'ipv6_addr'], ['interval'], null],
+      ['add', n('from_vm'), 'ifname', null, 'verdict'],
     ]);
-    expect(ch?.[2]?.elements).toEqual([{ kind: 'tuple', items: [str('vnet0'), { kind: 'prefix', addr: 'fd00::', len: 64 }] }]);
-    expect(ch?.[3]?.elements).toEqual([[str('vnet0'), { kind: 'jump', target: 'g1_is1' }]]);
-    expect(ch?.[4]?.elements).toEqual([[str('vnet0'), str('drop_vnet0_rarp')]]);
+    expect(ch[0]?.elements).toEqual([tup('vnet0', '10.0.0.1')]);
+    expect(ch[2]?.elements).toEqual([str('vnet0')]);
+    expect(ch[4]?.elements).toEqual([tuple(str('vnet0'), prefix6('fd01::'))]);
+    expect(ch[5]?.elements).toEqual([[str('vnet0'), jump(n('is1'))]]);
+    expect(ch.every((c) => c.set.family === 'bridge' && c.set.table === 'nwf_fast')).toBe(true);
   });
 
-  it('leaves anything but a plain element delta over declared sets to libnftables', () => {
-    const one = el('add', 'is0_a1', [{ concat: ['vnet0', '10.0.0.1'] }]);
-    expect(elementChangesFromJson(doc(one), doc(one), build)).toBeDefined();
-    expect(elementChangesFromJson(doc(el('add', 'nosuch', ['vnet0'])), doc(el('add', 'nosuch', ['vnet0'])), build)).toBeUndefined();
-    expect(elementChangesFromJson(doc({ flush: { set: { family: 'bridge', table: 'nwf_fast', name: 'is0_a1' } } }), doc({ flush: { set: {} } }), build)).toBeUndefined();
-    expect(elementChangesFromJson(doc(one, one), doc(one), build)).toBeUndefined();
-    expect(elementChangesFromJson(doc(el('add', 'is0_a1', [{ concat: ['vnet0', { set: [] }] }])), doc(one), build)).toBeUndefined();
+  it('a counter map entry is a counter name; no change, no message', () => {
+    const a = build('10.0.0.1', 'fd00::', 'is0');
+    const b = a.map((c) => (c.op === 'add' && c.object.kind === 'map' && c.object.map === 'counter' ? add(t.dataMap(n('cnt_out_rarp'), 'ifname', 'counter', [[str('vnet1'), str('drop_vnet0_rarp')]])) : c));
+    const ch = elementChanges(elementDelta(inventoryOf(a), inventoryOf(b))!);
+    expect(ch.map((c) => [c.op, c.set.map, c.elements])).toEqual([
+      ['delete', 'counter', [str('vnet0')]],
+      ['add', 'counter', [[str('vnet1'), str('drop_vnet0_rarp')]]],
+    ]);
+    expect(elementChanges(elementDelta(inventoryOf(a), inventoryOf(a))!)).toEqual([]);
   });
 });

@@ -5,12 +5,13 @@
 // grace period after deletions, see socket.ts). The encoder (encode.ts) is
 // independent of how the delta was computed; applyElementDelta is the one
 // call site the load path uses.
-import type { NftJsonDocument } from '../../backends/nft/model.js';
+import { toNftJson } from '../../backends/nft/serialize.js';
 import { nftApply, type NftRunOptions } from '../nft.js';
+import type { SetDefinition } from '../inventory.js';
+import { elementBatch, type SetDelta } from '../load-plan.js';
 import { withNetns } from '../netns.js';
 import { NfnlEncodeError } from './data.js';
-import type { ElementChange } from './encode.js';
-import { elementChangesFromJson } from './from-json.js';
+import type { ElementChange, SetDecl } from './encode.js';
 import { NfnlSocket } from './socket.js';
 import { sendElementBatch, type BatchResult } from './transact.js';
 
@@ -18,7 +19,6 @@ export { NfnlEncodeError } from './data.js';
 export { encodeElementBatch, type ElementChange, type ElementEntry, type SetDecl } from './encode.js';
 export { NfnlSocket } from './socket.js';
 export { NfnlBatchError, elementText, sendElementBatch } from './transact.js';
-export { elementChangesFromJson, setDeclsFromJson } from './from-json.js';
 
 export interface NfnlOptions {
   /** Network namespace to act in (else the calling thread's). */
@@ -48,16 +48,6 @@ export interface ElementDeltaOptions extends NftRunOptions {
   socket?: NfnlSocket;
 }
 
-/** An element delta as the load path has it today (libnftables JSON). */
-export interface ElementDeltaPlan {
-  /** The delta with the kernel's (load-tagged) object names. */
-  live: NftJsonDocument;
-  /** The same delta with the generation's own names (command for command). */
-  plain: NftJsonDocument;
-  /** The generation the delta leads to: the set declarations (key and data types). */
-  build: NftJsonDocument;
-}
-
 export interface ElementDeltaResult {
   /** `nfnl`: the netlink encoder; `nft`: libnftables or the nft program (nftApply). */
   path: 'nfnl' | 'nft';
@@ -65,32 +55,49 @@ export interface ElementDeltaResult {
   fallback?: string;
 }
 
+/** What the encoder needs of a set or map declared by the typed model. */
+function setDecl(s: SetDefinition): SetDecl {
+  return {
+    family: s.family,
+    table: s.table,
+    name: s.name,
+    type: s.type,
+    ...(s.flags?.length ? { flags: s.flags } : {}),
+    ...(s.kind === 'map' ? { map: s.map } : {}),
+  };
+}
+
+/** A typed element delta (load-plan.ts) as the encoder's changes: every deletion, then every addition. */
+export function elementChanges(deltas: readonly SetDelta[]): ElementChange[] {
+  return [
+    ...deltas.filter((d) => d.remove.length).map((d): ElementChange => ({ op: 'delete', set: setDecl(d.set), elements: d.remove })),
+    ...deltas.filter((d) => d.add.length).map((d): ElementChange => ({ op: 'add', set: setDecl(d.set), elements: d.add })),
+  ];
+}
+
 /**
- * Applies an element delta: through the netlink encoder when the options ask
- * for in-process work (`inProcess`, no command runner) and it can encode
- * every element, else through nftApply (libnftables or the nft program). Either way one
- * transaction; a refusal by the kernel throws (nothing applied).
+ * Applies a typed element delta (load-plan.ts elementDelta) as one
+ * transaction: through the netlink encoder when the options ask for
+ * in-process work (`inProcess`, no command runner) and it can encode every
+ * element, else through nftApply (libnftables or the nft program) with the
+ * same commands (elementBatch). A refusal by the kernel throws (nothing applied).
  */
-export async function applyElementDelta(plan: ElementDeltaPlan, opts: ElementDeltaOptions = {}): Promise<ElementDeltaResult> {
+export async function applyElementDelta(deltas: readonly SetDelta[], opts: ElementDeltaOptions = {}): Promise<ElementDeltaResult> {
   let fallback: string | undefined;
   if (opts.inProcess && !opts.runner) {
-    const changes = elementChangesFromJson(plan.live, plan.plain, plan.build);
-    if (!changes) fallback = 'the delta is not a plain element delta over declared sets';
-    else {
-      try {
-        applyElementChanges(changes, {
-          ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
-          ...(opts.socket ? { socket: opts.socket } : {}),
-          ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
-        });
-        return { path: 'nfnl' };
-      } catch (e) {
-        // nothing was sent: libnftables has the last word on the values
-        if (!(e instanceof NfnlEncodeError)) throw e;
-        fallback = e.message;
-      }
+    try {
+      applyElementChanges(elementChanges(deltas), {
+        ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
+        ...(opts.socket ? { socket: opts.socket } : {}),
+        ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+      });
+      return { path: 'nfnl' };
+    } catch (e) {
+      // nothing was sent: libnftables has the last word on the values
+      if (!(e instanceof NfnlEncodeError)) throw e;
+      fallback = e.message;
     }
   } else fallback = opts.runner ? 'a command runner was given' : 'not in-process (--nft-binary)';
-  await nftApply(plan.live, opts);
+  await nftApply(toNftJson(elementBatch(deltas)), opts);
   return { path: 'nft', fallback };
 }
