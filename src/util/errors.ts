@@ -26,6 +26,10 @@ const ERRORS = {
   XML_BAD_ROOT: ['NWF1005', 'input'],
   XML_DUPLICATE: ['NWF1006', 'input'],
   FILE_UNREADABLE: ['NWF1007', 'input'],
+  /** An input file above LIMITS.fileBytes (src/ir/limits.ts). */
+  FILE_TOO_LARGE: ['NWF1008', 'refused-policy'],
+  /** Not UTF-8 (invalid bytes, or another declared encoding). */
+  FILE_ENCODING: ['NWF1009', 'input'],
   // values
   VALUE_INVALID: ['NWF1101', 'input'],
   VALUE_OUT_OF_RANGE: ['NWF1102', 'input'],
@@ -43,6 +47,13 @@ const ERRORS = {
   BINDING_INVALID: ['NWF1207', 'input'],
   INTERFACE_DUPLICATE: ['NWF1208', 'input'],
   INTERFACE_UNKNOWN: ['NWF1209', 'input'],
+  /** --libvirt where libvirt's runtime directories are missing. */
+  LIBVIRT_NOT_FOUND: ['NWF1210', 'input'],
+  // limits (src/ir/limits.ts): valid input beyond what nwf-fast compiles
+  LIMIT_RULE_EXPANSIONS: ['NWF1211', 'refused-policy'],
+  LIMIT_INTERFACE_RULES: ['NWF1212', 'refused-policy'],
+  LIMIT_FILTERREF_DEPTH: ['NWF1213', 'refused-policy'],
+  LIMIT_POLICY_RULES: ['NWF1214', 'refused-policy'],
   // cli
   USAGE: ['NWF1301', 'usage'],
   FRAME_INVALID: ['NWF1302', 'input'],
