@@ -1,10 +1,12 @@
 // Where filters and bindings come from: directories of filter XML (layered,
 // later names override earlier ones), the bundled library of the standard
 // filters, filterbinding and domain XML files, and a live libvirt host.
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { isUtf8 } from 'node:buffer';
+import { closeSync, existsSync, fstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { dirname, join, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CODES, NwfError } from '../util/errors.js';
+import { LIMITS } from '../ir/limits.js';
 import type { FilterDef, InterfaceBinding } from '../xml/ast.js';
 import { parseDomainXml, parseFilterBindingXml } from '../xml/parse-binding.js';
 import { parseFilterXml } from '../xml/parse-filter.js';
@@ -39,12 +41,73 @@ export interface LoadedSources {
   files: string[];
 }
 
-function readText(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new NwfError(CODES.FILE_UNREADABLE, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { location: { file }, cause: e });
+/** The first byte offset where `buf` is not valid UTF-8 (RFC 3629: shortest form, no surrogates, at most U+10FFFF). */
+export function invalidUtf8Offset(buf: Uint8Array): number | undefined {
+  const n = buf.length;
+  for (let i = 0; i < n; ) {
+    const b = buf[i] as number;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    const len = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
+    if (len === 0 || i + len > n) return i;
+    const b1 = buf[i + 1] as number;
+    const lo = b === 0xe0 ? 0xa0 : b === 0xf0 ? 0x90 : 0x80;
+    const hi = b === 0xed ? 0x9f : b === 0xf4 ? 0x8f : 0xbf;
+    if (b1 < lo || b1 > hi) return i;
+    for (let k = 2; k < len; k++) if (((buf[i + k] as number) & 0xc0) !== 0x80) return i;
+    i += len;
   }
+  return undefined;
+}
+
+function unreadable(file: string, e: unknown): NwfError {
+  return new NwfError(CODES.FILE_UNREADABLE, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { location: { file }, cause: e });
+}
+
+/**
+ * The text of an input XML file: a regular file of at most LIMITS.fileBytes
+ * bytes of valid UTF-8 (libvirt's libxml2 refuses other bytes; nothing is
+ * replaced silently).
+ */
+export function readText(file: string): string {
+  const max = LIMITS.fileBytes.max;
+  let buf: Buffer;
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new NwfError(CODES.FILE_UNREADABLE, `cannot read ${file}: not a regular file`, { location: { file } });
+    if (st.size > max) throw tooLarge(file, st.size);
+    // Read at most max + 1 bytes: a file that grows while it is read is still bounded.
+    buf = Buffer.allocUnsafe(Math.min(st.size, max) + 1);
+    let got = 0;
+    for (let r; got < buf.length && (r = readSync(fd, buf, got, buf.length - got, null)) > 0; ) got += r;
+    if (got > max) throw tooLarge(file, got);
+    buf = buf.subarray(0, got);
+  } catch (e) {
+    throw e instanceof NwfError ? e : unreadable(file, e);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+  if (!isUtf8(buf)) {
+    const at = invalidUtf8Offset(buf) ?? 0;
+    let line = 1;
+    for (let i = buf.indexOf(10); i >= 0 && i < at; i = buf.indexOf(10, i + 1)) line++;
+    throw new NwfError(CODES.FILE_ENCODING, `invalid UTF-8 at byte ${at} (0x${(buf[at] ?? 0).toString(16).padStart(2, '0')})`, {
+      location: { file, line },
+      expected: 'a UTF-8 text file (libvirt refuses other bytes too)',
+    });
+  }
+  return buf.toString('utf8');
+}
+
+function tooLarge(file: string, size: number): NwfError {
+  return new NwfError(CODES.FILE_TOO_LARGE, `the file has ${size} bytes, more than nwf-fast reads in one XML file`, {
+    location: { file },
+    expected: `at most ${LIMITS.fileBytes.max} ${LIMITS.fileBytes.what} (libvirt's API carries at most 4 MiB of XML)`,
+  });
 }
 
 /** XML files of a directory, sorted; or the file itself. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { NwfError } from '../../src/util/errors.js';
+import { nwfErrorOf } from '../support/cli.js';
 import { policyFor } from '../support/policy.js';
 
 /** The source/destination addresses of the rules of filter `t` in the from-VM root chain. */
@@ -9,16 +9,6 @@ function addrs(filter: string, params: Record<string, string | string[]>): strin
 }
 
 const rule = (attrs: string): string => `<filter name='t' chain='root'><rule action='accept' direction='out'><ip ${attrs}/></rule></filter>`;
-
-function err(fn: () => unknown): NwfError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof NwfError) return e;
-    throw e;
-  }
-  throw new Error('expected an NwfError');
-}
 
 describe('variables', () => {
   it('a list makes one rule per element ($V = $V[@0])', () => {
@@ -51,18 +41,18 @@ describe('variables', () => {
   });
 
   it('lists of unequal length on one iterator are an error naming them', () => {
-    const e = err(() => addrs(rule("srcipaddr='$A' dstipaddr='$B'"), { A: ['1.1.1.1', '2.2.2.2'], B: ['9.9.9.1'] }));
+    const e = nwfErrorOf(() => addrs(rule("srcipaddr='$A' dstipaddr='$B'"), { A: ['1.1.1.1', '2.2.2.2'], B: ['9.9.9.1'] }));
     expect(e.code).toBe('NWF1204');
     expect(e.message).toContain('A (2)');
     expect(e.message).toContain('B (1)');
   });
 
   it('an index past the end is an error', () => {
-    expect(err(() => addrs(rule("srcipaddr='$A[2]'"), { A: ['1.1.1.1'] })).code).toBe('NWF1205');
+    expect(nwfErrorOf(() => addrs(rule("srcipaddr='$A[2]'"), { A: ['1.1.1.1'] })).code).toBe('NWF1205');
   });
 
   it('a missing variable is an error naming the variable, the filter and the interface', () => {
-    const e = err(() => addrs(rule("srcipaddr='$NOPE'"), {}));
+    const e = nwfErrorOf(() => addrs(rule("srcipaddr='$NOPE'"), {}));
     expect(e.code).toBe('NWF1203');
     expect(e.message).toContain("'NOPE'");
     expect(e.details.filter).toBe('t');
@@ -71,7 +61,7 @@ describe('variables', () => {
   });
 
   it("a missing $IP says learning is not supported yet and how to give it", () => {
-    const e = err(() => policyFor('clean-traffic', {}));
+    const e = nwfErrorOf(() => policyFor('clean-traffic', {}));
     expect(e.code).toBe('NWF1206');
     expect(e.message).toMatch(/learn/);
     expect(e.details.hint).toContain("<parameter name='IP'");
@@ -79,7 +69,7 @@ describe('variables', () => {
   });
 
   it('a variable value that is not valid for the attribute is an error', () => {
-    const e = err(() => policyFor('clean-traffic', { IP: 'fe80::1' }));
+    const e = nwfErrorOf(() => policyFor('clean-traffic', { IP: 'fe80::1' }));
     expect(e.code).toBe('NWF1101');
     expect(e.message).toContain('$IP');
   });
