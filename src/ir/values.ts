@@ -5,7 +5,10 @@
 export const MAC_RE = /^[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}$/;
 
 /** Normalises a MAC address to lower-case, two digits per byte. */
+const MAC_NORMAL_RE = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
+
 export function parseMac(s: string): string | undefined {
+  if (MAC_NORMAL_RE.test(s)) return s;
   if (!MAC_RE.test(s)) return undefined;
   return s
     .split(':')

@@ -2,12 +2,14 @@
 // forwarded to the VM, from the VM to the host), each placement with its
 // connection-state defaults, src/dst swapped where libvirt swaps them.
 import { CODES, NwfError } from '../util/errors.js';
-import type { L3Path, L3Policy, L3Rule } from '../ir/types.js';
+import { L3_PATHS, type L3Path, type L3Policy, type L3Rule } from '../ir/types.js';
+import { appendAll, deepFreeze } from '../util/arrays.js';
 import type { ConnStateName } from '../ir/values.js';
 import type { RuleNode } from '../xml/ast.js';
 import { L3_ELEMENT_INFO, type L3Element } from '../xml/schema.js';
 import { compact, ipRange, ipTest, macTest, num, numTest, rangeTest } from './tests.js';
-import { origin, ruleLoc, type Expanded, type RuleInstance } from './walk.js';
+import type { Combo, Expansion } from './expansion.js';
+import { origin, ruleLoc, type RuleInstance } from './walk.js';
 
 interface Placement {
   path: L3Path;
@@ -44,7 +46,7 @@ function placements(rule: RuleNode, explicit: ConnStateName[] | undefined): Plac
   return out;
 }
 
-function buildL3(inst: RuleInstance, c: Expanded['combos'][number], p: Placement, iface: string): L3Rule | undefined {
+function buildL3(inst: RuleInstance, c: Combo, p: Placement, iface: string): L3Rule | undefined {
   const a = c.attrs;
   const element = inst.rule.protocol?.element as L3Element;
   const info = L3_ELEMENT_INFO[element];
@@ -104,20 +106,28 @@ function buildL3(inst: RuleInstance, c: Expanded['combos'][number], p: Placement
   return rule;
 }
 
-export function layoutL3(sorted: readonly Expanded[], iface: string): L3Policy {
+/** The L3 rules of one expanded rule on each path (cached on the expansion; frozen when shared). */
+function l3Rules(e: Expansion, iface: string): Record<L3Path, L3Rule[]> {
+  if (e.l3) return e.l3;
+  const out: Record<L3Path, L3Rule[]> = { fromVm: [], toVm: [], toHost: [] };
+  const s = e.inst.rule.protocol?.attrs.get('state');
+  const states = s && s.value.kind === 'literal' && s.value.value.type === 'states' ? s.value.value.value : undefined;
+  const ps = placements(e.inst.rule, states);
+  for (const c of e.combos) {
+    for (const p of ps) {
+      const r = buildL3(e.inst, c, p, iface);
+      if (r) out[p.path].push(r);
+    }
+  }
+  if (e.shared) deepFreeze(out);
+  return (e.l3 = out);
+}
+
+export function layoutL3(sorted: readonly Expansion[], iface: string): L3Policy {
   const l3: L3Policy = { fromVm: [], toVm: [], toHost: [] };
   for (const e of sorted) {
-    const states = (() => {
-      const s = e.inst.rule.protocol?.attrs.get('state');
-      return s && s.value.kind === 'literal' && s.value.value.type === 'states' ? s.value.value.value : undefined;
-    })();
-    const ps = placements(e.inst.rule, states);
-    for (const c of e.combos) {
-      for (const p of ps) {
-        const r = buildL3(e.inst, c, p, iface);
-        if (r) l3[p.path].push(r);
-      }
-    }
+    const r = l3Rules(e, iface);
+    for (const path of L3_PATHS) appendAll(l3[path], r[path]);
   }
   return l3;
 }

@@ -5,40 +5,111 @@
 // swapping, reject-as-drop at L2 and libvirt's three iptables placements
 // with their connection-state defaults for L3/L4 rules.
 //
-// The steps live next to this file: walk.ts (the filterref walk, ordering,
-// variable expansion), tests.ts (attribute values -> IR tests and L2 matches),
-// l2-layout.ts (root chain, jumps, sub-chains) and l3-placement.ts (the
-// iptables placements).
+// The steps live next to this file: walk.ts (the filterref walk and
+// ordering), vars.ts (variable expansion), tests.ts (attribute values -> IR
+// tests and L2 matches), l2-layout.ts (root chain, jumps, sub-chains) and
+// l3-placement.ts (the iptables placements).
+//
+// At fleet scale: the walk is done once per template (top filter and the
+// names of the interface's parameters) and serves every interface of that
+// shape; per interface only the rules whose variables come from its own
+// parameters are expanded, and a rule whose variables all come from filters
+// (or that has none) is expanded once per template and its IR rules shared
+// (frozen) by every interface. The result is the same PolicyIR as resolving
+// each interface on its own (test/unit/resolve-memo.test.ts).
 import type { FilterDef, InterfaceBinding } from '../xml/ast.js';
 import { CODES, NwfError } from '../util/errors.js';
+import { LIMITS, policyRuleCost } from '../ir/limits.js';
+import { ruleCounts } from '../ir/facts.js';
 import type { InterfacePolicy, PolicyIR } from '../ir/types.js';
 import { isL2Element } from '../xml/schema.js';
-import { layoutL2 } from './l2-layout.js';
+import { layoutL2, planL2, type L2Plan } from './l2-layout.js';
 import { layoutL3 } from './l3-placement.js';
-import { expand, sortInstances, walkFilterTree } from './walk.js';
+import { expandSlot, type Expansion } from './expansion.js';
+import { ruleLoc, walkFilterTree, type RuleInstance, type WalkOptions } from './walk.js';
 
-export function resolveInterface(filters: ReadonlyMap<string, FilterDef>, binding: InterfaceBinding): InterfacePolicy {
+/** The walk of one (top filter, parameter names) shape, and what is shared by its interfaces. */
+export interface Template {
+  sorted: RuleInstance[];
+  slots: RuleInstance[];
+  /** Whether a slot's variables all come from filters (expanded once for all interfaces). */
+  fixed: boolean[];
+  /** Expansions of the fixed slots, filled by the first interface that needs them. */
+  sharedExpansions: (Expansion | undefined)[];
+  /** The L2 instances of `sorted`, and the shape of their layout. */
+  l2: RuleInstance[];
+  l2Plan: L2Plan;
+}
+
+export interface ResolveOptions extends WalkOptions {
+  /** Share templates and fixed expansions between interfaces (default true; false resolves each interface on its own). */
+  share?: boolean;
+}
+
+function topVarsOf(binding: InterfaceBinding): Map<string, readonly string[]> {
   const topVars = new Map<string, readonly string[]>(binding.filterref.params);
   topVars.set('MAC', [binding.mac]);
+  return topVars;
+}
+
+export function resolveTemplate(filters: ReadonlyMap<string, FilterDef>, binding: InterfaceBinding, opts: WalkOptions = {}): Template {
+  const { sorted, slots } = walkFilterTree(filters, binding.filterref, topVarsOf(binding).keys(), binding.iface, opts);
+  const fixed = slots.map((s) => [...s.sources.values()].every((v) => v.kind === 'fixed'));
+  const l2 = sorted.filter((inst) => !inst.rule.protocol || isL2Element(inst.rule.protocol.element));
+  return { sorted, slots, fixed, sharedExpansions: slots.map(() => undefined), l2, l2Plan: planL2(l2) };
+}
+
+/** One interface's policy from its template: expands what depends on its parameters, shares the rest. */
+function instantiate(t: Template, binding: InterfaceBinding): InterfacePolicy {
+  const topVars = topVarsOf(binding);
   const ipLearning = topVars.get('CTRL_IP_LEARNING')?.[0];
-  const instances = walkFilterTree(filters, binding.filterref, topVars, binding.iface);
-  const sorted = sortInstances(instances).map((inst) => expand(inst, binding, ipLearning));
-  const l2 = sorted.filter((e) => !e.inst.rule.protocol || isL2Element(e.inst.rule.protocol.element));
-  const l3 = sorted.filter((e) => e.inst.rule.protocol && !isL2Element(e.inst.rule.protocol.element));
-  return {
+  const mine: (Expansion | undefined)[] = new Array(t.slots.length);
+  const l2: Expansion[] = [];
+  const l3: Expansion[] = [];
+  let count = 0;
+  for (const inst of t.sorted) {
+    let e = mine[inst.slot];
+    if (!e) {
+      const slot = t.slots[inst.slot] as RuleInstance;
+      if (t.fixed[inst.slot]) e = t.sharedExpansions[inst.slot] ??= expandSlot(slot, topVars, binding.iface, ipLearning, true);
+      else e = expandSlot(slot, topVars, binding.iface, ipLearning, false);
+      mine[inst.slot] = e;
+    }
+    count += e.combos.length;
+    if (count > LIMITS.interfaceRules.max) {
+      throw new NwfError(CODES.LIMIT_INTERFACE_RULES, `interface '${binding.iface}' has more than ${LIMITS.interfaceRules.max} rule instances after variable expansion (reached at rule ${inst.rule.index} of filter '${inst.filter.name}')`, {
+        location: ruleLoc(inst),
+        filter: inst.filter.name,
+        iface: binding.iface,
+        expected: `at most ${LIMITS.interfaceRules.max} ${LIMITS.interfaceRules.what}`,
+        hint: 'long value lists multiply the rules that use them: shorten the lists, or use fewer rules per list',
+      });
+    }
+    // A slot reached twice (a filter referenced twice) is laid out twice, as libvirt does.
+    const p = inst.rule.protocol;
+    (!p || isL2Element(p.element) ? l2 : l3).push(e);
+  }
+  const vars: Record<string, string[]> = {};
+  for (const [k, v] of topVars) vars[k] = v.slice();
+  const policy: InterfacePolicy = {
     iface: binding.iface,
     mac: binding.mac,
     owner: binding.owner,
     source: binding.source,
     filter: binding.filterref.filter,
-    vars: Object.fromEntries([...topVars].map(([k, v]) => [k, [...v]])),
-    l2: layoutL2(l2, binding.iface),
+    vars,
+    l2: layoutL2(t.l2Plan, l2, binding.iface),
     l3: layoutL3(l3, binding.iface),
     file: binding.loc.file,
   };
+  return policy;
 }
 
-export function resolvePolicy(filters: ReadonlyMap<string, FilterDef>, bindings: readonly InterfaceBinding[], notes: readonly string[] = []): PolicyIR {
+export function resolveInterface(filters: ReadonlyMap<string, FilterDef>, binding: InterfaceBinding, opts: WalkOptions = {}): InterfacePolicy {
+  return instantiate(resolveTemplate(filters, binding, opts), binding);
+}
+
+export function resolvePolicy(filters: ReadonlyMap<string, FilterDef>, bindings: readonly InterfaceBinding[], notes: readonly string[] = [], opts: ResolveOptions = {}): PolicyIR {
   const seen = new Map<string, InterfaceBinding>();
   for (const b of bindings) {
     const prev = seen.get(b.iface);
@@ -51,6 +122,28 @@ export function resolvePolicy(filters: ReadonlyMap<string, FilterDef>, bindings:
     }
     seen.set(b.iface, b);
   }
-  const interfaces = [...bindings].sort((a, b) => (a.iface < b.iface ? -1 : a.iface > b.iface ? 1 : 0)).map((b) => resolveInterface(filters, b));
-  return { version: 1, interfaces, notes: [...notes] };
+  const share = opts.share !== false;
+  const templates = new Map<string, Template>();
+  const interfaces: InterfacePolicy[] = [];
+  let total = 0;
+  for (const b of bindings.slice().sort((a, b) => (a.iface < b.iface ? -1 : a.iface > b.iface ? 1 : 0))) {
+    let t: Template | undefined;
+    if (share) {
+      const key = `${b.filterref.filter}\0${[...b.filterref.params.keys(), 'MAC'].sort().join('\0')}`;
+      t = templates.get(key);
+      if (!t) templates.set(key, (t = resolveTemplate(filters, b, opts)));
+    } else t = resolveTemplate(filters, b, opts);
+    const policy = instantiate(t, b);
+    total += policyRuleCost(ruleCounts(policy));
+    if (total > LIMITS.policyRules.max) {
+      throw new NwfError(CODES.LIMIT_POLICY_RULES, `the interfaces have more than ${LIMITS.policyRules.max} resolved rules together (reached at interface '${b.iface}', ${interfaces.length + 1} of ${bindings.length})`, {
+        location: b.loc,
+        iface: b.iface,
+        expected: `at most ${LIMITS.policyRules.max} ${LIMITS.policyRules.what}`,
+        hint: 'long value lists in L3 rules cost the most: shorten them; or protect these interfaces from more than one host',
+      });
+    }
+    interfaces.push(policy);
+  }
+  return { version: 1, interfaces, notes: notes.slice() };
 }

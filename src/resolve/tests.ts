@@ -79,28 +79,44 @@ function checkPortsNeedProtocol(a: Attrs, inst: RuleInstance, iface: string): vo
   }
 }
 
-function swapEth<T extends { src?: MacTest; dst?: MacTest }>(m: T, reverse: boolean): T {
-  if (!reverse) return m;
-  const { src, dst, ...rest } = m;
-  return { ...rest, ...(dst ? { src: dst } : {}), ...(src ? { dst: src } : {}) } as T;
+/**
+ * An L2 match `{ proto, src, dst, ...fields }` without undefined tests; with
+ * `reverse` (an inout rule for traffic from the VM) the MAC tests are
+ * swapped and come last.
+ */
+function ethMatch<T extends L2Match>(proto: T['proto'], src: MacTest | undefined, dst: MacTest | undefined, reverse: boolean, fields: Record<string, unknown>): T {
+  const o: Record<string, unknown> = { proto };
+  if (!reverse) {
+    if (src) o.src = src;
+    if (dst) o.dst = dst;
+  }
+  for (const k in fields) if (fields[k] !== undefined) o[k] = fields[k];
+  if (reverse) {
+    if (dst) o.src = dst;
+    if (src) o.dst = src;
+  }
+  return o as T;
 }
 
+/** A copy of `o` without its undefined properties (a new object: `delete` would slow every later access). */
 export function compact<T extends object>(o: T): T {
-  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
-  return o;
+  const out = {} as T;
+  for (const k in o) if (o[k] !== undefined) out[k] = o[k];
+  return out;
 }
 
 /** The ebtables-level match of an L2 rule, oriented for one chain. */
 export function buildL2Match(element: L2Element | undefined, a: Attrs, neg: boolean, reverse: boolean, inst: RuleInstance, iface: string): L2Match {
   if (!element) return { proto: 'any' };
-  const eth = compact({ src: macTest(a, 'srcmacaddr', 'srcmacmask', neg), dst: macTest(a, 'dstmacaddr', 'dstmacmask', neg) });
+  const src = macTest(a, 'srcmacaddr', 'srcmacmask', neg);
+  const dst = macTest(a, 'dstmacaddr', 'dstmacmask', neg);
   switch (element) {
     case 'mac':
-      return swapEth(compact({ proto: 'mac' as const, ...eth, etherType: numTest(a, 'protocolid', neg) }), reverse);
+      return ethMatch('mac', src, dst, reverse, { etherType: numTest(a, 'protocolid', neg) });
     case 'vlan':
-      return swapEth(compact({ proto: 'vlan' as const, ...eth, vlanId: numTest(a, 'vlanid', neg), encap: numTest(a, 'encap-protocol', neg) }), reverse);
+      return ethMatch('vlan', src, dst, reverse, { vlanId: numTest(a, 'vlanid', neg), encap: numTest(a, 'encap-protocol', neg) });
     case 'stp': {
-      if (reverse && eth.src) {
+      if (reverse && src) {
         throw new NwfError(CODES.ATTRIBUTE_CONFLICT, 'STP rules with direction inout cannot test the source MAC address (libvirt refuses this too)', {
           location: ruleLoc(inst),
           filter: inst.filter.name,
@@ -123,7 +139,7 @@ export function buildL2Match(element: L2Element | undefined, a: Attrs, neg: bool
         forwardDelay: rangeTest(a, 'forward-delay', 'forward-delay-hi', neg, inst, iface),
       });
       // The destination is always the bridge group address (never negated).
-      return compact({ proto: 'stp' as const, src: eth.src, dst: { addr: BGA_MAC, neg: false }, fields: Object.keys(fields).length ? fields : undefined });
+      return compact({ proto: 'stp' as const, src, dst: { addr: BGA_MAC, neg: false }, fields: Object.keys(fields).length ? fields : undefined });
     }
     case 'arp':
     case 'rarp': {
@@ -132,21 +148,16 @@ export function buildL2Match(element: L2Element | undefined, a: Attrs, neg: bool
       const sha = macTest(a, 'arpsrcmacaddr', undefined, neg);
       const tha = macTest(a, 'arpdstmacaddr', undefined, neg);
       const grat = a.get('gratuitous');
-      return swapEth(
-        compact({
-          proto: element,
-          ...eth,
-          hwType: numTest(a, 'hwtype', neg),
-          protoType: numTest(a, 'protocoltype', neg),
-          opcode: numTest(a, 'opcode', neg),
-          sha: reverse ? tha : sha,
-          tha: reverse ? sha : tha,
-          spa: reverse ? tpa : spa,
-          tpa: reverse ? spa : tpa,
-          gratuitous: grat && grat.value === true ? { neg } : undefined,
-        }),
-        reverse,
-      );
+      return ethMatch(element, src, dst, reverse, {
+        hwType: numTest(a, 'hwtype', neg),
+        protoType: numTest(a, 'protocoltype', neg),
+        opcode: numTest(a, 'opcode', neg),
+        sha: reverse ? tha : sha,
+        tha: reverse ? sha : tha,
+        spa: reverse ? tpa : spa,
+        tpa: reverse ? spa : tpa,
+        gratuitous: grat && grat.value === true ? { neg } : undefined,
+      });
     }
     case 'ip':
     case 'ipv6': {
@@ -156,21 +167,20 @@ export function buildL2Match(element: L2Element | undefined, a: Attrs, neg: bool
       const srcPort = rangeTest(a, 'srcportstart', 'srcportend', neg, inst, iface);
       const dstPort = rangeTest(a, 'dstportstart', 'dstportend', neg, inst, iface);
       const common = {
-        ...eth,
         srcIp: reverse ? dstIp : srcIp,
         dstIp: reverse ? srcIp : dstIp,
         protocol: numTest(a, 'protocol', neg),
         srcPort: reverse ? dstPort : srcPort,
         dstPort: reverse ? srcPort : dstPort,
       };
-      if (element === 'ip') return swapEth(compact({ proto: 'ipv4' as const, ...common, tos: numTest(a, 'dscp', neg) }), reverse);
+      if (element === 'ip') return ethMatch('ipv4', src, dst, reverse, { ...common, tos: numTest(a, 'dscp', neg) });
       let icmpType: RangeTest | undefined;
       let icmpCode: RangeTest | undefined;
       if (a.has('type') || a.has('code')) {
         icmpType = rangeTest(a, 'type', 'typeend', neg, inst, iface) ?? { lo: 0, hi: 255, neg };
         icmpCode = rangeTest(a, 'code', 'codeend', neg, inst, iface) ?? { lo: 0, hi: 255, neg };
       }
-      return swapEth(compact({ proto: 'ipv6' as const, ...common, icmpType, icmpCode }), reverse);
+      return ethMatch('ipv6', src, dst, reverse, { ...common, icmpType, icmpCode });
     }
   }
 }

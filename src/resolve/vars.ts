@@ -8,6 +8,7 @@
 //    skipped (duplicate suppression).
 import type { AttrValue, VarRef } from '../xml/ast.js';
 import { CODES, NwfError, type SourceLocation } from '../util/errors.js';
+import { LIMITS } from '../ir/limits.js';
 
 export type VarMap = ReadonlyMap<string, readonly string[]>;
 
@@ -21,10 +22,6 @@ export interface ExpandContext {
 
 /** One combination: for each variable reference text, the value chosen. */
 export type Combination = ReadonlyMap<string, string>;
-
-function refKey(ref: VarRef): string {
-  return ref.access.kind === 'index' ? `${ref.name}[${ref.access.index}]` : `${ref.name}[@${ref.access.iterator}]`;
-}
 
 export function missingVariableError(name: string, ctx: ExpandContext): NwfError {
   if (name === 'IP' && ctx.ipLearning !== 'none') {
@@ -89,10 +86,12 @@ export function expandCombinations(values: readonly AttrValue[], vars: VarMap, c
         { location: ctx.loc, filter: ctx.filter, iface: ctx.iface, hint: 'give them lists of equal length, or use different iterators ($A[@1], $B[@2]) for a cartesian product' },
       );
     }
+    // Values never hold '\0' (parameter values are [A-Za-z0-9_.:]+): a safe separator.
+    const lists = it.names.map((n) => vars.get(n) as readonly string[]);
     const seen = new Set<string>();
     const idx: number[] = [];
     for (let i = 0; i < len; i++) {
-      const key = JSON.stringify(it.names.map((n) => (vars.get(n) as readonly string[])[i]));
+      const key = lists.length === 1 ? ((lists[0] as readonly string[])[i] as string) : lists.map((l) => l[i]).join('\0');
       if (seen.has(key)) continue;
       seen.add(key);
       idx.push(i);
@@ -100,19 +99,35 @@ export function expandCombinations(values: readonly AttrValue[], vars: VarMap, c
     return idx;
   });
 
+  // Refuse before generating anything: the number of combinations is the product of the iterators' visits.
+  let total = 1;
+  for (const v of visits) total *= v.length;
+  if (total > LIMITS.ruleExpansions.max) {
+    throw new NwfError(
+      CODES.LIMIT_RULE_EXPANSIONS,
+      `this rule expands to ${total} combinations of variable values (${iterators.map((it, k) => `${it.names.join(', ')} ${(visits[k] as number[]).length}`).join(' x ')})`,
+      {
+        location: ctx.loc,
+        filter: ctx.filter,
+        iface: ctx.iface,
+        expected: `at most ${LIMITS.ruleExpansions.max} ${LIMITS.ruleExpansions.what}`,
+        hint: 'iterators with different ids ($A[@1], $B[@2]) multiply: iterate lists together ($A, $B) or split the rule',
+      },
+    );
+  }
+
+  // Per reference: its list, and its iterator's position in `iterators` (-1 for an index).
+  const lists = refs.map((r) => vars.get(r.name) as readonly string[]);
+  const iterOf = refs.map((r) => (r.access.kind === 'index' ? -1 : iterators.findIndex((it) => it.id === (r.access as { iterator: number }).iterator)));
   const out: Combination[] = [];
   const pos = iterators.map(() => 0);
   for (;;) {
     const combo = new Map<string, string>();
-    for (const r of refs) {
-      const list = vars.get(r.name) as readonly string[];
-      let i: number;
-      if (r.access.kind === 'index') i = r.access.index;
-      else {
-        const k = iterators.findIndex((it) => it.id === (r.access as { iterator: number }).iterator);
-        i = (visits[k] as number[])[pos[k] as number] as number;
-      }
-      combo.set(refKey(r), list[i] as string);
+    for (let j = 0; j < refs.length; j++) {
+      const r = refs[j] as VarRef;
+      const k = iterOf[j] as number;
+      const i = k < 0 ? (r.access as { index: number }).index : ((visits[k] as number[])[pos[k] as number] as number);
+      combo.set(r.key, (lists[j] as readonly string[])[i] as string);
     }
     out.push(combo);
     // odometer: first iterator fastest
@@ -128,5 +143,5 @@ export function expandCombinations(values: readonly AttrValue[], vars: VarMap, c
 }
 
 export function valueOf(v: AttrValue, combo: Combination): string {
-  return v.kind === 'literal' ? v.raw : (combo.get(refKey(v.ref)) as string);
+  return v.kind === 'literal' ? v.raw : (combo.get(v.ref.key) as string);
 }

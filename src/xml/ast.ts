@@ -16,6 +16,8 @@ export interface VarRef {
   access: VarAccess;
   /** As written, for messages. */
   text: string;
+  /** Canonical form (`$V` and `$V[@0]` are the same): `V[@0]`, `V[2]`. */
+  key: string;
 }
 
 export type AttrValue =

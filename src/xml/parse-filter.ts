@@ -12,6 +12,8 @@ export const FILTER_NAME_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 export const PARAM_NAME_RE = /^[A-Za-z0-9_]+$/;
 export const PARAM_VALUE_RE = /^[A-Za-z0-9_.:]+$/;
 const VAR_RE = /^\$([A-Za-z0-9_]+)(?:\[(@?)(\d{1,4})\])?$/;
+/** libvirt refuses iterator ids above 1000 (VIR_NWFILTER_MAX_ITERID). */
+const MAX_ITERATOR_ID = 1000;
 
 export function loc(el: XmlElement, path: string): { file: string; path: string; line?: number } {
   return { file: el.file, path, ...(el.line !== undefined ? { line: el.line } : {}) };
@@ -37,15 +39,16 @@ export function parseVarRef(raw: string): VarRef | undefined {
   const m = VAR_RE.exec(raw);
   if (!m) return undefined;
   const name = m[1] as string;
-  if (m[3] === undefined) return { name, access: { kind: 'iterator', iterator: 0 }, text: raw };
+  if (m[3] === undefined) return { name, access: { kind: 'iterator', iterator: 0 }, text: raw, key: `${name}[@0]` };
   const n = Number(m[3]);
-  return m[2] === '@' ? { name, access: { kind: 'iterator', iterator: n }, text: raw } : { name, access: { kind: 'index', index: n }, text: raw };
+  if (m[2] === '@' && n > MAX_ITERATOR_ID) return undefined;
+  return m[2] === '@' ? { name, access: { kind: 'iterator', iterator: n }, text: raw, key: `${name}[@${n}]` } : { name, access: { kind: 'index', index: n }, text: raw, key: `${name}[${n}]` };
 }
 
 function parseAttrValue(type: DataType, raw: string, el: XmlElement, path: string, filter: string): AttrValue {
   if (raw.startsWith('$')) {
     const ref = parseVarRef(raw);
-    if (!ref) fail(CODES.VALUE_INVALID, el, path, `invalid variable reference '${raw}'`, 'a variable like $IP, $IP[1] or $IP[@1]', filter);
+    if (!ref) fail(CODES.VALUE_INVALID, el, path, `invalid variable reference '${raw}'`, 'a variable like $IP, $IP[1] or $IP[@1] (iterator ids 0-1000)', filter);
     if (NON_VARIABLE_TYPES.has(type)) fail(CODES.VALUE_INVALID, el, path, `a variable cannot be used here ('${raw}')`, EXPECTED[type], filter);
     return { kind: 'variable', raw, ref };
   }

@@ -1,0 +1,77 @@
+// One rule instance expanded for an interface: every combination of its
+// variables' values (vars.ts), with typed attribute values, and the IR rules
+// built from them by the L2 layout and the L3 placement, cached here.
+import { CODES, NwfError } from '../util/errors.js';
+import { EXPECTED, parseTypedValue, type TypedValue } from '../ir/typed-value.js';
+import type { L2Entry, L2Rule, L3Path, L3Rule } from '../ir/types.js';
+import { expandCombinations, valueOf, type VarMap } from './vars.js';
+import { ruleLoc, type Attrs, type RuleInstance } from './walk.js';
+
+/** One combination of a rule's variable values, typed. */
+export interface Combo {
+  attrs: Attrs;
+  combo: ReadonlyMap<string, string>;
+  id: string;
+}
+
+/** A slot expanded for one interface (or for all, when shared): its combinations and, lazily, its IR rules. */
+export interface Expansion {
+  inst: RuleInstance;
+  combos: Combo[];
+  /** L2 rules per direction (and their root-chain entries), built by layoutL2 on first use. */
+  l2: { out?: { rules: L2Rule[]; entries: L2Entry[] }; in?: { rules: L2Rule[]; entries: L2Entry[] } };
+  /** L3 rules per path, built by layoutL3 on first use. */
+  l3?: Record<L3Path, L3Rule[]>;
+  /** Expanded once for every interface of the template: its rules are frozen and shared. */
+  shared: boolean;
+}
+
+/** Attribute values of one combination, typed; variable values validated here. */
+function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, iface: string): Attrs {
+  const out = new Map<string, TypedValue>();
+  const p = inst.rule.protocol;
+  if (!p) return out;
+  for (const [name, { type, value }] of p.attrs) {
+    if (value.kind === 'literal') {
+      out.set(name, value.value);
+      continue;
+    }
+    const raw = valueOf(value, combo);
+    const tv = parseTypedValue(type, raw);
+    if (!tv) {
+      throw new NwfError(CODES.VALUE_INVALID, `variable ${value.ref.text} has value '${raw}', which is not valid for attribute '${name}'`, {
+        location: { ...p.loc, path: `${p.loc.path ?? ''}@${name}` },
+        filter: inst.filter.name,
+        iface,
+        expected: EXPECTED[type],
+      });
+    }
+    out.set(name, tv);
+  }
+  return out;
+}
+
+/** Expands one slot (walk.ts) with the interface's parameters `topVars`. */
+export function expandSlot(inst: RuleInstance, topVars: VarMap, iface: string, ipLearning: string | undefined, shared: boolean): Expansion {
+  const vars = new Map<string, readonly string[]>();
+  for (const [name, src] of inst.sources) {
+    const v = src.kind === 'top' ? topVars.get(name) : src.values;
+    if (v) vars.set(name, v);
+  }
+  const values = [];
+  if (inst.rule.protocol) for (const x of inst.rule.protocol.attrs.values()) values.push(x.value);
+  const combos = expandCombinations(values, vars, {
+    filter: inst.filter.name,
+    iface,
+    loc: ruleLoc(inst),
+    ...(ipLearning !== undefined ? { ipLearning } : {}),
+  });
+  const base = `${inst.filter.name}/${inst.rule.index}`;
+  return {
+    inst,
+    combos: combos.map((combo, k) => ({ attrs: concreteAttrs(inst, combo, iface), combo, id: combos.length > 1 ? `${base}#${k}` : base })),
+    l2: {},
+    shared,
+  };
+}
+
