@@ -5,13 +5,17 @@ import { writeGeneration } from '../host/generation.js';
 import { CODES, NwfError } from '../util/errors.js';
 import { type Command, one, type ParsedArgs } from './args.js';
 import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
+import { describeLimits } from '../ir/limits.js';
 import type { CliIo } from './io.js';
 
 export const compileCommand: Command = {
   name: 'compile',
   summary: 'resolve nwfilter XML into an nftables ruleset or eBPF programs',
   description:
-    "Reads libvirt nwfilter XML and the interface bindings, resolves each\ninterface's policy with libvirt's semantics and lowers it for the backend.\nWith --out, writes a generation for `nwf-fast load DIR`; without, prints the\nnftables ruleset.",
+    "Reads libvirt nwfilter XML and the interface bindings, resolves each\ninterface's policy with libvirt's semantics and lowers it for the backend.\nWith --out, writes a generation for `nwf-fast load DIR`; without, prints the\nnftables ruleset.\n\nLimits (a policy beyond them is refused, exit 2):\n" +
+    describeLimits()
+      .map((l) => `  ${l}`)
+      .join('\n'),
   options: {
     ...SOURCE_OPTIONS,
     backend: { value: true, arg: 'nft|bpf|both', help: 'nft (default): the nftables ruleset; bpf: tc/eBPF programs on the taps (L2 rules only); both: programs plus the ruleset as a second line' },

@@ -8,6 +8,7 @@ export const SOURCE_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   binding: { value: true, repeatable: true, arg: 'FILE|DIR', help: 'filterbinding XML (libvirt <filterbinding>)' },
   domain: { value: true, repeatable: true, arg: 'FILE|DIR', help: 'domain XML; interfaces without <target dev> are skipped' },
   libvirt: { value: false, help: 'read a live libvirt host: /etc/libvirt/nwfilter, /run/libvirt/qemu, /run/libvirt/nwfilter-binding' },
+  'allow-empty': { value: false, help: "with --libvirt: accept a host without libvirt's directories (an empty policy) instead of failing" },
 };
 
 export function sourcesFrom(p: ParsedArgs): LoadedSources {
@@ -17,5 +18,6 @@ export function sourcesFrom(p: ParsedArgs): LoadedSources {
     bindingPaths: many(p, 'binding'),
     domainPaths: many(p, 'domain'),
     libvirt: p.flags.has('libvirt'),
+    allowEmpty: p.flags.has('allow-empty'),
   });
 }

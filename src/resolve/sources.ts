@@ -10,6 +10,7 @@ import { LIMITS } from '../ir/limits.js';
 import type { FilterDef, InterfaceBinding } from '../xml/ast.js';
 import { parseDomainXml, parseFilterBindingXml } from '../xml/parse-binding.js';
 import { parseFilterXml } from '../xml/parse-filter.js';
+import { appendAll } from '../util/arrays.js';
 
 /** The project root (this file lives in src/resolve or dist/resolve). */
 export const PACKAGE_ROOT = resolvePath(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -31,6 +32,8 @@ export interface Sources {
   libvirt: boolean;
   /** Root prefix for --libvirt paths (tests point it at a fake host tree). */
   libvirtRoot?: string;
+  /** With libvirt: accept a host without libvirt's runtime directories (an empty result) instead of failing. */
+  allowEmpty?: boolean;
 }
 
 export interface LoadedSources {
@@ -139,37 +142,102 @@ export function loadFilterDir(dir: string, into: Map<string, FilterDef>, files: 
   }
 }
 
+/** The protocol element every frame in a sub-chain has, by the chain's prefix (its jump is guarded by it). */
+const CHAIN_ELEMENT: Readonly<Record<string, string>> = { mac: 'mac', vlan: 'vlan', stp: 'stp', arp: 'arp', rarp: 'rarp', ipv4: 'ip', ipv6: 'ipv6' };
+
+/**
+ * What a filter means, for comparing two definitions: chain, priority and
+ * entries with typed values, so that `0x800` equals `2048`, and attribute
+ * order, comments, the uuid, files and lines do not matter; and a protocol
+ * element without attributes that names the chain's own protocol (`<arp/>`
+ * in chain `arp-ip`, which only ARP frames reach) equals no element.
+ */
+export function filterSignature(def: FilterDef): string {
+  const chainElement = CHAIN_ELEMENT[def.chain.split('-')[0] as string];
+  const entries = def.entries.map((e) => {
+    if (e.kind === 'filterref') return ['ref', e.filter, [...e.params].sort(([a], [b]) => (a < b ? -1 : 1))];
+    const p = e.protocol;
+    const attrs = p
+      ? [...p.attrs]
+          .filter(([name]) => name !== 'comment')
+          .map(([name, { value: v }]) => [name, v.kind === 'variable' ? `$${v.ref.key}` : v.value.type === 'ipv6' ? Array.from(v.value.value) : v.value.value] as const)
+          .sort(([a], [b]) => (a < b ? -1 : 1))
+      : [];
+    const any = !p || (attrs.length === 0 && p.element === chainElement);
+    return ['rule', e.action, e.direction, e.priority, e.statematch, any ? null : [p.element, p.match, attrs]];
+  });
+  return JSON.stringify([def.chain, def.chainPriority, entries]);
+}
+
+/** Notes for bundled filters that the layers above replaced with a different definition. */
+function overrideNotes(bundled: ReadonlyMap<string, FilterDef>, filters: ReadonlyMap<string, FilterDef>): string[] {
+  const notes: string[] = [];
+  for (const [name, b] of bundled) {
+    const now = filters.get(name);
+    if (!now || now === b || filterSignature(now) === filterSignature(b)) continue;
+    notes.push(`filter '${name}' from ${now.loc.file} replaces the bundled standard filter (${b.loc.file}) with a different definition: check that it still protects what you expect`);
+  }
+  return notes;
+}
+
+/** The directories of a live libvirt host under `root`, and notes (or an error) for the missing ones. */
+function libvirtDirs(root: string, allowEmpty: boolean, notes: string[]): { filters?: string; domains?: string; bindings?: string } {
+  const dir = (p: string): string | undefined => (existsSync(root + p) ? root + p : undefined);
+  const found = { filters: dir(LIBVIRT_PATHS.filters), domains: dir(LIBVIRT_PATHS.domains), bindings: dir(LIBVIRT_PATHS.bindings) };
+  if (!found.domains && !found.bindings) {
+    const missing = [LIBVIRT_PATHS.bindings, LIBVIRT_PATHS.domains, ...(found.filters ? [] : [LIBVIRT_PATHS.filters])].map((p) => root + p);
+    const what = `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} missing`;
+    if (!allowEmpty) {
+      throw new NwfError(CODES.LIBVIRT_NOT_FOUND, `--libvirt: this does not look like a libvirt host: ${what}`, {
+        location: { file: root + LIBVIRT_PATHS.bindings },
+        expected: 'the state of a running libvirt: filter bindings in /run/libvirt/nwfilter-binding, running domains in /run/libvirt/qemu',
+        hint: 'run it on the KVM host while libvirtd (or virtqemud and virtnwfilterd) runs; `nwf-fast compile --libvirt --allow-empty` compiles an empty policy instead (it protects nothing)',
+      });
+    }
+    notes.push(`--libvirt --allow-empty: ${what}: no libvirt host here, no interface to protect`);
+    return found;
+  }
+  if (!found.bindings) notes.push(`--libvirt: ${root + LIBVIRT_PATHS.bindings} is missing (libvirt's nwfilter driver is not running, or libvirt is older than 4.5): interfaces are taken from the domain status in ${found.domains}`);
+  if (!found.domains) notes.push(`--libvirt: ${root + LIBVIRT_PATHS.domains} is missing (the QEMU driver is not running): interfaces are taken from the filter bindings only`);
+  if (!found.filters) notes.push(`--libvirt: ${root + LIBVIRT_PATHS.filters} is missing: no filters from libvirt, only the bundled library and --filters directories`);
+  return found;
+}
+
 export function loadSources(s: Sources): LoadedSources {
   const filters = new Map<string, FilterDef>();
   const files: string[] = [];
   const notes: string[] = [];
-  const root = s.libvirtRoot ?? '';
+  const lv = s.libvirt ? libvirtDirs(s.libvirtRoot ?? '', s.allowEmpty === true, notes) : {};
   if (s.bundled) loadFilterDir(BUNDLED_FILTERS_DIR, filters, files);
-  if (s.libvirt && existsSync(root + LIBVIRT_PATHS.filters)) loadFilterDir(root + LIBVIRT_PATHS.filters, filters, files);
+  const bundled = new Map(filters);
+  if (lv.filters) loadFilterDir(lv.filters, filters, files);
   for (const d of s.filterDirs) loadFilterDir(d, filters, files);
+  appendAll(notes, overrideNotes(bundled, filters));
 
   const bindings: InterfaceBinding[] = [];
   const bindingFiles = s.bindingPaths.flatMap(xmlFiles);
-  if (s.libvirt && existsSync(root + LIBVIRT_PATHS.bindings)) bindingFiles.push(...xmlFiles(root + LIBVIRT_PATHS.bindings));
+  if (lv.bindings) appendAll(bindingFiles, xmlFiles(lv.bindings));
   for (const f of bindingFiles) {
     bindings.push(parseFilterBindingXml(readText(f), f));
     files.push(f);
   }
   const domainFiles = s.domainPaths.flatMap(xmlFiles);
-  if (s.libvirt && existsSync(root + LIBVIRT_PATHS.domains)) domainFiles.push(...xmlFiles(root + LIBVIRT_PATHS.domains));
+  if (lv.domains) appendAll(domainFiles, xmlFiles(lv.domains));
   const bound = new Set(bindings.map((b) => b.iface));
+  let fromBinding = 0;
   for (const f of domainFiles) {
     const r = parseDomainXml(readText(f), f);
     files.push(f);
-    notes.push(...r.notes);
+    appendAll(notes, r.notes);
     for (const b of r.bindings) {
       // A live libvirt keeps a filter binding for every running interface: it wins over the domain status.
       if (s.libvirt && bound.has(b.iface)) {
-        notes.push(`${f}: interface ${b.iface}: taken from its filter binding`);
+        fromBinding++;
         continue;
       }
       bindings.push(b);
     }
   }
+  if (fromBinding) notes.push(`${fromBinding} interface(s) listed in domain status files taken from their filter bindings`);
   return { filters, bindings, notes, files };
 }

@@ -52,7 +52,7 @@ describe('help', () => {
 
   it('explain shows its required options without brackets', async () => {
     const usage = (await run(['explain', '-h'])).out.split('\n\n')[0] as string;
-    expect(usage).toMatch(/\s--iface IF --direction out\|in --frame HEX\s/);
+    expect(usage).toMatch(/\s--iface IF\s+--direction out\|in\s+--frame HEX\s/);
     expect(usage).toContain('[--filters DIR]...');
   });
 
