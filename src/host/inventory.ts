@@ -20,6 +20,7 @@ import type {
   Verdict,
 } from '../backends/nft/model.js';
 import { BRIDGE_TABLE, INET_TABLE, tagFree, tagOf } from '../backends/nft/names.js';
+import { appendAll } from '../util/arrays.js';
 
 // ---- identities ---------------------------------------------------------------------
 
@@ -100,7 +101,7 @@ export function inventoryOf(batch: NftBatch): GenerationInventory {
         break;
       }
       case 'element':
-        setOf(o).elements.push(...o.elements);
+        appendAll(setOf(o).elements, o.elements);
         break;
       case 'counter':
         inv.counters.set(idKey(objectId('counter', o)), o);

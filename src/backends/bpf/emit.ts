@@ -15,6 +15,7 @@ import { DIRECTIONS } from '../../ir/types.js';
 import { DROP_REASONS, type DropReason } from '../../ir/reasons.js';
 import { ETHERTYPE_OF } from '../../ir/values.js';
 import { FIELDS, SLOTS, configLayout, groupSlots, type BpfShape, type Field, type FieldTest, type RuleTemplate, type ShapeEntry, type ShapeGroup } from './plan.js';
+import { appendAll } from '../../util/arrays.js';
 
 /** The C expression of each field in struct nwf_pkt. */
 const C_FIELD: Readonly<Record<Field, string>> = {
@@ -157,7 +158,7 @@ export function features(shape: BpfShape): Record<string, boolean> {
   for (const d of DIRECTIONS) {
     for (const e of shape.dirs[d].entries) {
       if (e.kind === 'group') all.push(e.group.template);
-      else all.push(...e.groups.map((g) => g.template));
+      else appendAll(all, e.groups.map((g) => g.template));
     }
   }
   const req = all.map((t) => new Set(requirements(t).has));
@@ -332,7 +333,7 @@ export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
   L.push('}');
   for (const x of all) {
     L.push('');
-    L.push(...emitGroup(x));
+    appendAll(L, emitGroup(x));
   }
   for (const d of DIRECTIONS) {
     const dn = d === 'out' ? 'from the VM' : 'to the VM';
@@ -365,13 +366,13 @@ export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
       root.push(`${ind}\treturn r == NWF_CHAIN_FALLOFF ? NWF_STAT_ACCEPT : r;`);
       if (guard) root.push('\t}');
     }
-    L.push(...chainFns);
+    appendAll(L, chainFns);
     L.push('');
     L.push(`/* The root chain, ${dn} (${shape.dirs[d].hooked ? 'hooked' : 'no rules: not hooked'}). NWF_STAT_ACCEPT or a drop reason. */`);
     L.push(`static __always_inline int nwf_policy_${d}(const struct nwf_pkt *p, const struct nwf_config *c)`);
     L.push('{');
     if (root.some((l) => l.includes('r = '))) L.push('\tint r;', '');
-    L.push(...root);
+    appendAll(L, root);
     L.push('\treturn NWF_STAT_ACCEPT; /* end of the root chain: policy ACCEPT */');
     L.push('}');
   }

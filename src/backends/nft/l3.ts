@@ -13,6 +13,7 @@ import type { NftCommand, Statement, Verdict } from './model.js';
 import { BASE_CHAINS, dropCounter, INET_TABLE, type NftNames } from './names.js';
 import { cmp, ipPrefix, macMatch, portRange, ruleComment, unsupported } from './match.js';
 import { br } from './l2.js';
+import { appendAll } from '../../util/arrays.js';
 
 export const BRIDGE_PRE_PRIORITY = -300;
 /** Mark layout for the br_netfilter route: 0x8000_0000 | in-id << 16, and 0x8000 | out-id. */
@@ -155,9 +156,8 @@ export function lowerL3(ports: readonly InterfacePolicy[], markId: ReadonlyMap<s
     }
     const mapFor = (name: string, path: L3Path) => add(t.verdictMap(name, 'mark', maps[path].map(([k, v]) => [hex(k), v] as const)));
     const I = names.inet;
+    appendAll(appendAll(out.tables, head), chains);
     out.tables.push(
-      ...head,
-      ...chains,
       mapFor(I.fromVmMap, 'fromVm'),
       mapFor(I.toVmMap, 'toVm'),
       mapFor(I.toHostMap, 'toHost'),

@@ -21,6 +21,7 @@ import { BASE_CHAINS, dropCounter, nftNames } from './names.js';
 import { br, lowerDirection } from './l2.js';
 import { BRIDGE_PRE_PRIORITY, lowerL3, MAX_L3_PORTS } from './l3.js';
 import { buildTemplate, counterMapCommands, emitShared, type Template } from './shared.js';
+import { appendAll } from '../../util/arrays.js';
 
 export { BRIDGE_PRE_PRIORITY };
 export const BRIDGE_POST_PRIORITY = 300;
@@ -66,7 +67,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   for (const dir of DIRECTIONS) {
     const elems = dispatch[dir];
     const own = (p: InterfacePolicy): void => {
-      perIface.push(...lowerDirection(p, dir, names, counters));
+      appendAll(perIface, lowerDirection(p, dir, names, counters));
       elems.push([str(p.iface), jump(names.l2Chain(dir, p.iface))]);
     };
     const shapes = new Map<string, Template[]>();
@@ -90,7 +91,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
         continue;
       }
       shapeId++;
-      perIface.push(...em.commands);
+      appendAll(perIface, em.commands);
       for (const c of em.namedCounters) counters.add(c);
       for (const t of templates) elems.push([str(t.iface), jump(em.root)]);
       for (const [reason, ifaces] of em.counterMaps) {
@@ -102,7 +103,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
         cmaps.set(reason, set);
       }
     }
-    counterMaps.push(...counterMapCommands(dir, cmaps, names));
+    appendAll(counterMaps, counterMapCommands(dir, cmaps, names));
   }
   byIface(dispatch.out);
   byIface(dispatch.in);
@@ -113,12 +114,12 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   // Counters must exist before the rules that reference them (each table has its own).
   for (const c of [...counters].sort()) cmds.push(add(br.counter(c)));
   // Counter maps after the counters, chains before the maps and rules that jump to them.
-  cmds.push(...counterMaps, ...perIface, ...l3.bridgeObjects);
-  cmds.push(add(br.verdictMap(names.bridge.outMap, 'ifname', dispatch.out)), add(br.verdictMap(names.bridge.inMap, 'ifname', dispatch.in)), ...l3.bridgeMaps, ...l3.bridgeRules);
-  cmds.push(...l3.preRule);
+  appendAll(appendAll(appendAll(cmds, counterMaps), perIface), l3.bridgeObjects);
+  cmds.push(add(br.verdictMap(names.bridge.outMap, 'ifname', dispatch.out)), add(br.verdictMap(names.bridge.inMap, 'ifname', dispatch.in)));
+  appendAll(appendAll(appendAll(cmds, l3.bridgeMaps), l3.bridgeRules), l3.preRule);
   cmds.push(add(br.rule(BASE_CHAINS.bridgePre, [vmap(meta('iifname'), names.bridge.outMap)], 'traffic from the VMs')));
   cmds.push(add(br.rule(BASE_CHAINS.bridgePost, [vmap(meta('oifname'), names.bridge.inMap)], 'traffic to the VMs')));
-  cmds.push(...l3.tables);
+  appendAll(cmds, l3.tables);
   if (cmds.some((c) => c.op === 'add' && c.object.kind === 'rule' && c.object.statements.length === 0)) throw new InternalError('empty nft rule');
   return { batch: cmds, l3: l3Ifaces.length > 0 };
 }

@@ -18,6 +18,7 @@ import { accept, add, concat, drop, jump, match, meta, payload, prefix, setRef, 
 import type { NftCommand, Selector, SetKeyType, Statement, Verdict } from './model.js';
 import { dropCounter, type NftNames } from './names.js';
 import { br, endOfChain, guardStatements, l2Verdict, lowerL2Match, SLOT_SELECTORS } from './l2.js';
+import { appendAll } from '../../util/arrays.js';
 
 type SlotPath = 'src' | 'dst' | 'sha' | 'tha' | 'spa' | 'tpa' | 'srcIp' | 'dstIp';
 const SLOT_PATHS: readonly SlotPath[] = ['src', 'dst', 'sha', 'tha', 'spa', 'tpa', 'srcIp', 'dstIp'];
@@ -90,7 +91,7 @@ export function buildTemplate(p: InterfacePolicy, dir: Direction): Template {
   const root: TemplateChain = { entries: [] };
   let pending: L2Rule[] = [];
   const flush = (): void => {
-    root.entries.push(...groupRules(pending));
+    appendAll(root.entries, groupRules(pending));
     pending = [];
   };
   for (const e of pol.root) {
