@@ -216,7 +216,7 @@ export function renderMarkdown(r: BenchResults): string {
     const sizes = [...new Set(r.compile.map((c) => c.n))];
     L.push(`| task | ${sizes.map((n) => `N = ${n}`).join(' | ')} |`, `| --- | ${sizes.map(() => '---').join(' | ')} |`);
     for (const t of tasks) {
-      L.push(`| ${t} | ${sizes.map((n) => { const c = r.compile?.find((x) => x.n === n && x.task === t); return c ? `${ms(c.ms.median)} (${fmt(c.ifacesPerSec / 1000, 1)}k/s, ${c.samples} runs)` : '–'; }).join(' | ')} |`);
+      L.push(`| ${t} | ${sizes.map((n) => { const c = r.compile?.find((x) => x.n === n && x.task === t); return c ? `${ms(c.ms.median)} (${fmt(c.ifacesPerSec / 1000, 1)}k/s, ${c.peakRssMB !== undefined ? `peak RSS ${fmt(c.peakRssMB, 0)} MB` : `${c.samples} runs`})` : '–'; }).join(' | ')} |`);
     }
     L.push('');
   }
