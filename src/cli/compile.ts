@@ -1,5 +1,5 @@
 // nwf-fast compile: resolve the policy and lower it to a backend.
-import { printPolicy } from '../ir/print.js';
+import { policyJsonChunks, printPolicy } from '../ir/print.js';
 import { type Backend, compileGeneration, resolveSources } from '../compile.js';
 import { writeGeneration } from '../host/generation.js';
 import { CODES, NwfError } from '../util/errors.js';
@@ -33,7 +33,10 @@ async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   if (p.flags.has('policy') || p.flags.has('json')) {
     const ir = resolveSources(src);
     for (const note of ir.notes) io.err(`note: ${note}\n`);
-    if (p.flags.has('json')) io.out(JSON.stringify(ir, null, 2) + '\n');
+    if (p.flags.has('json')) {
+      for (const piece of policyJsonChunks(ir)) io.out(piece);
+      io.out('\n');
+    }
     else io.out(ir.interfaces.length ? printPolicy(ir) : '# no interfaces to protect\n');
     return 0;
   }

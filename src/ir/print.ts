@@ -1,4 +1,5 @@
 // Human-readable rendering of PolicyIR, in libvirt's chain vocabulary.
+import { jsonChunks } from '../util/json-chunks.js';
 import { assertNever } from '../util/errors.js';
 import { l2ChainName } from './eval/chains.js';
 import { l3ChainName } from './eval/iptables.js';
@@ -91,4 +92,16 @@ export function printInterfacePolicy(p: InterfacePolicy): string {
 
 export function printPolicy(ir: PolicyIR): string {
   return ir.interfaces.map(printInterfacePolicy).join('\n\n') + '\n';
+}
+
+/**
+ * How deep jsonChunks walks a PolicyIR: the policy, its interfaces, an
+ * interface, l2, a direction, its chains, a chain, its rules; each rule (and
+ * each root entry) is one piece.
+ */
+export const POLICY_DEPTH = 8;
+
+/** The PolicyIR as JSON (as JSON.stringify(ir, null, indent)), in pieces of a few rules. */
+export function policyJsonChunks(ir: PolicyIR, indent = 2): Generator<string> {
+  return jsonChunks(ir, indent, { depth: POLICY_DEPTH });
 }
