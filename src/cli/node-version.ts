@@ -5,7 +5,7 @@
 // syntax newer than the oldest Node it has to refuse.
 //
 // The floor comes from the dependencies' engines fields: execa 9 declares
-// `^18.19.0 || >=20.5.0` (the strictest); fast-xml-parser and koffi declare
+// `^18.19.0 || >=20.5.0` (the strictest); koffi declares
 // none (koffi's prebuilt addon uses Node-API). nwf-fast's own code avoids
 // APIs newer than Node 18.19 (e.g. import.meta.dirname, Node 20.11). Verified:
 // the CLI, including `nwf-fast demo` (nft, libnftables, libbpf, clang), runs
