@@ -67,6 +67,12 @@ const ERRORS = {
   CLANG_FAILED: ['NWF1406', 'runtime'],
   /** This host lacks something a command needs (a kernel feature, a library, root). */
   KERNEL_UNSUPPORTED: ['NWF1407', 'runtime'],
+  /** Another nwf-fast command held the state lock for longer than lock_timeout. */
+  LOCK_TIMEOUT: ['NWF1408', 'runtime'],
+  /** A load that would leave every protected port unprotected (without --allow-empty). */
+  LOAD_REFUSED: ['NWF1409', 'runtime'],
+  // configuration
+  CONFIG_INVALID: ['NWF1501', 'input'],
 } as const satisfies Record<string, readonly [`NWF${number}`, ErrorCategory]>;
 
 type ErrorName = keyof typeof ERRORS;
