@@ -31,15 +31,17 @@ function checkMac(el: XmlElement, path: string, raw: string | undefined): string
   return mac;
 }
 
+/** The <domain> element of a domain document (<domain>, or <domstatus> around it). */
+export function domainOf(root: XmlElement): XmlElement {
+  if (root.name === 'domain') return root;
+  if (root.name !== 'domstatus') fail(CODES.XML_BAD_ROOT, root, root.name, `expected a <domain> document, found <${root.name}>`, '<domain> or <domstatus>');
+  const inner = single(root, 'domain');
+  if (!inner) fail(CODES.XML_BAD_ROOT, root, 'domstatus', '<domstatus> without <domain>', '<domstatus><domain>...</domain></domstatus>');
+  return inner;
+}
+
 export function parseDomainElement(root: XmlElement): BindingParseResult {
-  let dom = root;
-  if (root.name === 'domstatus') {
-    const inner = single(root, 'domain');
-    if (!inner) fail(CODES.XML_BAD_ROOT, root, 'domstatus', '<domstatus> without <domain>', '<domstatus><domain>...</domain></domstatus>');
-    dom = inner;
-  } else if (root.name !== 'domain') {
-    fail(CODES.XML_BAD_ROOT, root, root.name, `expected a <domain> document, found <${root.name}>`, '<domain> or <domstatus>');
-  }
+  const dom = domainOf(root);
   const name = single(dom, 'name')?.text || '(unnamed domain)';
   const dpath = `domain[name=${name}]`;
   const devices = single(dom, 'devices');
