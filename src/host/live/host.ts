@@ -1,0 +1,184 @@
+// The live host's state changes, shared by the libvirt hook, reconcile,
+// takeover and handback. Every method expects the caller to hold the state
+// lock (LiveHost.locked). The order of each change keeps a port protected at
+// every instant: libvirt's dispatch is put back BEFORE nwf-fast drops a port,
+// and removed only AFTER nwf-fast's rules for the port are verified in force.
+import type { CommandRunner } from '../runner.js';
+import type { HostConfig } from '../config.js';
+import { withLock, type LockInfo } from '../lock.js';
+import { applyDesiredPorts, portError, portFailures, tapsInForce, type ApplyOptions, type ApplyResult } from './apply.js';
+import { readPorts, replaceDomainPorts, resyncCandidates, resyncPorts, writePorts, type DesiredPort } from './ports.js';
+import { handBack, libvirtDispatchOf, takeOver, type HandbackResult, type TakeoverResult } from './takeover.js';
+import type { Observation } from './observe.js';
+import type { LiveDomain } from '../../xml/live-domain.js';
+import { portsOfDomain, tapsOfDomain } from './observe.js';
+import type { PortSource } from './ports.js';
+import { CODES, NwfError } from '../../util/errors.js';
+
+export interface LiveOptions {
+  config: HostConfig;
+  /** Network namespace to act in (tests); default: the caller's. */
+  netns?: string;
+  runner?: CommandRunner;
+  /** libnftables in-process (default) or the nft program. */
+  inProcess: boolean;
+  /** Filter directories over the bundled ones (default /etc/libvirt/nwfilter). */
+  filterDirs?: readonly string[];
+}
+
+export interface ChangeResult {
+  /** Ports added, removed (by tap). */
+  added: string[];
+  removed: string[];
+  /** The load, when the desired state changed. */
+  apply?: ApplyResult;
+  /** Taps whose libvirt dispatch was removed. */
+  takeover?: TakeoverResult;
+  handback?: HandbackResult;
+  /** Problems that did not stop the change (ports skipped, a failed takeover). */
+  warnings: string[];
+}
+
+export class LiveHost {
+  constructor(readonly opts: LiveOptions) {}
+
+  get config(): HostConfig {
+    return this.opts.config;
+  }
+
+  get applyOptions(): ApplyOptions {
+    const c = this.opts.config;
+    return {
+      stateDir: c.stateDir,
+      pinDir: c.pinDir,
+      backend: c.backend,
+      keepGenerations: c.keepGenerations,
+      inProcess: this.opts.inProcess,
+      allowEmpty: true,
+      ...(this.opts.netns ? { netns: this.opts.netns } : {}),
+      ...(this.opts.runner ? { runner: this.opts.runner } : {}),
+      ...(this.opts.filterDirs ? { filterDirs: this.opts.filterDirs } : {}),
+    };
+  }
+
+  private get xt(): { netns?: string; runner?: CommandRunner } {
+    return { ...(this.opts.netns ? { netns: this.opts.netns } : {}), ...(this.opts.runner ? { runner: this.opts.runner } : {}) };
+  }
+
+  /** Runs fn under the state lock (waiting at most lock_timeout). */
+  locked<T>(command: string, fn: (info: LockInfo) => Promise<T>): Promise<T> {
+    return withLock(this.config.stateDir, { timeoutS: this.config.lockTimeoutS, command }, fn);
+  }
+
+  ports(): DesiredPort[] {
+    return readPorts(this.config.stateDir);
+  }
+
+  /**
+   * Moves the desired state from `current` to `next`: libvirt's dispatch back
+   * for the ports that go or change owner, then the load, then the record.
+   */
+  private async change(current: readonly DesiredPort[], next: readonly DesiredPort[], res: ChangeResult, opts: { allowEmpty?: boolean; force?: boolean } = {}): Promise<void> {
+    const kept = new Set(next);
+    const gone = current.filter((p) => !kept.has(p));
+    const byTap = new Map(next.map((p) => [p.tap, p]));
+    // a port that goes, or whose tap now belongs to another domain: libvirt's own rules first
+    const giveBack = gone.filter((p) => byTap.get(p.tap)?.owner.uuid !== p.owner.uuid).map((p) => p.tap);
+    res.removed.push(...gone.filter((p) => !byTap.has(p.tap)).map((p) => p.tap));
+    res.added.push(...next.filter((p) => !current.includes(p)).map((p) => p.tap));
+    if (!opts.force && !gone.length && next.length === current.length) return;
+    if (giveBack.length) res.handback = await handBack(this.config.stateDir, giveBack, this.xt);
+    res.apply = await applyDesiredPorts(next, { ...this.applyOptions, allowEmpty: opts.allowEmpty ?? true });
+    writePorts(this.config.stateDir, next);
+  }
+
+  /**
+   * Removes libvirt's dispatch for those of `taps` that nwf-fast's rules
+   * protect in the kernel now (verified here, just before). Takeover mode
+   * only, unless forced. Never throws: a failure leaves both in force.
+   */
+  async takeoverCheck(taps: readonly string[], res: Pick<ChangeResult, 'takeover' | 'warnings'>, force = false): Promise<void> {
+    if (this.config.mode !== 'takeover' && !force) return;
+    try {
+      const inForce = await tapsInForce(taps, this.applyOptions);
+      const missing = taps.filter((t) => !inForce.has(t));
+      if (missing.length) res.warnings.push(`not taken over (nwf-fast's rules not verified in force): ${missing.join(', ')}`);
+      res.takeover = await takeOver(this.config.stateDir, [...inForce], this.xt);
+    } catch (e) {
+      res.warnings.push(`takeover failed, libvirt's rules stay in force next to nwf-fast's: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
+  /**
+   * A domain that starts (or is resynced by the hook): its ports replace
+   * whatever the desired state had for its UUID or its taps. Throws when its
+   * ports cannot be protected (nothing changed then).
+   */
+  async protectDomain(d: LiveDomain, source: PortSource): Promise<ChangeResult> {
+    const res: ChangeResult = { added: [], removed: [], warnings: [] };
+    const ports = portsOfDomain(d, source);
+    const current = this.ports();
+    const ch = replaceDomainPorts(current, d.uuid, tapsOfDomain(d), ports);
+    await this.change(current, ch.ports, res);
+    const taps = ports.map((p) => p.tap);
+    const inForce = await tapsInForce(taps, this.applyOptions);
+    const missing = taps.filter((t) => !inForce.has(t));
+    if (missing.length) {
+      throw new NwfError(CODES.LOAD_FAILED, `domain ${d.name}: nwf-fast's rules are not in force for ${missing.join(', ')} after the load`, { hint: 'nwf-fast status shows the loaded generation' });
+    }
+    await this.takeoverCheck(taps, res);
+    return res;
+  }
+
+  /** A domain that stopped: its ports (by UUID, and any port on one of its taps) go. */
+  async releaseDomain(uuid: string, taps: readonly string[]): Promise<ChangeResult> {
+    const res: ChangeResult = { added: [], removed: [], warnings: [] };
+    const current = this.ports();
+    await this.change(current, replaceDomainPorts(current, uuid, taps, []).ports, res);
+    return res;
+  }
+
+  /**
+   * Brings the desired state to what libvirt runs (an observation made
+   * before the lock was taken): entries changed after the observation
+   * started are left alone (a hook was faster), ports whose policy does not
+   * compile are skipped with a warning (an existing one keeps its last good
+   * policy). Then takes over the taps whose libvirt dispatch is there.
+   */
+  async resync(obs: Observation, opts: { strict?: boolean; allowEmpty?: boolean; force?: boolean } = {}): Promise<ChangeResult> {
+    const res: ChangeResult = { added: [], removed: [], warnings: [...obs.problems] };
+    const current = this.ports();
+    const candidates = resyncCandidates(current, obs);
+    const failures = portFailures(candidates, this.applyOptions);
+    if (opts.strict && failures.length) throw portError(failures);
+    for (const f of failures) res.warnings.push(`port ${f.port.tap} of domain ${f.port.owner.name} skipped: ${f.error.format()}`);
+    const next = resyncPorts(current, obs, new Set(failures.map((f) => f.port)));
+    await this.change(current, next, res, opts);
+    await this.takeoverCheck(
+      next.map((p) => p.tap),
+      res,
+    );
+    return res;
+  }
+
+  /** Takes over every protected tap now (the `takeover` command: also in native mode). */
+  async takeoverAll(): Promise<ChangeResult> {
+    const res: ChangeResult = { added: [], removed: [], warnings: [] };
+    await this.takeoverCheck(
+      this.ports().map((p) => p.tap),
+      res,
+      true,
+    );
+    return res;
+  }
+
+  /** Puts libvirt's dispatch back for every tap nwf-fast took over. */
+  async handbackAll(): Promise<HandbackResult> {
+    return handBack(this.config.stateDir, 'all', this.xt);
+  }
+
+  /** For each tap, whether libvirt's dispatch is in the kernel now. */
+  async libvirtDispatch(taps: readonly string[]): Promise<Set<string>> {
+    return new Set((await libvirtDispatchOf(taps, this.xt)).keys());
+  }
+}
