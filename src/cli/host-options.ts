@@ -1,16 +1,40 @@
-// Options shared by the commands that act on the kernel.
-import { DEFAULT_STATE_DIR } from '../host/generation.js';
+// Options shared by the commands that act on the kernel. Where a value comes
+// from, first to last: the option, NWF_FAST_STATE_DIR / NWF_FAST_PIN_DIR, the
+// configuration file (NWF_FAST_CONFIG or /etc/nwf-fast/nwf-fast.conf), the
+// default.
+import { loadConfig, type HostConfig } from '../host/config.js';
 import { libnftablesAvailable } from '../host/nft.js';
 import type { HostOptions } from '../host/apply.js';
+import { LiveHost } from '../host/live/host.js';
+import { withLock } from '../host/lock.js';
 import { one, type OptionSpec, type ParsedArgs } from './args.js';
 
 export const HOST_OPTIONS: Readonly<Record<string, OptionSpec>> = {
-  'state-dir': { value: true, arg: 'DIR', help: `where generations and the load history live (default ${DEFAULT_STATE_DIR})` },
+  'state-dir': { value: true, arg: 'DIR', help: 'where generations and the load history live (default: state_dir of the configuration, /var/lib/nwf-fast)' },
   'nft-binary': { value: false, help: 'apply through the nft program instead of libnftables in-process' },
-  'pin-dir': { value: true, arg: 'DIR', help: 'bpffs directory for the eBPF maps (default /sys/fs/bpf/nwf-fast)' },
+  'pin-dir': { value: true, arg: 'DIR', help: 'bpffs directory for the eBPF maps (default: pin_dir of the configuration, /sys/fs/bpf/nwf-fast)' },
 };
 
-export function hostOptions(p: ParsedArgs): HostOptions {
+/** The configuration with the command line's --state-dir and --pin-dir on top. */
+export function configFrom(p: ParsedArgs): HostConfig {
+  const c = loadConfig();
+  const stateDir = one(p, 'state-dir');
   const pinDir = one(p, 'pin-dir');
-  return { stateDir: one(p, 'state-dir') ?? DEFAULT_STATE_DIR, inProcess: !p.flags.has('nft-binary') && libnftablesAvailable(), ...(pinDir ? { pinDir } : {}) };
+  return { ...c, ...(stateDir ? { stateDir } : {}), ...(pinDir ? { pinDir } : {}) };
+}
+
+export function hostOptions(p: ParsedArgs): HostOptions {
+  const c = configFrom(p);
+  return { stateDir: c.stateDir, inProcess: !p.flags.has('nft-binary') && libnftablesAvailable(), pinDir: c.pinDir };
+}
+
+/** The live host (hook, reconcile, takeover) of the command line's configuration. */
+export function liveHostFrom(p: ParsedArgs): LiveHost {
+  return new LiveHost({ config: configFrom(p), inProcess: !p.flags.has('nft-binary') && libnftablesAvailable() });
+}
+
+/** Runs fn under the state lock of the command line's state directory (lock_timeout of the configuration). */
+export function lockedCommand<T>(p: ParsedArgs, command: string, fn: () => Promise<T>): Promise<T> {
+  const c = configFrom(p);
+  return withLock(c.stateDir, { timeoutS: c.lockTimeoutS, command }, fn);
 }

@@ -1,47 +1,64 @@
 // nwf-fast load: check and apply a generation in one transaction.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { loadGeneration } from '../host/apply.js';
-import { compileGeneration } from '../compile.js';
-import { writeGeneration } from '../host/generation.js';
-import { loadSources } from '../resolve/sources.js';
+import { readGeneration } from '../host/generation.js';
+import { checkNotEmptying, pruneGenerations } from '../host/live/apply.js';
+import { observeRunDir } from '../host/live/observe.js';
+import { readPorts } from '../host/live/ports.js';
 import { type Command, type ParsedArgs } from './args.js';
-import { HOST_OPTIONS, hostOptions } from './host-options.js';
+import { configFrom, HOST_OPTIONS, hostOptions, liveHostFrom, lockedCommand } from './host-options.js';
 import type { CliIo } from './io.js';
 
 export const loadCommand: Command = {
   name: 'load',
   summary: 'check and apply a generation in one transaction',
   description:
-    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\nnft -c, loads and verifies its eBPF programs, applies it in one transaction\nand records it as the current generation. Without DIR, compiles the live\nlibvirt host (--libvirt, nft backend) first. A failed load leaves the previous\ngeneration in force. Needs root; acts on the network namespace it runs in.',
+    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\nnft -c, loads and verifies its eBPF programs, applies it in one transaction\nand records it as the current generation. Without DIR, protects what the live\nlibvirt host runs (/run/libvirt: the running domains and nwfilter bindings),\nrecords it as the desired state, and in takeover mode removes libvirt\'s\ndispatch for the ports now protected. A failed load leaves the previous\ngeneration in force; a generation that protects no port is refused when the\nloaded one protects some (--allow-empty). Needs root; acts on the network\nnamespace it runs in; holds the state lock.',
   options: {
     ...HOST_OPTIONS,
     full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
+    'allow-empty': { value: false, help: 'load even a generation that leaves every protected port unprotected' },
   },
   positionals: { usage: '[DIR]', max: 1 },
   run: runLoad,
 };
 
 async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
+  const dir = p.positionals[0];
+  const allowEmpty = p.flags.has('allow-empty');
+  if (!dir) return loadLive(p, io, allowEmpty);
   const opts = { ...hostOptions(p), full: p.flags.has('full') };
-  let dir = p.positionals[0];
-  let tmp: string | undefined;
-  if (!dir) {
-    const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [], domainPaths: [], libvirt: true });
-    tmp = mkdtempSync(join(tmpdir(), 'nwf-fast-gen-'));
-    dir = tmp;
-    await writeGeneration(dir, compileGeneration(src, 'nft'));
-  }
-  try {
+  return lockedCommand(p, `load ${dir}`, async () => {
+    checkNotEmptying(opts.stateDir, readGeneration(dir).manifest.interfaces.length, allowEmpty);
     const r = await loadGeneration(dir, opts);
+    pruneGenerations(opts.stateDir, configFrom(p).keepGenerations);
     io.out(
       `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms${r.incremental ? ' (incremental: element changes only)' : ''}` +
         `${r.previous ? `; previous ${r.previous}` : ''}\n`,
     );
     if (r.missingTaps.length) io.err(`note: no such tap yet, eBPF programs not attached: ${r.missingTaps.join(', ')} (a later load attaches them)\n`);
+    const desired = readPorts(opts.stateDir).length;
+    if (desired) io.err(`note: this host has a desired state (${desired} port(s), libvirt hook / reconcile): the next hook call or reconcile replaces this generation with it\n`);
     return 0;
-  } finally {
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
-  }
+  });
+}
+
+/** `load` without DIR: the live libvirt host's ports become the desired state and are loaded. */
+async function loadLive(p: ParsedArgs, io: CliIo, allowEmpty: boolean): Promise<number> {
+  const host = liveHostFrom(p);
+  const obs = observeRunDir();
+  for (const w of obs.problems) io.err(`warning: ${w}\n`);
+  return host.locked('load (live libvirt host)', async () => {
+    const r = await host.resync(obs, { strict: true, allowEmpty, force: true });
+    for (const w of r.warnings) io.err(`warning: ${w}\n`);
+    const g = r.apply?.load;
+    if (g) {
+      io.out(
+        `loaded generation ${g.generation.manifest.id} (${g.generation.manifest.interfaces.length} interface(s)) in ${g.ms.apply.toFixed(1)} ms${g.incremental ? ' (incremental: element changes only)' : ''}` +
+          `${g.previous ? `; previous ${g.previous}` : ''}\n`,
+      );
+      if (g.missingTaps.length) io.err(`note: no such tap yet, eBPF programs not attached: ${g.missingTaps.join(', ')} (a later load attaches them)\n`);
+    }
+    if (r.takeover?.taken.length) io.out(`took over from libvirt: ${r.takeover.taken.join(', ')}\n`);
+    return 0;
+  });
 }

@@ -3,18 +3,39 @@
 // each command's help is generated from its declared options.
 import { CODES, EXIT, exitCodeFor, InternalError, NwfError } from '../util/errors.js';
 import { type Command, formatHelp, parseArgs } from './args.js';
+import { adoptCommand } from './adopt.js';
 import { compileCommand } from './compile.js';
 import { demoCommand } from './demo.js';
 import { explainCommand } from './explain.js';
+import { installCommand } from './install.js';
+import { libvirtHookCommand } from './libvirt-hook.js';
 import { type CliIo, processIo } from './io.js';
 import { loadCommand } from './load.js';
+import { reconcileCommand } from './reconcile.js';
+import { restoreCommand } from './restore.js';
 import { rollbackCommand } from './rollback.js';
 import { statusCommand } from './status.js';
+import { handbackCommand, takeoverCommand } from './takeover.js';
 import { unloadCommand } from './unload.js';
 import { packageVersion } from './version.js';
 
 const COMMANDS: ReadonlyMap<string, Command> = new Map(
-  [compileCommand, explainCommand, loadCommand, rollbackCommand, statusCommand, unloadCommand, demoCommand].map((c) => [c.name, c]),
+  [
+    compileCommand,
+    explainCommand,
+    loadCommand,
+    rollbackCommand,
+    statusCommand,
+    unloadCommand,
+    libvirtHookCommand,
+    reconcileCommand,
+    takeoverCommand,
+    handbackCommand,
+    restoreCommand,
+    installCommand,
+    adoptCommand,
+    demoCommand,
+  ].map((c) => [c.name, c]),
 );
 
 /** The options of `nwf-fast` itself, before a command. */

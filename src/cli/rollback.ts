@@ -1,19 +1,19 @@
 // nwf-fast rollback: re-apply the previous generation atomically.
 import { rollback } from '../host/apply.js';
 import { type Command, type ParsedArgs } from './args.js';
-import { HOST_OPTIONS, hostOptions } from './host-options.js';
+import { HOST_OPTIONS, hostOptions, lockedCommand } from './host-options.js';
 import type { CliIo } from './io.js';
 
 export const rollbackCommand: Command = {
   name: 'rollback',
   summary: 're-apply the previous generation',
-  description: 'Re-applies the generation loaded before the current one (ruleset and eBPF\nprograms), in one transaction.',
+  description: 'Re-applies the generation loaded before the current one (ruleset and eBPF\nprograms), in one transaction. Holds the state lock.',
   options: HOST_OPTIONS,
   run: runRollback,
 };
 
 async function runRollback(p: ParsedArgs, io: CliIo): Promise<number> {
-  const r = await rollback(hostOptions(p));
+  const r = await lockedCommand(p, 'rollback', () => rollback(hostOptions(p)));
   io.out(`rolled back to generation ${r.generation.manifest.id} (was ${r.previous ?? 'none'})\n`);
   return 0;
 }

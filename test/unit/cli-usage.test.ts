@@ -14,7 +14,7 @@ async function run(argv: string[]): Promise<{ code: number; out: string; err: st
 }
 
 const PKG = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-const COMMANDS = ['compile', 'explain', 'load', 'rollback', 'status', 'unload', 'demo'];
+const COMMANDS = ['compile', 'explain', 'load', 'rollback', 'status', 'unload', 'libvirt-hook', 'reconcile', 'takeover', 'handback', 'restore', 'install', 'adopt', 'demo'];
 
 /** The options a help text documents (its `options:` table). */
 function documentedOptions(help: string): string[] {
@@ -46,7 +46,7 @@ describe('help', () => {
 
   it('the load help names every host option', async () => {
     const help = (await run(['load', '--help'])).out;
-    expect(documentedOptions(help)).toEqual(['--state-dir', '--nft-binary', '--pin-dir', '--full', '--help', '--version']);
+    expect(documentedOptions(help)).toEqual(['--state-dir', '--nft-binary', '--pin-dir', '--full', '--allow-empty', '--help', '--version']);
     expect(help).toMatch(/^usage: nwf-fast load \[DIR\] \[--state-dir DIR\] \[--nft-binary\] \[--pin-dir DIR\]/);
   });
 
