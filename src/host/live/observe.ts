@@ -108,8 +108,8 @@ export async function observeLibvirt(v: VirshClient, scope: 'all' | Set<string> 
   const parsed = await pool(ids, 4, async (id) => {
     const r = await v.run(['dumpxml', id]);
     if (r.exitCode !== 0) {
-      // not running (any more): in a scoped resync that means its ports go
-      if (scope === 'all') problems.push(`domain ${id}: ${r.stderr.trim() || 'dumpxml failed'}`);
+      // gone since the list (or, scoped, not running): its ports go; another failure is reported
+      if (!/failed to get domain|Domain not found/i.test(r.stderr)) problems.push(`domain ${id}: ${r.stderr.trim() || 'dumpxml failed'}`);
       return undefined;
     }
     try {
