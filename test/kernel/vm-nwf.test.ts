@@ -9,8 +9,9 @@
 // one), a libvirtd restart (reconnect; libvirt re-instantiates, reconcile
 // takes over again), an IP change (the binding re-created by update-device),
 // a hot-plugged NIC (no hook: the device-added event), and a stop followed by
-// another guest (vm2) on the same tap name. Then native mode: a guest whose
-// filterref is in nwf-fast's metadata (vm3) never has libvirt rules. A
+// another guest (vm2) on the same tap name. A live migration of vm4 from host
+// A to host B, where vm5 claims vm4's MAC and IP. Then native mode: a guest
+// whose filterref is in nwf-fast's metadata (vm3) never has libvirt rules. A
 // spoofed frame must never arrive.
 import type { ResultPromise } from 'execa';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,6 +39,8 @@ const PEER = { mac: '52:54:00:7a:00:01', ipv4: '10.72.0.1' };
 const VM1 = { mac: '52:54:00:7a:00:11', ip: '10.72.0.11', ip2: '10.72.0.21', hotMac: '52:54:00:7a:00:12', hotIp: '10.72.0.12', tap: 'nwftap0' };
 const VM2 = { mac: '52:54:00:7a:00:31', ip: '10.72.0.31' };
 const VM3 = { mac: '52:54:00:7a:00:41', ip: '10.72.0.41' };
+const VM4 = { mac: '52:54:00:7a:00:51', ip: '10.72.0.51' };
+const VM5 = { mac: '52:54:00:7a:00:61', ip: '10.72.0.61' };
 const BURST = 20;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -57,17 +60,20 @@ async function within(ms: number, probe: () => Promise<boolean> | boolean): Prom
 describe.skipIf(skip !== undefined)('real VMs under real libvirt, protected by nwf-fast', () => {
   let lab: VmLab;
   let A: VmHost;
+  let B: VmHost;
   let image: GuestImage;
   let peer: FrameCounter;
   let work: string;
   let conf: string;
+  let confB: string;
   let reconcile: ResultPromise | undefined;
   const guests: VmGuest[] = [];
-  const state = (): string => join(work, 'state');
-  const writeConf = (mode: 'takeover' | 'native'): void => writeFileSync(conf, [`mode = ${mode}`, `state_dir = ${state()}`, 'tap_patterns = vnet* nwftap*', 'lock_timeout = 60', 'keep_generations = 5', ''].join('\n'));
+  const state = (host = 'a'): string => join(work, `state-${host}`);
+  const writeConf = (mode: 'takeover' | 'native', host = 'a'): void =>
+    writeFileSync(host === 'a' ? conf : confB, [`mode = ${mode}`, `state_dir = ${state(host)}`, 'tap_patterns = vnet* nwftap*', 'lock_timeout = 60', 'keep_generations = 5', ''].join('\n'));
   const spoofedAtPeer = (): number => peer.count({ kind: SPOOFED_KINDS });
-  const libvirtJumps = async (tap: string): Promise<string[]> => (await A.ebtablesSave()).split('\n').filter((l) => new RegExp(`^-A (PREROUTING|POSTROUTING) -[io] ${tap} -j libvirt-`).test(l));
-  const inForce = async (tap: string): Promise<boolean> => (await tapsInForce([tap], { backend: 'nft', netns: A.netns, stateDir: state(), inProcess: true })).has(tap);
+  const libvirtJumps = async (tap: string, h = A): Promise<string[]> => (await h.ebtablesSave()).split('\n').filter((l) => new RegExp(`^-A (PREROUTING|POSTROUTING) -[io] ${tap} -j libvirt-`).test(l));
+  const inForce = async (tap: string, h = A): Promise<boolean> => (await tapsInForce([tap], { backend: 'nft', netns: h.netns, stateDir: state(h.name), inProcess: true })).has(tap);
   const status = async (): Promise<{ interfaces: { iface: string; drops: Record<string, number> }[]; live: { ports: { port: string; protection: string }[] } }> => {
     const r = await A.exec([process.execPath, CLI, 'status', '--json'], { env: { NWF_FAST_CONFIG: conf }, check: false });
     return JSON.parse(r.stdout);
@@ -79,11 +85,21 @@ describe.skipIf(skip !== undefined)('real VMs under real libvirt, protected by n
     await destroyStale('nwfvn');
     image = await guestImage();
     work = mkdtempSync(join(tmpdir(), 'nwf-vm-'));
-    conf = join(work, 'nwf-fast.conf');
-    writeConf('takeover');
-    const hook = commandHook([process.execPath, CLI, 'libvirt-hook', '--verbose'], { NWF_FAST_CONFIG: conf });
-    lab = await createVmLab({ prefix: 'nwfvn', hosts: [{ name: 'a', hooks: { '50-nwf-fast': hook } }], peer: { mac: PEER.mac, ipv4: `${PEER.ipv4}/24` } });
+    conf = join(work, 'nwf-fast-a.conf');
+    confB = join(work, 'nwf-fast-b.conf');
+    writeConf('takeover', 'a');
+    writeConf('takeover', 'b');
+    const hook = (c: string): string => commandHook([process.execPath, CLI, 'libvirt-hook', '--verbose'], { NWF_FAST_CONFIG: c });
+    lab = await createVmLab({
+      prefix: 'nwfvn',
+      hosts: [
+        { name: 'a', hooks: { '50-nwf-fast': hook(conf) } },
+        { name: 'b', hooks: { '50-nwf-fast': hook(confB) } },
+      ],
+      peer: { mac: PEER.mac, ipv4: `${PEER.ipv4}/24` },
+    });
     A = lab.host('a');
+    B = lab.host('b');
     reconcile = A.spawn([process.execPath, CLI, 'reconcile', '--follow', '--period', '5'], { env: { NWF_FAST_CONFIG: conf } });
     peer = FrameCounter.start(lab.peer.endpoint, { maxMs: 10 * 60_000 });
   }, 240_000);
@@ -96,7 +112,7 @@ describe.skipIf(skip !== undefined)('real VMs under real libvirt, protected by n
     reconcile?.kill('SIGKILL');
     await peer?.stop();
     await lab?.destroy();
-    if (existsSync(join(work ?? '', 'state', 'hook.log'))) console.log(`[vm-nwf] hook.log:\n${readFileSync(join(work, 'state', 'hook.log'), 'utf8')}`);
+    for (const h of ['a', 'b']) if (existsSync(join(work ?? '', `state-${h}`, 'hook.log'))) console.log(`[vm-nwf] host ${h} hook.log:\n${readFileSync(join(work, `state-${h}`, 'hook.log'), 'utf8')}`);
     if (work) rmSync(work, { recursive: true, force: true });
   }, 120_000);
 
@@ -210,6 +226,56 @@ describe.skipIf(skip !== undefined)('real VMs under real libvirt, protected by n
     await vm2.destroy();
     guests.pop();
   }, 180_000);
+
+  it("a live migration A -> B: 0 spoofed frames on B (a guest there claims the migrant's MAC and IP), traffic resumes, A's entries go", async () => {
+    const vm4 = await VmGuest.start(
+      A,
+      { name: 'vm4', tag: 4, nics: [{ mac: VM4.mac, ipv4: `${VM4.ip}/24`, filterref: { filter: 'clean-traffic', params: { IP: VM4.ip } } }], peer: PEER, steps: [{ nic: 0, send: { kinds: 'all', pps: 90, seconds: 150 } }], lifetimeS: 300 },
+      image,
+    );
+    guests.push(vm4);
+    const vm5 = await VmGuest.start(
+      B,
+      {
+        name: 'vm5',
+        tag: 5,
+        spoof: { mac: VM4.mac, ipv4: VM4.ip },
+        nics: [{ mac: VM5.mac, ipv4: `${VM5.ip}/24`, filterref: { filter: 'clean-traffic', params: { IP: VM5.ip } } }],
+        peer: PEER,
+        steps: [{ nic: 0, send: { kinds: 'all', pps: 90, seconds: 150 } }],
+        lifetimeS: 300,
+      },
+      image,
+    );
+    guests.push(vm5);
+    await peer.waitFor({ tag: [tagOf(4, 0)], kind: 'udp' }, 10, 90_000);
+    await peer.waitFor({ tag: [tagOf(5, 0)], kind: 'udp' }, 10, 90_000);
+    const viaB = FrameCounter.start({ ns: lab.switchNs, ifname: `up${lab.hosts.indexOf(B)}` }, { maxMs: 5 * 60_000 });
+    try {
+      const t = Date.now();
+      const ms = await vm4.migrate(B);
+      const resumed = await viaB.waitFor({ tag: tagOf(4, 0), kind: 'udp', since: t }, 10, 30_000);
+      const aClean = await within(20_000, () => !readPorts(state('a')).some((p) => p.owner.name === 'vm4'));
+      await sleep(2000);
+      console.log(`[vm-nwf] migration A -> B: virsh migrate ${s(ms)}; vm4's legitimate frames through B ${resumed}; A's entries for vm4 gone ${aClean === undefined ? 'NEVER' : `after ${s(aClean)}`}; spoofed frames through B ${viaB.count({ kind: SPOOFED_KINDS })}`);
+      expect(resumed).toBeGreaterThanOrEqual(10);
+      expect(aClean).toBeDefined();
+      expect(viaB.count({ kind: SPOOFED_KINDS })).toBe(0);
+      expect(spoofedAtPeer()).toBe(0);
+      const tap4 = await tapOf(vm4, VM4.mac);
+      const tap5 = await tapOf(vm5, VM5.mac);
+      expect(readPorts(state('b')).map((p) => [p.tap, p.owner.name]).sort()).toEqual([[tap4, 'vm4'], [tap5, 'vm5']].sort());
+      for (const tap of [tap4, tap5]) {
+        expect(await inForce(tap, B)).toBe(true);
+        expect(await libvirtJumps(tap, B)).toEqual([]);
+      }
+    } finally {
+      await viaB.stop();
+    }
+    for (const g of [vm4, vm5]) await g.destroy();
+    guests.splice(guests.indexOf(vm4), 1);
+    guests.splice(guests.indexOf(vm5), 1);
+  }, 300_000);
 
   it('native mode: a guest whose filterref is in nwf-fast metadata never has libvirt rules, and nwf-fast protects it', async () => {
     writeConf('native');
