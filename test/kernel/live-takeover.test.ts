@@ -7,6 +7,7 @@
 // reconcile takes over again. A spoofed flood runs through every step and
 // must deliver nothing. No QEMU: the hook gets the domain XML libvirt would
 // pass it.
+import { execa } from 'execa';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -205,6 +206,16 @@ describe.skipIf(skip !== undefined)("takeover of real libvirt's filter bindings"
     for (const l of DISPATCH.eb) expect(back.eb.split('\n')).toContain(l);
     for (const l of DISPATCH.ip) expect(back.ip.split('\n')).toContain(l);
   }, 180_000);
+
+  it("reconcile repairs nwf-fast's rules when they are gone from the kernel (drift), then takes over", async () => {
+    // libvirt's rules are back (the previous test handed back): deleting nwf-fast's tables leaves libvirt's
+    await execa('ip', ['netns', 'exec', tb.hostNs, 'nft', 'delete', 'table', 'bridge', 'nwf_fast']);
+    expect((await tapsInForce(['vnet0', 'vnet1'], host.applyOptions)).size).toBe(0);
+    const r = await reconcileOnce(host, privateVirsh(lv));
+    expect(r.warnings.join('\n')).toMatch(/not in force for vnet0, vnet1: reloaded/);
+    expect([...(await tapsInForce(['vnet0', 'vnet1'], host.applyOptions))].sort()).toEqual(['vnet0', 'vnet1']);
+    expect(r.takeover?.taken.sort()).toEqual(['vnet0', 'vnet1']);
+  }, 120_000);
 
   it('the stop hooks remove the ports; libvirt tearing its rules down meanwhile is fine', async () => {
     await host.locked('takeover', () => host.takeoverAll());

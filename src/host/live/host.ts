@@ -4,6 +4,7 @@
 // every instant: libvirt's dispatch is put back BEFORE nwf-fast drops a port,
 // and removed only AFTER nwf-fast's rules for the port are verified in force.
 import type { CommandRunner } from '../runner.js';
+import { ifIndex, withNetns } from '../netns.js';
 import type { HostConfig } from '../config.js';
 import { withLock, type LockInfo } from '../lock.js';
 import { applyDesiredPorts, portError, portFailures, tapsInForce, type ApplyOptions, type ApplyResult } from './apply.js';
@@ -93,6 +94,35 @@ export class LiveHost {
   }
 
   /**
+   * Reloads the desired state in full when nwf-fast's rules for one of its
+   * (existing) taps are not in force in the kernel: drift (a flushed ruleset,
+   * a reboot without the restore unit), repaired here rather than left to
+   * the next change.
+   */
+  private async repair(ports: readonly DesiredPort[], res: ChangeResult): Promise<void> {
+    const taps = await this.existing(ports.map((p) => p.tap));
+    const inForce = await tapsInForce(taps, this.applyOptions);
+    const missing = taps.filter((t) => !inForce.has(t));
+    if (!missing.length) return;
+    res.warnings.push(`nwf-fast's rules were not in force for ${missing.join(', ')}: reloaded the desired state`);
+    res.apply = await applyDesiredPorts(ports, { ...this.applyOptions, full: true });
+  }
+
+  /** Those of `taps` that exist in the namespace (the nft backend's rules match by name: every tap counts there). */
+  private async existing(taps: readonly string[]): Promise<string[]> {
+    if (this.config.backend === 'nft') return [...taps];
+    const check = (): string[] =>
+      taps.filter((t) => {
+        try {
+          return ifIndex(t) > 0;
+        } catch {
+          return false;
+        }
+      });
+    return this.opts.netns ? withNetns(this.opts.netns, check) : check();
+  }
+
+  /**
    * Removes libvirt's dispatch for those of `taps` that nwf-fast's rules
    * protect in the kernel now (verified here, just before). Takeover mode
    * only, unless forced. Never throws: a failure leaves both in force.
@@ -120,6 +150,7 @@ export class LiveHost {
     const current = this.ports();
     const ch = replaceDomainPorts(current, d.uuid, tapsOfDomain(d), ports);
     await this.change(current, ch.ports, res);
+    await this.repair(ch.ports, res);
     const taps = ports.map((p) => p.tap);
     const inForce = await tapsInForce(taps, this.applyOptions);
     const missing = taps.filter((t) => !inForce.has(t));
@@ -154,6 +185,7 @@ export class LiveHost {
     for (const f of failures) res.warnings.push(`port ${f.port.tap} of domain ${f.port.owner.name} skipped: ${f.error.format()}`);
     const next = resyncPorts(current, obs, new Set(failures.map((f) => f.port)));
     await this.change(current, next, res, opts);
+    if (!res.apply) await this.repair(next, res);
     await this.takeoverCheck(
       next.map((p) => p.tap),
       res,
