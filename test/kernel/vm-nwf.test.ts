@@ -10,21 +10,21 @@
 // takes over again), an IP change (the binding re-created by update-device),
 // a hot-plugged NIC (no hook: the device-added event), and a stop followed by
 // another guest (vm2) on the same tap name. A live migration of vm4 from host
-// A to host B, where vm5 claims vm4's MAC and IP. Then native mode: a guest
-// whose filterref is in nwf-fast's metadata (vm3) never has libvirt rules. A
-// spoofed frame must never arrive.
+// A to host B, where vm5 claims vm4's MAC and IP. Then native mode: a defined
+// domain (vm3) moved into nwf-fast's metadata by `adopt --apply` and started
+// never has libvirt rules. A spoofed frame must never arrive.
 import type { ResultPromise } from 'execa';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyStale } from '../../src/lab/testbed.js';
-import { VmGuest } from '../../src/lab/vm/guest.js';
+import { consolePathOf, VmGuest } from '../../src/lab/vm/guest.js';
 import { commandHook } from '../../src/lab/vm/hooks.js';
-import { createVmLab, type VmHost, type VmLab } from '../../src/lab/vm/host.js';
+import { createVmLab, readText, type VmHost, type VmLab } from '../../src/lab/vm/host.js';
 import { guestImage, vmAvailable, type GuestImage } from '../../src/lab/vm/image.js';
 import { FrameCounter } from '../../src/lab/vm/peer.js';
-import { interfaceXml } from '../../src/lab/vm/domain.js';
+import { domainXml, interfaceXml } from '../../src/lab/vm/domain.js';
 import { FRAME_KINDS, LEGIT_KINDS, SPOOFED_KINDS, tagOf, type FrameKind } from '../../src/lab/vm/scenario.js';
 import { readPorts } from '../../src/host/live/ports.js';
 import { tapsInForce } from '../../src/host/live/apply.js';
@@ -277,31 +277,49 @@ describe.skipIf(skip !== undefined)('real VMs under real libvirt, protected by n
     guests.splice(guests.indexOf(vm5), 1);
   }, 300_000);
 
-  it('native mode: a guest whose filterref is in nwf-fast metadata never has libvirt rules, and nwf-fast protects it', async () => {
+  it('native mode: adopt --apply moves a defined domain into nwf-fast metadata; started, it never has libvirt rules and nwf-fast protects it', async () => {
     writeConf('native');
-    const meta = `    <nwf:filters xmlns:nwf='urn:x-nwf-fast:metadata:1'><nwf:interface mac='${VM3.mac}'><nwf:filterref filter='clean-traffic'><nwf:parameter name='IP' value='${VM3.ip}'/></nwf:filterref></nwf:interface></nwf:filters>`;
-    const vm3 = await VmGuest.start(
-      A,
-      { name: 'vm3', tag: 3, metadata: meta, nics: [{ mac: VM3.mac, ipv4: `${VM3.ip}/24` }], peer: PEER, steps: [{ nic: 0, send: { kinds: 'all', count: BURST } }, { nic: 0, send: { kinds: 'all', pps: 90, seconds: 60 } }], lifetimeS: 300 },
-      image,
-    );
-    guests.push(vm3);
-    const tap = await tapOf(vm3, VM3.mac);
-    expect(await inForce(tap)).toBe(true);
-    const ebt: string[] = [];
-    for (let i = 0; i < 5; i++) {
-      ebt.push(...(await A.ebtablesSave()).split('\n').filter((l) => l.includes(tap)));
-      await sleep(400);
+    const cmdline = { tag: 3, nics: [{ mac: VM3.mac, ipv4: `${VM3.ip}/24` }], peer: PEER, steps: [{ nic: 0, send: { kinds: 'all' as const, count: BURST } }], lifetimeS: 300 };
+    const xml = domainXml({ name: 'vm3', interfaces: [{ mac: VM3.mac, filterref: { filter: 'clean-traffic', params: { IP: VM3.ip } } }], scenario: cmdline, consolePath: consolePathOf('vm3') }, image);
+    await A.libvirtd.virsh(['define', A.libvirtd.writeFile('vm3', xml)]);
+    const env = { NWF_FAST_CONFIG: conf };
+    try {
+      const diff = await A.exec([process.execPath, CLI, 'adopt', 'vm3'], { env });
+      expect(diff.stdout).toMatch(/^--- vm3 \(libvirt\)\n\+\+\+ vm3 \(adopted\)\n/);
+      expect(diff.stdout).toMatch(/^-\s+<filterref filter='clean-traffic'>$/m);
+      expect(diff.stdout).toMatch(/^\+\s+<nwf:interface mac='52:54:00:7a:00:41'>$/m);
+      const applied = await A.exec([process.execPath, CLI, 'adopt', 'vm3', '--apply'], { env });
+      expect(applied.stderr).toContain('defined vm3');
+      const persistent = (await A.libvirtd.virsh(['dumpxml', '--inactive', 'vm3'])).stdout;
+      expect(persistent).not.toContain('<filterref');
+      expect(persistent).toMatch(/<nwf:filters xmlns:nwf=["']urn:x-nwf-fast:metadata:1["']>/);
+      await A.libvirtd.virsh(['start', 'vm3']);
+      const taps = (await A.libvirtd.virsh(['domiflist', 'vm3'])).stdout;
+      const tap = /^\s*(\S+)\s+bridge\s+br0\s+\S+\s+52:54:00:7a:00:41$/m.exec(taps)?.[1] as string;
+      expect(tap).toMatch(/^vnet\d+$/);
+      expect(await inForce(tap)).toBe(true);
+      const ebt: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        ebt.push(...(await A.ebtablesSave()).split('\n').filter((l) => l.includes(tap)));
+        await sleep(400);
+      }
+      expect(ebt).toEqual([]);
+      expect(await A.libvirtd.listBindings()).toEqual([]);
+      const console = (): string => readText(A.libvirtd.hostPath(consolePathOf('vm3')));
+      expect(await within(90_000, () => /NWF step nic=0 n=1 end rc=0/.test(console()))).toBeDefined();
+      await peer.waitFor({ tag: tagOf(3, 0), step: 1, kind: 'udp' }, BURST, 10_000);
+      await sleep(500);
+      expect(peer.counts({ tag: tagOf(3, 0), step: 1 })).toEqual(burst());
+      expect(await drops(tap)).toBeGreaterThanOrEqual(BURST * SPOOFED_KINDS.length);
+      expect(readPorts(state()).map((p) => [p.tap, p.origin])).toEqual([[tap, 'metadata']]);
+      expect(spoofedAtPeer()).toBe(0);
+      // and back: the persistent definition gets libvirt's filterref again (for its next start)
+      await A.exec([process.execPath, CLI, 'adopt', 'vm3', '--revert', '--apply'], { env });
+      expect((await A.libvirtd.virsh(['dumpxml', '--inactive', 'vm3'])).stdout).toMatch(/<filterref filter=["']clean-traffic["']>/);
+    } finally {
+      await A.libvirtd.virsh(['destroy', 'vm3'], { check: false });
+      await A.libvirtd.virsh(['undefine', 'vm3'], { check: false });
     }
-    expect(ebt).toEqual([]);
-    expect((await A.libvirtd.listBindings()).length).toBe(0);
-    await vm3.waitConsole(/NWF step nic=0 n=1 end rc=0/, 90_000);
-    await peer.waitFor({ tag: tagOf(3, 0), step: 1, kind: 'udp' }, BURST, 10_000);
-    await sleep(500);
-    expect(peer.counts({ tag: tagOf(3, 0), step: 1 })).toEqual(burst());
-    expect(await drops(tap)).toBeGreaterThanOrEqual(BURST * SPOOFED_KINDS.length);
-    expect(readPorts(state()).map((p) => [p.tap, p.origin])).toEqual([[tap, 'metadata']]);
-    expect(spoofedAtPeer()).toBe(0);
   }, 180_000);
 });
 
