@@ -20,7 +20,7 @@ import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { NwfError } from '../../util/errors.js';
 import { parseLiveDomain, type LiveDomain } from '../../xml/live-domain.js';
-import type { ChangeResult, LiveHost } from './host.js';
+import { describeChange, type ChangeResult, type LiveHost } from './host.js';
 import { tapsOfDomain } from './observe.js';
 
 export const HOOK_LOG = 'hook.log';
@@ -44,17 +44,6 @@ export interface HookOutcome {
   messages: string[];
   /** One line for hook.log. */
   logLine: string;
-}
-
-function summary(r: ChangeResult | undefined): string {
-  if (!r) return '';
-  const parts = [];
-  if (r.added.length) parts.push(`added ${r.added.join(',')}`);
-  if (r.removed.length) parts.push(`removed ${r.removed.join(',')}`);
-  if (r.apply) parts.push(`generation ${r.apply.load.generation.manifest.id}${r.apply.load.incremental ? ' (incremental)' : ''} compile ${r.apply.ms.compile.toFixed(1)} ms load ${r.apply.ms.load.toFixed(1)} ms`);
-  if (r.takeover?.taken.length) parts.push(`took over ${r.takeover.taken.join(',')}`);
-  if (r.handback?.restored.size) parts.push(`handed back ${[...r.handback.restored.keys()].join(',')}`);
-  return parts.join('; ');
 }
 
 /**
@@ -96,7 +85,7 @@ export async function runHook(host: HookHost, argv: readonly string[], xml: stri
       return host.protectDomain(d, 'hook');
     });
     for (const w of result.warnings) out.messages.push(`warning: ${w}`);
-    out.logLine = `${domain} ${op} ${subop}: ok in ${ms()} ms (lock wait ${waited.toFixed(1)} ms)${summary(result) ? `: ${summary(result)}` : ''}`;
+    out.logLine = `${domain} ${op} ${subop}: ok in ${ms()} ms (lock wait ${waited.toFixed(1)} ms)${describeChange(result) ? `: ${describeChange(result)}` : ''}`;
   } catch (e) {
     const text = e instanceof NwfError ? e.format() : e instanceof Error ? (e.stack ?? e.message) : String(e);
     out.messages.push(text);

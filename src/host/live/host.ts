@@ -40,6 +40,17 @@ export interface ChangeResult {
   warnings: string[];
 }
 
+/** One line saying what a change did (for hook.log and reconcile's log); '' when nothing happened. */
+export function describeChange(r: ChangeResult): string {
+  const parts: string[] = [];
+  if (r.added.length) parts.push(`added ${r.added.join(',')}`);
+  if (r.removed.length) parts.push(`removed ${r.removed.join(',')}`);
+  if (r.apply) parts.push(`generation ${r.apply.load.generation.manifest.id}${r.apply.load.incremental ? ' (incremental)' : ''} compile ${r.apply.ms.compile.toFixed(1)} ms load ${r.apply.ms.load.toFixed(1)} ms`);
+  if (r.takeover?.taken.length) parts.push(`took over ${r.takeover.taken.join(',')}`);
+  if (r.handback?.restored.size) parts.push(`handed back ${[...r.handback.restored.keys()].join(',')}`);
+  return parts.join('; ');
+}
+
 export class LiveHost {
   constructor(readonly opts: LiveOptions) {}
 

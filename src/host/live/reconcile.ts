@@ -13,7 +13,7 @@
 // reconcile holding the lock while asking libvirt about that domain would
 // wait for the hook that waits for it.
 import { execa, type ResultPromise } from 'execa';
-import type { ChangeResult, LiveHost } from './host.js';
+import { describeChange, type ChangeResult, type LiveHost } from './host.js';
 import { observeLibvirt, type VirshClient } from './observe.js';
 
 export async function reconcileOnce(host: LiveHost, virsh: VirshClient, scope: 'all' | Set<string> = 'all'): Promise<ChangeResult> {
@@ -86,16 +86,6 @@ const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
     signal.addEventListener('abort', done, { once: true });
   });
 
-function describe(r: ChangeResult): string {
-  const parts: string[] = [];
-  if (r.added.length) parts.push(`added ${r.added.join(',')}`);
-  if (r.removed.length) parts.push(`removed ${r.removed.join(',')}`);
-  if (r.apply) parts.push(`generation ${r.apply.load.generation.manifest.id} in ${(r.apply.ms.compile + r.apply.ms.load).toFixed(0)} ms`);
-  if (r.takeover?.taken.length) parts.push(`took over ${r.takeover.taken.join(',')}`);
-  if (r.handback?.restored.size) parts.push(`handed back ${[...r.handback.restored.keys()].join(',')}`);
-  return parts.join('; ');
-}
-
 /**
  * Follows libvirt until the signal aborts. Resyncs run one at a time; the
  * requests that arrive meanwhile are merged (a full one covers every scoped
@@ -144,7 +134,7 @@ export async function follow(host: LiveHost, virsh: VirshClient, opts: FollowOpt
       const t0 = performance.now();
       try {
         const r = await reconcileOnce(host, virsh, scope);
-        const what = describe(r);
+        const what = describeChange(r);
         for (const w of r.warnings) opts.log(`warning: ${w}`);
         if (what) opts.log(`resync ${scope === 'all' ? 'all' : [...scope].join(',')} in ${(performance.now() - t0).toFixed(0)} ms: ${what}`);
       } catch (e) {
