@@ -12,11 +12,11 @@ export const loadCommand: Command = {
   name: 'load',
   summary: 'check and apply a generation in one transaction',
   description:
-    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\nnft -c, loads and verifies its eBPF programs, applies it in one transaction\nand records it as the current generation. Without DIR, protects what the live\nlibvirt host runs (/run/libvirt: the running domains and nwfilter bindings),\nrecords it as the desired state, and in takeover mode removes libvirt\'s\ndispatch for the ports now protected. A failed load leaves the previous\ngeneration in force; a generation that protects no port is refused when the\nloaded one protects some (--allow-empty). Needs root; acts on the network\nnamespace it runs in; holds the state lock.',
+    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\nnft -c, loads and verifies its eBPF programs, applies it in one transaction\nand records it as the current generation. Without DIR, protects what the live\nlibvirt host runs (/run/libvirt: the running domains and nwfilter bindings;\na machine without them is refused), records it as the desired state, and in\ntakeover mode removes libvirt\'s dispatch for the ports now protected. A\nfailed load leaves the previous generation in force; a generation that\nprotects no port is refused when the loaded one protects some. Needs root;\nacts on the network namespace it runs in; holds the state lock.',
   options: {
     ...HOST_OPTIONS,
     full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
-    'allow-empty': { value: false, help: 'load even a generation that leaves every protected port unprotected' },
+    'allow-empty': { value: false, help: 'load even a generation that leaves every protected port unprotected (without DIR: also on a machine without libvirt)' },
   },
   positionals: { usage: '[DIR]', max: 1 },
   run: runLoad,
@@ -45,7 +45,8 @@ async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
 /** `load` without DIR: the live libvirt host's ports become the desired state and are loaded. */
 async function loadLive(p: ParsedArgs, io: CliIo, allowEmpty: boolean): Promise<number> {
   const host = liveHostFrom(p);
-  const obs = observeRunDir();
+  const obs = observeRunDir({ allowEmpty });
+  for (const n of obs.notes) io.err(`note: ${n}\n`);
   for (const w of obs.problems) io.err(`warning: ${w}\n`);
   return host.locked('load (live libvirt host)', async () => {
     const r = await host.resync(obs, { strict: true, allowEmpty, force: true });

@@ -181,7 +181,7 @@ function overrideNotes(bundled: ReadonlyMap<string, FilterDef>, filters: Readonl
 }
 
 /** The directories of a live libvirt host under `root`, and notes (or an error) for the missing ones. */
-function libvirtDirs(root: string, allowEmpty: boolean, notes: string[]): { filters?: string; domains?: string; bindings?: string } {
+export function libvirtDirs(root: string, allowEmpty: boolean, notes: string[]): { filters?: string; domains?: string; bindings?: string } {
   const dir = (p: string): string | undefined => (existsSync(root + p) ? root + p : undefined);
   const found = { filters: dir(LIBVIRT_PATHS.filters), domains: dir(LIBVIRT_PATHS.domains), bindings: dir(LIBVIRT_PATHS.bindings) };
   if (!found.domains && !found.bindings) {

@@ -129,15 +129,24 @@ describe.skipIf(skip !== undefined)('the libvirt hook through the CLI, 20 domain
     expect(st.code).toBe(0);
   }, 120_000);
 
-  it('load without DIR on a host whose libvirt runs nothing refuses to unprotect every port', async () => {
-    const runDir = '/run/libvirt/qemu';
-    if (existsSync(runDir) && readdirSync(runDir).some((f) => f.endsWith('.xml'))) return; // a real libvirt runs domains here
+  it('load refuses a generation that would unprotect every port, and so does load without DIR on a host whose libvirt runs nothing', async () => {
     const before = readFileSync(join(state(), 'state.json'), 'utf8');
-    const r = await cli(['load']);
+    const empty = join(work, 'empty-gen');
+    const c = await execa(process.execPath, [CLI, 'compile', '--out', empty], { reject: false });
+    expect(c.exitCode).toBe(0);
+    let r = await cli(['load', empty]);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/error NWF1409: refusing to load a generation that protects no port: the loaded generation [0-9a-f]{16} protects 20/);
     expect(r.stderr).toContain('--allow-empty');
     expect(readFileSync(join(state(), 'state.json'), 'utf8')).toBe(before);
+    const runDir = '/run/libvirt/qemu';
+    if (!(existsSync(runDir) && readdirSync(runDir).some((f) => f.endsWith('.xml')))) {
+      // no domain runs here (or no libvirt at all): refused either way
+      r = await cli(['load']);
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stderr).toMatch(/error (NWF1409: refusing to load a generation that protects no port|NWF1210: --libvirt: this does not look like a libvirt host)/);
+      expect(readFileSync(join(state(), 'state.json'), 'utf8')).toBe(before);
+    }
     expect(await probe(5)).toEqual({ spoofed: false, legit: true });
   }, 60_000);
 

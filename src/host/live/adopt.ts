@@ -36,6 +36,11 @@ interface Block {
 
 const indentOf = (line: string): string => /^\s*/.exec(line)?.[0] ?? '';
 
+/** `lines` with `count` lines at `start` replaced by `items` (a new array: no spread of a document's lines into a call). */
+function replaceLines(lines: readonly string[], start: number, count: number, items: readonly string[]): string[] {
+  return lines.slice(0, start).concat(items, lines.slice(start + count));
+}
+
 /** The element starting at line i (`<name ...>` ... `</name>`, or `<name .../>`), by lines. */
 function elementAt(lines: readonly string[], i: number, name: string): Block {
   const first = lines[i] as string;
@@ -112,8 +117,8 @@ export function adoptXml(xml: string, file: string): AdoptEdit {
   }
   if (!moved.length) return { name: d.name, xml, moved: [], notes: [...notes, 'no interface <filterref> to move'] };
   // removals from the bottom up keep earlier line numbers valid
-  const out = [...lines];
-  for (const m of [...moved].sort((a, b) => b.block.start - a.block.start)) out.splice(m.block.start, m.block.end - m.block.start + 1);
+  let out = [...lines];
+  for (const m of [...moved].sort((a, b) => b.block.start - a.block.start)) out = replaceLines(out, m.block.start, m.block.end - m.block.start + 1, []);
   const fresh = moved.filter((m) => !hasMeta.has(m.mac));
   if (fresh.length) {
     const meta = metadataBlock(out);
@@ -124,12 +129,15 @@ export function adoptXml(xml: string, file: string): AdoptEdit {
       const fEnd = elementAt(out, fStart, `${/<([A-Za-z_][\w.-]*:)?filters/.exec(out[fStart] as string)?.[1] ?? ''}filters`).end;
       const prefix = /<([A-Za-z_][\w.-]*):filters/.exec(out[fStart] as string)?.[1] ?? NWF_METADATA_PREFIX;
       const ind = indentOf(out[fStart] as string) + '  ';
-      out.splice(fEnd, 0, ...fresh.flatMap((m) => entryText(m.mac, m.ref, ind, `${prefix}:`)));
+      out = replaceLines(out, fEnd, 0, fresh.flatMap((m) => entryText(m.mac, m.ref, ind, `${prefix}:`)));
     } else {
       const base = meta ? indentOf(out[meta.start] as string) : indentOf(out.find((l) => /<name>/.test(l)) ?? '  ');
-      const filters = [`${base}  <${NWF_METADATA_PREFIX}:filters xmlns:${NWF_METADATA_PREFIX}='${NWF_METADATA_NS}'>`, ...fresh.flatMap((m) => entryText(m.mac, m.ref, `${base}    `, `${NWF_METADATA_PREFIX}:`)), `${base}  </${NWF_METADATA_PREFIX}:filters>`];
-      if (meta && /<metadata\s*\/>/.test(out[meta.start] as string)) out.splice(meta.start, 1, `${base}<metadata>`, ...filters, `${base}</metadata>`);
-      else if (meta) out.splice(meta.end, 0, ...filters);
+      const filters = [`${base}  <${NWF_METADATA_PREFIX}:filters xmlns:${NWF_METADATA_PREFIX}='${NWF_METADATA_NS}'>`]
+        .concat(fresh.flatMap((m) => entryText(m.mac, m.ref, `${base}    `, `${NWF_METADATA_PREFIX}:`)))
+        .concat([`${base}  </${NWF_METADATA_PREFIX}:filters>`]);
+      const wrapped = [`${base}<metadata>`].concat(filters, [`${base}</metadata>`]);
+      if (meta && /<metadata\s*\/>/.test(out[meta.start] as string)) out = replaceLines(out, meta.start, 1, wrapped);
+      else if (meta) out = replaceLines(out, meta.end, 0, filters);
       else {
         // libvirt's order: name, uuid, genid, title, description, metadata
         let after = -1;
@@ -137,7 +145,7 @@ export function adoptXml(xml: string, file: string): AdoptEdit {
           const i = out.findIndex((l) => new RegExp(`^\\s*<${tag}\\b`).test(l));
           if (i >= 0) after = elementAt(out, i, tag).end;
         }
-        out.splice(after + 1, 0, `${base}<metadata>`, ...filters, `${base}</metadata>`);
+        out = replaceLines(out, after + 1, 0, wrapped);
       }
     }
   }
@@ -178,7 +186,7 @@ export function revertXml(xml: string, file: string): AdoptEdit {
   for (const mac of d.unmatchedMetadata) notes.push(`nwf-fast metadata for MAC ${mac} matches no interface: dropped`);
   const meta = metadataBlock(lines);
   if (!meta || (!moved.length && !d.unmatchedMetadata.length)) return { name: d.name, xml, moved: [], notes: [...notes, 'no nwf-fast metadata to move'] };
-  const out = [...lines];
+  let out = [...lines];
   // nwf:filters out of <metadata> (and <metadata> out when nothing else is in it); bottom-up edits
   const rel = out.slice(meta.start, meta.end + 1).findIndex((l) => /<([A-Za-z_][\w.-]*:)?filters\b/.test(l) && l.includes(NWF_METADATA_NS));
   const edits: { start: number; count: number; text: string[] }[] = inserts.map((x) => ({ start: x.at, count: 0, text: x.text }));
@@ -189,7 +197,7 @@ export function revertXml(xml: string, file: string): AdoptEdit {
     const onlyOurs = meta.start + 1 === f.start && meta.end - 1 === f.end;
     edits.push(onlyOurs ? { start: meta.start, count: meta.end - meta.start + 1, text: [] } : { start: f.start, count: f.end - f.start + 1, text: [] });
   }
-  for (const e of edits.sort((a, b) => b.start - a.start)) out.splice(e.start, e.count, ...e.text);
+  for (const e of edits.sort((a, b) => b.start - a.start)) out = replaceLines(out, e.start, e.count, e.text);
   return { name: d.name, xml: out.join('\n'), moved, notes };
 }
 

@@ -15,6 +15,7 @@ import type { LiveDomain } from '../../xml/live-domain.js';
 import { portsOfDomain, tapsOfDomain } from './observe.js';
 import type { PortSource } from './ports.js';
 import { CODES, NwfError } from '../../util/errors.js';
+import { appendAll } from '../../util/arrays.js';
 
 export interface LiveOptions {
   config: HostConfig;
@@ -96,8 +97,8 @@ export class LiveHost {
     const byTap = new Map(next.map((p) => [p.tap, p]));
     // a port that goes, or whose tap now belongs to another domain: libvirt's own rules first
     const giveBack = gone.filter((p) => byTap.get(p.tap)?.owner.uuid !== p.owner.uuid).map((p) => p.tap);
-    res.removed.push(...gone.filter((p) => !byTap.has(p.tap)).map((p) => p.tap));
-    res.added.push(...next.filter((p) => !current.includes(p)).map((p) => p.tap));
+    appendAll(res.removed, gone.filter((p) => !byTap.has(p.tap)).map((p) => p.tap));
+    appendAll(res.added, next.filter((p) => !current.includes(p)).map((p) => p.tap));
     if (!opts.force && !gone.length && next.length === current.length) return;
     if (giveBack.length) res.handback = await handBack(this.config.stateDir, giveBack, this.xt);
     res.apply = await applyDesiredPorts(next, { ...this.applyOptions, allowEmpty: opts.allowEmpty ?? true });

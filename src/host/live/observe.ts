@@ -7,9 +7,8 @@
 // interface's MAC (native mode), else libvirt's nwfilter binding for the tap,
 // else the interface's <filterref>. An interface without <target dev> (not
 // running) is skipped.
-import { existsSync, readFileSync } from 'node:fs';
 import { CODES, NwfError } from '../../util/errors.js';
-import { LIBVIRT_PATHS, xmlFiles } from '../../resolve/sources.js';
+import { libvirtDirs, readText, xmlFiles } from '../../resolve/sources.js';
 import type { CommandRunner } from '../runner.js';
 import { hostRunner } from '../netns.js';
 import { parseLiveBinding, parseLiveDomain, type LiveDomain } from '../../xml/live-domain.js';
@@ -153,31 +152,34 @@ export async function observeLibvirt(v: VirshClient, scope: 'all' | Set<string> 
  * The same observation from libvirt's run-time files instead of the daemon
  * (`load` without DIR): the domain status files of the running domains
  * (/run/libvirt/qemu/*.xml) and the nwfilter binding status files
- * (/run/libvirt/nwfilter-binding/*.xml). A file nwf-fast refuses is a
- * problem reported, like in observeLibvirt.
+ * (/run/libvirt/nwfilter-binding/*.xml). As `--libvirt` does, it refuses a
+ * machine where neither directory exists (NWF1210) unless allowEmpty. A file
+ * nwf-fast refuses is a problem reported, like in observeLibvirt.
  */
-export function observeRunDir(root = ''): Observation {
+export function observeRunDir(opts: { root?: string; allowEmpty?: boolean } = {}): Observation & { notes: string[] } {
   const startedAt = Date.now();
   const at = new Date(startedAt).toISOString();
   const problems: string[] = [];
-  const read = <T>(dir: string, parse: (text: string, file: string) => T): T[] => {
-    if (!existsSync(dir)) return [];
+  const notes: string[] = [];
+  const dirs = libvirtDirs(opts.root ?? '', opts.allowEmpty === true, notes);
+  const read = <T>(dir: string | undefined, parse: (text: string, file: string) => T): T[] => {
+    if (!dir) return [];
     return xmlFiles(dir).flatMap((f) => {
       try {
-        return [parse(readFileSync(f, 'utf8'), f)];
+        return [parse(readText(f), f)];
       } catch (e) {
         problems.push(e instanceof NwfError ? e.format() : `${f}: ${String(e)}`);
         return [];
       }
     });
   };
-  const domains = read(root + LIBVIRT_PATHS.domains, parseLiveDomain);
+  const domains = read(dirs.domains, parseLiveDomain);
   const ports = domains.flatMap((d) => portsOfDomain(d, 'load', at));
   const seen = new Set(ports.map((p) => p.tap));
-  for (const b of read(root + LIBVIRT_PATHS.bindings, parseLiveBinding)) {
+  for (const b of read(dirs.bindings, parseLiveBinding)) {
     if (seen.has(b.tap)) continue;
     seen.add(b.tap);
     ports.push({ tap: b.tap, mac: b.mac, owner: b.owner, filterref: filterRefOf(b.filterref), origin: 'filterref', source: 'load', at });
   }
-  return { startedAt, scope: 'all', domains: domains.map((d) => ({ name: d.name, uuid: d.uuid, taps: tapsOfDomain(d) })), ports, problems };
+  return { startedAt, scope: 'all', domains: domains.map((d) => ({ name: d.name, uuid: d.uuid, taps: tapsOfDomain(d) })), ports, problems, notes };
 }

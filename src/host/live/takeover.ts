@@ -24,6 +24,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CODES, NwfError } from '../../util/errors.js';
+import { maxOf } from '../../util/arrays.js';
 import type { CommandRunner } from '../runner.js';
 import { hostRunner, inNetns } from '../netns.js';
 import { writeAtomic } from '../generation.js';
@@ -219,7 +220,7 @@ export async function takeOver(stateDir: string, taps: readonly string[], opts: 
     }
     const records = readTakeover(stateDir);
     const at = new Date().toISOString();
-    const tx = Math.max(0, ...records.flatMap((r) => r.removed.map((x) => x.tx))) + 1;
+    const tx = maxOf(records.flatMap((r) => r.removed.map((x) => x.tx)), 0) + 1;
     for (const [tap, found1] of found) {
       const rules = found1.map((r) => ({ ...r, tx }));
       const rec = records.find((r) => r.tap === tap);
