@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { adoptXml, metadataForVirsh, revertXml } from '../../src/host/live/adopt.js';
 import { parseLiveDomain } from '../../src/xml/live-domain.js';
 import { unifiedDiff } from '../../src/util/diff.js';
-import { main } from '../../src/cli/main.js';
+import { run } from '../support/cli.js';
 
 const DOMAIN = `<domain type='kvm'>
   <name>web1</name>
@@ -145,12 +145,10 @@ describe('nwf-fast adopt --xml', () => {
     const dir = mkdtempSync(join(tmpdir(), 'nwf-adopt-'));
     const f = join(dir, 'web1.xml');
     writeFileSync(f, DOMAIN);
-    let out = '';
-    let err = '';
-    const io = { out: (s: string) => void (out += s), err: (s: string) => void (err += s) };
-    expect(await main(['adopt', '--xml', f], io)).toBe(0);
-    expect(out).toMatch(/^--- .*web1.xml\n\+\+\+ .*web1.xml \(adopted\)\n@@ -2,6 \+2,19 @@/);
-    expect(err).toBe('');
-    expect(await main(['adopt', '--xml', f, '--apply'], io)).toBe(2);
+    const r = await run(['adopt', '--xml', f]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^--- .*web1.xml\n\+\+\+ .*web1.xml \(adopted\)\n@@ -2,6 \+2,19 @@/);
+    expect(r.err).toBe('');
+    expect((await run(['adopt', '--xml', f, '--apply'])).code).toBe(2);
   });
 });

@@ -5,17 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, defaultConfigText, globMatch, isManagedBridge, isTapName, loadConfig, parseConfig } from '../../src/host/config.js';
-import { NwfError } from '../../src/util/errors.js';
-
-function error(fn: () => unknown): NwfError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof NwfError) return e;
-    throw e;
-  }
-  throw new Error('expected an NwfError');
-}
+import { nwfErrorOf as error } from '../support/cli.js';
 
 function file(text: string): string {
   const d = mkdtempSync(join(tmpdir(), 'nwf-conf-'));

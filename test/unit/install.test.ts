@@ -7,7 +7,7 @@ import { execa } from 'execa';
 import { describe, expect, it } from 'vitest';
 import { install, parseUnit, RECONCILE_UNIT, RESTORE_UNIT } from '../../src/host/live/install.js';
 import { parseConfig } from '../../src/host/config.js';
-import { main } from '../../src/cli/main.js';
+import { run } from '../support/cli.js';
 
 const NODE = '/usr/bin/node';
 const CLI = '/opt/nwf fast/bin/nwf-fast.js';
@@ -90,8 +90,8 @@ describe('unit ordering', () => {
 describe('nwf-fast install (CLI)', () => {
   it('writes under --root and says what to run next', async () => {
     const root = mkdtempSync(join(tmpdir(), 'nwf-install-'));
-    let out = '';
-    expect(await main(['install', '--root', root], { out: (s) => void (out += s), err: () => undefined })).toBe(0);
+    const { code, out } = await run(['install', '--root', root]);
+    expect(code).toBe(0);
     expect(out).toContain(`wrote ${join(root, '/etc/libvirt/hooks/qemu.d/nwf-fast')}`);
     expect(out).toContain('systemctl enable nwf-fast-restore.service');
   });

@@ -3,7 +3,8 @@
 // prefix bound to nwf-fast's namespace), and the errors for bad metadata.
 import { describe, expect, it } from 'vitest';
 import { parseLiveBinding, parseLiveDomain } from '../../src/xml/live-domain.js';
-import { NwfError } from '../../src/util/errors.js';
+import type { NwfError } from '../../src/util/errors.js';
+import { nwfErrorOf } from '../support/cli.js';
 
 const UUID = '0f0e0d0c-0b0a-4000-8000-000000000001';
 
@@ -48,15 +49,7 @@ const META = `<metadata>
     </nwf:filters>
   </metadata>`;
 
-function error(xml: string): NwfError {
-  try {
-    parseLiveDomain(xml, 'dom.xml');
-  } catch (e) {
-    if (e instanceof NwfError) return e;
-    throw e;
-  }
-  throw new Error('expected an NwfError');
-}
+const error = (xml: string): NwfError => nwfErrorOf(() => parseLiveDomain(xml, 'dom.xml'));
 
 describe('parseLiveDomain', () => {
   it('reads name, uuid (lowercase), taps, MACs, bridges, filterrefs and metadata filterrefs by MAC', () => {
