@@ -1,7 +1,7 @@
 // Kernel tests of the libbpf binding (src/host/bpf/): load real programs,
-// drive maps, BPF_PROG_TEST_RUN, pin in bpffs, and attach through tc clsact
-// and tcx — every attachment inside a network namespace this file creates
-// (never the root namespace's interfaces).
+// drive maps, BPF_PROG_TEST_RUN, pin in bpffs, and attach through tc clsact,
+// tcx and XDP links — every attachment inside a network namespace this file
+// creates (never the root namespace's interfaces).
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +11,7 @@ import { execa } from 'execa';
 import { ExecaRunner } from '../../src/host/runner.js';
 import {
   attachTcx,
+  attachXdp,
   BPF_EXIST,
   BPF_NOEXIST,
   BpfError,
@@ -23,6 +24,7 @@ import {
   ensureBpffs,
   ifIndex,
   isBpffs,
+  kernelHasTcx,
   numPossibleCpus,
   openPinnedLink,
   openPinnedMap,
@@ -121,6 +123,7 @@ describe.skipIf(skipReason !== undefined)(`libbpf binding${skipReason ? ` (skipp
   let countObjPath: string;
   let badObjPath: string;
   let pinnedObjPath: string;
+  let xdpObjPath: string;
   let obj: BpfObject;
   let pinDir: string | undefined;
   const ns = `nwf-test-bpf-${randomBytes(4).toString('hex')}`;
@@ -142,10 +145,11 @@ describe.skipIf(skipReason !== undefined)(`libbpf binding${skipReason ? ` (skipp
 
   beforeAll(async () => {
     tmp = mkdtempSync(join(tmpdir(), 'nwf-libbpf-'));
-    [countObjPath, badObjPath, pinnedObjPath] = await Promise.all([
+    [countObjPath, badObjPath, pinnedObjPath, xdpObjPath] = await Promise.all([
       compile('tc_count.bpf.c', tmp),
       compile('bad_oob.bpf.c', tmp),
       compile('pinned.bpf.c', tmp),
+      compile('xdp_count.bpf.c', tmp),
     ]);
     obj = BpfObject.open(countObjPath).load();
     for (const p of ['/usr/bin/python3', 'python3']) {
@@ -548,5 +552,81 @@ describe.skipIf(skipReason !== undefined)(`libbpf binding${skipReason ? ` (skipp
       link.close();
     }
     expect(link.closed).toBe(true);
+  });
+
+  it('puts a tcx link first on its hook, ahead of the links already there (BPF_F_BEFORE)', async (ctx) => {
+    const tcCount = obj.program('tc_count');
+    const tcPass = obj.program('tc_pass');
+    if (!kernelHasTcx(tcCount)) ctx.skip('this kernel has no tcx (Linux >= 6.6)');
+    const ifindex = withNetns(ns, () => ifIndex('veth0'));
+    // tc_pass ends the hook for every frame (TC_ACT_OK is TCX_PASS): a program after it never runs
+    const last = withNetns(ns, () => attachTcx(tcPass, ifindex, 'ingress'));
+    const first = withNetns(ns, () => attachTcx(tcCount, ifindex, 'ingress', { first: true }));
+    try {
+      if (python) {
+        const dropped0 = counter(obj, CNT_DROPPED);
+        const alt0 = counter(obj, CNT_PASS_ALT);
+        await send('veth1', [frame(0x88b5), frame(0x0800)]);
+        // tc_count ran first: it dropped 0x88b5 and ended the hook for 0x0800 (TCX_PASS), so tc_pass never ran
+        expect(await waitFor(() => counter(obj, CNT_DROPPED) - dropped0 === 1n)).toBe(true);
+        await new Promise((r) => setTimeout(r, 100));
+        expect(counter(obj, CNT_PASS_ALT)).toBe(alt0);
+      }
+    } finally {
+      first.close();
+      last.close();
+    }
+  });
+
+  it('probes tcx without attaching anything', () => {
+    const tcCount = obj.program('tc_count');
+    // this kernel (6.18) has tcx; the probe asks for ifindex 0, which no interface has
+    expect(kernelHasTcx(tcCount)).toBe(true);
+    const out = withNetns(ns, () => ifIndex('veth0'));
+    expect(out).toBeGreaterThan(0);
+  });
+
+  it('attaches an XDP link, updates it atomically, refuses a second XDP program, and detaches it', async () => {
+    const xobj = BpfObject.open(xdpObjPath).load();
+    const xcount = (i: number): bigint => readU64(xobj.map('xdp_count_map').lookup(u32(i)) as Buffer);
+    const ifindex = withNetns(ns, () => ifIndex('veth0'));
+    const link = withNetns(ns, () => attachXdp(xobj.program('xdp_count'), ifindex));
+    try {
+      const info = link.info();
+      expect(info.type).toBe(BpfLinkType.XDP);
+      expect(info.progId).toBe(xobj.program('xdp_count').id);
+      expect(info.xdp).toEqual({ ifindex });
+      const shown = await run.run(['ip', '-n', ns, '-d', 'link', 'show', 'dev', 'veth0'], { timeoutMs: 10_000 });
+      expect(shown.stdout).toMatch(/prog\/xdp id \d+/);
+      if (python) {
+        // veth0 runs XDP on what veth1 sends
+        const dropped0 = xcount(CNT_DROPPED);
+        await send('veth1', [frame(0x88b5)]);
+        expect(await waitFor(() => xcount(CNT_DROPPED) - dropped0 === 1n)).toBe(true);
+      }
+      link.update(xobj.program('xdp_pass'), { expect: xobj.program('xdp_count') });
+      expect(link.info().progId).toBe(xobj.program('xdp_pass').id);
+      if (python) {
+        const alt0 = xcount(CNT_PASS_ALT);
+        await send('veth1', [frame(0x88b5)]);
+        expect(await waitFor(() => xcount(CNT_PASS_ALT) - alt0 === 1n)).toBe(true);
+      }
+      // one XDP program per interface (and mode): another link is refused
+      let err: unknown;
+      try {
+        withNetns(ns, () => attachXdp(xobj.program('xdp_count'), ifindex)).close();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(BpfError);
+      expect((err as BpfError).details.errnoName).toBe('EBUSY');
+      link.detach();
+      expect(link.info().xdp?.ifindex).toBe(0);
+      const after = await run.run(['ip', '-n', ns, '-d', 'link', 'show', 'dev', 'veth0'], { timeoutMs: 10_000 });
+      expect(after.stdout).not.toMatch(/prog\/xdp/);
+    } finally {
+      link.close();
+      xobj.close();
+    }
   });
 });

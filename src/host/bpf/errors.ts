@@ -136,3 +136,5 @@ export const ENOENT = osConstants.errno.ENOENT;
 export const EEXIST = osConstants.errno.EEXIST;
 export const EBADF = osConstants.errno.EBADF;
 export const EOPNOTSUPP = osConstants.errno.EOPNOTSUPP;
+export const ENODEV = osConstants.errno.ENODEV;
+export const EBUSY = osConstants.errno.EBUSY;

@@ -18,6 +18,7 @@ export {
   BpfProgram,
   BpfProgType,
   TC_ACT,
+  XDP_ACT,
   openPinnedProgram,
   testRun,
   type ProgramLike,
@@ -50,7 +51,23 @@ export {
   type TcDirection,
   type TcFilterSpec,
 } from './tc.js';
-export { attachTcx, BpfLink, BpfLinkType, BPF_F_REPLACE, BPF_TCX_EGRESS, BPF_TCX_INGRESS, openPinnedLink, type BpfLinkInfo } from './link.js';
+export {
+  attachTcx,
+  attachXdp,
+  BpfLink,
+  BpfLinkType,
+  BPF_F_BEFORE,
+  BPF_F_REPLACE,
+  BPF_TCX_EGRESS,
+  BPF_TCX_INGRESS,
+  BPF_XDP,
+  kernelHasTcx,
+  openPinnedLink,
+  XDP_FLAGS,
+  type BpfLinkInfo,
+  type TcxAttachOptions,
+  type XdpMode,
+} from './link.js';
 export { BPF_FS_MAGIC, BPFFS_ROOT, DEFAULT_PIN_DIR, ensureBpffs, isBpffs, unpinPath, type EnsureBpffsOptions } from './bpffs.js';
 export { objGet, pinFd } from './fd.js';
 export { BpfError, OsError, errnoName, strerror, type BpfErrorDetails, type OsErrorDetails } from './errors.js';

@@ -28,6 +28,15 @@ export const TC_ACT = {
   REDIRECT: 7,
 } as const;
 
+/** XDP verdicts (enum xdp_action). */
+export const XDP_ACT = {
+  ABORTED: 0,
+  DROP: 1,
+  PASS: 2,
+  TX: 3,
+  REDIRECT: 4,
+} as const;
+
 export class BpfProgram {
   readonly name: string;
   /** ELF section, e.g. "tc" or "classifier/x" (empty for a standalone fd). */
@@ -95,6 +104,15 @@ export class BpfProgram {
     }
     if (this.#fd < 0) throw new BpfError('program fd', this.label, EBADF, [], { hint: 'the program was closed' });
     return this.#fd;
+  }
+
+  /**
+   * Whether bpf_object__load loads (and verifies) this program of an opened
+   * object: set before the load. A program left out has no fd.
+   */
+  setAutoload(load: boolean): void {
+    if (this.#ptr === null) throw invalid('bpf_program__set_autoload', this.label, 'a program of an object that is not loaded yet');
+    checkInt('bpf_program__set_autoload', this.label, () => libbpf().bpf_program__set_autoload(this.#ptr!, load));
   }
 
   /** The kernel's id of the loaded program (what bpf_tc_query and link info report). */

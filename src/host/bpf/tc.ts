@@ -114,11 +114,11 @@ export function tcReplace(prog: ProgramLike, spec: TcFilterSpec): TcAttachment {
   return attach(prog, spec, true);
 }
 
-/** Remove the filter (handle, priority). Returns false if it did not exist. */
+/** Remove the filter (handle, priority). Returns false if it did not exist (nor a clsact qdisc: EINVAL). */
 export function tcDetach(spec: TcFilterSpec): boolean {
   checkSpec('bpf_tc_detach', spec, true);
   const o = { sz: STRUCT_SIZES.bpf_tc_opts, prog_fd: 0, flags: 0, prog_id: 0, handle: spec.handle, priority: spec.priority };
-  const r = checkIntAllowing('bpf_tc_detach', where(spec), (e) => e === ENOENT, () =>
+  const r = checkIntAllowing('bpf_tc_detach', where(spec), (e) => e === ENOENT || e === EINVAL, () =>
     libbpf().bpf_tc_detach(hook(spec.ifindex, point(spec.direction)), o),
   );
   return r >= 0;
