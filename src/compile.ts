@@ -21,7 +21,12 @@ import { CODES, NwfError } from './util/errors.js';
 export type Backend = 'nft' | 'bpf' | 'both';
 
 export const GENERATION_FORMAT = 'nwf-fast-generation/1';
-export const BPF_INDEX_FORMAT = 'nwf-fast-bpf/1';
+/**
+ * The format of bpf.json and of the objects it names. 2: the objects carry
+ * the XDP program, the ifindex array and drop-only counters (a generation of
+ * format 1 must be compiled again).
+ */
+export const BPF_INDEX_FORMAT = 'nwf-fast-bpf/2';
 
 /** The files of a generation directory. */
 export const GENERATION_FILES = {
@@ -56,6 +61,8 @@ export interface StoredBpfInterface {
   /** Object file, relative to the generation directory. */
   object: string;
   programs: Record<Direction, string>;
+  /** The from-VM policy as an XDP program (in the same object). */
+  xdpProgram: string;
   hooks: Record<Direction, 'ingress' | 'egress'>;
   maps: { map: string; key: string; value: string }[];
 }
@@ -112,6 +119,7 @@ function storedBpf(l: BpfLowering): StoredBpf {
       shapeId: i.shapeId,
       object: object(i.shapeId),
       programs: { ...i.programs },
+      xdpProgram: i.xdpProgram,
       hooks: { ...i.hooks },
       maps: i.maps.map((m) => ({ map: m.map, key: Buffer.from(m.key).toString('hex'), value: Buffer.from(m.value).toString('hex') })),
     })),

@@ -6,8 +6,12 @@
  *
  * The frame model is ebtables' (see src/ir/eval.ts, the reference evaluator):
  *  - proto is ebtables' protocol: the EtherType field, or 0x8100 when the
- *    VLAN tag was taken out of the frame into skb metadata (vlan_present);
- *  - the "network header" starts at byte 14 of the frame;
+ *    VLAN tag was taken out of the frame into skb metadata (vlan_present),
+ *    which the receive path does to every 802.1Q/802.1ad frame before tc
+ *    ingress and the bridge (XDP, which runs before that, does the same to
+ *    its view of the frame: nwf_parse);
+ *  - the "network header" starts at byte 14 of the frame (after the tag the
+ *    receive path took out);
  *  - a test whose field lies beyond the end of the frame does not match,
  *    whatever its negation: every field has a presence flag (NWF_HAS_*).
  * Addresses are kept as memory images (the bytes as on the wire, zero-extended
@@ -29,14 +33,22 @@ typedef _Bool bool;
 #define true 1
 #define false 0
 
-#define NWF_DIR_OUT 0 /* from the VM: tc ingress on the tap (libvirt-I-TAP) */
+#define NWF_DIR_OUT 0 /* from the VM: tc ingress or XDP on the tap (libvirt-I-TAP) */
 #define NWF_DIR_IN 1  /* to the VM: tc egress on the tap (libvirt-O-TAP) */
+
+/* What an entry program receives: an skb (tc, tcx) or an xdp_buff (XDP). */
+#define NWF_KIND_TC 0
+#define NWF_KIND_XDP 1
 
 #define NWF_ETH_HLEN 14
 #define NWF_ETH_P_IPV4 0x0800
 #define NWF_ETH_P_ARP 0x0806
 #define NWF_ETH_P_RARP 0x8035
 #define NWF_ETH_P_VLAN 0x8100
+#define NWF_ETH_P_8021AD 0x88a8
+#define NWF_ETH_P_802_3 0x0001
+#define NWF_ETH_P_802_2 0x0004
+#define NWF_VLAN_HLEN 4
 #define NWF_ETH_P_IPV6 0x86dd
 
 /* Presence flags: the frame is long enough (and of the right kind) for these fields. */

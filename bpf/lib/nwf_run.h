@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * One frame through one direction's policy: find the active config, parse,
- * walk the generated chains, count, and turn the outcome into a tc verdict:
- * TC_ACT_OK for accept (the frame goes on; tc stops here, netfilter, and so
- * the nft L3 path, still sees it), TC_ACT_SHOT for drop. Anything unexpected
- * (no config, a config of another shape) fails closed: dropped, counted as
- * NWF_DROP_INTERNAL.
+ * One frame through one direction's policy: find the tap and its active
+ * config, parse, walk the generated chains, and count a drop. The outcome is
+ * NWF_STAT_ACCEPT or a drop reason; the entry programs turn it into their
+ * hook's verdict. Anything unexpected (a frame on an interface this object
+ * does not know, no config, a config of another shape) fails closed: dropped,
+ * counted as NWF_DROP_INTERNAL where the tap is known.
+ *
+ * The accept path is kept short: one lookup for the tap (an array for the
+ * usual ifindexes), two array lookups for its values, one read of the
+ * headers the policy needs; no counter is written for an accepted frame.
  */
 #ifndef NWF_RUN_H
 #define NWF_RUN_H
@@ -14,23 +18,30 @@
 #include "nwf_maps.h"
 #include "nwf_parse.h"
 
-static __always_inline int nwf_finish(__u32 idx, int dir, __u32 stat)
+#define NWF_NO_TAP (~0U)
+
+/* Count a drop in the tap's per-CPU slot; returns the reason. */
+static __always_inline __u32 nwf_drop(__u32 idx, const int dir, __u32 reason)
 {
-	__u32 key = (idx * 2 + (__u32)dir) * NWF_STAT_MAX + (stat < NWF_STAT_MAX ? stat : NWF_DROP_INTERNAL);
+	__u32 r = reason >= NWF_DROP_MIN && reason < NWF_STAT_END ? reason : NWF_DROP_INTERNAL;
+	__u32 key = (idx * 2 + (__u32)dir) * NWF_NSTATS + (r - NWF_DROP_MIN);
 	__u64 *cnt = bpf_map_lookup_elem(&nwf_stats, &key);
 
 	if (cnt)
-		*cnt += 1; /* per-CPU slot */
-	return stat == NWF_STAT_ACCEPT ? TC_ACT_OK : TC_ACT_SHOT;
+		*cnt += 1;
+	return r;
 }
 
-/* The tap's index in this object, from the ifindex the frame passes; ~0 when unknown. */
-static __always_inline __u32 nwf_index(struct __sk_buff *skb)
+/* The tap's index in this object, from the ifindex the frame passes; NWF_NO_TAP when unknown. */
+static __always_inline __u32 nwf_index(__u32 ifindex)
 {
-	__u32 ifindex = skb->ifindex;
-	__u32 *idx = bpf_map_lookup_elem(&nwf_ifx, &ifindex);
+	__u32 *d = bpf_map_lookup_elem(&nwf_ifx_dir, &ifindex);
+	__u32 *h;
 
-	return idx ? *idx : ~0U;
+	if (d)
+		return *d ? *d - 1 : NWF_NO_TAP;
+	h = bpf_map_lookup_elem(&nwf_ifx, &ifindex);
+	return h ? *h : NWF_NO_TAP;
 }
 
 static __always_inline const struct nwf_config *nwf_config(__u32 idx)
@@ -48,26 +59,28 @@ static __always_inline const struct nwf_config *nwf_config(__u32 idx)
 	return c;
 }
 
-static __always_inline int nwf_run(struct __sk_buff *skb, const int dir)
+/* NWF_STAT_ACCEPT or the (counted) drop reason of the frame in `ctx`, a program of `kind`. */
+static __always_inline __u32 nwf_run(void *ctx, const int kind, const int dir, __u32 ifindex)
 {
 	struct nwf_pkt p;
 	const struct nwf_config *c;
+	__u32 idx;
 	int v;
 
-	__u32 idx = nwf_index(skb);
-
 	if (dir == NWF_DIR_OUT ? !NWF_HOOKED_OUT : !NWF_HOOKED_IN)
-		return nwf_finish(idx, dir, NWF_STAT_ACCEPT); /* no L2 rules: nothing hooked, all accepted */
+		return NWF_STAT_ACCEPT; /* no L2 rules: nothing hooked, all accepted */
+	idx = nwf_index(ifindex);
 	c = nwf_config(idx);
 	if (!c)
-		return nwf_finish(idx, dir, NWF_DROP_INTERNAL);
+		return nwf_drop(idx, dir, NWF_DROP_INTERNAL);
 	__builtin_memset(&p, 0, sizeof(p));
-	if (!nwf_parse(skb, &p))
-		return nwf_finish(idx, dir, NWF_DROP_INTERNAL);
+	if (!nwf_parse(ctx, kind, &p))
+		return nwf_drop(idx, dir, NWF_DROP_INTERNAL);
 	v = dir == NWF_DIR_OUT ? nwf_policy_out(&p, c) : nwf_policy_in(&p, c);
-	if (v < 0) /* cannot happen: the root chain maps return and fall-off to accept */
-		v = NWF_DROP_INTERNAL;
-	return nwf_finish(idx, dir, (__u32)v);
+	if (v == NWF_STAT_ACCEPT)
+		return NWF_STAT_ACCEPT;
+	/* a negative v cannot happen: the root chain maps return and fall-off to accept */
+	return nwf_drop(idx, dir, v > 0 ? (__u32)v : NWF_DROP_INTERNAL);
 }
 
 #endif

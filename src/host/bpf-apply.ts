@@ -58,7 +58,7 @@ function tapIndex(iface: string): number | undefined {
 }
 
 /** A tap to protect: its shape's object and programs, and its nwf_cfg value. */
-export type ShapeTap = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'objectPath' | 'programs' | 'hooks'> & { cfg?: Uint8Array };
+export type ShapeTap = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'objectPath' | 'programs' | 'xdpProgram' | 'hooks'> & { cfg?: Uint8Array };
 
 /**
  * Opens, verifies and configures one object per policy shape, with each tap

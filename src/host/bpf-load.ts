@@ -1,10 +1,11 @@
-// Loading a policy shape's tc programs: open the shape's object, size its
-// maps for the taps that share it, load it (the verifier runs here; a
-// rejection throws the binding's BpfError with the verifier log), give each
-// tap its index (nwf_ifx: ifindex -> index), write each tap's values into
-// nwf_cfg and select them, and hand back the two programs. Attaching them is
-// the caller's business: `tcAttach(programs.out, { direction: hooks.out, ... })`
-// for a new tap, and `tcReplace` (clsact) to swap a newer load in place.
+// Loading a policy shape's programs: open the shape's object, size its maps
+// for the taps that share it, load it (the verifier runs here; a rejection
+// throws the binding's BpfError with the verifier log), give each tap its
+// index (ifindex -> index: nwf_ifx_dir for the usual ifindexes, nwf_ifx
+// beyond), write each tap's values into nwf_cfg and select them, and hand
+// back the programs: the tc programs of both directions and, when asked
+// for, the XDP program of the from-VM direction. Attaching them is the
+// caller's business (src/host/bpf/hook.ts: tc, tcx or XDP).
 //
 // Values can later be changed without reloading: updateConfig writes the
 // tap's inactive nwf_cfg slot, then flips its nwf_slot entry, so a frame sees
@@ -27,11 +28,16 @@ export type DirectionStats = Record<StatName, bigint>;
 export interface LoadedShape {
   shapeId: string;
   object: BpfObject;
+  /** The tc programs (SCHED_CLS): from the VM (tc ingress) and to the VM (tc egress). */
   programs: Record<Direction, BpfProgram>;
+  /** The from-VM policy as an XDP program, when loaded with `xdp`. */
+  xdp?: BpfProgram;
   /** Program fds (owned by `object`): what BPF_PROG_TEST_RUN and tc attach take. */
   fds: Record<Direction, number>;
   hooks: Readonly<Record<Direction, 'ingress' | 'egress'>>;
-  maps: { cfg: BpfMap; ifx: BpfMap; slot: BpfMap; stats: BpfMap };
+  maps: { cfg: BpfMap; ifxDir: BpfMap; ifx: BpfMap; slot: BpfMap; stats: BpfMap };
+  /** Give the tap at `index` another ifindex where its frames are seen (the array or the hash, by value). */
+  addIfindex(ifindex: number, index: number): void;
   /** Unload (attachments keep their own reference to the programs). */
   close(): void;
 }
@@ -44,8 +50,23 @@ export interface ShapeMember {
   cfg?: Uint8Array;
 }
 
-export type LoadableShape = Pick<BpfInterfaceBuild, 'shapeId' | 'objectPath' | 'programs' | 'hooks'>;
-export type LoadOptions = Pick<BpfObjectOpenOptions, 'kernelLogLevel' | 'pinRoot'>;
+export type LoadableShape = Pick<BpfInterfaceBuild, 'shapeId' | 'objectPath' | 'programs' | 'xdpProgram' | 'hooks'>;
+export type LoadOptions = Pick<BpfObjectOpenOptions, 'kernelLogLevel' | 'pinRoot'> & {
+  /** Also load (verify) the XDP program of the from-VM direction (default false: it is not loaded). */
+  xdp?: boolean;
+};
+
+/** Smallest and largest size of the ifindex array (nwf_ifx_dir); larger ifindexes go to the hash. */
+export const IFX_DIRECT_MIN = 256;
+export const IFX_DIRECT_MAX = 65536;
+
+/** The ifindex array's size for taps at these ifindexes: room for twice the largest, within the bounds. */
+export function ifxDirectSize(ifindexes: readonly number[]): number {
+  const top = Math.max(0, ...ifindexes) + 1;
+  let n = IFX_DIRECT_MIN;
+  while (n < 2 * top && n < IFX_DIRECT_MAX) n *= 2;
+  return n;
+}
 
 /**
  * Open one shape's object, size its maps for `slots` taps, load it (the
@@ -60,22 +81,40 @@ export function loadShape(b: LoadableShape, slots: number, members: readonly Sha
   });
   try {
     const n = Math.max(1, slots);
-    const ifindexes = Math.max(1, members.reduce((a, m) => a + m.ifindexes.length, 0) + 64);
-    object.map(MAP_NAMES.ifx).setMaxEntries(ifindexes);
+    const all = members.flatMap((m) => m.ifindexes);
+    const direct = ifxDirectSize(all);
+    object.map(MAP_NAMES.ifxDir).setMaxEntries(direct);
+    object.map(MAP_NAMES.ifx).setMaxEntries(Math.max(1, all.length + 64));
     object.map(MAP_NAMES.slot).setMaxEntries(n);
     object.map(MAP_NAMES.cfg).setMaxEntries(2 * n);
     object.map(MAP_NAMES.stats).setMaxEntries(2 * n * STAT_NAMES.length);
+    const xdp = object.program(b.xdpProgram);
+    xdp.setAutoload(opts.xdp === true);
     object.load();
-    const maps = { cfg: object.map(MAP_NAMES.cfg), ifx: object.map(MAP_NAMES.ifx), slot: object.map(MAP_NAMES.slot), stats: object.map(MAP_NAMES.stats) };
+    const maps = { cfg: object.map(MAP_NAMES.cfg), ifxDir: object.map(MAP_NAMES.ifxDir), ifx: object.map(MAP_NAMES.ifx), slot: object.map(MAP_NAMES.slot), stats: object.map(MAP_NAMES.stats) };
+    const addIfindex = (ifindex: number, index: number): void => {
+      if (ifindex < direct) maps.ifxDir.update(u32(ifindex), u32(index + 1));
+      else maps.ifx.update(u32(ifindex), u32(index));
+    };
     for (const m of members) {
       if (m.cfg) {
         maps.cfg.update(u32(2 * m.index), m.cfg);
         maps.slot.update(u32(m.index), u32(0));
       }
-      for (const i of m.ifindexes) maps.ifx.update(u32(i), u32(m.index));
+      for (const i of m.ifindexes) addIfindex(i, m.index);
     }
     const programs = { out: object.program(b.programs.out), in: object.program(b.programs.in) };
-    return { shapeId: b.shapeId, object, programs, fds: { out: programs.out.fd, in: programs.in.fd }, hooks: b.hooks, maps, close: () => object.close() };
+    return {
+      shapeId: b.shapeId,
+      object,
+      programs,
+      ...(opts.xdp ? { xdp } : {}),
+      fds: { out: programs.out.fd, in: programs.in.fd },
+      hooks: b.hooks,
+      maps,
+      addIfindex,
+      close: () => object.close(),
+    };
   } catch (e) {
     object.close();
     throw e;
@@ -83,13 +122,13 @@ export function loadShape(b: LoadableShape, slots: number, members: readonly Sha
 }
 
 /** One interface's own object (tests, tools): a shape object with the interface at index 0. */
-export interface LoadedInterface extends LoadedShape {
+export interface LoadedInterface extends Omit<LoadedShape, 'addIfindex'> {
   iface: string;
   /** Also enforce this interface's policy for frames passing `ifindex` (tc attaches). */
   addIfindex(ifindex: number): void;
 }
 
-export type LoadableInterface = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'objectPath' | 'programs' | 'hooks' | 'maps'>;
+export type LoadableInterface = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'objectPath' | 'programs' | 'xdpProgram' | 'hooks' | 'maps'>;
 
 /**
  * Open, load (verify) and configure one interface's object. `ifindexes`
@@ -99,7 +138,7 @@ export type LoadableInterface = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'o
 export function loadInterface(b: LoadableInterface, opts: LoadOptions & { ifindexes?: readonly number[] } = {}): LoadedInterface {
   const cfg = b.maps.find((m) => m.map === MAP_NAMES.cfg)?.value;
   const shape = loadShape(b, 1, [{ index: 0, ifindexes: opts.ifindexes ?? [1], ...(cfg ? { cfg } : {}) }], opts);
-  return { ...shape, iface: b.iface, addIfindex: (ifindex) => shape.maps.ifx.update(u32(ifindex), u32(0)) };
+  return { ...shape, iface: b.iface, addIfindex: (ifindex) => shape.addIfindex(ifindex, 0) };
 }
 
 const LE = endianness() === 'LE';
@@ -138,7 +177,7 @@ export function updateConfig(l: { shapeId: string; maps: Pick<LoadedShape['maps'
   l.maps.slot.update(u32(index), u32(next));
 }
 
-/** Counters by direction and stat, summed over CPUs. */
+/** Drop counters by direction and reason, summed over CPUs. */
 export function readStats(l: { maps: Pick<LoadedShape['maps'], 'stats'> }, index = 0): Record<Direction, DirectionStats> {
   const out = {} as Record<Direction, DirectionStats>;
   DIRECTIONS.forEach((d, di) => {

@@ -103,12 +103,16 @@ export function readGeneration(dir: string): Generation {
   let bpf: StoredBpf | undefined;
   try {
     ir = JSON.parse(policy) as PolicyIR;
-    if (bpfIndex !== undefined) {
-      bpf = JSON.parse(bpfIndex) as StoredBpf;
-      if (bpf.format !== BPF_INDEX_FORMAT) throw new Error(`unknown format ${String(bpf.format)}`);
-    }
+    if (bpfIndex !== undefined) bpf = JSON.parse(bpfIndex) as StoredBpf;
   } catch (e) {
     throw unreadable(dir, 'the policy or eBPF index', e);
+  }
+  if (bpf && bpf.format !== BPF_INDEX_FORMAT) {
+    throw new NwfError(CODES.STATE_INVALID, `the eBPF part of generation ${dir} has format ${String(bpf.format)}, this nwf-fast loads ${BPF_INDEX_FORMAT}`, {
+      location: { file: join(dir, GENERATION_FILES.bpfIndex) },
+      expected: BPF_INDEX_FORMAT,
+      hint: 'compile the generation again with this nwf-fast (nwf-fast compile --out DIR), then load it',
+    });
   }
   return { dir, manifest, ir, ...(bpf ? { bpf } : {}) };
 }
@@ -123,6 +127,8 @@ export interface HostState {
   loadedAt?: string;
   /** The load tag of the live nft objects (load-plan.ts), so an incremental load needs no listing. */
   tag?: string;
+  /** The eBPF hook asked for by the last load that named one (--bpf-hook); later loads keep it. */
+  bpfHook?: 'auto' | 'tc' | 'tcx' | 'xdp';
 }
 
 export class StateDir {
@@ -139,7 +145,13 @@ export class StateDir {
     if (!existsSync(this.stateFile)) return { current: null, history: [] };
     try {
       const s = JSON.parse(readFileSync(this.stateFile, 'utf8')) as HostState;
-      return { current: s.current ?? null, history: Array.isArray(s.history) ? s.history : [], ...(s.loadedAt ? { loadedAt: s.loadedAt } : {}), ...(s.tag ? { tag: s.tag } : {}) };
+      return {
+        current: s.current ?? null,
+        history: Array.isArray(s.history) ? s.history : [],
+        ...(s.loadedAt ? { loadedAt: s.loadedAt } : {}),
+        ...(s.tag ? { tag: s.tag } : {}),
+        ...(s.bpfHook && ['auto', 'tc', 'tcx', 'xdp'].includes(s.bpfHook) ? { bpfHook: s.bpfHook } : {}),
+      };
     } catch (e) {
       throw new NwfError(CODES.STATE_INVALID, `state file ${this.stateFile} is unreadable: ${(e as Error).message}`, { location: { file: this.stateFile }, cause: e });
     }

@@ -11,12 +11,13 @@ const tap = (iface: string, shapeId: string, value: string): StoredBpfInterface 
   shapeId,
   object: `bpf/${shapeId}.bpf.o`,
   programs: { out: 'nwf_out', in: 'nwf_in' },
+  xdpProgram: 'nwf_out_xdp',
   hooks: { out: 'ingress', in: 'egress' },
   maps: [{ map: 'nwf_cfg', key: '00000000', value }],
 });
 
 const gen = (interfaces: StoredBpfInterface[]): StoredBpf => ({
-  format: 'nwf-fast-bpf/1',
+  format: 'nwf-fast-bpf/2',
   interfaces,
   shapes: [...new Set(interfaces.map((i) => i.shapeId))].map((s) => ({ shapeId: s, object: `bpf/${s}.bpf.o`, interfaces: interfaces.filter((i) => i.shapeId === s).map((i) => i.iface) })),
 });

@@ -236,17 +236,25 @@ describe('bpf shape planning and C emission', () => {
     const enumerators = [...h.matchAll(/^\s*(NWF_[A-Z0-9_]+) = (\d+),/gm)].map((m) => [m[1], Number(m[2])] as const);
     expect(enumerators[0]).toEqual(['NWF_STAT_ACCEPT', 0]);
     DROP_REASONS.forEach((r, i) => expect(enumerators[i + 1]).toEqual([REASON_C[r], i + 1]));
-    expect(enumerators.at(-2)).toEqual(['NWF_DROP_INTERNAL', STAT_NAMES.indexOf('internal')]);
-    expect(enumerators.at(-1)).toEqual(['NWF_STAT_MAX', STAT_NAMES.length]);
+    // counter slots: the reasons from NWF_DROP_MIN (1) on; accepted frames are not counted
+    expect(enumerators.at(-2)).toEqual(['NWF_DROP_INTERNAL', STAT_NAMES.indexOf('internal') + 1]);
+    expect(enumerators.at(-1)).toEqual(['NWF_STAT_END', STAT_NAMES.length + 1]);
+    expect(STAT_NAMES).not.toContain('accepted');
   });
 
   it('reads the template files it compiles', () => {
     const files = readTemplate(join(REPO, 'bpf'));
     expect([...files.keys()]).toEqual(expect.arrayContaining(['nwf.bpf.c', 'lib/nwf_common.h', 'lib/nwf_load.h', 'lib/nwf_parse.h', 'lib/nwf_run.h']));
-    // One read helper: the only bpf_skb_load_bytes call, and no direct packet access.
+    // One read helper per program kind (nwf_load), and direct packet access in one place only:
+    // the block of headers, copied when the linear data holds all of it.
     const all = [...files.values()].join('\n');
     expect(all.match(/bpf_skb_load_bytes\(/g)).toHaveLength(1);
-    expect(all).not.toMatch(/skb->data\b|data_end/);
+    expect(all.match(/bpf_xdp_load_bytes\(/g)).toHaveLength(1);
+    const direct = [...files].filter(([, text]) => /->data\b|data_end/.test(text)).map(([name]) => name);
+    expect(direct).toEqual(['lib/nwf_parse.h']);
+    const parse = files.get('lib/nwf_parse.h') as string;
+    expect(parse.match(/data_end/g)).toHaveLength(2); // XDP's and the skb's, both handed to nwf_head_direct
+    expect(parse).toMatch(/if \(data \+ NWF_HEAD_LEN > end\)\n\t\treturn false;/);
   });
 });
 

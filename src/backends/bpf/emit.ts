@@ -60,9 +60,10 @@ const C_FIELD: Readonly<Record<Field, string>> = {
 
 /**
  * Counter slots per direction, in the order of enum nwf_stat in
- * bpf/lib/nwf_drop_reasons.h: accepted, the drop reasons, internal.
+ * bpf/lib/nwf_drop_reasons.h: the drop reasons, then internal. Accepted
+ * frames are not counted.
  */
-export const STAT_NAMES = ['accepted', ...DROP_REASONS, 'internal'] as const;
+export const STAT_NAMES = [...DROP_REASONS, 'internal'] as const;
 export type StatName = (typeof STAT_NAMES)[number];
 
 /** The C enumerator of each drop reason (bpf/lib/nwf_drop_reasons.h). */

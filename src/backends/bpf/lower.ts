@@ -16,14 +16,17 @@
 //  - Shape sharing: the rule structure is compiled; the values live in the
 //    nwf_cfg map. Every interface whose policy has the same shape uses the same
 //    object file.
-//  - Verdicts: TC_ACT_OK for accept, TC_ACT_SHOT for drop; per-interface
-//    counters by direction and drop reason in nwf_stats.
+//  - Programs: from the VM as a tc program and as an XDP program (the same
+//    policy), to the VM as a tc program; the host attaches them with tc, tcx
+//    or XDP (host/bpf/hook.ts).
+//  - Verdicts: TC_ACT_OK / XDP_PASS for accept, TC_ACT_SHOT / XDP_DROP for
+//    drop; per-interface drop counters by direction and reason in nwf_stats.
 import { endianness } from 'node:os';
 import type { Direction, PolicyIR } from '../../ir/types.js';
 import { ruleCounts } from '../../ir/facts.js';
 import { CODES, NwfError } from '../../util/errors.js';
 import { emitPolicyHeader } from './emit.js';
-import { MAP_NAMES, PROGRAM_NAMES, TC_HOOKS } from './names.js';
+import { MAP_NAMES, PROGRAM_NAMES, TC_HOOKS, XDP_PROGRAM_NAME } from './names.js';
 import { encodeConfig, planInterface, type BpfPlan } from './plan.js';
 
 export interface BpfMapWrite {
@@ -42,8 +45,10 @@ export interface BpfShapeSource {
 export interface BpfInterfaceLowering {
   iface: string;
   shapeId: string;
-  /** Program name per direction: out = from the VM (tc ingress), in = to the VM (tc egress). */
+  /** tc program name per direction: out = from the VM (tc ingress), in = to the VM (tc egress). */
   programs: Readonly<Record<Direction, string>>;
+  /** The XDP program of the from-VM direction (the same policy as programs.out). */
+  xdpProgram: string;
   hooks: Readonly<Record<Direction, 'ingress' | 'egress'>>;
   /** The interface's values: nwf_cfg's value (the loader places it at the tap's index in its shape's object). */
   maps: BpfMapWrite[];
@@ -106,6 +111,7 @@ export function lowerToBpf(ir: PolicyIR, backend: 'bpf' | 'both' = 'bpf'): BpfLo
       iface: p.iface,
       shapeId: plan.shapeId,
       programs: PROGRAM_NAMES,
+      xdpProgram: XDP_PROGRAM_NAME,
       hooks: TC_HOOKS,
       maps: [{ map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) }],
       plan,

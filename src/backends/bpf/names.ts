@@ -3,14 +3,17 @@
 import type { Direction } from '../../ir/types.js';
 import { InternalError } from '../../util/errors.js';
 
-/** The two programs of every object, by direction (bpf/nwf.bpf.c). */
+/** The two tc programs of every object, by direction (bpf/nwf.bpf.c). */
 export const PROGRAM_NAMES: Readonly<Record<Direction, string>> = { out: 'nwf_from_vm', in: 'nwf_to_vm' };
+
+/** The from-VM policy as an XDP program, in every object (bpf/nwf.bpf.c). */
+export const XDP_PROGRAM_NAME = 'nwf_from_vm_xdp';
 
 /** tc hook of each direction's program on the tap: out = from the VM, in = to the VM. */
 export const TC_HOOKS: Readonly<Record<Direction, 'ingress' | 'egress'>> = { out: 'ingress', in: 'egress' };
 
 /** The maps a loader fills (bpf/lib/nwf_maps.h). */
-export const MAP_NAMES = { cfg: 'nwf_cfg', ifx: 'nwf_ifx', slot: 'nwf_slot', stats: 'nwf_stats' } as const;
+export const MAP_NAMES = { cfg: 'nwf_cfg', ifxDir: 'nwf_ifx_dir', ifx: 'nwf_ifx', slot: 'nwf_slot', stats: 'nwf_stats' } as const;
 
 /** The kernel's name of a shape's loaded object (at most 15 characters). */
 export function objectName(shapeId: string): string {
