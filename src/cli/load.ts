@@ -5,7 +5,8 @@ import { checkNotEmptying, pruneGenerations } from '../host/live/apply.js';
 import { observeRunDir } from '../host/live/observe.js';
 import { readPorts } from '../host/live/ports.js';
 import { type Command, type ParsedArgs } from './args.js';
-import { configFrom, HOST_OPTIONS, hostOptions, liveHostFrom, lockedCommand } from './host-options.js';
+import { BPF_HOOK_OPTION, bpfHookOption, configFrom, HOST_OPTIONS, hostOptions, liveHostFrom, lockedCommand } from './host-options.js';
+import { reportBpfAttach } from './bpf-report.js';
 import type { CliIo } from './io.js';
 
 export const loadCommand: Command = {
@@ -15,6 +16,7 @@ export const loadCommand: Command = {
     'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\nnft -c, loads and verifies its eBPF programs, applies it in one transaction\nand records it as the current generation. Without DIR, protects what the live\nlibvirt host runs (/run/libvirt: the running domains and nwfilter bindings;\na machine without them is refused), records it as the desired state, and in\ntakeover mode removes libvirt\'s dispatch for the ports now protected. A\nfailed load leaves the previous generation in force; a generation that\nprotects no port is refused when the loaded one protects some. Needs root;\nacts on the network namespace it runs in; holds the state lock.',
   options: {
     ...HOST_OPTIONS,
+    ...BPF_HOOK_OPTION,
     full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
     'allow-empty': { value: false, help: 'load even a generation that leaves every protected port unprotected (without DIR: also on a machine without libvirt)' },
   },
@@ -26,7 +28,8 @@ async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
   const dir = p.positionals[0];
   const allowEmpty = p.flags.has('allow-empty');
   if (!dir) return loadLive(p, io, allowEmpty);
-  const opts = { ...hostOptions(p), full: p.flags.has('full') };
+  const hook = bpfHookOption(p);
+  const opts = { ...hostOptions(p), full: p.flags.has('full'), ...(hook ? { bpfHook: hook } : {}) };
   return lockedCommand(p, `load ${dir}`, async () => {
     checkNotEmptying(opts.stateDir, readGeneration(dir).manifest.interfaces.length, allowEmpty);
     const r = await loadGeneration(dir, opts);
@@ -35,7 +38,7 @@ async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
       `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms${r.incremental ? ' (incremental: element changes only)' : ''}` +
         `${r.previous ? `; previous ${r.previous}` : ''}\n`,
     );
-    if (r.missingTaps.length) io.err(`note: no such tap yet, eBPF programs not attached: ${r.missingTaps.join(', ')} (a later load attaches them)\n`);
+    reportBpfAttach(r, io);
     const desired = readPorts(opts.stateDir).length;
     if (desired) io.err(`note: this host has a desired state (${desired} port(s), libvirt hook / reconcile): the next hook call or reconcile replaces this generation with it\n`);
     return 0;
@@ -57,7 +60,7 @@ async function loadLive(p: ParsedArgs, io: CliIo, allowEmpty: boolean): Promise<
         `loaded generation ${g.generation.manifest.id} (${g.generation.manifest.interfaces.length} interface(s)) in ${g.ms.apply.toFixed(1)} ms${g.incremental ? ' (incremental: element changes only)' : ''}` +
           `${g.previous ? `; previous ${g.previous}` : ''}\n`,
       );
-      if (g.missingTaps.length) io.err(`note: no such tap yet, eBPF programs not attached: ${g.missingTaps.join(', ')} (a later load attaches them)\n`);
+      reportBpfAttach(g, io);
     }
     if (r.takeover?.taken.length) io.out(`took over from libvirt: ${r.takeover.taken.join(', ')}\n`);
     return 0;

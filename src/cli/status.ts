@@ -40,7 +40,11 @@ async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
     io.out(`\n${'interface'.padEnd(12)}${'owner'.padEnd(14)}${'filter'.padEnd(24)}${cols.map((c) => c.padStart(10)).join('')}\n`);
     for (const i of s.interfaces) {
       io.out(`${i.iface.padEnd(12)}${i.owner.slice(0, 13).padEnd(14)}${i.filter.slice(0, 23).padEnd(24)}${cols.map((c) => String(i.drops[c] ?? 0).padStart(10)).join('')}\n`);
-      if (i.bpfDrops) io.out(`${''.padEnd(12)}${'  (eBPF)'.padEnd(38)}${cols.map((c) => String(i.bpfDrops?.[c] ?? 0).padStart(10)).join('')}\n`);
+      if (i.bpfDrops || i.bpfHooks) {
+        const h = i.bpfHooks;
+        const where = h === undefined ? '' : h === 'no-tap' ? ', no tap' : h.out === h.in ? ` on ${h.out ?? 'NOTHING'}` : ` on ${h.out ?? 'NOTHING'}/${h.in ?? 'NOTHING'}`;
+        io.out(`${''.padEnd(12)}${`  (eBPF${where})`.padEnd(38)}${cols.map((c) => String(i.bpfDrops?.[c] ?? 0).padStart(10)).join('')}\n`);
+      }
     }
   }
   if (!live) {

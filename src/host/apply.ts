@@ -11,7 +11,7 @@ import { lowerNftFor } from '../compile.js';
 import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
 import { hostRunner, inNetns, withNetns } from './netns.js';
 import { type Generation, type HostState, readGeneration, StateDir } from './generation.js';
-import { attachBpf, bpfStats, detachBpf, prepareBpf, unpinAll, updateBpfInPlace } from './bpf-apply.js';
+import { attachBpf, bpfAttachments, bpfStats, detachBpf, prepareBpf, unpinAll, updateBpfInPlace, type BpfHookChoice, type HookPlan, type TapHooks } from './bpf-apply.js';
 import { inventoryOf, kernelInventory, liveTag, normalizeListing, OUR_TABLES, tagsIn, type KernelInventory, type Listing } from './inventory.js';
 import { elementDelta, planFullLoad, unloadBatch, type LoadPlan } from './load-plan.js';
 import { applyElementDelta, type ElementDeltaOptions } from './nfnl/index.js';
@@ -22,6 +22,11 @@ export interface HostOptions extends NftRunOptions {
   pinDir?: string;
   /** Always replace the whole generation, never apply an element delta. */
   full?: boolean;
+  /**
+   * Where the eBPF programs go on the taps (default: what the last load that
+   * named one asked for, else auto: tcx where the kernel has it, else tc).
+   */
+  bpfHook?: BpfHookChoice;
 }
 
 /** Runs fn in the namespace of the options (tc and interface lookups act on the calling thread's namespace). */
@@ -133,6 +138,10 @@ export interface LoadResult {
   missingTaps: string[];
   /** Applied as an element delta / in-place eBPF value update (load-plan.ts). */
   incremental?: boolean;
+  /** The hook of each tap's eBPF programs, when this load attached them. */
+  bpfHooks?: Record<string, HookPlan>;
+  /** What the user should know about the eBPF attachment (fallbacks). */
+  notes: string[];
 }
 
 /** Checks with nft -c, then applies the generation as one transaction and records it. */
@@ -149,7 +158,10 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
     }
   }
   const previous = s.current ? safeLoad(state, s.current) : undefined;
-  if (previous && !opts.full) {
+  const hook = opts.bpfHook ?? s.bpfHook ?? 'auto';
+  const keepHook = opts.bpfHook ?? s.bpfHook;
+  // another hook than the loaded one: the programs move, which a value update cannot do
+  if (previous && !opts.full && (opts.bpfHook === undefined || opts.bpfHook === s.bpfHook)) {
     const r = await tryIncremental(previous, g, state, s, opts);
     if (r) return r;
   }
@@ -163,24 +175,37 @@ export async function loadGeneration(dir: string, opts: HostOptions): Promise<Lo
   const stored = state.store(g);
   // Verify and configure every eBPF program before anything changes.
   const bpf = stored.bpf;
-  const prepared = bpf ? inNs(opts, () => prepareBpf(stored.dir, bpf)) : undefined;
-  let missing: string[] = [];
+  const prepared = bpf ? inNs(opts, () => prepareBpf(stored.dir, bpf, hook)) : undefined;
+  let attached: ReturnType<typeof attachBpf> | undefined;
   try {
     await faultPoint('pause-before-apply');
     await nftApply(apply, opts);
     await cleanupAfter(plan, opts);
-    if (prepared) missing = inNs(opts, () => attachBpf(prepared, opts.pinDir).missing);
+    if (prepared) attached = inNs(opts, () => attachBpf(prepared, opts.pinDir));
   } finally {
     prepared?.close();
   }
   const now = new Set(bpfInterfaces(stored));
-  inNs(opts, () => detachBpf(bpfInterfaces(previous).filter((i) => !now.has(i))));
+  inNs(opts, () => detachBpf(bpfInterfaces(previous).filter((i) => !now.has(i)), opts.pinDir));
   if (!prepared) unpinAll(opts.pinDir);
   const t2 = performance.now();
   state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
-  const next: HostState = { current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString(), tag: plan.tag };
+  const next: HostState = {
+    current: stored.manifest.id,
+    history: [...s.history, stored.manifest.id].slice(-20),
+    loadedAt: new Date().toISOString(),
+    tag: plan.tag,
+    ...(keepHook ? { bpfHook: keepHook } : {}),
+  };
   state.write(next);
-  return { generation: stored, previous: s.current, ms: { check: t1 - t0, apply: t2 - t1 }, missingTaps: missing };
+  return {
+    generation: stored,
+    previous: s.current,
+    ms: { check: t1 - t0, apply: t2 - t1 },
+    missingTaps: attached?.missing ?? [],
+    ...(attached ? { bpfHooks: attached.hooks } : {}),
+    notes: attached?.notes ?? [],
+  };
 }
 
 /**
@@ -213,11 +238,12 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   } catch {
     return undefined;
   }
+  let attached: ReturnType<typeof attachBpf> | undefined;
   if (bpfPrev && bpfNext && !inNs(opts, () => updateBpfInPlace(bpfPrev, bpfNext, opts.pinDir))) {
     // values could not be changed in place: re-attach everything (the ruleset is already current)
-    const prepared = inNs(opts, () => prepareBpf(g.dir, bpfNext));
+    const prepared = inNs(opts, () => prepareBpf(g.dir, bpfNext, s.bpfHook ?? 'auto'));
     try {
-      inNs(opts, () => attachBpf(prepared, opts.pinDir));
+      attached = inNs(opts, () => attachBpf(prepared, opts.pinDir));
     } finally {
       prepared.close();
     }
@@ -225,8 +251,22 @@ async function tryIncremental(previous: Generation, g: Generation, state: StateD
   const t1 = performance.now();
   const stored = state.store(g);
   state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts));
-  state.write({ current: stored.manifest.id, history: [...s.history, stored.manifest.id].slice(-20), loadedAt: new Date().toISOString(), ...(tag ? { tag } : s.tag ? { tag: s.tag } : {}) });
-  return { generation: stored, previous: s.current, ms: { check: 0, apply: t1 - t0 }, missingTaps: [], incremental: true };
+  state.write({
+    current: stored.manifest.id,
+    history: [...s.history, stored.manifest.id].slice(-20),
+    loadedAt: new Date().toISOString(),
+    ...(tag ? { tag } : s.tag ? { tag: s.tag } : {}),
+    ...(s.bpfHook ? { bpfHook: s.bpfHook } : {}),
+  });
+  return {
+    generation: stored,
+    previous: s.current,
+    ms: { check: 0, apply: t1 - t0 },
+    missingTaps: attached?.missing ?? [],
+    incremental: true,
+    ...(attached ? { bpfHooks: attached.hooks } : {}),
+    notes: attached?.notes ?? [],
+  };
 }
 
 function safeLoad(state: StateDir, id: string): Generation | undefined {
@@ -247,12 +287,12 @@ export async function rollback(opts: HostOptions): Promise<LoadResult> {
   return loadGeneration(state.generationDir(prevId), opts);
 }
 
-/** Removes nwf-fast's tables (and nothing else) in one transaction, its tc filters and its pins. */
+/** Removes nwf-fast's tables (and nothing else) in one transaction, its eBPF programs (tc filters, links) and its pins. */
 export async function unload(opts: HostOptions): Promise<void> {
   const state = new StateDir(opts.stateDir);
   const s = state.read();
   await nftApply(toNftJson(unloadBatch()), opts);
-  if (s.current) inNs(opts, () => detachBpf(bpfInterfaces(safeLoad(state, s.current as string))));
+  if (s.current) inNs(opts, () => detachBpf(bpfInterfaces(safeLoad(state, s.current as string)), opts.pinDir));
   unpinAll(opts.pinDir);
   state.write({ ...s, current: null });
 }
@@ -263,7 +303,15 @@ export interface Status {
   history: string[];
   loadedAt?: string;
   backend?: 'nft' | 'bpf' | 'both';
-  interfaces: { iface: string; owner: string; filter: string; drops: Record<string, number>; bpfDrops?: Record<string, number> }[];
+  interfaces: {
+    iface: string;
+    owner: string;
+    filter: string;
+    drops: Record<string, number>;
+    bpfDrops?: Record<string, number>;
+    /** eBPF generations: where nwf-fast's programs run on the tap (null: a direction without one), or 'no-tap'. */
+    bpfHooks?: TapHooks;
+  }[];
   /** True when the kernel's tables differ from what was recorded when the generation was loaded. */
   drift: boolean;
   driftDetail?: string;
@@ -294,22 +342,38 @@ export async function status(opts: HostOptions): Promise<Status> {
     rec[p.reason] = (rec[p.reason] ?? 0) + c.packets;
   }
   out.backend = g.manifest.backend;
-  const bpf = g.bpf ? bpfStats(g.bpf, opts.pinDir) : new Map();
+  const storedBpf = g.bpf;
+  const bpf = storedBpf ? bpfStats(storedBpf, opts.pinDir) : new Map();
+  const hooks = storedBpf ? inNs(opts, () => bpfAttachments(storedBpf, opts.pinDir)) : new Map<string, TapHooks>();
   out.interfaces = g.manifest.interfaces.map((i) => {
     const rec: Status['interfaces'][number] = { iface: i.iface, owner: i.owner, filter: i.filter, drops: drops.get(i.iface) ?? {} };
     const b = bpf.get(i.iface);
     if (b) {
       const d: Record<string, number> = {};
-      for (const dir of ['out', 'in'] as const) for (const [k, v] of Object.entries(b[dir])) if (k !== 'accepted') d[k] = (d[k] ?? 0) + Number(v);
+      for (const dir of ['out', 'in'] as const) for (const [k, v] of Object.entries(b[dir])) d[k] = (d[k] ?? 0) + Number(v);
       rec.bpfDrops = d;
     }
+    const h = hooks.get(i.iface);
+    if (h) rec.bpfHooks = h;
     return rec;
   });
+  const details: string[] = [];
   const expected = state.readKernelSnapshot(s.current);
   const now = normalizeAll(listing);
   if (expected !== undefined && JSON.stringify(expected) !== JSON.stringify(now)) {
+    details.push(!present.bridge ? 'the bridge table nwf_fast is missing' : 'the kernel tables differ from the loaded generation');
+  }
+  // a tap that exists must carry nwf-fast's programs in both directions
+  const bare: string[] = [];
+  for (const [iface, h] of hooks) {
+    if (h === 'no-tap') continue;
+    const dirs = (['out', 'in'] as const).filter((d) => h[d] === null).map((d) => (d === 'out' ? 'from the VM' : 'to the VM'));
+    if (dirs.length) bare.push(`${iface} (${dirs.join(', ')})`);
+  }
+  if (bare.length) details.push(`eBPF programs missing on ${bare.join(', ')}`);
+  if (details.length) {
     out.drift = true;
-    out.driftDetail = !present.bridge ? 'the bridge table nwf_fast is missing' : 'the kernel tables differ from the loaded generation';
+    out.driftDetail = details.join('; ');
   }
   return out;
 }

@@ -1,16 +1,19 @@
-// The eBPF backend on a namespaced host: generations with tc programs on the
-// taps, real frames through the bridge, reloads under a spoofed flood,
-// rollback, unload, and a verifier refusal that changes nothing.
+// The eBPF backend on a namespaced host, with each attach mechanism (tc
+// clsact filters, tcx links, XDP from the VM with tcx towards it):
+// generations with programs on the taps, real frames through the bridge,
+// reloads under a spoofed flood, rollback, unload, a verifier refusal that
+// changes nothing, status; and switching a loaded host from one mechanism to
+// another under a spoofed flood.
 import { execa } from 'execa';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileGeneration, type Backend } from '../../src/compile.js';
 import { readGeneration, writeGeneration } from '../../src/host/generation.js';
 import { loadGeneration, rollback, status, unload } from '../../src/host/apply.js';
-import { TC_HANDLE, TC_PRIORITY } from '../../src/host/bpf-apply.js';
-import { tcQuery } from '../../src/host/bpf/libbpf.js';
+import { queryPort, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookMechanism } from '../../src/host/bpf/hook.js';
+import { attachTcx, BpfObject, tcDetach } from '../../src/host/bpf/libbpf.js';
 import { withNetns, ifIndex } from '../../src/host/netns.js';
 import type { Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
@@ -25,11 +28,18 @@ const L3_FILTER = `<filter name='web-only' chain='root'>
   <rule action='drop' direction='inout' priority='900'><all/></rule>
 </filter>`;
 
-describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
+/** The mechanism of each direction a hook choice gives on this kernel (6.18: tcx, links pinned on the host's bpffs). */
+const EXPECT: Record<Exclude<BpfHookChoice, 'auto'>, { out: HookMechanism; in: HookMechanism }> = {
+  tc: { out: 'tc', in: 'tc' },
+  tcx: { out: 'tcx', in: 'tcx' },
+  xdp: { out: 'xdp', in: 'tcx' },
+};
+
+describe.skipIf(!isRoot).each(['tc', 'tcx', 'xdp'] as const)('eBPF backend on a namespaced host, --bpf-hook %s', (hook) => {
   let tb: Testbed;
   let work: string;
   let pinDir: string;
-  let opts: { stateDir: string; netns: string; pinDir: string };
+  let opts: { stateDir: string; netns: string; pinDir: string; bpfHook: BpfHookChoice };
   const gen = async (name: string, backend: Backend, filter: string, params: Record<string, string | string[]>, extra?: string) => {
     const dir = join(work, name);
     const b = mkdtempSync(join(tmpdir(), 'nwf-bb-'));
@@ -42,22 +52,32 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     rmSync(f, { recursive: true });
     return { dir, src };
   };
+  /** The ids of nwf-fast's programs on vnet0 (from the VM, to the VM), each checked to be on the expected mechanism. */
   const attached = () =>
     withNetns(tb.hostNs, () => {
-      const ifindex = ifIndex('vnet0');
-      return (['ingress', 'egress'] as const).map((direction) => tcQuery({ ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY })?.progId);
+      const q = queryPort({ iface: 'vnet0', ifindex: ifIndex('vnet0') }, pinDir);
+      return (['out', 'in'] as const).map((d) => {
+        if (q[d]) expect(q[d]!.mechanism).toBe(EXPECT[hook][d]);
+        return q[d]?.progId;
+      });
     });
 
   beforeAll(async () => {
     tb = await createDemoHost('nwfb');
     work = mkdtempSync(join(tmpdir(), 'nwf-bpf-'));
-    pinDir = `/sys/fs/bpf/nwf-fast-test-${process.pid}`;
-    opts = { stateDir: join(work, 'state'), netns: tb.hostNs, pinDir };
+    pinDir = `/sys/fs/bpf/nwf-fast-test-${process.pid}-${hook}`;
+    opts = { stateDir: join(work, 'state'), netns: tb.hostNs, pinDir, bpfHook: hook };
   });
   afterAll(async () => {
     await tb?.destroy();
     if (work) rmSync(work, { recursive: true, force: true });
     if (pinDir) rmSync(pinDir, { recursive: true, force: true });
+  });
+  let foreignObj: string;
+  beforeAll(async () => {
+    foreignObj = join(work, 'foreign.bpf.o');
+    writeFileSync(`${foreignObj}.c`, '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nSEC("tc") int foreign_pass(struct __sk_buff *s) { return -1; }\nchar LICENSE[] SEC("license") = "GPL";\n');
+    await execa('clang-19', ['-O2', '-g', '-target', 'bpf', '-I/usr/include/x86_64-linux-gnu', '-c', `${foreignObj}.c`, '-o', foreignObj]);
   });
 
   it.each([
@@ -73,11 +93,13 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     const isIp = (f: Uint8Array): boolean => f.length >= 14 && ((f[12] === 0x08 && f[13] === 0x00) || (f[12] === 0x86 && f[13] === 0xdd));
     const r = await runDifferential(tb, policy, corpus, c.extra ? { oneByOne: (f) => isIp(f.frame) } : {});
     for (const m of r.mismatches) console.log(`  MISMATCH ${m.direction} ${m.name}: evaluator ${m.expected}, kernel ${m.delivered ? 'delivered' : 'dropped'} ${m.hex.slice(0, 100)}`);
-    console.log(`[bpf differential] ${c.backend} ${c.filter}: sent ${r.sent} (${r.accepted} accept, ${r.dropped} drop), mismatches ${r.mismatches.length}`);
+    console.log(`[bpf differential] ${hook}: ${c.backend} ${c.filter}: sent ${r.sent} (${r.accepted} accept, ${r.dropped} drop), mismatches ${r.mismatches.length}`);
     expect(r.mismatches).toEqual([]);
     const st = await status(opts);
     const drops = st.interfaces[0]?.bpfDrops ?? {};
     expect(Object.values(drops).reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    expect(st.interfaces[0]?.bpfHooks).toEqual(EXPECT[hook]);
+    expect(st.drift).toBe(false);
   });
 
   it('50 reloads alternating two generations under a spoofed flood deliver no spoofed frame (programs replaced in place, or values updated in place)', async () => {
@@ -92,7 +114,7 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
         ids.add(attached()[0]);
       }
     });
-    console.log(`[bpf reload] 50 loads; spoofed sent ${sent.spoofed}, delivered ${got.spoofed}; legitimate sent ${sent.legit}, delivered ${got.legit}; ${ids.size} program ids`);
+    console.log(`[bpf reload] ${hook}: 50 loads; spoofed sent ${sent.spoofed}, delivered ${got.spoofed}; legitimate sent ${sent.legit}, delivered ${got.legit}; ${ids.size} program ids`);
     expect(sent.spoofed).toBeGreaterThan(500);
     expect(got.spoofed).toBe(0);
     expect(got.legit).toBeGreaterThanOrEqual(Math.floor(sent.legit * 0.99));
@@ -138,13 +160,99 @@ describe.skipIf(!isRoot)('eBPF backend on a namespaced host', () => {
     expect(await send()).toBe(true);
     await rollback(opts);
     expect(await send()).toBe(false);
-    // somebody else's tc filter on the same tap survives unload
+    // somebody else's tc filter and tcx program on the same tap survive unload
+    await execa('ip', ['netns', 'exec', tb.hostNs, 'tc', 'qdisc', 'replace', 'dev', 'vnet0', 'clsact']);
     await execa('ip', ['netns', 'exec', tb.hostNs, 'tc', 'filter', 'add', 'dev', 'vnet0', 'ingress', 'prio', '7', 'protocol', 'all', 'bpf', 'bytecode', '1,6 0 0 4294967295,']);
+    const foreign = BpfObject.open(foreignObj).load();
+    const link = withNetns(tb.hostNs, () => attachTcx(foreign.program('foreign_pass'), ifIndex('vnet0'), 'egress'));
+    try {
+      await unload(opts);
+      expect(attached()).toEqual([undefined, undefined]);
+      expect(await send()).toBe(true);
+      const tcOut = (await execa('ip', ['netns', 'exec', tb.hostNs, 'tc', 'filter', 'show', 'dev', 'vnet0', 'ingress'])).stdout;
+      expect(tcOut).toContain("bytecode '1,6 0 0 4294967295'");
+      expect(link.info().tcx?.ifindex).toBeGreaterThan(0); // still attached
+      expect(readdirSync(pinDir).filter((d) => d.startsWith('tap-') || d.startsWith('shape-'))).toEqual([]);
+    } finally {
+      link.close();
+      foreign.close();
+      await execa('ip', ['netns', 'exec', tb.hostNs, 'tc', 'filter', 'del', 'dev', 'vnet0', 'ingress', 'prio', '7'], { reject: false });
+    }
+  });
+
+  it('status reports a tap whose program was taken off by someone else as drift', async () => {
+    const g = (await gen('s1', 'bpf', 'clean-traffic', { IP: '10.77.0.2' })).dir;
+    await loadGeneration(g, opts);
+    expect((await status(opts)).drift).toBe(false);
+    // take nwf-fast's to-VM program off behind its back
+    withNetns(tb.hostNs, () => {
+      const ifindex = ifIndex('vnet0');
+      if (EXPECT[hook].in === 'tc') tcDetach({ ifindex, direction: 'egress', handle: TC_HANDLE, priority: TC_PRIORITY });
+      else rmSync(join(pinDir, 'tap-vnet0', 'to_vm')); // the last reference of the link: it is released
+    });
+    const st = await status(opts);
+    expect(st.drift).toBe(true);
+    expect(st.driftDetail).toMatch(/eBPF programs missing on vnet0 \(to the VM\)/);
+    expect(st.interfaces[0]?.bpfHooks).toEqual({ ...EXPECT[hook], in: null });
+    // a load puts it back
+    await loadGeneration(g, { ...opts, full: true });
+    expect((await status(opts)).drift).toBe(false);
+  });
+});
+
+describe.skipIf(!isRoot)('eBPF attach mechanisms on a loaded host', () => {
+  let tb: Testbed;
+  let work: string;
+  const pinDir = `/sys/fs/bpf/nwf-fast-test-${process.pid}-switch`;
+  beforeAll(async () => {
+    tb = await createDemoHost('nwfs');
+    work = mkdtempSync(join(tmpdir(), 'nwf-bpfs-'));
+  });
+  afterAll(async () => {
+    await tb?.destroy();
+    if (work) rmSync(work, { recursive: true, force: true });
+    rmSync(pinDir, { recursive: true, force: true });
+  });
+
+  it('moves vnet0 between tc, tcx and xdp under a spoofed flood: no spoofed frame gets through, no legitimate one is lost', async () => {
+    const b = mkdtempSync(join(tmpdir(), 'nwf-bb-'));
+    writeFileSync(join(b, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'clean-traffic', { IP: '10.77.0.2' }));
+    const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [b], domainPaths: [], libvirt: false });
+    const dir = join(work, 'g');
+    await writeGeneration(dir, compileGeneration(src, 'bpf'));
+    rmSync(b, { recursive: true });
+    const opts = { stateDir: join(work, 'state'), netns: tb.hostNs, pinDir };
+    const order: BpfHookChoice[] = ['tc', 'tcx', 'xdp', 'tc', 'xdp', 'tcx', 'tc', 'auto', 'xdp', 'auto'];
+    const seen: string[] = [];
+    await loadGeneration(dir, { ...opts, bpfHook: 'auto' });
+    const { sent, delivered } = await floodDuring(tb, async () => {
+      for (const h of order) {
+        // another hook than the loaded one moves the programs (no incremental load)
+        const r = await loadGeneration(dir, { ...opts, bpfHook: h });
+        const q = withNetns(tb.hostNs, () => queryPort({ iface: 'vnet0', ifindex: ifIndex('vnet0') }, pinDir));
+        const want = h === 'auto' ? EXPECT.tcx : EXPECT[h];
+        expect(r.incremental).toBeUndefined();
+        expect(r.bpfHooks?.vnet0).toEqual(want);
+        expect({ out: q.out?.mechanism, in: q.in?.mechanism }).toEqual(want);
+        seen.push(`${h}:${q.out?.mechanism}/${q.in?.mechanism}`);
+        // exactly one program per direction is left: the other mechanisms' are gone
+        const tc = (await execa('ip', ['netns', 'exec', tb.hostNs, 'tc', 'filter', 'show', 'dev', 'vnet0', 'ingress'])).stdout;
+        expect(tc.includes('nwf_from_vm')).toBe(want.out === 'tc');
+        const link = (await execa('ip', ['-n', tb.hostNs, '-d', 'link', 'show', 'dev', 'vnet0'])).stdout;
+        expect(/prog\/xdp/.test(link)).toBe(want.out === 'xdp');
+      }
+    });
+    console.log(`[bpf hooks] ${seen.join(' -> ')}; spoofed sent ${sent.spoofed}, delivered ${delivered.spoofed}; legitimate sent ${sent.legit}, delivered ${delivered.legit}`);
+    expect(sent.spoofed).toBeGreaterThan(500);
+    expect(delivered.spoofed).toBe(0);
+    expect(delivered.legit).toBeGreaterThanOrEqual(Math.floor(sent.legit * 0.99));
+    // the choice sticks: a load that names none keeps the last one
+    await loadGeneration(dir, { ...opts, bpfHook: 'xdp' });
+    const r = await loadGeneration(dir, { ...opts, full: true });
+    expect(r.bpfHooks?.vnet0).toEqual(EXPECT.xdp);
     await unload(opts);
-    expect(attached()).toEqual([undefined, undefined]);
-    expect(await send()).toBe(true);
-    const tcOut = (await execa('ip', ['netns', 'exec', tb.hostNs, 'tc', 'filter', 'show', 'dev', 'vnet0', 'ingress'])).stdout;
-    expect(tcOut).toContain("bytecode '1,6 0 0 4294967295'");
+    const q = withNetns(tb.hostNs, () => queryPort({ iface: 'vnet0', ifindex: ifIndex('vnet0') }, pinDir));
+    expect(q).toEqual({ out: undefined, in: undefined });
   });
 });
 

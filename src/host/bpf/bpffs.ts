@@ -30,6 +30,18 @@ export function isBpffs(path: string): boolean {
   return fsType(path) === BPF_FS_MAGIC;
 }
 
+let mountedHere = false;
+
+/**
+ * Whether this process mounted the bpf filesystem on /sys/fs/bpf (ensureBpffs
+ * found none there): that instance lives only as long as a mount of it does,
+ * so in a mount namespace of its own (`ip netns exec` makes one, with a fresh
+ * /sys) everything pinned in it goes when the process exits.
+ */
+export function bpffsMountedByUs(): boolean {
+  return mountedHere;
+}
+
 export interface EnsureBpffsOptions {
   /** Mount bpffs on /sys/fs/bpf when nothing is mounted there (default true). */
   mount?: boolean;
@@ -59,6 +71,7 @@ export function ensureBpffs(dir: string = DEFAULT_PIN_DIR, opts: EnsureBpffsOpti
     clearErrno();
     const r = libbpf().mount('bpf', BPFFS_ROOT, 'bpf', MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME, 'mode=0700');
     if (r !== 0) throw new OsError(CODES.BPF_FAILED, 'mount', `bpf on ${BPFFS_ROOT}`, lastErrno());
+    mountedHere = true;
   }
   if (!existsSync(dir)) {
     // The nearest existing ancestor must be on bpffs (mkdir works there like anywhere).
