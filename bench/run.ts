@@ -13,7 +13,7 @@ import { compileThroughput, type CompileRow } from './lib/compile-bench.js';
 import { dataplanePhase, type DpResult } from './lib/dataplane.js';
 import { loadTemplate, type EbtablesTemplate } from './lib/ebtables.js';
 import { environment, type Environment } from './lib/env.js';
-import { buildRefObject, createBenchHost, type BenchHost } from './lib/host.js';
+import { buildRefObject, buildTapWriter, createBenchHost, type BenchHost } from './lib/host.js';
 import { libvirtPhase, type LibvirtResult } from './lib/libvirt-phase.js';
 import { protectPhase, type ProtectResult } from './lib/protect.js';
 import { renderMarkdown, renderSvg, targets } from './lib/report.js';
@@ -26,6 +26,8 @@ export interface BenchConfig {
   protectRounds: number;
   dpRounds: number;
   dpTargetSeconds: number;
+  /** N of the veth data-plane rows (the tap path and the tc/xdp eBPF hooks: the largest only). */
+  dpNs: number[];
   libvirtBindings: number;
   libvirtFillTo: number[];
   libvirtSamplesPerFill: number;
@@ -109,7 +111,8 @@ async function main(): Promise<number> {
     ns: [1, 10, 100, 1000],
     protectRounds: args.rounds ?? (quick ? 2 : 5),
     dpRounds: args.rounds ?? (quick ? 2 : 5),
-    dpTargetSeconds: quick ? 0.3 : 1.5,
+    dpTargetSeconds: quick ? 0.3 : 1.0,
+    dpNs: quick ? [1, 1000] : [1, 10, 100, 1000],
     libvirtBindings: quick ? 10 : 40,
     libvirtFillTo: [100, 1000],
     libvirtSamplesPerFill: quick ? 1 : 3,
@@ -204,9 +207,17 @@ async function main(): Promise<number> {
           else results.notes.push("libvirt's ebtables rules could not be captured (libvirt not measured) and no earlier capture exists: the data-plane runs have no libvirt row");
         }
         const refObject = await buildRefObject(workDir);
-        results.dataplane = await phase('dataplane', () =>
-          dataplanePhase(h, { ns: config.ns, rounds: config.dpRounds, targetSeconds: config.dpTargetSeconds, ...(template ? { template } : {}), refObject, workDir }),
-        );
+        results.dataplane = await phase('dataplane', async () => {
+          // A second host whose vnet0 is a real tap, fed as QEMU feeds it.
+          const writerBin = await buildTapWriter(workDir);
+          const tapHost = await createBenchHost(nMax, join(workDir, 'tap-host'), { tap: { writerBin } });
+          log(`host ${tapHost.hostNs}: bridge with ${nMax} ports (vnet0 a tap fed by tap-writer) + peer`);
+          try {
+            return await dataplanePhase({ veth: h, tap: tapHost }, { ns: config.dpNs, rounds: config.dpRounds, targetSeconds: config.dpTargetSeconds, ...(template ? { template } : {}), refObject, workDir });
+          } finally {
+            await tapHost.destroy();
+          }
+        });
       }
     } else if (wantLibvirt && !results.libvirt?.available) {
       await runLibvirt(config.libvirtWaitMs);

@@ -1,38 +1,80 @@
-// CPU cost per frame through the bridge, vm0 -> peer, with N protected ports.
+// CPU cost per frame through the bridge, vm0 -> peer, with N protected ports,
+// on two paths into the host:
+//  - veth: trafgen in vm0's namespace writes frames into a veth whose host end
+//    is the bridge port (the TX ring: skbs whose linear part is the Ethernet
+//    header only);
+//  - tap: a real tap device as the bridge port, fed by bench/tap-writer.c the
+//    way QEMU's user-space virtio-net backend feeds it (non-blocking writes
+//    into /dev/net/tun; tun builds each frame in a page fragment and runs an
+//    XDP program on it natively, before an skb exists).
 //
 // Each measurement sends a bounded number of identical 60-byte UDP/IPv4
-// frames with trafgen from vm0 and takes the CPU time that the sending
-// process consumed (bash `times`: trafgen's user + system time, which with
-// this kernel's tick-free accounting of task runtime includes the softirq work
-// that veth -> bridge -> filter -> veth -> peer does in the sender's context)
-// plus the runtime of the ksoftirqd threads (softirq work deferred out of
-// it). Dividing by the frames sent gives ns per frame; every figure is also
-// divided by the no-filter figure of the same round.
+// frames and takes the CPU time of the sender: trafgen's user + system time
+// (bash `times`), or the writer thread's CPU time over its write loop
+// (CLOCK_THREAD_CPUTIME_ID). With this kernel's tick-free accounting of task
+// runtime, that includes the softirq work the frame's path does in the
+// sender's context (veth or tun -> bridge -> filter -> veth -> peer); the
+// runtime of the ksoftirqd threads (work deferred out of it) is added.
+// Dividing by the frames sent gives ns per frame; every figure is also
+// divided by the no-filter figure of the same round and path.
 //
 // Configurations: none (the physical limit here; br_netfilter on, the
-// default), none with br_netfilter off, a pass-all tc program on vnet0
-// (plain clsact eBPF), a drop-all tc program on vnet0 (the floor for dropping
-// a frame: produce it and drop it at once at the tap), and per N: libvirt's
-// ebtables rules, nwf-fast nft, nwf-fast eBPF.
+// default), none with br_netfilter off (veth), a pass-all and a drop-all
+// program on vnet0's from-VM hook for each mechanism (tc clsact, tcx, XDP:
+// the cost of having the hook; the floor for dropping a frame there), and per
+// N: libvirt's ebtables rules, nwf-fast nft, nwf-fast eBPF with each hook
+// (tcx, the default, at every N; tc and xdp at the largest N).
 import { join } from 'node:path';
 import type { EbtablesTemplate } from './ebtables.js';
-import { flood, loadEbpf, loadEbtables, loadNft, loadRef, setBrNetfilter, writeTrafgenConfigs, type BenchHost, type Traffic, type Unload } from './host.js';
+import { loadEbpf, loadEbtables, loadNft, loadRef, sendTraffic, setBrNetfilter, writeTrafgenConfigs, type BenchHost, type DpPath, type RefHook, type Traffic, type Unload } from './host.js';
 import { bindingTexts, compileNft, parseBindings, resolveAll } from './policy.js';
 import { log, stat, type Stat } from './util.js';
 
-export type DpConfig = 'none' | 'none-brnf-off' | 'tc-pass' | 'tc-drop' | 'libvirt-ebtables' | 'nft' | 'ebpf';
+export type { DpPath };
+
+export type DpConfig =
+  | 'none'
+  | 'none-brnf-off'
+  | 'tc-pass'
+  | 'tcx-pass'
+  | 'xdp-pass'
+  | 'tc-drop'
+  | 'tcx-drop'
+  | 'xdp-drop'
+  | 'libvirt-ebtables'
+  | 'nft'
+  | 'ebpf-tc'
+  | 'ebpf-tcx'
+  | 'ebpf-xdp';
 
 export const DP_LABELS: Record<DpConfig, string> = {
   none: 'no filter (br_netfilter on)',
   'none-brnf-off': 'no filter, br_netfilter off',
-  'tc-pass': 'tc pass-all program on the tap',
-  'tc-drop': 'tc drop-all program on the tap (floor)',
+  'tc-pass': 'tc pass-all program on the tap (clsact)',
+  'tcx-pass': 'tcx pass-all program on the tap',
+  'xdp-pass': 'XDP pass-all program on the tap',
+  'tc-drop': 'tc drop-all program on the tap (tc floor)',
+  'tcx-drop': 'tcx drop-all program on the tap (tcx floor)',
+  'xdp-drop': 'XDP drop-all program on the tap (XDP floor)',
   'libvirt-ebtables': "libvirt's ebtables rules",
   nft: 'nwf-fast nft',
-  ebpf: 'nwf-fast eBPF',
+  'ebpf-tc': 'nwf-fast eBPF, --bpf-hook tc',
+  'ebpf-tcx': 'nwf-fast eBPF, --bpf-hook tcx (auto)',
+  'ebpf-xdp': 'nwf-fast eBPF, --bpf-hook xdp',
 };
 
+export const PATH_LABELS: Record<DpPath, string> = {
+  veth: 'veth (trafgen in the VM namespace)',
+  tap: 'tap (written by tap-writer, as QEMU does)',
+};
+
+/** The drop-all floor each configuration's spoofed frames are compared with: the same hook's, tc's for the rest. */
+export function floorOf(config: DpConfig): DpConfig {
+  return config === 'ebpf-tcx' ? 'tcx-drop' : config === 'ebpf-xdp' ? 'xdp-drop' : 'tc-drop';
+}
+
 export interface DpSample {
+  path: DpPath;
   round: number;
   config: DpConfig;
   /** Protected ports (0 for the references). */
@@ -44,19 +86,23 @@ export interface DpSample {
   machineNs: number;
   wallMs: number;
   nsPerFrame: number;
-  /** ns per frame / the same round's no-filter ns per frame of the same traffic. */
+  /** ns per frame / the same round's no-filter ns per frame of the same traffic and path. */
   ratio?: number;
-  /** Spoofed traffic: ns per frame / the same round's drop-all floor. */
+  /** Spoofed traffic: ns per frame / the same round's drop-all floor of the same hook (floorOf). */
   ratioFloor?: number;
+  /** Spoofed traffic: ns per frame / the same round's tc drop-all floor. */
+  ratioTcFloor?: number;
 }
 
 export interface DpCell {
+  path: DpPath;
   config: DpConfig;
   n: number;
   traffic: Traffic;
   nsPerFrame: Stat;
   ratio: Stat;
   ratioFloor?: Stat;
+  ratioTcFloor?: Stat;
   deliveredFraction: Stat;
   mpps: Stat;
   machineNsPerFrame: Stat;
@@ -65,6 +111,7 @@ export interface DpCell {
 export interface DpResult {
   rounds: number;
   ns: number[];
+  paths: DpPath[];
   cells: DpCell[];
   samples: DpSample[];
   /** Seconds of traffic per measurement aimed at. */
@@ -84,6 +131,7 @@ export interface DataplaneOptions {
 }
 
 interface Setup {
+  path: DpPath;
   config: DpConfig;
   n: number;
   traffic: Traffic[];
@@ -106,8 +154,26 @@ function shuffle<T>(xs: T[], seed: number): T[] {
   return a;
 }
 
-export async function dataplanePhase(host: BenchHost, o: DataplaneOptions): Promise<DpResult> {
-  const cfg = writeTrafgenConfigs(host);
+const HOOKS: readonly RefHook[] = ['tc', 'tcx', 'xdp'];
+
+/** What each path measures (see the module comment). */
+function setupsOf(path: DpPath, ns: readonly number[], libvirt: boolean): Setup[] {
+  const nMax = Math.max(...ns);
+  const s: Setup[] = [{ path, config: 'none', n: 0, traffic: ['valid', 'spoof'] }];
+  if (path === 'veth') s.push({ path, config: 'none-brnf-off', n: 0, traffic: ['valid'] });
+  for (const h of HOOKS) s.push({ path, config: `${h}-pass`, n: 0, traffic: ['valid'] }, { path, config: `${h}-drop`, n: 0, traffic: ['spoof'] });
+  for (const n of path === 'veth' ? ns : [nMax]) {
+    const both: Traffic[] = ['valid', 'spoof'];
+    if (libvirt) s.push({ path, config: 'libvirt-ebtables', n, traffic: both });
+    s.push({ path, config: 'nft', n, traffic: both }, { path, config: 'ebpf-tcx', n, traffic: both });
+    if (n === nMax) s.push({ path, config: 'ebpf-tc', n, traffic: both }, { path, config: 'ebpf-xdp', n, traffic: both });
+  }
+  return s;
+}
+
+export async function dataplanePhase(hosts: Partial<Record<DpPath, BenchHost>>, o: DataplaneOptions): Promise<DpResult> {
+  const paths = (['veth', 'tap'] as const).filter((p) => hosts[p]);
+  const trafgen = new Map(paths.map((p) => [p, writeTrafgenConfigs(hosts[p] as BenchHost)]));
   const samples: DpSample[] = [];
   const setupTimes: Record<string, number[]> = {};
   const ppsEstimate = new Map<string, number>();
@@ -117,18 +183,10 @@ export async function dataplanePhase(host: BenchHost, o: DataplaneOptions): Prom
     nftJson.set(n, compileNft(bindingTexts(n)));
     irs.set(n, resolveAll(parseBindings(bindingTexts(n))));
   }
-  const setups: Setup[] = [
-    { config: 'none', n: 0, traffic: ['valid', 'spoof'] },
-    { config: 'none-brnf-off', n: 0, traffic: ['valid'] },
-    { config: 'tc-pass', n: 0, traffic: ['valid'] },
-    { config: 'tc-drop', n: 0, traffic: ['spoof'] },
-  ];
-  for (const n of o.ns) {
-    if (o.template) setups.push({ config: 'libvirt-ebtables', n, traffic: ['valid', 'spoof'] });
-    setups.push({ config: 'nft', n, traffic: ['valid', 'spoof'] }, { config: 'ebpf', n, traffic: ['valid', 'spoof'] });
-  }
+  const setups = paths.flatMap((p) => setupsOf(p, o.ns, o.template !== undefined));
 
   const load = async (s: Setup): Promise<Unload> => {
+    const host = hosts[s.path] as BenchHost;
     const t0 = performance.now();
     let unload: Unload;
     switch (s.config) {
@@ -140,22 +198,31 @@ export async function dataplanePhase(host: BenchHost, o: DataplaneOptions): Prom
         unload = () => setBrNetfilter(host, true);
         break;
       case 'tc-pass':
-        unload = (await loadRef(host, o.refObject, 'pass')).unload;
-        break;
+      case 'tcx-pass':
+      case 'xdp-pass':
       case 'tc-drop':
-        unload = (await loadRef(host, o.refObject, 'drop')).unload;
+      case 'tcx-drop':
+      case 'xdp-drop': {
+        const [mech, which] = s.config.split('-') as [RefHook, 'pass' | 'drop'];
+        unload = (await loadRef(host, o.refObject, which, mech)).unload;
         break;
+      }
       case 'libvirt-ebtables':
         unload = (await loadEbtables(host, o.template as EbtablesTemplate, s.n)).unload;
         break;
       case 'nft':
         unload = loadNft(host, nftJson.get(s.n) as string).unload;
         break;
-      case 'ebpf':
-        unload = (await loadEbpf(host.hostNs, irs.get(s.n) as ReturnType<typeof resolveAll>, { outDir: join(o.workDir, `dp-bpf-${s.n}`), cacheDir: join(o.workDir, 'bpf-cache') })).unload;
+      case 'ebpf-tc':
+      case 'ebpf-tcx':
+      case 'ebpf-xdp': {
+        const hook = s.config.slice('ebpf-'.length) as RefHook;
+        const dirs = { outDir: join(o.workDir, `dp-bpf-${s.path}-${s.n}`), cacheDir: join(o.workDir, 'bpf-cache') };
+        unload = (await loadEbpf(host.hostNs, irs.get(s.n) as ReturnType<typeof resolveAll>, dirs, hook)).unload;
         break;
+      }
     }
-    const k = `${s.config}@${s.n}`;
+    const k = `${s.path}:${s.config}@${s.n}`;
     (setupTimes[k] ??= []).push(performance.now() - t0);
     return unload;
   };
@@ -164,19 +231,21 @@ export async function dataplanePhase(host: BenchHost, o: DataplaneOptions): Prom
     const order = shuffle(setups, r + 1);
     const roundSamples: DpSample[] = [];
     for (const s of order) {
+      const host = hosts[s.path] as BenchHost;
       const unload = await load(s);
       try {
         for (const traffic of s.traffic) {
-          const key = `${s.config}|${s.n}|${traffic}`;
+          const key = `${s.path}|${s.config}|${s.n}|${traffic}`;
           // Warm-up (and, the first time, calibration of the frame rate).
-          const warm = await flood(host, cfg[traffic], ppsEstimate.has(key) ? 5_000 : 20_000, 60_000);
+          const warm = await sendTraffic(host, traffic, trafgen.get(s.path) as Record<Traffic, string>, ppsEstimate.has(key) ? 5_000 : 20_000, 60_000);
           if (!ppsEstimate.has(key)) ppsEstimate.set(key, warm.sent / Math.max(1e-3, warm.cpuNs / 1e9));
           const pps = ppsEstimate.get(key) as number;
           const count = Math.round(Math.min(8_000_000, Math.max(20_000, pps * o.targetSeconds)));
           const expectMs = (count / pps) * 1000;
-          const m = await flood(host, cfg[traffic], count, Math.max(20_000, expectMs * 5 + 5_000));
+          const m = await sendTraffic(host, traffic, trafgen.get(s.path) as Record<Traffic, string>, count, Math.max(20_000, expectMs * 5 + 5_000));
           ppsEstimate.set(key, m.sent / Math.max(1e-3, m.cpuNs / 1e9));
-          const sample: DpSample = {
+          roundSamples.push({
+            path: s.path,
             round: r,
             config: s.config,
             n: s.n,
@@ -187,25 +256,29 @@ export async function dataplanePhase(host: BenchHost, o: DataplaneOptions): Prom
             machineNs: m.machineNs,
             wallMs: m.wallMs,
             nsPerFrame: m.cpuNs / Math.max(1, m.sent),
-          };
-          roundSamples.push(sample);
+          });
         }
       } finally {
         await unload();
       }
     }
-    // Ratios to this round's references.
-    const ref = (config: DpConfig, traffic: Traffic): number | undefined => roundSamples.find((x) => x.config === config && x.traffic === traffic)?.nsPerFrame;
+    // Ratios to this round's references on the same path.
+    const ref = (path: DpPath, config: DpConfig, traffic: Traffic): number | undefined =>
+      roundSamples.find((x) => x.path === path && x.config === config && x.traffic === traffic)?.nsPerFrame;
     for (const x of roundSamples) {
-      const none = ref('none', x.traffic);
+      const none = ref(x.path, 'none', x.traffic);
       if (none) x.ratio = x.nsPerFrame / none;
-      const floor = ref('tc-drop', 'spoof');
-      if (x.traffic === 'spoof' && floor) x.ratioFloor = x.nsPerFrame / floor;
+      if (x.traffic !== 'spoof') continue;
+      const floor = ref(x.path, floorOf(x.config), 'spoof');
+      const tcFloor = ref(x.path, 'tc-drop', 'spoof');
+      if (floor) x.ratioFloor = x.nsPerFrame / floor;
+      if (tcFloor) x.ratioTcFloor = x.nsPerFrame / tcFloor;
     }
     samples.push(...roundSamples);
+    const nMax = Math.max(...o.ns);
     const brief = roundSamples
-      .filter((x) => x.n === 0 || x.n === Math.max(...o.ns))
-      .map((x) => `${x.config}${x.n ? `@${x.n}` : ''}/${x.traffic} ${x.nsPerFrame.toFixed(0)}ns${x.ratio ? ` ${x.ratio.toFixed(2)}x` : ''}`)
+      .filter((x) => x.n === 0 || x.n === nMax)
+      .map((x) => `${x.path}:${x.config}${x.n ? `@${x.n}` : ''}/${x.traffic} ${x.nsPerFrame.toFixed(0)}ns${x.ratio ? ` ${x.ratio.toFixed(2)}x` : ''}`)
       .join(', ');
     log(`dataplane round ${r + 1}/${o.rounds}: ${brief}`);
   }
@@ -213,14 +286,15 @@ export async function dataplanePhase(host: BenchHost, o: DataplaneOptions): Prom
   const cells: DpCell[] = [];
   for (const s of setups) {
     for (const traffic of s.traffic) {
-      const ss = samples.filter((x) => x.config === s.config && x.n === s.n && x.traffic === traffic);
+      const ss = samples.filter((x) => x.path === s.path && x.config === s.config && x.n === s.n && x.traffic === traffic);
       cells.push({
+        path: s.path,
         config: s.config,
         n: s.n,
         traffic,
         nsPerFrame: stat(ss.map((x) => x.nsPerFrame)),
         ratio: stat(ss.map((x) => x.ratio ?? Number.NaN)),
-        ...(traffic === 'spoof' ? { ratioFloor: stat(ss.map((x) => x.ratioFloor ?? Number.NaN)) } : {}),
+        ...(traffic === 'spoof' ? { ratioFloor: stat(ss.map((x) => x.ratioFloor ?? Number.NaN)), ratioTcFloor: stat(ss.map((x) => x.ratioTcFloor ?? Number.NaN)) } : {}),
         deliveredFraction: stat(ss.map((x) => x.delivered / Math.max(1, x.sent))),
         mpps: stat(ss.map((x) => x.sent / (x.cpuNs / 1e9) / 1e6)),
         machineNsPerFrame: stat(ss.map((x) => x.machineNs / Math.max(1, x.sent))),
@@ -230,6 +304,7 @@ export async function dataplanePhase(host: BenchHost, o: DataplaneOptions): Prom
   return {
     rounds: o.rounds,
     ns: [...o.ns],
+    paths: [...paths],
     cells,
     samples,
     targetSeconds: o.targetSeconds,

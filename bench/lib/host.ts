@@ -1,62 +1,172 @@
 // The benchmark host: a namespace "KVM host" (bridge br0) with one sending VM
-// (vm0 behind tap vnet0), a peer (vpeer0) that receives, and dummy veths
+// on port vnet0, a peer (vpeer0) that receives, and dummy veths
 // vnet1..vnet{N-1} as further bridge ports so that the rules of N protected
 // ports exist. The dummies' far ends stay down, so those ports never carry
 // traffic (the bridge does not flood to a port without carrier), and static
 // FDB entries keep vm0 -> peer unicast from flooding at all.
 //
+// vnet0 is either a veth whose far end is vm0's eth0 in a namespace of its
+// own, fed by trafgen there (path 'veth'), or a real tap device fed by
+// bench/tap-writer.c, which writes frames into /dev/net/tun as QEMU does
+// (path 'tap').
+//
 // Filters are put on and taken off the running host: libvirt's ebtables rules
 // (ebtables-restore), nwf-fast nft (libnftables in-process), nwf-fast eBPF
-// (one object per tap, clsact ingress+egress), and two reference tc programs
-// (pass everything; drop everything = the floor for dropping a frame).
-import { mkdirSync, writeFileSync } from 'node:fs';
+// (one object per policy shape, attached as `nwf-fast load` attaches, with a
+// chosen hook: tc, tcx or xdp), and reference programs on vnet0's from-VM
+// hook (pass everything; drop everything = the floor for dropping a frame)
+// for each mechanism.
+import { spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { compileBpf, type BpfCompileResult } from '../../src/host/bpf-build.js';
-import { loadShapes, type PreparedBpf } from '../../src/host/bpf-apply.js';
-import { DIRECTIONS } from '../../src/ir/types.js';
+import { attachBpf, detachBpf, loadShapes, unpinAll, type BpfHookChoice, type PreparedBpf } from '../../src/host/bpf-apply.js';
 import { MAP_NAMES } from '../../src/backends/bpf/names.js';
-import { BpfObject, ifIndex, tcAttach, tcHookCreate, tcHookDestroy, withNetns } from '../../src/host/bpf/libbpf.js';
+import { attachTcx, attachXdp, BpfObject, ifIndex, tcAttach, tcHookCreate, tcHookDestroy, withNetns, type BpfLink } from '../../src/host/bpf/libbpf.js';
+import * as F from '../../src/lab/frames/build.js';
 import { runLibnftables } from '../../src/host/nft.js';
 import { createTestbed, type Testbed } from '../../src/lab/testbed.js';
 import type { PolicyIR } from '../../src/ir/types.js';
 import { replicate, type EbtablesTemplate } from './ebtables.js';
 import { PEER_IP, PEER_MAC, portIp, portMac, portName, SPOOF_IP } from './policy.js';
-import { cmd, dropCleanup, inNs, ksoftirqdPids, machineBusyMs, onCleanup, PREFIX, runtimeNs } from './util.js';
+import { cmd, dropCleanup, inNs, ksoftirqdPids, machineBusyMs, onCleanup, PREFIX, runtimeNs, sleep } from './util.js';
+
+/** How vm0's frames enter the host: a veth fed by trafgen, or a real tap fed by bench/tap-writer.c. */
+export type DpPath = 'veth' | 'tap';
 
 export interface BenchHost {
   tb: Testbed;
   hostNs: string;
+  /** Where vm0's frames are written: vm0's namespace (veth), or the host's (the tap writer). */
   vmNs: string;
   peerNs: string;
   /** Ports vnet0..vnet{ports-1} exist. */
   ports: number;
+  path: DpPath;
+  /** The process feeding the tap (path 'tap'). */
+  writer?: TapWriter;
   workDir: string;
   destroy(): Promise<void>;
 }
 
-/** Builds the host with `ports` protected-port candidates (vnet0 is vm0's tap). */
-export async function createBenchHost(ports: number, workDir: string, opts: { vmIpPrefix?: number } = {}): Promise<BenchHost> {
+/**
+ * Builds the host with `ports` protected-port candidates: vnet0 is vm0's port,
+ * a veth to vm0's namespace, or with `tap` a tap device fed by the tap writer
+ * (the compiled bench/tap-writer.c).
+ */
+export async function createBenchHost(ports: number, workDir: string, opts: { vmIpPrefix?: number; tap?: { writerBin: string } } = {}): Promise<BenchHost> {
   const tb = await createTestbed({
     prefix: PREFIX,
-    vms: [{ name: 'vm0', tap: portName(0), mac: portMac(0), ipv4: [`${portIp(0)}/${opts.vmIpPrefix ?? 8}`] }],
+    vms: opts.tap ? [] : [{ name: 'vm0', tap: portName(0), mac: portMac(0), ipv4: [`${portIp(0)}/${opts.vmIpPrefix ?? 8}`] }],
     // The peer has no address: frames addressed to it are counted on arrival and dropped by its IP layer at once.
     peers: [{ name: 'peer', mac: PEER_MAC }],
   });
   const destroy = onCleanup(`testbed ${tb.id}`, () => tb.destroy());
+  let writer: TapWriter | undefined;
   try {
-    const lines: string[] = [];
+    const lines: string[] = opts.tap ? [`tuntap add dev ${portName(0)} mode tap`, `link set ${portName(0)} master br0`, `link set ${portName(0)} up`] : [];
     for (let i = 1; i < ports; i++) {
       lines.push(`link add ${portName(i)} type veth peer name vd${i}`, `link set ${portName(i)} master br0`, `link set ${portName(i)} up`);
     }
     if (lines.length) await cmd(['ip', '-n', tb.hostNs, '-batch', '-'], { input: `${lines.join('\n')}\n`, timeoutMs: 300_000 });
     await cmd(['bridge', '-n', tb.hostNs, 'fdb', 'replace', PEER_MAC, 'dev', 'vpeer0', 'master', 'static']);
     await cmd(['bridge', '-n', tb.hostNs, 'fdb', 'replace', portMac(0), 'dev', portName(0), 'master', 'static']);
+    if (opts.tap) writer = await startTapWriter(tb.hostNs, portName(0), opts.tap.writerBin);
   } catch (e) {
+    await writer?.close();
     await destroy();
     throw e;
   }
   mkdirSync(workDir, { recursive: true });
-  return { tb, hostNs: tb.hostNs, vmNs: tb.guest('vm0').ns, peerNs: tb.guest('peer').ns, ports, workDir, destroy };
+  const w = writer;
+  return {
+    tb,
+    hostNs: tb.hostNs,
+    vmNs: opts.tap ? tb.hostNs : tb.guest('vm0').ns,
+    peerNs: tb.guest('peer').ns,
+    ports,
+    path: opts.tap ? 'tap' : 'veth',
+    ...(w ? { writer: w } : {}),
+    workDir,
+    destroy: async () => {
+      await w?.close();
+      await destroy();
+    },
+  };
+}
+
+// ---- the tap writer ---------------------------------------------------------------------------
+
+/** bench/tap-writer.c, built with the host's C compiler (clang-19, which the eBPF build needs anyway). */
+export async function buildTapWriter(workDir: string): Promise<string> {
+  const out = join(workDir, 'tap-writer');
+  await cmd(['clang-19', '-O2', '-Wall', '-Werror', join(import.meta.dirname, '..', 'tap-writer.c'), '-o', out], { timeoutMs: 120_000 });
+  return out;
+}
+
+export interface TapWriter {
+  /** Writes `frame` `count` times (at most maxMs); the writer's CPU time over its loop. */
+  send(frame: Uint8Array, count: number, maxMs: number): Promise<{ sent: number; failed: number; cpuNs: number; wallNs: number }>;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the tap writer on `tap` in namespace `ns` (pinned to CPU0, like
+ * trafgen -P 1) and waits until the tap is a forwarding bridge port (the
+ * writer's attach raises the carrier).
+ */
+async function startTapWriter(ns: string, tap: string, bin: string): Promise<TapWriter> {
+  const child = spawn('ip', ['netns', 'exec', ns, bin, tap, '0'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => void (stderr = (stderr + b.toString()).slice(-2000)));
+  const lines: string[] = [];
+  let wake: (() => void) | undefined;
+  createInterface({ input: child.stdout }).on('line', (l) => {
+    lines.push(l);
+    wake?.();
+  });
+  let exited = false;
+  child.on('exit', () => {
+    exited = true;
+    wake?.();
+  });
+  const next = async (ms: number): Promise<string> => {
+    const end = Date.now() + ms;
+    while (!lines.length) {
+      if (exited) throw new Error(`tap writer exited: ${stderr.trim()}`);
+      if (Date.now() > end) throw new Error(`tap writer: no answer in ${ms} ms`);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 50);
+      });
+    }
+    return lines.shift() as string;
+  };
+  const kill = async (): Promise<void> => {
+    if (exited) return;
+    child.stdin.end('quit\n');
+    for (let i = 0; i < 40 && !exited; i++) await sleep(50);
+    if (!exited && child.pid) process.kill(child.pid, 'SIGKILL');
+  };
+  const undo = onCleanup(`tap writer ${child.pid}`, kill);
+  const ready = await next(10_000);
+  if (!ready.startsWith('ready')) throw new Error(`tap writer: ${ready}`);
+  // bounded: the port forwards once the carrier is up (link watch may take about a second)
+  for (let i = 0; i < 100; i++) {
+    const r = await cmd(['bridge', '-n', ns, '-j', 'link', 'show', 'dev', tap], { check: false });
+    if (/"state":"forwarding"/.test(r.stdout)) break;
+    await sleep(50);
+  }
+  return {
+    async send(frame, count, maxMs) {
+      child.stdin.write(`send ${Math.floor(count)} ${Math.floor(maxMs)} ${Buffer.from(frame).toString('hex')}\n`);
+      const a = (await next(maxMs + 10_000)).split(' ');
+      if (a[0] !== 'ok') throw new Error(`tap writer: ${a.join(' ')}`);
+      return { sent: Number(a[1]), failed: Number(a[2]), cpuNs: Number(a[3]), wallNs: Number(a[4]) };
+    },
+    close: undo,
+  };
 }
 
 // ---- traffic ---------------------------------------------------------------------------------
@@ -85,6 +195,11 @@ export function trafgenConfig(kind: Traffic, srcIp = kind === 'valid' ? portIp(0
     '}',
     '',
   ].join('\n');
+}
+
+/** The frame of trafgenConfig as bytes, for the tap writer. */
+export function trafficFrame(kind: Traffic): Uint8Array {
+  return F.udpFrame({ srcMac: portMac(0), dstMac: PEER_MAC, srcIp: kind === 'valid' ? portIp(0) : SPOOF_IP, dstIp: PEER_IP, sport: 1024, dport: 9, payload: new Uint8Array(18) });
 }
 
 export function writeTrafgenConfigs(host: BenchHost): Record<Traffic, string> {
@@ -178,6 +293,35 @@ export async function flood(host: BenchHost, cfgFile: string, count: number, tim
     machineNs: (m1 - m0) * 1e6,
     wallMs,
   };
+}
+
+/**
+ * Sends `count` frames of `traffic` from vm0 the way the host is fed: trafgen
+ * in vm0's namespace (veth; CPU = trafgen's time from bash `times`), or the
+ * tap writer (tap; CPU = the writer thread's CPU time over its write loop).
+ * Both add the ksoftirqd threads' runtime over the run.
+ */
+export async function sendTraffic(host: BenchHost, traffic: Traffic, trafgenCfg: Record<Traffic, string>, count: number, timeoutMs: number): Promise<FloodResult> {
+  if (!host.writer) return flood(host, trafgenCfg[traffic], count, timeoutMs);
+  const ks = ksoftirqdPids();
+  const p0 = await linkPackets(host.peerNs, 'eth0');
+  const k0 = runtimeNs(ks);
+  const m0 = machineBusyMs();
+  const t0 = performance.now();
+  const r = await host.writer.send(trafficFrame(traffic), count, timeoutMs);
+  const wallMs = performance.now() - t0;
+  const m1 = machineBusyMs();
+  const k1 = runtimeNs(ks);
+  // frames the peer got may still be in its backlog: let them land (bounded)
+  let p1 = await linkPackets(host.peerNs, 'eth0');
+  for (let i = 0; i < 10; i++) {
+    await sleep(20);
+    const p = await linkPackets(host.peerNs, 'eth0');
+    if (p.rx === p1.rx) break;
+    p1 = p;
+  }
+  if (r.failed > r.sent / 100) throw new Error(`tap writer: ${r.failed} of ${r.sent + r.failed} writes failed`);
+  return { sent: r.sent, delivered: p1.rx - p0.rx, cpuNs: r.cpuNs + (k1 - k0), machineNs: (m1 - m0) * 1e6, wallMs };
 }
 
 /** Starts an open-ended flood (bounded by maxMs); stop() ends it with SIGINT and returns the peer's and vm0's counters. */
@@ -284,19 +428,25 @@ export interface EbpfLoad {
   build: BpfCompileResult;
 }
 
+/** The benchmark's bpffs directory for the pins of nwf-fast's maps and links (removed by unload). */
+export const BENCH_PIN_DIR = `/sys/fs/bpf/${PREFIX}-${process.pid}`;
+
 /**
  * nwf-fast eBPF as `load` does it: compile (object cache warm after the first
  * shape build), load one object per policy shape with every tap of the shape
- * as a member (loadShapes), attach ingress+egress on each tap.
+ * as a member (loadShapes), and attach every tap with `hook` (attachBpf: tc
+ * filters, tcx links or XDP + tcx, pinned under BENCH_PIN_DIR).
  */
-export async function loadEbpf(hostNs: string, ir: PolicyIR, dirs: { outDir: string; cacheDir: string }): Promise<EbpfLoad> {
+export async function loadEbpf(hostNs: string, ir: PolicyIR, dirs: { outDir: string; cacheDir: string }, hook: BpfHookChoice = 'auto'): Promise<EbpfLoad> {
   const t0 = performance.now();
   const build = await compileBpf(ir, dirs);
   const t1 = performance.now();
   let prepared: PreparedBpf | undefined;
-  const attached: number[] = [];
+  const ifaces = build.interfaces.map((b) => b.iface);
   const unload: Unload = async () => {
-    withNetns(hostNs, () => attached.splice(0).forEach((ix) => tcHookDestroy(ix)));
+    withNetns(hostNs, () => detachBpf(ifaces, BENCH_PIN_DIR));
+    unpinAll(BENCH_PIN_DIR);
+    rmSync(BENCH_PIN_DIR, { recursive: true, force: true });
     prepared?.close();
     prepared = undefined;
   };
@@ -306,18 +456,10 @@ export async function loadEbpf(hostNs: string, ir: PolicyIR, dirs: { outDir: str
       const cfg = b.maps.find((m) => m.map === MAP_NAMES.cfg)?.value;
       return { ...b, ...(cfg ? { cfg } : {}) };
     });
-    const p = withNetns(hostNs, () => loadShapes(taps, ifIndex));
+    const p = withNetns(hostNs, () => loadShapes(taps, ifIndex, hook));
     prepared = p;
     const t2 = performance.now();
-    withNetns(hostNs, () => {
-      for (const { shape, members } of p.shapes) {
-        for (const m of members) {
-          tcHookCreate(m.ifindex);
-          attached.push(m.ifindex);
-          for (const d of DIRECTIONS) tcAttach(shape.programs[d], { ifindex: m.ifindex, direction: shape.hooks[d], handle: 1, priority: 1 });
-        }
-      }
-    });
+    withNetns(hostNs, () => attachBpf(p, BENCH_PIN_DIR));
     const t3 = performance.now();
     return { prepared: p, unload: undo, compileMs: t1 - t0, loadMs: t2 - t1, attachMs: t3 - t2, build };
   } catch (e) {
@@ -326,17 +468,19 @@ export async function loadEbpf(hostNs: string, ir: PolicyIR, dirs: { outDir: str
   }
 }
 
-// ---- reference tc programs ----------------------------------------------------------------------
+// ---- reference programs ---------------------------------------------------------------------
 
-const REF_SOURCE = `// Reference programs of the benchmark: the cheapest possible tc verdicts.
+const REF_SOURCE = `// Reference programs of the benchmark: the cheapest possible verdicts.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 SEC("tc") int ref_pass(struct __sk_buff *skb) { return 0; /* TC_ACT_OK */ }
 SEC("tc") int ref_drop(struct __sk_buff *skb) { return 2; /* TC_ACT_SHOT */ }
+SEC("xdp") int ref_xdp_pass(struct xdp_md *x) { return XDP_PASS; }
+SEC("xdp") int ref_xdp_drop(struct xdp_md *x) { return XDP_DROP; }
 char LICENSE[] SEC("license") = "GPL";
 `;
 
-/** Builds bench's reference tc object (pass-all and drop-all programs) with clang-19. */
+/** Builds bench's reference object (pass-all and drop-all programs, tc and XDP) with clang-19. */
 export async function buildRefObject(workDir: string): Promise<string> {
   const src = join(workDir, 'ref.bpf.c');
   const obj = join(workDir, 'ref.bpf.o');
@@ -346,19 +490,31 @@ export async function buildRefObject(workDir: string): Promise<string> {
   return obj;
 }
 
-/** Attaches ref_pass or ref_drop at vnet0's tc ingress (frames from vm0). */
-export async function loadRef(host: BenchHost, objPath: string, which: 'pass' | 'drop'): Promise<{ unload: Unload }> {
+/** The reference mechanisms: where a pass-all or drop-all program sits on vnet0 for vm0's frames. */
+export type RefHook = 'tc' | 'tcx' | 'xdp';
+
+/** Attaches the pass-all or drop-all program to vnet0's from-VM hook of `mech` (tc ingress, tcx ingress, XDP). */
+export async function loadRef(host: BenchHost, objPath: string, which: 'pass' | 'drop', mech: RefHook = 'tc'): Promise<{ unload: Unload }> {
   const obj = BpfObject.open(objPath, { objectName: `nwfb_${which}` }).load();
   let ifindex = 0;
-  const unload = onCleanup(`ref ${which}`, async () => {
-    if (ifindex) withNetns(host.hostNs, () => tcHookDestroy(ifindex));
+  let link: BpfLink | undefined;
+  const unload = onCleanup(`ref ${mech} ${which}`, async () => {
+    link?.close();
+    if (ifindex && mech === 'tc') withNetns(host.hostNs, () => tcHookDestroy(ifindex));
     obj.close();
   });
   try {
     withNetns(host.hostNs, () => {
-      ifindex = ifIndex(portName(0));
-      tcHookCreate(ifindex);
-      tcAttach(obj.program(`ref_${which}`), { ifindex, direction: 'ingress', handle: 1, priority: 1 });
+      const ix = ifIndex(portName(0));
+      if (mech === 'tc') {
+        tcHookCreate(ix);
+        ifindex = ix;
+        tcAttach(obj.program(`ref_${which}`), { ifindex: ix, direction: 'ingress', handle: 1, priority: 1 });
+      } else if (mech === 'tcx') {
+        link = attachTcx(obj.program(`ref_${which}`), ix, 'ingress', { first: true });
+      } else {
+        link = attachXdp(obj.program(`ref_xdp_${which}`), ix);
+      }
     });
   } catch (e) {
     await unload();

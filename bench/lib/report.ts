@@ -2,7 +2,7 @@
 // and the targets the README reports against.
 import type { BenchResults } from '../run.js';
 import { COMPILE_TASKS } from './compile-bench.js';
-import { DP_LABELS, type DpCell, type DpConfig } from './dataplane.js';
+import { DP_LABELS, floorOf, PATH_LABELS, type DpCell, type DpConfig, type DpPath } from './dataplane.js';
 import { libvirtProtectMs } from './libvirt-phase.js';
 import type { ProtectMethod } from './protect.js';
 import { fmt, type Stat } from './util.js';
@@ -23,8 +23,8 @@ const msRange = (s: Stat | undefined): string => (!s || !s.n ? 'n/a' : s.n === 1
 function protectRow(r: BenchResults, m: ProtectMethod, n: number) {
   return r.protect?.rows.find((x) => x.method === m && x.n === n);
 }
-function cell(r: BenchResults, config: DpConfig, n: number, traffic: 'valid' | 'spoof'): DpCell | undefined {
-  return r.dataplane?.cells.find((c) => c.config === config && c.n === n && c.traffic === traffic);
+function cell(r: BenchResults, config: DpConfig, n: number, traffic: 'valid' | 'spoof', path: DpPath = 'veth'): DpCell | undefined {
+  return r.dataplane?.cells.find((c) => (c.path ?? 'veth') === path && c.config === config && c.n === n && c.traffic === traffic);
 }
 function libvirtProtect(r: BenchResults, n: number): string {
   if (!r.libvirt?.available) return `not measured${r.libvirt?.reason ? ` (${r.libvirt.reason})` : ''}`;
@@ -48,28 +48,35 @@ export function targets(r: BenchResults): Target[] {
     });
   }
   const lvValid = cell(r, 'libvirt-ebtables', nMax, 'valid');
-  for (const [config, limit] of [
-    ['ebpf', 1.05],
-    ['nft', 1.15],
+  for (const [config, path, limit] of [
+    ['ebpf-tcx', 'veth', 1.05],
+    ['ebpf-tcx', 'tap', 1.05],
+    ['nft', 'veth', 1.15],
   ] as const) {
-    const c = cell(r, config, nMax, 'valid');
+    const c = cell(r, config, nMax, 'valid', path);
+    const lv = path === 'veth' ? lvValid : cell(r, 'libvirt-ebtables', nMax, 'valid', path);
     out.push({
-      name: `valid frame at ${nMax} ports, ${config}, CPU vs no filter`,
+      name: `valid frame at ${nMax} ports, ${config === 'nft' ? 'nft' : 'eBPF (default hook: tcx)'}, ${path}, CPU vs no filter`,
       target: `<= ${limit}x`,
       measured: c ? range(c.ratio, 'x') : 'n/a',
       met: c && c.ratio.n ? c.ratio.median <= limit : null,
-      libvirt: lvValid ? range(lvValid.ratio, 'x') : 'not measured',
+      libvirt: lv ? range(lv.ratio, 'x') : 'not measured',
     });
   }
-  {
-    const c = cell(r, 'ebpf', nMax, 'spoof');
-    const lv = cell(r, 'libvirt-ebtables', nMax, 'spoof');
+  for (const [config, path] of [
+    ['ebpf-xdp', 'tap'],
+    ['ebpf-tcx', 'tap'],
+    ['ebpf-tcx', 'veth'],
+  ] as const) {
+    const c = cell(r, config, nMax, 'spoof', path);
+    const lv = cell(r, 'libvirt-ebtables', nMax, 'spoof', path);
+    const floor = floorOf(config).replace('-drop', '');
     out.push({
-      name: `spoofed frame dropped at ${nMax} ports, ebpf, CPU vs drop-all floor`,
+      name: `spoofed frame dropped at ${nMax} ports, eBPF --bpf-hook ${config.slice(5)}, ${path}, CPU vs the ${floor} drop-all floor`,
       target: '<= 1.05x',
       measured: c?.ratioFloor ? range(c.ratioFloor, 'x') : 'n/a',
       met: c?.ratioFloor?.n ? c.ratioFloor.median <= 1.05 : null,
-      libvirt: lv?.ratioFloor ? range(lv.ratioFloor, 'x') : 'not measured',
+      libvirt: lv?.ratioTcFloor ? `${range(lv.ratioTcFloor, 'x')} (vs the tc floor)` : 'not measured',
     });
   }
   for (const [method, limit] of [
@@ -178,32 +185,38 @@ export function renderMarkdown(r: BenchResults): string {
   if (r.dataplane) {
     const d = r.dataplane;
     L.push('## CPU cost per frame through the bridge', '');
-    L.push(`60-byte UDP/IPv4 frames from a VM namespace through the bridge to a peer namespace, sent by trafgen (≈${d.targetSeconds} s of traffic per measurement); CPU = the sender's CPU time (which includes the bridge, filter and delivery work done in its softirq context) + ksoftirqd. ns per frame, median (min–max) of ${d.rounds} interleaved rounds, and the ratio to the no-filter run of the same round.${d.ebtablesSource ? ` libvirt's rules: ${d.ebtablesRulesPerPort} ebtables rules per port, from ${d.ebtablesSource}, replicated for N ports with the sender's jump in the middle of PREROUTING.` : ''}`, '');
-    for (const traffic of ['valid', 'spoof'] as const) {
-      L.push(traffic === 'valid' ? '### Valid frames (forwarded)' : '### Spoofed frames (source IP not the VM\'s: dropped)', '');
-      const refs: DpConfig[] = traffic === 'valid' ? ['none', 'none-brnf-off', 'tc-pass'] : ['none', 'tc-drop'];
-      L.push('| configuration | ns per frame | vs no filter | ' + (traffic === 'spoof' ? 'vs floor | ' : '') + 'delivered |', '| --- | --- | --- | ' + (traffic === 'spoof' ? '--- | ' : '') + '--- |');
-      for (const cfg of refs) {
-        const c = cell(r, cfg, 0, traffic);
-        if (c) L.push(`| ${DP_LABELS[cfg]} | ${range(c.nsPerFrame, '', 0)} | ${range(c.ratio, 'x')} | ${traffic === 'spoof' ? `${range(c.ratioFloor, 'x')} | ` : ''}${fmt(c.deliveredFraction.median * 100, 1)}% |`);
+    L.push(`60-byte UDP/IPv4 frames from the VM through the bridge to a peer namespace (≈${d.targetSeconds} s of traffic per measurement), on two paths into the host: ${(d.paths ?? ['veth']).map((p) => PATH_LABELS[p]).join('; ')}. CPU = the sender's CPU time (trafgen's, from bash \`times\`; the tap writer thread's over its write loop), which includes the bridge, filter and delivery work done in its softirq context, + ksoftirqd. ns per frame, median (min–max) of ${d.rounds} interleaved rounds, and the ratio to the no-filter run of the same round and path; spoofed frames also to the drop-all floor of the same hook (nft and libvirt: tc's) and to tc's.${d.ebtablesSource ? ` libvirt's rules: ${d.ebtablesRulesPerPort} ebtables rules per port, from ${d.ebtablesSource}, replicated for N ports with the sender's jump in the middle of PREROUTING.` : ''}`, '');
+    const nMax = Math.max(...d.ns);
+    for (const path of d.paths ?? ['veth']) {
+      const ns = path === 'veth' ? d.ns : [nMax];
+      L.push(`### ${PATH_LABELS[path]}`, '');
+      for (const traffic of ['valid', 'spoof'] as const) {
+        L.push(traffic === 'valid' ? '#### Valid frames (forwarded)' : "#### Spoofed frames (source IP not the VM's: dropped)", '');
+        const refs: DpConfig[] = traffic === 'valid' ? ['none', 'none-brnf-off', 'tc-pass', 'tcx-pass', 'xdp-pass'] : ['none', 'tc-drop', 'tcx-drop', 'xdp-drop'];
+        L.push('| configuration | ns per frame | vs no filter | ' + (traffic === 'spoof' ? 'vs tc floor | ' : '') + 'delivered |', '| --- | --- | --- | ' + (traffic === 'spoof' ? '--- | ' : '') + '--- |');
+        for (const cfg of refs) {
+          const c = cell(r, cfg, 0, traffic, path);
+          if (c) L.push(`| ${DP_LABELS[cfg]} | ${range(c.nsPerFrame, '', 0)} | ${range(c.ratio, 'x')} | ${traffic === 'spoof' ? `${range(c.ratioTcFloor ?? c.ratioFloor, 'x')} | ` : ''}${fmt(c.deliveredFraction.median * 100, 1)}% |`);
+        }
+        L.push('');
+        L.push(`| configuration | ${ns.map((n) => `N = ${n}`).join(' | ')} |`, `| --- | ${ns.map(() => '---').join(' | ')} |`);
+        for (const cfg of ['libvirt-ebtables', 'nft', 'ebpf-tcx', 'ebpf-tc', 'ebpf-xdp'] as const) {
+          const cells = ns.map((n) => cell(r, cfg, n, traffic, path));
+          if (cells.every((c) => !c)) continue;
+          L.push(
+            `| ${DP_LABELS[cfg]} | ${cells
+              .map((c) => {
+                if (!c) return '–';
+                const floor = floorOf(cfg).replace('-drop', '');
+                const extra = traffic === 'spoof' ? `, ${fmt(c.ratioFloor?.median ?? Number.NaN)}x ${floor} floor${floor !== 'tc' ? ` (${fmt(c.ratioTcFloor?.median ?? Number.NaN)}x tc floor)` : ''}` : '';
+                const bad = traffic === 'valid' ? c.deliveredFraction.median < 0.999 : c.deliveredFraction.median > 0.001;
+                return `${fmt(c.nsPerFrame.median, 0)} ns, **${fmt(c.ratio.median)}x** (${fmt(c.ratio.min)}–${fmt(c.ratio.max)})${extra}${bad ? `, ⚠ ${fmt(c.deliveredFraction.median * 100, 1)}% delivered` : ''}`;
+              })
+              .join(' | ')} |`,
+          );
+        }
+        L.push('');
       }
-      L.push('');
-      L.push(`| configuration | ${d.ns.map((n) => `N = ${n}`).join(' | ')} |`, `| --- | ${d.ns.map(() => '---').join(' | ')} |`);
-      for (const cfg of ['libvirt-ebtables', 'nft', 'ebpf'] as const) {
-        const cells = d.ns.map((n) => cell(r, cfg, n, traffic));
-        if (cells.every((c) => !c)) continue;
-        L.push(
-          `| ${DP_LABELS[cfg]} | ${cells
-            .map((c) => {
-              if (!c) return 'n/a';
-              const extra = traffic === 'spoof' ? `, ${fmt(c.ratioFloor?.median ?? Number.NaN)}x floor` : '';
-              const bad = traffic === 'valid' ? c.deliveredFraction.median < 0.999 : c.deliveredFraction.median > 0.001;
-              return `${fmt(c.nsPerFrame.median, 0)} ns, **${fmt(c.ratio.median)}x** (${fmt(c.ratio.min)}–${fmt(c.ratio.max)})${extra}${bad ? `, ⚠ ${fmt(c.deliveredFraction.median * 100, 1)}% delivered` : ''}`;
-            })
-            .join(' | ')} |`,
-        );
-      }
-      L.push('');
     }
     L.push(`Setup times (not part of the per-frame cost), medians: ${Object.entries(d.setupMs).filter(([k]) => !k.endsWith('@0')).sort(([a], [b]) => { const [ca, na] = a.split('@'); const [cb, nb] = b.split('@'); return (ca as string).localeCompare(cb as string) || Number(na) - Number(nb); }).map(([k, v]) => `${k} ${ms(v.median)}`).join(', ')}.`, '');
   }
@@ -224,6 +237,7 @@ export function renderMarkdown(r: BenchResults): string {
   L.push('- libvirt times beyond the measured N are extrapolated (labelled). libvirt is driven through virsh, so each binding includes a virsh start and connection (tens of ms); the rest is libvirtd running ebtables (≈127 processes per binding).');
   L.push('- libvirt\'s data-plane rules are libvirt\'s own (captured with ebtables-save) replicated for N ports with ebtables-restore, not N real bindings.');
   L.push('- The ports other than the sender are veths without traffic; nft and eBPF state exists for all N. CPU figures come from one sender pinned to CPU0; other work on the machine can still disturb them (min–max shows the spread).');
+  L.push('- The tap path: vnet0 is a real tap device; the writer opens /dev/net/tun, attaches with TUNSETIFF (IFF_TAP | IFF_NO_PI) and writes each frame with one non-blocking write(2), as QEMU\'s user-space virtio-net backend does; tun then runs an XDP program natively on the frame before building the skb. With vhost-net (not on this machine) tun is fed in batches from a kernel thread instead. The writer is pinned to CPU0 like trafgen.');
   L.push("- Leaks are counted exactly: an nft counter on the peer's ingress matches the flood's source address.");
   L.push("- nft set-delta is nwf-fast's incremental load: the typed element diff of two whole generations lowered under the live tag (host/load-plan.ts, the compile column) sent as one nf_tables transaction on the live sets (the live column) through nwf-fast's netlink encoder (host/nfnl) on a socket kept open; nft-set-delta-libnftables sends the same delta through libnftables, whose client first reads the whole table into its cache and whose socket close waits for an RCU grace period (the destroy work of the deleted elements).");
   L.push('');
@@ -239,7 +253,7 @@ function statOf(xs: number[]): Stat {
 
 // ---- SVG ------------------------------------------------------------------------------------
 
-const COLORS = { libvirt: '#c0392b', nftLib: '#2471a3', nftBin: '#7fb3d5', ebpf: '#1e8449', ref: '#888888' };
+const COLORS = { libvirt: '#c0392b', nftLib: '#2471a3', nftBin: '#7fb3d5', ebpf: '#1e8449', ebpfTap: '#7dcea0', ebpfXdp: '#af7ac5', ref: '#888888' };
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 interface Panel {
@@ -388,7 +402,16 @@ export function renderSvg(r: BenchResults): string {
     };
     add('libvirt-ebtables', "libvirt's ebtables", COLORS.libvirt);
     add('nft', 'nwf-fast nft', COLORS.nftLib);
-    add('ebpf', 'nwf-fast eBPF', COLORS.ebpf);
+    add('ebpf-tcx', 'nwf-fast eBPF, tcx (veth)', COLORS.ebpf);
+    // the tap path and the other hooks are measured at the largest N only: one point each
+    const nMax = Math.max(...ns);
+    const one = (config: DpConfig, path: DpPath, name: string, color: string): void => {
+      const c = cell(r, config, nMax, traffic, path);
+      const st = traffic === 'valid' ? c?.ratio : c?.ratioFloor;
+      if (st && st.n) series.push({ name, color, points: [{ x: nMax, y: st.median, lo: st.min, hi: st.max }] });
+    };
+    one('ebpf-tcx', 'tap', 'nwf-fast eBPF, tcx (tap)', COLORS.ebpfTap);
+    one('ebpf-xdp', 'tap', 'nwf-fast eBPF, xdp (tap)', COLORS.ebpfXdp);
     // Linear scale fitted to nwf-fast's series (libvirt's larger ratios are marked at the top edge with their value).
     const ys = series.filter((x) => x.color !== COLORS.libvirt).flatMap((x) => x.points.flatMap((q) => [q.y, q.hi ?? q.y]));
     const yMax = Math.max(1.3, ...ys.filter(Number.isFinite)) * 1.08;
@@ -401,7 +424,7 @@ export function renderSvg(r: BenchResults): string {
           h: H,
           title: traffic === 'valid' ? 'CPU per valid frame vs no filter' : 'CPU per spoofed frame vs drop floor',
           xLabel: 'protected ports on the bridge',
-          yLabel: traffic === 'valid' ? 'CPU ratio to no filter' : 'CPU ratio to drop-all tc program',
+          yLabel: traffic === 'valid' ? 'CPU ratio to no filter' : 'CPU ratio to the same hook\'s drop-all program',
           xs: ns,
           yLog: false,
           yMin: 0.8,

@@ -2,7 +2,8 @@
 // commands, namespaces named so that stale ones can be found again, and the
 // cleanup registry that runs on success, failure and signals.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { execa } from 'execa';
 import { destroyStale } from '../../src/lab/testbed.js';
 
@@ -106,9 +107,17 @@ export function nsName(suffix: string): string {
   return `${RUN_ID}-${suffix}`;
 }
 
-/** Removes namespaces left by earlier benchmark runs whose process is gone. */
+/** Removes namespaces and bpffs pin directories left by earlier benchmark runs whose process is gone. */
 export async function removeStale(): Promise<string[]> {
-  return destroyStale(PREFIX);
+  const removed = await destroyStale(PREFIX);
+  const bpffs = '/sys/fs/bpf';
+  for (const d of existsSync(bpffs) ? readdirSync(bpffs) : []) {
+    const pid = Number(new RegExp(`^${PREFIX}-(\\d+)$`).exec(d)?.[1] ?? Number.NaN);
+    if (!Number.isInteger(pid) || pid === process.pid || existsSync(`/proc/${pid}`)) continue;
+    rmSync(join(bpffs, d), { recursive: true, force: true });
+    removed.push(join(bpffs, d));
+  }
+  return removed;
 }
 
 // ---- CPU accounting -------------------------------------------------------------------------
