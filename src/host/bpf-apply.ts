@@ -36,6 +36,7 @@ import {
 } from './bpf/hook.js';
 import type { Direction } from '../ir/types.js';
 import { InternalError } from '../util/errors.js';
+import { appendAll } from '../util/arrays.js';
 
 export { TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookPlan };
 
@@ -142,7 +143,7 @@ export function attachBpf(p: PreparedBpf, pinDir = DEFAULT_PIN_DIR): AttachResul
   if (first) {
     ensureBpffs(pinDir);
     const { notes, ...plan } = planHooks(p.hook, { tcx: hasTcx(first.shape.programs.out), links: linksPersist() });
-    res.notes.push(...notes);
+    appendAll(res.notes, notes);
     for (const { shape, members } of p.shapes) {
       const xdp = shape.xdp;
       if (plan.out === 'xdp' && !xdp) throw new InternalError(`the XDP program of shape ${shape.shapeId} was not loaded`);
@@ -151,7 +152,7 @@ export function attachBpf(p: PreparedBpf, pinDir = DEFAULT_PIN_DIR): AttachResul
         const a = attachPort({ iface: m.iface, ifindex: m.ifindex }, programs, plan, pinDir);
         res.attached.push(m.iface);
         res.hooks[m.iface] = a.hooks;
-        res.notes.push(...a.notes);
+        appendAll(res.notes, a.notes);
       }
       const dir = shapeDir(pinDir, shape.shapeId);
       mkdirSync(dir, { recursive: true, mode: 0o700 });

@@ -14,6 +14,7 @@ import { endianness } from 'node:os';
 import type { Direction } from '../ir/types.js';
 import { DIRECTIONS } from '../ir/types.js';
 import { CODES, NwfError } from '../util/errors.js';
+import { maxOf } from '../util/arrays.js';
 import { STAT_NAMES, type StatName } from '../backends/bpf/emit.js';
 import type { BpfInterfaceLowering } from '../backends/bpf/lower.js';
 import { MAP_NAMES, objectName } from '../backends/bpf/names.js';
@@ -62,7 +63,7 @@ export const IFX_DIRECT_MAX = 65536;
 
 /** The ifindex array's size for taps at these ifindexes: room for twice the largest, within the bounds. */
 export function ifxDirectSize(ifindexes: readonly number[]): number {
-  const top = Math.max(0, ...ifindexes) + 1;
+  const top = maxOf(ifindexes, 0) + 1;
   let n = IFX_DIRECT_MIN;
   while (n < 2 * top && n < IFX_DIRECT_MAX) n *= 2;
   return n;
