@@ -213,7 +213,7 @@ async function main(): Promise<number> {
           const tapHost = await createBenchHost(nMax, join(workDir, 'tap-host'), { tap: { writerBin } });
           log(`host ${tapHost.hostNs}: bridge with ${nMax} ports (vnet0 a tap fed by tap-writer) + peer`);
           try {
-            return await dataplanePhase({ veth: h, tap: tapHost }, { ns: config.dpNs, rounds: config.dpRounds, targetSeconds: config.dpTargetSeconds, ...(template ? { template } : {}), refObject, workDir });
+            return await dataplanePhase({ veth: h, tap: tapHost }, { ns: config.dpNs, rounds: config.dpRounds, targetSeconds: config.dpTargetSeconds, ...(template ? { template } : {}), refObject, workDir, quick });
           } finally {
             await tapHost.destroy();
           }

@@ -23,7 +23,7 @@
 // program on vnet0's from-VM hook for each mechanism (tc clsact, tcx, XDP:
 // the cost of having the hook; the floor for dropping a frame there), and per
 // N: libvirt's ebtables rules, nwf-fast nft, nwf-fast eBPF with each hook
-// (tcx, the default, at every N; tc and xdp at the largest N).
+// (tc, the default, at every N; tcx and xdp at the largest N).
 import { join } from 'node:path';
 import type { EbtablesTemplate } from './ebtables.js';
 import { loadEbpf, loadEbtables, loadNft, loadRef, sendTraffic, setBrNetfilter, writeTrafgenConfigs, type BenchHost, type DpPath, type RefHook, type Traffic, type Unload } from './host.js';
@@ -58,8 +58,8 @@ export const DP_LABELS: Record<DpConfig, string> = {
   'xdp-drop': 'XDP drop-all program on the tap (XDP floor)',
   'libvirt-ebtables': "libvirt's ebtables rules",
   nft: 'nwf-fast nft',
-  'ebpf-tc': 'nwf-fast eBPF, --bpf-hook tc',
-  'ebpf-tcx': 'nwf-fast eBPF, --bpf-hook tcx (auto)',
+  'ebpf-tc': 'nwf-fast eBPF, --bpf-hook tc (auto)',
+  'ebpf-tcx': 'nwf-fast eBPF, --bpf-hook tcx',
   'ebpf-xdp': 'nwf-fast eBPF, --bpf-hook xdp',
 };
 
@@ -128,6 +128,8 @@ export interface DataplaneOptions {
   template?: EbtablesTemplate;
   refObject: string;
   workDir: string;
+  /** Quick run: leave out what takes long to set up (eBPF with tcx links). */
+  quick?: boolean;
 }
 
 interface Setup {
@@ -156,8 +158,13 @@ function shuffle<T>(xs: T[], seed: number): T[] {
 
 const HOOKS: readonly RefHook[] = ['tc', 'tcx', 'xdp'];
 
-/** What each path measures (see the module comment). */
-function setupsOf(path: DpPath, ns: readonly number[], libvirt: boolean): Setup[] {
+/**
+ * What each path measures (see the module comment). nwf-fast eBPF with tcx
+ * links runs on the tap path only and not in quick runs: attaching and
+ * detaching 2000 tcx links takes about a minute (each waits for an RCU grace
+ * period).
+ */
+function setupsOf(path: DpPath, ns: readonly number[], libvirt: boolean, quick: boolean): Setup[] {
   const nMax = Math.max(...ns);
   const s: Setup[] = [{ path, config: 'none', n: 0, traffic: ['valid', 'spoof'] }];
   if (path === 'veth') s.push({ path, config: 'none-brnf-off', n: 0, traffic: ['valid'] });
@@ -165,8 +172,9 @@ function setupsOf(path: DpPath, ns: readonly number[], libvirt: boolean): Setup[
   for (const n of path === 'veth' ? ns : [nMax]) {
     const both: Traffic[] = ['valid', 'spoof'];
     if (libvirt) s.push({ path, config: 'libvirt-ebtables', n, traffic: both });
-    s.push({ path, config: 'nft', n, traffic: both }, { path, config: 'ebpf-tcx', n, traffic: both });
-    if (n === nMax) s.push({ path, config: 'ebpf-tc', n, traffic: both }, { path, config: 'ebpf-xdp', n, traffic: both });
+    s.push({ path, config: 'nft', n, traffic: both }, { path, config: 'ebpf-tc', n, traffic: both });
+    if (n === nMax) s.push({ path, config: 'ebpf-xdp', n, traffic: both });
+    if (n === nMax && path === 'tap' && !quick) s.push({ path, config: 'ebpf-tcx', n, traffic: both });
   }
   return s;
 }
@@ -183,7 +191,7 @@ export async function dataplanePhase(hosts: Partial<Record<DpPath, BenchHost>>, 
     nftJson.set(n, compileNft(bindingTexts(n)));
     irs.set(n, resolveAll(parseBindings(bindingTexts(n))));
   }
-  const setups = paths.flatMap((p) => setupsOf(p, o.ns, o.template !== undefined));
+  const setups = paths.flatMap((p) => setupsOf(p, o.ns, o.template !== undefined, o.quick === true));
 
   const load = async (s: Setup): Promise<Unload> => {
     const host = hosts[s.path] as BenchHost;

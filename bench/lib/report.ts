@@ -49,14 +49,16 @@ export function targets(r: BenchResults): Target[] {
   }
   const lvValid = cell(r, 'libvirt-ebtables', nMax, 'valid');
   for (const [config, path, limit] of [
-    ['ebpf-tcx', 'veth', 1.05],
+    ['ebpf-tc', 'veth', 1.05],
+    ['ebpf-tc', 'tap', 1.05],
     ['ebpf-tcx', 'tap', 1.05],
+    ['ebpf-xdp', 'tap', 1.05],
     ['nft', 'veth', 1.15],
   ] as const) {
     const c = cell(r, config, nMax, 'valid', path);
     const lv = path === 'veth' ? lvValid : cell(r, 'libvirt-ebtables', nMax, 'valid', path);
     out.push({
-      name: `valid frame at ${nMax} ports, ${config === 'nft' ? 'nft' : 'eBPF (default hook: tcx)'}, ${path}, CPU vs no filter`,
+      name: `valid frame at ${nMax} ports, ${config === 'nft' ? 'nft' : `eBPF --bpf-hook ${config.slice(5)}${config === 'ebpf-tc' ? ' (the default)' : ''}`}, ${path}, CPU vs no filter`,
       target: `<= ${limit}x`,
       measured: c ? range(c.ratio, 'x') : 'n/a',
       met: c && c.ratio.n ? c.ratio.median <= limit : null,
@@ -65,8 +67,9 @@ export function targets(r: BenchResults): Target[] {
   }
   for (const [config, path] of [
     ['ebpf-xdp', 'tap'],
+    ['ebpf-tc', 'tap'],
     ['ebpf-tcx', 'tap'],
-    ['ebpf-tcx', 'veth'],
+    ['ebpf-tc', 'veth'],
   ] as const) {
     const c = cell(r, config, nMax, 'spoof', path);
     const lv = cell(r, 'libvirt-ebtables', nMax, 'spoof', path);
@@ -200,7 +203,7 @@ export function renderMarkdown(r: BenchResults): string {
         }
         L.push('');
         L.push(`| configuration | ${ns.map((n) => `N = ${n}`).join(' | ')} |`, `| --- | ${ns.map(() => '---').join(' | ')} |`);
-        for (const cfg of ['libvirt-ebtables', 'nft', 'ebpf-tcx', 'ebpf-tc', 'ebpf-xdp'] as const) {
+        for (const cfg of ['libvirt-ebtables', 'nft', 'ebpf-tc', 'ebpf-tcx', 'ebpf-xdp'] as const) {
           const cells = ns.map((n) => cell(r, cfg, n, traffic, path));
           if (cells.every((c) => !c)) continue;
           L.push(
@@ -402,7 +405,7 @@ export function renderSvg(r: BenchResults): string {
     };
     add('libvirt-ebtables', "libvirt's ebtables", COLORS.libvirt);
     add('nft', 'nwf-fast nft', COLORS.nftLib);
-    add('ebpf-tcx', 'nwf-fast eBPF, tcx (veth)', COLORS.ebpf);
+    add('ebpf-tc', 'nwf-fast eBPF, tc (veth)', COLORS.ebpf);
     // the tap path and the other hooks are measured at the largest N only: one point each
     const nMax = Math.max(...ns);
     const one = (config: DpConfig, path: DpPath, name: string, color: string): void => {
@@ -410,7 +413,7 @@ export function renderSvg(r: BenchResults): string {
       const st = traffic === 'valid' ? c?.ratio : c?.ratioFloor;
       if (st && st.n) series.push({ name, color, points: [{ x: nMax, y: st.median, lo: st.min, hi: st.max }] });
     };
-    one('ebpf-tcx', 'tap', 'nwf-fast eBPF, tcx (tap)', COLORS.ebpfTap);
+    one('ebpf-tc', 'tap', 'nwf-fast eBPF, tc (tap)', COLORS.ebpfTap);
     one('ebpf-xdp', 'tap', 'nwf-fast eBPF, xdp (tap)', COLORS.ebpfXdp);
     // Linear scale fitted to nwf-fast's series (libvirt's larger ratios are marked at the top edge with their value).
     const ys = series.filter((x) => x.color !== COLORS.libvirt).flatMap((x) => x.points.flatMap((q) => [q.y, q.hi ?? q.y]));

@@ -142,8 +142,7 @@ export function attachBpf(p: PreparedBpf, pinDir = DEFAULT_PIN_DIR): AttachResul
   const first = p.shapes[0];
   if (first) {
     ensureBpffs(pinDir);
-    const { notes, ...plan } = planHooks(p.hook, { tcx: hasTcx(first.shape.programs.out), links: linksPersist() });
-    appendAll(res.notes, notes);
+    const plan = planHooks(p.hook, { tcx: p.hook === 'tcx' && hasTcx(first.shape.programs.out), links: linksPersist() });
     for (const { shape, members } of p.shapes) {
       const xdp = shape.xdp;
       if (plan.out === 'xdp' && !xdp) throw new InternalError(`the XDP program of shape ${shape.shapeId} was not loaded`);

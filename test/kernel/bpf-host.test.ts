@@ -32,7 +32,7 @@ const L3_FILTER = `<filter name='web-only' chain='root'>
 const EXPECT: Record<Exclude<BpfHookChoice, 'auto'>, { out: HookMechanism; in: HookMechanism }> = {
   tc: { out: 'tc', in: 'tc' },
   tcx: { out: 'tcx', in: 'tcx' },
-  xdp: { out: 'xdp', in: 'tcx' },
+  xdp: { out: 'xdp', in: 'tc' },
 };
 
 describe.skipIf(!isRoot).each(['tc', 'tcx', 'xdp'] as const)('eBPF backend on a namespaced host, --bpf-hook %s', (hook) => {
@@ -230,7 +230,7 @@ describe.skipIf(!isRoot)('eBPF attach mechanisms on a loaded host', () => {
         // another hook than the loaded one moves the programs (no incremental load)
         const r = await loadGeneration(dir, { ...opts, bpfHook: h });
         const q = withNetns(tb.hostNs, () => queryPort({ iface: 'vnet0', ifindex: ifIndex('vnet0') }, pinDir));
-        const want = h === 'auto' ? EXPECT.tcx : EXPECT[h];
+        const want = h === 'auto' ? EXPECT.tc : EXPECT[h];
         expect(r.incremental).toBeUndefined();
         expect(r.bpfHooks?.vnet0).toEqual(want);
         expect({ out: q.out?.mechanism, in: q.in?.mechanism }).toEqual(want);
