@@ -116,11 +116,6 @@ export function hasTcx(prog: ProgramLike): boolean {
   return tcxCache;
 }
 
-/** For tests: forget (or force) the probe's answer. */
-export function setTcxProbe(v: boolean | undefined): void {
-  tcxCache = v;
-}
-
 /**
  * Whether links pinned under `pinDir` (on bpffs, see ensureBpffs) outlive this
  * process: the bpf filesystem there was mounted before nwf-fast ran (by the
