@@ -46,7 +46,7 @@ export function configFrom(p: ParsedArgs): HostConfig {
 
 export function hostOptions(p: ParsedArgs): HostOptions {
   const c = configFrom(p);
-  return { stateDir: c.stateDir, inProcess: !p.flags.has('nft-binary') && libnftablesAvailable(), pinDir: c.pinDir };
+  return { stateDir: c.stateDir, inProcess: !p.flags.has('nft-binary') && libnftablesAvailable(), pinDir: c.pinDir, ...(c.bpfHook ? { bpfHook: c.bpfHook } : {}) };
 }
 
 /** The live host (hook, reconcile, takeover) of the command line's configuration. */

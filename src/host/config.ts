@@ -28,6 +28,8 @@ export interface HostConfig {
   /** Seconds a state-changing command waits for the lock. */
   lockTimeoutS: number;
   libvirtUri: string;
+  /** Where eBPF programs go on the taps (load --bpf-hook); unset: the last load's choice, else auto. */
+  bpfHook?: 'auto' | 'tc' | 'tcx' | 'xdp';
   /** Where the configuration came from (undefined: defaults, no file). */
   file?: string;
 }
@@ -87,6 +89,7 @@ const KEYS: Readonly<Record<string, Setter>> = {
   pin_dir: absPath('pinDir'),
   keep_generations: integer('keepGenerations', 1, 1000),
   lock_timeout: integer('lockTimeoutS', 1, 3600),
+  bpf_hook: oneOf('bpfHook', ['auto', 'tc', 'tcx', 'xdp'] as const),
   libvirt_uri: (c, v, fail) => {
     if (!/^[a-z][a-z0-9+]*:\/\/\S*$/.test(v)) fail('a libvirt URI like qemu:///system');
     c.libvirtUri = v;
@@ -209,6 +212,8 @@ export function defaultConfigText(): string {
     '# seconds a command waits for another one holding the state lock',
     `lock_timeout = ${d.lockTimeoutS}`,
     `libvirt_uri = ${d.libvirtUri}`,
+    '# where eBPF programs go on the taps: auto (tc) | tc | tcx | xdp; unset: the last load\'s --bpf-hook',
+    '# bpf_hook = auto',
     '',
   ].join('\n');
 }

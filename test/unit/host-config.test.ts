@@ -29,10 +29,11 @@ describe('parseConfig', () => {
         'keep_generations = 3',
         'lock_timeout = 5',
         'libvirt_uri = qemu+ssh://h/system',
+        'bpf_hook = xdp',
       ].join('\n'),
       'f.conf',
     );
-    expect(c).toMatchObject({ mode: 'native', backend: 'both', bridges: ['br0', 'br1'], tapPatterns: ['vnet*', 'tap?x'], stateDir: '/srv/nwf', pinDir: '/sys/fs/bpf/x', keepGenerations: 3, lockTimeoutS: 5, libvirtUri: 'qemu+ssh://h/system', file: 'f.conf' });
+    expect(c).toMatchObject({ mode: 'native', backend: 'both', bridges: ['br0', 'br1'], tapPatterns: ['vnet*', 'tap?x'], stateDir: '/srv/nwf', pinDir: '/sys/fs/bpf/x', keepGenerations: 3, lockTimeoutS: 5, libvirtUri: 'qemu+ssh://h/system', bpfHook: 'xdp', file: 'f.conf' });
   });
 
   it('the default file text parses to the defaults', () => {
@@ -43,6 +44,7 @@ describe('parseConfig', () => {
   it.each([
     ['colour = blue', 2, /unknown key 'colour'/, /one of mode, backend, bridges/],
     ['mode = both', 2, /invalid value "both" for 'mode'/, /takeover \| native/],
+    ['bpf_hook = tcp', 2, /invalid value "tcp" for 'bpf_hook'/, /auto \| tc \| tcx \| xdp/],
     ['lock_timeout = 0', 2, /invalid value "0" for 'lock_timeout'/, /integer from 1 to 3600/],
     ['state_dir = var/lib', 2, /invalid value/, /absolute path/],
     ['state_dir = /a/../b', 2, /invalid value/, /absolute path/],

@@ -67,6 +67,7 @@ export class LiveHost {
       backend: c.backend,
       keepGenerations: c.keepGenerations,
       inProcess: this.opts.inProcess,
+      ...(c.bpfHook ? { bpfHook: c.bpfHook } : {}),
       allowEmpty: true,
       ...(this.opts.netns ? { netns: this.opts.netns } : {}),
       ...(this.opts.runner ? { runner: this.opts.runner } : {}),
