@@ -52,6 +52,8 @@ export interface Manifest {
   inputs: { file: string; sha256: string }[];
   interfaces: { iface: string; mac: string; owner: string; filter: string; l2Rules: number; l3Rules: number }[];
   notes: string[];
+  /** The eBPF objects' hashes (bpf, both), added when the objects are built (host/generation.ts writeGeneration). */
+  objects?: { file: string; sha256: string }[];
 }
 
 /** One interface's eBPF part as stored in bpf.json. */

@@ -147,7 +147,12 @@ export function elementBatch(changes: readonly SetDelta[]): NftBatch {
 
 // ---- unload ---------------------------------------------------------------------------
 
-/** Removes nwf-fast's tables, and nothing else: each added first, so that deleting it cannot fail. */
-export function unloadBatch(): NftBatch {
+/**
+ * Removes nwf-fast's tables, and nothing else: `tables` (those that carry
+ * its owner mark, table-owner.ts), or every table named like its own (each
+ * added first, so that deleting it cannot fail).
+ */
+export function unloadBatch(tables?: readonly Pick<TableId, 'family' | 'name'>[]): NftBatch {
+  if (tables) return tables.map((t) => del(nftTable(t.family, t.name).ref));
   return OUR_TABLES.flatMap((t) => [add(nftTable(t.family, t.name).table), del(nftTable(t.family, t.name).ref)]);
 }

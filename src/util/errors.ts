@@ -69,8 +69,14 @@ const ERRORS = {
   KERNEL_UNSUPPORTED: ['NWF1407', 'runtime'],
   /** Another nwf-fast command held the state lock for longer than lock_timeout. */
   LOCK_TIMEOUT: ['NWF1408', 'runtime'],
-  /** A load that would leave every protected port unprotected (without --allow-empty). */
-  LOAD_REFUSED: ['NWF1409', 'runtime'],
+  /** A load that would leave every protected port unprotected (without --allow-empty): bad input for it, exit 2. */
+  LOAD_REFUSED: ['NWF1409', 'input'],
+  /** A table named like nwf-fast's that does not carry its owner mark (someone else's, or another state directory's). */
+  TABLE_NOT_OURS: ['NWF1410', 'runtime'],
+  /** The state directory cannot be written (read-only, full, permissions): checked before the kernel is touched. */
+  STATE_UNWRITABLE: ['NWF1411', 'runtime'],
+  /** A step failed after the kernel had already changed: what is in force is in the message and in `status`. */
+  FAILED_AFTER_APPLY: ['NWF1412', 'runtime'],
   // configuration
   CONFIG_INVALID: ['NWF1501', 'input'],
 } as const satisfies Record<string, readonly [`NWF${number}`, ErrorCategory]>;
@@ -88,8 +94,13 @@ export function categoryOf(code: ErrorCode): ErrorCategory {
   return CATEGORY.get(code) ?? 'internal';
 }
 
-/** The CLI's exit codes (README, CLI reference). */
-export const EXIT = { ok: 0, runtime: 1, badInput: 2, drift: 3, internal: 70 } as const;
+/**
+ * The CLI's exit codes (README, CLI reference). `drift` and `notLoaded` are
+ * `status` (and `metrics`) results: 3 the kernel does not match what is
+ * recorded (or cannot be verified, or a change was interrupted), 4 nothing
+ * is loaded (never loaded, or unloaded).
+ */
+export const EXIT = { ok: 0, runtime: 1, badInput: 2, drift: 3, notLoaded: 4, internal: 70 } as const;
 
 const EXIT_OF_CATEGORY: Readonly<Record<ErrorCategory, number>> = {
   input: EXIT.badInput,

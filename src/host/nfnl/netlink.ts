@@ -118,6 +118,8 @@ export interface NlReply {
   extMsg?: string;
   /** Extended ack: offset of the attribute at fault in the original request message. */
   extOffset?: number;
+  /** A message other than NLMSG_ERROR: its payload after the netlink header (a copy). */
+  body?: Buffer;
 }
 
 /** Splits a receive buffer into replies and decodes acknowledgements and errors. */
@@ -146,6 +148,7 @@ export function parseReplies(buf: Buffer, len: number): NlReply[] {
         }
       }
     }
+    if (r.type !== NLMSG_ERROR) r.body = Buffer.from(buf.subarray(at + NLMSG_HDRLEN, at + mlen));
     out.push(r);
     at += align4(mlen);
   }

@@ -44,11 +44,19 @@ export const NFNL_MSG_BATCH_BEGIN = 16;
 export const NFNL_MSG_BATCH_END = 17;
 
 /** enum nf_tables_msg_types. */
+export const NFT_MSG_NEWTABLE = 0;
+export const NFT_MSG_GETTABLE = 1;
 export const NFT_MSG_NEWSETELEM = 12;
 export const NFT_MSG_DELSETELEM = 14;
 
 /** The netlink message type of an nf_tables message: subsystem << 8 | message. */
 export const nftMsgType = (msg: number): number => (NFNL_SUBSYS_NFTABLES << 8) | msg;
+
+/** enum nft_table_attributes. */
+export const NFTA_TABLE_NAME = 1;
+export const NFTA_TABLE_USERDATA = 6;
+/** libnftnl's table user data: a TLV list (type u8, length u8, value); the comment is type 0, NUL-terminated. */
+export const NFTNL_UDATA_TABLE_COMMENT = 0;
 
 /** enum nft_set_elem_list_attributes. */
 export const NFTA_SET_ELEM_LIST_TABLE = 1;

@@ -1,0 +1,246 @@
+// `status`: what the state directory records, what the kernel holds, and one
+// verdict on the two (health), never more optimistic than what was
+// verified:
+//   healthy             a generation is recorded, the kernel matches its snapshot, its programs are attached
+//   not-loaded          nothing recorded as loaded and no nwf-fast table in the kernel
+//   drift               the kernel differs from what was recorded
+//   unverified          drift cannot be checked (the snapshot or the stored generation is missing or damaged)
+//   interrupted         a change was killed part-way (its journal outlived it)
+//   failed-after-apply  a change failed after the kernel had changed
+//   no-access           the kernel cannot be read (not root)
+//   state-damaged       the state directory cannot be read
+// The CLI's exit code follows the health (exitCodeOfHealth).
+import { parseDropCounter } from '../backends/nft/names.js';
+import type { Direction } from '../ir/types.js';
+import { DIRECTIONS } from '../ir/types.js';
+import { CODES, EXIT, NwfError } from '../util/errors.js';
+import { listingNow, normalizeAll, tablesNow, type HostOptions } from './apply.js';
+import { bpfAttachments, bpfStats, type TapHooks } from './bpf-apply.js';
+import { type Generation, type HostState, StateDir } from './generation.js';
+import { kernelInventory, type Listing } from './inventory.js';
+import { describeJournal, readJournal } from './journal.js';
+import { ifIndex, withNetns } from './netns.js';
+import { KernelAccessError, type TableProbe } from './table-owner.js';
+
+export type Health = 'healthy' | 'not-loaded' | 'drift' | 'unverified' | 'interrupted' | 'failed-after-apply' | 'no-access' | 'state-damaged';
+
+/** The worst first: a status reports the first of these that applies. */
+const SEVERITY: readonly Health[] = ['state-damaged', 'no-access', 'failed-after-apply', 'interrupted', 'drift', 'unverified', 'not-loaded', 'healthy'];
+
+export function exitCodeOfHealth(h: Health): number {
+  switch (h) {
+    case 'healthy':
+      return EXIT.ok;
+    case 'not-loaded':
+      return EXIT.notLoaded;
+    case 'state-damaged':
+    case 'no-access':
+      return EXIT.runtime;
+    default:
+      return EXIT.drift;
+  }
+}
+
+export interface InterfaceStatus {
+  iface: string;
+  /** The domain. */
+  owner: string;
+  filter: string;
+  /** nft drop counters by reason. */
+  drops: Record<string, number>;
+  /** eBPF drop counters by reason (both directions). */
+  bpfDrops?: Record<string, number>;
+  /** eBPF drop counters by direction and reason. */
+  bpfDropsByDirection?: Record<Direction, Record<string, number>>;
+  /** eBPF generations: where nwf-fast's programs run on the tap (null: a direction without one), or 'no-tap'. */
+  bpfHooks?: TapHooks;
+  /** The tap exists in this namespace. */
+  present?: boolean;
+}
+
+export interface Status {
+  stateDir: string;
+  health: Health;
+  /** Why the health is not `healthy`, one sentence each (with what to do). */
+  problems: string[];
+  /** Worth knowing, not a problem (a load in progress, tables of others left alone). */
+  notes: string[];
+  current: string | null;
+  history: string[];
+  loadedAt?: string;
+  backend?: 'nft' | 'bpf' | 'both';
+  /** This state directory's owner id, the mark of its tables. */
+  owner?: string;
+  interfaces: InterfaceStatus[];
+  /** True when the kernel's tables differ from what was recorded when the generation was loaded. */
+  drift: boolean;
+  driftDetail?: string;
+  tablesPresent: { bridge: boolean; l3: boolean };
+  /** The tables named like nwf-fast's, and whose they are. */
+  tables: { family: string; name: string; state: string; owner?: string }[];
+  /** Protected interfaces of the generation that exist here and that nothing of nwf-fast enforces now. */
+  unprotected: string[];
+}
+
+function worst(a: Health, b: Health): Health {
+  return SEVERITY.indexOf(a) <= SEVERITY.indexOf(b) ? a : b;
+}
+
+function inNs<T>(opts: HostOptions, fn: () => T): T {
+  return opts.netns ? withNetns(opts.netns, fn) : fn();
+}
+
+function tapPresent(iface: string): boolean {
+  try {
+    ifIndex(iface);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function status(opts: HostOptions): Promise<Status> {
+  const state = new StateDir(opts.stateDir);
+  const out: Status = { stateDir: opts.stateDir, health: 'healthy', problems: [], notes: [], current: null, history: [], interfaces: [], drift: false, tablesPresent: { bridge: false, l3: false }, tables: [], unprotected: [] };
+  const problem = (h: Health, text: string): void => {
+    out.health = worst(out.health, h);
+    out.problems.push(text);
+  };
+
+  // what the state directory records
+  let s: HostState | undefined;
+  try {
+    s = state.read();
+    out.current = s.current;
+    out.history = s.history;
+    if (s.loadedAt) out.loadedAt = s.loadedAt;
+  } catch (e) {
+    problem('state-damaged', e instanceof NwfError ? `${e.message}${e.details.hint ? ` (${e.details.hint})` : ''}` : String(e));
+  }
+  let owner: string | undefined;
+  try {
+    owner = state.ownerId();
+    if (owner) out.owner = owner;
+  } catch (e) {
+    problem('state-damaged', e instanceof NwfError ? `${e.message}${e.details.hint ? ` (${e.details.hint})` : ''}` : String(e));
+  }
+  const journal = readJournal(state);
+  const pending = describeJournal(journal);
+  if (journal.kind === 'entry' && journal.running) out.notes.push(pending as string);
+  else if (journal.kind === 'entry' && journal.entry.phase === 'failed-after-apply') problem('failed-after-apply', `${pending}; \`nwf-fast load\` of a generation (or \`nwf-fast rollback\`) repairs it`);
+  else if (pending) problem('interrupted', `${pending}; \`nwf-fast load\` of a generation (or \`nwf-fast rollback\`) repairs it`);
+
+  // what the kernel holds
+  let tables: TableProbe[];
+  let listing: Listing;
+  try {
+    tables = tablesNow(opts, owner);
+    listing = await listingNow(opts, tables);
+  } catch (e) {
+    if (e instanceof KernelAccessError) {
+      problem('no-access', `${e.message}: what the kernel enforces is unknown (${e.details.hint})`);
+      return out;
+    }
+    throw e;
+  }
+  out.tables = tables.filter((t) => t.state !== 'absent').map((t) => ({ family: t.family, name: t.name, state: t.state, ...(t.owner ? { owner: t.owner } : {}) }));
+  for (const t of tables) if (t.state === 'foreign' || t.state === 'other-owner') out.notes.push(`table ${t.family} ${t.name} is not this state directory's (${t.state === 'foreign' ? 'no nwf-fast mark' : `owner ${t.owner}`}): not looked at`);
+  out.tablesPresent = { bridge: !!listing.bridge, l3: !!(listing.ip || listing.ip6 || listing.inet) };
+  if (!s) return out;
+
+  if (!s.current) {
+    if (out.tablesPresent.bridge || out.tablesPresent.l3) {
+      out.drift = true;
+      out.driftDetail = 'nothing is recorded as loaded, but nwf-fast tables exist in the kernel';
+      problem('drift', `${out.driftDetail}; \`nwf-fast load\` or \`nwf-fast unload\` makes them agree`);
+    } else if (out.health === 'healthy') out.health = 'not-loaded';
+    return out;
+  }
+
+  let g: Generation;
+  try {
+    g = state.load(s.current);
+  } catch (e) {
+    problem('unverified', `the stored copy of the loaded generation ${s.current} is unusable (${(e as Error).message}): what it protects cannot be shown or checked; \`nwf-fast load\` of its source repairs it`);
+    return out;
+  }
+  out.backend = g.manifest.backend;
+  const ifaces = g.manifest.interfaces.map((i) => i.iface);
+  const drops = new Map<string, Record<string, number>>(ifaces.map((i) => [i, {}]));
+  for (const c of kernelInventory(listing).counters.values()) {
+    const p = parseDropCounter(c.id.name, ifaces);
+    if (!p) continue;
+    const rec = drops.get(p.iface) as Record<string, number>;
+    rec[p.reason] = (rec[p.reason] ?? 0) + c.packets;
+  }
+  let bpf: ReturnType<typeof bpfStats> = new Map();
+  if (g.bpf) {
+    try {
+      bpf = bpfStats(g.bpf, opts.pinDir);
+    } catch (e) {
+      out.notes.push(`the eBPF counters are unreadable (${(e as Error).message})`);
+    }
+  }
+  const present = new Set(inNs(opts, () => ifaces.filter(tapPresent)));
+  const storedBpf = g.bpf;
+  const hooks = storedBpf ? inNs(opts, () => bpfAttachments(storedBpf, opts.pinDir)) : new Map<string, TapHooks>();
+  out.interfaces = g.manifest.interfaces.map((i) => {
+    const rec: InterfaceStatus = { iface: i.iface, owner: i.owner, filter: i.filter, drops: drops.get(i.iface) ?? {}, present: present.has(i.iface) };
+    const b = bpf.get(i.iface);
+    if (b) {
+      const sum: Record<string, number> = {};
+      const by = {} as Record<Direction, Record<string, number>>;
+      for (const dir of DIRECTIONS) {
+        by[dir] = {};
+        for (const [k, v] of Object.entries(b[dir])) {
+          by[dir][k] = Number(v);
+          sum[k] = (sum[k] ?? 0) + Number(v);
+        }
+      }
+      rec.bpfDrops = sum;
+      rec.bpfDropsByDirection = by;
+    }
+    const h = hooks.get(i.iface);
+    if (h) rec.bpfHooks = h;
+    return rec;
+  });
+
+  // drift: the nft tables against the snapshot recorded at load, the eBPF filters on the taps
+  const snap = state.kernelSnapshot(s.current);
+  const details: string[] = [];
+  if (snap.kind === 'ok') {
+    if (JSON.stringify(snap.doc) !== JSON.stringify(normalizeAll(listing))) details.push(g.manifest.backend !== 'bpf' && !out.tablesPresent.bridge ? 'the bridge table nwf_fast is missing' : 'the kernel tables differ from the loaded generation');
+  } else {
+    const why = snap.kind === 'missing' ? 'is missing' : `is damaged (${snap.error})`;
+    problem('unverified', `drift cannot be checked: the kernel snapshot of generation ${s.current} (${snap.file}) ${why}; \`nwf-fast load\` of the generation records it again`);
+  }
+  // a tap that exists must carry nwf-fast's programs in both directions
+  const bare: string[] = [];
+  const detached: string[] = [];
+  for (const [iface, h] of hooks) {
+    if (h === 'no-tap') continue;
+    const dirs = DIRECTIONS.filter((d) => h[d] === null).map((d) => (d === 'out' ? 'from the VM' : 'to the VM'));
+    if (!dirs.length) continue;
+    bare.push(`${iface} (${dirs.join(', ')})`);
+    detached.push(iface);
+  }
+  if (bare.length) details.push(`eBPF programs missing on ${bare.join(', ')}`);
+  if (details.length) {
+    out.drift = true;
+    out.driftDetail = details.join('; ');
+    problem('drift', `drift: ${out.driftDetail}; \`nwf-fast load\` of the generation repairs it`);
+  }
+  const nftMissing = g.manifest.backend !== 'bpf' && !out.tablesPresent.bridge;
+  out.unprotected = ifaces.filter((i) => present.has(i) && (g.manifest.backend === 'bpf' ? detached.includes(i) : g.manifest.backend === 'both' ? nftMissing && detached.includes(i) : nftMissing));
+  if (journal.kind === 'entry' && !journal.running && out.health !== 'healthy') {
+    out.notes.push(details.length || snap.kind !== 'ok' ? `the kernel does not match the recorded generation ${s.current}` : `the kernel still matches the recorded generation ${s.current}`);
+  }
+  return out;
+}
+
+/** A status that says what went wrong reading it, for outputs that must always say something (metrics). */
+export function failedStatus(stateDir: string, e: unknown): Status {
+  const msg = e instanceof NwfError ? e.message : (e as Error)?.message ?? String(e);
+  const health: Health = e instanceof NwfError && e.code === CODES.KERNEL_UNSUPPORTED ? 'no-access' : 'state-damaged';
+  return { stateDir, health, problems: [msg], notes: [], current: null, history: [], interfaces: [], drift: false, tablesPresent: { bridge: false, l3: false }, tables: [], unprotected: [] };
+}
