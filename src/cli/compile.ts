@@ -1,5 +1,6 @@
 // nwf-fast compile: resolve the policy and lower it to a backend.
-import { policyJsonChunks, printPolicy } from '../ir/print.js';
+import { printPolicy } from '../ir/print.js';
+import { policyJson } from './json.js';
 import { type Backend, compileGeneration, resolveSources } from '../compile.js';
 import { writeGeneration } from '../host/generation.js';
 import { CODES, NwfError } from '../util/errors.js';
@@ -21,7 +22,7 @@ export const compileCommand: Command = {
     backend: { value: true, arg: 'nft|bpf|both', help: 'nft (default): the nftables ruleset; bpf: tc/eBPF programs on the taps (L2 rules only); both: programs plus the ruleset as a second line' },
     out: { value: true, arg: 'DIR', help: 'write a generation (nft JSON, nft text, manifest, policy) to DIR' },
     policy: { value: false, help: 'print the resolved policy in libvirt chain terms instead of the ruleset' },
-    json: { value: false, help: 'with --policy: print the resolved policy (PolicyIR) as JSON' },
+    json: { value: false, help: 'with --policy: print the resolved policy as JSON (directions fromVm/toVm; schema version in "version")' },
   },
   run: runCompile,
 };
@@ -33,10 +34,7 @@ async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   if (p.flags.has('policy') || p.flags.has('json')) {
     const ir = resolveSources(src);
     for (const note of ir.notes) io.err(`note: ${note}\n`);
-    if (p.flags.has('json')) {
-      for (const piece of policyJsonChunks(ir)) io.out(piece);
-      io.out('\n');
-    }
+    if (p.flags.has('json')) for (const piece of policyJson(ir)) io.out(piece);
     else io.out(ir.interfaces.length ? printPolicy(ir) : '# no interfaces to protect\n');
     return 0;
   }

@@ -6,6 +6,7 @@ import { CODES, NwfError } from '../util/errors.js';
 import { type Command, one, type ParsedArgs } from './args.js';
 import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
 import type { CliIo } from './io.js';
+import { explainJson, parseDirection, printJson } from './json.js';
 
 export const explainCommand: Command = {
   name: 'explain',
@@ -14,12 +15,12 @@ export const explainCommand: Command = {
   options: {
     ...SOURCE_OPTIONS,
     iface: { value: true, arg: 'IF', help: 'the interface (tap) whose policy applies' },
-    direction: { value: true, arg: 'out|in', help: 'out = traffic from the VM, in = traffic to the VM' },
+    direction: { value: true, arg: 'out|in', help: 'out (or fromVm) = traffic from the VM, in (or toVm) = traffic to the VM' },
     frame: { value: true, arg: 'HEX', help: 'the whole Ethernet frame in hex (spaces and colons allowed)' },
     state: { value: true, arg: 'STATE', help: 'connection state for L3 rules: new (default), established, related, invalid' },
     'ct-direction': { value: true, arg: 'original|reply', help: 'conntrack direction of the packet (default original)' },
     'to-host': { value: false, help: 'the frame is addressed to the host itself (libvirt HI- chain), not forwarded' },
-    json: { value: false, help: 'print {"verdict", "reason", "decidedBy", "trace"} as JSON' },
+    json: { value: false, help: 'print {"version", "direction" (fromVm|toVm), "verdict", "reason", "decidedBy", "trace"} as JSON' },
   },
   required: ['iface', 'direction', 'frame'],
   run: runExplain,
@@ -27,10 +28,10 @@ export const explainCommand: Command = {
 
 async function runExplain(p: ParsedArgs, io: CliIo): Promise<number> {
   const iface = one(p, 'iface');
-  const direction = one(p, 'direction');
+  const direction = parseDirection(one(p, 'direction'));
   const hex = one(p, 'frame');
   if (!iface) throw new NwfError(CODES.USAGE, 'missing --iface', { hint: 'nwf-fast explain --help' });
-  if (direction !== 'out' && direction !== 'in') throw new NwfError(CODES.USAGE, `--direction must be 'out' or 'in'`, { expected: 'out (from the VM) or in (to the VM)' });
+  if (!direction) throw new NwfError(CODES.USAGE, `--direction must be 'out' or 'in'`, { expected: 'out or fromVm (from the VM), in or toVm (to the VM)' });
   if (!hex) throw new NwfError(CODES.USAGE, 'missing --frame', { hint: 'nwf-fast explain --help' });
   let frame: Uint8Array;
   try {
@@ -60,7 +61,7 @@ async function runExplain(p: ParsedArgs, io: CliIo): Promise<number> {
   if (!policy) return 1;
   const res = evaluate(policy, direction, frame, opts);
   if (p.flags.has('json')) {
-    io.out(JSON.stringify({ iface, direction, ...res }, null, 2) + '\n');
+    printJson(io, 'explain', explainJson(iface, direction, res));
     return 0;
   }
   io.out(`${res.verdict.toUpperCase()}${res.reason ? ` (${res.reason})` : ''}  ${iface} ${direction === 'out' ? 'from the VM' : 'to the VM'}\n`);

@@ -1,44 +1,85 @@
 // nwf-fast load: check and apply a generation in one transaction.
-import { loadGeneration } from '../host/apply.js';
-import { readGeneration } from '../host/generation.js';
-import { checkNotEmptying, pruneGenerations } from '../host/live/apply.js';
+import { loadGeneration, type LoadResult } from '../host/apply.js';
 import { observeRunDir } from '../host/live/observe.js';
 import { readPorts } from '../host/live/ports.js';
 import { type Command, type ParsedArgs } from './args.js';
 import { BPF_HOOK_OPTION, bpfHookOption, configFrom, HOST_OPTIONS, hostOptions, liveHostFrom, lockedCommand } from './host-options.js';
 import { reportBpfAttach } from './bpf-report.js';
 import type { CliIo } from './io.js';
+import { printJson } from './json.js';
 
 export const loadCommand: Command = {
   name: 'load',
   summary: 'check and apply a generation in one transaction',
   description:
-    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\nnft -c, loads and verifies its eBPF programs, applies it in one transaction\nand records it as the current generation. Without DIR, protects what the live\nlibvirt host runs (/run/libvirt: the running domains and nwfilter bindings;\na machine without them is refused), records it as the desired state, and in\ntakeover mode removes libvirt\'s dispatch for the ports now protected. A\nfailed load leaves the previous generation in force; a generation that\nprotects no port is refused when the loaded one protects some. Needs root;\nacts on the network namespace it runs in; holds the state lock.',
+    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\n' +
+    'nft -c, loads and verifies its eBPF programs, applies it in one transaction\n' +
+    'and records it as the current generation. Without DIR, protects what the live\n' +
+    'libvirt host runs (/run/libvirt: the running domains and nwfilter bindings;\n' +
+    'a machine without them is refused), records it as the desired state, and in\n' +
+    "takeover mode removes libvirt's dispatch for the ports now protected.\n" +
+    'Everything that can be checked is checked before the kernel is touched; a\n' +
+    'failed load leaves the previous generation in force, and one that fails after\n' +
+    'the kernel changed says so (exit 1) and leaves a record that `status` reports.\n' +
+    'A generation that protects no port is refused (exit 2) when the loaded one\n' +
+    'protects some, unless --allow-empty. Needs root; acts on the network\n' +
+    'namespace it runs in; holds the state lock.',
   options: {
     ...HOST_OPTIONS,
     ...BPF_HOOK_OPTION,
     full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
     'allow-empty': { value: false, help: 'load even a generation that leaves every protected port unprotected (without DIR: also on a machine without libvirt)' },
+    json: { value: false, help: 'print the result as JSON' },
   },
   positionals: { usage: '[DIR]', max: 1 },
   run: runLoad,
 };
+
+/** A load's result as the JSON outputs carry it. */
+export function loadResultJson(r: LoadResult): Record<string, unknown> {
+  const m = r.generation.manifest;
+  return {
+    generation: m.id,
+    backend: m.backend,
+    previous: r.previous,
+    interfaces: m.interfaces.map((i) => i.iface),
+    incremental: r.incremental === true,
+    ...(r.bpfHooks ? { bpfHooks: Object.fromEntries(Object.entries(r.bpfHooks).map(([tap, h]) => [tap, { fromVm: h.out, toVm: h.in }])) } : {}),
+    ms: r.ms,
+    missingTaps: r.missingTaps,
+    repaired: r.repaired,
+    pruned: r.pruned,
+    notes: r.notes,
+  };
+}
+
+/** What a load (or rollback) has to say besides its result: what it repaired, then the eBPF attachment and the notes. */
+export function printLoadNotes(r: LoadResult, io: CliIo): void {
+  for (const x of r.repaired) io.err(`repaired: ${x}\n`);
+  reportBpfAttach(r, io);
+}
+
+function loadedLine(r: LoadResult): string {
+  return (
+    `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms${r.incremental ? ' (incremental: element changes only)' : ''}` +
+    `${r.previous ? `; previous ${r.previous}` : ''}\n`
+  );
+}
 
 async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
   const dir = p.positionals[0];
   const allowEmpty = p.flags.has('allow-empty');
   if (!dir) return loadLive(p, io, allowEmpty);
   const hook = bpfHookOption(p);
-  const opts = { ...hostOptions(p), full: p.flags.has('full'), ...(hook ? { bpfHook: hook } : {}) };
+  const opts = { ...hostOptions(p), full: p.flags.has('full'), allowEmpty, keepGenerations: configFrom(p).keepGenerations, ...(hook ? { bpfHook: hook } : {}) };
   return lockedCommand(p, `load ${dir}`, async () => {
-    checkNotEmptying(opts.stateDir, readGeneration(dir).manifest.interfaces.length, allowEmpty);
     const r = await loadGeneration(dir, opts);
-    pruneGenerations(opts.stateDir, configFrom(p).keepGenerations);
-    io.out(
-      `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms${r.incremental ? ' (incremental: element changes only)' : ''}` +
-        `${r.previous ? `; previous ${r.previous}` : ''}\n`,
-    );
-    reportBpfAttach(r, io);
+    if (p.flags.has('json')) {
+      printJson(io, 'load', loadResultJson(r));
+      return 0;
+    }
+    io.out(loadedLine(r));
+    printLoadNotes(r, io);
     const desired = readPorts(opts.stateDir).length;
     if (desired) io.err(`note: this host has a desired state (${desired} port(s), libvirt hook / reconcile): the next hook call or reconcile replaces this generation with it\n`);
     return 0;
@@ -55,12 +96,13 @@ async function loadLive(p: ParsedArgs, io: CliIo, allowEmpty: boolean): Promise<
     const r = await host.resync(obs, { strict: true, allowEmpty, force: true });
     for (const w of r.warnings) io.err(`warning: ${w}\n`);
     const g = r.apply?.load;
+    if (p.flags.has('json')) {
+      printJson(io, 'load', { ...(g ? loadResultJson(g) : { generation: null }), takenOver: r.takeover?.taken ?? [] });
+      return 0;
+    }
     if (g) {
-      io.out(
-        `loaded generation ${g.generation.manifest.id} (${g.generation.manifest.interfaces.length} interface(s)) in ${g.ms.apply.toFixed(1)} ms${g.incremental ? ' (incremental: element changes only)' : ''}` +
-          `${g.previous ? `; previous ${g.previous}` : ''}\n`,
-      );
-      reportBpfAttach(g, io);
+      io.out(loadedLine(g));
+      printLoadNotes(g, io);
     }
     if (r.takeover?.taken.length) io.out(`took over from libvirt: ${r.takeover.taken.join(', ')}\n`);
     return 0;

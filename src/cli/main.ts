@@ -10,7 +10,9 @@ import { explainCommand } from './explain.js';
 import { installCommand } from './install.js';
 import { libvirtHookCommand } from './libvirt-hook.js';
 import { type CliIo, processIo } from './io.js';
+import { errorJson, printJson } from './json.js';
 import { loadCommand } from './load.js';
+import { metricsCommand } from './metrics.js';
 import { reconcileCommand } from './reconcile.js';
 import { restoreCommand } from './restore.js';
 import { rollbackCommand } from './rollback.js';
@@ -27,6 +29,7 @@ const COMMANDS: ReadonlyMap<string, Command> = new Map(
     rollbackCommand,
     statusCommand,
     unloadCommand,
+    metricsCommand,
     libvirtHookCommand,
     reconcileCommand,
     takeoverCommand,
@@ -62,8 +65,8 @@ export function usage(): string {
     `  ${'help'.padEnd(w)}show the help of a command (same as nwf-fast COMMAND --help)`,
     '',
     'Every command takes -h|--help and --version. Exit codes: 0 success, 1 an',
-    'operation failed on this host, 2 bad input or usage, 3 drift (status), 70 a',
-    'bug in nwf-fast.',
+    'operation failed on this host, 2 bad input or usage, 3 drift or not verified',
+    '(status), 4 nothing loaded (status), 70 a bug in nwf-fast.',
     '',
   ].join('\n');
 }
@@ -96,7 +99,8 @@ function runTopLevel(argv: readonly string[], io: CliIo): number {
 /**
  * Runs the CLI. Exit codes: 0 success, 1 an operation failed at run time
  * (kernel, commands), 2 bad input, usage or a policy the backend refuses,
- * 3 drift (status), 70 an internal error (a bug): util/errors.ts exitCodeFor.
+ * 3 drift or not verified (status), 4 nothing loaded (status), 70 an
+ * internal error (a bug): util/errors.ts exitCodeFor, host/status.ts.
  */
 export async function main(argv: readonly string[], io: CliIo = processIo): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -105,6 +109,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
     return 2;
   }
   const c = COMMANDS.get(cmd);
+  // `--json` asks for the error as JSON on stdout too (also when the command line itself is wrong)
+  const json = c !== undefined && Object.hasOwn(c.options, 'json') && rest.includes('--json');
   try {
     if (!c) {
       if (cmd === 'help' || cmd.startsWith('-')) return runTopLevel(argv, io);
@@ -121,6 +127,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
     }
     return await c.run(p, io);
   } catch (e) {
+    if (json) printJson(io, 'error', errorJson(e));
     if (e instanceof NwfError) {
       io.err(`nwf-fast${c ? ` ${cmd}` : ''}: ${e.format()}\n`);
       return exitCodeFor(e);

@@ -1,40 +1,79 @@
 // nwf-fast status: what is loaded, drops per interface and reason, drift,
-// and the VM ports on the managed bridges with who protects them.
-import { status } from '../host/apply.js';
+// the VM ports on the managed bridges with who protects them, and one
+// verdict (health) with its exit code.
+import { addProblem, exitCodeOfHealth, status, type Status } from '../host/status.js';
 import { liveStatus, type LiveStatus } from '../host/live/status.js';
 import { DROP_REASONS } from '../ir/reasons.js';
 import { type Command, type ParsedArgs } from './args.js';
 import { HOST_OPTIONS, hostOptions, liveHostFrom } from './host-options.js';
 import type { CliIo } from './io.js';
+import { printJson, statusJson } from './json.js';
 
 export const statusCommand: Command = {
   name: 'status',
   summary: 'loaded generation, drop counters, drift, unprotected VM ports',
   description:
-    "Shows the loaded generation, the protected interfaces with their drop counters\nper reason, whether the kernel differs from the recorded generation (drift),\nand the ports on the managed bridges matching tap_patterns that nwf-fast does\nnot protect alone: still under libvirt's rules (takeover not done) or\nunprotected. Exits 3 when there is drift or an unprotected port.",
+    'Shows the loaded generation, the protected interfaces with their drop counters\n' +
+    'per reason, whether the kernel matches what was recorded when it was loaded,\n' +
+    'and the ports on the managed bridges matching tap_patterns that nwf-fast does\n' +
+    "not protect alone: still under libvirt's rules (takeover not done) or\n" +
+    'unprotected. Exit codes: 0 healthy; 3 not healthy: drift, an unprotected\n' +
+    'port, drift not checkable (snapshot or stored generation missing or damaged),\n' +
+    'or a change interrupted or failed after it had changed the kernel; 4 nothing\n' +
+    'loaded; 1 status could not look (not root: the kernel is unreadable; the\n' +
+    'state directory is damaged).',
   options: {
     ...HOST_OPTIONS,
-    json: { value: false, help: 'print the status as JSON' },
+    json: { value: false, help: 'print the status as JSON (schema version in "version")' },
   },
   run: runStatus,
 };
 
-async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
+const HEALTH_TEXT: Record<Status['health'], string> = {
+  healthy: 'healthy',
+  'not-loaded': 'nothing loaded',
+  drift: 'DRIFT',
+  unprotected: 'UNPROTECTED PORTS',
+  unverified: 'NOT VERIFIED',
+  interrupted: 'INTERRUPTED',
+  'failed-after-apply': 'FAILED AFTER APPLY',
+  'no-access': 'UNKNOWN (cannot read the kernel)',
+  'state-damaged': 'UNKNOWN (state directory damaged)',
+};
+
+/** The status with the live host's view of the VM ports folded in (status and metrics). */
+export async function hostStatus(p: ParsedArgs): Promise<{ s: Status; live?: LiveStatus; liveError?: string }> {
   const s = await status(hostOptions(p));
   let live: LiveStatus | undefined;
-  let liveError: string | undefined;
   try {
     live = await liveStatus(liveHostFrom(p));
   } catch (e) {
-    liveError = e instanceof Error ? e.message : String(e);
+    const liveError = e instanceof Error ? e.message : String(e);
+    s.notes.push(`VM ports on the managed bridges: cannot tell (${liveError})`);
+    return { s, liveError };
   }
-  const bad = s.drift || (live?.counts.unprotected ?? 0) > 0;
+  const bare = live.ports.filter((x) => x.protection === 'unprotected').map((x) => x.port);
+  if (bare.length) {
+    addProblem(s, 'unprotected', `${bare.length} VM port(s) on the managed bridges have no rules of nwf-fast or libvirt: ${bare.join(', ')}`);
+    s.unprotected = [...new Set([...s.unprotected, ...bare])];
+  }
+  return { s, live };
+}
+
+async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
+  const { s, live } = await hostStatus(p);
+  const code = exitCodeOfHealth(s.health);
   if (p.flags.has('json')) {
-    io.out(JSON.stringify({ ...s, live: live ?? { error: liveError } }, null, 2) + '\n');
-    return liveError ? 1 : bad ? 3 : 0;
+    printJson(io, 'status', { ...statusJson(s, code), ...(live ? { live } : {}) });
+    return code;
   }
-  io.out(`generation: ${s.current ?? '(none loaded)'}${s.backend ? ` (${s.backend})` : ''}${s.loadedAt ? `  loaded ${s.loadedAt}` : ''}\n`);
-  io.out(`drift: ${s.drift ? `YES: ${s.driftDetail}` : 'no'}\n`);
+  io.out(`health: ${HEALTH_TEXT[s.health]}\n`);
+  io.out(`generation: ${s.current ?? '(none loaded)'}${s.backend ? ` (${s.backend})` : ''}${s.current && s.loadedAt ? `  loaded ${s.loadedAt}` : ''}\n`);
+  const verified = !['no-access', 'state-damaged'].includes(s.health) && !s.problems.some((x) => x.startsWith('drift cannot be checked'));
+  io.out(`drift: ${s.drift ? `YES: ${s.driftDetail}` : verified ? (s.current ? 'no' : 'no (nothing loaded)') : 'UNKNOWN (not checked)'}\n`);
+  for (const x of s.problems) if (!x.startsWith('drift: ')) io.out(`problem: ${x}\n`);
+  for (const x of s.notes) io.out(`note: ${x}\n`);
+  if (s.unprotected.length) io.out(`unprotected: ${s.unprotected.join(', ')}\n`);
   if (s.interfaces.length) {
     const cols = [...DROP_REASONS];
     io.out(`\n${'interface'.padEnd(12)}${'owner'.padEnd(14)}${'filter'.padEnd(24)}${cols.map((c) => c.padStart(10)).join('')}\n`);
@@ -47,15 +86,13 @@ async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
       }
     }
   }
-  if (!live) {
-    io.err(`VM ports: cannot tell (${liveError})\n`);
-    return 1;
+  if (live) {
+    const c = live.counts;
+    io.out(`\nVM ports (mode ${live.mode}): ${c['nwf-fast']} nwf-fast, ${c.both} nwf-fast and libvirt, ${c.libvirt} libvirt only, ${c.unprotected} UNPROTECTED\n`);
+    for (const x of live.ports.filter((x) => x.protection !== 'nwf-fast')) {
+      const what = x.protection === 'both' ? "nwf-fast, and still libvirt's rules (takeover not done)" : x.protection === 'libvirt' ? "libvirt's rules only (not protected by nwf-fast)" : 'UNPROTECTED (no rules of nwf-fast or libvirt)';
+      io.out(`  ${x.port.padEnd(12)}${x.bridge.padEnd(10)}${(x.owner ?? '').padEnd(16)}${what}\n`);
+    }
   }
-  const c = live.counts;
-  io.out(`\nVM ports (mode ${live.mode}): ${c['nwf-fast']} nwf-fast, ${c.both} nwf-fast and libvirt, ${c.libvirt} libvirt only, ${c.unprotected} UNPROTECTED\n`);
-  for (const x of live.ports.filter((x) => x.protection !== 'nwf-fast')) {
-    const what = x.protection === 'both' ? "nwf-fast, and still libvirt's rules (takeover not done)" : x.protection === 'libvirt' ? "libvirt's rules only (not protected by nwf-fast)" : 'UNPROTECTED (no rules of nwf-fast or libvirt)';
-    io.out(`  ${x.port.padEnd(12)}${x.bridge.padEnd(10)}${(x.owner ?? '').padEnd(16)}${what}\n`);
-  }
-  return bad ? 3 : 0;
+  return code;
 }

@@ -69,6 +69,28 @@ function tryLock(fd: number): boolean {
   }
 }
 
+/**
+ * Opens (creating) the lock file. On a state directory that cannot be
+ * written, an existing lock file is opened read-only (flock works on it), so
+ * the command goes on to its own check of the directory and says what is
+ * wrong before it changes anything; anything else is a clear error.
+ */
+function openLockFile(stateDir: string, file: string): number {
+  try {
+    fs.mkdirSync(stateDir, { recursive: true });
+    return fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+  } catch (e) {
+    try {
+      return fs.openSync(file, fs.constants.O_RDONLY);
+    } catch {
+      throw new NwfError(CODES.STATE_UNWRITABLE, `cannot open the state lock ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+        location: { file },
+        hint: 'make the state directory writable (--state-dir, NWF_FAST_STATE_DIR); nothing was changed',
+      });
+    }
+  }
+}
+
 /** Takes the lock of stateDir (waiting at most opts.timeoutS); returns how long it waited. */
 export async function acquireLock(stateDir: string, opts: LockOptions): Promise<LockInfo> {
   const h = held.get(stateDir);
@@ -76,10 +98,9 @@ export async function acquireLock(stateDir: string, opts: LockOptions): Promise<
     h.depth++;
     return { waitedMs: 0 };
   }
-  fs.mkdirSync(stateDir, { recursive: true });
   const file = join(stateDir, LOCK_FILE);
   // Node opens every file close-on-exec, so child processes never inherit the lock.
-  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+  const fd = openLockFile(stateDir, file);
   const t0 = performance.now();
   const deadline = t0 + opts.timeoutS * 1000;
   try {

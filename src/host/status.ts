@@ -4,6 +4,7 @@
 //   healthy             a generation is recorded, the kernel matches its snapshot, its programs are attached
 //   not-loaded          nothing recorded as loaded and no nwf-fast table in the kernel
 //   drift               the kernel differs from what was recorded
+//   unprotected         VM ports on the managed bridges have no rules of nwf-fast or libvirt (the CLI adds live.ts's view)
 //   unverified          drift cannot be checked (the snapshot or the stored generation is missing or damaged)
 //   interrupted         a change was killed part-way (its journal outlived it)
 //   failed-after-apply  a change failed after the kernel had changed
@@ -22,10 +23,10 @@ import { describeJournal, readJournal } from './journal.js';
 import { ifIndex, withNetns } from './netns.js';
 import { KernelAccessError, type TableProbe } from './table-owner.js';
 
-export type Health = 'healthy' | 'not-loaded' | 'drift' | 'unverified' | 'interrupted' | 'failed-after-apply' | 'no-access' | 'state-damaged';
+export type Health = 'healthy' | 'not-loaded' | 'drift' | 'unprotected' | 'unverified' | 'interrupted' | 'failed-after-apply' | 'no-access' | 'state-damaged';
 
 /** The worst first: a status reports the first of these that applies. */
-const SEVERITY: readonly Health[] = ['state-damaged', 'no-access', 'failed-after-apply', 'interrupted', 'drift', 'unverified', 'not-loaded', 'healthy'];
+const SEVERITY: readonly Health[] = ['state-damaged', 'no-access', 'failed-after-apply', 'interrupted', 'drift', 'unprotected', 'unverified', 'not-loaded', 'healthy'];
 
 export function exitCodeOfHealth(h: Health): number {
   switch (h) {
@@ -86,6 +87,12 @@ function worst(a: Health, b: Health): Health {
   return SEVERITY.indexOf(a) <= SEVERITY.indexOf(b) ? a : b;
 }
 
+/** Adds a problem to a status; its health becomes the worse of the two. */
+export function addProblem(s: Status, h: Health, text: string): void {
+  s.health = worst(s.health, h);
+  s.problems.push(text);
+}
+
 function inNs<T>(opts: HostOptions, fn: () => T): T {
   return opts.netns ? withNetns(opts.netns, fn) : fn();
 }
@@ -102,10 +109,7 @@ function tapPresent(iface: string): boolean {
 export async function status(opts: HostOptions): Promise<Status> {
   const state = new StateDir(opts.stateDir);
   const out: Status = { stateDir: opts.stateDir, health: 'healthy', problems: [], notes: [], current: null, history: [], interfaces: [], drift: false, tablesPresent: { bridge: false, l3: false }, tables: [], unprotected: [] };
-  const problem = (h: Health, text: string): void => {
-    out.health = worst(out.health, h);
-    out.problems.push(text);
-  };
+  const problem = (h: Health, text: string): void => addProblem(out, h, text);
 
   // what the state directory records
   let s: HostState | undefined;

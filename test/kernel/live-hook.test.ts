@@ -135,8 +135,8 @@ describe.skipIf(skip !== undefined)('the libvirt hook through the CLI, 20 domain
     const c = await execa(process.execPath, [CLI, 'compile', '--out', empty], { reject: false });
     expect(c.exitCode).toBe(0);
     let r = await cli(['load', empty]);
-    expect(r.exitCode).toBe(1);
-    expect(r.stderr).toMatch(/error NWF1409: refusing to load a generation that protects no port: the loaded generation [0-9a-f]{16} protects 20/);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/error NWF1409: refusing to load generation [0-9a-f]{16}: it protects no interface, and the loaded generation [0-9a-f]{16} protects 20 /);
     expect(r.stderr).toContain('--allow-empty');
     expect(readFileSync(join(state(), 'state.json'), 'utf8')).toBe(before);
     const runDir = '/run/libvirt/qemu';
@@ -144,7 +144,7 @@ describe.skipIf(skip !== undefined)('the libvirt hook through the CLI, 20 domain
       // no domain runs here (or no libvirt at all): refused either way
       r = await cli(['load']);
       expect(r.exitCode).not.toBe(0);
-      expect(r.stderr).toMatch(/error (NWF1409: refusing to load a generation that protects no port|NWF1210: --libvirt: this does not look like a libvirt host)/);
+      expect(r.stderr).toMatch(/error (NWF1409: refusing to load generation [0-9a-f]{16}: it protects no interface|NWF1210: --libvirt: this does not look like a libvirt host)/);
       expect(readFileSync(join(state(), 'state.json'), 'utf8')).toBe(before);
     }
     expect(await probe(5)).toEqual({ spoofed: false, legit: true });

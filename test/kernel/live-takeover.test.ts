@@ -21,7 +21,7 @@ import { reconcileOnce } from '../../src/host/live/reconcile.js';
 import { readTakeover } from '../../src/host/live/takeover.js';
 import { readPorts } from '../../src/host/live/ports.js';
 import { tapsInForce } from '../../src/host/live/apply.js';
-import { status } from '../../src/host/apply.js';
+import { status } from '../../src/host/status.js';
 import { liveStatus } from '../../src/host/live/status.js';
 import { chainPackets, hookDomainXml, lineDiff, privateVirsh, startFlood, xtSaves, type Flood } from './support/live.js';
 import { canonicalFrame, deliver } from '../../src/lab/packet-io.js';

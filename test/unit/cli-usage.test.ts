@@ -14,7 +14,7 @@ async function run(argv: string[]): Promise<{ code: number; out: string; err: st
 }
 
 const PKG = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-const COMMANDS = ['compile', 'explain', 'load', 'rollback', 'status', 'unload', 'libvirt-hook', 'reconcile', 'takeover', 'handback', 'restore', 'install', 'adopt', 'demo'];
+const COMMANDS = ['compile', 'explain', 'load', 'rollback', 'status', 'unload', 'metrics', 'libvirt-hook', 'reconcile', 'takeover', 'handback', 'restore', 'install', 'adopt', 'demo'];
 
 /** The options a help text documents (its `options:` table). */
 function documentedOptions(help: string): string[] {
@@ -46,7 +46,7 @@ describe('help', () => {
 
   it('the load help names every host option', async () => {
     const help = (await run(['load', '--help'])).out;
-    expect(documentedOptions(help)).toEqual(['--state-dir', '--nft-binary', '--pin-dir', '--bpf-hook', '--full', '--allow-empty', '--help', '--version']);
+    expect(documentedOptions(help)).toEqual(['--state-dir', '--nft-binary', '--pin-dir', '--bpf-hook', '--full', '--allow-empty', '--json', '--help', '--version']);
     expect(help).toMatch(/^usage: nwf-fast load \[DIR\] \[--state-dir DIR\] \[--nft-binary\] \[--pin-dir DIR\]/);
   });
 
@@ -116,7 +116,9 @@ describe('usage errors: NWF1301, exit 2, stdout empty, a message that names the 
   it.each(cases)('$argv', async (c) => {
     const r = await run(c.argv);
     expect(r.code).toBe(2);
-    expect(r.out).toBe('');
+    // with --json the error is also printed as JSON on stdout
+    if (c.argv.includes('--json')) expect(JSON.parse(r.out)).toMatchObject({ version: 1, kind: 'error', error: { code: 'NWF1301', category: 'usage', exitCode: 2 } });
+    else expect(r.out).toBe('');
     expect(r.err).toContain('error NWF1301');
     expect(r.err).toMatch(c.message);
     if (c.hint) expect(r.err).toContain(`hint: ${c.hint}`);

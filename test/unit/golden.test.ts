@@ -53,7 +53,10 @@ describe('golden folders', () => {
     it('eBPF policy header', async () => {
       const r = await runCli(['compile', ...args, '--policy', '--json'], dir);
       expect(r.code).toBe(0);
-      const ir = JSON.parse(r.out) as PolicyIR;
+      // the JSON output names directions fromVm / toVm; the IR's are out / in
+      const doc = JSON.parse(r.out) as { version: number; interfaces: (Omit<PolicyIR['interfaces'][number], 'l2'> & { l2: { fromVm: unknown; toVm: unknown } })[] };
+      expect(doc.version).toBe(1);
+      const ir = { interfaces: doc.interfaces.map((i) => ({ ...i, l2: { out: i.l2.fromVm, in: i.l2.toVm } })) } as PolicyIR;
       expect(ir.interfaces.length).toBeGreaterThan(0);
       expectFile(join(dir, 'expected.h'), bpfHeaders(ir));
     });

@@ -46,8 +46,8 @@ describe('expansions per rule', () => {
   it('a repeated combination counts once, as libvirt skips it', async () => {
     const r = await compile({ 'f.xml': iterRule("srcipaddr='$A[@1]' dstipaddr='$B[@2]'") }, 'f', { A: range(300, () => '10.0.0.1'), B: range(300, ip) }, ['--policy', '--json']);
     expect(r.code).toBe(0);
-    const ir = JSON.parse(r.out) as PolicyIR;
-    expect(ir.interfaces[0]?.l2.out.chains[0]?.rules.length).toBe(300);
+    const ir = JSON.parse(r.out) as { interfaces: { l2: { fromVm: PolicyIR['interfaces'][number]['l2']['out'] } }[] };
+    expect(ir.interfaces[0]?.l2.fromVm.chains[0]?.rules.length).toBe(300);
   });
 
   it('an iterator id above 1000 is refused, as libvirt does', async () => {

@@ -5,7 +5,7 @@
 // bindings) and loads it with loadGeneration (an element delta when only
 // addresses changed, else a gapless full replacement); the per-port
 // incremental engine replaces these bodies, not their callers.
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileGeneration } from '../../compile.js';
@@ -13,7 +13,7 @@ import { BASE_CHAINS, BRIDGE_TABLE, nftNames } from '../../backends/nft/names.js
 import type { NftJsonDocument } from '../../backends/nft/model.js';
 import { resolveInterface } from '../../resolve/resolve.js';
 import { BUNDLED_FILTERS_DIR, LIBVIRT_PATHS, loadFilterDir, type LoadedSources } from '../../resolve/sources.js';
-import { CODES, NwfError } from '../../util/errors.js';
+import { NwfError } from '../../util/errors.js';
 import type { FilterDef } from '../../xml/ast.js';
 import type { PolicyIR } from '../../ir/types.js';
 import { loadGeneration, type HostOptions, type LoadResult } from '../apply.js';
@@ -78,35 +78,11 @@ export function portError(failures: readonly PortFailure[]): NwfError {
   return new NwfError(f.error.code, `port ${f.port.tap} of domain ${f.port.owner.name}: ${f.error.message}${more}`, { ...f.error.details, iface: f.port.tap });
 }
 
-/**
- * Refuses a generation that protects no port when the loaded one protects
- * some, unless allowed (issue 8: an empty /run/libvirt at boot must not
- * unprotect the host).
- */
-export function checkNotEmptying(stateDir: string, nextPorts: number, allowEmpty: boolean | undefined): void {
-  if (allowEmpty || nextPorts > 0) return;
-  const state = new StateDir(stateDir);
-  const s = state.read();
-  if (!s.current) return;
-  let before = 0;
-  try {
-    before = state.load(s.current).manifest.interfaces.length;
-  } catch {
-    return;
-  }
-  if (before > 0) {
-    throw new NwfError(CODES.LOAD_REFUSED, `refusing to load a generation that protects no port: the loaded generation ${s.current} protects ${before}`, {
-      hint: 'give --allow-empty to unprotect every port on purpose (nwf-fast unload removes everything)',
-    });
-  }
-}
-
 /** Compiles the desired ports and loads them (under the caller's lock). Throws without changing anything when a port does not compile. */
 export async function applyDesiredPorts(ports: readonly DesiredPort[], opts: ApplyOptions): Promise<ApplyResult> {
   const t0 = performance.now();
   const failures = portFailures(ports, opts);
   if (failures.length) throw portError(failures);
-  checkNotEmptying(opts.stateDir, ports.length, opts.allowEmpty);
   const { filters, files } = filterLibrary(opts.filterDirs);
   const pf = portsFile(opts.stateDir);
   const src: LoadedSources = { filters, bindings: ports.map((p) => bindingOfPort(p, pf)), notes: [], files: existsSync(pf) ? [...files, pf] : files };
@@ -114,30 +90,13 @@ export async function applyDesiredPorts(ports: readonly DesiredPort[], opts: App
   try {
     await writeGeneration(tmp, compileGeneration(src, opts.backend));
     const t1 = performance.now();
+    // loadGeneration refuses an emptying generation (opts.allowEmpty) and prunes (opts.keepGenerations)
     const load = await loadGeneration(tmp, opts);
     const t2 = performance.now();
-    pruneGenerations(opts.stateDir, opts.keepGenerations ?? 10);
     return { load, taps: load.generation.manifest.interfaces.map((i) => i.iface), ms: { compile: t1 - t0, load: t2 - t1 } };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-}
-
-/** Deletes stored generations beyond the last `keep` of the history (never the current one). */
-export function pruneGenerations(stateDir: string, keep: number): string[] {
-  const state = new StateDir(stateDir);
-  const s = state.read();
-  const keepIds = new Set([...s.history.slice(-keep), ...(s.current ? [s.current] : [])]);
-  const dir = join(stateDir, 'generations');
-  let ids: string[] = [];
-  try {
-    ids = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  const gone = ids.filter((id) => /^[0-9a-f]{16}$/.test(id) && !keepIds.has(id));
-  for (const id of gone) rmSync(join(dir, id), { recursive: true, force: true });
-  return gone;
 }
 
 /** The map that a rule of `chain` (any chain when undefined) looks up by name ending in `suffix` (`iifname vmap @g1a2b3c_from_vm`). */
