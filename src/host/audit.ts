@@ -7,7 +7,6 @@
 import { appendFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { InterfacePolicy, PolicyIR } from '../ir/types.js';
-import { sha256 } from '../compile.js';
 import type { HostState } from './generation.js';
 import type { ChangeOp } from './journal.js';
 
@@ -25,7 +24,7 @@ export type AuditOutcome = 'ok' | 'refused' | 'failed' | 'failed-after-apply';
 export interface InterfaceChanges {
   added: string[];
   removed: string[];
-  /** Interfaces in both whose resolved policy differs. */
+  /** Interfaces in both whose binding (MAC, owner, filter, parameters) or rule counts differ. */
   changed: string[];
 }
 
@@ -100,9 +99,19 @@ export function stateFromAudit(stateDir: string): HostState {
   return s;
 }
 
-const policyKey = (i: InterfacePolicy): string => sha256(JSON.stringify({ ...i, file: undefined }));
+/**
+ * What identifies an interface's policy for the audit, cheaply (a whole
+ * policy is large: hashing 1000 of them twice costs about 300 ms): its
+ * binding (MAC, owner, filter, parameters) and its rule counts.
+ */
+function policyKey(i: InterfacePolicy): string {
+  const count = (xs: readonly { rules?: readonly unknown[] }[]): number => xs.reduce((n, c) => n + (c.rules?.length ?? 1), 0);
+  const l2 = [i.l2.out, i.l2.in].map((d) => `${d.root.length}/${count(d.chains)}`);
+  const l3 = [i.l3.fromVm.length, i.l3.toVm.length, i.l3.toHost.length];
+  return JSON.stringify([i.mac, i.owner, i.filter, i.vars, l2, l3]);
+}
 
-/** Which interfaces a change adds, removes and changes (by resolved policy). */
+/** Which interfaces a change adds, removes and changes (by binding and rule counts, policyKey). */
 export function interfaceChanges(prev: PolicyIR | undefined, next: PolicyIR | undefined): InterfaceChanges {
   const before = new Map((prev?.interfaces ?? []).map((i) => [i.iface, i]));
   const after = new Map((next?.interfaces ?? []).map((i) => [i.iface, i]));
