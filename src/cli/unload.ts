@@ -36,7 +36,7 @@ async function runUnload(p: ParsedArgs, io: CliIo): Promise<number> {
     // best effort: what the state directory says was taken from libvirt goes back first
     try {
       const h = await liveHostFrom(p).handbackAll();
-      handedBack.push(...h.restored.keys());
+      for (const tap of h.restored.keys()) handedBack.push(tap);
     } catch (e) {
       io.err(`note: libvirt's dispatch not handed back (${(e as Error).message})\n`);
     }
@@ -48,7 +48,7 @@ async function runUnload(p: ParsedArgs, io: CliIo): Promise<number> {
       new StateDir(opts.stateDir).checkWritable(0);
       // libvirt's rules first, so the ports are never without rules
       const h = await host.handbackAll();
-      handedBack.push(...h.restored.keys());
+      for (const tap of h.restored.keys()) handedBack.push(tap);
       return unload(opts);
     });
   }

@@ -55,7 +55,8 @@ describe.skipIf(!isRoot)('kill -9 during loads', () => {
 
   const args = (a: string[], stateDir = state) => [`--net=/run/netns/${tb.hostNs}`, process.execPath, CLI, ...a, '--state-dir', stateDir, '--pin-dir', pinDir];
   // nsenter --net (not ip netns exec): the eBPF pins stay in this mount namespace, as on a host
-  const cli = (a: string[], stateDir = state) => execa('nsenter', args(a, stateDir), { reject: false, timeout: 30_000 });
+  // a configuration that manages no bridge: the live host's view of VM ports stays out of this test
+  const cli = (a: string[], stateDir = state) => execa('nsenter', args(a, stateDir), { reject: false, timeout: 30_000, env: { NWF_FAST_CONFIG: join(work, 'nwf-fast.conf') } });
 
   /** nwf-fast's part of the kernel, independently of nwf-fast's own status: tables as listed, taps with its tc filter. */
   async function fingerprint(): Promise<string> {
@@ -88,6 +89,7 @@ describe.skipIf(!isRoot)('kill -9 during loads', () => {
     });
     work = mkdtempSync(join(tmpdir(), 'nwf-kill-'));
     chmodSync(work, 0o755);
+    writeFileSync(join(work, 'nwf-fast.conf'), 'bridges = nwf-none\n');
     await generation('nft-a', 'nft', ['10.77.0.2', '10.77.0.3']);
     await generation('nft-b', 'nft', ['10.77.0.4', '10.77.0.3']);
     await generation('bpf-a', 'bpf', ['10.77.0.2', '10.77.0.3']);

@@ -31,13 +31,15 @@ describe.skipIf(!isRoot)('state, status and recovery on a namespaced host', () =
   const pinDir = `/sys/fs/bpf/nwf-fast-test-state-${process.pid}`;
 
   const node = (args: string[], stateDir = state) => [process.execPath, CLI, ...args, '--state-dir', stateDir];
+  // a configuration that manages no bridge: the live host's view of VM ports (its own tests) stays out of these
+  let env: Record<string, string>;
   /** The CLI in the host namespace (`ip netns exec`: a private mount namespace, eBPF pins vanish with it). */
   const cli = (args: string[], o: { env?: Record<string, string>; stateDir?: string } = {}) =>
-    execa('ip', ['netns', 'exec', tb.hostNs, ...node(args, o.stateDir)], { reject: false, timeout: 60_000, ...(o.env ? { env: o.env } : {}) } satisfies Options);
+    execa('ip', ['netns', 'exec', tb.hostNs, ...node(args, o.stateDir)], { reject: false, timeout: 60_000, env: { ...env, ...o.env } } satisfies Options);
   /** The CLI in the host's network namespace only (pins shared with this process). */
-  const cliNet = (args: string[], stateDir = state) => execa('nsenter', [`--net=/run/netns/${tb.hostNs}`, ...node([...args, '--pin-dir', pinDir], stateDir)], { reject: false, timeout: 60_000 });
+  const cliNet = (args: string[], stateDir = state) => execa('nsenter', [`--net=/run/netns/${tb.hostNs}`, ...node([...args, '--pin-dir', pinDir], stateDir)], { reject: false, timeout: 60_000, env });
   /** A shell script in a private mount namespace (read-only or full state directories). */
-  const inMountNs = (script: string) => execa('unshare', ['-m', '--propagation', 'private', 'sh', '-ec', script], { reject: false, timeout: 60_000 });
+  const inMountNs = (script: string) => execa('unshare', ['-m', '--propagation', 'private', 'sh', '-ec', script], { reject: false, timeout: 60_000, env });
   const nft = (args: string[]) => execa('ip', ['netns', 'exec', tb.hostNs, 'nft', ...args], { reject: false });
   /** Every table named nwf_fast, normalized (handles and counters aside). */
   const tables = async () => {
@@ -71,6 +73,8 @@ describe.skipIf(!isRoot)('state, status and recovery on a namespaced host', () =
     tb = await createDemoHost('nwfs');
     work = mkdtempSync(join(tmpdir(), 'nwf-state-'));
     chmodSync(work, 0o755);
+    writeFileSync(join(work, 'nwf-fast.conf'), 'bridges = nwf-none\n');
+    env = { NWF_FAST_CONFIG: join(work, 'nwf-fast.conf') };
     gens.g1 = await generation('g1', ['10.77.0.2']);
     gens.g2 = await generation('g2', ['10.77.0.2', '10.77.0.3']);
     gens.empty = await generation('empty', null);
@@ -192,13 +196,13 @@ describe.skipIf(!isRoot)('state, status and recovery on a namespaced host', () =
     it('as non-root: says it cannot read the kernel (exit 1), never "drift: no" or tables missing', async () => {
       expect((await cli(['load', gens.g1!])).exitCode).toBe(0);
       chmodSync(state, 0o755);
-      const r = await execa('ip', ['netns', 'exec', tb.hostNs, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...node(['status'])], { reject: false });
+      const r = await execa('ip', ['netns', 'exec', tb.hostNs, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...node(['status'])], { reject: false, env });
       expect(r.exitCode).toBe(1);
       expect(r.stdout).toContain('health: UNKNOWN (cannot read the kernel)');
       expect(r.stdout).toMatch(/cannot read the kernel's nftables tables: EPERM/);
       expect(r.stdout).toContain('drift: UNKNOWN');
       expect(r.stdout).not.toMatch(/drift: (no|YES)|missing/);
-      const j = await execa('ip', ['netns', 'exec', tb.hostNs, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...node(['status', '--json'])], { reject: false });
+      const j = await execa('ip', ['netns', 'exec', tb.hostNs, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', ...node(['status', '--json'])], { reject: false, env });
       expect(JSON.parse(j.stdout)).toMatchObject({ health: 'no-access', exitCode: 1, current: idOf(gens.g1!) });
     });
 
@@ -234,10 +238,10 @@ describe.skipIf(!isRoot)('state, status and recovery on a namespaced host', () =
 
     it('status into a reader that went away: no EPIPE crash, the exit code of the status', async () => {
       expect((await cli(['load', gens.g1!])).exitCode).toBe(0);
-      const r = await execa('bash', ['-c', `ip netns exec ${tb.hostNs} ${node(['status']).join(' ')} | true; echo "status=\${PIPESTATUS[0]}"`], { reject: false });
+      const r = await execa('bash', ['-c', `ip netns exec ${tb.hostNs} ${node(['status']).join(' ')} | true; echo "status=\${PIPESTATUS[0]}"`], { reject: false, env });
       expect(r.stdout).toContain('status=0');
       expect(r.stderr).not.toMatch(/EPIPE|Error/);
-      const h = await execa('bash', ['-c', `ip netns exec ${tb.hostNs} ${node(['status']).join(' ')} | head -2; echo "status=\${PIPESTATUS[0]}"`], { reject: false });
+      const h = await execa('bash', ['-c', `ip netns exec ${tb.hostNs} ${node(['status']).join(' ')} | head -2; echo "status=\${PIPESTATUS[0]}"`], { reject: false, env });
       expect(h.stdout.split('\n').slice(0, 2)).toEqual(['health: healthy', expect.stringMatching(/^generation: \w+ \(nft\)/)]);
       expect(h.stdout).toContain('status=0');
     });

@@ -61,7 +61,7 @@ describe('status exit codes', () => {
   it('healthy 0, nothing loaded 4, not healthy 3, could not look 1', () => {
     expect(EXIT.notLoaded).toBe(4);
     const codes = Object.fromEntries(HEALTH_STATES.map((h) => [h, exitCodeOfHealth(h)]));
-    expect(codes).toEqual({ healthy: 0, 'not-loaded': 4, drift: 3, unverified: 3, interrupted: 3, 'failed-after-apply': 3, 'no-access': 1, 'state-damaged': 1 });
+    expect(codes).toEqual({ healthy: 0, 'not-loaded': 4, drift: 3, unprotected: 3, unverified: 3, interrupted: 3, 'failed-after-apply': 3, 'no-access': 1, 'state-damaged': 1 });
   });
 
   it('the README lists every status exit code', () => {
