@@ -19,6 +19,7 @@ import { LiveHost } from '../../src/host/live/host.js';
 import { runHook } from '../../src/host/live/hook.js';
 import { reconcileOnce } from '../../src/host/live/reconcile.js';
 import { readTakeover } from '../../src/host/live/takeover.js';
+import { readAudit } from '../../src/host/audit.js';
 import { readPorts } from '../../src/host/live/ports.js';
 import { tapsInForce } from '../../src/host/live/apply.js';
 import { status } from '../../src/host/status.js';
@@ -135,6 +136,12 @@ describe.skipIf(skip !== undefined)("takeover of real libvirt's filter bindings"
     expect(readTakeover(host.config.stateDir).map((r) => [r.tap, r.removed.length])).toEqual([
       ['vnet0', 2],
       ['vnet1', 5],
+    ]);
+    // one audit line per takeover, naming the taps taken
+    const takeovers = readAudit(host.config.stateDir).records.filter((a) => a.op === 'takeover');
+    expect(takeovers.map((a) => [a.outcome, a.interfaces?.added])).toEqual([
+      ['ok', ['vnet0']],
+      ['ok', ['vnet1']],
     ]);
     expect(readPorts(host.config.stateDir).map((p) => [p.tap, p.owner.name, p.source])).toEqual([
       ['vnet0', 'vm1', 'hook'],

@@ -27,7 +27,8 @@ import { CODES, NwfError } from '../../util/errors.js';
 import { maxOf } from '../../util/arrays.js';
 import type { CommandRunner } from '../runner.js';
 import { hostRunner, inNetns } from '../netns.js';
-import { writeAtomic } from '../generation.js';
+import { StateDir, writeAtomic } from '../generation.js';
+import { appendAudit } from '../audit.js';
 
 export type XtFamily = 'eb' | 'ip' | 'ip6';
 
@@ -204,6 +205,36 @@ export interface TakeoverResult {
  * these taps are in force (tapsInForce) just before.
  */
 export async function takeOver(stateDir: string, taps: readonly string[], opts: XtOptions): Promise<TakeoverResult> {
+  const t0 = performance.now();
+  // one audit line per takeover that removed something, or failed (audit.ts)
+  const audit = (outcome: 'ok' | 'failed', taken: readonly string[], e?: unknown): void => {
+    let generation: string | null = null;
+    try {
+      generation = new StateDir(stateDir).read().current;
+    } catch {
+      // the audit line names no generation
+    }
+    appendAudit(stateDir, {
+      op: 'takeover',
+      outcome,
+      generation,
+      previous: generation,
+      interfaces: { added: [...taken], removed: [], changed: [] },
+      durationMs: Math.round((performance.now() - t0) * 10) / 10,
+      ...(e instanceof NwfError ? { error: { code: e.code, message: e.message } } : e !== undefined ? { error: { code: 'internal', message: String((e as Error)?.message ?? e) } } : {}),
+    });
+  };
+  try {
+    const res = await takeOverTaps(stateDir, taps, opts);
+    if (res.taken.length) audit('ok', res.taken);
+    return res;
+  } catch (e) {
+    audit('failed', taps, e);
+    throw e;
+  }
+}
+
+async function takeOverTaps(stateDir: string, taps: readonly string[], opts: XtOptions): Promise<TakeoverResult> {
   const res: TakeoverResult = { taken: [], removed: new Map() };
   if (!taps.length) return res;
   // libvirt may change its rules between the listing and the transaction: one retry on a fresh listing.
