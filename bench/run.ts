@@ -18,6 +18,7 @@ import { libvirtPhase, type LibvirtResult } from './lib/libvirt-phase.js';
 import { protectPhase, type ProtectResult } from './lib/protect.js';
 import { renderMarkdown, renderSvg, targets } from './lib/report.js';
 import { updatePhase, type UpdateRow } from './lib/update.js';
+import { portsPhase, type PortRow } from './lib/ports.js';
 import { cmd, log, removeStale, runCleanups } from './lib/util.js';
 
 export interface BenchConfig {
@@ -37,6 +38,9 @@ export interface BenchConfig {
   updateChanges: number;
   ebpfUpdateChanges: number;
   updateLeakChanges: number;
+  /** Timed removals and additions of one port (per-domain changes), and those made during the spoofed flood. */
+  portChanges?: number;
+  portLeakChanges?: number;
 }
 
 export interface BenchResults {
@@ -51,13 +55,14 @@ export interface BenchResults {
   libvirt?: LibvirtResult;
   protect?: ProtectResult;
   update?: UpdateRow[];
+  ports?: PortRow[];
   dataplane?: DpResult;
   targets?: ReturnType<typeof targets>;
   errors: { phase: string; message: string }[];
   notes: string[];
 }
 
-const PHASES = ['compile', 'libvirt', 'protect', 'update', 'dataplane'] as const;
+const PHASES = ['compile', 'libvirt', 'protect', 'update', 'ports', 'dataplane'] as const;
 type Phase = (typeof PHASES)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; out: string; only: Set<Phase>; noLibvirt: boolean; rounds?: number } {
@@ -79,7 +84,7 @@ function parseArgs(argv: string[]): { quick: boolean; out: string; only: Set<Pha
       only = new Set(list as Phase[]);
     } else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench [-- --quick] [--out DIR] [--only compile,libvirt,protect,update,dataplane] [--no-libvirt] [--rounds N]\n',
+        'usage: npm run bench [-- --quick] [--out DIR] [--only compile,libvirt,protect,update,ports,dataplane] [--no-libvirt] [--rounds N]\n',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a} (see --help)`);
@@ -122,6 +127,8 @@ async function main(): Promise<number> {
     updateChanges: quick ? 4 : 15,
     ebpfUpdateChanges: quick ? 200 : 2000,
     updateLeakChanges: quick ? 4 : 10,
+    portChanges: quick ? 5 : 20,
+    portLeakChanges: quick ? 3 : 10,
   };
   const t0 = performance.now();
   await requireTools();
@@ -187,7 +194,7 @@ async function main(): Promise<number> {
     // Try now without waiting long; if another libvirtd is busy, the other phases run first.
     if (wantLibvirt) await runLibvirt(quick ? 5_000 : 30_000);
 
-    if (args.only.has('protect') || args.only.has('update') || args.only.has('dataplane')) {
+    if (args.only.has('protect') || args.only.has('update') || args.only.has('ports') || args.only.has('dataplane')) {
       const nMax = Math.max(...config.ns);
       host = await createBenchHost(nMax, join(workDir, 'host'));
       results.brNetfilterDefault = host.tb.brNfCallIptables;
@@ -197,6 +204,11 @@ async function main(): Promise<number> {
       if (args.only.has('update')) {
         results.update = await phase('update', () =>
           updatePhase(h, { n: nMax, changes: config.updateChanges, ebpfChanges: config.ebpfUpdateChanges, leakChanges: config.updateLeakChanges, workDir }),
+        );
+      }
+      if (args.only.has('ports')) {
+        results.ports = await phase('ports', () =>
+          portsPhase(h, { n: nMax, changes: config.portChanges ?? 20, leakChanges: config.portLeakChanges ?? 10, workDir, cacheDir: join(workDir, 'bpf-cache') }),
         );
       }
       if (wantLibvirt && !results.libvirt?.available) await runLibvirt(config.libvirtWaitMs);

@@ -3,35 +3,46 @@
 // artifacts). Writing a generation to disk, building its eBPF objects and
 // loading it are the host's (host/generation.ts, host/apply.ts); the
 // backends only turn the IR into an nft model, or C headers plus map values.
+//
+// A generation's nft part is stored as parts (backends/nft/parts.ts): the
+// shapes, each lowered once, and what every port adds. `load` puts them
+// together with its host's skeleton, port ids and load tag: it never lowers
+// again.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolvePolicy } from './resolve/resolve.js';
 import type { LoadedSources } from './resolve/sources.js';
-import type { PolicyIR } from './ir/types.js';
+import type { FailedInterface, InterfacePolicy, PolicyIR } from './ir/types.js';
 import { ruleCounts } from './ir/facts.js';
-import { lowerToNft, type NftLowering } from './backends/nft/lower.js';
+import { failureOf, lowerToNft, type NftLowering } from './backends/nft/lower.js';
+import type { NftParts } from './backends/nft/parts.js';
 import { printNftText } from './backends/nft/printer.js';
 import { toNftJson } from './backends/nft/serialize.js';
 import { lowerToBpf, type BpfLowering } from './backends/bpf/lower.js';
 import { objectFile } from './backends/bpf/names.js';
 import type { Direction } from './ir/types.js';
 import { CODES, NwfError } from './util/errors.js';
+import { appendAll } from './util/arrays.js';
 
 /** nft: the nftables ruleset; bpf: tc programs on the taps; both: programs plus the ruleset as a second line. */
 export type Backend = 'nft' | 'bpf' | 'both';
 
-export const GENERATION_FORMAT = 'nwf-fast-generation/1';
+export const GENERATION_FORMAT = 'nwf-fast-generation/2';
 /**
  * The format of bpf.json and of the objects it names. 2: the objects carry
  * the XDP program, the ifindex array and drop-only counters (a generation of
  * format 1 must be compiled again).
  */
 export const BPF_INDEX_FORMAT = 'nwf-fast-bpf/2';
+export const NFT_PARTS_FORMAT = 'nwf-fast-nft-parts/1';
 
 /** The files of a generation directory. */
 export const GENERATION_FILES = {
+  /** The whole ruleset as one libnftables batch (default skeleton), for people and tools. */
   nftJson: 'nft.json',
   nftText: 'ruleset.nft',
+  /** The nft part as `load` uses it: shapes and ports (StoredNftParts). */
+  nftParts: 'nft-parts.json',
   manifest: 'manifest.json',
   policy: 'policy.json',
   bpfIndex: 'bpf.json',
@@ -39,21 +50,38 @@ export const GENERATION_FILES = {
   bpfDir: 'bpf',
 } as const;
 
+export interface ManifestInterface {
+  iface: string;
+  mac: string;
+  owner: string;
+  filter: string;
+  l2Rules: number;
+  l3Rules: number;
+}
+
 export interface Manifest {
   format: typeof GENERATION_FORMAT;
-  /** The generation's identity: the hash of its nft JSON and its eBPF index (generationId). */
+  /** The generation's identity: the hash of its nft parts and its eBPF index (generationId). */
   id: string;
   createdAt: string;
   backend: Backend;
   /** Whether the generation has L3/L4 rules (ip/ip6 tables through br_netfilter). */
   l3: boolean;
-  /** Hash of policy.json, the resolved policy that `load` lowers. */
+  /** Hash of policy.json, the resolved policy. */
   policySha256: string;
   inputs: { file: string; sha256: string }[];
-  interfaces: { iface: string; mac: string; owner: string; filter: string; l2Rules: number; l3Rules: number }[];
+  /** The protected interfaces. */
+  interfaces: ManifestInterface[];
+  /** Interfaces whose policy failed: their traffic is dropped (a partial generation). */
+  failed: FailedInterface[];
   notes: string[];
   /** The eBPF objects' hashes (bpf, both), added when the objects are built (host/generation.ts writeGeneration). */
   objects?: { file: string; sha256: string }[];
+}
+
+/** nft-parts.json. */
+export interface StoredNftParts extends NftParts {
+  format: typeof NFT_PARTS_FORMAT;
 }
 
 /** One interface's eBPF part as stored in bpf.json. */
@@ -81,35 +109,44 @@ export interface CompiledGeneration {
   id: string;
   manifest: Manifest;
   ir: PolicyIR;
-  /** The nft part without a load tag (what `compile` prints; `load` lowers again under its tag). */
+  /** The nft part: parts for `load`, and the whole batch for `compile` to print. */
   nft: NftLowering;
   /** The eBPF part (bpf, both): one header per shape, map values per interface. */
   bpf?: BpfLowering;
   /** The text files, exactly as stored. */
-  files: { nftJson: string; nftText: string; policy: string; bpfIndex?: string };
+  files: { nftJson: string; nftText: string; nftParts: string; policy: string; bpfIndex?: string };
 }
 
 export function sha256(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** A generation's identity: the hash of its nft JSON and, for bpf/both, its eBPF index. */
-export function generationId(nftJson: string, bpfIndex: string | undefined): string {
-  return sha256(nftJson + (bpfIndex ?? '')).slice(0, 16);
+/** A generation's identity: the hash of its nft parts and, for bpf/both, its eBPF index. */
+export function generationId(nftParts: string, bpfIndex: string | undefined): string {
+  return sha256(nftParts + (bpfIndex ?? '')).slice(0, 16);
 }
 
 /**
- * The nft part of a generation for a backend, every object named under `tag`
- * (names.ts). bpf alone has no nft rules: its batch is empty (a load of it
- * removes nwf-fast's tables).
+ * The nft part of a generation for a backend. bpf: the eBPF programs enforce
+ * L2, nftables only dispatches (every port accepted, failed ports dropped)
+ * and fails closed for unknown ports.
  */
-export function lowerNftFor(backend: Backend, ir: PolicyIR, tag?: string): NftLowering {
-  if (backend === 'bpf') return { batch: [], l3: false };
-  return lowerToNft(ir, tag === undefined ? {} : { tag });
+export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean } = {}): NftLowering {
+  return lowerToNft(ir, { ...(backend === 'bpf' ? { mode: 'dispatch' as const } : {}), ...(opts.strict ? { strict: true } : {}) });
 }
 
-export function resolveSources(src: LoadedSources): PolicyIR {
-  return resolvePolicy(src.filters, src.bindings, src.notes);
+export interface ResolveSourcesOptions {
+  /** An interface whose policy fails to resolve fails closed instead of failing everything (PolicyIR.failed). */
+  partial?: boolean;
+}
+
+export function resolveSources(src: LoadedSources, opts: ResolveSourcesOptions = {}): PolicyIR {
+  if (!opts.partial) return resolvePolicy(src.filters, src.bindings, src.notes);
+  const failed: FailedInterface[] = [];
+  const ir = resolvePolicy(src.filters, src.bindings, src.notes, {
+    onInterfaceError: (b, e) => failed.push(failureOf({ iface: b.iface, owner: b.owner, mac: b.mac, filter: b.filterref.filter, file: b.loc.file }, e)),
+  });
+  return failed.length ? { ...ir, failed } : ir;
 }
 
 function storedBpf(l: BpfLowering): StoredBpf {
@@ -140,22 +177,43 @@ function inputHashes(files: readonly string[]): Manifest['inputs'] {
 }
 
 /** Resolves the sources and lowers them for a backend: the generation in memory. */
-export function compileGeneration(src: LoadedSources, backend: Backend): CompiledGeneration {
-  const ir = resolveSources(src);
-  return generationOf(ir, backend, inputHashes(src.files));
+export function compileGeneration(src: LoadedSources, backend: Backend, opts: ResolveSourcesOptions = {}): CompiledGeneration {
+  const ir = resolveSources(src, opts);
+  return generationOf(ir, backend, inputHashes(src.files), opts);
 }
 
-/** The generation of a resolved policy (inputs: the hashes of the files it came from). */
-export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['inputs'] = []): CompiledGeneration {
-  const nft = lowerNftFor(backend, ir);
-  const bpf = backend === 'nft' ? undefined : lowerToBpf(ir, backend);
+/**
+ * The generation of a resolved policy (inputs: the hashes of the files it
+ * came from). Without `partial`, an interface a backend refuses fails the
+ * whole generation; with it, that interface fails closed.
+ */
+export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['inputs'] = [], opts: ResolveSourcesOptions = {}): CompiledGeneration {
+  const failed: FailedInterface[] = [...(ir.failed ?? [])];
+  const onError = opts.partial ? (p: InterfacePolicy, e: NwfError) => void failed.push(failureOf(p, e)) : undefined;
+  let bpf = backend === 'nft' ? undefined : lowerToBpf(ir, backend, onError);
+  const isFailed = (iface: string): boolean => failed.some((f) => f.iface === iface);
+  // a port fails closed in every layer: what one backend refuses, the other does not protect alone
+  let nftIr: PolicyIR = failed.length ? { ...ir, interfaces: ir.interfaces.filter((p) => !isFailed(p.iface)), failed: [...failed] } : ir;
+  const nft = lowerNftFor(backend, nftIr, { strict: !opts.partial });
+  if (nft.failed.length) {
+    appendAll(failed, nft.failed);
+    if (bpf) bpf = { shapes: bpf.shapes, interfaces: bpf.interfaces.filter((i) => !isFailed(i.iface)) };
+    nftIr = { ...nftIr, failed: [...failed] };
+  }
+  if (bpf) {
+    const used = new Set(bpf.interfaces.map((i) => i.shapeId));
+    bpf = { shapes: bpf.shapes.filter((s) => used.has(s.shapeId)).map((s) => ({ ...s, interfaces: s.interfaces.filter((i) => !isFailed(i)) })), interfaces: bpf.interfaces };
+  }
+  const parts: StoredNftParts = { format: NFT_PARTS_FORMAT, shapes: nft.parts.shapes, ports: nft.parts.ports };
   const files: CompiledGeneration['files'] = {
     nftJson: JSON.stringify(toNftJson(nft.batch)),
     nftText: printNftText(nft.batch),
+    nftParts: JSON.stringify(parts) + '\n',
     policy: JSON.stringify(ir, null, 1) + '\n',
     ...(bpf ? { bpfIndex: JSON.stringify(storedBpf(bpf), null, 1) + '\n' } : {}),
   };
-  const id = generationId(files.nftJson, files.bpfIndex);
+  const id = generationId(files.nftParts, files.bpfIndex);
+  const protectedIfaces = ir.interfaces.filter((p) => !isFailed(p.iface));
   const manifest: Manifest = {
     format: GENERATION_FORMAT,
     id,
@@ -164,8 +222,9 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
     l3: nft.l3,
     policySha256: sha256(files.policy),
     inputs,
-    interfaces: ir.interfaces.map((p) => ({ iface: p.iface, mac: p.mac, owner: p.owner, filter: p.filter, ...ruleCounts(p) })),
+    interfaces: protectedIfaces.map((p) => ({ iface: p.iface, mac: p.mac, owner: p.owner, filter: p.filter, ...ruleCounts(p) })),
+    failed,
     notes: ir.notes,
   };
-  return { id, manifest, ir, nft, ...(bpf ? { bpf } : {}), files };
+  return { id, manifest, ir: nftIr, nft, ...(bpf ? { bpf } : {}), files };
 }

@@ -21,7 +21,9 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { compileBpf, type BpfCompileResult } from '../../src/host/bpf-build.js';
-import { attachBpf, detachBpf, loadShapes, unpinAll, type BpfHookChoice, type PreparedBpf } from '../../src/host/bpf-apply.js';
+import { detachTaps, unpinAll, type BpfHookChoice } from '../../src/host/bpf-apply.js';
+import { attachPort, hasTcx, linksPersist, planHooks } from '../../src/host/bpf/hook.js';
+import { loadShape, type LoadedShape } from '../../src/host/bpf-load.js';
 import { MAP_NAMES } from '../../src/backends/bpf/names.js';
 import { attachTcx, attachXdp, BpfObject, ifIndex, tcAttach, tcHookCreate, tcHookDestroy, withNetns, type BpfLink } from '../../src/host/bpf/libbpf.js';
 import * as F from '../../src/lab/frames/build.js';
@@ -419,6 +421,45 @@ export function loadNft(host: BenchHost, json: string): { unload: Unload; ms: nu
   };
 }
 
+interface PreparedShape {
+  shape: LoadedShape;
+  /** Taps attached with this shape's programs, with their index in its maps. */
+  members: { iface: string; ifindex: number; index: number }[];
+}
+interface PreparedBpf {
+  shapes: PreparedShape[];
+  close(): void;
+}
+
+/** One object per shape with every tap of the shape as a member (its index: its position among the shape's taps). */
+function loadShapes(taps: readonly (BpfCompileResult['interfaces'][number] & { cfg?: Uint8Array })[], ifindexOf: (iface: string) => number, hook: BpfHookChoice): PreparedBpf {
+  const byShape = new Map<string, (typeof taps)[number][]>();
+  for (const t of taps) byShape.set(t.shapeId, [...(byShape.get(t.shapeId) ?? []), t]);
+  const shapes: PreparedShape[] = [];
+  try {
+    for (const ifaces of byShape.values()) {
+      const members = ifaces.map((t, index) => ({ iface: t.iface, ifindex: ifindexOf(t.iface), index, cfg: t.cfg }));
+      const shape = loadShape(ifaces[0] as (typeof taps)[number], ifaces.length, members.map((m) => ({ index: m.index, ifindexes: [m.ifindex], ...(m.cfg ? { cfg: m.cfg } : {}) })), { xdp: hook === 'xdp' });
+      shapes.push({ shape, members: members.map(({ iface, ifindex, index }) => ({ iface, ifindex, index })) });
+    }
+  } catch (e) {
+    for (const p of shapes) p.shape.close();
+    throw e;
+  }
+  return { shapes, close: () => shapes.forEach((p) => p.shape.close()) };
+}
+
+/** Every member of every shape on its tap, with `hook`'s mechanisms (bpf/hook.ts, as load does). */
+function attachShapes(p: PreparedBpf, hook: BpfHookChoice, pinDir: string): void {
+  const first = p.shapes[0];
+  if (!first) return;
+  const plan = planHooks(hook, { tcx: hook === 'tcx' && hasTcx(first.shape.programs.out), links: linksPersist() });
+  for (const { shape, members } of p.shapes) {
+    const out = plan.out === 'xdp' && shape.xdp ? shape.xdp : shape.programs.out;
+    for (const m of members) attachPort({ iface: m.iface, ifindex: m.ifindex }, { out, in: shape.programs.in, outTc: shape.programs.out }, plan, pinDir);
+  }
+}
+
 export interface EbpfLoad {
   prepared: PreparedBpf;
   unload: Unload;
@@ -444,7 +485,7 @@ export async function loadEbpf(hostNs: string, ir: PolicyIR, dirs: { outDir: str
   let prepared: PreparedBpf | undefined;
   const ifaces = build.interfaces.map((b) => b.iface);
   const unload: Unload = async () => {
-    withNetns(hostNs, () => detachBpf(ifaces, BENCH_PIN_DIR));
+    withNetns(hostNs, () => detachTaps(ifaces, BENCH_PIN_DIR));
     unpinAll(BENCH_PIN_DIR);
     rmSync(BENCH_PIN_DIR, { recursive: true, force: true });
     prepared?.close();
@@ -459,7 +500,7 @@ export async function loadEbpf(hostNs: string, ir: PolicyIR, dirs: { outDir: str
     const p = withNetns(hostNs, () => loadShapes(taps, ifIndex, hook));
     prepared = p;
     const t2 = performance.now();
-    withNetns(hostNs, () => attachBpf(p, BENCH_PIN_DIR));
+    withNetns(hostNs, () => attachShapes(p, hook, BENCH_PIN_DIR));
     const t3 = performance.now();
     return { prepared: p, unload: undo, compileMs: t1 - t0, loadMs: t2 - t1, attachMs: t3 - t2, build };
   } catch (e) {

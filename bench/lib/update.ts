@@ -18,8 +18,7 @@ import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { updateConfig } from '../../src/host/bpf-load.js';
 import { applyNft } from '../../src/host/apply.js';
-import { inventoryOf } from '../../src/host/inventory.js';
-import { elementBatch, elementDelta, type SetDelta } from '../../src/host/load-plan.js';
+import { diffParts, elementBatch, setIndexOf, type SetDelta } from '../../src/host/load-plan.js';
 import { withNetns } from '../../src/host/netns.js';
 import { nftApply } from '../../src/host/nft.js';
 import { applyElementDelta, NfnlSocket } from '../../src/host/nfnl/index.js';
@@ -115,7 +114,7 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
       const batchB = lowerToNft(irB, { tag }).batch;
       const deltaOf = (c: number): SetDelta[] => {
         const [prev, next] = c % 2 === 0 ? [batchA, batchB] : [batchB, batchA];
-        const d = elementDelta(inventoryOf(prev), inventoryOf(next));
+        const d = diffParts([{ id: 'g', commands: prev }], [{ id: 'g', commands: next }], setIndexOf([prev, next]))?.deltas;
         if (!d) throw new Error('the two generations differ in more than set elements');
         return d;
       };

@@ -6,6 +6,7 @@ import { writeGeneration } from '../host/generation.js';
 import { CODES, NwfError } from '../util/errors.js';
 import { type Command, one, type ParsedArgs } from './args.js';
 import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
+import { reportFailed } from './host-options.js';
 import { describeLimits } from '../ir/limits.js';
 import type { CliIo } from './io.js';
 
@@ -23,6 +24,7 @@ export const compileCommand: Command = {
     out: { value: true, arg: 'DIR', help: 'write a generation (nft JSON, nft text, manifest, policy) to DIR' },
     policy: { value: false, help: 'print the resolved policy in libvirt chain terms instead of the ruleset' },
     json: { value: false, help: 'with --policy: print the resolved policy as JSON (directions fromVm/toVm; schema version in "version")' },
+    partial: { value: false, help: 'an interface whose policy fails is left unprotected (its traffic dropped) instead of failing everything; exit 5' },
   },
   run: runCompile,
 };
@@ -40,13 +42,13 @@ async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   }
   const out = one(p, 'out');
   if (!out && backend !== 'nft') throw new NwfError(CODES.USAGE, `--backend ${backend} writes objects: give --out DIR`, { hint: 'nwf-fast compile --backend bpf --out DIR' });
-  const g = compileGeneration(src, backend);
+  const g = compileGeneration(src, backend, { partial: p.flags.has('partial') });
   for (const note of g.ir.notes) io.err(`note: ${note}\n`);
   if (!out) {
     io.out(g.files.nftText);
-    return 0;
+    return reportFailed(g.manifest.failed, io);
   }
   const m = await writeGeneration(out, g);
   io.err(`wrote generation ${m.id} (${backend}) to ${out}: ${m.interfaces.length} interface(s)${m.l3 ? ', with L3 rules' : ''}\n`);
-  return 0;
+  return reportFailed(m.failed, io);
 }

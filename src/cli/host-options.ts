@@ -8,13 +8,21 @@ import type { HostOptions } from '../host/apply.js';
 import { LiveHost } from '../host/live/host.js';
 import { withLock } from '../host/lock.js';
 import { BPF_HOOK_CHOICES, type BpfHookChoice } from '../host/bpf/hook.js';
-import { CODES, NwfError } from '../util/errors.js';
-import { one, type OptionSpec, type ParsedArgs } from './args.js';
+import { CODES, EXIT, NwfError } from '../util/errors.js';
+import { many, one, type OptionSpec, type ParsedArgs } from './args.js';
+import type { FailedInterface } from '../ir/types.js';
+import type { CliIo } from './io.js';
 
 export const HOST_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   'state-dir': { value: true, arg: 'DIR', help: 'where generations and the load history live (default: state_dir of the configuration, /var/lib/nwf-fast)' },
   'nft-binary': { value: false, help: 'apply through the nft program instead of libnftables in-process' },
   'pin-dir': { value: true, arg: 'DIR', help: 'bpffs directory for the eBPF maps (default: pin_dir of the configuration, /sys/fs/bpf/nwf-fast)' },
+};
+
+/** What a load puts in the skeleton (the host configuration's tap_patterns and bridges). */
+export const SKELETON_OPTIONS: Readonly<Record<string, OptionSpec>> = {
+  'tap-pattern': { value: true, repeatable: true, arg: 'NAME', help: 'names of the VM ports, a name or a prefix and * (default vnet*, or as last loaded): a matching port without an entry is dropped' },
+  bridge: { value: true, repeatable: true, arg: 'NAME', help: 'a bridge nwf-fast manages (default: every bridge, or as last loaded)' },
 };
 
 /** For the commands that attach eBPF programs (load, rollback). */
@@ -46,7 +54,16 @@ export function configFrom(p: ParsedArgs): HostConfig {
 
 export function hostOptions(p: ParsedArgs): HostOptions {
   const c = configFrom(p);
-  return { stateDir: c.stateDir, inProcess: !p.flags.has('nft-binary') && libnftablesAvailable(), pinDir: c.pinDir, ...(c.bpfHook ? { bpfHook: c.bpfHook } : {}) };
+  const taps = p.options.has('tap-pattern') ? many(p, 'tap-pattern') : undefined;
+  const bridges = p.options.has('bridge') ? many(p, 'bridge') : undefined;
+  return {
+    stateDir: c.stateDir,
+    inProcess: !p.flags.has('nft-binary') && libnftablesAvailable(),
+    pinDir: c.pinDir,
+    ...(c.bpfHook ? { bpfHook: c.bpfHook } : {}),
+    tapPatterns: taps ?? c.tapPatterns,
+    bridges: bridges ?? c.bridges,
+  };
 }
 
 /** The live host (hook, reconcile, takeover) of the command line's configuration. */
@@ -58,4 +75,11 @@ export function liveHostFrom(p: ParsedArgs): LiveHost {
 export function lockedCommand<T>(p: ParsedArgs, command: string, fn: () => Promise<T>): Promise<T> {
   const c = configFrom(p);
   return withLock(c.stateDir, { timeoutS: c.lockTimeoutS, command }, fn);
+}
+
+/** Reports ports that fail closed; returns the exit code (5 when some did). */
+export function reportFailed(failed: readonly FailedInterface[], io: CliIo): number {
+  for (const f of failed) io.err(`${f.file ? `${f.file}: ` : ''}error ${f.code}: ${f.message}\n  interface: ${f.iface} (unprotected: its traffic is dropped)\n`);
+  if (failed.length) io.err(`partial: ${failed.length} interface(s) fail closed: ${failed.map((f) => f.iface).join(', ')}\n`);
+  return failed.length ? EXIT.partial : 0;
 }

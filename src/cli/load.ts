@@ -1,23 +1,27 @@
-// nwf-fast load: check and apply a generation in one transaction.
+// nwf-fast load: check and apply a generation as a verified typed diff.
 import { loadGeneration, type LoadResult } from '../host/apply.js';
 import { observeRunDir } from '../host/live/observe.js';
 import { readPorts } from '../host/live/ports.js';
 import { type Command, type ParsedArgs } from './args.js';
-import { BPF_HOOK_OPTION, bpfHookOption, configFrom, HOST_OPTIONS, hostOptions, liveHostFrom, lockedCommand } from './host-options.js';
+import { BPF_HOOK_OPTION, bpfHookOption, configFrom, HOST_OPTIONS, hostOptions, liveHostFrom, lockedCommand, reportFailed, SKELETON_OPTIONS } from './host-options.js';
 import { reportBpfAttach } from './bpf-report.js';
 import type { CliIo } from './io.js';
 import { printJson } from './json.js';
+import { EXIT } from '../util/errors.js';
 
 export const loadCommand: Command = {
   name: 'load',
-  summary: 'check and apply a generation in one transaction',
+  summary: 'check and apply a generation (a verified diff, or in full)',
   description:
-    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`) with\n' +
-    'nft -c, loads and verifies its eBPF programs, applies it in one transaction\n' +
-    'and records it as the current generation. Without DIR, protects what the live\n' +
+    'Checks the generation in DIR (written by `nwf-fast compile --out DIR`), loads\n' +
+    'and verifies its eBPF programs and applies it: as a typed diff against what\n' +
+    'is loaded when the kernel holds exactly that, else as a full replacement in\n' +
+    'one transaction; every present tap gets its programs. A port whose policy\n' +
+    'failed is dropped (fail closed) and the exit code is 5. Without DIR, protects what the live\n' +
     'libvirt host runs (/run/libvirt: the running domains and nwfilter bindings;\n' +
     'a machine without them is refused), records it as the desired state, and in\n' +
     "takeover mode removes libvirt's dispatch for the ports now protected.\n" +
+    '\n' +
     'Everything that can be checked is checked before the kernel is touched; a\n' +
     'failed load leaves the previous generation in force, and one that fails after\n' +
     'the kernel changed says so (exit 1) and leaves a record that `status` reports.\n' +
@@ -30,6 +34,7 @@ export const loadCommand: Command = {
     full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
     'allow-empty': { value: false, help: 'load even a generation that leaves every protected port unprotected (without DIR: also on a machine without libvirt)' },
     json: { value: false, help: 'print the result as JSON' },
+    ...SKELETON_OPTIONS,
   },
   positionals: { usage: '[DIR]', max: 1 },
   run: runLoad,
@@ -44,6 +49,9 @@ export function loadResultJson(r: LoadResult): Record<string, unknown> {
     previous: r.previous,
     interfaces: m.interfaces.map((i) => i.iface),
     incremental: r.incremental === true,
+    path: r.commit.path,
+    ...(r.commit.fullReason ? { fullReason: r.commit.fullReason } : {}),
+    failed: r.commit.failed.map((f) => ({ iface: f.iface, code: f.code, message: f.message })),
     ...(r.bpfHooks ? { bpfHooks: Object.fromEntries(Object.entries(r.bpfHooks).map(([tap, h]) => [tap, { fromVm: h.out, toVm: h.in }])) } : {}),
     ms: r.ms,
     missingTaps: r.missingTaps,
@@ -56,14 +64,15 @@ export function loadResultJson(r: LoadResult): Record<string, unknown> {
 /** What a load (or rollback) has to say besides its result: what it repaired, then the eBPF attachment and the notes. */
 export function printLoadNotes(r: LoadResult, io: CliIo): void {
   for (const x of r.repaired) io.err(`repaired: ${x}\n`);
+  if (r.commit.drift.length) io.err(`note: the kernel did not hold what was loaded (repaired): ${r.commit.drift.join('; ')}\n`);
+  if (r.commit.repairedTaps.length) io.err(`note: eBPF programs put back on ${r.commit.repairedTaps.join(', ')}\n`);
   reportBpfAttach(r, io);
 }
 
 function loadedLine(r: LoadResult): string {
-  return (
-    `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms${r.incremental ? ' (incremental: element changes only)' : ''}` +
-    `${r.previous ? `; previous ${r.previous}` : ''}\n`
-  );
+  const c = r.commit;
+  const how = c.path === 'full' ? `full replacement${c.fullReason ? `: ${c.fullReason}` : ''}` : c.path === 'elements' ? 'incremental: element changes only' : c.path === 'diff' ? 'incremental: typed diff' : 'no nftables change';
+  return `loaded generation ${r.generation.manifest.id} (${r.generation.manifest.interfaces.length} interface(s)) in ${r.ms.apply.toFixed(1)} ms (${how})${r.previous ? `; previous ${r.previous}` : ''}\n`;
 }
 
 async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
@@ -76,13 +85,13 @@ async function runLoad(p: ParsedArgs, io: CliIo): Promise<number> {
     const r = await loadGeneration(dir, opts);
     if (p.flags.has('json')) {
       printJson(io, 'load', loadResultJson(r));
-      return 0;
+      return r.commit.failed.length ? EXIT.partial : 0;
     }
     io.out(loadedLine(r));
     printLoadNotes(r, io);
     const desired = readPorts(opts.stateDir).length;
     if (desired) io.err(`note: this host has a desired state (${desired} port(s), libvirt hook / reconcile): the next hook call or reconcile replaces this generation with it\n`);
-    return 0;
+    return reportFailed(r.commit.failed, io);
   });
 }
 

@@ -25,7 +25,7 @@ function report(r: ChangeResult, io: CliIo): void {
   for (const w of r.warnings) io.err(`warning: ${w}\n`);
   if (r.added.length) io.out(`protected: ${r.added.join(', ')}\n`);
   if (r.removed.length) io.out(`released: ${r.removed.join(', ')}\n`);
-  if (r.apply) io.out(`loaded generation ${r.apply.load.generation.manifest.id} (${r.apply.taps.length} port(s)) in ${(r.apply.ms.compile + r.apply.ms.load).toFixed(0)} ms\n`);
+  if (r.apply) io.out(`loaded ${r.apply.load ? 'generation ' : ''}${r.apply.id} (${r.apply.taps.length} port(s)) in ${(r.apply.ms.compile + r.apply.ms.load).toFixed(0)} ms\n`);
   if (r.handback?.restored.size) io.out(`handed back to libvirt: ${[...r.handback.restored.keys()].join(', ')}\n`);
   if (r.takeover?.taken.length) io.out(`took over from libvirt: ${r.takeover.taken.join(', ')}\n`);
 }

@@ -1,10 +1,11 @@
 // nwf-fast rollback: re-apply the previous generation atomically.
 import { rollback } from '../host/apply.js';
 import { type Command, type ParsedArgs } from './args.js';
-import { BPF_HOOK_OPTION, bpfHookOption, configFrom, HOST_OPTIONS, hostOptions, lockedCommand } from './host-options.js';
+import { BPF_HOOK_OPTION, bpfHookOption, configFrom, HOST_OPTIONS, hostOptions, lockedCommand, reportFailed, SKELETON_OPTIONS } from './host-options.js';
 import type { CliIo } from './io.js';
 import { loadResultJson, printLoadNotes } from './load.js';
 import { printJson } from './json.js';
+import { EXIT } from '../util/errors.js';
 
 export const rollbackCommand: Command = {
   name: 'rollback',
@@ -13,6 +14,7 @@ export const rollbackCommand: Command = {
   options: {
     ...HOST_OPTIONS,
     ...BPF_HOOK_OPTION,
+    ...SKELETON_OPTIONS,
     'allow-empty': { value: false, help: 'roll back even to a generation that protects no interface' },
     json: { value: false, help: 'print the result as JSON' },
   },
@@ -25,9 +27,9 @@ async function runRollback(p: ParsedArgs, io: CliIo): Promise<number> {
   const r = await lockedCommand(p, 'rollback', () => rollback(opts));
   if (p.flags.has('json')) {
     printJson(io, 'rollback', loadResultJson(r));
-    return 0;
+    return r.commit.failed.length ? EXIT.partial : 0;
   }
   io.out(`rolled back to generation ${r.generation.manifest.id} (was ${r.previous ?? 'none'})\n`);
   printLoadNotes(r, io);
-  return 0;
+  return reportFailed(r.commit.failed, io);
 }

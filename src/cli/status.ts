@@ -18,7 +18,8 @@ export const statusCommand: Command = {
     'and the ports on the managed bridges matching tap_patterns that nwf-fast does\n' +
     "not protect alone: still under libvirt's rules (takeover not done) or\n" +
     'unprotected. Exit codes: 0 healthy; 3 not healthy: drift, an unprotected\n' +
-    'port, drift not checkable (snapshot or stored generation missing or damaged),\n' +
+    'port (also one whose policy failed: its traffic is dropped), drift not\n' +
+    'checkable (nothing recorded as loaded),\n' +
     'or a change interrupted or failed after it had changed the kernel; 4 nothing\n' +
     'loaded; 1 status could not look (not root: the kernel is unreadable; the\n' +
     'state directory is damaged).',
@@ -74,10 +75,16 @@ async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
   for (const x of s.problems) if (!x.startsWith('drift: ')) io.out(`problem: ${x}\n`);
   for (const x of s.notes) io.out(`note: ${x}\n`);
   if (s.unprotected.length) io.out(`unprotected: ${s.unprotected.join(', ')}\n`);
+  if (s.loaded) io.out(`loaded: ${s.loaded.id} (revision ${s.loaded.revision}), tap patterns ${s.loaded.tapPatterns.join(' ')}, bridges ${s.loaded.bridges.length ? s.loaded.bridges.join(' ') : '(all)'}\n`);
+  if (s.unknownPortDrops) io.out(`ports without an entry: ${s.unknownPortDrops.fromVm} frame(s) from, ${s.unknownPortDrops.toVm} to them dropped (unprotected)\n`);
   if (s.interfaces.length) {
     const cols = [...DROP_REASONS];
     io.out(`\n${'interface'.padEnd(12)}${'owner'.padEnd(14)}${'filter'.padEnd(24)}${cols.map((c) => c.padStart(10)).join('')}\n`);
     for (const i of s.interfaces) {
+      if (i.status === 'failed') {
+        io.out(`${i.iface.padEnd(12)}${i.owner.slice(0, 13).padEnd(14)}${i.filter.slice(0, 23).padEnd(24)}UNPROTECTED (dropped): error ${i.error?.code ?? '?'}: ${i.error?.message ?? ''}\n`);
+        continue;
+      }
       io.out(`${i.iface.padEnd(12)}${i.owner.slice(0, 13).padEnd(14)}${i.filter.slice(0, 23).padEnd(24)}${cols.map((c) => String(i.drops[c] ?? 0).padStart(10)).join('')}\n`);
       if (i.bpfDrops || i.bpfHooks) {
         const h = i.bpfHooks;

@@ -1,59 +1,96 @@
-// Host operations on generations: load (check, then apply in ONE
-// transaction), rollback and unload. nwf-fast only ever touches its own
-// tables (those named nwf_fast that carry its owner mark, table-owner.ts)
-// and its tc filters and pins. Every nft command comes from load-plan.ts
-// over typed inventories. What the state directory records around a change
-// (checks before it, the journal, the audit log, what a failure after apply
-// leaves) is change.ts and preflight.ts; `status` is status.ts.
+// Host operations: load (a generation, or a change of some ports), rollback,
+// unload and status. nwf-fast only ever touches its own tables (bridge
+// nwf_fast, ip nwf_fast, ip6 nwf_fast), its tc filters and its pins. Every
+// nft command comes from load-plan.ts over typed inventories; what is
+// loaded is recorded in the state directory (loaded.ts).
+//
+// Every load is a verified typed diff (commit):
+//  1. The next state is put together from parts that were lowered once (a
+//     generation's shapes and ports, or one port's part): the host adds its
+//     skeleton (tap patterns, bridges), the ports' L3 port ids and eBPF
+//     slots (allocated once and kept), and its load tag.
+//  2. An incremental load runs only on a kernel that holds what is
+//     recorded: the nf_tables generation id is compared first (one netlink
+//     round trip); when something else committed since, nwf-fast's tables
+//     are listed and compared with the record. Any difference, a change that
+//     did not finish, another backend, or a diff that cannot be expressed
+//     incrementally: the generation is replaced in full (load-plan.ts).
+//  3. eBPF objects that must be loaded are loaded and verified before
+//     anything changes; ports that get programs for the first time get them
+//     before nftables lets their frames through; then the nft transaction;
+//     then the other eBPF changes and the verification of the programs on
+//     the taps (bpf-apply.ts); then the nft cleanup transaction.
+//  4. The record is written: what was loaded, never a listing.
+//
+// What the state directory records around a whole load (checks before it,
+// the journal, the audit log, what a failure after apply leaves) is
+// change.ts and preflight.ts; tables carry nwf-fast's owner mark
+// (table-owner.ts); `status` is status.ts, with the kernel verification
+// here (loadedStatus).
 import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { CODES, NwfError } from '../util/errors.js';
 import { appendAll } from '../util/arrays.js';
-import { newTag } from '../backends/nft/names.js';
-import type { NftBatch, NftFamily } from '../backends/nft/model.js';
+import type { Backend } from '../compile.js';
+import type { FailedInterface } from '../ir/types.js';
+import { DIRECTIONS } from '../ir/types.js';
+import { newTag, parseCountName, parseL3Counter, tagName } from '../backends/nft/names.js';
+import { add, del, match, meta, nftTable, str } from '../backends/nft/build.js';
+import type { ChainObject, NftCommand, NftFamily, RuleObject } from '../backends/nft/model.js';
 import { toNftJson } from '../backends/nft/serialize.js';
-import { lowerNftFor } from '../compile.js';
+import { orderBatch, familiesOf, type PortPart, type ShapePart } from '../backends/nft/parts.js';
+import { markCommands, MAX_L3_PORTS, type L3Family } from '../backends/nft/l3.js';
+import { DEFAULT_SKELETON_CONFIG, lowerSkeleton, type SkeletonConfig } from '../backends/nft/skeleton.js';
+import { MAP_NAMES } from '../backends/bpf/names.js';
 import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
 import { hostRunner, inNetns, withNetns } from './netns.js';
-import { DEFAULT_KEEP_GENERATIONS, type Generation, type HostState, readGeneration, rollbackTarget, StateDir } from './generation.js';
-import { attachBpf, detachBpf, prepareBpf, unpinAll, updateBpfInPlace, type AttachResult, type BpfHookChoice, type HookPlan } from './bpf-apply.js';
-import { inventoryOf, kernelInventory, liveTag, normalizeListing, OUR_TABLES, tagsIn, type KernelInventory, type Listing } from './inventory.js';
-import { elementDelta, planFullLoad, unloadBatch, type LoadPlan } from './load-plan.js';
-import { applyElementDelta, type ElementDeltaOptions } from './nfnl/index.js';
+import { DEFAULT_KEEP_GENERATIONS, readGeneration, readPolicy, rollbackTarget, StateDir, type Generation, type HostState } from './generation.js';
 import { startChange, type StateChange } from './change.js';
 import { interfaceChanges, stateFromAudit } from './audit.js';
 import { describeJournal, readJournal } from './journal.js';
-import { checkTables, preflightLoad, preflightUnload, type Preflight } from './preflight.js';
+import { checkTables, preflightLoad, preflightUnload } from './preflight.js';
 import { createMarkedTables, probeTables, type TableProbe } from './table-owner.js';
 import { detachEverywhere, forceUnload, type UnloadResult } from './force-unload.js';
-
-export type { UnloadResult };
+import type { BpfHookChoice, HookPlan } from './bpf/hook.js';
+import { BpfCommit, bpfPortStats, checkBpfPorts, detachTaps, unpinAll, type BpfPortChange, type BpfState, type BpfWant } from './bpf-apply.js';
+import {
+  expectedSnapshot,
+  kernelInventory,
+  listedElementCounter,
+  listedElementText,
+  listingSnapshot,
+  OUR_TABLES,
+  snapshotDiff,
+  tagsIn,
+  type KernelInventory,
+  type Listing,
+  type SetDefinition,
+} from './inventory.js';
+import { diffParts, planFullLoad, setIndexOf, tagCommand, tagCommands, unloadBatch, type Part, type SetIndex } from './load-plan.js';
+import { nftGeneration, NfnlEncodeError, NfnlSocket, sendChangeBatch, type NfnlChange, type ObjectChange, type SetDecl } from './nfnl/index.js';
+import { LoadedStore, type LoadedHead, type LoadedPort, type LoadedRecord } from './loaded.js';
 
 export interface HostOptions extends NftRunOptions {
   stateDir: string;
   /** bpffs directory for nwf-fast's pins (default /sys/fs/bpf/nwf-fast). */
   pinDir?: string;
-  /** Always replace the whole generation, never apply an element delta. */
+  /** Always replace the whole generation, never apply a diff. */
   full?: boolean;
   /** Load a generation that protects no interface over one that protects some. */
   allowEmpty?: boolean;
   /** Stored generations kept after a load (config keep_generations; default 10). */
   keepGenerations?: number;
-  /**
-   * Where the eBPF programs go on the taps (default: what the last load that
-   * named one asked for, else auto: tcx where the kernel has it, else tc).
-   */
+  /** Where the eBPF programs go on the taps (default: what the last load that named one asked for, else auto: tc). */
   bpfHook?: BpfHookChoice;
+  /** Globs of the VM ports' names (config tap_patterns): a matching port without an entry is dropped. Default: as recorded, else vnet*. */
+  tapPatterns?: readonly string[];
+  /** Bridges nwf-fast manages (empty: every bridge). Default: as recorded, else every bridge. */
+  bridges?: readonly string[];
 }
 
-/** Runs fn in the namespace of the options (tc and interface lookups act on the calling thread's namespace). */
-function inNs<T>(opts: HostOptions, fn: () => T): T {
-  return opts.netns ? withNetns(opts.netns, fn) : fn();
-}
-
-/** Interfaces of a generation that carry eBPF programs. */
-function bpfInterfaces(g: Generation | undefined): string[] {
-  return g?.bpf?.interfaces.map((i) => i.iface) ?? [];
-}
+const DEFAULT_PIN = '/sys/fs/bpf/nwf-fast';
+const pinDirOf = (opts: HostOptions): string => opts.pinDir ?? DEFAULT_PIN;
 
 /**
  * Test hooks: NWF_FAST_FAULT=pause-before-apply:MS sleeps right before the
@@ -89,6 +126,21 @@ export async function probeKernel(opts: HostOptions): Promise<KernelProbe> {
 }
 
 /**
+ * Whether the kernel matches `meta ibrname` in the bridge family
+ * (CONFIG_NFT_BRIDGE_META): a dry run of a rule using it (nothing is committed).
+ */
+export async function probeBridgeMeta(opts: NftRunOptions): Promise<boolean> {
+  const t = nftTable('bridge', 'nwf_fast_probe');
+  const batch: NftCommand[] = [add(t.table), add(t.chain('c')), add(t.rule('c', [match(meta('ibrname'), '==', str('probe0'))])), del(t.ref)];
+  try {
+    await nftCheck(toNftJson(batch), opts);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The listing of nwf-fast's tables: with `tables`, those of them that are
  * ours (table-owner.ts); without, every table named like ours (the lab's
  * applyNft, which owns its namespace).
@@ -106,62 +158,578 @@ export async function listOurs(opts: NftRunOptions, tables?: readonly TableProbe
   return out;
 }
 
-async function kernelNow(opts: NftRunOptions, tables?: readonly TableProbe[]): Promise<KernelInventory> {
-  return kernelInventory(await listOurs(opts, tables));
-}
+const inProcessNetlink = (opts: NftRunOptions): boolean => !!opts.inProcess && !opts.runner;
 
-/** A full load plan of a generation's nft part, lowered under a tag no object in the kernel carries. */
-function planFor(k: KernelInventory, lower: (tag: string) => NftBatch): LoadPlan {
-  const tag = newTag(tagsIn(k));
-  return planFullLoad(k, lower(tag), tag);
-}
-
-/** The families of the tables a batch adds. */
-function tableFamilies(batch: NftBatch): Set<NftFamily> {
-  return new Set([...inventoryOf(batch.filter((c) => c.op === 'add' && c.object.kind === 'table')).tables.values()].map((t) => t.family));
-}
-
-/** The second transaction of a load: the previous generation's objects go (a failure only leaves them for the next load). */
-async function cleanupAfter(plan: LoadPlan, opts: NftRunOptions): Promise<void> {
-  if (plan.cleanup.length === 0) return;
+/** The nf_tables generation id, when nwf-fast talks netlink itself (else undefined: the listing decides). */
+function currentGen(opts: NftRunOptions, socket: NfnlSocket | undefined): number | undefined {
+  if (!inProcessNetlink(opts)) return undefined;
   try {
-    await nftApply(toNftJson(plan.cleanup), opts);
+    return nftGeneration({ ...(opts.netns !== undefined ? { netns: opts.netns } : {}), ...(socket ? { socket } : {}) });
   } catch {
-    // leftovers of a tag that is not live are removed by the next load
+    return undefined;
   }
 }
 
-/**
- * Applies an nft build over whatever nwf-fast's tables hold now, as load does
- * (no state recorded, no owner mark: the lab's own namespaces): `lower`
- * gives the batch under the tag it is handed. Returns the load tag.
- */
-export async function applyNft(lower: (tag: string) => NftBatch, opts: NftRunOptions): Promise<string> {
-  const plan = planFor(await kernelNow(opts), lower);
-  await nftApply(toNftJson(plan.apply), opts);
-  await cleanupAfter(plan, opts);
-  return plan.tag;
+/** One netlink socket for a commit's transactions (in the options' namespace). */
+function openSocket(opts: NftRunOptions): NfnlSocket | undefined {
+  try {
+    return opts.netns !== undefined ? withNetns(opts.netns, () => NfnlSocket.open()) : NfnlSocket.open();
+  } catch {
+    return undefined;
+  }
+}
+
+/** What the netlink encoder needs of a set or map. */
+function setDecl(d: SetDefinition, tag: string | undefined): SetDecl {
+  return {
+    family: d.family as SetDecl['family'],
+    table: d.table,
+    name: tagName(d.name, tag),
+    type: d.type,
+    ...(d.flags?.length ? { flags: d.flags } : {}),
+    ...(d.kind === 'map' ? { map: d.map } : {}),
+  };
 }
 
 /**
- * The incremental path on its own (as load takes it when only addresses
- * change): the element delta between two builds lowered under the live tag.
- * Returns false when the builds differ in more than elements.
+ * Untagged commands as netlink changes under `tag` (every command of a
+ * port's part and of a cleanup), or undefined when one is not covered (a
+ * new set, a base chain, a table): then libnftables sends them.
  */
-export async function applyIncremental(prev: NftBatch, next: NftBatch, opts: ElementDeltaOptions): Promise<boolean> {
-  const changes = elementDelta(inventoryOf(prev), inventoryOf(next));
-  if (!changes) return false;
-  if (changes.length) await applyElementDelta(changes, opts);
-  return true;
+function nfnlChangesOf(cmds: readonly NftCommand[], index: SetIndex, tag: string): NfnlChange[] | undefined {
+  const out: NfnlChange[] = [];
+  const fam = (f: string): ObjectChange['family'] => f as ObjectChange['family'];
+  for (const c of cmds) {
+    const o = c.object;
+    if (o.kind === 'table' && c.op === 'delete') out.push({ op: 'delete', kind: 'table', family: fam(o.family), name: o.name });
+    else if (o.kind === 'chain' && (c.op === 'flush' || c.op === 'delete' || (c.op === 'add' && !(o as ChainObject).base))) out.push({ op: c.op, kind: 'chain', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
+    else if ((o.kind === 'set' || o.kind === 'map') && c.op === 'delete') out.push({ op: 'delete', kind: 'set', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
+    else if (o.kind === 'counter' && (c.op === 'delete' || c.op === 'add')) out.push({ op: c.op, kind: 'counter', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
+    else if (o.kind === 'rule' && c.op === 'add' && 'statements' in o) {
+      const r = tagCommand(c, tag).object as RuleObject;
+      out.push({ op: 'add', kind: 'rule', family: fam(o.family), table: o.table, chain: r.chain, statements: r.statements, ...(o.comment !== undefined ? { comment: o.comment } : {}) });
+    } else if (o.kind === 'element' && (c.op === 'add' || c.op === 'delete')) {
+      const d = index.get(o.family, o.table, o.name);
+      if (!d) return undefined;
+      const elements = c.op === 'add' ? (tagCommand(c, tag).object as typeof o).elements : o.elements;
+      out.push({ kind: 'elements', change: { op: c.op, set: setDecl(d, tag), elements } });
+    } else return undefined;
+  }
+  return out;
 }
 
-export function normalizeAll(l: Listing): unknown {
-  return Object.fromEntries(OUR_TABLES.map((t) => [t.family, normalizeListing(l[t.family])]));
+/**
+ * Sends untagged commands under `tag` as one transaction: through the
+ * netlink encoder when nwf-fast talks netlink itself and the encoder covers
+ * every command, else through libnftables (or the nft program).
+ */
+async function sendCommands(cmds: readonly NftCommand[], tag: string, index: SetIndex, opts: NftRunOptions, sock: NfnlSocket | undefined): Promise<'nfnl' | 'nft'> {
+  const changes = sock ? nfnlChangesOf(cmds, index, tag) : undefined;
+  if (sock && changes) {
+    try {
+      sendChangeBatch(sock, changes);
+      return 'nfnl';
+    } catch (e) {
+      // nothing was sent: libnftables has the last word on what the encoder does not cover
+      if (!(e instanceof NfnlEncodeError)) throw e;
+    }
+  }
+  await nftApply(toNftJson(tagCommands(cmds, tag)), opts);
+  return 'nft';
 }
 
-async function snapshot(opts: NftRunOptions, tables: readonly TableProbe[]): Promise<unknown> {
-  return normalizeAll(await listOurs(opts, tables));
+// ---- the desired state ----------------------------------------------------------------------
+
+/** One port as a load wants it: its record (without port id and eBPF slot) and its eBPF values. */
+export interface DesiredPort {
+  record: Omit<LoadedPort, 'markId' | 'bpf'>;
+  bpf?: BpfWant;
 }
+
+/** What a load changes. */
+export interface ChangeSet {
+  backend: Backend;
+  /** Ports that change: their new state, or null when they go. */
+  ports: Map<string, DesiredPort | null>;
+  /** `ports` is every port of the next state (a whole generation): the others go. */
+  whole: boolean;
+  /** The shapes the changed ports use (new ones at least). */
+  shapes: Map<string, ShapePart>;
+  /** eBPF objects of the shapes the changed ports use (new shapes at least). */
+  bpfObjects: Map<string, string>;
+  /** The generation loaded whole, if this is one. */
+  generation?: string;
+  /** eBPF ports to verify: every port (a load of a generation) or the changed ones. */
+  verify: 'all' | 'changed';
+}
+
+/** A generation as a whole change set. */
+export function changeSetOf(g: Generation): ChangeSet {
+  const m = g.manifest;
+  const meta = new Map(m.interfaces.map((i) => [i.iface, i]));
+  const failed = new Map(m.failed.map((f) => [f.iface, f]));
+  const bpf = new Map((g.bpf?.interfaces ?? []).map((i) => [i.iface, i]));
+  const ports = new Map<string, DesiredPort | null>();
+  for (const part of g.parts.ports) {
+    const i = meta.get(part.iface);
+    const f = failed.get(part.iface);
+    const b = bpf.get(part.iface);
+    const cfg = b?.maps.find((x) => x.map === MAP_NAMES.cfg)?.value;
+    const record: DesiredPort['record'] = {
+      iface: part.iface,
+      owner: i?.owner ?? f?.owner ?? '',
+      mac: i?.mac ?? f?.mac ?? '',
+      filter: i?.filter ?? f?.filter ?? '',
+      status: part.status,
+      ...(f ? { error: { code: f.code, message: f.message, ...(f.file ? { file: f.file } : {}) } } : {}),
+      ...(i ? { rules: { l2Rules: i.l2Rules, l3Rules: i.l3Rules } } : {}),
+      nft: part,
+    };
+    ports.set(part.iface, { record, ...(b && cfg && part.status === 'protected' ? { bpf: { shapeId: b.shapeId, cfg } } : {}) });
+  }
+  return {
+    backend: m.backend,
+    ports,
+    whole: true,
+    shapes: new Map(g.parts.shapes.map((s) => [s.name, s])),
+    bpfObjects: new Map((g.bpf?.shapes ?? []).map((s) => [s.shapeId, join(g.dir, s.object)])),
+    generation: m.id,
+    verify: 'all',
+  };
+}
+
+// ---- the commit -------------------------------------------------------------------------------
+
+export interface CommitResult {
+  /** How nftables was changed: nothing, element changes only, a typed diff, or a full replacement. */
+  path: 'none' | 'elements' | 'diff' | 'full';
+  /** What sent the transaction: nwf-fast's netlink encoder, or libnftables / the nft program. */
+  via?: 'nfnl' | 'nft';
+  /** Why a full replacement was needed. */
+  fullReason?: string;
+  /** What the kernel held that was not recorded (found and repaired by this load). */
+  drift: string[];
+  /** eBPF: taps that do not exist yet, taps whose programs were put back. */
+  missingTaps: string[];
+  repairedTaps: string[];
+  /** The mechanism of each tap this commit attached programs to, and what the user should know of it. */
+  bpfHooks: Record<string, HookPlan>;
+  notes: string[];
+  /** Ports that fail closed (their policy failed). */
+  failed: FailedInterface[];
+  /** Protected ports after the load. */
+  ports: number;
+  /**
+   * check: deciding the path (generation id, a listing when it moved); nft:
+   * the transaction that puts the change in force; bpf: eBPF loads, attaches
+   * and map updates; cleanup: the second transaction (what went); apply: all
+   * of the kernel work; total: the whole call.
+   */
+  ms: { check: number; nft: number; bpf: number; cleanup: number; apply: number; total: number };
+  head: LoadedHead;
+}
+
+interface MarkInfo {
+  id: number;
+  families: L3Family[];
+}
+
+function hashId(prev: string | undefined, what: unknown): string {
+  return createHash('sha256')
+    .update(`${prev ?? ''}\n${JSON.stringify(what)}`)
+    .digest('hex')
+    .slice(0, 16);
+}
+
+/**
+ * tap_patterns globs as nft interface patterns (a name, or a prefix and a
+ * trailing `*`): a glob with `?` or `[...]` becomes its prefix before the
+ * first of them and `*`, which matches more ports, never fewer (fail closed).
+ */
+export function nftPatterns(globs: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const g of globs) {
+    const i = g.search(/[*?[]/);
+    const p = i < 0 ? g : `${g.slice(0, i)}*`;
+    if (!out.includes(p)) out.push(p);
+  }
+  return out;
+}
+
+async function skeletonConfig(opts: HostOptions, head: LoadedHead | undefined): Promise<SkeletonConfig> {
+  const tapPatterns = nftPatterns(opts.tapPatterns ?? head?.skeleton.tapPatterns ?? DEFAULT_SKELETON_CONFIG.tapPatterns);
+  const bridges = [...(opts.bridges ?? head?.skeleton.bridges ?? [])];
+  let bridgeMeta = true;
+  if (bridges.length) {
+    const same = head && JSON.stringify(head.skeleton.bridges) === JSON.stringify(bridges);
+    bridgeMeta = same ? head.skeleton.bridgeMeta : await probeBridgeMeta(opts);
+  }
+  return { tapPatterns, bridges, bridgeMeta };
+}
+
+const skeletonPart = (cfg: SkeletonConfig, families: readonly L3Family[]): Part => ({ id: 'skeleton', commands: lowerSkeleton(cfg, families) });
+const shapePart = (s: ShapePart): Part => ({ id: `shape ${s.name}`, commands: s.commands });
+const portPart = (p: PortPart): Part => ({ id: `port ${p.iface}`, commands: p.commands });
+const markPart = (iface: string, m: MarkInfo): Part => ({ id: `mark ${iface}`, commands: markCommands(iface, m.id, m.families) });
+
+function familiesOfMarks(marks: Record<string, MarkInfo>): L3Family[] {
+  return familiesOf(Object.values(marks).map((m) => ({ l3: m.families })));
+}
+
+/** Every part of a recorded state (a full replacement, a drift check). */
+function allParts(head: LoadedHead, shapes: Iterable<ShapePart>, ports: Iterable<LoadedPort>): Part[] {
+  const marks = head.marks ?? {};
+  const out: Part[] = [skeletonPart(head.skeleton, familiesOfMarks(marks))];
+  for (const s of shapes) out.push(shapePart(s));
+  for (const p of ports) {
+    out.push(portPart(p.nft));
+    const m = marks[p.iface];
+    if (m) out.push(markPart(p.iface, m));
+  }
+  return out;
+}
+
+const commandsOf = (parts: readonly Part[]): NftCommand[] => {
+  const out: NftCommand[] = [];
+  for (const p of parts) for (const c of p.commands) out.push(c);
+  return out;
+};
+
+function inNs<T>(opts: HostOptions, fn: () => T): T {
+  return opts.netns ? withNetns(opts.netns, fn) : fn();
+}
+
+/** Whether the kernel's tables hold exactly what `record` says (the snapshot built from the record, not a listing). */
+async function kernelMatches(record: LoadedRecord, opts: HostOptions): Promise<{ ok: boolean; drift: string[]; inventory: KernelInventory }> {
+  const inventory = kernelInventory(await listOurs(opts));
+  const expected = expectedSnapshot(tagCommands(orderBatch(commandsOf(allParts(record.head as LoadedHead, record.shapes.values(), record.ports.values()))), record.head.tag));
+  const drift = snapshotDiff(expected, listingSnapshot(inventory));
+  return { ok: drift.length === 0, drift, inventory };
+}
+
+/**
+ * Applies a change set: the typed diff against the recorded state when the
+ * kernel holds it, else a full replacement; eBPF before and after as
+ * bpf-apply.ts says; the record written last.
+ */
+export interface CommitContext {
+  /** The tables named like ours with their owner (preflight): a full replacement lists and marks only these. */
+  tables?: TableProbe[];
+  /** The state directory's owner id, marked on tables the commit creates. */
+  owner?: string;
+  /** Called once the kernel has changed (the journal: what a failure from here on leaves). */
+  touched?: (what: string) => void;
+}
+
+export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitContext = {}): Promise<CommitResult> {
+  const t0 = performance.now();
+  const store = new LoadedStore(opts.stateDir);
+  const prevHead = store.readHead() as LoadedHead | undefined;
+  const cfg = await skeletonConfig(opts, prevHead);
+  const whole = change.whole;
+
+  // the previous records of the ports that change (every port for a whole change)
+  const prevPorts = new Map<string, LoadedPort>();
+  const names = whole ? store.portNames() : [...change.ports.keys()];
+  for (const n of names) {
+    const p = store.readPort(n);
+    if (p) prevPorts.set(n, p);
+  }
+  const ports = new Map(change.ports);
+  if (whole) for (const n of prevPorts.keys()) if (!ports.has(n)) ports.set(n, null);
+
+  // port ids: kept while a port has L3 rules, the lowest free id for a new one
+  const prevMarks = prevHead?.marks ?? {};
+  const marks: Record<string, MarkInfo> = { ...prevMarks };
+  const wantsMark: string[] = [];
+  for (const [iface, d] of ports) {
+    const fam = d?.record.nft.l3;
+    if (!d || !fam?.length) delete marks[iface];
+    else if (marks[iface]) marks[iface] = { id: (marks[iface] as MarkInfo).id, families: fam };
+    else wantsMark.push(iface);
+  }
+  const usedIds = new Set(Object.values(marks).map((m) => m.id));
+  let nextId = 1;
+  for (const iface of wantsMark.sort()) {
+    while (usedIds.has(nextId)) nextId++;
+    if (nextId > MAX_L3_PORTS) throw new NwfError(CODES.POLICY_UNSUPPORTED, `at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`);
+    usedIds.add(nextId);
+    marks[iface] = { id: nextId, families: (ports.get(iface) as DesiredPort).record.nft.l3 as L3Family[] };
+  }
+
+  // shapes: how many ports use each
+  const refs: Record<string, number> = { ...(prevHead?.shapeRefs ?? {}) };
+  for (const [iface, d] of ports) {
+    for (const s of prevPorts.get(iface)?.nft.shapes ?? []) refs[s] = (refs[s] ?? 1) - 1;
+    for (const s of d?.record.nft.shapes ?? []) refs[s] = (refs[s] ?? 0) + 1;
+  }
+  const addedShapes: ShapePart[] = [];
+  const removedShapes: ShapePart[] = [];
+  const shapeOf = (name: string): ShapePart => {
+    const s = change.shapes.get(name) ?? store.readShape(name);
+    if (!s) throw new NwfError(CODES.STATE_INVALID, `shape ${name} is neither in the change nor recorded`, { hint: 'load a generation whole (nwf-fast load DIR --full)' });
+    return s;
+  };
+  for (const [name, n] of Object.entries(refs)) {
+    const was = (prevHead?.shapeRefs ?? {})[name] ?? 0;
+    if (n > 0 && was === 0) addedShapes.push(shapeOf(name));
+    if (n <= 0) {
+      if (was > 0) {
+        const s = store.readShape(name);
+        if (s) removedShapes.push(s);
+      }
+      delete refs[name];
+    }
+  }
+
+  // parts before and after (only what changes; the diff skips equal parts)
+  const prevParts: Part[] = [];
+  const nextParts: Part[] = [];
+  if (prevHead) prevParts.push(skeletonPart(prevHead.skeleton, familiesOfMarks(prevMarks)));
+  nextParts.push(skeletonPart(cfg, familiesOfMarks(marks)));
+  for (const s of removedShapes) prevParts.push(shapePart(s));
+  for (const s of addedShapes) nextParts.push(shapePart(s));
+  const shapesInvolved = new Map<string, ShapePart>();
+  for (const [iface, d] of ports) {
+    const old = prevPorts.get(iface);
+    if (old) {
+      prevParts.push(portPart(old.nft));
+      const m = prevMarks[iface];
+      if (m) prevParts.push(markPart(iface, m));
+      for (const s of old.nft.shapes) if (!shapesInvolved.has(s)) shapesInvolved.set(s, store.readShape(s) ?? shapeOf(s));
+    }
+    if (d) {
+      nextParts.push(portPart(d.record.nft));
+      const m = marks[iface];
+      if (m) nextParts.push(markPart(iface, m));
+      for (const s of d.record.nft.shapes) if (!shapesInvolved.has(s)) shapesInvolved.set(s, shapeOf(s));
+    }
+  }
+  const index = setIndexOf([...prevParts.map((p) => p.commands), ...nextParts.map((p) => p.commands), ...[...shapesInvolved.values()].map((s) => s.commands)]);
+
+  // which path: a diff on a kernel that holds the record, or a full replacement
+  let fullReason: string | undefined = !prevHead
+    ? 'nothing is recorded as loaded'
+    : prevHead.pending
+      ? `a change did not finish (${prevHead.pending.what}, ${prevHead.pending.since})`
+      : prevHead.backend !== change.backend
+        ? `the backend changes (${prevHead.backend} -> ${change.backend})`
+        : opts.full
+          ? '--full'
+          : undefined;
+  const drift: string[] = [];
+  let inventory: KernelInventory | undefined;
+  let record: LoadedRecord | undefined;
+  const readRecord = (): LoadedRecord => (record ??= store.read() as LoadedRecord);
+  const tc0 = performance.now();
+  // one netlink socket for the whole commit: a socket closed after a transaction that deleted
+  // something waits for the kernel, so it is closed once, at the end, on a worker thread
+  const sock = inProcessNetlink(opts) ? openSocket(opts) : undefined;
+  const closeSock = (): void => void sock?.closeAsync().catch(() => undefined);
+  let plan: ReturnType<typeof diffParts>;
+  let tc1 = tc0;
+  let bpf: BpfCommit;
+  try {
+    if (!fullReason && prevHead) {
+      const gen = currentGen(opts, sock);
+      if (gen === undefined || prevHead.nfgen === undefined || gen !== prevHead.nfgen) {
+        const m = await kernelMatches(readRecord(), opts);
+        inventory = m.inventory;
+        if (!m.ok) {
+          appendAll(drift, m.drift);
+          fullReason = `the kernel does not hold what was loaded (${m.drift[0] ?? ''})`;
+        }
+      }
+    }
+    plan = fullReason ? undefined : diffParts(prevParts, nextParts, index);
+    if (!fullReason && !plan) fullReason = 'an object changes its definition';
+    tc1 = performance.now();
+
+    // eBPF: load and verify what must be loaded, before anything changes
+    const bpfChanges = new Map<string, BpfPortChange>();
+    for (const [iface, d] of ports) {
+      const before = prevPorts.get(iface)?.bpf;
+      const want = d?.bpf ?? null;
+      if (!before && !want) continue;
+      bpfChanges.set(iface, { want, ...(before ? { before } : {}) });
+    }
+    bpf = new BpfCommit(
+      {
+        pinDir: pinDirOf(opts),
+        ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
+        prev: (prevHead?.bpf ?? {}) as BpfState,
+        ...(opts.full ? { reloadAll: true } : {}),
+        hook: opts.bpfHook ?? new StateDir(opts.stateDir).read().bpfHook ?? 'auto',
+      },
+      bpfChanges,
+      change.bpfObjects,
+      (iface) => prevPorts.get(iface)?.bpf ?? store.readPort(iface)?.bpf,
+      (shapeId) => (existsSync(store.bpfObject(shapeId)) ? store.bpfObject(shapeId) : undefined),
+    );
+    bpf.prepare();
+  } catch (e) {
+    closeSock();
+    throw e;
+  }
+
+  // from here on the kernel changes: a process killed now leaves `pending`
+  const revision = (prevHead?.revision ?? 0) + 1;
+  let tag = prevHead?.tag ?? newTag();
+  let path: CommitResult['path'] = 'none';
+  let via: CommitResult['via'];
+  /** The cleanup of a full replacement (tagged), or of a diff (untagged: sent through sendCommands). */
+  let cleanup: NftCommand[] = [];
+  let cleanupUntagged: NftCommand[] = [];
+  let commits = 0;
+  let gen0: number | undefined;
+  const ta0 = performance.now();
+  let nftMs = 0;
+  let bpfMs = 0;
+  const timed = async <T>(fn: () => T | Promise<T>, add: (ms: number) => void): Promise<T> => {
+    const t = performance.now();
+    try {
+      return await fn();
+    } finally {
+      add(performance.now() - t);
+    }
+  };
+  try {
+    if (prevHead) store.writeHead({ ...prevHead, pending: { since: new Date().toISOString(), what: change.generation ? `load of generation ${change.generation}` : `change of ${ports.size} port(s)` } });
+    await timed(() => bpf.attachNew(), (ms) => (bpfMs += ms));
+    await faultPoint('pause-before-apply');
+    if (fullReason) {
+      // every part of the next state, under a fresh tag next to what the kernel holds
+      const rec = whole ? undefined : readRecord();
+      const nextPorts = new Map<string, PortPart>();
+      if (rec) for (const [n, p] of rec.ports) nextPorts.set(n, p.nft);
+      for (const [n, d] of ports) {
+        if (d) nextPorts.set(n, d.record.nft);
+        else nextPorts.delete(n);
+      }
+      const shapes = new Map<string, ShapePart>();
+      for (const p of nextPorts.values()) for (const s of p.shapes) if (!shapes.has(s)) shapes.set(s, change.shapes.get(s) ?? rec?.shapes.get(s) ?? shapeOf(s));
+      const cmds: NftCommand[] = [...lowerSkeleton(cfg, familiesOfMarks(marks))];
+      for (const s of shapes.values()) for (const c of s.commands) cmds.push(c);
+      for (const p of nextPorts.values()) {
+        for (const c of p.commands) cmds.push(c);
+        const m = marks[p.iface];
+        if (m) for (const c of markCommands(p.iface, m.id, m.families)) cmds.push(c);
+      }
+      inventory ??= kernelInventory(await listOurs(opts, ctx.tables));
+      tag = newTag(tagsIn(inventory));
+      const full = planFullLoad(inventory, tagCommands(orderBatch(cmds), tag), tag);
+      const doc = toNftJson(full.apply);
+      await nftCheck(doc, opts);
+      if (ctx.tables && ctx.owner) {
+        const families = new Set(cmds.filter((c) => c.op === 'add' && c.object.kind === 'table').map((c) => (c.object as { family: NftFamily }).family));
+        const created = await createMarkedTables(ctx.tables, families, ctx.owner, opts);
+        if (created.length) ctx.tables = ctx.tables.map((t) => (created.includes(t.family) ? { ...t, state: 'ours' as const, owner: ctx.owner as string } : t));
+      }
+      gen0 = currentGen(opts, sock);
+      await timed(() => nftApply(doc, opts), (ms) => (nftMs += ms));
+      via = 'nft';
+      commits++;
+      cleanup = full.cleanup;
+      path = 'full';
+    } else if (plan && plan.apply.length) {
+      gen0 = currentGen(opts, sock);
+      via = await timed(() => sendCommands(plan.apply, tag, index, opts, sock), (ms) => (nftMs += ms));
+      path = plan.deltas ? 'elements' : 'diff';
+      commits++;
+      cleanupUntagged = plan.cleanup;
+    } else {
+      gen0 = currentGen(opts, sock);
+      cleanupUntagged = plan?.cleanup ?? [];
+    }
+  } catch (e) {
+    bpf.abort();
+    closeSock();
+    if (prevHead) store.writeHead(prevHead);
+    throw e;
+  }
+  if (path !== 'none' || bpf.attachedAny) ctx.touched?.(`${change.generation ? `generation ${change.generation}` : `a change of ${ports.size} port(s)`}: nftables ${path === 'none' ? 'unchanged' : 'changed'}, eBPF programs on some taps at most`);
+  const b = await timed(() => bpf.finish(change.verify), (ms) => (bpfMs += ms));
+  const tcl = performance.now();
+  let gen1: number | undefined;
+  try {
+    if (cleanup.length || cleanupUntagged.length) {
+      try {
+        if (cleanupUntagged.length) await sendCommands(cleanupUntagged, tag, index, opts, sock);
+        else await nftApply(toNftJson(cleanup), opts);
+        commits++;
+      } catch {
+        // leftovers nothing refers to: the next full load removes them (status shows them as not ours)
+      }
+    }
+    gen1 = currentGen(opts, sock);
+  } finally {
+    closeSock();
+  }
+  const cleanupMs = performance.now() - tcl;
+  const ta1 = performance.now();
+
+  // the record: what was loaded
+  for (const s of addedShapes) store.writeShape(s);
+  for (const [iface, d] of ports) {
+    if (!d) {
+      store.removePort(iface);
+      continue;
+    }
+    const bpfRec = bpf.recordFor(iface) ?? (d.bpf ? prevPorts.get(iface)?.bpf : undefined);
+    const m = marks[iface];
+    store.writePort({ ...d.record, ...(m ? { markId: m.id } : {}), ...(bpfRec ? { bpf: bpfRec } : {}) });
+  }
+  for (const s of removedShapes) store.removeShape(s.name);
+  for (const shapeId of bpf.shapesRemoved) store.removeBpfObject(shapeId);
+  for (const [shapeId, path_] of change.bpfObjects) if (bpf.nextState[shapeId]) store.keepBpfObject(shapeId, path_);
+  const head: LoadedHead = {
+    format: 'nwf-fast-loaded/1',
+    backend: change.backend,
+    tag,
+    generation: change.generation ?? prevHead?.generation ?? null,
+    revision,
+    id: hashId(prevHead?.id, { generation: change.generation, ports: [...ports.keys()], revision }),
+    loadedAt: new Date().toISOString(),
+    skeleton: cfg,
+    ...(gen0 !== undefined && gen1 !== undefined && gen1 - gen0 === commits ? { nfgen: gen1 } : {}),
+    bpf: bpf.nextState,
+    marks,
+    shapeRefs: refs,
+  };
+  store.writeHead(head);
+  const failed: FailedInterface[] = [];
+  let protectedPorts = 0;
+  if (whole) {
+    for (const d of ports.values()) {
+      if (!d) continue;
+      if (d.record.status === 'failed') failed.push(failureOfRecord(d.record));
+      else protectedPorts++;
+    }
+  } else {
+    for (const d of ports.values()) if (d?.record.status === 'failed') failed.push(failureOfRecord(d.record));
+    protectedPorts = -1;
+  }
+  return {
+    path,
+    ...(via ? { via } : {}),
+    ...(fullReason ? { fullReason } : {}),
+    drift,
+    missingTaps: b.missing,
+    repairedTaps: b.repaired,
+    bpfHooks: b.hooks,
+    notes: b.notes,
+    failed,
+    ports: protectedPorts,
+    ms: { check: tc1 - tc0, nft: nftMs, bpf: bpfMs, cleanup: cleanupMs, apply: ta1 - ta0, total: performance.now() - t0 },
+    head,
+  };
+}
+
+function failureOfRecord(r: DesiredPort['record']): FailedInterface {
+  return { iface: r.iface, owner: r.owner, mac: r.mac, filter: r.filter, code: r.error?.code ?? 'NWF1404', message: r.error?.message ?? 'failed', ...(r.error?.file ? { file: r.error.file } : {}) };
+}
+
+// ---- load, rollback, unload --------------------------------------------------------------
 
 export interface LoadResult {
   generation: Generation;
@@ -169,8 +737,8 @@ export interface LoadResult {
   ms: { check: number; apply: number; total: number };
   /** Taps of the generation's eBPF programs that do not exist (attached by a later load). */
   missingTaps: string[];
-  /** Applied as an element delta / in-place eBPF value update (load-plan.ts). */
-  incremental?: boolean;
+  /** Applied as a diff (elements only, or typed changes), not as a full replacement. */
+  incremental: boolean;
   /** The hook of each tap's eBPF programs, when this load attached them. */
   bpfHooks?: Record<string, HookPlan>;
   /** Things worth saying (tables left alone, a replaced stored copy, stale files removed, eBPF attachment fallbacks). */
@@ -179,29 +747,7 @@ export interface LoadResult {
   repaired: string[];
   /** Stored generations removed (keep_generations). */
   pruned: string[];
-}
-
-interface LoadContext {
-  state: StateDir;
-  change: StateChange;
-  s: HostState;
-  previous: Generation | undefined;
-  /** The checks' results: owner id and the tables named like ours. */
-  pre: Preflight;
-  notes: string[];
-  repaired: string[];
-  t0: number;
-}
-
-/** Checks with nft -c, then applies the generation as one transaction and records it. */
-export async function loadGeneration(dir: string, opts: HostOptions, op: 'load' | 'rollback' = 'load'): Promise<LoadResult> {
-  const state = new StateDir(opts.stateDir);
-  const change = startChange(state, op);
-  try {
-    return await loadChecked(readGeneration(dir), state, change, opts);
-  } catch (e) {
-    throw change.fail(e);
-  }
+  commit: CommitResult;
 }
 
 /** What a change reads of the state directory first: the state (a damaged one rebuilt), what it repairs. */
@@ -219,12 +765,32 @@ function stateForChange(state: StateDir, notes: string[]): { s: HostState; repai
   return { s, repaired };
 }
 
+function safeLoad(state: StateDir, id: string, notes?: string[]): Generation | undefined {
+  try {
+    return state.load(id);
+  } catch (e) {
+    notes?.push(`the stored copy of the loaded generation ${id} is unusable (${(e as Error).message}): this load replaces everything`);
+    return undefined;
+  }
+}
+
+/** Loads a generation: checks it, applies it as a verified diff (or in full), records it. */
+export async function loadGeneration(dir: string, opts: HostOptions, op: 'load' | 'rollback' = 'load'): Promise<LoadResult> {
+  const state = new StateDir(opts.stateDir);
+  const change = startChange(state, op);
+  try {
+    return await loadChecked(readGeneration(dir), state, change, opts);
+  } catch (e) {
+    throw change.fail(e);
+  }
+}
+
 async function loadChecked(g: Generation, state: StateDir, change: StateChange, opts: HostOptions): Promise<LoadResult> {
   const t0 = performance.now();
   const notes: string[] = [];
   const { s, repaired } = stateForChange(state, notes);
   const previous = s.current ? safeLoad(state, s.current, notes) : undefined;
-  change.describe(g.manifest.id, s.current, { backend: g.manifest.backend, interfaces: interfaceChanges(previous?.ir, g.ir) });
+  change.describe(g.manifest.id, s.current, { backend: g.manifest.backend, interfaces: interfaceChanges(previous ? readPolicy(previous.dir) : undefined, readPolicy(g.dir)) });
   if (g.manifest.l3) {
     const k = await probeKernel(opts);
     if (!k.brNetfilterIpv4) {
@@ -233,154 +799,54 @@ async function loadChecked(g: Generation, state: StateDir, change: StateChange, 
       });
     }
   }
-  // Everything that can be checked before the kernel is touched (preflight.ts); tables by family below.
+  // Everything that can be checked before the kernel is touched (preflight.ts).
   const pre = preflightLoad(state, g, previous, { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.pinDir ? { pinDir: opts.pinDir } : {}), ...(opts.allowEmpty ? { allowEmpty: true } : {}) });
-  const ctx: LoadContext = { state, change, s, previous, pre, notes, repaired, t0 };
-  const hook = opts.bpfHook ?? s.bpfHook ?? 'auto';
-  // an interrupted change or a rebuilt state: the kernel is unknown, only a full load repairs it;
-  // another hook than the loaded one: the programs move, which a value update cannot do
-  if (previous && !opts.full && !repaired.length && (opts.bpfHook === undefined || opts.bpfHook === s.bpfHook)) {
-    const r = await tryIncremental(previous, g, ctx, opts);
-    if (r) return r;
-  }
-  const t1 = performance.now();
-  // One transaction puts the new objects next to the live ones and re-points the base chains
-  // (load-plan.ts); the previous objects are deleted by a second one.
-  const plan = planFor(await kernelNow(opts, ctx.pre.tables), (tag) => lowerNftFor(g.manifest.backend, g.ir, tag).batch);
-  const families = tableFamilies(plan.apply);
-  appendAll(notes, checkTables(ctx.pre, families, state.dir));
-  const apply = toNftJson(plan.apply);
-  await nftCheck(apply, opts);
-  const t2 = performance.now();
+  const families = new Set<NftFamily>(g.manifest.backend === 'bpf' ? [] : ['bridge', ...(g.manifest.l3 ? (['ip', 'ip6'] as const) : [])]);
+  appendAll(notes, checkTables(pre, families, state.dir));
   // The generation is on disk (verified) before anything changes, and so is the journal.
   const stored = state.store(g, notes);
   change.journal(stored.manifest.id, s.current);
-  // Verify and configure every eBPF program before anything changes.
-  const bpf = stored.bpf;
-  const prepared = bpf ? inNs(opts, () => prepareBpf(stored.dir, bpf, hook)) : undefined;
-  let attached: ReturnType<typeof attachBpf> | undefined;
-  try {
-    await faultPoint('pause-before-apply');
-    if (ctx.pre.freshOwner) state.writeOwnerId(ctx.pre.owner);
-    const created = await createMarkedTables(ctx.pre.tables, families, ctx.pre.owner, opts);
-    if (created.length) ctx.pre.tables = ctx.pre.tables.map((t) => (created.includes(t.family) ? { ...t, state: 'ours' as const, owner: ctx.pre.owner } : t));
-    await nftApply(apply, opts);
-    change.touched(`generation ${stored.manifest.id}'s nftables rules${prepared ? '; its eBPF programs are attached to some taps at most' : ''} (${s.current ?? 'nothing'} was in force before)`);
-    await cleanupAfter(plan, opts);
-    if (prepared) {
-      change.touched(`generation ${stored.manifest.id}'s nftables rules; its eBPF programs on some taps at most (${s.current ?? 'nothing'} was in force before)`);
-      attached = inNs(opts, () => attachBpf(prepared, opts.pinDir));
-    }
-  } finally {
-    prepared?.close();
+  if (pre.freshOwner) state.writeOwnerId(pre.owner);
+  const hook = opts.bpfHook ?? s.bpfHook;
+  // an interrupted change or a rebuilt state: the kernel is unknown, only a full load repairs it;
+  // another hook than the loaded one: the programs move
+  const full = opts.full || repaired.length > 0 || (opts.bpfHook !== undefined && opts.bpfHook !== s.bpfHook);
+  const c = await commit(changeSetOf(stored), { ...opts, ...(full ? { full: true } : {}), ...(hook ? { bpfHook: hook } : {}) }, {
+    tables: pre.tables,
+    owner: pre.owner,
+    touched: (what) => change.touched(`${what} (${s.current ?? 'nothing'} was in force before)`),
+  });
+  // without a readable record of what was attached before: every tap with nwf-fast's programs that is not this generation's
+  if (repaired.length || (s.current && !previous)) {
+    const now = new Set(stored.bpf?.interfaces.map((i) => i.iface) ?? []);
+    inNs(opts, () => detachEverywhere(now, opts.pinDir));
   }
-  const now = new Set(bpfInterfaces(stored));
-  // taps the previous generation (or an interrupted change) had programs on, and this one has not
-  if (repaired.length || (s.current && !previous)) inNs(opts, () => detachEverywhere(now, opts.pinDir));
-  else inNs(opts, () => detachBpf(bpfInterfaces(previous).filter((i) => !now.has(i)), opts.pinDir));
-  if (!prepared) unpinAll(opts.pinDir);
   change.touched(`generation ${stored.manifest.id} (not recorded as loaded: the state directory was not updated)`);
   await faultPoint('fail-after-apply');
-  const t3 = performance.now();
-  if (attached) appendAll(notes, attached.notes);
-  return record(ctx, stored, plan.tag, { check: t2 - t1, apply: t3 - t2 }, attached, false, opts);
-}
-
-/** Records a generation as loaded: kernel snapshot, state, pruning, journal and audit. */
-async function record(ctx: LoadContext, stored: Generation, tag: string | undefined, ms: { check: number; apply: number }, attached: AttachResult | undefined, incremental: boolean, opts: HostOptions): Promise<LoadResult> {
-  const { state, s } = ctx;
-  state.writeKernelSnapshot(stored.manifest.id, await snapshot(opts, ctx.pre.tables));
   const keep = opts.keepGenerations ?? DEFAULT_KEEP_GENERATIONS;
-  const keepHook = opts.bpfHook ?? s.bpfHook;
   const next: HostState = {
     current: stored.manifest.id,
     history: [...s.history, stored.manifest.id].slice(-Math.max(20, keep)),
     loadedAt: new Date().toISOString(),
-    ...(tag ? { tag } : {}),
-    ...(keepHook ? { bpfHook: keepHook } : {}),
+    ...(hook ? { bpfHook: hook } : {}),
   };
   state.write(next);
   const pruned = state.prune(next, keep);
-  ctx.change.done({ incremental, ...(ctx.repaired.length ? { repaired: ctx.repaired } : {}) });
+  const incremental = c.path === 'elements' || c.path === 'diff' || c.path === 'none';
+  change.done({ incremental, ...(repaired.length ? { repaired } : {}) });
+  appendAll(notes, c.notes);
   return {
     generation: stored,
     previous: s.current,
-    ms: { ...ms, total: performance.now() - ctx.t0 },
-    missingTaps: attached?.missing ?? [],
-    ...(incremental ? { incremental: true } : {}),
-    ...(attached ? { bpfHooks: attached.hooks } : {}),
-    notes: ctx.notes,
-    repaired: ctx.repaired,
+    ms: { check: c.ms.check, apply: c.ms.apply, total: performance.now() - t0 },
+    missingTaps: c.missingTaps,
+    incremental,
+    ...(Object.keys(c.bpfHooks).length ? { bpfHooks: c.bpfHooks } : {}),
+    notes,
+    repaired,
     pruned,
+    commit: c,
   };
-}
-
-/**
- * The incremental path: both generations lowered under the live tag have the
- * same structure and differ in elements only (load-plan.ts), and eBPF values
- * change in place. Returns undefined to fall back to a full load.
- */
-async function tryIncremental(previous: Generation, g: Generation, ctx: LoadContext, opts: HostOptions): Promise<LoadResult | undefined> {
-  const { s, state, change } = ctx;
-  const backend = g.manifest.backend;
-  if (previous.manifest.backend !== backend) return undefined;
-  // the live tag recorded by the last load saves listing the tables (a drifted kernel makes
-  // the delta fail and the load fall back to a full one)
-  const tag = backend === 'bpf' ? undefined : (s.tag ?? liveTag(await kernelNow(opts, ctx.pre.tables)));
-  if (backend !== 'bpf' && tag === undefined) return undefined;
-  const nextBatch = lowerNftFor(backend, g.ir, tag).batch;
-  const changes = elementDelta(inventoryOf(lowerNftFor(backend, previous.ir, tag).batch), inventoryOf(nextBatch));
-  if (!changes) return undefined;
-  // nothing to change in nft: a full load (which also repairs drift) rather than a silent no-op
-  if (backend === 'nft' && changes.length === 0) return undefined;
-  // the tables must be ours, as the previous load left them
-  const families = tableFamilies(nextBatch);
-  if ([...families].some((f) => ctx.pre.tables.find((t) => t.family === f)?.state !== 'ours')) return undefined;
-  const bpfPrev = previous.bpf;
-  const bpfNext = g.bpf;
-  if (bpfPrev && bpfNext) {
-    const sameIfaces = JSON.stringify(bpfPrev.interfaces.map((i) => [i.iface, i.shapeId])) === JSON.stringify(bpfNext.interfaces.map((i) => [i.iface, i.shapeId]));
-    if (!sameIfaces) return undefined;
-  }
-  appendAll(ctx.notes, checkTables(ctx.pre, families, state.dir));
-  const t0 = performance.now();
-  const stored = state.store(g, ctx.notes);
-  change.journal(stored.manifest.id, s.current);
-  try {
-    await faultPoint('pause-before-apply');
-    // one transaction (netlink encoder, else libnftables); refused if the kernel lacks an element we delete
-    if (changes.length) await applyElementDelta(changes, opts);
-  } catch {
-    return undefined;
-  }
-  if (changes.length) change.touched(`generation ${stored.manifest.id}'s nftables elements (incremental)${bpfNext ? '; eBPF values of the previous generation ' + (s.current ?? '') : ''}`);
-  let attached: AttachResult | undefined;
-  if (bpfPrev && bpfNext) {
-    change.touched(`generation ${stored.manifest.id}'s nftables elements; its eBPF values on some taps at most`);
-    if (!inNs(opts, () => updateBpfInPlace(bpfPrev, bpfNext, opts.pinDir))) {
-      // values could not be changed in place: re-attach everything (the ruleset is already current)
-      const prepared = inNs(opts, () => prepareBpf(stored.dir, bpfNext, s.bpfHook ?? 'auto'));
-      try {
-        attached = inNs(opts, () => attachBpf(prepared, opts.pinDir));
-      } finally {
-        prepared.close();
-      }
-      appendAll(ctx.notes, attached.notes);
-    }
-  }
-  change.touched(`generation ${stored.manifest.id} (not recorded as loaded: the state directory was not updated)`);
-  await faultPoint('fail-after-apply');
-  const t1 = performance.now();
-  return record(ctx, stored, tag ?? s.tag, { check: 0, apply: t1 - t0 }, attached, true, opts);
-}
-
-function safeLoad(state: StateDir, id: string, notes?: string[]): Generation | undefined {
-  try {
-    return state.load(id);
-  } catch (e) {
-    notes?.push(`the stored copy of the loaded generation ${id} is unusable (${(e as Error).message}): this load replaces everything`);
-    return undefined;
-  }
 }
 
 export async function rollback(opts: HostOptions): Promise<LoadResult> {
@@ -408,14 +874,20 @@ export async function rollback(opts: HostOptions): Promise<LoadResult> {
   return loadGeneration(dir, opts, 'rollback');
 }
 
+export type { UnloadResult };
+
 export interface UnloadOptions extends HostOptions {
   /** From the kernel alone (force-unload.ts): no state read, every nwf-fast-marked table. */
   force?: boolean;
 }
 
-/** Removes nwf-fast's tables (and nothing else) in one transaction, its tc filters and its pins. */
+/** Removes nwf-fast's tables (and nothing else) in one transaction, its programs on the taps and its pins. */
 export async function unload(opts: UnloadOptions): Promise<UnloadResult> {
-  if (opts.force) return forceUnload(opts);
+  if (opts.force) {
+    const r = await forceUnload(opts);
+    new LoadedStore(opts.stateDir).clear();
+    return r;
+  }
   const state = new StateDir(opts.stateDir);
   const change = startChange(state, 'unload');
   try {
@@ -426,14 +898,18 @@ export async function unload(opts: UnloadOptions): Promise<UnloadResult> {
     const pre = preflightUnload(state, opts);
     appendAll(notes, pre.notes);
     const ours = pre.tables.filter((t) => t.state === 'ours');
-    const previous = s.current ? safeLoad(state, s.current, notes) : undefined;
+    const store = new LoadedStore(opts.stateDir);
     change.journal(null, s.current, repaired.length ? { repaired } : {});
     if (ours.length) await nftApply(toNftJson(unloadBatch(ours)), opts);
     change.touched(`no nwf-fast tables; eBPF programs of ${s.current ?? 'the previous generation'} possibly still on taps`);
-    // without a readable record of what was attached: every tap with nwf-fast's filter
-    if (previous && !repaired.length) inNs(opts, () => detachBpf(bpfInterfaces(previous), opts.pinDir));
-    else inNs(opts, () => detachEverywhere(new Set(), opts.pinDir));
-    unpinAll(opts.pinDir);
+    const head = store.readHead();
+    // without a readable record of what was attached: every tap with nwf-fast's programs
+    if (head && !repaired.length) {
+      const ifaces = store.portNames().filter((n) => store.readPort(n)?.bpf);
+      inNs(opts, () => detachTaps(ifaces, pinDirOf(opts)));
+    } else inNs(opts, () => detachEverywhere(new Set(), opts.pinDir));
+    unpinAll(pinDirOf(opts));
+    store.clear();
     change.touched('nothing of nwf-fast (the state directory was not updated)');
     state.write({ current: null, history: s.history, ...(s.bpfHook ? { bpfHook: s.bpfHook } : {}) });
     change.done();
@@ -448,7 +924,149 @@ export function tablesNow(opts: HostOptions, owner: string | undefined): TablePr
   return probeTables(opts, owner ?? 'none');
 }
 
-/** The kernel's listing of our tables, normalized as the snapshot is recorded (for status). */
+/** The kernel's listing of our tables (for status). */
 export async function listingNow(opts: HostOptions, tables: readonly TableProbe[]): Promise<Listing> {
   return listOurs(opts, tables);
 }
+
+/**
+ * Applies an nft build over whatever nwf-fast's tables hold now, as a full
+ * load does (nothing recorded): `build` gives the commands under the tag it
+ * is handed. Returns the tag. (Benchmarks and tests.)
+ */
+export async function applyNft(build: (tag: string) => readonly NftCommand[], opts: NftRunOptions): Promise<string> {
+  const k = kernelInventory(await listOurs(opts));
+  const tag = newTag(tagsIn(k));
+  const plan = planFullLoad(k, build(tag), tag);
+  await nftApply(toNftJson(plan.apply), opts);
+  try {
+    if (plan.cleanup.length) await nftApply(toNftJson(plan.cleanup), opts);
+  } catch {
+    // removed by the next load
+  }
+  return tag;
+}
+
+// ---- status ---------------------------------------------------------------------------------
+
+export interface PortStatus {
+  iface: string;
+  owner: string;
+  filter: string;
+  /** protected; failed: its policy failed, its traffic is dropped (unprotected, with the error). */
+  status: 'protected' | 'failed';
+  error?: { code: string; message: string };
+  /** nft drops by reason (the port's counting-map elements and L3 counters). */
+  drops: Record<string, number>;
+  /** eBPF drops by reason. */
+  bpfDrops?: Record<string, number>;
+  /** eBPF: the tap does not exist (nothing attached: not drift). */
+  tapAbsent?: boolean;
+  /** eBPF: where nwf-fast's programs run on the tap, per direction (null: none). */
+  bpfHooks?: Record<'out' | 'in', 'tc' | 'tcx' | 'xdp' | null>;
+}
+
+export interface LoadedStatus {
+  stateDir: string;
+  /** The generation last loaded whole. */
+  current: string | null;
+  history: string[];
+  loadedAt?: string;
+  backend?: Backend;
+  /** Identity and revision of what is loaded (changes with every load and port change). */
+  loaded?: { id: string; revision: number; tag: string; tapPatterns: readonly string[]; bridges: readonly string[] };
+  interfaces: PortStatus[];
+  /** Frames of ports without an entry (unknown ports matching the tap patterns), dropped. */
+  unprotected: { fromVm: number; toVm: number };
+  /** True when the kernel differs from what was recorded when it was loaded (nft tables, eBPF programs and maps). */
+  drift: boolean;
+  driftDetail?: string;
+  driftDetails: string[];
+  tablesPresent: { bridge: boolean; l3: boolean };
+}
+
+const isFromVm = (dir: string): boolean => dir === 'out';
+
+/** What is loaded, per port, verified against the kernel (nft tables, eBPF programs and maps): status.ts presents it. */
+export async function loadedStatus(opts: HostOptions, tables?: readonly TableProbe[]): Promise<LoadedStatus> {
+  const state = new StateDir(opts.stateDir);
+  const s = state.read();
+  const store = new LoadedStore(opts.stateDir);
+  const record = store.read();
+  const listing = await listOurs(opts, tables);
+  const present = { bridge: !!listing.bridge, l3: !!(listing.ip || listing.ip6 || listing.inet) };
+  const out: LoadedStatus = { stateDir: opts.stateDir, current: s.current, history: s.history, interfaces: [], unprotected: { fromVm: 0, toVm: 0 }, drift: false, driftDetails: [], tablesPresent: present };
+  if (s.loadedAt) out.loadedAt = s.loadedAt;
+  if (!record) {
+    if (present.bridge || present.l3) {
+      out.drift = true;
+      out.driftDetail = 'nothing is recorded as loaded, but nwf-fast tables exist in the kernel';
+      out.driftDetails = [out.driftDetail];
+    }
+    return out;
+  }
+  const head = record.head as LoadedHead;
+  out.backend = head.backend;
+  out.loaded = { id: head.id, revision: head.revision, tag: head.tag, tapPatterns: head.skeleton.tapPatterns, bridges: head.skeleton.bridges };
+  const k = kernelInventory(listing);
+  // per-port drops: the counting sets' element counters, the L3 counters
+  const drops = new Map<string, Record<string, number>>();
+  const addDrop = (iface: string, reason: string, n: number): void => {
+    const rec = drops.get(iface) ?? {};
+    rec[reason] = (rec[reason] ?? 0) + n;
+    drops.set(iface, rec);
+  };
+  for (const set of k.sets.values()) {
+    const c = parseCountName(set.id.name);
+    if (!c || c.kind !== 'cnt') continue;
+    for (const e of set.elements) {
+      const counter = listedElementCounter(e);
+      if (counter) addDrop(listedElementText(e).split(' : ')[0] as string, c.reason, counter.packets);
+    }
+  }
+  for (const c of k.counters.values()) {
+    const l3 = parseL3Counter(c.id.name);
+    if (l3) addDrop(l3.iface, l3.reason, c.packets);
+    const d = parseCountName(c.id.name);
+    if (d?.kind === 'dropc' && d.reason === 'unprotected') out.unprotected[isFromVm(d.dir) ? 'fromVm' : 'toVm'] += c.packets;
+  }
+  // eBPF: programs, slots and values of every port with programs
+  const bpfPorts = [...record.ports.values()].filter((p) => p.bpf).map((p) => ({ iface: p.iface, bpf: p.bpf as NonNullable<LoadedPort['bpf']> }));
+  const checks = bpfPorts.length ? inNs(opts, () => checkBpfPorts(pinDirOf(opts), head.bpf as BpfState, bpfPorts)) : [];
+  const checkOf = new Map(checks.map((c) => [c.iface, c]));
+  for (const p of record.ports.values()) {
+    const ps: PortStatus = { iface: p.iface, owner: p.owner, filter: p.filter, status: p.status, drops: drops.get(p.iface) ?? {} };
+    if (p.error) ps.error = { code: p.error.code, message: p.error.message };
+    if (p.bpf) {
+      const st = bpfPortStats(pinDirOf(opts), p.bpf.shapeId, p.bpf.index);
+      if (st) {
+        const d: Record<string, number> = {};
+        for (const dir of DIRECTIONS) for (const [key, v] of Object.entries(st[dir])) if (key !== 'accepted' && v > 0n) d[key] = (d[key] ?? 0) + Number(v);
+        ps.bpfDrops = d;
+      }
+      const ck = checkOf.get(p.iface);
+      if (ck?.absent) ps.tapAbsent = true;
+      if (ck?.hooks) ps.bpfHooks = ck.hooks;
+    }
+    out.interfaces.push(ps);
+  }
+  out.interfaces.sort((a, b) => (a.iface < b.iface ? -1 : a.iface > b.iface ? 1 : 0));
+  // drift: the kernel against the record
+  const expected = expectedSnapshot(tagCommands(orderBatch(commandsOf(allParts(head, record.shapes.values(), record.ports.values()))), head.tag));
+  const details = snapshotDiff(expected, listingSnapshot(k));
+  for (const c of checks) for (const pr of c.problems) details.push(`eBPF on ${c.iface}: ${pr}`);
+  if (head.pending) details.unshift(`a change did not finish (${head.pending.what}, started ${head.pending.since}): the next load replaces everything`);
+  if (details.length) {
+    out.drift = true;
+    out.driftDetails = details;
+    out.driftDetail = !present.bridge ? 'the bridge table nwf_fast is missing' : (details[0] as string);
+  }
+  return out;
+}
+
+/** The ports recorded as loaded (taps and whether they are protected), without reading their parts' details. */
+export function loadedPorts(stateDir: string): { iface: string; status: 'protected' | 'failed' }[] {
+  const store = new LoadedStore(stateDir);
+  return store.portNames().map((n) => ({ iface: n, status: store.readPort(n)?.status ?? 'protected' }));
+}
+

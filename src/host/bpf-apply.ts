@@ -1,72 +1,66 @@
-// Putting a generation's eBPF programs on the taps, and taking them off.
+// Putting eBPF programs on the taps, port by port, and keeping them there.
 //
-// One object is loaded per policy shape and its programs are attached to
-// every tap of that shape: the programs find the tap's values by the ifindex
-// the frame passes. Every object is loaded (verified) and configured before
-// anything is attached, so a verifier refusal changes nothing. Attaching goes
-// through src/host/bpf/hook.ts, port by port, with the mechanism the host
-// asks for (tcx links where the kernel has them, else tc clsact filters; XDP
-// for the frames from the VM on request): nwf-fast's programs already on a
-// tap are replaced in place (link update, tc replace), so a tap is never
-// unprotected between two generations. Each shape's maps are pinned under
-// <pinDir>/shape-<id>/ for status and in-place updates; links under
-// <pinDir>/tap-<iface>/.
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+// One object per policy shape is loaded and pinned under
+// <pinDir>/shape-<id>/ (its maps cfg, ifx, slot, stats and its programs
+// prog_out, prog_in), once: it stays loaded across loads, and a later
+// process (the next load, the libvirt hook) attaches it to another tap
+// without loading anything. Each tap of the shape has a slot (an index in
+// the shape's maps), recorded and kept while the tap stays in the shape;
+// the maps have room for more taps than the shape has (capacityFor), and a
+// shape that outgrows them is loaded again with more room (its taps switch
+// to the new programs in place). Adding a port is then a few map updates
+// and an attach; removing it a detach and a map delete.
+//
+// Every load verifies that each present tap of the generation carries its
+// shape's programs (the program ids tc reports), that the shape's map gives
+// the tap's ifindex its slot and that the slot holds the tap's values, and
+// repairs what differs: a tap deleted and re-created (a new ifindex, no
+// filter), a tap that was missing at the last load, a filter removed by
+// hand. Objects are loaded (verified) before anything changes, so a
+// verifier refusal changes nothing. The attach mechanism is bpf/hook.ts's.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { MAP_NAMES, shapeOfPinDir, shapePinDir } from '../backends/bpf/names.js';
-import type { StoredBpf } from '../compile.js';
-import { loadShape, readStats, updateConfig, type DirectionStats, type LoadedShape, type ShapeMember } from './bpf-load.js';
-import type { BpfInterfaceBuild } from './bpf-build.js';
-import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, type BpfMap } from './bpf/libbpf.js';
-import {
-  attachPort,
-  detachPort,
-  hasTcx,
-  linksPersist,
-  pinnedTaps,
-  planHooks,
-  queryPort,
-  tapPinDir,
-  TC_HANDLE,
-  TC_PRIORITY,
-  type BpfHookChoice,
-  type HookMechanism,
-  type HookPlan,
-  type PortDirection,
-} from './bpf/hook.js';
 import type { Direction } from '../ir/types.js';
-import { InternalError } from '../util/errors.js';
-import { appendAll } from '../util/arrays.js';
+import { DIRECTIONS } from '../ir/types.js';
+import { MAP_NAMES, PROGRAM_NAMES, shapeOfPinDir, shapePinDir, TC_HOOKS, XDP_PROGRAM_NAME } from '../backends/bpf/names.js';
+import { CODES, NwfError } from '../util/errors.js';
+import { activeConfig, clearMemberIfindex, configureMember, loadShape, memberOfIfindex, readStats, setMemberIfindex, updateConfig, type DirectionStats, type LoadedShape } from './bpf-load.js';
+import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, openPinnedProgram, type BpfMap, type BpfProgram } from './bpf/libbpf.js';
+import { attachPort, detachPort, hasTcx, linksPersist, pinnedTaps, planHooks, queryPort, tapPinDir, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookMechanism, type HookPlan, type PortPrograms } from './bpf/hook.js';
+import { withNetns } from './netns.js';
+import type { BpfShapeRecord, LoadedPortBpf } from './loaded.js';
 
-export { TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookPlan };
+export { DEFAULT_PIN_DIR, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookPlan };
 
-export { DEFAULT_PIN_DIR };
-
-export interface PreparedShape {
-  shape: LoadedShape;
-  /** Taps attached with this shape's programs, with their index in its maps. */
-  members: { iface: string; ifindex: number; index: number }[];
+/** What a port wants of the eBPF backend: its shape and its nwf_cfg value (hex). */
+export interface BpfWant {
+  shapeId: string;
+  cfg: string;
 }
 
-export interface PreparedBpf {
-  shapes: PreparedShape[];
-  /** Taps of the generation that do not exist (yet). */
-  missing: string[];
-  /** The hook the programs were loaded for (xdp: the XDP programs are loaded too). */
-  hook: BpfHookChoice;
-  close(): void;
+/** A shape in force with its taps' slots. */
+export interface BpfShapeState extends BpfShapeRecord {
+  members: Record<string, number>;
+}
+export type BpfState = Record<string, BpfShapeState>;
+
+/** Slots of a shape's maps for `n` taps: at least 16, with a quarter to spare, in powers of two. */
+export function capacityFor(n: number): number {
+  let c = 16;
+  while (c < n + Math.max(4, Math.ceil(n / 4))) c *= 2;
+  return c;
 }
 
-/** Each tap's index in its shape's object: its position among the shape's interfaces in bpf.json. */
-export function shapeIndex(stored: StoredBpf): Map<string, { shapeId: string; index: number }> {
-  const out = new Map<string, { shapeId: string; index: number }>();
-  const next = new Map<string, number>();
-  for (const i of stored.interfaces) {
-    const k = next.get(i.shapeId) ?? 0;
-    out.set(i.iface, { shapeId: i.shapeId, index: k });
-    next.set(i.shapeId, k + 1);
-  }
-  return out;
+const PINS = { cfg: 'cfg', ifxDir: 'ifx_dir', ifx: 'ifx', slot: 'slot', stats: 'stats' } as const;
+const PROG_PIN: Readonly<Record<Direction, string>> = { out: 'prog_out', in: 'prog_in' };
+/** The from-VM policy as an XDP program (pinned when a load asks for XDP). */
+const XDP_PIN = 'prog_xdp';
+
+const shapeDir = (pinDir: string, shapeId: string): string => join(pinDir, shapePinDir(shapeId));
+
+function sha256File(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
 }
 
 function tapIndex(iface: string): number | undefined {
@@ -77,127 +71,421 @@ function tapIndex(iface: string): number | undefined {
   }
 }
 
-/** A tap to protect: its shape's object and programs, and its nwf_cfg value. */
-export type ShapeTap = Pick<BpfInterfaceBuild, 'iface' | 'shapeId' | 'objectPath' | 'programs' | 'xdpProgram' | 'hooks'> & { cfg?: Uint8Array };
+/** A shape's pinned maps and programs, opened (close() when done). */
+interface PinnedShape {
+  maps: { cfg: BpfMap; ifxDir: BpfMap; ifx: BpfMap; slot: BpfMap; stats: BpfMap };
+  progs: ShapePrograms;
+  close(): void;
+}
 
-/**
- * Opens, verifies and configures one object per policy shape, with each tap
- * at its position among its shape's taps (shapeIndex); taps `ifindexOf`
- * does not find are reported missing. Attaches nothing. With hook `xdp` the
- * XDP programs are loaded (verified) too.
- */
-export function loadShapes(taps: readonly ShapeTap[], ifindexOf: (iface: string) => number | undefined, hook: BpfHookChoice = 'auto'): PreparedBpf {
-  const byShape = new Map<string, ShapeTap[]>();
-  for (const t of taps) byShape.set(t.shapeId, [...(byShape.get(t.shapeId) ?? []), t]);
-  const shapes: PreparedShape[] = [];
-  const missing: string[] = [];
+function pinsExist(pinDir: string, shapeId: string): boolean {
+  const d = shapeDir(pinDir, shapeId);
+  return [...Object.values(PINS), ...Object.values(PROG_PIN)].every((f) => existsSync(join(d, f)));
+}
+
+function openPinned(pinDir: string, shapeId: string): PinnedShape {
+  const d = shapeDir(pinDir, shapeId);
+  const opened: { close(): void }[] = [];
   try {
-    for (const ifaces of byShape.values()) {
-      const members: ShapeMember[] = [];
-      const attached: PreparedShape['members'] = [];
-      ifaces.forEach((t, index) => {
-        const ifindex = ifindexOf(t.iface);
-        if (ifindex === undefined) return void missing.push(t.iface);
-        members.push({ index, ifindexes: [ifindex], ...(t.cfg ? { cfg: t.cfg } : {}) });
-        attached.push({ iface: t.iface, ifindex, index });
-      });
-      if (!members.length) continue;
-      shapes.push({ shape: loadShape(ifaces[0] as ShapeTap, ifaces.length, members, { xdp: hook === 'xdp' }), members: attached });
-    }
+    const map = (f: string): BpfMap => {
+      const m = openPinnedMap(join(d, f));
+      opened.push(m);
+      return m;
+    };
+    const prog = (f: string): BpfProgram => {
+      const p = openPinnedProgram(join(d, f));
+      opened.push(p);
+      return p;
+    };
+    const maps = { cfg: map(PINS.cfg), ifxDir: map(PINS.ifxDir), ifx: map(PINS.ifx), slot: map(PINS.slot), stats: map(PINS.stats) };
+    const progs: ShapePrograms = { out: prog(PROG_PIN.out), in: prog(PROG_PIN.in), ...(existsSync(join(d, XDP_PIN)) ? { xdp: prog(XDP_PIN) } : {}) };
+    return { maps, progs, close: () => opened.forEach((o) => o.close()) };
   } catch (e) {
-    for (const p of shapes) p.shape.close();
+    opened.forEach((o) => o.close());
     throw e;
   }
-  return { shapes, missing, hook, close: () => shapes.forEach((p) => p.shape.close()) };
 }
 
-/** loadShapes for a stored generation (call it in the taps' network namespace). */
-export function prepareBpf(genDir: string, stored: StoredBpf, hook: BpfHookChoice = 'auto'): PreparedBpf {
-  const objects = new Map(stored.shapes.map((sh) => [sh.shapeId, join(genDir, sh.object)]));
-  const taps = stored.interfaces.map((i): ShapeTap => {
-    const cfg = i.maps.find((m) => m.map === MAP_NAMES.cfg);
-    return { ...i, objectPath: objects.get(i.shapeId) ?? join(genDir, i.object), ...(cfg ? { cfg: Buffer.from(cfg.value, 'hex') } : {}) };
-  });
-  return loadShapes(taps, tapIndex, hook);
+/** Pins a freshly loaded shape in place of its previous pins. */
+function pinShape(pinDir: string, l: LoadedShape): void {
+  const d = shapeDir(pinDir, l.shapeId);
+  mkdirSync(d, { recursive: true, mode: 0o700 });
+  const maps: Record<keyof typeof PINS, BpfMap> = { cfg: l.maps.cfg, ifxDir: l.maps.ifxDir, ifx: l.maps.ifx, slot: l.maps.slot, stats: l.maps.stats };
+  for (const [k, m] of Object.entries(maps) as [keyof typeof PINS, BpfMap][]) {
+    const path = join(d, PINS[k]);
+    rmSync(path, { force: true });
+    m.pin(path);
+  }
+  for (const dir of DIRECTIONS) {
+    const path = join(d, PROG_PIN[dir]);
+    rmSync(path, { force: true });
+    l.programs[dir].pin(path);
+  }
+  rmSync(join(d, XDP_PIN), { force: true });
+  l.xdp?.pin(join(d, XDP_PIN));
 }
 
-export interface AttachResult {
-  attached: string[];
-  /** Taps that do not exist (yet): attached by a later load. */
+/** A shape's programs: tc both ways, and the from-VM XDP program when loaded. */
+interface ShapePrograms extends Record<Direction, BpfProgram> {
+  xdp?: BpfProgram;
+}
+
+export interface BpfPortChange {
+  /** The port's want after the change; null: it leaves the eBPF backend (removed, failed, nft only). */
+  want: BpfWant | null;
+  /** Its record before the change (shape, slot, values, ifindex), if it had programs. */
+  before?: LoadedPortBpf;
+}
+
+export interface BpfCommitResult {
+  /** Taps of the generation that do not exist (attached by a later load, once they exist). */
   missing: string[];
-  /** The mechanism of each attached tap's directions. */
+  /** Taps whose programs, slot or values were not as recorded, and were put back. */
+  repaired: string[];
+  /** The mechanism of each tap this commit attached. */
   hooks: Record<string, HookPlan>;
-  /** What the user should know (fallbacks). */
+  /** What the user should know (attach fallbacks). */
   notes: string[];
 }
 
-const shapeDir = (pinDir: string, shapeId: string): string => join(pinDir, shapePinDir(shapeId));
-
 /**
- * Attaches (or replaces in place) the prepared programs with the mechanisms
- * of the hook they were loaded for, and pins each shape's maps.
+ * One load's eBPF changes: prepare() loads and verifies what must be loaded
+ * (nothing attached), attachNew() puts the programs on taps that get them
+ * for the first time (before nftables lets their frames through), finish()
+ * does the rest once nftables is in force (values, moves, reloaded shapes,
+ * removals, verification), abort() undoes attachNew() when the load fails.
+ * Run it in the taps' namespace (the constructor's netns).
  */
-export function attachBpf(p: PreparedBpf, pinDir = DEFAULT_PIN_DIR): AttachResult {
-  const res: AttachResult = { attached: [], missing: [...p.missing], hooks: {}, notes: [] };
-  const first = p.shapes[0];
-  if (first) {
-    ensureBpffs(pinDir);
-    const plan = planHooks(p.hook, { tcx: p.hook === 'tcx' && hasTcx(first.shape.programs.out), links: linksPersist() });
-    for (const { shape, members } of p.shapes) {
-      const xdp = shape.xdp;
-      if (plan.out === 'xdp' && !xdp) throw new InternalError(`the XDP program of shape ${shape.shapeId} was not loaded`);
-      const programs = { out: plan.out === 'xdp' ? (xdp as LoadedShape['programs']['out']) : shape.programs.out, in: shape.programs.in, outTc: shape.programs.out };
-      for (const m of members) {
-        const a = attachPort({ iface: m.iface, ifindex: m.ifindex }, programs, plan, pinDir);
-        res.attached.push(m.iface);
-        res.hooks[m.iface] = a.hooks;
-        appendAll(res.notes, a.notes);
+export class BpfCommit {
+  private readonly state: BpfState;
+  private readonly loaded = new Map<string, LoadedShape>();
+  private readonly newlyAttached: { iface: string; ifindex: number }[] = [];
+  private readonly records = new Map<string, LoadedPortBpf | null>();
+  private readonly removedShapes: string[] = [];
+  /** Pinned shapes opened during this commit (closed at its end). */
+  private readonly pinned = new Map<string, PinnedShape>();
+  private prepared = false;
+
+  constructor(
+    private readonly o: {
+      pinDir: string;
+      netns?: string;
+      prev: BpfState;
+      /** Load every shape again (a full replacement). */
+      reloadAll?: boolean;
+      /** Where the programs go on the taps (bpf/hook.ts; default auto). */
+      hook?: BpfHookChoice;
+    },
+    private readonly changes: ReadonlyMap<string, BpfPortChange>,
+    /** Object files the change brings (a generation's): a shape whose object differs is loaded again. */
+    private readonly objects: ReadonlyMap<string, string>,
+    /** The values and record of a port that is not changed (a member of a shape that must be loaded again). */
+    private readonly recordOf: (iface: string) => LoadedPortBpf | undefined,
+    /** The object of a shape in force, to load it again (more room, pins gone). */
+    private readonly keptObject: (shapeId: string) => string | undefined = () => undefined,
+  ) {
+    this.state = JSON.parse(JSON.stringify(o.prev)) as BpfState;
+  }
+
+  private plan: HookPlan | undefined;
+  private readonly hooks: Record<string, HookPlan> = {};
+  private readonly notes: string[] = [];
+
+  /** Puts a shape's programs on a port with the commit's hook plan (bpf/hook.ts: tc, tcx or XDP). */
+  private attach(iface: string, ifindex: number, progs: ShapePrograms): void {
+    const choice = this.o.hook ?? 'auto';
+    this.plan ??= planHooks(choice, { tcx: choice === 'tcx' && hasTcx(progs.out), links: linksPersist() });
+    if (this.plan.out === 'xdp' && !progs.xdp) throw new NwfError(CODES.STATE_INVALID, `the XDP program of a shape on ${iface} is not loaded`, { hint: 'load the generation again with --full' });
+    const pp: PortPrograms = { out: this.plan.out === 'xdp' ? (progs.xdp as BpfProgram) : progs.out, in: progs.in, outTc: progs.out };
+    const a = attachPort({ iface, ifindex }, pp, this.plan, this.o.pinDir);
+    this.hooks[iface] = a.hooks;
+    for (const n of a.notes) this.notes.push(n);
+  }
+
+  private ns<T>(fn: () => T): T {
+    return this.o.netns ? withNetns(this.o.netns, fn) : fn();
+  }
+
+  /** The shape state after the commit (for the record). */
+  get nextState(): BpfState {
+    return this.state;
+  }
+
+  /** The record of a changed port after the commit (null: no eBPF). */
+  recordFor(iface: string): LoadedPortBpf | null | undefined {
+    return this.records.get(iface);
+  }
+
+  /** Whether attachNew() put programs on a tap. */
+  get attachedAny(): boolean {
+    return this.newlyAttached.length > 0;
+  }
+
+  /** Shapes no port uses any more (their pins go in finish()). */
+  get shapesRemoved(): readonly string[] {
+    return this.removedShapes;
+  }
+
+  /** Computes the next slots and loads (verifies) every shape that must be loaded. Changes nothing in the kernel. */
+  prepare(): void {
+    if (this.prepared) return;
+    this.prepared = true;
+    const joined = new Map<string, string[]>();
+    for (const [iface, c] of this.changes) {
+      const old = c.before;
+      const stays = old && c.want && old.shapeId === c.want.shapeId && this.state[old.shapeId]?.members[iface] !== undefined;
+      if (old && !stays) {
+        const s = this.state[old.shapeId];
+        if (s) delete s.members[iface];
       }
-      const dir = shapeDir(pinDir, shape.shapeId);
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      for (const [what, map] of Object.entries(shape.maps) as [string, BpfMap][]) {
-        const path = join(dir, what);
-        rmSync(path, { force: true });
-        map.pin(path);
+      if (c.want && !stays) joined.set(c.want.shapeId, [...(joined.get(c.want.shapeId) ?? []), iface]);
+    }
+    for (const [shapeId, ifaces] of joined) {
+      const prev = this.state[shapeId];
+      const members = prev?.members ?? {};
+      const count = Object.keys(members).length + ifaces.length;
+      const object = this.objects.get(shapeId);
+      const objectSha = object ? sha256File(object) : prev?.objectSha256;
+      const reload = !prev || !pinsExist(this.o.pinDir, shapeId) || (objectSha !== undefined && objectSha !== prev.objectSha256) || count > prev.capacity;
+      const capacity = reload ? Math.max(prev && count <= prev.capacity ? prev.capacity : 0, capacityFor(count)) : (prev as BpfShapeState).capacity;
+      const used = new Set(Object.values(members));
+      let free = 0;
+      for (const iface of ifaces) {
+        while (used.has(free)) free++;
+        members[iface] = free;
+        used.add(free);
+      }
+      this.state[shapeId] = { capacity, objectSha256: objectSha ?? '', progIds: prev?.progIds ?? { out: 0, in: 0 }, members };
+      if (reload) this.loadShapeNow(shapeId, capacity);
+    }
+    // shapes whose object changed or whose pins vanished, without a port joining them
+    for (const [shapeId, s] of Object.entries(this.state)) {
+      if (this.loaded.has(shapeId) || !Object.keys(s.members).length) continue;
+      const object = this.objects.get(shapeId);
+      const changed = object !== undefined && sha256File(object) !== s.objectSha256;
+      if (changed || this.o.reloadAll || !pinsExist(this.o.pinDir, shapeId)) {
+        if (object) s.objectSha256 = sha256File(object);
+        this.loadShapeNow(shapeId, s.capacity);
       }
     }
+    for (const [shapeId, s] of Object.entries(this.state)) {
+      if (Object.keys(s.members).length) continue;
+      this.removedShapes.push(shapeId);
+      delete this.state[shapeId];
+    }
   }
-  // pins of shapes no longer loaded
-  const keep = new Set(p.shapes.map((x) => x.shape.shapeId));
-  if (existsSync(pinDir)) for (const d of readdirSync(pinDir)) if (shapeOfPinDir(d) !== undefined && !keep.has(shapeOfPinDir(d) as string)) rmSync(join(pinDir, d), { recursive: true, force: true });
-  return res;
+
+  private cfgOf(iface: string): string | undefined {
+    const c = this.changes.get(iface);
+    return c ? (c.want?.cfg ?? undefined) : this.recordOf(iface)?.cfg;
+  }
+
+  /** Loads one shape with every member configured (verifier here: throws, nothing attached). */
+  private loadShapeNow(shapeId: string, capacity: number): void {
+    const object = this.objects.get(shapeId) ?? this.keptObject(shapeId);
+    if (!object || !existsSync(object)) {
+      throw new NwfError(CODES.STATE_INVALID, `the eBPF object of shape ${shapeId} is not available (${object ?? 'no path'})`, { hint: 'load the generation again (nwf-fast load DIR) to bring the object' });
+    }
+    const s = this.state[shapeId] as BpfShapeState;
+    const members = Object.entries(s.members).map(([iface, index]) => {
+      const cfg = this.cfgOf(iface);
+      const ifindex = this.ns(() => tapIndex(iface));
+      return { index, ifindexes: ifindex === undefined ? [] : [ifindex], ...(cfg ? { cfg: Buffer.from(cfg, 'hex') } : {}) };
+    });
+    const l = this.ns(() => loadShape({ shapeId, objectPath: object, programs: PROGRAM_NAMES, xdpProgram: XDP_PROGRAM_NAME, hooks: TC_HOOKS }, capacity, members, { xdp: this.o.hook === 'xdp' }));
+    this.loaded.set(shapeId, l);
+    s.progIds = { out: l.programs.out.id, in: l.programs.in.id, ...(l.xdp ? { xdp: l.xdp.id } : {}) };
+    s.objectSha256 = sha256File(object);
+  }
+
+  /** A shape's pins, opened once per commit. */
+  private pins(shapeId: string): PinnedShape {
+    let p = this.pinned.get(shapeId);
+    if (!p) this.pinned.set(shapeId, (p = openPinned(this.o.pinDir, shapeId)));
+    return p;
+  }
+
+  private closePins(): void {
+    for (const p of this.pinned.values()) p.close();
+    this.pinned.clear();
+  }
+
+  /** Programs of a shape: the ones loaded now, or the pinned ones. */
+  private withPrograms<T>(shapeId: string, fn: (progs: ShapePrograms, maps: PinnedShape['maps'] | LoadedShape['maps']) => T): T {
+    const l = this.loaded.get(shapeId);
+    if (l) return fn({ ...l.programs, ...(l.xdp ? { xdp: l.xdp } : {}) }, l.maps);
+    const p = this.pins(shapeId);
+    return fn(p.progs, p.maps);
+  }
+
+  /** Attaches the ports that had no programs before (their slot configured first). Before nftables lets them through. */
+  attachNew(): string[] {
+    this.prepare();
+    const missing: string[] = [];
+    this.ns(() => {
+      for (const [iface, c] of this.changes) {
+        if (!c.want || c.before) continue;
+        const index = this.state[c.want.shapeId]?.members[iface] as number;
+        const ifindex = tapIndex(iface);
+        const want = c.want;
+        this.withPrograms(want.shapeId, (progs, maps) => {
+          if (!this.loaded.has(want.shapeId)) configureMember(maps, index, Buffer.from(want.cfg, 'hex'));
+          if (ifindex === undefined) return void missing.push(iface);
+          setMemberIfindex(maps, ifindex, index);
+          this.attach(iface, ifindex, progs);
+          this.newlyAttached.push({ iface, ifindex });
+        });
+        this.records.set(iface, { shapeId: want.shapeId, index, cfg: want.cfg, ...(ifindex !== undefined ? { ifindex } : {}) });
+      }
+    });
+    return missing;
+  }
+
+  /** Undoes attachNew (the load failed before nftables changed): those ports go back to having no programs. */
+  abort(): void {
+    this.ns(() => {
+      for (const p of this.newlyAttached) {
+        try {
+          detachPort(p, this.o.pinDir);
+        } catch {
+          // best effort: nftables still fails these ports closed
+        }
+      }
+    });
+    for (const l of this.loaded.values()) l.close();
+    this.loaded.clear();
+    this.closePins();
+  }
+
+  /**
+   * After nftables is in force: every other change, then verification of
+   * `verify` (every port of every shape, or the changed ports only).
+   */
+  finish(verify: 'all' | 'changed'): BpfCommitResult {
+    this.prepare();
+    const res: BpfCommitResult = { missing: [], repaired: [], hooks: this.hooks, notes: this.notes };
+    try {
+      this.ns(() => this.finishInNs(verify, res));
+    } finally {
+      for (const l of this.loaded.values()) l.close();
+      this.loaded.clear();
+      this.closePins();
+    }
+    return res;
+  }
+
+  private finishInNs(verify: 'all' | 'changed', res: BpfCommitResult): void {
+    if (this.loaded.size) ensureBpffs(this.o.pinDir);
+    // shapes loaded now: every present member switches to the new programs in place, then the pins move
+    for (const [shapeId, l] of this.loaded) {
+      const s = this.state[shapeId] as BpfShapeState;
+      for (const [iface, index] of Object.entries(s.members)) {
+        const ifindex = tapIndex(iface);
+        if (ifindex === undefined) continue;
+        setMemberIfindex(l.maps, ifindex, index);
+        this.attach(iface, ifindex, { ...l.programs, ...(l.xdp ? { xdp: l.xdp } : {}) });
+      }
+      pinShape(this.o.pinDir, l);
+    }
+    // changed ports in shapes that stay loaded
+    for (const [iface, c] of this.changes) {
+      const old = c.before;
+      if (c.want) {
+        const want = c.want;
+        const index = this.state[want.shapeId]?.members[iface] as number;
+        const ifindex = tapIndex(iface);
+        const moved = !old || old.shapeId !== want.shapeId;
+        if (!this.loaded.has(want.shapeId) && old) {
+          this.withPrograms(want.shapeId, (progs, maps) => {
+            if (moved) {
+              configureMember(maps, index, Buffer.from(want.cfg, 'hex'));
+              if (ifindex !== undefined) {
+                setMemberIfindex(maps, ifindex, index);
+                this.attach(iface, ifindex, progs);
+              }
+            } else if (want.cfg !== old.cfg) {
+              updateConfig({ shapeId: want.shapeId, maps }, { shapeId: want.shapeId, maps: [{ map: MAP_NAMES.cfg, key: new Uint8Array(4), value: Buffer.from(want.cfg, 'hex') }] }, index);
+            }
+          });
+        }
+        // a port that left its shape: the old shape forgets its ifindex
+        if (old && moved && !this.removedShapes.includes(old.shapeId) && old.ifindex !== undefined && pinsExist(this.o.pinDir, old.shapeId)) {
+          const p = this.pins(old.shapeId);
+          if (memberOfIfindex(p.maps, old.ifindex) === old.index) clearMemberIfindex(p.maps, old.ifindex);
+        }
+        if (ifindex === undefined) res.missing.push(iface);
+        this.records.set(iface, { shapeId: want.shapeId, index, cfg: want.cfg, ...(ifindex !== undefined ? { ifindex } : {}) });
+      } else if (old) {
+        // leaves eBPF: nftables no longer lets its frames through (or the port is gone): off the tap
+        const ifindex = tapIndex(iface);
+        if (ifindex !== undefined) detachPort({ iface, ifindex }, this.o.pinDir);
+        if (!this.removedShapes.includes(old.shapeId) && old.ifindex !== undefined && pinsExist(this.o.pinDir, old.shapeId)) {
+          const p = this.pins(old.shapeId);
+          if (memberOfIfindex(p.maps, old.ifindex) === old.index) clearMemberIfindex(p.maps, old.ifindex);
+        }
+        this.records.set(iface, null);
+      }
+    }
+    // verification: every port in scope carries its shape's programs, slot and values
+    const justAttached = new Set(this.newlyAttached.map((x) => x.iface));
+    for (const [shapeId, s] of Object.entries(this.state)) {
+      // (a port attached by attachNew in this commit was set up just now)
+      const targets = Object.entries(s.members).filter(([iface]) => (verify === 'all' || this.changes.has(iface)) && !justAttached.has(iface));
+      if (!targets.length) continue;
+      const p = this.pins(shapeId);
+      {
+        for (const [iface, index] of targets) {
+          const rec = this.records.get(iface) ?? this.recordOf(iface);
+          const cfg = this.cfgOf(iface);
+          const ifindex = tapIndex(iface);
+          if (ifindex === undefined) {
+            if (!res.missing.includes(iface)) res.missing.push(iface);
+            continue;
+          }
+          let repaired = false;
+          if (memberOfIfindex(p.maps, ifindex) !== index) {
+            setMemberIfindex(p.maps, ifindex, index);
+            repaired = true;
+          }
+          if (rec?.ifindex !== undefined && rec.ifindex !== ifindex && memberOfIfindex(p.maps, rec.ifindex) === index) clearMemberIfindex(p.maps, rec.ifindex);
+          if (cfg) {
+            const active = activeConfig(p.maps, index);
+            if (!active || active.toString('hex') !== cfg) {
+              updateConfig({ shapeId, maps: p.maps }, { shapeId, maps: [{ map: MAP_NAMES.cfg, key: new Uint8Array(4), value: Buffer.from(cfg, 'hex') }] }, index);
+              repaired = true;
+            }
+          }
+          const on = queryPort({ iface, ifindex }, this.o.pinDir);
+          if (!expectedIds(s.progIds, 'out').includes(on.out?.progId ?? -1) || on.in?.progId !== s.progIds.in) {
+            this.attach(iface, ifindex, p.progs);
+            repaired = true;
+          }
+          if (repaired && !this.loaded.has(shapeId)) res.repaired.push(iface);
+          if (this.changes.has(iface) || rec?.ifindex !== ifindex) this.records.set(iface, { shapeId, index, cfg: cfg ?? rec?.cfg ?? '', ifindex });
+        }
+      }
+    }
+    for (const shapeId of this.removedShapes) rmSync(shapeDir(this.o.pinDir, shapeId), { recursive: true, force: true });
+  }
+}
+
+/** The program ids that may protect a direction of a shape's port (from the VM: tc, or XDP). */
+function expectedIds(ids: BpfShapeRecord['progIds'], d: Direction): number[] {
+  return d === 'out' && ids.xdp !== undefined ? [ids.out, ids.xdp] : [ids[d]];
 }
 
 /** Removes nwf-fast's programs (links, tc filters) from these taps; the pins of taps that are gone go too. */
-export function detachBpf(ifaces: readonly string[], pinDir = DEFAULT_PIN_DIR): void {
+export function detachTaps(ifaces: readonly string[], pinDir = DEFAULT_PIN_DIR): void {
   for (const iface of ifaces) {
     const ifindex = tapIndex(iface);
     detachPort(ifindex === undefined ? { iface } : { iface, ifindex }, pinDir);
   }
 }
 
-/** What runs on each tap of the generation: per direction the mechanism of nwf-fast's program, or null; 'no-tap' when the tap does not exist. */
-export type TapHooks = Record<PortDirection, HookMechanism | null> | 'no-tap';
-
-/** The attachments of every tap of the generation (call it in the taps' network namespace). */
-export function bpfAttachments(stored: StoredBpf, pinDir = DEFAULT_PIN_DIR): Map<string, TapHooks> {
-  const out = new Map<string, TapHooks>();
-  for (const i of stored.interfaces) {
-    const ifindex = tapIndex(i.iface);
-    if (ifindex === undefined) {
-      out.set(i.iface, 'no-tap');
-      continue;
-    }
-    const q = queryPort({ iface: i.iface, ifindex }, pinDir);
-    out.set(i.iface, { out: q.out?.mechanism ?? null, in: q.in?.mechanism ?? null });
-  }
-  return out;
-}
-
 /**
- * Removes every pin of nwf-fast under `pinDir`: the shapes' maps and the
- * taps' links (a link whose last pin goes is released: detach first, with
- * detachBpf, where the programs must come off at once).
+ * Removes every pin of nwf-fast under `pinDir`: the shapes' maps and
+ * programs and the taps' links (a link whose last pin goes is released:
+ * detach first, with detachTaps, where the programs must come off at once).
  */
 export function unpinAll(pinDir = DEFAULT_PIN_DIR): void {
   if (!existsSync(pinDir)) return;
@@ -205,57 +493,62 @@ export function unpinAll(pinDir = DEFAULT_PIN_DIR): void {
   for (const t of pinnedTaps(pinDir)) rmSync(tapPinDir(pinDir, t), { recursive: true, force: true });
 }
 
-/** Per-interface eBPF counters from the pinned stats maps (absent pins: no entry). */
-export function bpfStats(stored: StoredBpf, pinDir = DEFAULT_PIN_DIR): Map<string, Record<Direction, DirectionStats>> {
-  const out = new Map<string, Record<Direction, DirectionStats>>();
-  const idx = shapeIndex(stored);
-  for (const i of stored.interfaces) {
-    const path = join(shapeDir(pinDir, i.shapeId), 'stats');
-    if (!existsSync(path)) continue;
-    const stats = openPinnedMap(path);
+/** Per-port eBPF counters from a shape's pinned stats map (absent pins: undefined). */
+export function bpfPortStats(pinDir: string, shapeId: string, index: number): Record<Direction, DirectionStats> | undefined {
+  const path = join(shapeDir(pinDir, shapeId), PINS.stats);
+  if (!existsSync(path)) return undefined;
+  const stats = openPinnedMap(path);
+  try {
+    return readStats({ maps: { stats } }, index);
+  } finally {
+    stats.close();
+  }
+}
+
+export interface BpfPortCheck {
+  iface: string;
+  /** The tap does not exist (nothing to attach to: not drift). */
+  absent?: true;
+  /** What differs from the record: missing programs, other program ids, the ifindex not mapped to its slot, other values. */
+  problems: string[];
+  /** Where nwf-fast's programs run on the tap, per direction (null: none). */
+  hooks?: Record<Direction, HookMechanism | null>;
+}
+
+/** Checks ports against the record (status): programs attached with the expected ids, slot, values. Call in the taps' namespace. */
+export function checkBpfPorts(pinDir: string, state: BpfState, ports: readonly { iface: string; bpf: LoadedPortBpf }[]): BpfPortCheck[] {
+  const out: BpfPortCheck[] = [];
+  const byShape = new Map<string, { iface: string; bpf: LoadedPortBpf }[]>();
+  for (const p of ports) byShape.set(p.bpf.shapeId, [...(byShape.get(p.bpf.shapeId) ?? []), p]);
+  for (const [shapeId, list] of byShape) {
+    const s = state[shapeId];
+    const pinned = pinsExist(pinDir, shapeId) ? openPinned(pinDir, shapeId) : undefined;
     try {
-      out.set(i.iface, readStats({ maps: { stats } }, (idx.get(i.iface) as { index: number }).index));
+      for (const { iface, bpf } of list) {
+        const problems: string[] = [];
+        const ifindex = tapIndex(iface);
+        if (ifindex === undefined) {
+          out.push({ iface, absent: true, problems });
+          continue;
+        }
+        if (!s) problems.push(`shape ${shapeId} is not recorded as loaded`);
+        if (!pinned) problems.push(`the pins of shape ${shapeId} are missing under ${pinDir}`);
+        const on = queryPort({ iface, ifindex }, pinDir);
+        for (const d of DIRECTIONS) {
+          const got = on[d];
+          if (got === undefined) problems.push(`no nwf-fast program ${d === 'out' ? 'from' : 'to'} the VM`);
+          else if (s && !expectedIds(s.progIds, d).includes(got.progId)) problems.push(`program ${got.progId} (${got.mechanism}) ${d === 'out' ? 'from' : 'to'} the VM, expected ${expectedIds(s.progIds, d).join(' or ')}`);
+        }
+        if (pinned) {
+          if (memberOfIfindex(pinned.maps, ifindex) !== bpf.index) problems.push(`the shape does not map ifindex ${ifindex} to slot ${bpf.index}`);
+          const active = activeConfig(pinned.maps, bpf.index);
+          if (!active || active.toString('hex') !== bpf.cfg) problems.push(`slot ${bpf.index} does not hold the port's values`);
+        }
+        out.push({ iface, problems, hooks: { out: on.out?.mechanism ?? null, in: on.in?.mechanism ?? null } });
+      }
     } finally {
-      stats.close();
+      pinned?.close();
     }
   }
   return out;
-}
-
-/**
- * Changes the values of already attached programs in place (same interfaces,
- * same shapes): writes the inactive config slot of each changed interface
- * through its shape's pinned maps, then selects it. Returns false (and
- * changes nothing) when that is not possible: different interfaces, shapes
- * or indexes within a shape, or missing pins.
- */
-export function updateBpfInPlace(prev: StoredBpf, next: StoredBpf, pinDir = DEFAULT_PIN_DIR): boolean {
-  if (prev.interfaces.length !== next.interfaces.length) return false;
-  const byIface = new Map(prev.interfaces.map((i) => [i.iface, i]));
-  const idx = shapeIndex(next);
-  const prevIdx = shapeIndex(prev);
-  const changes: { shapeId: string; index: number; value: Buffer }[] = [];
-  for (const n of next.interfaces) {
-    const o = byIface.get(n.iface);
-    if (!o || o.shapeId !== n.shapeId) return false;
-    // the loaded object's nwf_ifx holds the previous generation's indexes
-    if (prevIdx.get(n.iface)?.index !== idx.get(n.iface)?.index) return false;
-    const cfg = n.maps.find((m) => m.map === MAP_NAMES.cfg);
-    const oldCfg = o.maps.find((m) => m.map === MAP_NAMES.cfg);
-    if (!cfg || !oldCfg) return false;
-    if (cfg.value === oldCfg.value) continue;
-    for (const what of ['cfg', 'slot']) if (!existsSync(join(shapeDir(pinDir, n.shapeId), what))) return false;
-    changes.push({ shapeId: n.shapeId, index: (idx.get(n.iface) as { index: number }).index, value: Buffer.from(cfg.value, 'hex') });
-  }
-  for (const c of changes) {
-    const cfg = openPinnedMap(join(shapeDir(pinDir, c.shapeId), 'cfg'));
-    const slot = openPinnedMap(join(shapeDir(pinDir, c.shapeId), 'slot'));
-    try {
-      updateConfig({ shapeId: c.shapeId, maps: { cfg, slot } }, { shapeId: c.shapeId, maps: [{ map: MAP_NAMES.cfg, key: new Uint8Array(4), value: c.value }] }, c.index);
-    } finally {
-      cfg.close();
-      slot.close();
-    }
-  }
-  return true;
 }

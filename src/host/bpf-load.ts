@@ -85,7 +85,8 @@ export function loadShape(b: LoadableShape, slots: number, members: readonly Sha
     const all = members.flatMap((m) => m.ifindexes);
     const direct = ifxDirectSize(all);
     object.map(MAP_NAMES.ifxDir).setMaxEntries(direct);
-    object.map(MAP_NAMES.ifx).setMaxEntries(Math.max(1, all.length + 64));
+    // room for every slot's tap, and for stale entries of taps re-created under a new ifindex
+    object.map(MAP_NAMES.ifx).setMaxEntries(Math.max(2 * n, all.length) + 64);
     object.map(MAP_NAMES.slot).setMaxEntries(n);
     object.map(MAP_NAMES.cfg).setMaxEntries(2 * n);
     object.map(MAP_NAMES.stats).setMaxEntries(2 * n * STAT_NAMES.length);
@@ -153,6 +154,51 @@ function u32(n: number): Buffer {
 }
 
 const readU32 = (b: Buffer): number => (LE ? b.readUInt32LE(0) : b.readUInt32BE(0));
+
+type MemberMaps = Pick<LoadedShape['maps'], 'cfg' | 'slot' | 'stats'>;
+
+/**
+ * Gives the slot `index` of a loaded shape to a new tap: its values in
+ * nwf_cfg slot 0 (selected), and its counters zeroed (a slot a previous tap
+ * used keeps nothing of it).
+ */
+export function configureMember(maps: MemberMaps, index: number, cfg: Uint8Array): void {
+  maps.cfg.update(u32(2 * index), cfg);
+  maps.slot.update(u32(index), u32(0));
+  // every CPU's slot at once (the raw per-CPU value)
+  const zero = Buffer.alloc(maps.stats.valueBufferSize);
+  for (let k = 0; k < 2 * STAT_NAMES.length; k++) maps.stats.update(u32(index * 2 * STAT_NAMES.length + k), zero);
+}
+
+type IfxMaps = Pick<LoadedShape['maps'], 'ifxDir' | 'ifx'>;
+
+/** The tap at `ifindex` is slot `index` of the shape (the programs look it up by the ifindex a frame passes: the array, else the hash). */
+export function setMemberIfindex(maps: IfxMaps, ifindex: number, index: number): void {
+  if (ifindex < maps.ifxDir.maxEntries) maps.ifxDir.update(u32(ifindex), u32(index + 1));
+  else maps.ifx.update(u32(ifindex), u32(index));
+}
+
+/** The slot the shape gives `ifindex`, if any. */
+export function memberOfIfindex(maps: IfxMaps, ifindex: number): number | undefined {
+  if (ifindex < maps.ifxDir.maxEntries) {
+    const v = maps.ifxDir.lookup(u32(ifindex));
+    const n = v ? readU32(v) : 0;
+    return n > 0 ? n - 1 : undefined;
+  }
+  const v = maps.ifx.lookup(u32(ifindex));
+  return v ? readU32(v) : undefined;
+}
+
+/** Forgets `ifindex` (a tap that left the shape, or an old ifindex of a re-created tap). */
+export function clearMemberIfindex(maps: IfxMaps, ifindex: number): void {
+  if (ifindex < maps.ifxDir.maxEntries) maps.ifxDir.update(u32(ifindex), u32(0));
+  else maps.ifx.delete(u32(ifindex));
+}
+
+/** The values the programs use now for slot `index` (its active nwf_cfg slot). */
+export function activeConfig(maps: Pick<LoadedShape['maps'], 'cfg' | 'slot'>, index: number): Buffer | undefined {
+  return maps.cfg.lookup(u32(2 * index + activeSlot({ maps }, index)));
+}
 const readU64 = (b: Buffer): bigint => (LE ? b.readBigUInt64LE(0) : b.readBigUInt64BE(0));
 
 /** The active nwf_cfg slot (0 or 1) of the tap at `index`. */

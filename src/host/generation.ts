@@ -17,7 +17,18 @@ import { basename, join } from 'node:path';
 import { CODES, NwfError } from '../util/errors.js';
 import type { PolicyIR } from '../ir/types.js';
 import { objectFile } from '../backends/bpf/names.js';
-import { BPF_INDEX_FORMAT, GENERATION_FILES, GENERATION_FORMAT, generationId, sha256, type CompiledGeneration, type Manifest, type StoredBpf } from '../compile.js';
+import {
+  BPF_INDEX_FORMAT,
+  GENERATION_FILES,
+  GENERATION_FORMAT,
+  generationId,
+  NFT_PARTS_FORMAT,
+  sha256,
+  type CompiledGeneration,
+  type Manifest,
+  type StoredBpf,
+  type StoredNftParts,
+} from '../compile.js';
 import { buildBpf, defaultCacheDir } from './bpf-build.js';
 import type { CommandRunner } from './runner.js';
 
@@ -32,8 +43,8 @@ export const DEFAULT_KEEP_GENERATIONS = 10;
 export interface Generation {
   dir: string;
   manifest: Manifest;
-  /** The resolved policy, which `load` lowers under its load tag. */
-  ir: PolicyIR;
+  /** The nft part as `load` puts it together: shapes and ports, lowered once at compile time. */
+  parts: StoredNftParts;
   /** The eBPF index (bpf, both). */
   bpf?: StoredBpf;
 }
@@ -126,6 +137,7 @@ export async function writeGeneration(dir: string, g: CompiledGeneration, opts: 
   }
   writeAtomic(join(dir, GENERATION_FILES.nftJson), g.files.nftJson + '\n');
   writeAtomic(join(dir, GENERATION_FILES.nftText), g.files.nftText);
+  writeAtomic(join(dir, GENERATION_FILES.nftParts), g.files.nftParts);
   writeAtomic(join(dir, GENERATION_FILES.policy), g.files.policy);
   if (g.files.bpfIndex !== undefined) writeAtomic(join(dir, GENERATION_FILES.bpfIndex), g.files.bpfIndex);
   writeAtomic(join(dir, GENERATION_FILES.manifest), JSON.stringify(manifest, null, 2) + '\n');
@@ -157,13 +169,19 @@ export function readGeneration(dir: string): Generation {
     });
   }
   let manifest: Manifest;
+  let partsText: string;
+  let policy: string;
   try {
     manifest = JSON.parse(readFileSync(mf, 'utf8')) as Manifest;
   } catch (e) {
     throw unreadable(dir, GENERATION_FILES.manifest, e);
   }
   if (!manifest || manifest.format !== GENERATION_FORMAT || !['nft', 'bpf', 'both'].includes(manifest.backend)) {
-    throw new NwfError(CODES.STATE_INVALID, `generation ${dir} has an unknown format`, { location: { file: dir } });
+    throw new NwfError(CODES.STATE_INVALID, `generation ${dir} has an unknown format (${String(manifest?.format)})`, {
+      location: { file: dir },
+      expected: GENERATION_FORMAT,
+      hint: 'compile the generation again with this version of nwf-fast',
+    });
   }
   const read = (file: string): string => {
     try {
@@ -172,20 +190,20 @@ export function readGeneration(dir: string): Generation {
       throw unreadable(dir, file, e);
     }
   };
-  const nftJson = read(GENERATION_FILES.nftJson).replace(/\n$/, '');
-  const policy = read(GENERATION_FILES.policy);
+  partsText = read(GENERATION_FILES.nftParts);
+  policy = read(GENERATION_FILES.policy);
   const bpfIndex = manifest.backend !== 'nft' ? read(GENERATION_FILES.bpfIndex) : undefined;
-  // (generations written before policySha256 existed carry none)
-  if (generationId(nftJson, bpfIndex) !== manifest.id || (manifest.policySha256 !== undefined && sha256(policy) !== manifest.policySha256)) {
+  if (generationId(partsText, bpfIndex) !== manifest.id || sha256(policy) !== manifest.policySha256) {
     throw new NwfError(CODES.STATE_INVALID, `generation ${dir} does not match its manifest (edited or truncated?)`, { location: { file: dir } });
   }
-  let ir: PolicyIR;
+  let parts: StoredNftParts;
   let bpf: StoredBpf | undefined;
   try {
-    ir = JSON.parse(policy) as PolicyIR;
+    parts = JSON.parse(partsText) as StoredNftParts;
+    if (parts.format !== NFT_PARTS_FORMAT) throw new Error(`unknown format ${String(parts.format)}`);
     if (bpfIndex !== undefined) bpf = JSON.parse(bpfIndex) as StoredBpf;
   } catch (e) {
-    throw unreadable(dir, 'the policy or eBPF index', e);
+    throw unreadable(dir, 'the nft parts or eBPF index', e);
   }
   if (bpf && bpf.format !== BPF_INDEX_FORMAT) {
     throw new NwfError(CODES.STATE_INVALID, `the eBPF part of generation ${dir} has format ${String(bpf.format)}, this nwf-fast loads ${BPF_INDEX_FORMAT}`, {
@@ -208,7 +226,16 @@ export function readGeneration(dir: string): Generation {
       if (want !== undefined ? sha256(bytes) !== want : bytes.length === 0) throw damaged(dir, `eBPF object ${sh.object} does not match its manifest (edited or truncated?)`);
     }
   }
-  return { dir, manifest, ir, ...(bpf ? { bpf } : {}) };
+  return { dir, manifest, parts, ...(bpf ? { bpf } : {}) };
+}
+
+/** The resolved policy of a generation (policy.json; its hash is checked by readGeneration). */
+export function readPolicy(dir: string): PolicyIR {
+  try {
+    return JSON.parse(readFileSync(join(dir, GENERATION_FILES.policy), 'utf8')) as PolicyIR;
+  } catch (e) {
+    throw unreadable(dir, 'the policy', e);
+  }
 }
 
 /** Bytes of the files of a directory tree (a generation's size on disk). */
@@ -235,7 +262,7 @@ export function pidAlive(pid: number): boolean {
 // ---- the state directory ---------------------------------------------------------
 
 export interface HostState {
-  /** The loaded generation, or null when nothing is loaded. */
+  /** The generation last loaded whole (load, rollback), or null when nothing is loaded. */
   current: string | null;
   /** Generation ids in the order they were loaded (the last is current unless unloaded). */
   history: string[];
@@ -399,7 +426,7 @@ export class StateDir {
       removeQuietly(tmp);
       throw e instanceof NwfError ? e : unwritable(target, e);
     }
-    return readGeneration(target);
+    return { ...g, dir: target };
   }
 
   /** A stored generation, verified by hash. */

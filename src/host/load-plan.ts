@@ -1,96 +1,52 @@
 // Every command of a load, built with the typed model's own builders from
-// typed inventories (inventory.ts): a full load, an element delta, unload.
+// typed inventories (inventory.ts): an incremental diff, a full replacement,
+// an element delta, unload.
 //
-// How one generation replaces another in the kernel without a gap.
-// nf_tables applies a transaction atomically for rules, but two things can
-// still let a frame through while a generation is replaced:
-//  - deleting and re-adding a base chain unregisters and re-registers its
-//    hook: frames passing in between are not filtered;
-//  - a frame that entered the old rules just before the commit looks up the
-//    old sets and maps with the new generation mask, and the elements of a set
-//    deleted in that transaction are no longer active: a verdict-map lookup
-//    misses (no jump: the frame is accepted) and so does a counter-map lookup
-//    (the drop rule breaks).
-// So base chains are never deleted (flushed and refilled in the same
-// transaction), and every other object of a generation carries a load tag in
-// its name (names.ts): a load lowers the new generation under a fresh tag,
-// builds its objects next to the live ones and re-points the base chains in
-// one transaction, and only a second transaction, after the first commit,
-// deletes the previous tag's objects. Named counters keep their plain names
-// (drop_<tap>_<reason>) and their counts.
+// A load is a typed diff. The generation in force and the next one are both
+// lists of parts (the skeleton, each shape, each port, each port's port-id
+// part: backends/nft/parts.ts), named without a tag; parts whose commands
+// are equal are left alone, and between the others:
+//  - new tables, counters, chains and sets are added, and the rules of new
+//    chains; a chain whose rules differ is flushed and refilled in the same
+//    transaction (atomic: a frame sees the old rules or the new ones);
+//  - elements of sets and maps are deleted and added (a port's set entries,
+//    its dispatch entries, an address that changed), in the same
+//    transaction;
+//  - objects that go are deleted by a second transaction, after the first
+//    one committed: nothing refers to them any more, and a frame that
+//    entered the old rules before the commit never looks up a set deleted
+//    in the transaction it races with.
+// The diff cannot be incremental when an object keeps its name but changes
+// its definition (a set's type, a base chain's hook): then the generation
+// is replaced in full.
 //
-// When a new generation has exactly the structure of the loaded one (same
-// tables, chains, rules, sets, maps and counters, both lowered under the live
-// tag) and differs only in set and map elements (a VM's addresses changed, an
-// IP was added to a list), the change is one small transaction of element
-// deletions and additions instead: still atomic (a frame sees the old
-// elements or the new ones). If an element it deletes is not in the kernel
-// (drift), nft refuses the whole transaction and the caller falls back to a
-// full load.
-import { add, del, flush, nftTable } from '../backends/nft/build.js';
-import type { NftBatch, NftCommand, SetItem } from '../backends/nft/model.js';
-import { tagOf } from '../backends/nft/names.js';
-import { idKey, inventoryOf, liveTag, OUR_TABLES, type Element, type GenerationInventory, type KernelInventory, type ObjectId, type SetDefinition, type TableId } from './inventory.js';
+// A full replacement builds every object of the next generation next to the
+// live ones under a fresh load tag (names.ts), flushes and refills the base
+// chains (never deleted: their hooks would be unregistered for a moment) in
+// one transaction, and deletes what the base chains reached before (the
+// previous generation) in a second one. Persistent objects (base chains,
+// named counters, the per-port counting sets) keep their names and counts.
+import { add, del, flush, nftTable, str } from '../backends/nft/build.js';
+import type { ChainObject, NftCommand, NftFamily, SetItem } from '../backends/nft/model.js';
+import { isPersistent, tagName } from '../backends/nft/names.js';
+import { tagElement } from '../backends/nft/tag.js';
+export { tagCommand, tagCommands } from '../backends/nft/tag.js';
+import {
+  elementText,
+  idKey,
+  inventoryOf,
+  OUR_TABLES,
+  reachable,
+  tableKeyOf,
+  type Element,
+  type GenerationInventory,
+  type KernelInventory,
+  type ObjectId,
+  type SetDefinition,
+  type TableId,
+} from './inventory.js';
 
 const table = (id: TableId | ObjectId) => nftTable(id.family, id.kind === 'table' ? id.name : id.table);
-const tableKeyOf = (id: ObjectId): string => idKey({ kind: 'table', family: id.family, name: id.table });
-
-/**
- * Deletions of the objects `mine` selects (chains flushed first, then maps,
- * sets and chains deleted: nothing is deleted while something refers to
- * it), in the tables `keep`.
- */
-function deletions(k: KernelInventory, keep: ReadonlySet<string>, mine: (id: ObjectId) => boolean): NftCommand[] {
-  const flushes: NftCommand[] = [];
-  const maps: NftCommand[] = [];
-  const sets: NftCommand[] = [];
-  const chains: NftCommand[] = [];
-  for (const ch of k.chains.values()) {
-    if (ch.base || !keep.has(tableKeyOf(ch.id)) || !mine(ch.id)) continue;
-    flushes.push(flush(table(ch.id).chainRef(ch.id.name)));
-    chains.push(del(table(ch.id).chainRef(ch.id.name)));
-  }
-  for (const s of k.sets.values()) {
-    if (!keep.has(tableKeyOf(s.id)) || !mine(s.id)) continue;
-    if (s.id.kind === 'map') maps.push(del(table(s.id).mapRef(s.id.name)));
-    else sets.push(del(table(s.id).setRef(s.id.name)));
-  }
-  return [...flushes, ...maps, ...sets, ...chains];
-}
-
-export interface LoadPlan {
-  /** The one transaction that puts the new generation in force. */
-  apply: NftBatch;
-  /** Deletes the previous generation's objects; run after `apply` committed. */
-  cleanup: NftBatch;
-  /** The tag the new generation was lowered under. */
-  tag: string;
-}
-
-/**
- * A full load over what the kernel holds: `next` (lowered under `tag`, a tag
- * no object in the kernel carries) next to the live objects; leftovers of
- * interrupted loads (other tags, untagged objects) and tables `next` does not
- * use removed; base chains flushed and refilled; the live tag's objects and
- * the counters `next` no longer declares deleted only by the cleanup.
- */
-export function planFullLoad(k: KernelInventory, next: NftBatch, tag: string): LoadPlan {
-  const n = inventoryOf(next);
-  const live = liveTag(k);
-  const keep = new Set(n.tables.keys());
-  const dropTables = [...k.tables.values()].filter((t) => !keep.has(idKey(t))).map((t) => del(table(t).ref));
-  const flushBase = [...k.chains.values()].filter((ch) => ch.base && keep.has(tableKeyOf(ch.id))).map((ch) => flush(table(ch.id).chainRef(ch.id.name)));
-  const stale = deletions(k, keep, (id) => {
-    const t = tagOf(id.name);
-    return t === undefined || t !== live;
-  });
-  const counters = [...k.counters.values()].filter((c) => keep.has(tableKeyOf(c.id)) && !n.counters.has(idKey(c.id))).map((c) => del(table(c.id).counterRef(c.id.name)));
-  return {
-    tag,
-    apply: [...dropTables, ...flushBase, ...stale, ...next],
-    cleanup: live === undefined ? counters : [...deletions(k, keep, (id) => tagOf(id.name) === live), ...counters],
-  };
-}
 
 // ---- element deltas ------------------------------------------------------------------
 
@@ -104,45 +60,256 @@ export interface SetDelta {
   add: Element[];
 }
 
-const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 const keyOf = (e: Element): SetItem => (Array.isArray(e) ? (e as readonly [SetItem, unknown])[0] : (e as SetItem));
 
-/** True when two inventories declare the same objects with the same definitions (elements aside). */
-function sameStructure(a: GenerationInventory, b: GenerationInventory): boolean {
-  const sameKeys = (x: ReadonlyMap<string, unknown>, y: ReadonlyMap<string, unknown>): boolean => x.size === y.size && [...x.keys()].every((key) => y.has(key));
-  if (!sameKeys(a.tables, b.tables) || !sameKeys(a.counters, b.counters) || !sameKeys(a.chains, b.chains) || !sameKeys(a.sets, b.sets)) return false;
-  for (const [key, ch] of a.chains) {
-    const o = b.chains.get(key);
-    if (!o || !same(ch.definition, o.definition) || !same(ch.rules, o.rules)) return false;
-  }
-  for (const [key, s] of a.sets) if (!same(s.definition, b.sets.get(key)?.definition)) return false;
-  return true;
-}
-
-/**
- * The element changes from `from` to `to` (both lowered under the same tag),
- * or undefined when their structures differ. No change: an empty list.
- */
-export function elementDelta(from: GenerationInventory, to: GenerationInventory): SetDelta[] | undefined {
-  if (!sameStructure(from, to)) return undefined;
-  const out: SetDelta[] = [];
-  for (const [key, s] of to.sets) {
-    const before = new Map((from.sets.get(key)?.elements ?? []).map((e) => [JSON.stringify(e), e]));
-    const after = new Map(s.elements.map((e) => [JSON.stringify(e), e]));
-    const remove = [...before].filter(([k]) => !after.has(k)).map(([, e]) => keyOf(e));
-    const added = [...after].filter(([k]) => !before.has(k)).map(([, e]) => e);
-    if (remove.length || added.length) out.push({ set: s.definition, remove, add: added });
-  }
-  return out;
-}
-
 /** One transaction applying element changes: every deletion, then every addition. */
-export function elementBatch(changes: readonly SetDelta[]): NftBatch {
+export function elementBatch(changes: readonly SetDelta[]): NftCommand[] {
   const t = (c: SetDelta) => nftTable(c.set.family, c.set.table);
   return [
     ...changes.filter((c) => c.remove.length).map((c) => del(t(c).element(c.set.name, c.remove))),
     ...changes.filter((c) => c.add.length).map((c) => add(t(c).element(c.set.name, c.add))),
   ];
+}
+
+/** A set delta with its set under load tag `tag`. */
+export function tagDelta(d: SetDelta, tag: string | undefined): SetDelta {
+  return { set: { ...d.set, name: tagName(d.set.name, tag) }, remove: d.remove, add: d.add.map((e) => tagElement(e, tag)) };
+}
+
+// ---- the typed diff ----------------------------------------------------------------------
+
+/** A named piece of a generation: the skeleton, a shape, a port, a port's port-id part. */
+export interface Part {
+  id: string;
+  commands: readonly NftCommand[];
+}
+
+/** Where the definition of a set or map named by element commands can be found (the parts that are not compared). */
+export interface SetIndex {
+  get(family: NftFamily, table: string, name: string): SetDefinition | undefined;
+}
+
+/** The sets and maps declared by commands, for a SetIndex. */
+export function setIndexOf(lists: readonly (readonly NftCommand[])[]): SetIndex {
+  const m = new Map<string, SetDefinition>();
+  for (const cmds of lists) {
+    for (const c of cmds) {
+      const o = c.object;
+      if (c.op !== 'add' || (o.kind !== 'set' && o.kind !== 'map')) continue;
+      const { elements: _e, ...def } = o as typeof o & { elements?: unknown };
+      m.set(`${o.family} ${o.table} ${o.name}`, def as SetDefinition);
+    }
+  }
+  return { get: (f, t, n) => m.get(`${f} ${t} ${n}`) };
+}
+
+export interface DiffPlan {
+  /** The transaction that puts the next generation in force (untagged). */
+  apply: NftCommand[];
+  /** Deletes what the next generation no longer has, after `apply` committed (untagged). */
+  cleanup: NftCommand[];
+  /** When `apply` changes elements only: the same changes as set deltas (for the netlink encoder). */
+  deltas?: SetDelta[];
+  /** Parts compared (changed, added or removed). */
+  changedParts: string[];
+}
+
+const partText = (p: Part): string => JSON.stringify(p.commands);
+const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+
+function concatCommands(parts: readonly Part[]): NftCommand[] {
+  const out: NftCommand[] = [];
+  for (const p of parts) for (const c of p.commands) out.push(c);
+  return out;
+}
+
+function isMapIn(index: SetIndex, ...invs: GenerationInventory[]): (f: NftFamily, t: string, n: string) => boolean {
+  return (f, t, n) => {
+    if (invs.some((i) => i.sets.has(idKey({ kind: 'map', family: f, table: t, name: n })))) return true;
+    return index.get(f, t, n)?.kind === 'map';
+  };
+}
+
+/**
+ * The typed diff from `prev` to `next` (see the module comment), or
+ * undefined when it cannot be applied incrementally. `index` holds the
+ * definitions of sets that parts left out of the comparison declare.
+ */
+export function diffParts(prev: readonly Part[], next: readonly Part[], index: SetIndex): DiffPlan | undefined {
+  const prevById = new Map(prev.map((p) => [p.id, p]));
+  const nextById = new Map(next.map((p) => [p.id, p]));
+  const changed = [...new Set([...prevById.keys(), ...nextById.keys()])].filter((id) => {
+    const a = prevById.get(id);
+    const b = nextById.get(id);
+    return !a || !b || partText(a) !== partText(b);
+  });
+  if (!changed.length) return { apply: [], cleanup: [], deltas: [], changedParts: [] };
+  const prevCmds = concatCommands(changed.flatMap((id) => (prevById.has(id) ? [prevById.get(id) as Part] : [])));
+  const nextCmds = concatCommands(changed.flatMap((id) => (nextById.has(id) ? [nextById.get(id) as Part] : [])));
+  // declarations first, so elements know whether they go into a set or a map
+  const decl = (cmds: NftCommand[]) => inventoryOf(cmds.filter((c) => c.object.kind !== 'element'));
+  const pd = decl(prevCmds);
+  const nd = decl(nextCmds);
+  const a = inventoryOf(prevCmds, isMapIn(index, pd, nd));
+  const b = inventoryOf(nextCmds, isMapIn(index, pd, nd));
+
+  const apply: NftCommand[] = [];
+  const cleanup: NftCommand[] = [];
+  const removedTables = new Set([...a.tables.keys()].filter((k) => !b.tables.has(k)));
+  const inRemovedTable = (id: ObjectId): boolean => removedTables.has(tableKeyOf(id));
+  for (const [k, t] of b.tables) if (!a.tables.has(k)) apply.push(add(t));
+  for (const [k, c] of b.counters) if (!a.counters.has(k)) apply.push(add(c));
+
+  const flushes: NftCommand[] = [];
+  const rules: NftCommand[] = [];
+  const cleanFlush: NftCommand[] = [];
+  const cleanChains: NftCommand[] = [];
+  for (const [k, ch] of b.chains) {
+    const old = a.chains.get(k);
+    if (!old) {
+      apply.push(add(ch.definition));
+      for (const r of ch.rules) rules.push(add(r));
+      continue;
+    }
+    if (!same(normalChain(old.definition), normalChain(ch.definition))) return undefined;
+    if (!same(old.rules, ch.rules)) {
+      flushes.push(flush(table(ch.id).chainRef(ch.id.name)));
+      for (const r of ch.rules) rules.push(add(r));
+    }
+  }
+  for (const [k, ch] of a.chains) {
+    if (b.chains.has(k) || inRemovedTable(ch.id)) continue;
+    cleanFlush.push(flush(table(ch.id).chainRef(ch.id.name)));
+    cleanChains.push(del(table(ch.id).chainRef(ch.id.name)));
+  }
+  const removedSets = new Set<string>();
+  const cleanMaps: NftCommand[] = [];
+  const cleanSets: NftCommand[] = [];
+  for (const [k, s] of b.sets) {
+    const old = a.sets.get(k);
+    if (!old) apply.push(add(s.definition as Parameters<typeof add>[0]));
+    else if (!same(old.definition, s.definition)) return undefined;
+  }
+  for (const [k, s] of a.sets) {
+    if (b.sets.has(k)) continue;
+    removedSets.add(k);
+    if (inRemovedTable(s.id)) continue;
+    if (s.id.kind === 'map') cleanMaps.push(del(table(s.id).mapRef(s.id.name)));
+    else cleanSets.push(del(table(s.id).setRef(s.id.name)));
+  }
+  // elements
+  const deltas: SetDelta[] = [];
+  const setDef = (key: string): SetDefinition | undefined => {
+    const d = b.sets.get(key)?.definition ?? a.sets.get(key)?.definition;
+    if (d) return d;
+    const [kind, family, tbl, name] = key.split(' ') as [string, NftFamily, string, string];
+    const x = index.get(family, tbl, name);
+    return x && x.kind === kind ? x : undefined;
+  };
+  for (const key of new Set([...a.elements.keys(), ...b.elements.keys()])) {
+    if (removedSets.has(key)) continue;
+    const before = a.elements.get(key) ?? new Map<string, Element>();
+    const after = b.elements.get(key) ?? new Map<string, Element>();
+    const remove = [...before].filter(([t]) => !after.has(t)).map(([, e]) => keyOf(e));
+    const added = [...after].filter(([t]) => !before.has(t)).map(([, e]) => e);
+    if (!remove.length && !added.length) continue;
+    const def = setDef(key);
+    if (!def) return undefined;
+    deltas.push({ set: def, remove, add: added });
+  }
+  for (const c of counterDeletes(a, b, removedTables)) cleanup.push(c);
+  const elementOnly = apply.length === 0 && flushes.length === 0 && rules.length === 0;
+  const plan: DiffPlan = {
+    apply: [...apply, ...flushes, ...elementBatch(deltas), ...rules],
+    cleanup: [...cleanFlush, ...cleanMaps, ...cleanSets, ...cleanChains, ...cleanup, ...[...removedTables].map((k) => del(a.tables.get(k) as TableId))],
+    changedParts: changed,
+  };
+  if (elementOnly) plan.deltas = deltas;
+  return plan;
+}
+
+function normalChain(c: ChainObject): unknown {
+  return c.base ?? null;
+}
+
+function counterDeletes(a: GenerationInventory, b: GenerationInventory, removedTables: ReadonlySet<string>): NftCommand[] {
+  const out: NftCommand[] = [];
+  for (const [k, c] of a.counters) {
+    if (b.counters.has(k) || removedTables.has(idKey({ kind: 'table', family: c.family, name: c.table }))) continue;
+    out.push(del(nftTable(c.family, c.table).counterRef(c.name)));
+  }
+  return out;
+}
+
+// ---- a full replacement ---------------------------------------------------------------
+
+export interface LoadPlan {
+  /** The one transaction that puts the new generation in force. */
+  apply: NftCommand[];
+  /** Deletes the previous generation's objects; run after `apply` committed. */
+  cleanup: NftCommand[];
+  /** The tag the new generation is under. */
+  tag: string;
+}
+
+/**
+ * A full load over what the kernel holds: `next` (under `tag`, a tag no
+ * object in the kernel carries) next to the live objects. Tables `next`
+ * does not use are removed; objects no base chain reaches (leftovers of
+ * interrupted loads) are deleted in the same transaction; base chains are
+ * flushed and refilled; what the base chains reached before, and counters
+ * and elements of persistent maps `next` no longer has, go in the cleanup.
+ */
+export function planFullLoad(k: KernelInventory, next: readonly NftCommand[], tag: string): LoadPlan {
+  const n = inventoryOf(next);
+  const keep = new Set(n.tables.keys());
+  const live = reachable(k);
+  const dropTables = [...k.tables.values()].filter((t) => !keep.has(idKey(t))).map((t) => del(table(t).ref));
+  const flushBase = [...k.chains.values()].filter((ch) => ch.base && keep.has(tableKeyOf(ch.id))).map((ch) => flush(table(ch.id).chainRef(ch.id.name)));
+  const kept = (id: ObjectId): boolean => keep.has(tableKeyOf(id));
+  const inNext = (key: string): boolean => n.chains.has(key) || n.sets.has(key) || n.counters.has(key);
+  // what next keeps under its own (persistent) name is not deleted; everything else of ours is
+  const stale = (key: string, id: ObjectId): boolean => kept(id) && !inNext(key) && !live.has(key);
+  const old = (key: string, id: ObjectId): boolean => kept(id) && !inNext(key) && live.has(key);
+  const deletions = (which: (key: string, id: ObjectId) => boolean): NftCommand[] => {
+    const flushes: NftCommand[] = [];
+    const maps: NftCommand[] = [];
+    const sets: NftCommand[] = [];
+    const chains: NftCommand[] = [];
+    const counters: NftCommand[] = [];
+    for (const [key, ch] of k.chains) {
+      if (!which(key, ch.id)) continue;
+      flushes.push(flush(table(ch.id).chainRef(ch.id.name)));
+      chains.push(del(table(ch.id).chainRef(ch.id.name)));
+    }
+    for (const [key, s] of k.sets) {
+      if (!which(key, s.id)) continue;
+      if (s.id.kind === 'map') maps.push(del(table(s.id).mapRef(s.id.name)));
+      else sets.push(del(table(s.id).setRef(s.id.name)));
+    }
+    for (const [key, c] of k.counters) if (which(key, c.id)) counters.push(del(table(c.id).counterRef(c.id.name)));
+    return [...flushes, ...maps, ...sets, ...chains, ...counters];
+  };
+  // elements of persistent maps (the counting sets, keyed by port) that next no longer has
+  const staleElements: NftCommand[] = [];
+  for (const [key, s] of k.sets) {
+    const ns = n.sets.get(key);
+    if (!ns || !isPersistent(s.id.name) || !kept(s.id)) continue;
+    const want = n.elements.get(key) ?? new Map();
+    const gone: SetItem[] = [];
+    for (const e of s.elements) {
+      const keyJson = Array.isArray(e) ? e[0] : e;
+      const name = typeof keyJson === 'string' ? keyJson : typeof keyJson === 'object' && keyJson && !Array.isArray(keyJson) && typeof (keyJson as { elem?: { val?: unknown } }).elem?.val === 'string' ? String((keyJson as { elem: { val: string } }).elem.val) : undefined;
+      if (name === undefined) continue;
+      if (![...want.values()].some((x) => elementText(keyOf(x)) === name)) gone.push(str(name));
+    }
+    if (gone.length) staleElements.push(del(table(s.id).element(s.id.name, gone)));
+  }
+  return {
+    tag,
+    apply: [...dropTables, ...flushBase, ...deletions(stale), ...next],
+    cleanup: [...deletions(old), ...staleElements],
+  };
 }
 
 // ---- unload ---------------------------------------------------------------------------
@@ -152,7 +319,7 @@ export function elementBatch(changes: readonly SetDelta[]): NftBatch {
  * its owner mark, table-owner.ts), or every table named like its own (each
  * added first, so that deleting it cannot fail).
  */
-export function unloadBatch(tables?: readonly Pick<TableId, 'family' | 'name'>[]): NftBatch {
+export function unloadBatch(tables?: readonly Pick<TableId, 'family' | 'name'>[]): NftCommand[] {
   if (tables) return tables.map((t) => del(nftTable(t.family, t.name).ref));
   return OUR_TABLES.flatMap((t) => [add(nftTable(t.family, t.name).table), del(nftTable(t.family, t.name).ref)]);
 }

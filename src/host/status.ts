@@ -11,14 +11,11 @@
 //   no-access           the kernel cannot be read (not root)
 //   state-damaged       the state directory cannot be read
 // The CLI's exit code follows the health (exitCodeOfHealth).
-import { parseDropCounter } from '../backends/nft/names.js';
 import type { Direction } from '../ir/types.js';
-import { DIRECTIONS } from '../ir/types.js';
 import { CODES, EXIT, NwfError } from '../util/errors.js';
-import { listingNow, normalizeAll, tablesNow, type HostOptions } from './apply.js';
-import { bpfAttachments, bpfStats, type TapHooks } from './bpf-apply.js';
-import { type Generation, type HostState, StateDir } from './generation.js';
-import { kernelInventory, type Listing } from './inventory.js';
+import { listingNow, loadedStatus, tablesNow, type HostOptions, type LoadedStatus } from './apply.js';
+import { type HostState, StateDir } from './generation.js';
+import type { Listing } from './inventory.js';
 import { describeJournal, readJournal } from './journal.js';
 import { ifIndex, withNetns } from './netns.js';
 import { KernelAccessError, type TableProbe } from './table-owner.js';
@@ -57,7 +54,14 @@ export interface InterfaceStatus {
   bpfHooks?: TapHooks;
   /** The tap exists in this namespace. */
   present?: boolean;
+  /** protected; failed: its policy failed to resolve or compile, its traffic is dropped (fail closed). */
+  status?: 'protected' | 'failed';
+  /** The error of a failed port. */
+  error?: { code: string; message: string };
 }
+
+/** What runs on a tap, per direction (null: nothing of nwf-fast), or 'no-tap'. */
+export type TapHooks = Record<'out' | 'in', 'tc' | 'tcx' | 'xdp' | null> | 'no-tap';
 
 export interface Status {
   stateDir: string;
@@ -79,8 +83,12 @@ export interface Status {
   tablesPresent: { bridge: boolean; l3: boolean };
   /** The tables named like nwf-fast's, and whose they are. */
   tables: { family: string; name: string; state: string; owner?: string }[];
-  /** Protected interfaces of the generation that exist here and that nothing of nwf-fast enforces now. */
+  /** Protected interfaces of the generation that exist here and that nothing of nwf-fast enforces now, and ports whose policy failed. */
   unprotected: string[];
+  /** Identity and revision of what is loaded (changes with every load and port change), with its tap patterns and bridges. */
+  loaded?: LoadedStatus['loaded'];
+  /** Frames of ports without an entry (ports matching the tap patterns that nwf-fast does not know), dropped. */
+  unknownPortDrops?: { fromVm: number; toVm: number };
 }
 
 function worst(a: Health, b: Health): Health {
@@ -161,83 +169,42 @@ export async function status(opts: HostOptions): Promise<Status> {
     return out;
   }
 
-  let g: Generation;
-  try {
-    g = state.load(s.current);
-  } catch (e) {
-    problem('unverified', `the stored copy of the loaded generation ${s.current} is unusable (${(e as Error).message}): what it protects cannot be shown or checked; \`nwf-fast load\` of its source repairs it`);
+  // what is recorded as loaded, verified against the kernel (apply.ts: nft tables, eBPF programs and maps)
+  const ls = await loadedStatus(opts, tables);
+  if (!ls.loaded) {
+    problem('unverified', `generation ${s.current} is not recorded as loaded in ${opts.stateDir}/loaded (loaded by an older nwf-fast?): what it protects cannot be checked; \`nwf-fast load\` of the generation records it`);
     return out;
   }
-  out.backend = g.manifest.backend;
-  const ifaces = g.manifest.interfaces.map((i) => i.iface);
-  const drops = new Map<string, Record<string, number>>(ifaces.map((i) => [i, {}]));
-  for (const c of kernelInventory(listing).counters.values()) {
-    const p = parseDropCounter(c.id.name, ifaces);
-    if (!p) continue;
-    const rec = drops.get(p.iface) as Record<string, number>;
-    rec[p.reason] = (rec[p.reason] ?? 0) + c.packets;
-  }
-  let bpf: ReturnType<typeof bpfStats> = new Map();
-  if (g.bpf) {
-    try {
-      bpf = bpfStats(g.bpf, opts.pinDir);
-    } catch (e) {
-      out.notes.push(`the eBPF counters are unreadable (${(e as Error).message})`);
-    }
-  }
-  const present = new Set(inNs(opts, () => ifaces.filter(tapPresent)));
-  const storedBpf = g.bpf;
-  const hooks = storedBpf ? inNs(opts, () => bpfAttachments(storedBpf, opts.pinDir)) : new Map<string, TapHooks>();
-  out.interfaces = g.manifest.interfaces.map((i) => {
-    const rec: InterfaceStatus = { iface: i.iface, owner: i.owner, filter: i.filter, drops: drops.get(i.iface) ?? {}, present: present.has(i.iface) };
-    const b = bpf.get(i.iface);
-    if (b) {
-      const sum: Record<string, number> = {};
-      const by = {} as Record<Direction, Record<string, number>>;
-      for (const dir of DIRECTIONS) {
-        by[dir] = {};
-        for (const [k, v] of Object.entries(b[dir])) {
-          by[dir][k] = Number(v);
-          sum[k] = (sum[k] ?? 0) + Number(v);
-        }
-      }
-      rec.bpfDrops = sum;
-      rec.bpfDropsByDirection = by;
-    }
-    const h = hooks.get(i.iface);
-    if (h) rec.bpfHooks = h;
-    return rec;
-  });
-
-  // drift: the nft tables against the snapshot recorded at load, the eBPF filters on the taps
-  const snap = state.kernelSnapshot(s.current);
-  const details: string[] = [];
-  if (snap.kind === 'ok') {
-    if (JSON.stringify(snap.doc) !== JSON.stringify(normalizeAll(listing))) details.push(g.manifest.backend !== 'bpf' && !out.tablesPresent.bridge ? 'the bridge table nwf_fast is missing' : 'the kernel tables differ from the loaded generation');
-  } else {
-    const why = snap.kind === 'missing' ? 'is missing' : `is damaged (${snap.error})`;
-    problem('unverified', `drift cannot be checked: the kernel snapshot of generation ${s.current} (${snap.file}) ${why}; \`nwf-fast load\` of the generation records it again`);
-  }
-  // a tap that exists must carry nwf-fast's programs in both directions
-  const bare: string[] = [];
-  const detached: string[] = [];
-  for (const [iface, h] of hooks) {
-    if (h === 'no-tap') continue;
-    const dirs = DIRECTIONS.filter((d) => h[d] === null).map((d) => (d === 'out' ? 'from the VM' : 'to the VM'));
-    if (!dirs.length) continue;
-    bare.push(`${iface} (${dirs.join(', ')})`);
-    detached.push(iface);
-  }
-  if (bare.length) details.push(`eBPF programs missing on ${bare.join(', ')}`);
+  out.backend = ls.backend as Status['backend'];
+  out.loaded = ls.loaded;
+  out.unknownPortDrops = ls.unprotected;
+  const present = new Set(inNs(opts, () => ls.interfaces.map((p) => p.iface).filter(tapPresent)));
+  out.interfaces = ls.interfaces.map((p) => ({
+    iface: p.iface,
+    owner: p.owner,
+    filter: p.filter,
+    drops: p.drops,
+    ...(p.bpfDrops ? { bpfDrops: p.bpfDrops } : {}),
+    ...(p.bpfHooks ? { bpfHooks: p.bpfHooks } : p.tapAbsent ? { bpfHooks: 'no-tap' as const } : {}),
+    present: present.has(p.iface),
+    status: p.status,
+    ...(p.error ? { error: p.error } : {}),
+  }));
+  const details = [...ls.driftDetails];
   if (details.length) {
     out.drift = true;
-    out.driftDetail = details.join('; ');
-    problem('drift', `drift: ${out.driftDetail}; \`nwf-fast load\` of the generation repairs it`);
+    out.driftDetail = ls.driftDetail ?? details[0];
+    problem('drift', `drift: ${details.join('; ')}; \`nwf-fast load\` of the generation repairs it`);
   }
-  const nftMissing = g.manifest.backend !== 'bpf' && !out.tablesPresent.bridge;
-  out.unprotected = ifaces.filter((i) => present.has(i) && (g.manifest.backend === 'bpf' ? detached.includes(i) : g.manifest.backend === 'both' ? nftMissing && detached.includes(i) : nftMissing));
+  // ports whose policy failed: dropped (fail closed), not protected
+  for (const p of out.interfaces) if (p.status === 'failed') problem('unprotected', `${p.iface}: its policy failed (error ${p.error?.code ?? '?'}: ${p.error?.message ?? ''}): its traffic is dropped`);
+  const nftMissing = ls.backend !== 'bpf' && !out.tablesPresent.bridge;
+  const detached = new Set(out.interfaces.filter((i) => i.bpfHooks && i.bpfHooks !== 'no-tap' && (i.bpfHooks.out === null || i.bpfHooks.in === null)).map((i) => i.iface));
+  out.unprotected = out.interfaces
+    .filter((i) => i.present && (i.status === 'failed' || (ls.backend === 'bpf' ? detached.has(i.iface) : ls.backend === 'both' ? nftMissing && detached.has(i.iface) : nftMissing)))
+    .map((i) => i.iface);
   if (journal.kind === 'entry' && !journal.running && out.health !== 'healthy') {
-    out.notes.push(details.length || snap.kind !== 'ok' ? `the kernel does not match the recorded generation ${s.current}` : `the kernel still matches the recorded generation ${s.current}`);
+    out.notes.push(out.drift ? `the kernel does not match the recorded generation ${s.current}` : `the kernel still matches the recorded generation ${s.current}`);
   }
   return out;
 }

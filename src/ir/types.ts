@@ -15,6 +15,13 @@ export interface MacTest {
   addr: string;
   mask?: string;
   neg: boolean;
+  /**
+   * The value comes from one of the interface's own parameters ($MAC, $IP,
+   * ... given in its filterref): it differs between interfaces, while every
+   * other value is part of the filters themselves. Backends that share rules
+   * between interfaces look such values up per interface.
+   */
+  port?: true;
 }
 export interface NumTest {
   value: number;
@@ -31,6 +38,8 @@ export interface IpTest {
   addr: string;
   prefix: number;
   neg: boolean;
+  /** The address comes from the interface's own parameters (see MacTest.port). */
+  port?: true;
 }
 export interface IpRangeTest {
   family: 'ipv4' | 'ipv6';
@@ -198,8 +207,27 @@ export interface InterfacePolicy {
   file: string;
 }
 
+/**
+ * An interface whose policy did not resolve or compile (a missing variable,
+ * a construct the backend refuses): it is not in `interfaces`, and every
+ * backend drops its traffic, counted as unprotected (fail closed).
+ */
+export interface FailedInterface {
+  iface: string;
+  owner: string;
+  mac: string;
+  filter: string;
+  /** The error's stable code (NWF....). */
+  code: string;
+  message: string;
+  /** Where it came from (the binding, or the rule at fault). */
+  file?: string;
+}
+
 export interface PolicyIR {
   version: 1;
   interfaces: InterfacePolicy[];
   notes: string[];
+  /** Interfaces left out because their policy failed (a partial policy; absent: none). */
+  failed?: FailedInterface[];
 }

@@ -28,7 +28,7 @@ export interface Expansion {
 
 /** Attribute values of one combination, typed; variable values validated here. */
 function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, iface: string): Attrs {
-  const out = new Map<string, TypedValue>();
+  const out = new Map<string, TypedValue & { port?: true }>();
   const p = inst.rule.protocol;
   if (!p) return out;
   for (const [name, { type, value }] of p.attrs) {
@@ -46,7 +46,8 @@ function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, i
         expected: EXPECTED[type],
       });
     }
-    out.set(name, tv);
+    // a value of the interface's own parameters differs between interfaces (backends look it up per interface)
+    out.set(name, inst.sources.get(value.ref.name)?.kind === 'top' ? { ...tv, port: true } : tv);
   }
   return out;
 }

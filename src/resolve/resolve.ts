@@ -44,6 +44,13 @@ export interface Template {
 export interface ResolveOptions extends WalkOptions {
   /** Share templates and fixed expansions between interfaces (default true; false resolves each interface on its own). */
   share?: boolean;
+  /**
+   * An interface whose policy fails to resolve is handed to this (and left
+   * out) instead of failing the whole policy: a partial policy, where that
+   * interface fails closed. Errors of the whole (the total-rules limit, an
+   * interface bound twice) still throw.
+   */
+  onInterfaceError?: (binding: InterfaceBinding, error: NwfError) => void;
 }
 
 function topVarsOf(binding: InterfaceBinding): Map<string, readonly string[]> {
@@ -127,13 +134,20 @@ export function resolvePolicy(filters: ReadonlyMap<string, FilterDef>, bindings:
   const interfaces: InterfacePolicy[] = [];
   let total = 0;
   for (const b of bindings.slice().sort((a, b) => (a.iface < b.iface ? -1 : a.iface > b.iface ? 1 : 0))) {
-    let t: Template | undefined;
-    if (share) {
-      const key = `${b.filterref.filter}\0${[...b.filterref.params.keys(), 'MAC'].sort().join('\0')}`;
-      t = templates.get(key);
-      if (!t) templates.set(key, (t = resolveTemplate(filters, b, opts)));
-    } else t = resolveTemplate(filters, b, opts);
-    const policy = instantiate(t, b);
+    let policy: InterfacePolicy;
+    try {
+      let t: Template | undefined;
+      if (share) {
+        const key = `${b.filterref.filter}\0${[...b.filterref.params.keys(), 'MAC'].sort().join('\0')}`;
+        t = templates.get(key);
+        if (!t) templates.set(key, (t = resolveTemplate(filters, b, opts)));
+      } else t = resolveTemplate(filters, b, opts);
+      policy = instantiate(t, b);
+    } catch (e) {
+      if (!opts.onInterfaceError || !(e instanceof NwfError)) throw e;
+      opts.onInterfaceError(b, e);
+      continue;
+    }
     total += policyRuleCost(ruleCounts(policy));
     if (total > LIMITS.policyRules.max) {
       throw new NwfError(CODES.LIMIT_POLICY_RULES, `the interfaces have more than ${LIMITS.policyRules.max} resolved rules together (reached at interface '${b.iface}', ${interfaces.length + 1} of ${bindings.length})`, {

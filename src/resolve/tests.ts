@@ -26,7 +26,9 @@ export function macTest(a: Attrs, addr: string, mask: string | undefined, neg: b
   const v = str(a, addr);
   if (v === undefined) return undefined;
   const m = mask ? str(a, mask) : undefined;
-  return m === undefined ? { addr: v, neg } : { addr: v, mask: m, neg };
+  const t: MacTest = m === undefined ? { addr: v, neg } : { addr: v, mask: m, neg };
+  if (a.get(addr)?.port) t.port = true;
+  return t;
 }
 function ipText(v: TypedValue): { family: 'ipv4' | 'ipv6'; text: string } {
   if (v.type === 'ipv4') return { family: 'ipv4', text: formatIPv4(v.value) };
@@ -38,7 +40,7 @@ export function ipTest(a: Attrs, addr: string, mask: string, neg: boolean): IpTe
   if (!v) return undefined;
   const { family, text } = ipText(v);
   const prefix = num(a, mask) ?? (family === 'ipv4' ? 32 : 128);
-  return { family, addr: text, prefix, neg };
+  return v.port ? { family, addr: text, prefix, neg, port: true } : { family, addr: text, prefix, neg };
 }
 export function ipRange(a: Attrs, from: string, to: string, neg: boolean): IpRangeTest | undefined {
   const f = a.get(from);

@@ -43,7 +43,8 @@ export interface RuleInstance {
   slot: number;
 }
 
-export type Attrs = ReadonlyMap<string, TypedValue>;
+/** Typed attribute values; `port` marks a value taken from the interface's own parameters. */
+export type Attrs = ReadonlyMap<string, TypedValue & { port?: true }>;
 
 /** The variable names a rule references (in attribute order). */
 export function ruleVarNames(rule: RuleNode): string[] {

@@ -98,9 +98,11 @@ export function categoryOf(code: ErrorCode): ErrorCategory {
  * The CLI's exit codes (README, CLI reference). `drift` and `notLoaded` are
  * `status` (and `metrics`) results: 3 the kernel does not match what is
  * recorded (or cannot be verified, or a change was interrupted), 4 nothing
- * is loaded (never loaded, or unloaded).
+ * is loaded (never loaded, or unloaded). `partial`: a load (or a compile
+ * with --partial) in which some ports' policies failed: those ports fail
+ * closed (their traffic is dropped), every other port is protected.
  */
-export const EXIT = { ok: 0, runtime: 1, badInput: 2, drift: 3, notLoaded: 4, internal: 70 } as const;
+export const EXIT = { ok: 0, runtime: 1, badInput: 2, drift: 3, notLoaded: 4, partial: 5, internal: 70 } as const;
 
 const EXIT_OF_CATEGORY: Readonly<Record<ErrorCategory, number>> = {
   input: EXIT.badInput,

@@ -10,8 +10,8 @@ import type { NftBatch } from '../../src/backends/nft/model.js';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { applyNft } from '../../src/host/apply.js';
-import { inventoryOf, normalizeListing, type Element } from '../../src/host/inventory.js';
-import { elementBatch, elementDelta, type SetDelta } from '../../src/host/load-plan.js';
+import { idKey as idKeyOf, inventoryOf, normalizeListing, type Element } from '../../src/host/inventory.js';
+import { diffParts, elementBatch, setIndexOf, type SetDelta } from '../../src/host/load-plan.js';
 import { nftApply, nftListTable } from '../../src/host/nft.js';
 import { applyElementDelta, elementChanges, NfnlBatchError, NfnlSocket, sendElementBatch } from '../../src/host/nfnl/index.js';
 import { withNetns } from '../../src/host/netns.js';
@@ -83,12 +83,16 @@ const PORTS_B: Port[] = [
  */
 function touchEverything(b: NftBatch): SetDelta[] {
   const out: SetDelta[] = [];
-  for (const s of inventoryOf(b).sets.values()) {
-    const first = s.elements[0];
+  const inv = inventoryOf(b);
+  for (const s of inv.sets.values()) {
+    const elements = [...(inv.elements.get(idKeyOf(s.id))?.values() ?? [])];
+    // the tap patterns (`vnet*`): interface wildcards go through libnftables (the encoder refuses them)
+    if (elements.some((e) => !Array.isArray(e) && (e as { kind: string; value?: unknown }).kind === 'string' && String((e as { value: unknown }).value).endsWith('*'))) continue;
+    const first = elements[0];
     if (first === undefined) continue;
     if (s.definition.kind === 'map') {
       const [k] = first as readonly [Element, unknown];
-      const data = ((s.elements[1] ?? first) as readonly [unknown, unknown])[1];
+      const data = ((elements[1] ?? first) as readonly [unknown, unknown])[1];
       out.push({ set: s.definition, remove: [k as never], add: [[k, data] as never] });
     } else out.push({ set: s.definition, remove: [first as never], add: [first] });
   }
@@ -97,7 +101,9 @@ function touchEverything(b: NftBatch): SetDelta[] {
 
 /** The element delta from one generation to the other, both lowered under `tag`. */
 function delta(from: PolicyIR, to: PolicyIR, tag: string): SetDelta[] {
-  const d = elementDelta(inventoryOf(lowered(from, tag)), inventoryOf(lowered(to, tag)));
+  const x = lowered(from, tag);
+  const y = lowered(to, tag);
+  const d = diffParts([{ id: 'g', commands: x }], [{ id: 'g', commands: y }], setIndexOf([x, y]))?.deltas;
   if (!d) throw new Error('the generations differ in more than elements');
   return d;
 }
@@ -150,11 +156,12 @@ describe.skipIf(!isRoot)('netlink element encoder on nwf-fast tables', () => {
     expect(await listing(viaNfnl)).toEqual(await listing(viaLib));
   });
 
-  it('every set and map of both tables (verdict maps, counter maps, mark maps) takes deletions and additions like libnftables', async () => {
+  it('every set and map of both tables (verdict maps, counting maps, mark maps) takes deletions and additions like libnftables', async () => {
     const touched = touchEverything(lowered(a, tagN));
     const changes = elementChanges(touched);
     const kinds = new Set(changes.map((c) => `${c.set.family}:${c.set.map ?? 'set'}:${typeof c.set.type === 'string' ? c.set.type : c.set.type.join('.')}`));
-    for (const k of ['bridge:verdict:ifname', 'bridge:counter:ifname', 'bridge:set:ifname', 'ip:verdict:mark', 'bridge:set:ifname.ipv4_addr', 'bridge:set:ifname.ether_addr', 'bridge:set:ifname.ipv6_addr']) {
+    expect(changes.some((c) => c.set.name.includes('cnt-out-'))).toBe(true);
+    for (const k of ['bridge:verdict:ifname', 'bridge:set:ifname', 'ip:verdict:mark', 'bridge:set:ifname.ipv4_addr', 'bridge:set:ifname.ether_addr', 'bridge:set:ifname.ipv6_addr']) {
       expect(kinds).toContain(k);
     }
     const before = await listing(viaNfnl);

@@ -46,7 +46,7 @@ describe('help', () => {
 
   it('the load help names every host option', async () => {
     const help = (await run(['load', '--help'])).out;
-    expect(documentedOptions(help)).toEqual(['--state-dir', '--nft-binary', '--pin-dir', '--bpf-hook', '--full', '--allow-empty', '--json', '--help', '--version']);
+    expect(documentedOptions(help)).toEqual(['--state-dir', '--nft-binary', '--pin-dir', '--bpf-hook', '--tap-pattern', '--bridge', '--full', '--allow-empty', '--json', '--help', '--version']);
     expect(help).toMatch(/^usage: nwf-fast load \[DIR\] \[--state-dir DIR\] \[--nft-binary\] \[--pin-dir DIR\]/);
   });
 

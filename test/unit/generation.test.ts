@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { compileGeneration, generationId, sha256 } from '../../src/compile.js';
 import { CLANG_FLAGS } from '../../src/host/bpf-build.js';
-import { readGeneration, writeGeneration } from '../../src/host/generation.js';
+import { readGeneration, readPolicy, writeGeneration } from '../../src/host/generation.js';
 import { RecordingRunner } from '../../src/host/runner.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { CODES, NwfError } from '../../src/util/errors.js';
@@ -38,11 +38,18 @@ function fakeClang(fail?: string) {
 }
 
 describe('a generation in memory', () => {
-  it('nft: the id is the hash of the nft JSON; the manifest names the inputs, interfaces and the policy hash', () => {
+  it('nft: the id is the hash of the nft parts; the manifest names the inputs, interfaces and the policy hash', () => {
     const src = sources();
     const g = compileGeneration(src, 'nft');
-    expect(g.id).toBe(sha256(g.files.nftJson).slice(0, 16));
-    expect(g.id).toBe(generationId(g.files.nftJson, undefined));
+    expect(g.id).toBe(sha256(g.files.nftParts).slice(0, 16));
+    expect(g.id).toBe(generationId(g.files.nftParts, undefined));
+    expect(g.manifest.failed).toEqual([]);
+    const parts = JSON.parse(g.files.nftParts);
+    expect(parts.ports.map((p: { iface: string; status: string }) => [p.iface, p.status])).toEqual([
+      ['vnet0', 'protected'],
+      ['vnet1', 'protected'],
+    ]);
+    expect(parts.shapes.length).toBeGreaterThan(0);
     expect(g.manifest).toMatchObject({ id: g.id, backend: 'nft', l3: false, policySha256: sha256(g.files.policy) });
     expect(g.manifest.interfaces.map((i) => [i.iface, i.l3Rules])).toEqual([
       ['vnet0', 0],
@@ -56,13 +63,14 @@ describe('a generation in memory', () => {
     expect(compileGeneration(src, 'nft').id).toBe(g.id);
   });
 
-  it('bpf: no nft rules, the id covers the eBPF index (shapes and every map value)', () => {
+  it('bpf: nft only dispatches (accept) and fails closed; the id covers the eBPF index (shapes and every map value)', () => {
     const g = compileGeneration(sources(), 'bpf');
-    expect(g.nft.batch).toEqual([]);
+    expect(g.nft.parts.shapes).toEqual([]);
+    expect(g.files.nftText).toContain('add element bridge nwf_fast from_vm { "vnet0" : accept }');
     const index = JSON.parse(g.files.bpfIndex as string);
     expect(index.shapes).toHaveLength(1);
     expect(index.interfaces.map((i: { iface: string }) => i.iface)).toEqual(['vnet0', 'vnet1']);
-    expect(g.id).toBe(sha256(g.files.nftJson + g.files.bpfIndex).slice(0, 16));
+    expect(g.id).toBe(sha256(g.files.nftParts + g.files.bpfIndex).slice(0, 16));
     expect(g.bpf?.shapes[0]?.header).toContain('nwf_policy');
   });
 });
@@ -76,15 +84,16 @@ describe('generations on disk', () => {
     expect(readFileSync(join(dir, 'nft.json'), 'utf8')).toBe(g.files.nftJson + '\n');
     const back = readGeneration(dir);
     expect(back.manifest).toEqual(g.manifest);
-    expect(back.ir).toEqual(JSON.parse(g.files.policy));
+    expect(back.parts).toEqual(JSON.parse(g.files.nftParts));
+    expect(readPolicy(dir)).toEqual(JSON.parse(g.files.policy));
     expect(back.bpf).toBeUndefined();
   });
 
-  it('an edited policy or ruleset is refused (it is what load lowers)', async () => {
+  it('an edited policy or nft part is refused (the parts are what load applies)', async () => {
     const g = compileGeneration(sources(), 'nft');
     for (const [file, edit] of [
       ['policy.json', (s: string) => s.replace('10.0.0.2', '10.0.0.7')],
-      ['nft.json', (s: string) => s.replace('10.0.0.2', '10.0.0.7')],
+      ['nft-parts.json', (s: string) => s.replace('10.0.0.2', '10.0.0.7')],
     ] as const) {
       const dir = join(temp(), 'gen');
       await writeGeneration(dir, g);

@@ -4,8 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { add, jump, nftTable, sym, tuple } from '../../src/backends/nft/build.js';
 import type { NftBatch } from '../../src/backends/nft/model.js';
-import { inventoryOf } from '../../src/host/inventory.js';
-import { elementDelta } from '../../src/host/load-plan.js';
+import { diffParts, setIndexOf, type SetDelta } from '../../src/host/load-plan.js';
 import { elementChanges } from '../../src/host/nfnl/index.js';
 import type { ElementChange } from '../../src/host/nfnl/encode.js';
 import { parseReplies, type NlReply } from '../../src/host/nfnl/netlink.js';
@@ -163,9 +162,11 @@ describe('element deltas from the typed load plan', () => {
     add(t.dataMap(n('cnt_out_rarp'), 'ifname', 'counter', [[str('vnet0'), str('drop_vnet0_rarp')]])),
   ];
   const prefix6 = (addr: string) => ({ kind: 'prefix' as const, addr, len: 64 });
+  /** The element delta the typed diff finds between two builds (one part each). */
+  const elementDelta = (a: NftBatch, b: NftBatch): SetDelta[] | undefined => diffParts([{ id: 'x', commands: a }], [{ id: 'x', commands: b }], setIndexOf([a, b]))?.deltas;
 
   it("takes each set's key and data types from its typed declaration, deletions first", () => {
-    const deltas = elementDelta(inventoryOf(build('10.0.0.1', 'fd00::', 'is0')), inventoryOf(build('10.0.0.2', 'fd01::', 'is1')))!;
+    const deltas = elementDelta(build('10.0.0.1', 'fd00::', 'is0'), build('10.0.0.2', 'fd01::', 'is1'))!;
     const ch = elementChanges(deltas);
     expect(ch.map((c) => [c.op, c.set.name, c.set.type, c.set.flags ?? null, c.set.map ?? null])).toEqual([
       ['delete', n('is0_a1'), ['ifname', 'ipv4_addr'], null, null],
@@ -185,11 +186,11 @@ describe('element deltas from the typed load plan', () => {
   it('a counter map entry is a counter name; no change, no message', () => {
     const a = build('10.0.0.1', 'fd00::', 'is0');
     const b = a.map((c) => (c.op === 'add' && c.object.kind === 'map' && c.object.map === 'counter' ? add(t.dataMap(n('cnt_out_rarp'), 'ifname', 'counter', [[str('vnet1'), str('drop_vnet0_rarp')]])) : c));
-    const ch = elementChanges(elementDelta(inventoryOf(a), inventoryOf(b))!);
+    const ch = elementChanges(elementDelta(a, b)!);
     expect(ch.map((c) => [c.op, c.set.map, c.elements])).toEqual([
       ['delete', 'counter', [str('vnet0')]],
       ['add', 'counter', [[str('vnet1'), str('drop_vnet0_rarp')]]],
     ]);
-    expect(elementChanges(elementDelta(inventoryOf(a), inventoryOf(a))!)).toEqual([]);
+    expect(elementChanges(elementDelta(a, a)!)).toEqual([]);
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
+import { nftNames } from '../../src/backends/nft/names.js';
 import { printNftText } from '../../src/backends/nft/printer.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { evaluate } from '../../src/ir/eval.js';
@@ -19,54 +20,103 @@ function chain(t: string, name: string): string[] {
     .map((l) => l.slice(`add rule bridge nwf_fast ${name} `.length));
 }
 
+/** The name of the shape chain a port's dispatch entry jumps to. */
+function entry(t: string, iface: string, map = 'from_vm'): string {
+  const m = new RegExp(`add element bridge nwf_fast ${map} \\{ "${iface}" : (?:jump|goto) (\\S+) \\}`).exec(t);
+  if (!m) throw new Error(`no ${map} entry for ${iface}`);
+  return m[1] as string;
+}
+
 describe('nft lowering', () => {
   const ct = policyFor('clean-traffic', { IP: '10.0.0.2' });
+  const vnet1 = (ips: string | string[] = '10.0.0.3') => policyFor('clean-traffic', { IP: ips }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' });
 
-  it('builds only its own tables and dispatches by interface name', () => {
-    const t = text(ct, policyFor('clean-traffic', { IP: '10.0.0.3' }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' }));
+  it('builds only its own tables, dispatches by interface name, and fails closed for ports without an entry', () => {
+    const t = text(ct, vnet1());
     expect(t.split('\n')[0]).toBe('add table bridge nwf_fast');
     expect(t).not.toMatch(/^delete /m); // the teardown is computed at load time from the kernel's tables
     expect(t).not.toMatch(/flush ruleset|table bridge filter|table bridge nat/);
-    expect(t).toContain('add map bridge nwf_fast from_vm { type ifname : verdict; elements = { "vnet0" : jump is0, "vnet1" : jump is0 }; }');
-    expect(chain(t, 'pre')).toEqual(['meta iifname vmap @from_vm comment "traffic from the VMs"']);
-    expect(chain(t, 'post')).toEqual(['meta oifname vmap @to_vm comment "traffic to the VMs"']);
+    expect(t).toContain('add map bridge nwf_fast from_vm { type ifname : verdict; }');
+    const taps = nftNames.configSet('taps', ['vnet*']);
+    expect(t).toContain(`add set bridge nwf_fast ${taps} { type ifname; flags interval; elements = { "vnet*" }; }`);
+    expect(chain(t, 'pre')).toEqual([
+      'meta iifname vmap @from_vm comment "traffic from the VMs"',
+      `meta iifname @${taps} goto drop-out-unprotected comment "a VM port without an entry: unprotected, dropped"`,
+    ]);
+    expect(chain(t, 'post')).toEqual([
+      'meta oifname vmap @to_vm comment "traffic to the VMs"',
+      `meta oifname @${taps} goto drop-in-unprotected comment "a VM port without an entry: unprotected, dropped"`,
+    ]);
+    expect(chain(t, 'drop-out-unprotected')).toEqual([
+      'meta iifname @cnt-out-unprotected drop comment "a unprotected drop of the port, counted"',
+      'counter name "dropc-out-unprotected" drop comment "a unprotected drop of a port without its counter"',
+    ]);
+    expect(entry(t, 'vnet0')).toBe(entry(t, 'vnet1'));
   });
 
-  it('shares chains between interfaces of one shape, with their addresses in sets', () => {
-    const t = text(ct, policyFor('clean-traffic', { IP: ['10.0.0.3', '10.0.0.4'] }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' }));
-    expect(t).toContain('add set bridge nwf_fast is0_a1 { type ifname . ipv4_addr; elements = { "vnet0" . 10.0.0.2, "vnet1" . 10.0.0.3, "vnet1" . 10.0.0.4 }; }');
-    expect(chain(t, 'is0_ipv4-ip')).toContain('ether type 0x800 meta length >= 20 meta iifname . ip saddr @is0_a1 return comment "no-ip-spoofing/2"');
-    expect(chain(t, 'is0_mac')).toContain('counter name meta iifname map @cnt_out_mac_spoof drop comment "no-mac-spoofing/2"');
-    expect(t).toContain('add map bridge nwf_fast cnt_out_mac_spoof { type ifname : counter; elements = { "vnet0" : "drop_vnet0_mac-spoof", "vnet1" : "drop_vnet1_mac-spoof" }; }');
-    expect(t).not.toContain('chain bridge nwf_fast i_vnet0');
+  it('with managed bridges, matches only their ports', () => {
+    const t = printNftText(lowerToNft({ version: 1, interfaces: [ct], notes: [] }, { skeleton: { tapPatterns: ['vnet*', 'tap0'], bridges: ['br0'], bridgeMeta: true } }).batch);
+    const bridges = nftNames.configSet('bridges', ['br0']);
+    const taps = nftNames.configSet('taps', ['vnet*', 'tap0']);
+    expect(t).toContain(`add set bridge nwf_fast ${bridges} { type ifname; elements = { "br0" }; }`);
+    expect(chain(t, 'pre')).toContain(`meta ibrname @${bridges} meta iifname @${taps} goto drop-out-unprotected comment "a VM port without an entry: unprotected, dropped"`);
+    expect(t).toContain('elements = { "vnet*", "tap0" }');
+  });
+
+  it('shares chains between interfaces of one shape, with their addresses in sets; drops go to counting drop chains', () => {
+    const t = text(ct, vnet1(['10.0.0.3', '10.0.0.4']));
+    const root = entry(t, 'vnet0');
+    expect(root).toMatch(/^sh-[0-9a-f]{16}$/);
+    const h = root.slice(3);
+    expect(t).toContain(`add element bridge nwf_fast ss-${h}-1 { "vnet1" . 10.0.0.3, "vnet1" . 10.0.0.4 }`);
+    expect(t).toContain(`add element bridge nwf_fast ss-${h}-1 { "vnet0" . 10.0.0.2 }`);
+    expect(chain(t, `${root}-ipv4_2dip`)).toContain(`ether type 0x800 meta length >= 20 meta iifname . ip saddr @ss-${h}-1 return comment "no-ip-spoofing/2"`);
+    expect(chain(t, `${root}-mac`)).toContain('goto drop-out-mac_spoof comment "no-mac-spoofing/2"');
+    expect(t).toContain('add element bridge nwf_fast cnt-out-mac_spoof { "vnet0" }');
+    expect(t).toContain('add set bridge nwf_fast cnt-out-mac_spoof { type ifname; counter; }');
+    expect(t).not.toContain('own-out-vnet0');
+  });
+
+  it('lowers a shape the same whoever else is on the host (compositional: the shape and the port part depend on the port alone)', () => {
+    const alone = lowerToNft({ version: 1, interfaces: [ct], notes: [] }).parts;
+    const among = lowerToNft({ version: 1, interfaces: [vnet1(['10.0.0.7', '10.0.0.8']), ct], notes: [] }).parts;
+    expect(among.shapes.map((x) => x.name).sort()).toEqual(alone.shapes.map((x) => x.name).sort());
+    for (const s of alone.shapes) expect(among.shapes.find((x) => x.name === s.name)).toEqual(s);
+    expect(among.ports.find((x) => x.iface === 'vnet0')).toEqual(alone.ports.find((x) => x.iface === 'vnet0'));
   });
 
   it('falls back to per-interface chains when sharing would not be exact (negated test over a list)', () => {
     const f = `<filter name='t' chain='root'><rule action='drop' direction='out'><ip match='no' srcipaddr='$IP'/></rule></filter>`;
     const t = text(policyFor('t', { IP: ['10.0.0.2', '10.0.0.3'] }, [f]), policyFor('t', { IP: ['10.0.0.4', '10.0.0.5'] }, [f], { iface: 'vnet1', mac: '52:54:00:00:00:02' }));
-    expect(t).toContain('add chain bridge nwf_fast i_vnet0');
-    expect(t).toContain('"vnet1" : jump i_vnet1');
+    expect(t).toContain('add chain bridge nwf_fast own-out-vnet0');
+    expect(entry(t, 'vnet1')).toBe('own-out-vnet1');
   });
 
   it("keeps libvirt's order and ends every chain with an explicit accept", () => {
     const t = textPerIface(ct);
-    expect(chain(t, 'i_vnet0')).toEqual([
-      'jump i_vnet0_mac comment "jump mac"',
-      'ether type 0x800 jump i_vnet0_ipv4-ip comment "jump ipv4-ip"',
+    expect(chain(t, 'own-out-vnet0')).toEqual([
+      'jump own-out-vnet0-mac comment "jump mac"',
+      'ether type 0x800 jump own-out-vnet0-ipv4_2dip comment "jump ipv4-ip"',
       'ether type 0x800 accept comment "clean-traffic/1"',
-      'ether type 0x806 jump i_vnet0_arp-mac comment "jump arp-mac"',
-      'ether type 0x806 jump i_vnet0_arp-ip comment "jump arp-ip"',
+      'ether type 0x806 jump own-out-vnet0-arp_2dmac comment "jump arp-mac"',
+      'ether type 0x806 jump own-out-vnet0-arp_2dip comment "jump arp-ip"',
       'ether type 0x806 accept comment "clean-traffic/2"',
-      'ether type 0x8035 jump i_vnet0_rarp comment "jump rarp"',
+      'ether type 0x8035 jump own-out-vnet0-rarp comment "jump rarp"',
       'ether type 0x835 accept comment "qemu-announce-self/1"',
-      'counter name "drop_vnet0_other-l2" drop comment "no-other-l2-traffic/1"',
+      'goto drop-out-other_l2 comment "no-other-l2-traffic/1"',
       'accept comment "end of chain: libvirt accepts"',
     ]);
-    expect(chain(t, 'i_vnet0_mac')).toEqual([
+    expect(chain(t, 'own-out-vnet0-mac')).toEqual([
       'ether saddr 52:54:00:00:00:01 return comment "no-mac-spoofing/1"',
-      'counter name "drop_vnet0_mac-spoof" drop comment "no-mac-spoofing/2"',
+      'goto drop-out-mac_spoof comment "no-mac-spoofing/2"',
       'accept comment "end of chain: libvirt accepts"',
     ]);
+  });
+
+  it('gives a direction without rules an explicit accept entry', () => {
+    const f = `<filter name='t' chain='root'><rule action='drop' direction='out'><mac srcmacaddr='$MAC' match='no'/></rule></filter>`;
+    const t = text(policyFor('t', {}, [f]));
+    expect(t).toContain('add element bridge nwf_fast to_vm { "vnet0" : accept }');
   });
 
   it('serialises to libnftables JSON with metainfo first', () => {
@@ -79,28 +129,48 @@ describe('nft lowering', () => {
     const f = `<filter name='web' chain='root'><filterref filter='clean-traffic'/><rule action='accept' direction='in'><tcp dstportstart='80'/></rule><rule action='drop' direction='inout'><all/></rule></filter>`;
     const l = lower(policyFor('web', { IP: '10.0.0.2' }, [f]));
     expect(l.l3).toBe(true);
+    expect(l.parts.ports[0]?.l3).toEqual(['ipv4']);
     const t = printNftText(l.batch);
-    expect(t).toContain('add rule ip nwf_fast fo_vnet0 meta l4proto 6 jump l4chk_20');
-    expect(t).toContain('add rule ip nwf_fast fo_vnet0 meta l4proto 6 @th,16,16 80 ct state == { new, established } ct direction original accept');
-    expect(t).toContain('add rule ip nwf_fast fi_vnet0 meta l4proto 6 @th,0,16 80 ct state == { established } ct direction reply return');
-    expect(t).toContain('add rule ip nwf_fast l4chk_20 @th,152,8 >= 0 return');
+    expect(t).toContain('add rule ip nwf_fast fo-vnet0 meta l4proto 6 jump l4chk-20');
+    expect(t).toContain('add rule ip nwf_fast fo-vnet0 meta l4proto 6 @th,16,16 80 ct state == { new, established } ct direction original accept');
+    expect(t).toContain('add rule ip nwf_fast fi-vnet0 meta l4proto 6 @th,0,16 80 ct state == { established } ct direction reply return');
+    expect(t).toContain('add rule ip nwf_fast l4chk-20 @th,152,8 >= 0 return');
     expect(t).not.toContain('table ip6 nwf_fast {');
     expect(t).not.toMatch(/add chain ip6 /);
-    expect(t).toMatch(/add rule bridge nwf_fast min_vnet0 meta mark set 0x80010000/);
+    expect(t).toMatch(/add rule bridge nwf_fast mk-in-vnet0 meta mark set 0x80010000/);
+    // the port-id part is not in the port's part: the host gives ids and keeps them
+    expect(JSON.stringify(l.parts.ports)).not.toContain('mk-in-vnet0');
+  });
+
+  it('dispatch only (--backend bpf): every port accepted, the eBPF programs enforce', () => {
+    const t = printNftText(lowerToNft({ version: 1, interfaces: [ct], notes: [] }, { mode: 'dispatch' }).batch);
+    expect(t).toContain('add element bridge nwf_fast from_vm { "vnet0" : accept }');
+    expect(t).toContain('add element bridge nwf_fast to_vm { "vnet0" : accept }');
+    expect(t).not.toMatch(/sh-/);
   });
 });
 
 describe('refused rather than approximated (differences from libvirt)', () => {
   const refuse = (xml: string, code: string, re: RegExp) => {
+    let p: InterfacePolicy | undefined;
     let err: unknown;
     try {
-      lower(policyFor('t', { IP: '10.0.0.2' }, [xml]));
+      p = policyFor('t', { IP: '10.0.0.2' }, [xml]);
+      lowerToNft({ version: 1, interfaces: [p], notes: [] }, { strict: true });
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(NwfError);
     expect((err as NwfError).code).toBe(code);
     expect((err as NwfError).message).toMatch(re);
+    if (!p) return; // refused by the resolver already (a partial compile fails the port there)
+    // without strict: the port fails closed, the others are lowered
+    const l = lowerToNft({ version: 1, interfaces: [p, policyFor('clean-traffic', { IP: '10.0.0.3' }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' })], notes: [] });
+    expect(l.failed.map((f) => [f.iface, f.code])).toEqual([['vnet0', code]]);
+    const t = printNftText(l.batch);
+    expect(t).toContain('add element bridge nwf_fast from_vm { "vnet0" : goto drop-out-unprotected }');
+    expect(t).toContain('add element bridge nwf_fast to_vm { "vnet0" : goto drop-in-unprotected }');
+    expect(t).toMatch(/add element bridge nwf_fast from_vm \{ "vnet1" : jump sh-/);
   };
   it('the ARP gratuitous test', () => refuse(`<filter name='t' chain='root'><rule action='drop' direction='out'><arp gratuitous='true'/></rule></filter>`, 'NWF1402', /gratuitous/));
   it('a TCP option match', () => refuse(`<filter name='t' chain='root'><rule action='drop' direction='out'><tcp option='2'/></rule></filter>`, 'NWF1402', /TCP option/));

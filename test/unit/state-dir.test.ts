@@ -123,7 +123,7 @@ describe('stored generations', () => {
     const again = s.store(g, notes);
     expect(again.manifest.id).toBe(g.manifest.id);
     expect(notes[0]).toMatch(/stored copy of generation .* was damaged .*replaced from/);
-    expect(s.load(g.manifest.id).ir).toEqual(g.ir);
+    expect(s.load(g.manifest.id).parts).toEqual(g.parts);
     expect(readdirSync(join(s.dir, 'generations'))).toEqual([g.manifest.id]);
   });
 

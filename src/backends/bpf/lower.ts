@@ -22,7 +22,7 @@
 //  - Verdicts: TC_ACT_OK / XDP_PASS for accept, TC_ACT_SHOT / XDP_DROP for
 //    drop; per-interface drop counters by direction and reason in nwf_stats.
 import { endianness } from 'node:os';
-import type { Direction, PolicyIR } from '../../ir/types.js';
+import type { Direction, InterfacePolicy, PolicyIR } from '../../ir/types.js';
 import { ruleCounts } from '../../ir/facts.js';
 import { CODES, NwfError } from '../../util/errors.js';
 import { emitPolicyHeader } from './emit.js';
@@ -65,25 +65,27 @@ export interface BpfLowering {
 
 /** The bpf backend alone cannot enforce L3/L4 rules: refuse rather than half enforce. */
 export function checkL3(ir: PolicyIR, backend: 'bpf' | 'both'): void {
+  for (const p of ir.interfaces) checkInterfaceL3(p, backend);
+}
+
+function checkInterfaceL3(p: InterfacePolicy, backend: 'bpf' | 'both'): void {
   if (backend === 'both') return;
-  for (const p of ir.interfaces) {
-    const n = ruleCounts(p).l3Rules;
-    if (n === 0) continue;
-    const all = [...p.l3.fromVm, ...p.l3.toVm, ...p.l3.toHost];
-    const filters = [...new Set(all.map((r) => r.origin.filter))];
-    const first = all[0]!;
-    throw new NwfError(
-      CODES.USAGE,
-      `interface ${p.iface}: its policy has ${n} L3/L4 rule placement${n === 1 ? '' : 's'} (tcp/udp/icmp/all ... elements, from ${filters.join(', ')}), which the bpf backend does not enforce: its tc programs implement the L2 (ebtables) layer only`,
-      {
-        location: { file: first.origin.file, ...(first.origin.line !== undefined ? { line: first.origin.line } : {}) },
-        iface: p.iface,
-        filter: first.origin.filter,
-        expected: 'a policy made of L2 elements only (mac, vlan, stp, arp, rarp, ip, ipv6) for --backend bpf',
-        hint: 'use --backend both: the tc programs enforce L2 and nftables enforces the L3/L4 rules with connection tracking (or --backend nft)',
-      },
-    );
-  }
+  const n = ruleCounts(p).l3Rules;
+  if (n === 0) return;
+  const all = [...p.l3.fromVm, ...p.l3.toVm, ...p.l3.toHost];
+  const filters = [...new Set(all.map((r) => r.origin.filter))];
+  const first = all[0]!;
+  throw new NwfError(
+    CODES.USAGE,
+    `interface ${p.iface}: its policy has ${n} L3/L4 rule placement${n === 1 ? '' : 's'} (tcp/udp/icmp/all ... elements, from ${filters.join(', ')}), which the bpf backend does not enforce: its tc programs implement the L2 (ebtables) layer only`,
+    {
+      location: { file: first.origin.file, ...(first.origin.line !== undefined ? { line: first.origin.line } : {}) },
+      iface: p.iface,
+      filter: first.origin.filter,
+      expected: 'a policy made of L2 elements only (mac, vlan, stp, arp, rarp, ip, ipv6) for --backend bpf',
+      hint: 'use --backend both: the tc programs enforce L2 and nftables enforces the L3/L4 rules with connection tracking (or --backend nft)',
+    },
+  );
 }
 
 /** A __u32 map key or value, in host byte order. */
@@ -94,29 +96,45 @@ function u32(n: number): Uint8Array {
   return b;
 }
 
+/** One interface's values and shape (throws the NwfError of a policy this backend refuses). */
+export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 'bpf'): BpfInterfaceLowering {
+  checkInterfaceL3(p, backend);
+  const plan = planInterface(p);
+  return {
+    iface: p.iface,
+    shapeId: plan.shapeId,
+    programs: PROGRAM_NAMES,
+    xdpProgram: XDP_PROGRAM_NAME,
+    hooks: TC_HOOKS,
+    maps: [{ map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) }],
+    plan,
+    l3Rules: ruleCounts(p).l3Rules,
+  };
+}
+
 /**
  * Lowers every interface of `ir`: one header per distinct shape, one map set
  * per interface. `backend` 'bpf' (default): the programs are the only
  * enforcement, so L3/L4 rules are refused; 'both': nftables enforces them.
+ * With `onError`, an interface this backend refuses is handed to it and left
+ * out (a partial lowering); without, the first refusal throws.
  */
-export function lowerToBpf(ir: PolicyIR, backend: 'bpf' | 'both' = 'bpf'): BpfLowering {
-  checkL3(ir, backend);
+export function lowerToBpf(ir: PolicyIR, backend: 'bpf' | 'both' = 'bpf', onError?: (p: InterfacePolicy, e: NwfError) => void): BpfLowering {
   const shapes = new Map<string, BpfShapeSource>();
-  const interfaces = ir.interfaces.map((p): BpfInterfaceLowering => {
-    const plan = planInterface(p);
-    let s = shapes.get(plan.shapeId);
-    if (!s) shapes.set(plan.shapeId, (s = { shapeId: plan.shapeId, header: emitPolicyHeader(plan.shape, plan.shapeId), interfaces: [] }));
+  const interfaces: BpfInterfaceLowering[] = [];
+  for (const p of ir.interfaces) {
+    let l: BpfInterfaceLowering;
+    try {
+      l = lowerBpfInterface(p, backend);
+    } catch (e) {
+      if (!onError || !(e instanceof NwfError)) throw e;
+      onError(p, e);
+      continue;
+    }
+    let s = shapes.get(l.shapeId);
+    if (!s) shapes.set(l.shapeId, (s = { shapeId: l.shapeId, header: emitPolicyHeader(l.plan.shape, l.shapeId), interfaces: [] }));
     s.interfaces.push(p.iface);
-    return {
-      iface: p.iface,
-      shapeId: plan.shapeId,
-      programs: PROGRAM_NAMES,
-      xdpProgram: XDP_PROGRAM_NAME,
-      hooks: TC_HOOKS,
-      maps: [{ map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) }],
-      plan,
-      l3Rules: ruleCounts(p).l3Rules,
-    };
-  });
+    interfaces.push(l);
+  }
   return { shapes: [...shapes.values()], interfaces };
 }

@@ -191,6 +191,8 @@ type BaseFor<F extends NftFamily> = F extends 'bridge'
 export interface SetOptions {
   flags?: readonly SetFlag[];
   size?: number;
+  /** A counter in every element (see SetCommon.counter). */
+  counter?: boolean;
 }
 
 export interface TableBuilder<F extends NftFamily> {
@@ -232,6 +234,7 @@ export function nftTable<F extends NftFamily>(family: F, name: string): TableBui
     type,
     ...(opts.flags?.length ? { flags: opts.flags } : {}),
     ...(opts.size !== undefined ? { size: opts.size } : {}),
+    ...(opts.counter ? { counter: true } : {}),
   });
   return {
     family,

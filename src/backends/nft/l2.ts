@@ -1,17 +1,19 @@
 // Lowering libvirt's ebtables layer: one rule's match, its verdict, the
-// guards of jumps into sub-chains, and an interface's own chains
-// (i_<tap>, i_<tap>_<sub> from the VM; o_... to the VM).
+// guards of jumps into sub-chains, and an interface's own chains (for a
+// policy that cannot share chains: own-out-<tap>, own-out-<tap>-<sub>, ...).
 //
 // libvirt's ebtables user chains ACCEPT when a frame falls off their end; an
 // nft `jump` returns instead, so every emitted chain ends with an explicit
-// accept. Every drop counts into a named counter drop_<tap>_<reason>.
+// accept. Every drop is a `goto` to the drop chain of its direction and
+// reason (skeleton.ts), which counts it for the port and drops it.
 import { assertNever } from '../../util/errors.js';
 import { dropReason } from '../../ir/reasons.js';
 import type { Direction, InterfacePolicy, IpTest, JumpGuard, L2Match, L2Rule, MacTest, NumTest, RangeTest } from '../../ir/types.js';
 import { ETHERTYPE_OF, ETHERTYPES, macToBytes, parseIPv4 } from '../../ir/values.js';
-import { accept, add, bitAnd, drop, eq, hex, jump, match, meta, nftTable, num, payload, range, raw, sym } from './build.js';
+import type { DropReason } from '../../ir/reasons.js';
+import { accept, add, bitAnd, eq, goto, hex, jump, match, meta, nftTable, num, payload, range, raw, sym } from './build.js';
 import type { NftCommand, Statement } from './model.js';
-import { BRIDGE_TABLE, dropCounter, type NftNames } from './names.js';
+import { BRIDGE_TABLE, nftNames } from './names.js';
 import { cmp, ipPrefix, macMatch, portRange, ruleComment, unsupported } from './match.js';
 
 export const br = nftTable('bridge', BRIDGE_TABLE);
@@ -196,15 +198,19 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
   }
 }
 
-/** The verdict statements of an L2 rule; a drop counts into the interface's named counter (added to `counters`). */
-export function l2Verdict(rule: L2Rule, iface: string, inRoot: boolean, counters: Set<string>): Statement[] {
+/**
+ * The verdict statements of an L2 rule in a chain of direction `dir`; a drop
+ * goes to its reason's drop chain (the reason is added to `reasons`: the
+ * port needs an entry in that reason's counting set).
+ */
+export function l2Verdict(rule: L2Rule, dir: Direction, inRoot: boolean, reasons: Set<DropReason>): Statement[] {
   switch (rule.verdict) {
     case 'accept':
       return [accept()];
     case 'drop': {
-      const c = dropCounter(iface, dropReason(rule.origin));
-      counters.add(c);
-      return [{ kind: 'counter-ref', name: c }, drop()];
+      const reason = dropReason(rule.origin);
+      reasons.add(reason);
+      return [goto(nftNames.dropChain(dir, reason))];
     }
     case 'return':
       // RETURN from the root chain leaves nwf-fast's processing: accept at this hook.
@@ -228,26 +234,26 @@ export function endOfChain(chain: string): NftCommand {
   return add(br.rule(chain, [accept()], 'end of chain: libvirt accepts'));
 }
 
-/** An interface's own chains for one direction (root and sub-chains), rule for rule. */
-export function lowerDirection(p: InterfacePolicy, dir: Direction, names: NftNames, counters: Set<string>): NftCommand[] {
+/** An interface's own chains for one direction (root and sub-chains), rule for rule; returns the commands and its root chain. */
+export function lowerOwnChains(p: InterfacePolicy, dir: Direction, reasons: Set<DropReason>): { commands: NftCommand[]; root: string } {
   const pol = p.l2[dir];
   const cmds: NftCommand[] = [];
-  const root = names.l2Chain(dir, p.iface);
+  const chain = (sub?: string): string => nftNames.ownChain(dir, p.iface, sub);
+  const root = chain();
   cmds.push(add(br.chain(root)));
-  for (const ch of pol.chains) cmds.push(add(br.chain(names.l2Chain(dir, p.iface, ch.name))));
+  for (const ch of pol.chains) cmds.push(add(br.chain(chain(ch.name))));
   for (const e of pol.root) {
     if (e.kind === 'rule') {
-      cmds.push(add(br.rule(root, [...lowerL2Match(e.rule.match, e.rule, p.iface), ...l2Verdict(e.rule, p.iface, true, counters)], ruleComment(e.rule))));
+      cmds.push(add(br.rule(root, [...lowerL2Match(e.rule.match, e.rule, p.iface), ...l2Verdict(e.rule, dir, true, reasons)], ruleComment(e.rule))));
     } else {
-      cmds.push(add(br.rule(root, [...guardStatements(e.guard), jump(names.l2Chain(dir, p.iface, e.chain))], `jump ${e.chain}`)));
+      cmds.push(add(br.rule(root, [...guardStatements(e.guard), jump(chain(e.chain))], `jump ${e.chain}`)));
     }
   }
   cmds.push(endOfChain(root));
   for (const ch of pol.chains) {
-    const name = names.l2Chain(dir, p.iface, ch.name);
-    for (const r of ch.rules) cmds.push(add(br.rule(name, [...lowerL2Match(r.match, r, p.iface), ...l2Verdict(r, p.iface, false, counters)], ruleComment(r))));
+    const name = chain(ch.name);
+    for (const r of ch.rules) cmds.push(add(br.rule(name, [...lowerL2Match(r.match, r, p.iface), ...l2Verdict(r, dir, false, reasons)], ruleComment(r))));
     cmds.push(endOfChain(name));
   }
-  return cmds;
+  return { commands: cmds, root };
 }
-

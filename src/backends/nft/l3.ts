@@ -3,14 +3,20 @@
 // with the port ids (prerouting: source port, forward: destination port), and
 // an `ip` / `ip6` table `nwf_fast` dispatches on those marks with `ct state`
 // available, exactly where libvirt's iptables and ip6tables chains ran.
+//
+// A port's L3 part has two pieces: its chains and rules (lowerL3Port, from
+// its policy alone) and what depends on its port id, which the host
+// allocates and keeps across loads (markCommands). The tables, base chains
+// and dispatch maps are the skeleton's (skeleton.ts).
 import { assertNever } from '../../util/errors.js';
 import { dropReason } from '../../ir/reasons.js';
 import type { InterfacePolicy, L3Path, L3Rule } from '../../ir/types.js';
 import { L3_PATHS } from '../../ir/types.js';
 import { l4MatchHeaderSize } from '../../ir/facts.js';
+import { L4_HEADER_SIZE } from '../../ir/values.js';
 import { accept, add, bitAnd, ct, drop, eq, hex, jump, match, meta, nftTable, payload, range, raw, setMark, setOf, setRef, str, sym, vmap } from './build.js';
-import type { NftCommand, Statement, Verdict } from './model.js';
-import { BASE_CHAINS, dropCounter, INET_TABLE, type NftNames } from './names.js';
+import type { NftCommand, Statement } from './model.js';
+import { BASE_CHAINS, FIXED, INET_TABLE, nftNames } from './names.js';
 import { cmp, ipPrefix, macMatch, portRange, ruleComment, unsupported } from './match.js';
 import { br } from './l2.js';
 import { appendAll } from '../../util/arrays.js';
@@ -29,7 +35,7 @@ const STATE_SYMBOL: Record<string, string> = { NEW: 'new', ESTABLISHED: 'establi
  * address tests through a check of the protocol header's length (iptables
  * drops a packet whose header that match cannot read).
  */
-export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, names: NftNames, counters: Set<string>, checks?: Set<number>): Statement[][] {
+export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Set<string>): Statement[][] {
   const s: Statement[] = [];
   const v4 = r.family === 'ipv4';
   if (r.protocol !== 'all') s.push(eq(meta('l4proto'), r.protocol));
@@ -42,10 +48,7 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, names: NftNa
   if (r.dscp) s.push(cmp(payload(ipp, 'dscp'), r.dscp.neg, r.dscp.value));
   const rules: Statement[][] = [];
   const size = l4MatchHeaderSize(r);
-  if (size !== undefined) {
-    checks?.add(size);
-    rules.push([...s, jump(names.l4Check(size))]);
-  }
+  if (size !== undefined) rules.push([...s, jump(nftNames.l4Check(size))]);
   if (r.srcPort) s.push(portRange(raw('th', 0, 16), r.srcPort));
   if (r.dstPort) s.push(portRange(raw('th', 16, 16), r.dstPort));
   if (r.tcpFlags) s.push(cmp(bitAnd(raw('th', 104, 8), hex(r.tcpFlags.mask)), r.tcpFlags.neg, hex(r.tcpFlags.set)));
@@ -68,7 +71,7 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, names: NftNa
       break;
     case 'drop':
     case 'reject': {
-      const c = dropCounter(iface, dropReason(r.origin));
+      const c = nftNames.l3Counter(iface, dropReason(r.origin));
       counters.add(c);
       s.push({ kind: 'counter-ref', name: c }, drop());
       break;
@@ -83,88 +86,106 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, names: NftNa
   return rules;
 }
 
-/** The L3 part of a generation, in the places the table layout puts it (lower.ts). */
-export interface L3Lowering {
-  /** Bridge table: the set of L3 ports and each port's mark chains. */
-  bridgeObjects: NftCommand[];
-  /** Bridge table: the mark dispatch maps (after the mark chains). */
-  bridgeMaps: NftCommand[];
-  /** Bridge table: the forward base chain that marks frames to L3 ports. */
-  bridgeRules: NftCommand[];
-  /** Bridge table: the prerouting rule that marks frames from L3 ports (before the L2 dispatch). */
-  preRule: NftCommand[];
-  /** The ip and ip6 tables, complete. */
-  tables: NftCommand[];
+export type L3Family = 'ipv4' | 'ipv6';
+export const L3_FAMILIES: readonly L3Family[] = ['ipv4', 'ipv6'];
+
+export const inetTable = (family: L3Family) => nftTable(family === 'ipv4' ? 'ip' : 'ip6', INET_TABLE);
+
+/** Whether a port has L3 rules (it then needs a port id and the mark chains). */
+export function hasL3(p: InterfacePolicy): boolean {
+  return L3_PATHS.some((k) => p.l3[k].length > 0);
 }
 
-/** Lowers the L3 rules of `ports` (the interfaces that have any), port ids from `markId`. */
-export function lowerL3(ports: readonly InterfacePolicy[], markId: ReadonlyMap<string, number>, names: NftNames): L3Lowering {
-  const out: L3Lowering = { bridgeObjects: [], bridgeMaps: [], bridgeRules: [], preRule: [], tables: [] };
-  if (!ports.length) return out;
-  const idOf = (p: InterfacePolicy): number => markId.get(p.iface) as number;
-  const N = names.bridge;
-  out.bridgeObjects.push(add(br.set(N.l3Ports, 'ifname', ports.map((p) => str(p.iface)))));
-  out.bridgeMaps.push(
-    add(br.verdictMap(N.markInMap, 'ifname', ports.map((p) => [str(p.iface), jump(names.markChain('in', p.iface))] as const))),
-    add(br.verdictMap(N.markOutMap, 'ifname', ports.map((p) => [str(p.iface), jump(names.markChain('out', p.iface))] as const))),
-  );
-  out.bridgeRules.push(
-    add(br.baseChain(BASE_CHAINS.bridgeMark, { type: 'filter', hook: 'forward', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })),
-    add(br.rule(BASE_CHAINS.bridgeMark, [match(meta('iifname'), '!=', setRef(N.l3Ports)), match(meta('oifname'), '==', setRef(N.l3Ports)), setMark(0)], 'clear the mark of frames to a port with L3 rules')),
-    add(br.rule(BASE_CHAINS.bridgeMark, [vmap(meta('oifname'), N.markOutMap)])),
-  );
-  out.preRule.push(add(br.rule(BASE_CHAINS.bridgePre, [vmap(meta('iifname'), N.markInMap)], 'mark frames of ports with L3 rules')));
-  for (const p of ports) {
-    const id = idOf(p);
-    out.bridgeObjects.push(add(br.chain(names.markChain('in', p.iface))), add(br.rule(names.markChain('in', p.iface), [setMark((0x8000 | id) * 0x10000)])));
-    out.bridgeObjects.push(
-      add(br.chain(names.markChain('out', p.iface))),
-      add(br.rule(names.markChain('out', p.iface), [setMark({ kind: 'binop', op: '|', left: bitAnd(meta('mark'), hex(MARK_IN_MASK)), right: hex(0x8000 | id) })])),
-    );
-  }
-  // ip and ip6 tables: libvirt's libvirt-in / libvirt-out / libvirt-host-in. One table per
-  // family, so connection tracking (and its defragmentation) is only enabled for a family
-  // whose rules use it, as with libvirt's iptables and ip6tables.
-  for (const family of ['ipv4', 'ipv6'] as const) {
-    const t = nftTable(family === 'ipv4' ? 'ip' : 'ip6', INET_TABLE);
-    const members = ports.filter((p) => L3_PATHS.some((k) => p.l3[k].some((r) => r.family === family)));
-    if (!members.length) continue;
-    const chains: NftCommand[] = [];
+/** A port's L3 chains, rules and drop counters (named by port, not by port id), and the families they are in. */
+export function lowerL3Port(p: InterfacePolicy): { commands: NftCommand[]; families: L3Family[] } {
+  const commands: NftCommand[] = [];
+  const families: L3Family[] = [];
+  for (const family of L3_FAMILIES) {
+    if (!L3_PATHS.some((k) => p.l3[k].some((r) => r.family === family))) continue;
+    families.push(family);
+    const t = inetTable(family);
     const counters = new Set<string>();
-    const checks = new Set<number>();
-    const maps: Record<L3Path, [number, Verdict][]> = { fromVm: [], toVm: [], toHost: [] };
-    for (const p of members) {
-      const id = idOf(p);
-      for (const path of L3_PATHS) {
-        const chain = names.l3Chain(path, p.iface);
-        chains.push(add(t.chain(chain)));
-        for (const r of p.l3[path].filter((x) => x.family === family)) {
-          for (const st of lowerL3Rule(r, path, p.iface, names, counters, checks)) chains.push(add(t.rule(chain, st, ruleComment(r))));
-        }
-        maps[path].push([path === 'toVm' ? 0x8000 | id : (0x8000 | id) * 0x10000, jump(chain)]);
+    const chains: NftCommand[] = [];
+    for (const path of L3_PATHS) {
+      const chain = nftNames.l3Chain(path, p.iface);
+      chains.push(add(t.chain(chain)));
+      for (const r of p.l3[path].filter((x) => x.family === family)) {
+        for (const st of lowerL3Rule(r, path, p.iface, counters)) chains.push(add(t.rule(chain, st, ruleComment(r))));
       }
     }
-    const head: NftCommand[] = [add(t.table)];
-    for (const c of [...counters].sort()) head.push(add(t.counter(c)));
-    head.push(add(t.baseChain(BASE_CHAINS.l3Forward, { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' })));
-    head.push(add(t.baseChain(BASE_CHAINS.l3Input, { type: 'filter', hook: 'input', prio: 0, policy: 'accept' })));
-    for (const size of [...checks].sort((a, b) => a - b)) {
-      const chain = names.l4Check(size);
-      head.push(add(t.chain(chain)));
-      head.push(add(t.rule(chain, [match(raw('th', (size - 1) * 8, 8), '>=', 0), { kind: 'return' }], `the ${size}-byte protocol header is complete`)));
-      head.push(add(t.rule(chain, [drop()], 'truncated protocol header: iptables drops it')));
-    }
-    const mapFor = (name: string, path: L3Path) => add(t.verdictMap(name, 'mark', maps[path].map(([k, v]) => [hex(k), v] as const)));
-    const I = names.inet;
-    appendAll(appendAll(out.tables, head), chains);
-    out.tables.push(
-      mapFor(I.fromVmMap, 'fromVm'),
-      mapFor(I.toVmMap, 'toVm'),
-      mapFor(I.toHostMap, 'toHost'),
-      add(t.rule(BASE_CHAINS.l3Forward, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), I.fromVmMap)], 'libvirt-in: FI of the source port')),
-      add(t.rule(BASE_CHAINS.l3Forward, [vmap(bitAnd(meta('mark'), hex(MARK_OUT_MASK)), I.toVmMap)], 'libvirt-out: FO of the destination port')),
-      add(t.rule(BASE_CHAINS.l3Input, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), I.toHostMap)], 'libvirt-host-in: HI of the source port')),
+    for (const c of [...counters].sort()) commands.push(add(t.counter(c)));
+    appendAll(commands, chains);
+  }
+  return { commands, families };
+}
+
+/** Mark values of port id `id`: the source port in the high half, the destination port in the low half. */
+export const markOf = {
+  from: (id: number): number => (0x8000 | id) * 0x10000,
+  to: (id: number): number => 0x8000 | id,
+};
+
+/**
+ * What a port with L3 rules has under its port id: its entry in the set of L3
+ * ports, its mark chains and their dispatch entries in the bridge table, and
+ * its entries in the mark dispatch maps of each family's table.
+ */
+export function markCommands(iface: string, id: number, families: readonly L3Family[]): NftCommand[] {
+  const out: NftCommand[] = [];
+  const mkIn = nftNames.markChain('in', iface);
+  const mkOut = nftNames.markChain('out', iface);
+  out.push(add(br.chain(mkIn)), add(br.rule(mkIn, [setMark(markOf.from(id))])));
+  out.push(add(br.chain(mkOut)), add(br.rule(mkOut, [setMark({ kind: 'binop', op: '|', left: bitAnd(meta('mark'), hex(MARK_IN_MASK)), right: hex(markOf.to(id)) })])));
+  out.push(add(br.element(FIXED.l3Ports, [str(iface)])));
+  out.push(add(br.element(FIXED.markIn, [[str(iface), jump(mkIn)]])), add(br.element(FIXED.markOut, [[str(iface), jump(mkOut)]])));
+  for (const family of families) {
+    const t = inetTable(family);
+    out.push(
+      add(t.element(FIXED.fiMap, [[hex(markOf.from(id)), jump(nftNames.l3Chain('fromVm', iface))]])),
+      add(t.element(FIXED.foMap, [[hex(markOf.to(id)), jump(nftNames.l3Chain('toVm', iface))]])),
+      add(t.element(FIXED.hiMap, [[hex(markOf.from(id)), jump(nftNames.l3Chain('toHost', iface))]])),
     );
   }
+  return out;
+}
+
+/** The bridge table's L3 preparation (when any port has L3 rules): the mark dispatch maps and the forward chain that marks. */
+export function l3BridgeSkeleton(): { objects: NftCommand[]; preRule: NftCommand } {
+  return {
+    objects: [
+      add(br.set(FIXED.l3Ports, 'ifname')),
+      add(br.verdictMap(FIXED.markIn, 'ifname')),
+      add(br.verdictMap(FIXED.markOut, 'ifname')),
+      add(br.baseChain(BASE_CHAINS.bridgeMark, { type: 'filter', hook: 'forward', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })),
+      add(br.rule(BASE_CHAINS.bridgeMark, [match(meta('iifname'), '!=', setRef(FIXED.l3Ports)), match(meta('oifname'), '==', setRef(FIXED.l3Ports)), setMark(0)], 'clear the mark of frames to a port with L3 rules')),
+      add(br.rule(BASE_CHAINS.bridgeMark, [vmap(meta('oifname'), FIXED.markOut)], 'mark frames to ports with L3 rules')),
+    ],
+    preRule: add(br.rule(BASE_CHAINS.bridgePre, [vmap(meta('iifname'), FIXED.markIn)], 'mark frames of ports with L3 rules')),
+  };
+}
+
+/**
+ * One family's table: libvirt's libvirt-in / libvirt-out / libvirt-host-in.
+ * One table per family, present only while a port has rules of that family,
+ * so connection tracking (and its defragmentation) is only enabled for a
+ * family whose rules use it, as with libvirt's iptables and ip6tables.
+ */
+export function l3FamilySkeleton(family: L3Family): NftCommand[] {
+  const t = inetTable(family);
+  const out: NftCommand[] = [add(t.table)];
+  out.push(add(t.baseChain(BASE_CHAINS.l3Forward, { type: 'filter', hook: 'forward', prio: 0, policy: 'accept' })));
+  out.push(add(t.baseChain(BASE_CHAINS.l3Input, { type: 'filter', hook: 'input', prio: 0, policy: 'accept' })));
+  for (const size of [...new Set(Object.values(L4_HEADER_SIZE))].sort((a, b) => a - b)) {
+    const chain = nftNames.l4Check(size);
+    out.push(add(t.chain(chain)));
+    out.push(add(t.rule(chain, [match(raw('th', (size - 1) * 8, 8), '>=', 0), { kind: 'return' }], `the ${size}-byte protocol header is complete`)));
+    out.push(add(t.rule(chain, [drop()], 'truncated protocol header: iptables drops it')));
+  }
+  out.push(add(t.verdictMap(FIXED.fiMap, 'mark')), add(t.verdictMap(FIXED.foMap, 'mark')), add(t.verdictMap(FIXED.hiMap, 'mark')));
+  out.push(
+    add(t.rule(BASE_CHAINS.l3Forward, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), FIXED.fiMap)], 'libvirt-in: FI of the source port')),
+    add(t.rule(BASE_CHAINS.l3Forward, [vmap(bitAnd(meta('mark'), hex(MARK_OUT_MASK)), FIXED.foMap)], 'libvirt-out: FO of the destination port')),
+    add(t.rule(BASE_CHAINS.l3Input, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), FIXED.hiMap)], 'libvirt-host-in: HI of the source port')),
+  );
   return out;
 }

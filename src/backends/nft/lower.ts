@@ -1,125 +1,209 @@
-// Lowering PolicyIR to one nftables transaction (libnftables JSON model):
-// the table layout. What goes in it comes from l2.ts (an interface's own
-// chains), shared.ts (chains shared by interfaces of one policy shape) and
-// l3.ts (the L3/L4 rules through br_netfilter).
+// Lowering PolicyIR to the nft part of a generation (parts.ts): shapes
+// lowered once each, and per port only what it adds. The table layout
+// (bridge table `nwf_fast`, names from names.ts, untagged):
 //
-// Layout (bridge table `nwf_fast`):
-//   chain pre  { type filter hook prerouting priority -300; iifname vmap @from_vm }
-//   chain post { type filter hook postrouting priority 300; oifname vmap @to_vm }
-//   i_<tap>, i_<tap>_<sub> or shared is<N>, is<N>_<sub>: traffic from the VM
-//   o_<tap>, o_<tap>_<sub> or shared os<N>, ...: traffic to the VM
+//   pre/post       base chains: dispatch by verdict maps, fail closed (skeleton.ts)
+//   from_vm/to_vm  tap -> jump sh-<shape> | jump own-<dir>-<tap> | accept | goto drop-<dir>-unprotected
+//   sh-<shape>[-<sub>], ss-<shape>-<k> (address sets), sm-<shape>-<k> + sp-<shape>-<k>-<tap>
+//                  shared chains of a policy shape (shared.ts)
+//   own-<dir>-<tap>[-<sub>]
+//                  a port's own chains, where sharing is impossible (l2.ts)
+//   drop-<dir>-<reason>, cnt-<dir>-<reason>
+//                  drops counted per port and reason (skeleton.ts)
+//   mk-in/out-<tap>, ip/ip6 tables with fi/fo/hi-<tap>
+//                  L3 rules through br_netfilter (l3.ts)
 // Dispatch is one verdict-map lookup keyed by interface name: O(1) in the
-// number of VMs, and names can be filled before a tap exists. Every name but
-// base chains and counters carries the load tag given (names.ts).
-import { CODES, InternalError, NwfError } from '../../util/errors.js';
+// number of VMs, and entries can be filled before a tap exists.
+//
+// A port whose policy cannot be lowered (a construct nft refuses) fails
+// alone: it gets the fail-closed entries and a PortFailure; the others lower.
+import { NwfError } from '../../util/errors.js';
 import type { DropReason } from '../../ir/reasons.js';
-import type { InterfacePolicy, PolicyIR } from '../../ir/types.js';
-import { DIRECTIONS, L3_PATHS } from '../../ir/types.js';
-import { add, jump, meta, str, vmap } from './build.js';
+import type { Direction, FailedInterface, InterfacePolicy, PolicyIR } from '../../ir/types.js';
+import { DIRECTIONS } from '../../ir/types.js';
+import { accept, add, goto, jump, str } from './build.js';
 import type { NftBatch, NftCommand, Verdict } from './model.js';
-import { BASE_CHAINS, dropCounter, nftNames } from './names.js';
-import { br, lowerDirection } from './l2.js';
-import { BRIDGE_PRE_PRIORITY, lowerL3, MAX_L3_PORTS } from './l3.js';
-import { buildTemplate, counterMapCommands, emitShared, type Template } from './shared.js';
+import { FIXED, nftNames, shapeHash } from './names.js';
+import { br, lowerOwnChains } from './l2.js';
+import { hasL3, lowerL3Port, markCommands, MAX_L3_PORTS } from './l3.js';
+import { buildTemplate, emitShape, shapePortCommands, type ShapeEmission } from './shared.js';
+import { DEFAULT_SKELETON_CONFIG, lowerSkeleton, type SkeletonConfig } from './skeleton.js';
+import { familiesOf, orderBatch, type NftParts, type PortPart, type ShapePart } from './parts.js';
+import { tagCommands } from './tag.js';
 import { appendAll } from '../../util/arrays.js';
+import { CODES } from '../../util/errors.js';
 
-export { BRIDGE_PRE_PRIORITY };
-export const BRIDGE_POST_PRIORITY = 300;
+export { BRIDGE_PRE_PRIORITY } from './l3.js';
+export { BRIDGE_POST_PRIORITY } from './skeleton.js';
 
 export interface NftLowering {
+  parts: NftParts;
+  /** Ports that failed to lower here (on top of the IR's own failed interfaces, which are in `parts` too). */
+  failed: FailedInterface[];
+  /**
+   * The whole generation as one batch, untagged, with the default skeleton
+   * configuration and port ids numbered in interface order: what `compile`
+   * prints and writes as nft.json (a host's load builds its own from the parts).
+   */
   batch: NftBatch;
-  /** Whether the ip/ip6 tables (L3 rules) are part of this generation. */
+  /** Whether any port has L3 rules (ip/ip6 tables through br_netfilter). */
   l3: boolean;
 }
 
 export interface LowerOptions {
   /** Share chains between interfaces of the same policy shape (default true; see shared.ts). */
   share?: boolean;
-  /** The load tag every object name but base chains and counters carries (names.ts); none by default. */
+  /**
+   * `rules` (default): the ports' L2 and L3 rules; `dispatch`: only their
+   * dispatch entries (accept: the eBPF programs enforce L2, --backend bpf).
+   */
+  mode?: 'rules' | 'dispatch';
+  /** The skeleton of `batch` (default: DEFAULT_SKELETON_CONFIG). */
+  skeleton?: SkeletonConfig;
+  /** A port that cannot be lowered throws (default: it fails closed and is listed in `failed`). */
+  strict?: boolean;
+  /** `batch` with every object under this load tag (tests and benchmarks that apply it whole; parts stay untagged). */
   tag?: string;
 }
 
-type DispatchEntry = [ReturnType<typeof str>, Verdict];
+function dispatchEntry(dir: Direction, iface: string, v: Verdict): NftCommand {
+  return add(br.element(dir === 'out' ? FIXED.fromVm : FIXED.toVm, [[str(iface), v]]));
+}
 
-function byIface(e: DispatchEntry[]): void {
-  e.sort((a, b) => (a[0].value < b[0].value ? -1 : a[0].value > b[0].value ? 1 : 0));
+function countEntries(dir: Direction, iface: string, reasons: Iterable<DropReason | 'unprotected'>): NftCommand[] {
+  return [...reasons].sort().map((r) => add(br.element(nftNames.countMap(dir, r), [str(iface)])));
+}
+
+/** A failed port: dropped both ways, counted as unprotected. */
+export function failedPortPart(iface: string): PortPart {
+  const commands: NftCommand[] = [];
+  for (const dir of DIRECTIONS) {
+    commands.push(dispatchEntry(dir, iface, goto(nftNames.dropChain(dir, 'unprotected'))));
+    appendAll(commands, countEntries(dir, iface, ['unprotected']));
+  }
+  return { iface, status: 'failed', commands, shapes: [] };
+}
+
+/** A port the eBPF programs protect (--backend bpf): nft only lets its frames through. */
+export function acceptPortPart(iface: string): PortPart {
+  return { iface, status: 'protected', commands: DIRECTIONS.map((dir) => dispatchEntry(dir, iface, accept())), shapes: [] };
+}
+
+export function failureOf(p: Pick<InterfacePolicy, 'iface' | 'owner' | 'mac' | 'filter' | 'file'>, e: NwfError): FailedInterface {
+  return { iface: p.iface, owner: p.owner, mac: p.mac, filter: p.filter, code: e.code, message: e.message, file: e.details.location?.file ?? p.file };
+}
+
+/** Lowers ports one at a time, each shape once (a cache by shape hash). */
+export class NftPortLowering {
+  private readonly shapes = new Map<string, { emission?: ShapeEmission; error?: NwfError; own?: true }>();
+
+  constructor(private readonly opts: { share?: boolean } = {}) {}
+
+  /** The shapes lowered so far (every shape some port uses). */
+  shapeParts(): ShapePart[] {
+    const out: ShapePart[] = [];
+    for (const s of this.shapes.values()) if (s.emission) out.push({ name: s.emission.hash, dir: s.emission.dir, commands: s.emission.commands });
+    return out;
+  }
+
+  /** A shape by its hash, if some port lowered so far uses it. */
+  shape(name: string): ShapePart | undefined {
+    const e = this.shapes.get(name)?.emission;
+    return e ? { name: e.hash, dir: e.dir, commands: e.commands } : undefined;
+  }
+
+  private shapeOf(p: InterfacePolicy, dir: Direction): { emission?: ShapeEmission; template: ReturnType<typeof buildTemplate> } {
+    const template = buildTemplate(p, dir);
+    const hash = shapeHash(template.key);
+    let s = this.shapes.get(hash);
+    if (!s) {
+      try {
+        const emission = emitShape(template, hash);
+        s = emission ? { emission } : { own: true };
+      } catch (e) {
+        if (!(e instanceof NwfError)) throw e;
+        s = { error: e };
+      }
+      this.shapes.set(hash, s);
+    }
+    if (s.error) throw s.error;
+    return { ...(s.emission ? { emission: s.emission } : {}), template };
+  }
+
+  /** One port's part (throws the NwfError of a rule nft cannot express). */
+  port(p: InterfacePolicy): PortPart {
+    const commands: NftCommand[] = [];
+    const shapes: string[] = [];
+    for (const dir of DIRECTIONS) {
+      if (p.l2[dir].root.length === 0) {
+        // libvirt hooks no chain: everything is accepted
+        commands.push(dispatchEntry(dir, p.iface, accept()));
+        continue;
+      }
+      const reasons = new Set<DropReason>();
+      const shared = this.opts.share === false ? undefined : this.shapeOf(p, dir);
+      if (shared?.emission) {
+        appendAll(commands, shapePortCommands(shared.emission, shared.template, reasons));
+        commands.push(dispatchEntry(dir, p.iface, jump(shared.emission.root)));
+        shapes.push(shared.emission.hash);
+      } else {
+        const own = lowerOwnChains(p, dir, reasons);
+        appendAll(commands, own.commands);
+        commands.push(dispatchEntry(dir, p.iface, jump(own.root)));
+      }
+      appendAll(commands, countEntries(dir, p.iface, reasons));
+    }
+    const part: PortPart = { iface: p.iface, status: 'protected', commands, shapes };
+    if (hasL3(p)) {
+      const l3 = lowerL3Port(p);
+      appendAll(commands, l3.commands);
+      part.l3 = l3.families;
+    }
+    return part;
+  }
+}
+
+/** Port ids in interface order (what a generation on disk shows; a host keeps its own, see host/loaded.ts). */
+export function sequentialMarks(ports: readonly PortPart[]): Map<string, number> {
+  const l3 = ports.filter((p) => p.l3?.length).map((p) => p.iface).sort();
+  if (l3.length > MAX_L3_PORTS) throw new NwfError(CODES.POLICY_UNSUPPORTED, `at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`);
+  return new Map(l3.map((iface, i) => [iface, i + 1]));
+}
+
+/** The parts as one batch: skeleton, shapes, ports and their port-id parts, in creation order. */
+export function partsBatch(parts: NftParts, skeleton: SkeletonConfig, marks: ReadonlyMap<string, number>): NftCommand[] {
+  const cmds: NftCommand[] = lowerSkeleton(skeleton, familiesOf(parts.ports));
+  for (const s of parts.shapes) appendAll(cmds, s.commands);
+  for (const p of parts.ports) {
+    appendAll(cmds, p.commands);
+    const id = marks.get(p.iface);
+    if (p.l3?.length && id !== undefined) appendAll(cmds, markCommands(p.iface, id, p.l3));
+  }
+  return orderBatch(cmds);
 }
 
 export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
-  const names = nftNames(opts.tag);
-  // Build commands only: `load` puts them next to what the kernel holds (host/load-plan.ts),
-  // without ever removing a base chain, so the hooks stay in place.
-  const cmds: NftCommand[] = [];
-  cmds.push(add(br.table));
-  cmds.push(add(br.baseChain(BASE_CHAINS.bridgePre, { type: 'filter', hook: 'prerouting', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })));
-  cmds.push(add(br.baseChain(BASE_CHAINS.bridgePost, { type: 'filter', hook: 'postrouting', prio: BRIDGE_POST_PRIORITY, policy: 'accept' })));
-
-  const l3Ifaces = ir.interfaces.filter((p) => L3_PATHS.some((k) => p.l3[k].length > 0));
-  if (l3Ifaces.length > MAX_L3_PORTS) throw new NwfError(CODES.POLICY_UNSUPPORTED, `at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`);
-  const markId = new Map(l3Ifaces.map((p, i) => [p.iface, i + 1]));
-
-  const dispatch: Record<'out' | 'in', DispatchEntry[]> = { out: [], in: [] };
-  const counters = new Set<string>();
-  const perIface: NftCommand[] = [];
-  const counterMaps: NftCommand[] = [];
-  const share = opts.share ?? true;
-  const policies = new Map(ir.interfaces.map((p) => [p.iface, p]));
-  for (const dir of DIRECTIONS) {
-    const elems = dispatch[dir];
-    const own = (p: InterfacePolicy): void => {
-      appendAll(perIface, lowerDirection(p, dir, names, counters));
-      elems.push([str(p.iface), jump(names.l2Chain(dir, p.iface))]);
-    };
-    const shapes = new Map<string, Template[]>();
-    for (const p of ir.interfaces) {
-      if (p.l2[dir].root.length === 0) continue; // libvirt hooks no chain: all accepted
-      if (!share) {
-        own(p);
-        continue;
-      }
-      const t = buildTemplate(p, dir);
-      const list = shapes.get(t.key) ?? [];
-      list.push(t);
-      shapes.set(t.key, list);
+  const lowering = new NftPortLowering(opts.share === false ? { share: false } : {});
+  const ports: PortPart[] = [];
+  const failed: FailedInterface[] = [];
+  for (const p of ir.interfaces) {
+    if (opts.mode === 'dispatch') {
+      ports.push(acceptPortPart(p.iface));
+      continue;
     }
-    const cmaps = new Map<string, Set<string>>();
-    let shapeId = 0;
-    for (const templates of shapes.values()) {
-      const em = emitShared(dir, shapeId, templates, names);
-      if (!em) {
-        for (const t of templates) own(policies.get(t.iface) as InterfacePolicy);
-        continue;
-      }
-      shapeId++;
-      appendAll(perIface, em.commands);
-      for (const c of em.namedCounters) counters.add(c);
-      for (const t of templates) elems.push([str(t.iface), jump(em.root)]);
-      for (const [reason, ifaces] of em.counterMaps) {
-        const set = cmaps.get(reason) ?? new Set<string>();
-        for (const i of ifaces) {
-          set.add(i);
-          counters.add(dropCounter(i, reason as DropReason));
-        }
-        cmaps.set(reason, set);
-      }
+    try {
+      ports.push(lowering.port(p));
+    } catch (e) {
+      if (opts.strict || !(e instanceof NwfError)) throw e;
+      failed.push(failureOf(p, e));
+      ports.push(failedPortPart(p.iface));
     }
-    appendAll(counterMaps, counterMapCommands(dir, cmaps, names));
   }
-  byIface(dispatch.out);
-  byIface(dispatch.in);
-
-  // L3 preparation in the bridge table: marks carry the port ids to the ip/ip6 hooks.
-  const l3 = lowerL3(l3Ifaces, markId, names);
-
-  // Counters must exist before the rules that reference them (each table has its own).
-  for (const c of [...counters].sort()) cmds.push(add(br.counter(c)));
-  // Counter maps after the counters, chains before the maps and rules that jump to them.
-  appendAll(appendAll(appendAll(cmds, counterMaps), perIface), l3.bridgeObjects);
-  cmds.push(add(br.verdictMap(names.bridge.outMap, 'ifname', dispatch.out)), add(br.verdictMap(names.bridge.inMap, 'ifname', dispatch.in)));
-  appendAll(appendAll(appendAll(cmds, l3.bridgeMaps), l3.bridgeRules), l3.preRule);
-  cmds.push(add(br.rule(BASE_CHAINS.bridgePre, [vmap(meta('iifname'), names.bridge.outMap)], 'traffic from the VMs')));
-  cmds.push(add(br.rule(BASE_CHAINS.bridgePost, [vmap(meta('oifname'), names.bridge.inMap)], 'traffic to the VMs')));
-  appendAll(cmds, l3.tables);
-  if (cmds.some((c) => c.op === 'add' && c.object.kind === 'rule' && c.object.statements.length === 0)) throw new InternalError('empty nft rule');
-  return { batch: cmds, l3: l3Ifaces.length > 0 };
+  for (const f of ir.failed ?? []) ports.push(failedPortPart(f.iface));
+  ports.sort((a, b) => (a.iface < b.iface ? -1 : a.iface > b.iface ? 1 : 0));
+  const used = new Set(ports.flatMap((p) => p.shapes));
+  const parts: NftParts = { shapes: lowering.shapeParts().filter((s) => used.has(s.name)), ports };
+  const whole = partsBatch(parts, opts.skeleton ?? DEFAULT_SKELETON_CONFIG, sequentialMarks(ports));
+  const batch = opts.tag === undefined ? whole : tagCommands(whole, opts.tag);
+  return { parts, failed, batch, l3: ports.some((p) => p.l3?.length) };
 }

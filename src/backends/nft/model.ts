@@ -188,6 +188,11 @@ export type Verdict =
   | { kind: 'jump'; target: string }
   | { kind: 'goto'; target: string };
 
+/** A verdict in nft's words (`accept`, `jump name`), unchecked: for messages and canonical texts. */
+export function verdictWords(v: Verdict): string {
+  return v.kind === 'jump' || v.kind === 'goto' ? `${v.kind} ${v.target}` : v.kind;
+}
+
 export type MatchOp = '==' | '!=' | '<' | '>' | '<=' | '>=' | 'in';
 export interface MatchStatement {
   kind: 'match';
@@ -315,6 +320,8 @@ interface SetCommon {
   type: SetKeyType | readonly SetKeyType[];
   flags?: readonly SetFlag[];
   size?: number;
+  /** Every element carries a counter, updated by each lookup that finds it (`counter;` in the set). */
+  counter?: boolean;
 }
 export interface SetObject extends SetCommon {
   kind: 'set';
@@ -388,8 +395,8 @@ export interface NftJsonDocument {
 // ---------------------------------------------------------------------------
 // Checks shared by the serializer and the printer
 
-/** Names the nft text syntax accepts unquoted (1.0.6 does not accept quoted chain names). */
-const NAME_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,127}$/;
+/** Names the nft text syntax accepts unquoted (1.0.6 does not accept quoted chain names), at most NFT_NAME_MAXLEN - 1 bytes. */
+const NAME_RE = /^[A-Za-z_][A-Za-z0-9_-]{0,254}$/;
 
 /**
  * Words nft 1.0.6's text parser takes as keywords, so they cannot name a
@@ -412,7 +419,7 @@ export const NFT_TEXT_KEYWORDS: ReadonlySet<string> = new Set(
 
 export function checkName(name: string, what: string): string {
   if (!NAME_RE.test(name)) {
-    throw new InternalError(`invalid nft ${what} name ${JSON.stringify(name)}: want [A-Za-z_][A-Za-z0-9_-]{0,127}`);
+    throw new InternalError(`invalid nft ${what} name ${JSON.stringify(name)}: want [A-Za-z_][A-Za-z0-9_-]{0,254}`);
   }
   return name;
 }

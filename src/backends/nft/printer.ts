@@ -218,12 +218,14 @@ function setBodyText(o: {
   map?: string;
   flags?: readonly string[];
   size?: number;
+  counter?: boolean;
   elements?: readonly (SetItem | readonly [SetItem, Atom | Verdict])[];
 }): string {
   const type = typeof o.type === 'string' ? o.type : o.type.join(' . ');
   const parts = [`type ${type}${o.map ? ` : ${o.map}` : ''};`];
   if (o.flags?.length) parts.push(`flags ${o.flags.join(',')};`);
   if (o.size !== undefined) parts.push(`size ${checkInteger(o.size, 'set size')};`);
+  if (o.counter) parts.push('counter;');
   if (o.elements?.length) parts.push(`elements = ${braces(o.elements.map(elementEntryText))};`);
   return `{ ${parts.join(' ')} }`;
 }

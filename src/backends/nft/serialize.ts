@@ -209,6 +209,7 @@ function setBody(o: {
   type: string | readonly string[];
   flags?: readonly string[];
   size?: number;
+  counter?: boolean;
 }): JsonObject {
   const j: JsonObject = {
     family: o.family,
@@ -218,6 +219,7 @@ function setBody(o: {
   };
   if (o.flags?.length) j.flags = [...o.flags];
   if (o.size !== undefined) j.size = checkInteger(o.size, 'set size');
+  if (o.counter) j.stmt = [{ counter: null }];
   return j;
 }
 

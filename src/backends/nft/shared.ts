@@ -1,24 +1,35 @@
-// Shared chains: interfaces whose policies have the same shape (the same
-// chains, rules and tests, differing only in their addresses: MACs and IPs
-// from $MAC, $IP, $GATEWAY_MAC, ...) share one set of chains. Each address
-// test that differs between interfaces becomes one lookup of
-// `iifname . field` (`oifname . field` towards the VM) in a set holding every
-// interface's values; the instances of a rule expanded from a list (an IP
-// list) become more elements of that set. Loading 1000 interfaces then adds a
-// few hundred rules and some thousands of set elements instead of tens of
-// thousands of rules, and changing one VM's address is a set update.
+// Shared chains: interfaces whose policies have the same shape share one set
+// of chains, lowered once per shape; per interface there are only elements.
 //
-// A rule can be shared only when that is exactly equivalent: a varying
-// negated test needs a single instance per interface (`(if, a) not in S` is
-// `a != v` only then), and a masked MAC must not vary. Otherwise the whole
-// shape falls back to per-interface chains (l2.ts).
-import { dropReason } from '../../ir/reasons.js';
+// A shape is the rule structure of one direction of a policy with every
+// value that comes from the interface's own parameters ($MAC, $IP, ... in
+// its filterref: tests marked `port` by the resolver) left out. Each such
+// address test becomes one lookup of `iifname . field` (`oifname . field`
+// towards the VM) in a set of the shape, which holds the values of every
+// interface that has the shape; the instances of a rule expanded from a list
+// (an IP list) become more elements of that set. Everything else stays in
+// the shape's rules. So a shape depends on nothing but its own key: lowered
+// once (the same for every interface, host and load), named from a hash of
+// the key (names.ts), and an interface joins or leaves it by its elements.
+//
+// A rule can be shared only when that is exactly equivalent: a negated
+// per-interface test needs a single instance per interface (`(if, a) not in
+// S` is `a != v` only then: the instance count of such a group is part of the
+// key), and the negations of one rule's looked-up tests must agree.
+// Otherwise the interface gets its own chains (l2.ts). nft cannot look RARP
+// addresses up in typed sets (l2.ts): a RARP rule testing per-interface
+// addresses dispatches through a per-interface map to a small chain of the
+// interface holding its instances.
+import { dropReason, type DropReason } from '../../ir/reasons.js';
 import type { Direction, InterfacePolicy, IpTest, JumpGuard, L2Match, L2Rule, MacTest } from '../../ir/types.js';
-import { accept, add, concat, drop, jump, match, meta, payload, prefix, setRef, str, sym, tuple, vmap } from './build.js';
+import { accept, add, concat, goto, jump, match, meta, payload, prefix, setRef, str, sym, tuple, vmap } from './build.js';
 import type { NftCommand, Selector, SetKeyType, Statement, Verdict } from './model.js';
-import { dropCounter, type NftNames } from './names.js';
+import { nftNames } from './names.js';
 import { br, endOfChain, guardStatements, l2Verdict, lowerL2Match, SLOT_SELECTORS } from './l2.js';
 import { appendAll } from '../../util/arrays.js';
+
+/** Bumped whenever the chains lowered for a shape key change meaning: part of every shape's hash. */
+export const SHAPE_LOWERING_VERSION = 1;
 
 type SlotPath = 'src' | 'dst' | 'sha' | 'tha' | 'spa' | 'tpa' | 'srcIp' | 'dstIp';
 const SLOT_PATHS: readonly SlotPath[] = ['src', 'dst', 'sha', 'tha', 'spa', 'tpa', 'srcIp', 'dstIp'];
@@ -38,9 +49,12 @@ interface TemplateChain {
   sub?: string;
   entries: (RuleGroup | Jump)[];
 }
+/** One direction of an interface's policy, grouped as its shape sees it. */
 export interface Template {
   iface: string;
+  dir: Direction;
   chains: TemplateChain[];
+  /** The shape key: the structure without per-interface values. */
   key: string;
 }
 
@@ -51,26 +65,39 @@ function slotTest(m: L2Match, path: SlotPath): MacTest | IpTest | undefined {
 /** An address test's value, if it can live in a set (masked MACs cannot). */
 function slotValue(t: MacTest | IpTest): string | undefined {
   if ('mask' in t && t.mask !== undefined && t.mask !== 'ff:ff:ff:ff:ff:ff') return undefined;
-  return 'prefix' in t ? t.addr : t.addr;
+  return t.addr;
 }
 
-/** The match with every set-able address removed: what interfaces of one shape share. */
+/** A test whose value is the interface's own and can be looked up in a set. */
+function portSlot(t: MacTest | IpTest | undefined): t is MacTest | IpTest {
+  return !!t?.port && slotValue(t) !== undefined;
+}
+
+/** The match with every per-interface value left out: what interfaces of one shape share. */
 function skeleton(m: L2Match): unknown {
   const o: Record<string, unknown> = { ...m };
   for (const p of SLOT_PATHS) {
     const t = slotTest(m, p);
-    if (!t || slotValue(t) === undefined) continue;
+    if (!portSlot(t)) continue;
     const { addr: _addr, ...rest } = t as { addr: string };
     o[p] = { ...rest, addr: '*' };
   }
   return o;
 }
 
+/** Whether a group's looked-up tests are negated (its instance count is then part of the shape). */
+function negatedPortTest(m: L2Match): boolean {
+  return SLOT_PATHS.some((p) => {
+    const t = slotTest(m, p);
+    return portSlot(t) && t.neg;
+  });
+}
+
 /**
- * Consecutive instances of one filter rule that differ only in set-able
- * addresses form a group (one shared rule, their addresses in a set);
- * instances that differ in anything else (ports, protocols from a list) start
- * a new group.
+ * Consecutive instances of one filter rule that differ only in
+ * per-interface values form a group (one shared rule, their values in a
+ * set); instances that differ in anything else (ports, protocols from a
+ * list) start a new group.
  */
 function groupRules(rules: readonly L2Rule[]): RuleGroup[] {
   const out: RuleGroup[] = [];
@@ -103,15 +130,25 @@ export function buildTemplate(p: InterfacePolicy, dir: Direction): Template {
   }
   flush();
   const chains: TemplateChain[] = [root, ...pol.chains.map((c) => ({ sub: c.name, entries: groupRules(c.rules) }))];
-  const key = JSON.stringify(
+  const key = JSON.stringify([
+    SHAPE_LOWERING_VERSION,
+    dir,
     chains.map((c) => ({
       sub: c.sub,
-      entries: c.entries.map((e) =>
-        e.kind === 'jump' ? e : { id: `${e.rules[0]?.origin.filter}/${e.rules[0]?.origin.rule}`, verdict: e.rules[0]?.verdict, reason: e.rules[0] ? dropReason(e.rules[0].origin) : '', m: skeleton((e.rules[0] as L2Rule).match) },
-      ),
+      entries: c.entries.map((e) => {
+        if (e.kind === 'jump') return e;
+        const rep = e.rules[0] as L2Rule;
+        return {
+          id: `${rep.origin.filter}/${rep.origin.rule}`,
+          verdict: rep.verdict,
+          reason: dropReason(rep.origin),
+          m: skeleton(rep.match),
+          ...(negatedPortTest(rep.match) ? { n: e.rules.length } : {}),
+        };
+      }),
     })),
-  );
-  return { iface: p.iface, chains, key };
+  ]);
+  return { iface: p.iface, dir, chains, key };
 }
 
 const SET_TYPE: Record<SlotPath, (t: MacTest | IpTest) => SetKeyType> = {
@@ -141,116 +178,100 @@ function elementValue(t: MacTest | IpTest) {
   return sym(t.addr);
 }
 
-export interface SharedEmission {
-  /** Chains, sets and rules of the shape. */
+/** How a shape lowered one group: a shared rule (its values looked up in set k), or a per-interface map k. */
+type GroupPlan = { kind: 'shared'; set?: { k: number; slots: SlotPath[] } } | { kind: 'per-interface'; k: number };
+
+/** A shape lowered once: its chains, rules and (empty) sets and maps. */
+export interface ShapeEmission {
+  /** The shape's name part (names.ts shapeHash of its key). */
+  hash: string;
+  dir: Direction;
   commands: NftCommand[];
-  /** The root chain each interface jumps to. */
+  /** The chain every interface of the shape jumps to. */
   root: string;
-  /** Counter-map entries needed: reason -> interfaces. */
-  counterMaps: Map<string, Set<string>>;
-  /** Named counters referenced directly (per-interface dispatch chains). */
-  namedCounters: Set<string>;
+  /** Drop reasons of its rules: each interface has an entry in those counting sets. */
+  reasons: DropReason[];
+  /** Per chain, per entry: how each group was lowered (what an interface adds). */
+  plan: (GroupPlan | undefined)[][];
 }
 
 function comment(id: string): string {
   return id.replace(/#\d+$/, '').replace(/[^A-Za-z0-9_.:/#@+-]/g, '_').slice(0, 120);
 }
 
-/** Shared chains for interfaces with the same template, or undefined when a rule cannot be shared exactly. */
-export function emitShared(dir: Direction, shapeId: number, templates: readonly Template[], names: NftNames): SharedEmission | undefined {
-  const first = templates[0];
-  if (!first) return undefined;
-  const chainName = (sub?: string): string => names.sharedChain(dir, shapeId, sub);
-  const ifKey = meta(dir === 'out' ? 'iifname' : 'oifname');
-  const commands: NftCommand[] = [];
+const ifKeyOf = (dir: Direction) => meta(dir === 'out' ? 'iifname' : 'oifname');
+
+/**
+ * The shared chains of a shape from one interface's template (any: the key
+ * holds everything they depend on), or undefined when a rule cannot be
+ * shared exactly (the interfaces of this shape get their own chains).
+ */
+export function emitShape(t: Template, hash: string): ShapeEmission | undefined {
+  const { dir } = t;
+  const chainName = (sub?: string): string => nftNames.shapeChain(hash, sub);
+  const ifKey = ifKeyOf(dir);
+  const decls: NftCommand[] = [];
   const rules: NftCommand[] = [];
-  const counterMaps = new Map<string, Set<string>>();
-  const namedCounters = new Set<string>();
-  const tinyRules: NftCommand[] = [];
-  const maps: NftCommand[] = [];
-  for (const c of first.chains) commands.push(add(br.chain(chainName(c.sub))));
+  const reasons = new Set<DropReason>();
+  const plan: (GroupPlan | undefined)[][] = [];
+  for (const c of t.chains) decls.push(add(br.chain(chainName(c.sub))));
   let setNo = 0;
-  for (let ci = 0; ci < first.chains.length; ci++) {
-    const c = first.chains[ci] as TemplateChain;
+  for (const c of t.chains) {
     const name = chainName(c.sub);
-    for (let ei = 0; ei < c.entries.length; ei++) {
-      const e = c.entries[ei] as RuleGroup | Jump;
+    const chainPlan: (GroupPlan | undefined)[] = [];
+    plan.push(chainPlan);
+    for (const e of c.entries) {
       if (e.kind === 'jump') {
+        chainPlan.push(undefined);
         rules.push(add(br.rule(name, [...guardStatements(e.guard), jump(chainName(e.chain))], `jump ${e.chain}`)));
         continue;
       }
-      // the same group in every interface of the shape
-      const groups = templates.map((t) => (t.chains[ci] as TemplateChain).entries[ei] as RuleGroup);
       const rep = e.rules[0] as L2Rule;
-      const varying: SlotPath[] = [];
-      for (const path of SLOT_PATHS) {
-        const t0 = slotTest(rep.match, path);
-        if (!t0 || slotValue(t0) === undefined) continue;
-        const values = new Set(groups.flatMap((g) => g.rules.map((r) => slotValue(slotTest(r.match, path) as MacTest | IpTest))));
-        if (values.size > 1) varying.push(path);
-      }
-      const setable = rep.match.proto !== 'rarp' || varying.every((v) => v === 'src' || v === 'dst');
+      const slots = SLOT_PATHS.filter((path) => portSlot(slotTest(rep.match, path)));
+      const setable = rep.match.proto !== 'rarp' || slots.every((v) => v === 'src' || v === 'dst');
       if (!setable) {
-        // nft cannot look RARP addresses up in typed sets (see l2.ts): dispatch to a
-        // per-interface chain holding this rule's instances. Exact for accept, drop and
-        // continue (a miss falls back into this chain); a sub-chain `return` is not.
+        // per-interface chains behind a map: exact for accept, drop and continue (a miss falls
+        // back into this chain); a sub-chain `return` is not
         if (rep.verdict === 'return' && c.sub !== undefined) return undefined;
-        const mapNo = setNo++;
-        const mapName = names.perIfaceMap(dir, shapeId, mapNo);
-        const entries: [ReturnType<typeof str>, Verdict][] = [];
-        for (let k = 0; k < templates.length; k++) {
-          const iface = (templates[k] as Template).iface;
-          const tiny = names.perIfaceChain(dir, shapeId, mapNo, iface);
-          commands.push(add(br.chain(tiny)));
-          for (const r of (groups[k] as RuleGroup).rules) tinyRules.push(add(br.rule(tiny, [...lowerL2Match(r.match, r, iface), ...l2Verdict(r, iface, c.sub === undefined, namedCounters)], comment(r.id))));
-          entries.push([str(iface), jump(tiny)]);
-        }
-        maps.push(add(br.verdictMap(mapName, 'ifname', entries)));
+        const k = setNo++;
+        const mapName = nftNames.shapeMap(hash, k);
+        decls.push(add(br.verdictMap(mapName, 'ifname', [])));
         rules.push(add(br.rule(name, [vmap(ifKey, mapName)], `${comment(rep.id)} (per interface)`)));
+        chainPlan.push({ kind: 'per-interface', k });
         continue;
       }
-      const stmts = lowerL2Match(rep.match, rep, first.iface, new Set(varying));
-      if (varying.length) {
-        const negated = varying.some((v) => (slotTest(rep.match, v) as MacTest | IpTest).neg);
-        if (negated && (varying.length > 1 || groups.some((g) => g.rules.length !== 1))) return undefined;
-        if (varying.some((v) => (slotTest(rep.match, v) as MacTest | IpTest).neg !== negated)) return undefined;
-        const setName = names.sharedSet(dir, shapeId, setNo++);
-        const types: SetKeyType[] = ['ifname', ...varying.map((v) => SET_TYPE[v](slotTest(rep.match, v) as MacTest | IpTest))];
-        const interval = varying.some((v) => {
-          const t = slotTest(rep.match, v) as IpTest;
-          return 'prefix' in t && t.prefix !== (t.family === 'ipv4' ? 32 : 128);
+      // constants stay in the rule; the interface's own values are looked up
+      const stmts = lowerL2Match(rep.match, rep, t.iface, new Set(slots));
+      let set: { k: number; slots: SlotPath[] } | undefined;
+      if (slots.length) {
+        const negated = slots.some((v) => (slotTest(rep.match, v) as MacTest | IpTest).neg);
+        if (negated && (slots.length > 1 || e.rules.length !== 1)) return undefined;
+        if (slots.some((v) => (slotTest(rep.match, v) as MacTest | IpTest).neg !== negated)) return undefined;
+        const k = setNo++;
+        const setName = nftNames.shapeSet(hash, k);
+        const types: SetKeyType[] = ['ifname', ...slots.map((v) => SET_TYPE[v](slotTest(rep.match, v) as MacTest | IpTest))];
+        const interval = slots.some((v) => {
+          const x = slotTest(rep.match, v) as IpTest;
+          return 'prefix' in x && x.prefix !== (x.family === 'ipv4' ? 32 : 128);
         });
-        const seen = new Set<string>();
-        const elements = [];
-        for (let k = 0; k < templates.length; k++) {
-          const iface = (templates[k] as Template).iface;
-          for (const r of (groups[k] as RuleGroup).rules) {
-            const vals = varying.map((v) => elementValue(slotTest(r.match, v) as MacTest | IpTest));
-            const id = JSON.stringify([iface, vals]);
-            if (seen.has(id)) continue;
-            seen.add(id);
-            elements.push(tuple(str(iface), ...vals));
-          }
-        }
-        commands.push(add(br.set(setName, types, elements, interval ? { flags: ['interval'] } : {})));
-        stmts.push(match(concat(ifKey, ...varying.map((v) => slotSelector(v, slotTest(rep.match, v) as MacTest | IpTest))), negated ? '!=' : '==', setRef(setName)));
+        decls.push(add(br.set(setName, types, undefined, interval ? { flags: ['interval'] } : {})));
+        stmts.push(match(concat(ifKey, ...slots.map((v) => slotSelector(v, slotTest(rep.match, v) as MacTest | IpTest))), negated ? '!=' : '==', setRef(setName)));
+        set = { k, slots };
       }
+      chainPlan.push({ kind: 'shared', ...(set ? { set } : {}) });
       const verdict: Statement[] = [];
-      const inRoot = c.sub === undefined;
       switch (rep.verdict) {
         case 'accept':
           verdict.push(accept());
           break;
         case 'drop': {
           const reason = dropReason(rep.origin);
-          const users = counterMaps.get(reason) ?? new Set<string>();
-          for (const t of templates) users.add(t.iface);
-          counterMaps.set(reason, users);
-          verdict.push({ kind: 'counter-map', key: ifKey, map: names.counterMap(dir, reason) }, drop());
+          reasons.add(reason);
+          verdict.push(goto(nftNames.dropChain(dir, reason)));
           break;
         }
         case 'return':
-          verdict.push(inRoot ? accept() : ({ kind: 'return' } as Verdict));
+          verdict.push(c.sub === undefined ? accept() : ({ kind: 'return' } as Verdict));
           break;
         case 'continue':
           verdict.push({ kind: 'continue' });
@@ -260,13 +281,43 @@ export function emitShared(dir: Direction, shapeId: number, templates: readonly 
     }
     rules.push(endOfChain(name));
   }
-  return { commands: [...commands, ...tinyRules, ...maps, ...rules], root: chainName(), counterMaps, namedCounters };
+  return { hash, dir, commands: [...decls, ...rules], root: chainName(), reasons: [...reasons].sort(), plan };
 }
 
-export function counterMapCommands(dir: Direction, maps: ReadonlyMap<string, ReadonlySet<string>>, names: NftNames): NftCommand[] {
-  const out: NftCommand[] = [];
-  for (const [reason, ifaces] of [...maps].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    out.push(add(br.dataMap(names.counterMap(dir, reason), 'ifname', 'counter', [...ifaces].sort().map((i) => [str(i), str(dropCounter(i, reason as never))] as const))));
-  }
-  return out;
+/**
+ * What one interface adds to a shape: the elements of the shape's sets, and
+ * for per-interface groups its own small chain and map entry. Drop reasons
+ * of those chains are added to `reasons`.
+ */
+export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<DropReason>): NftCommand[] {
+  const iface = t.iface;
+  const sets: NftCommand[] = [];
+  const chains: NftCommand[] = [];
+  t.chains.forEach((c, ci) => {
+    c.entries.forEach((e, ei) => {
+      const g = s.plan[ci]?.[ei];
+      if (e.kind === 'jump' || !g) return;
+      if (g.kind === 'per-interface') {
+        const tiny = nftNames.shapePortChain(s.hash, g.k, iface);
+        chains.push(add(br.chain(tiny)));
+        for (const r of e.rules) chains.push(add(br.rule(tiny, [...lowerL2Match(r.match, r, iface), ...l2Verdict(r, t.dir, c.sub === undefined, reasons)], comment(r.id))));
+        chains.push(add(br.element(nftNames.shapeMap(s.hash, g.k), [[str(iface), jump(tiny)]])));
+        return;
+      }
+      if (!g.set) return;
+      const slots = g.set.slots;
+      const seen = new Set<string>();
+      const elements = [];
+      for (const r of e.rules) {
+        const vals = slots.map((v) => elementValue(slotTest(r.match, v) as MacTest | IpTest));
+        const id = JSON.stringify(vals);
+        if (seen.has(id)) continue;
+        seen.add(id);
+        elements.push(tuple(str(iface), ...vals));
+      }
+      sets.push(add(br.element(nftNames.shapeSet(s.hash, g.set.k), elements)));
+    });
+  });
+  for (const r of s.reasons) reasons.add(r);
+  return [...chains, ...sets];
 }

@@ -1,23 +1,27 @@
 // The narrow interface between the live host (hook, reconcile, restore) and
 // the loader: apply the desired ports, and say which taps nwf-fast's rules
-// protect in the kernel right now. Today applyDesiredPorts compiles the whole
+// protect in the kernel right now. applyDesiredPorts takes the per-port
+// path (port-changes.ts: only the ports that differ from what it applied
+// last are resolved, lowered and changed, as one verified typed diff) when
+// what is loaded is what it applied last (live-applied.json names the
+// loaded record's id); otherwise, or with `full`, it compiles the whole
 // desired state (bundled filters + /etc/libvirt/nwfilter, the ports as
-// bindings) and loads it with loadGeneration (an element delta when only
-// addresses changed, else a gapless full replacement); the per-port
-// incremental engine replaces these bodies, not their callers.
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+// bindings) and loads it with loadGeneration.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileGeneration } from '../../compile.js';
-import { BASE_CHAINS, BRIDGE_TABLE, nftNames } from '../../backends/nft/names.js';
+import { BASE_CHAINS, BRIDGE_TABLE, FIXED } from '../../backends/nft/names.js';
 import type { NftJsonDocument } from '../../backends/nft/model.js';
 import { resolveInterface } from '../../resolve/resolve.js';
 import { BUNDLED_FILTERS_DIR, LIBVIRT_PATHS, loadFilterDir, type LoadedSources } from '../../resolve/sources.js';
-import { NwfError } from '../../util/errors.js';
+import { CODES, NwfError } from '../../util/errors.js';
 import type { FilterDef } from '../../xml/ast.js';
-import type { PolicyIR } from '../../ir/types.js';
 import { loadGeneration, type HostOptions, type LoadResult } from '../apply.js';
-import { StateDir, writeGeneration } from '../generation.js';
+import { writeAtomic, writeGeneration } from '../generation.js';
+import { LoadedStore } from '../loaded.js';
+import { applyPortChanges, type PortChangeResult } from '../port-changes.js';
 import { nftListTable } from '../nft.js';
 import { TC_HANDLE, TC_PRIORITY } from '../bpf-apply.js';
 import { tcQuery } from '../bpf/tc.js';
@@ -36,10 +40,44 @@ export interface ApplyOptions extends HostOptions {
 }
 
 export interface ApplyResult {
-  load: LoadResult;
-  /** Taps the new generation protects. */
+  /** The whole generation loaded (the full path). */
+  load?: LoadResult;
+  /** The ports changed one by one (the per-port path). */
+  ports?: PortChangeResult;
+  /** What is loaded now: the generation id (full path) or the loaded record's id (per-port path). */
+  id: string;
+  /** Applied as a diff (per-port changes, or an incremental load). */
+  incremental: boolean;
+  /** Taps protected now. */
   taps: string[];
   ms: { compile: number; load: number };
+}
+
+/** What applyDesiredPorts applied last: the loaded record's id and each port's fingerprint. */
+interface Applied {
+  format: 'nwf-fast-live-applied/1';
+  loadedId: string;
+  backend: ConfigBackend;
+  ports: Record<string, string>;
+}
+
+const appliedFile = (stateDir: string): string => join(stateDir, 'live-applied.json');
+
+function readApplied(stateDir: string): Applied | undefined {
+  try {
+    const a = JSON.parse(readFileSync(appliedFile(stateDir), 'utf8')) as Applied;
+    return a.format === 'nwf-fast-live-applied/1' && typeof a.loadedId === 'string' && a.ports && typeof a.ports === 'object' ? a : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** What of a port its policy depends on (not when or where it was read). */
+function fingerprint(p: DesiredPort): string {
+  return createHash('sha256')
+    .update(JSON.stringify([p.mac, p.owner, p.bridge ?? null, p.filterref]))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 /** A port whose policy does not compile, with the diagnostic. */
@@ -78,9 +116,38 @@ export function portError(failures: readonly PortFailure[]): NwfError {
   return new NwfError(f.error.code, `port ${f.port.tap} of domain ${f.port.owner.name}: ${f.error.message}${more}`, { ...f.error.details, iface: f.port.tap });
 }
 
-/** Compiles the desired ports and loads them (under the caller's lock). Throws without changing anything when a port does not compile. */
+/**
+ * Applies the desired ports (under the caller's lock): the ports that differ
+ * from what was applied last, one by one, when the loaded record is what
+ * this function applied last; else the whole desired state compiled and
+ * loaded. Throws without changing anything when a changed port (the whole
+ * path: any port) does not compile.
+ */
 export async function applyDesiredPorts(ports: readonly DesiredPort[], opts: ApplyOptions): Promise<ApplyResult> {
   const t0 = performance.now();
+  const head = new LoadedStore(opts.stateDir).readHead();
+  const applied = readApplied(opts.stateDir);
+  if (!opts.full && head && !head.pending && applied && applied.loadedId === head.id && applied.backend === opts.backend && head.backend === opts.backend) {
+    const want = new Map(ports.map((p) => [p.tap, p]));
+    const add = ports.filter((p) => applied.ports[p.tap] !== fingerprint(p));
+    const remove = Object.keys(applied.ports).filter((t) => !want.has(t));
+    const failures = portFailures(add, opts);
+    if (failures.length) throw portError(failures);
+    // an emptying change is refused as a load of an empty generation would be
+    if (!opts.allowEmpty && ports.length === 0 && remove.length > 0) {
+      throw new NwfError(CODES.LOAD_REFUSED, `refusing to apply the desired state: it protects no port, and ${remove.length} port(s) are protected now`, { hint: 'pass allowEmpty (nwf-fast load --allow-empty) to remove them all' });
+    }
+    if (!add.length && !remove.length) {
+      return { id: head.id, incremental: true, taps: ports.map((p) => p.tap), ms: { compile: performance.now() - t0, load: 0 } };
+    }
+    const { filters } = filterLibrary(opts.filterDirs);
+    const pf = portsFile(opts.stateDir);
+    const t1 = performance.now();
+    const r = await applyPortChanges({ add: add.map((p) => bindingOfPort(p, pf)), remove }, { ...opts, filters, backend: opts.backend });
+    const t2 = performance.now();
+    writeApplied(opts.stateDir, r.commit.head.id, opts.backend, ports);
+    return { ports: r, id: r.commit.head.id, incremental: true, taps: ports.map((p) => p.tap), ms: { compile: t1 - t0, load: t2 - t1 } };
+  }
   const failures = portFailures(ports, opts);
   if (failures.length) throw portError(failures);
   const { filters, files } = filterLibrary(opts.filterDirs);
@@ -93,10 +160,16 @@ export async function applyDesiredPorts(ports: readonly DesiredPort[], opts: App
     // loadGeneration refuses an emptying generation (opts.allowEmpty) and prunes (opts.keepGenerations)
     const load = await loadGeneration(tmp, opts);
     const t2 = performance.now();
-    return { load, taps: load.generation.manifest.interfaces.map((i) => i.iface), ms: { compile: t1 - t0, load: t2 - t1 } };
+    writeApplied(opts.stateDir, load.commit.head.id, opts.backend, ports);
+    return { load, id: load.generation.manifest.id, incremental: load.incremental, taps: load.generation.manifest.interfaces.map((i) => i.iface), ms: { compile: t1 - t0, load: t2 - t1 } };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+function writeApplied(stateDir: string, loadedId: string, backend: ConfigBackend, ports: readonly DesiredPort[]): void {
+  const doc: Applied = { format: 'nwf-fast-live-applied/1', loadedId, backend, ports: Object.fromEntries(ports.map((p) => [p.tap, fingerprint(p)])) };
+  writeAtomic(appliedFile(stateDir), JSON.stringify(doc) + '\n');
 }
 
 /** The map that a rule of `chain` (any chain when undefined) looks up by name ending in `suffix` (`iifname vmap @g1a2b3c_from_vm`). */
@@ -125,19 +198,16 @@ interface Expected {
   l3: boolean;
 }
 
-/** What the loaded generation puts in the kernel for each tap: a dispatch entry per direction with L2 rules, a mark entry with L3 rules. */
+/** What is loaded for each tap: every protected port has an entry in both dispatch maps (an accept where it has no rules), a mark entry with L3 rules. */
 function expectations(stateDir: string): Map<string, Expected> {
-  const state = new StateDir(stateDir);
-  const s = state.read();
+  const store = new LoadedStore(stateDir);
   const out = new Map<string, Expected>();
-  if (!s.current) return out;
-  let ir: PolicyIR;
-  try {
-    ir = state.load(s.current).ir;
-  } catch {
-    return out;
+  if (!store.readHead()) return out;
+  for (const n of store.portNames()) {
+    const p = store.readPort(n);
+    // a port whose policy failed is dropped, not protected
+    if (p && p.status !== 'failed') out.set(n, { out: true, in: true, l3: p.markId !== undefined });
   }
-  for (const p of ir.interfaces) out.set(p.iface, { out: p.l2.out.root.length > 0, in: p.l2.in.root.length > 0, l3: Object.values(p.l3).some((r) => r.length > 0) });
   return out;
 }
 
@@ -177,10 +247,9 @@ export async function tapsInForce(taps: readonly string[], opts: Pick<ApplyOptio
   } catch {
     return out;
   }
-  const plain = nftNames().bridge;
-  const from = mapKeys(doc, referencedMap(doc, BASE_CHAINS.bridgePre, plain.outMap));
-  const to = mapKeys(doc, referencedMap(doc, BASE_CHAINS.bridgePost, plain.inMap));
-  const marks = mapKeys(doc, referencedMap(doc, undefined, plain.markInMap));
+  const from = mapKeys(doc, referencedMap(doc, BASE_CHAINS.bridgePre, FIXED.fromVm));
+  const to = mapKeys(doc, referencedMap(doc, BASE_CHAINS.bridgePost, FIXED.toVm));
+  const marks = mapKeys(doc, referencedMap(doc, undefined, FIXED.markIn));
   for (const t of wanted) {
     const e = expect.get(t) as Expected;
     if ((!e.out || from.has(t)) && (!e.in || to.has(t)) && (!e.l3 || marks.has(t))) out.add(t);

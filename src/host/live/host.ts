@@ -46,7 +46,7 @@ export function describeChange(r: ChangeResult): string {
   const parts: string[] = [];
   if (r.added.length) parts.push(`added ${r.added.join(',')}`);
   if (r.removed.length) parts.push(`removed ${r.removed.join(',')}`);
-  if (r.apply) parts.push(`generation ${r.apply.load.generation.manifest.id}${r.apply.load.incremental ? ' (incremental)' : ''} compile ${r.apply.ms.compile.toFixed(1)} ms load ${r.apply.ms.load.toFixed(1)} ms`);
+  if (r.apply) parts.push(`${r.apply.ports ? `ports changed (+${r.apply.ports.added.length} -${r.apply.ports.removed.length}), loaded ${r.apply.id}` : `generation ${r.apply.id}`}${r.apply.incremental ? ' (incremental)' : ''} compile ${r.apply.ms.compile.toFixed(1)} ms load ${r.apply.ms.load.toFixed(1)} ms`);
   if (r.takeover?.taken.length) parts.push(`took over ${r.takeover.taken.join(',')}`);
   if (r.handback?.restored.size) parts.push(`handed back ${[...r.handback.restored.keys()].join(',')}`);
   return parts.join('; ');

@@ -165,33 +165,42 @@ export function encodeElementBatch(changes: readonly ElementChange[], seq: numbe
   w.end();
   const messages: EncodedMessage[] = [];
   let n = beginSeq;
-  for (const c of changes) {
-    const family = NFPROTO[c.set.family];
-    if (family === undefined) throw new NfnlEncodeError(`unknown family ${String(c.set.family)}`, false);
-    const type = nftMsgType(c.op === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
-    const flags = NLM_F_REQUEST | NLM_F_ACK | (c.op === 'add' ? NLM_F_CREATE : 0);
-    // an attribute's length is 16 bits: many elements take several messages (still one transaction)
-    for (let i = 0; i < c.elements.length; ) {
-      n = (n + 1) >>> 0;
-      const offset = w.begin(type, flags, n, family);
-      w.strz(NFTA_SET_ELEM_LIST_TABLE, c.set.table);
-      w.strz(NFTA_SET_ELEM_LIST_SET, c.set.name);
-      const nest = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
-      const elementOffsets: number[] = [];
-      const first = i;
-      while (i < c.elements.length && (i === first || w.length - nest < ELEMENTS_NEST_LIMIT)) {
-        elementOffsets.push(w.length - offset);
-        writeElement(w, c, c.elements[i] as ElementEntry, i - first);
-        i++;
-      }
-      w.nestEnd();
-      w.end();
-      const part = first === 0 && i === c.elements.length ? c : { ...c, elements: c.elements.slice(first, i) };
-      messages.push({ seq: n, change: part, offset, length: w.length - offset, elementOffsets });
-    }
-  }
+  for (const c of changes) n = writeElementChange(w, c, n, messages);
   const endSeq = (n + 1) >>> 0;
   w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST | NLM_F_ACK, endSeq, 0, NFNL_SUBSYS_NFTABLES);
   w.end();
   return { bytes: w.bytes(), messages, beginSeq, endSeq };
+}
+
+/**
+ * Writes one element change as its messages (several for very many
+ * elements) after sequence number `seq`; appends them to `messages` and
+ * returns the last sequence number used.
+ */
+export function writeElementChange(w: NlWriter, c: ElementChange, seq: number, messages: EncodedMessage[]): number {
+  let n = seq;
+  const family = NFPROTO[c.set.family];
+  if (family === undefined) throw new NfnlEncodeError(`unknown family ${String(c.set.family)}`, false);
+  const type = nftMsgType(c.op === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
+  const flags = NLM_F_REQUEST | NLM_F_ACK | (c.op === 'add' ? NLM_F_CREATE : 0);
+  // an attribute's length is 16 bits: many elements take several messages (still one transaction)
+  for (let i = 0; i < c.elements.length; ) {
+    n = (n + 1) >>> 0;
+    const offset = w.begin(type, flags, n, family);
+    w.strz(NFTA_SET_ELEM_LIST_TABLE, c.set.table);
+    w.strz(NFTA_SET_ELEM_LIST_SET, c.set.name);
+    const nest = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+    const elementOffsets: number[] = [];
+    const first = i;
+    while (i < c.elements.length && (i === first || w.length - nest < ELEMENTS_NEST_LIMIT)) {
+      elementOffsets.push(w.length - offset);
+      writeElement(w, c, c.elements[i] as ElementEntry, i - first);
+      i++;
+    }
+    w.nestEnd();
+    w.end();
+    const part = first === 0 && i === c.elements.length ? c : { ...c, elements: c.elements.slice(first, i) };
+    messages.push({ seq: n, change: part, offset, length: w.length - offset, elementOffsets });
+  }
+  return n;
 }

@@ -101,3 +101,5 @@ export async function applyElementDelta(deltas: readonly SetDelta[], opts: Eleme
   await nftApply(toNftJson(elementBatch(deltas)), opts);
   return { path: 'nft', fallback };
 }
+export { encodeGetGen, genIdOf, getGeneration, nftGeneration } from './gen.js';
+export { applyChanges, encodeChangeBatch, objectChangeText, sendChangeBatch, type NfnlChange, type ObjectChange } from './objects.js';

@@ -120,6 +120,20 @@ export interface NlReply {
   extOffset?: number;
   /** A message other than NLMSG_ERROR: its payload after the netlink header (a copy). */
   body?: Buffer;
+  /** Any other message (an nfnetlink reply): its top-level attributes by type, after the nfgenmsg header. */
+  attrs?: Map<number, Buffer>;
+}
+
+/** The top-level attributes of a payload (type without NLA_F_NESTED -> payload copy); the last one of a type wins. */
+export function parseAttrs(b: Buffer): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  for (let at = 0; at + NLA_HDRLEN <= b.length; ) {
+    const len = b.readUInt16LE(at);
+    if (len < NLA_HDRLEN || at + len > b.length) break;
+    out.set(b.readUInt16LE(at + 2) & ~NLA_F_NESTED, Buffer.from(b.subarray(at + NLA_HDRLEN, at + len)));
+    at += align4(len);
+  }
+  return out;
 }
 
 /** Splits a receive buffer into replies and decodes acknowledgements and errors. */
@@ -148,7 +162,10 @@ export function parseReplies(buf: Buffer, len: number): NlReply[] {
         }
       }
     }
-    if (r.type !== NLMSG_ERROR) r.body = Buffer.from(buf.subarray(at + NLMSG_HDRLEN, at + mlen));
+    if (r.type !== NLMSG_ERROR) {
+      r.body = Buffer.from(buf.subarray(at + NLMSG_HDRLEN, at + mlen));
+      if (mlen >= NLMSG_HDRLEN + NFGENMSG_LEN) r.attrs = parseAttrs(buf.subarray(at + NLMSG_HDRLEN + NFGENMSG_LEN, at + mlen));
+    }
     out.push(r);
     at += align4(mlen);
   }

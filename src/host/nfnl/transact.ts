@@ -4,7 +4,7 @@
 // acknowledge the end). Anything else is an error naming the set, the
 // element and the errno; the kernel has then rolled the whole batch back.
 import { CODES, NwfError } from '../../util/errors.js';
-import type { Atom, SetItem, SetKeyType, Verdict } from '../../backends/nft/model.js';
+import { verdictWords, type Atom, type SetItem, type SetKeyType, type Verdict } from '../../backends/nft/model.js';
 import { encodeElementBatch, type ElementChange, type ElementEntry, type EncodedBatch, type EncodedMessage, type SetDecl } from './encode.js';
 import type { NlReply } from './netlink.js';
 import { errnoText } from './socket.js';
@@ -50,20 +50,8 @@ function itemText(i: SetItem, type?: SetKeyType): string {
 }
 
 function dataText(d: Atom | Verdict): string {
-  switch (d.kind) {
-    case 'jump':
-    case 'goto':
-      return `${d.kind} ${d.target}`;
-    case 'accept':
-    case 'drop':
-    case 'continue':
-    case 'return':
-      return d.kind;
-    case 'string':
-      return JSON.stringify(d.value);
-    default:
-      return String(d.value);
-  }
+  if (d.kind === 'string') return JSON.stringify(d.value);
+  return d.kind === 'number' || d.kind === 'symbol' ? String(d.value) : verdictWords(d);
 }
 
 /** An element in nft's words: `"vnet0" . 10.0.0.1`, `"vnet0" : jump is0`. */
@@ -143,15 +131,11 @@ export interface BatchResult {
 }
 
 /**
- * Encodes `changes` as one nf_tables transaction, sends it on `sock` and
- * waits (at most timeoutMs) for the kernel's verdict. Throws NfnlBatchError
- * when the kernel refused it or did not answer, NfnlEncodeError when a value
- * cannot be encoded (nothing sent).
+ * Sends an encoded batch and waits (at most timeoutMs) for the kernel's
+ * verdict: returns the error replies (empty: applied); throws NfnlBatchError
+ * when the kernel did not say (whether it applied the batch is unknown).
  */
-export function sendElementBatch(sock: BatchSocket, changes: readonly ElementChange[], timeoutMs = 2000): BatchResult {
-  const elements = changes.reduce((n, c) => n + c.elements.length, 0);
-  if (elements === 0) return { messages: 0, elements: 0, bytes: 0 };
-  const batch = encodeElementBatch(changes, sock.reserveSeq(elements + 2));
+export function sendBatch(sock: BatchSocket, batch: { bytes: Buffer; beginSeq: number; endSeq: number; messages: readonly { seq: number }[] }, timeoutMs: number, what: string): NlReply[] {
   const ours = (r: NlReply): boolean => r.type === NLMSG_ERROR && ((r.seq - batch.beginSeq) >>> 0) <= ((batch.endSeq - batch.beginSeq) >>> 0);
   const acked = (rs: readonly NlReply[]): boolean => {
     const mine = rs.filter(ours);
@@ -163,9 +147,24 @@ export function sendElementBatch(sock: BatchSocket, changes: readonly ElementCha
   sock.send(batch.bytes);
   const replies = sock.receive(acked, timeoutMs).filter(ours);
   const errors = replies.filter((r) => r.errno !== 0);
-  if (errors.length) throw refusal(batch, errors[0] as NlReply, errors.length);
+  if (errors.length) return errors;
   if (!acked(replies)) {
-    throw new NfnlBatchError(`nf_tables did not acknowledge the element batch within ${timeoutMs} ms (${replies.length} of ${batch.messages.length + 1} acknowledgements): whether it was applied is unknown`, 0);
+    throw new NfnlBatchError(`nf_tables did not acknowledge the ${what} within ${timeoutMs} ms (${replies.length} of ${batch.messages.length + 1} acknowledgements): whether it was applied is unknown`, 0);
   }
+  return [];
+}
+
+/**
+ * Encodes `changes` as one nf_tables transaction, sends it on `sock` and
+ * waits (at most timeoutMs) for the kernel's verdict. Throws NfnlBatchError
+ * when the kernel refused it or did not answer, NfnlEncodeError when a value
+ * cannot be encoded (nothing sent).
+ */
+export function sendElementBatch(sock: BatchSocket, changes: readonly ElementChange[], timeoutMs = 2000): BatchResult {
+  const elements = changes.reduce((n, c) => n + c.elements.length, 0);
+  if (elements === 0) return { messages: 0, elements: 0, bytes: 0 };
+  const batch = encodeElementBatch(changes, sock.reserveSeq(elements + 2));
+  const errors = sendBatch(sock, batch, timeoutMs, 'element batch');
+  if (errors.length) throw refusal(batch, errors[0] as NlReply, errors.length);
   return { messages: batch.messages.length, elements, bytes: batch.bytes.length };
 }

@@ -48,6 +48,13 @@ export const NFT_MSG_NEWTABLE = 0;
 export const NFT_MSG_GETTABLE = 1;
 export const NFT_MSG_NEWSETELEM = 12;
 export const NFT_MSG_DELSETELEM = 14;
+export const NFT_MSG_NEWGEN = 15;
+export const NFT_MSG_GETGEN = 16;
+
+/** enum nft_gen_attributes. */
+export const NFTA_GEN_ID = 1;
+export const NFTA_GEN_PROC_PID = 2;
+export const NFTA_GEN_PROC_NAME = 3;
 
 /** The netlink message type of an nf_tables message: subsystem << 8 | message. */
 export const nftMsgType = (msg: number): number => (NFNL_SUBSYS_NFTABLES << 8) | msg;

@@ -1,0 +1,83 @@
+// A generation's nft part, compositional: the skeleton (skeleton.ts, from
+// the host's configuration), shapes (each lowered once, named by the hash of
+// its key: shared.ts) and ports (what one interface adds: elements of its
+// shapes' sets and maps, dispatch and counting entries, and the chains it
+// cannot share). What depends on a port's L3 port id, which the host
+// allocates and keeps, is built from the id (l3.ts markCommands). Every name
+// is untagged: the host applies the load tag (names.ts tagName).
+import type { Direction, FailedInterface } from '../../ir/types.js';
+import type { L3Family } from './l3.js';
+import type { NftBatch, NftCommand } from './model.js';
+
+/** A shape: chains, rules and empty sets and maps, the same for every port that has it. */
+export interface ShapePart {
+  /** Its hash (names.ts shapeHash): every object name of the shape carries it. */
+  name: string;
+  dir: Direction;
+  commands: NftCommand[];
+}
+
+export type PortStatus = 'protected' | 'failed';
+
+/** A port whose policy did not resolve or compile: its traffic is dropped, counted as unprotected. */
+export type PortFailure = FailedInterface;
+
+/** What one port adds to the skeleton and its shapes. */
+export interface PortPart {
+  iface: string;
+  status: PortStatus;
+  /** Its elements (dispatch, counting, shape sets and maps), own chains and L3 chains; not its port-id part. */
+  commands: NftCommand[];
+  /** The shapes it uses. */
+  shapes: string[];
+  /** Families of its L3 rules: the port needs a port id (markCommands). */
+  l3?: L3Family[];
+}
+
+export interface NftParts {
+  shapes: ShapePart[];
+  ports: PortPart[];
+}
+
+/**
+ * The order objects must be created in within one transaction: tables,
+ * counters, chains (empty), sets and maps, elements (vmap entries name
+ * chains, counter references counters), rules (rules name chains, sets and
+ * counters). Stable: rules of one chain keep their order.
+ */
+function phase(c: NftCommand): number {
+  if (c.op !== 'add' && c.op !== 'create') return 6;
+  switch (c.object.kind) {
+    case 'table':
+      return 0;
+    case 'counter':
+      return 1;
+    case 'chain':
+      return 2;
+    case 'set':
+    case 'map':
+      return 3;
+    case 'element':
+      return 4;
+    case 'rule':
+      return 5;
+    default:
+      return 6;
+  }
+}
+
+/** Commands of several parts as one batch nft accepts: creation order (see phase). */
+export function orderBatch(cmds: readonly NftCommand[]): NftCommand[] {
+  const buckets: NftCommand[][] = [[], [], [], [], [], [], []];
+  for (const c of cmds) (buckets[phase(c)] as NftCommand[]).push(c);
+  return buckets.flat();
+}
+
+/** The L3 families of a set of ports (the tables the skeleton needs). */
+export function familiesOf(ports: Iterable<Pick<PortPart, 'l3'>>): L3Family[] {
+  const f = new Set<L3Family>();
+  for (const p of ports) for (const x of p.l3 ?? []) f.add(x);
+  return (['ipv4', 'ipv6'] as const).filter((x) => f.has(x));
+}
+
+export type { NftBatch };

@@ -1,0 +1,158 @@
+// nf_tables changes as one netlink batch, mixed in the order given: add a
+// (regular) chain, a counter, or a rule of the kinds rules.ts encodes; flush a
+// chain (delete its rules); delete a chain, a set or map, a counter, a table;
+// and element changes (encode.ts). That is every command of a port joining
+// or leaving a shape, and of a load's cleanup, sent without libnftables
+// (whose client reads the whole table first, and waits for the kernel on
+// close): new sets, base chains and other rules are left to libnftables.
+import type { Statement } from '../../backends/nft/model.js';
+import { withNetns } from '../netns.js';
+import { writeElementChange, type ElementChange, type EncodedMessage } from './encode.js';
+import { NlWriter } from './netlink.js';
+import { commentUserdata, NFTA_RULE, writeRuleExpressions } from './rules.js';
+import { NfnlSocket, errnoText } from './socket.js';
+import { elementText, NfnlBatchError, sendBatch, type BatchSocket } from './transact.js';
+import {
+  NFNL_MSG_BATCH_BEGIN,
+  NFNL_MSG_BATCH_END,
+  NFNL_SUBSYS_NFTABLES,
+  NFPROTO,
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_REQUEST,
+  nftMsgType,
+  type NfFamily,
+} from './uapi.js';
+
+/** enum nf_tables_msg_types (the ones used here). */
+const MSG = { DELTABLE: 2, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, DELSET: 11, NEWOBJ: 18, DELOBJ: 20 } as const;
+/** NLM_F_APPEND: a new rule goes to the end of its chain. */
+const NLM_F_APPEND = 0x800;
+/** Attribute numbers: NFTA_TABLE_NAME, NFTA_CHAIN_*, NFTA_RULE_*, NFTA_SET_*, NFTA_OBJ_*. */
+const A = { TABLE_NAME: 1, CHAIN_TABLE: 1, CHAIN_NAME: 3, RULE_TABLE: 1, RULE_CHAIN: 2, SET_TABLE: 1, SET_NAME: 2, OBJ_TABLE: 1, OBJ_NAME: 2, OBJ_TYPE: 3, OBJ_DATA: 4 } as const;
+const NFT_OBJECT_COUNTER = 1;
+
+export type ObjectChange =
+  | { op: 'add' | 'flush' | 'delete'; kind: 'chain'; family: NfFamily; table: string; name: string }
+  | { op: 'add' | 'delete'; kind: 'counter'; family: NfFamily; table: string; name: string }
+  | { op: 'delete'; kind: 'set'; family: NfFamily; table: string; name: string }
+  | { op: 'delete'; kind: 'table'; family: NfFamily; name: string }
+  | { op: 'add'; kind: 'rule'; family: NfFamily; table: string; chain: string; statements: readonly Statement[]; comment?: string };
+
+/** An object change, or element changes of one set. */
+export type NfnlChange = ObjectChange | { kind: 'elements'; change: ElementChange };
+
+/** The change in nft's words, for messages. */
+export function objectChangeText(c: NfnlChange): string {
+  switch (c.kind) {
+    case 'table':
+      return `${c.op} table ${c.family} ${c.name}`;
+    case 'rule':
+      return `add a rule to chain ${c.family} ${c.table} ${c.chain}${c.comment ? ` (${c.comment})` : ''}`;
+    case 'elements':
+      return `${c.change.op} ${c.change.elements.length === 1 ? `element ${elementText(c.change.elements[0] as never, c.change.set)}` : `${c.change.elements.length} elements`} ${c.change.op === 'add' ? 'to' : 'from'} ${c.change.set.name}`;
+    default:
+      return `${c.op} ${c.kind} ${c.family} ${c.table} ${c.name}`;
+  }
+}
+
+function writeChange(w: NlWriter, c: ObjectChange, seq: number): void {
+  const family = NFPROTO[c.family];
+  const req = NLM_F_REQUEST | NLM_F_ACK;
+  switch (c.kind) {
+    case 'rule':
+      w.begin(nftMsgType(MSG.NEWRULE), req | NLM_F_CREATE | NLM_F_APPEND, seq, family);
+      w.strz(NFTA_RULE.TABLE, c.table);
+      w.strz(NFTA_RULE.CHAIN, c.chain);
+      writeRuleExpressions(w, c.statements);
+      if (c.comment !== undefined) w.attr(NFTA_RULE.USERDATA, commentUserdata(c.comment));
+      break;
+    case 'table':
+      w.begin(nftMsgType(MSG.DELTABLE), req, seq, family);
+      w.strz(A.TABLE_NAME, c.name);
+      break;
+    case 'chain':
+      if (c.op === 'flush') {
+        // a DELRULE without a handle deletes every rule of the chain
+        w.begin(nftMsgType(MSG.DELRULE), req, seq, family);
+        w.strz(A.RULE_TABLE, c.table);
+        w.strz(A.RULE_CHAIN, c.name);
+      } else {
+        w.begin(nftMsgType(c.op === 'add' ? MSG.NEWCHAIN : MSG.DELCHAIN), c.op === 'add' ? req | NLM_F_CREATE : req, seq, family);
+        w.strz(A.CHAIN_TABLE, c.table);
+        w.strz(A.CHAIN_NAME, c.name);
+      }
+      break;
+    case 'set':
+      w.begin(nftMsgType(MSG.DELSET), req, seq, family);
+      w.strz(A.SET_TABLE, c.table);
+      w.strz(A.SET_NAME, c.name);
+      break;
+    case 'counter':
+      w.begin(nftMsgType(c.op === 'add' ? MSG.NEWOBJ : MSG.DELOBJ), c.op === 'add' ? req | NLM_F_CREATE : req, seq, family);
+      w.strz(A.OBJ_TABLE, c.table);
+      w.strz(A.OBJ_NAME, c.name);
+      w.be32(A.OBJ_TYPE, NFT_OBJECT_COUNTER);
+      if (c.op === 'add') {
+        // a counter starting at zero: an empty data nest
+        w.nest(A.OBJ_DATA);
+        w.nestEnd();
+      }
+      break;
+  }
+  w.end();
+}
+
+/** The changes as one batch (begin, a message each, several for very many elements, end). */
+export function encodeChangeBatch(changes: readonly NfnlChange[], seq: number): { bytes: Buffer; messages: { seq: number; change: NfnlChange }[]; beginSeq: number; endSeq: number } {
+  const w = new NlWriter(256 + changes.length * 128);
+  const beginSeq = seq >>> 0;
+  w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, beginSeq, 0, NFNL_SUBSYS_NFTABLES);
+  w.end();
+  const messages: { seq: number; change: NfnlChange }[] = [];
+  let n = beginSeq;
+  for (const change of changes) {
+    if (change.kind === 'elements') {
+      const em: EncodedMessage[] = [];
+      n = writeElementChange(w, change.change, n, em);
+      for (const m of em) messages.push({ seq: m.seq, change: { kind: 'elements', change: m.change } });
+    } else {
+      n = (n + 1) >>> 0;
+      writeChange(w, change, n);
+      messages.push({ seq: n, change });
+    }
+  }
+  const endSeq = (n + 1) >>> 0;
+  w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST | NLM_F_ACK, endSeq, 0, NFNL_SUBSYS_NFTABLES);
+  w.end();
+  return { bytes: w.bytes(), messages, beginSeq, endSeq };
+}
+
+/** Sequence numbers a batch of these changes may use. */
+const seqsFor = (changes: readonly NfnlChange[]): number => changes.reduce((n, c) => n + (c.kind === 'elements' ? c.change.elements.length : 1), 2);
+
+/**
+ * Sends the changes as one transaction; throws NfnlBatchError naming the
+ * change the kernel refused (then nothing changed), NfnlEncodeError for a
+ * change this encoder does not cover (nothing sent).
+ */
+export function sendChangeBatch(sock: BatchSocket, changes: readonly NfnlChange[], timeoutMs = 2000): void {
+  if (!changes.length) return;
+  const batch = encodeChangeBatch(changes, sock.reserveSeq(seqsFor(changes)));
+  const errors = sendBatch(sock, batch, timeoutMs, 'batch');
+  const e = errors[0];
+  if (!e) return;
+  const m = batch.messages.find((x) => x.seq === e.seq);
+  throw new NfnlBatchError(`nf_tables refused to ${m ? objectChangeText(m.change) : 'commit the batch'}: ${errnoText(e.errno ?? 0)}${e.extMsg ? `; kernel: ${e.extMsg}` : ''}`, e.errno ?? 0);
+}
+
+/** Applies changes in `netns` (else the calling thread's) on the socket given, or on one of its own closed without waiting for the kernel. */
+export function applyChanges(changes: readonly NfnlChange[], opts: { netns?: string; socket?: NfnlSocket; timeoutMs?: number } = {}): void {
+  const own = !opts.socket;
+  const sock = opts.socket ?? (opts.netns !== undefined ? withNetns(opts.netns, () => NfnlSocket.open()) : NfnlSocket.open());
+  try {
+    sendChangeBatch(sock, changes, opts.timeoutMs);
+  } finally {
+    if (own) sock.closeAsync().catch(() => undefined);
+  }
+}
