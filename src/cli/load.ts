@@ -17,10 +17,11 @@ export const loadCommand: Command = {
     'and verifies its eBPF programs and applies it: as a typed diff against what\n' +
     'is loaded when the kernel holds exactly that, else as a full replacement in\n' +
     'one transaction; every present tap gets its programs. A port whose policy\n' +
-    'failed is dropped (fail closed) and the exit code is 5. Without DIR, protects what the live\n' +
-    'libvirt host runs (/run/libvirt: the running domains and nwfilter bindings;\n' +
-    'a machine without them is refused), records it as the desired state, and in\n' +
-    "takeover mode removes libvirt's dispatch for the ports now protected.\n" +
+    'failed is dropped (fail closed) and the exit code is 5. Without DIR,\n' +
+    'protects what the live libvirt host runs (/run/libvirt: the running\n' +
+    'domains and nwfilter bindings; a machine without them is refused), records\n' +
+    'it as the desired state, and in takeover mode removes libvirt\'s dispatch for\n' +
+    'the ports now protected.\n' +
     '\n' +
     'Everything that can be checked is checked before the kernel is touched; a\n' +
     'failed load leaves the previous generation in force, and one that fails after\n' +
@@ -31,10 +32,10 @@ export const loadCommand: Command = {
   options: {
     ...HOST_OPTIONS,
     ...BPF_HOOK_OPTION,
-    full: { value: false, help: 'replace the whole generation even when only set elements or eBPF values changed' },
+    ...SKELETON_OPTIONS,
+    full: { value: false, help: 'replace the whole generation even when a diff would do' },
     'allow-empty': { value: false, help: 'load even a generation that leaves every protected port unprotected (without DIR: also on a machine without libvirt)' },
     json: { value: false, help: 'print the result as JSON' },
-    ...SKELETON_OPTIONS,
   },
   positionals: { usage: '[DIR]', max: 1 },
   run: runLoad,
