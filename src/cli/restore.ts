@@ -8,15 +8,15 @@ export const restoreCommand: Command = {
   name: 'restore',
   summary: 'load the recorded generation (at boot, before libvirt)',
   description:
-    'Loads the generation the state directory records as loaded, as it is (a full\nload), refusing nothing: interfaces that do not exist yet are reported, their\nrules apply from the moment they appear. After `nwf-fast unload` nothing is\nrecorded as loaded and nothing is restored. Run by nwf-fast-restore.service.\nHolds the state lock.',
+    'Puts back what the state directory records as loaded (the last load and the\nport changes since), as it is (a full load), refusing nothing: interfaces that do not exist yet are reported, their\nrules apply from the moment they appear. After `nwf-fast unload` nothing is\nrecorded as loaded and nothing is restored. Run by nwf-fast-restore.service.\nHolds the state lock.',
   options: HOST_OPTIONS,
   run: async (p: ParsedArgs, io: CliIo): Promise<number> => {
     const r = await lockedCommand(p, 'restore', () => restoreLast(hostOptions(p)));
-    if (!r.load) {
+    if (!r.restored) {
       io.out('nothing recorded as loaded: nothing to restore\n');
       return 0;
     }
-    io.out(`restored generation ${r.load.generation.manifest.id} (${r.load.generation.manifest.interfaces.length} interface(s)) in ${r.load.ms.apply.toFixed(1)} ms\n`);
+    io.out(`restored generation ${r.restored.id} (${r.restored.interfaces} interface(s)) in ${r.restored.commit.ms.apply.toFixed(1)} ms\n`);
     if (r.missingTaps.length) io.out(`not present yet (protected when they appear): ${r.missingTaps.join(', ')}\n`);
     return 0;
   },

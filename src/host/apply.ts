@@ -28,7 +28,7 @@
 // (table-owner.ts); `status` is status.ts, with the kernel verification
 // here (loadedStatus).
 import { existsSync, readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { CODES, NwfError } from '../util/errors.js';
 import { appendAll } from '../util/arrays.js';
@@ -341,6 +341,15 @@ function hashId(prev: string | undefined, what: unknown): string {
     .slice(0, 16);
 }
 
+/** The hook the last load asked for (state.json), if it can be read. */
+function recordedHook(stateDir: string): BpfHookChoice | undefined {
+  try {
+    return new StateDir(stateDir).read().bpfHook;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * tap_patterns globs as nft interface patterns (a name, or a prefix and a
  * trailing `*`): a glob with `?` or `[...]` becomes its prefix before the
@@ -421,10 +430,39 @@ export interface CommitContext {
   touched?: (what: string) => void;
 }
 
+/**
+ * Creates the tables `cmds` adds that are absent, with nwf-fast's owner mark
+ * (table-owner.ts), before the transaction that fills them: the owner id
+ * of the context (a load's preflight), else the state directory's.
+ */
+async function markTables(cmds: readonly NftCommand[], ctx: CommitContext, opts: HostOptions): Promise<void> {
+  const families = new Set(cmds.filter((c) => c.op === 'add' && c.object.kind === 'table').map((c) => (c.object as { family: NftFamily }).family));
+  if (!families.size) return;
+  if (!ctx.owner) {
+    const state = new StateDir(opts.stateDir);
+    ctx.owner = state.ownerId();
+    if (!ctx.owner) {
+      ctx.owner = randomBytes(8).toString('hex');
+      state.writeOwnerId(ctx.owner);
+    }
+  }
+  const owner = ctx.owner;
+  ctx.tables ??= probeTables(opts, owner);
+  const created = await createMarkedTables(ctx.tables, families, owner, opts);
+  if (created.length) ctx.tables = ctx.tables.map((t) => (created.includes(t.family) ? { ...t, state: 'ours' as const, owner } : t));
+}
+
 export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitContext = {}): Promise<CommitResult> {
   const t0 = performance.now();
   const store = new LoadedStore(opts.stateDir);
-  const prevHead = store.readHead() as LoadedHead | undefined;
+  // a damaged record is no record: the load replaces everything (and records it again)
+  let damagedRecord: string | undefined;
+  let prevHead: LoadedHead | undefined;
+  try {
+    prevHead = store.readHead();
+  } catch (e) {
+    damagedRecord = (e as Error).message;
+  }
   const cfg = await skeletonConfig(opts, prevHead);
   const whole = change.whole;
 
@@ -432,7 +470,12 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   const prevPorts = new Map<string, LoadedPort>();
   const names = whole ? store.portNames() : [...change.ports.keys()];
   for (const n of names) {
-    const p = store.readPort(n);
+    let p: LoadedPort | undefined;
+    try {
+      p = store.readPort(n);
+    } catch (e) {
+      damagedRecord ??= (e as Error).message;
+    }
     if (p) prevPorts.set(n, p);
   }
   const ports = new Map(change.ports);
@@ -508,7 +551,9 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   const index = setIndexOf([...prevParts.map((p) => p.commands), ...nextParts.map((p) => p.commands), ...[...shapesInvolved.values()].map((s) => s.commands)]);
 
   // which path: a diff on a kernel that holds the record, or a full replacement
-  let fullReason: string | undefined = !prevHead
+  let fullReason: string | undefined = damagedRecord
+    ? `the record of what is loaded is damaged (${damagedRecord})`
+    : !prevHead
     ? 'nothing is recorded as loaded'
     : prevHead.pending
       ? `a change did not finish (${prevHead.pending.what}, ${prevHead.pending.since})`
@@ -559,7 +604,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
         ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
         prev: (prevHead?.bpf ?? {}) as BpfState,
         ...(opts.full ? { reloadAll: true } : {}),
-        hook: opts.bpfHook ?? new StateDir(opts.stateDir).read().bpfHook ?? 'auto',
+        hook: opts.bpfHook ?? recordedHook(opts.stateDir) ?? 'auto',
       },
       bpfChanges,
       change.bpfObjects,
@@ -620,11 +665,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
       const full = planFullLoad(inventory, tagCommands(orderBatch(cmds), tag), tag);
       const doc = toNftJson(full.apply);
       await nftCheck(doc, opts);
-      if (ctx.tables && ctx.owner) {
-        const families = new Set(cmds.filter((c) => c.op === 'add' && c.object.kind === 'table').map((c) => (c.object as { family: NftFamily }).family));
-        const created = await createMarkedTables(ctx.tables, families, ctx.owner, opts);
-        if (created.length) ctx.tables = ctx.tables.map((t) => (created.includes(t.family) ? { ...t, state: 'ours' as const, owner: ctx.owner as string } : t));
-      }
+      await markTables(cmds, ctx, opts);
       gen0 = currentGen(opts, sock);
       await timed(() => nftApply(doc, opts), (ms) => (nftMs += ms));
       via = 'nft';
@@ -632,6 +673,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
       cleanup = full.cleanup;
       path = 'full';
     } else if (plan && plan.apply.length) {
+      await markTables(plan.apply, ctx, opts);
       gen0 = currentGen(opts, sock);
       via = await timed(() => sendCommands(plan.apply, tag, index, opts, sock), (ms) => (nftMs += ms));
       path = plan.deltas ? 'elements' : 'diff';
@@ -785,6 +827,27 @@ export async function loadGeneration(dir: string, opts: HostOptions, op: 'load' 
   }
 }
 
+function checkNotEmptyingRecord(g: Generation, stateDir: string): void {
+  const store = new LoadedStore(stateDir);
+  let head: LoadedHead | undefined;
+  try {
+    head = store.readHead();
+  } catch {
+    return;
+  }
+  const before = head ? store.portNames() : [];
+  if (!head || !before.length) return;
+  const shown = before.length > 8 ? `${before.slice(0, 8).join(', ')}, ...` : before.join(', ');
+  throw new NwfError(
+    CODES.LOAD_REFUSED,
+    `refusing to load generation ${g.manifest.id}: it protects no interface, and the loaded generation ${head.id} protects ${before.length} (${shown}); loading it would leave every one of them unprotected`,
+    {
+      location: { file: g.dir },
+      hint: "check its sources (compile --libvirt on a host whose /run/libvirt is still empty compiles nothing); give --allow-empty to load it on purpose, or use `nwf-fast unload` to remove nwf-fast's rules",
+    },
+  );
+}
+
 async function loadChecked(g: Generation, state: StateDir, change: StateChange, opts: HostOptions): Promise<LoadResult> {
   const t0 = performance.now();
   const notes: string[] = [];
@@ -799,8 +862,10 @@ async function loadChecked(g: Generation, state: StateDir, change: StateChange, 
       });
     }
   }
-  // Everything that can be checked before the kernel is touched (preflight.ts).
-  const pre = preflightLoad(state, g, previous, { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.pinDir ? { pinDir: opts.pinDir } : {}), ...(opts.allowEmpty ? { allowEmpty: true } : {}) });
+  // A generation that protects no port over a record that protects some (the last load and the port changes since).
+  if (!opts.allowEmpty && g.manifest.interfaces.length === 0) checkNotEmptyingRecord(g, opts.stateDir);
+  // Everything that can be checked before the kernel is touched (preflight.ts; emptying: checked above against the record).
+  const pre = preflightLoad(state, g, previous, { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.pinDir ? { pinDir: opts.pinDir } : {}), allowEmpty: true });
   const families = new Set<NftFamily>(g.manifest.backend === 'bpf' ? [] : ['bridge', ...(g.manifest.l3 ? (['ip', 'ip6'] as const) : [])]);
   appendAll(notes, checkTables(pre, families, state.dir));
   // The generation is on disk (verified) before anything changes, and so is the journal.
@@ -885,7 +950,11 @@ export interface UnloadOptions extends HostOptions {
 export async function unload(opts: UnloadOptions): Promise<UnloadResult> {
   if (opts.force) {
     const r = await forceUnload(opts);
-    new LoadedStore(opts.stateDir).clear();
+    try {
+      new LoadedStore(opts.stateDir).clear();
+    } catch {
+      // --force works from the kernel alone: a state directory it cannot change stays as it is
+    }
     return r;
   }
   const state = new StateDir(opts.stateDir);

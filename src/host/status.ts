@@ -170,9 +170,16 @@ export async function status(opts: HostOptions): Promise<Status> {
   }
 
   // what is recorded as loaded, verified against the kernel (apply.ts: nft tables, eBPF programs and maps)
-  const ls = await loadedStatus(opts, tables);
+  let ls: LoadedStatus;
+  try {
+    ls = await loadedStatus(opts, tables);
+  } catch (e) {
+    if (!(e instanceof NwfError) || e.code !== CODES.STATE_INVALID) throw e;
+    problem('unverified', `drift cannot be checked: the record of what is loaded is damaged (${e.message}); \`nwf-fast load\` of the generation records it again`);
+    return out;
+  }
   if (!ls.loaded) {
-    problem('unverified', `generation ${s.current} is not recorded as loaded in ${opts.stateDir}/loaded (loaded by an older nwf-fast?): what it protects cannot be checked; \`nwf-fast load\` of the generation records it`);
+    problem('unverified', `drift cannot be checked: the record of what is loaded (${opts.stateDir}/loaded) is missing (generation ${s.current} loaded by an older nwf-fast?); \`nwf-fast load\` of the generation records it`);
     return out;
   }
   out.backend = ls.backend as Status['backend'];

@@ -206,20 +206,20 @@ describe.skipIf(!isRoot)('state, status and recovery on a namespaced host', () =
       expect(JSON.parse(j.stdout)).toMatchObject({ health: 'no-access', exitCode: 1, current: idOf(gens.g1!) });
     });
 
-    it('a missing or truncated kernel snapshot: drift cannot be checked (exit 3), never healthy, never exit 70', async () => {
+    it('a missing or truncated record of what is loaded: drift cannot be checked (exit 3), never healthy, never exit 70', async () => {
       expect((await cli(['load', gens.g1!])).exitCode).toBe(0);
-      const snap = join(state, 'generations', idOf(gens.g1!), 'kernel.json');
-      const text = readFileSync(snap, 'utf8');
-      rmSync(snap);
+      const head = join(state, 'loaded', 'head.json');
+      const text = readFileSync(head, 'utf8');
+      rmSync(head);
       let r = await cli(['status']);
       expect(r.exitCode).toBe(3);
       expect(r.stdout).toContain('health: NOT VERIFIED');
       expect(r.stdout).toContain('drift: UNKNOWN (not checked)');
-      expect(r.stdout).toMatch(/drift cannot be checked: the kernel snapshot .* is missing/);
-      writeFileSync(snap, text.slice(0, 40));
+      expect(r.stdout).toMatch(/drift cannot be checked: the record of what is loaded .* is missing/);
+      writeFileSync(head, text.slice(0, 40));
       r = await cli(['status']);
       expect(r.exitCode).toBe(3);
-      expect(r.stdout).toMatch(/kernel snapshot .* is damaged/);
+      expect(r.stdout).toMatch(/record of what is loaded is damaged/);
       expect((await cli(['load', gens.g1!])).exitCode).toBe(0);
       expect((await cli(['status'])).exitCode).toBe(0);
     });
@@ -290,7 +290,7 @@ describe.skipIf(!isRoot)('state, status and recovery on a namespaced host', () =
       expect(r.stderr).toMatch(/the stored copy of generation \w+ was damaged .*replaced from/);
       expect((await cli(['status'])).exitCode).toBe(0);
       expect((await cli(['load', gens.g2!])).exitCode).toBe(0);
-      writeFileSync(join(stored, 'nft.json'), '');
+      writeFileSync(join(stored, 'nft-parts.json'), '');
       r = await cli(['rollback']);
       expect(r.exitCode).toBe(1);
       expect(r.stderr).toMatch(/cannot roll back to generation \w+: its stored copy is unusable/);

@@ -1,23 +1,30 @@
-// `nwf-fast restore` (boot, nwf-fast-restore.service): load the generation
-// recorded as loaded, as it is, before libvirt starts any guest. It refuses
-// nothing (a tap that does not exist yet is only reported: its rules match
-// by name, so they apply from the moment libvirt creates it). Nothing is
-// restored after an `unload` (nothing is recorded as loaded then).
-import { loadGeneration, type HostOptions, type LoadResult } from '../apply.js';
+// `nwf-fast restore` (boot, nwf-fast-restore.service): put back what is
+// recorded as loaded (the loaded record: the last whole load and every port
+// change since, e.g. by the libvirt hook), as it is, before libvirt starts
+// any guest: a full replacement with the fail-closed skeleton of the
+// configuration. It refuses nothing (a tap that does not exist yet is only
+// reported: its rules match by name, so they apply from the moment libvirt
+// creates it). Nothing is restored after an `unload` (nothing is recorded
+// as loaded then).
+import { commit, type CommitResult, type HostOptions } from '../apply.js';
 import { StateDir } from '../generation.js';
+import { LoadedStore } from '../loaded.js';
 import { ifIndex, withNetns } from '../netns.js';
 
 export interface RestoreResult {
-  load?: LoadResult;
-  /** Interfaces of the generation that do not exist now. */
+  /** What was restored (the loaded record's id, and its generation last loaded whole). */
+  restored?: { id: string; generation: string | null; interfaces: number; commit: CommitResult };
+  /** Interfaces of the record that do not exist now. */
   missingTaps: string[];
 }
 
 export async function restoreLast(opts: HostOptions): Promise<RestoreResult> {
-  const state = new StateDir(opts.stateDir);
-  const s = state.read();
-  if (!s.current) return { missingTaps: [] };
-  const load = await loadGeneration(state.generationDir(s.current), { ...opts, full: true });
+  const s = new StateDir(opts.stateDir).read();
+  const store = new LoadedStore(opts.stateDir);
+  const head = store.readHead();
+  if (!s.current || !head) return { missingTaps: [] };
+  // an empty change on the recorded state, replaced in full and verified everywhere
+  const c = await commit({ backend: head.backend, ports: new Map(), whole: false, shapes: new Map(), bpfObjects: new Map(), verify: 'all' }, { ...opts, full: true });
   const exists = (tap: string): boolean => {
     try {
       return ifIndex(tap) > 0;
@@ -25,7 +32,7 @@ export async function restoreLast(opts: HostOptions): Promise<RestoreResult> {
       return false;
     }
   };
-  const taps = load.generation.manifest.interfaces.map((i) => i.iface);
+  const taps = store.portNames();
   const missingTaps = opts.netns ? withNetns(opts.netns, () => taps.filter((t) => !exists(t))) : taps.filter((t) => !exists(t));
-  return { load, missingTaps };
+  return { restored: { id: c.head.id, generation: c.head.generation, interfaces: taps.length, commit: c }, missingTaps };
 }
