@@ -722,6 +722,8 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
     store.writePort({ ...d.record, ...(m ? { markId: m.id } : {}), ...(bpfRec ? { bpf: bpfRec } : {}) });
   }
   for (const s of removedShapes) store.removeShape(s.name);
+  // a whole load also forgets shapes a killed change recorded and never put in force
+  if (whole) for (const n of store.shapeNames()) if (!(n in refs)) store.removeShape(n);
   for (const shapeId of bpf.shapesRemoved) store.removeBpfObject(shapeId);
   for (const [shapeId, path_] of change.bpfObjects) if (bpf.nextState[shapeId]) store.keepBpfObject(shapeId, path_);
   const head: LoadedHead = {

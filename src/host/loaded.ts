@@ -227,7 +227,8 @@ export class LoadedStore {
     const head = this.readHead();
     if (!head) return undefined;
     const shapes = new Map<string, ShapePart>();
-    for (const n of this.shapeNames()) shapes.set(n, this.readShape(n) as ShapePart);
+    // (only the shapes the head counts: a change killed before its head was written may have left others)
+    for (const n of this.shapeNames()) if (!head.shapeRefs || n in head.shapeRefs) shapes.set(n, this.readShape(n) as ShapePart);
     const ports = new Map<string, LoadedPort>();
     for (const n of this.portNames()) ports.set(n, this.readPort(n) as LoadedPort);
     return { head, shapes, ports };

@@ -197,10 +197,18 @@ export async function status(opts: HostOptions): Promise<Status> {
     status: p.status,
     ...(p.error ? { error: p.error } : {}),
   }));
-  const details = [...ls.driftDetails];
+  // a tap that exists must carry nwf-fast's programs in both directions
+  const bare: string[] = [];
+  for (const i of out.interfaces) {
+    const h = i.bpfHooks;
+    if (!h || h === 'no-tap') continue;
+    const dirs = (['out', 'in'] as const).filter((d) => h[d] === null).map((d) => (d === 'out' ? 'from the VM' : 'to the VM'));
+    if (dirs.length) bare.push(`${i.iface} (${dirs.join(', ')})`);
+  }
+  const details = [...(bare.length ? [`eBPF programs missing on ${bare.join(', ')}`] : []), ...ls.driftDetails.filter((d) => !/^eBPF on .*: no nwf-fast program/.test(d))];
   if (details.length) {
     out.drift = true;
-    out.driftDetail = ls.driftDetail ?? details[0];
+    out.driftDetail = details.join('; ');
     problem('drift', `drift: ${details.join('; ')}; \`nwf-fast load\` of the generation repairs it`);
   }
   // ports whose policy failed: dropped (fail closed), not protected

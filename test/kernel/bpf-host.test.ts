@@ -237,7 +237,7 @@ describe.skipIf(!isRoot)('eBPF attach mechanisms on a loaded host', () => {
         const r = await loadGeneration(dir, { ...opts, bpfHook: h });
         const q = withNetns(tb.hostNs, () => queryPort({ iface: 'vnet0', ifindex: ifIndex('vnet0') }, pinDir));
         const want = h === 'auto' ? EXPECT.tc : EXPECT[h];
-        expect(r.incremental).toBeUndefined();
+        expect(r.incremental).toBe(false);
         expect(r.bpfHooks?.vnet0).toEqual(want);
         expect({ out: q.out?.mechanism, in: q.in?.mechanism }).toEqual(want);
         seen.push(`${h}:${q.out?.mechanism}/${q.in?.mechanism}`);

@@ -125,7 +125,7 @@ describe.skipIf(skip !== undefined)('the libvirt hook through the CLI, 20 domain
     expect(await probe(3)).toEqual({ spoofed: false, legit: true });
     expect(await probe(N - 1)).toEqual({ spoofed: false, legit: true });
     st = await statusJson();
-    expect(st.s.drift, JSON.stringify(st.s.problems)).toBe(false);
+    expect(st.s.drift).toBe(false);
     expect(st.code).toBe(0);
   }, 120_000);
 
