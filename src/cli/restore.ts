@@ -8,7 +8,7 @@ export const restoreCommand: Command = {
   name: 'restore',
   summary: 'load the recorded generation (at boot, before libvirt)',
   description:
-    'Puts back what the state directory records as loaded (the last load and the\nport changes since), as it is (a full load), refusing nothing: interfaces that do not exist yet are reported, their\nrules apply from the moment they appear. After `nwf-fast unload` nothing is\nrecorded as loaded and nothing is restored. Run by nwf-fast-restore.service.\nHolds the state lock.',
+    'Puts back what the state directory records as loaded (the last load and the\nport changes since), as it is (a full load), refusing nothing: interfaces\nthat do not exist yet are reported, their rules apply from the moment they\nappear. After `nwf-fast unload` nothing is recorded as loaded and nothing is\nrestored. Run by nwf-fast-restore.service. Holds the state lock.',
   options: HOST_OPTIONS,
   run: async (p: ParsedArgs, io: CliIo): Promise<number> => {
     const r = await lockedCommand(p, 'restore', () => restoreLast(hostOptions(p)));
