@@ -132,7 +132,7 @@ export function generationId(nftParts: string, bpfIndex: string | undefined): st
  * and fails closed for unknown ports.
  */
 export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean } = {}): NftLowering {
-  return lowerToNft(ir, { ...(backend === 'bpf' ? { mode: 'dispatch' as const } : {}), ...(opts.strict ? { strict: true } : {}) });
+  return lowerToNft(ir, { ...(backend === 'bpf' ? { mode: 'dispatch' as const } : {}), strict: opts.strict === true });
 }
 
 export interface ResolveSourcesOptions {

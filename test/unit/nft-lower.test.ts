@@ -164,8 +164,8 @@ describe('refused rather than approximated (differences from libvirt)', () => {
     expect((err as NwfError).code).toBe(code);
     expect((err as NwfError).message).toMatch(re);
     if (!p) return; // refused by the resolver already (a partial compile fails the port there)
-    // without strict: the port fails closed, the others are lowered
-    const l = lowerToNft({ version: 1, interfaces: [p, policyFor('clean-traffic', { IP: '10.0.0.3' }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' })], notes: [] });
+    // strict false (a partial lowering): the port fails closed, the others are lowered
+    const l = lowerToNft({ version: 1, interfaces: [p, policyFor('clean-traffic', { IP: '10.0.0.3' }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' })], notes: [] }, { strict: false });
     expect(l.failed.map((f) => [f.iface, f.code])).toEqual([['vnet0', code]]);
     const t = printNftText(l.batch);
     expect(t).toContain('add element bridge nwf_fast from_vm { "vnet0" : goto drop-out-unprotected }');

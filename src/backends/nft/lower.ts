@@ -60,7 +60,7 @@ export interface LowerOptions {
   mode?: 'rules' | 'dispatch';
   /** The skeleton of `batch` (default: DEFAULT_SKELETON_CONFIG). */
   skeleton?: SkeletonConfig;
-  /** A port that cannot be lowered throws (default: it fails closed and is listed in `failed`). */
+  /** A port that cannot be lowered throws (default); false: it fails closed and is listed in `failed` (a partial lowering). */
   strict?: boolean;
   /** `batch` with every object under this load tag (tests and benchmarks that apply it whole; parts stay untagged). */
   tag?: string;
@@ -194,7 +194,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
     try {
       ports.push(lowering.port(p));
     } catch (e) {
-      if (opts.strict || !(e instanceof NwfError)) throw e;
+      if (opts.strict !== false || !(e instanceof NwfError)) throw e;
       failed.push(failureOf(p, e));
       ports.push(failedPortPart(p.iface));
     }
