@@ -3,9 +3,11 @@
 // layout (host byte order for integers unless the program says otherwise).
 import { checkInt, checkSys, invalid } from './call.js';
 import { BpfError, EBADF, ENOENT } from './errors.js';
-import { closeFd, cString, MAP_INFO, objGet, objInfo, pinFd } from './fd.js';
+import { closeFd, cString, MAP_INFO, objGet, objInfo } from './fd.js';
 import { libbpf } from './ffi.js';
-import { unpinPath } from './bpffs.js';
+import { BpfHandle, type HandleSource, type MemberCalls } from './handle.js';
+
+export type { OwnerState } from './handle.js';
 
 /** Flags of bpf_map_update_elem. */
 export const BPF_ANY = 0;
@@ -46,12 +48,6 @@ export function numPossibleCpus(): number {
   return possibleCpus;
 }
 
-/** Liveness of the object that owns a map or program (closing it closes their fds). */
-export interface OwnerState {
-  readonly label: string;
-  closed: boolean;
-}
-
 export interface BpfMapInfo {
   name: string;
   type: number;
@@ -65,34 +61,29 @@ function bytes(u: Uint8Array): Buffer {
   return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
 }
 
-export class BpfMap implements BpfMapInfo {
-  readonly name: string;
+const MAP_CALLS: MemberCalls = {
+  kind: 'map',
+  prefix: 'bpf_map__',
+  fd: (ptr) => libbpf().bpf_map__fd(ptr),
+  pin: (ptr, path) => libbpf().bpf_map__pin(ptr, path),
+  unpin: (ptr, path) => libbpf().bpf_map__unpin(ptr, path),
+};
+
+export class BpfMap extends BpfHandle implements BpfMapInfo {
   readonly type: number;
   readonly keySize: number;
   readonly valueSize: number;
   readonly maxEntries: number;
   readonly flags: number;
-  readonly #ptr: bigint | null;
-  readonly #owner: OwnerState | null;
-  #fd: number;
 
   /** @internal use BpfObject.map() or openPinnedMap(). */
-  constructor(info: BpfMapInfo, src: { ptr: bigint; owner: OwnerState } | { fd: number }) {
-    this.name = info.name;
+  constructor(info: BpfMapInfo, src: HandleSource) {
+    super(info.name, src, MAP_CALLS);
     this.type = info.type;
     this.keySize = info.keySize;
     this.valueSize = info.valueSize;
     this.maxEntries = info.maxEntries;
     this.flags = info.flags;
-    if ('ptr' in src) {
-      this.#ptr = src.ptr;
-      this.#owner = src.owner;
-      this.#fd = -1;
-    } else {
-      this.#ptr = null;
-      this.#owner = null;
-      this.#fd = src.fd;
-    }
   }
 
   /** Wrap a map fd (taking ownership: close() closes it). */
@@ -113,30 +104,9 @@ export class BpfMap implements BpfMapInfo {
 
   /** Before the object is loaded: the number of entries the kernel map gets (bpf_map__set_max_entries). */
   setMaxEntries(n: number): void {
-    if (this.#ptr === null) throw new BpfError('bpf_map__set_max_entries', this.label, EBADF, [], { hint: 'only maps of an object that is not loaded yet' });
-    const ptr = this.#ptr;
+    const ptr = this.ptr;
+    if (ptr === null) throw new BpfError('bpf_map__set_max_entries', this.label, EBADF, [], { hint: 'only maps of an object that is not loaded yet' });
     checkInt('bpf_map__set_max_entries', `${this.label} -> ${n}`, () => libbpf().bpf_map__set_max_entries(ptr, n));
-  }
-
-  /** @internal the libbpf `struct bpf_map *`, for object maps. */
-  get ptr(): bigint | null {
-    return this.#ptr;
-  }
-
-  get label(): string {
-    return this.#owner ? `map ${this.name} of ${this.#owner.label}` : `map ${this.name}`;
-  }
-
-  /** The map's fd (owned by its BpfObject or by this wrapper; do not close it). */
-  get fd(): number {
-    if (this.#ptr !== null) {
-      if (this.#owner?.closed) throw new BpfError('bpf_map__fd', this.label, EBADF, [], { hint: 'the BpfObject was closed' });
-      // Fixed once loaded (and closed with the object): cache it for the hot paths.
-      if (this.#fd < 0) this.#fd = checkInt('bpf_map__fd', this.label, () => libbpf().bpf_map__fd(this.#ptr!));
-      return this.#fd;
-    }
-    if (this.#fd < 0) throw new BpfError('map fd', this.label, EBADF, [], { hint: 'the map was closed' });
-    return this.#fd;
   }
 
   /** The kernel's id of the map (bpf_obj_get_info_by_fd). */
@@ -252,34 +222,6 @@ export class BpfMap implements BpfMapInfo {
     for (const k of this.keys()) {
       const v = this.lookup(k);
       if (v) yield [k, v];
-    }
-  }
-
-  /** Pin the map at `path` (in a bpf filesystem, see ensureBpffs). */
-  pin(path: string): void {
-    if (this.#ptr !== null) {
-      this.fd; // throws if the object is closed
-      checkInt('bpf_map__pin', `${this.label} -> ${path}`, () => libbpf().bpf_map__pin(this.#ptr!, path));
-    } else {
-      pinFd(this.fd, path, this.label);
-    }
-  }
-
-  /** Remove the pin at `path` (the map lives on while fds or programs use it). */
-  unpin(path: string): void {
-    if (this.#ptr !== null) {
-      this.fd;
-      checkInt('bpf_map__unpin', `${this.label} <- ${path}`, () => libbpf().bpf_map__unpin(this.#ptr!, path));
-    } else {
-      unpinPath(path);
-    }
-  }
-
-  /** Close a standalone map fd. Maps of a BpfObject close with the object; this is a no-op for them. */
-  close(): void {
-    if (this.#ptr === null && this.#fd >= 0) {
-      closeFd(this.#fd);
-      this.#fd = -1;
     }
   }
 }

@@ -1,11 +1,9 @@
 // BPF programs: a program of a loaded BpfObject, or a standalone fd (a pinned
 // program opened with openPinnedProgram), and BPF_PROG_TEST_RUN.
 import { checkInt, invalid } from './call.js';
-import { BpfError, EBADF } from './errors.js';
-import { closeFd, cString, objGet, objInfo, pinFd, PROG_INFO } from './fd.js';
+import { closeFd, cString, objGet, objInfo, PROG_INFO } from './fd.js';
 import { libbpf, STRUCT_SIZES } from './ffi.js';
-import { unpinPath } from './bpffs.js';
-import type { OwnerState } from './map.js';
+import { BpfHandle, type HandleSource, type MemberCalls } from './handle.js';
 
 /** enum bpf_prog_type values nwf-fast uses. */
 export const BpfProgType = {
@@ -37,33 +35,25 @@ export const XDP_ACT = {
   REDIRECT: 4,
 } as const;
 
-export class BpfProgram {
-  readonly name: string;
+const PROGRAM_CALLS: MemberCalls = {
+  kind: 'program',
+  prefix: 'bpf_program__',
+  fd: (ptr) => libbpf().bpf_program__fd(ptr),
+  pin: (ptr, path) => libbpf().bpf_program__pin(ptr, path),
+  unpin: (ptr, path) => libbpf().bpf_program__unpin(ptr, path),
+};
+
+export class BpfProgram extends BpfHandle {
   /** ELF section, e.g. "tc" or "classifier/x" (empty for a standalone fd). */
   readonly section: string;
   /** enum bpf_prog_type (3 = SCHED_CLS). */
   readonly type: number;
-  readonly #ptr: bigint | null;
-  readonly #owner: OwnerState | null;
-  #fd: number;
 
   /** @internal use BpfObject.program() or openPinnedProgram(). */
-  constructor(
-    info: { name: string; section: string; type: number },
-    src: { ptr: bigint; owner: OwnerState } | { fd: number },
-  ) {
-    this.name = info.name;
+  constructor(info: { name: string; section: string; type: number }, src: HandleSource) {
+    super(info.name, src, PROGRAM_CALLS);
     this.section = info.section;
     this.type = info.type;
-    if ('ptr' in src) {
-      this.#ptr = src.ptr;
-      this.#owner = src.owner;
-      this.#fd = -1;
-    } else {
-      this.#ptr = null;
-      this.#owner = null;
-      this.#fd = src.fd;
-    }
   }
 
   /** Wrap a program fd (taking ownership: close() closes it). */
@@ -75,35 +65,19 @@ export class BpfProgram {
     );
   }
 
-  /** @internal the libbpf `struct bpf_program *`, for object programs. */
-  get ptr(): bigint | null {
-    return this.#ptr;
-  }
-
-  get label(): string {
-    return this.#owner ? `program ${this.name} of ${this.#owner.label}` : `program ${this.name}`;
-  }
-
   get typeName(): string {
     return libbpf().libbpf_bpf_prog_type_str(this.type) ?? `prog type ${this.type}`;
   }
 
   /** Whether the program has an fd (its object is loaded and open). */
   get loaded(): boolean {
-    if (this.#ptr !== null) return !this.#owner?.closed && libbpf().bpf_program__fd(this.#ptr) >= 0;
-    return this.#fd >= 0;
-  }
-
-  /** The program's fd (owned by its BpfObject or by this wrapper; do not close it). */
-  get fd(): number {
-    if (this.#ptr !== null) {
-      if (this.#owner?.closed) throw new BpfError('bpf_program__fd', this.label, EBADF, [], { hint: 'the BpfObject was closed' });
-      // Fixed once loaded (and closed with the object): cache it for the hot paths.
-      if (this.#fd < 0) this.#fd = checkInt('bpf_program__fd', this.label, () => libbpf().bpf_program__fd(this.#ptr!));
-      return this.#fd;
+    const ptr = this.ptr;
+    if (ptr !== null) return !this.ownerClosed && libbpf().bpf_program__fd(ptr) >= 0;
+    try {
+      return this.fd >= 0;
+    } catch {
+      return false; // closed
     }
-    if (this.#fd < 0) throw new BpfError('program fd', this.label, EBADF, [], { hint: 'the program was closed' });
-    return this.#fd;
   }
 
   /**
@@ -111,8 +85,9 @@ export class BpfProgram {
    * object: set before the load. A program left out has no fd.
    */
   setAutoload(load: boolean): void {
-    if (this.#ptr === null) throw invalid('bpf_program__set_autoload', this.label, 'a program of an object that is not loaded yet');
-    checkInt('bpf_program__set_autoload', this.label, () => libbpf().bpf_program__set_autoload(this.#ptr!, load));
+    const ptr = this.ptr;
+    if (ptr === null) throw invalid('bpf_program__set_autoload', this.label, 'a program of an object that is not loaded yet');
+    checkInt('bpf_program__set_autoload', this.label, () => libbpf().bpf_program__set_autoload(ptr, load));
   }
 
   /** The kernel's id of the loaded program (what bpf_tc_query and link info report). */
@@ -120,36 +95,9 @@ export class BpfProgram {
     return objInfo(this.fd, PROG_INFO.size, this.label).readUInt32LE(PROG_INFO.id);
   }
 
-  /** Pin the program at `path` in bpffs. */
-  pin(path: string): void {
-    if (this.#ptr !== null) {
-      this.fd;
-      checkInt('bpf_program__pin', `${this.label} -> ${path}`, () => libbpf().bpf_program__pin(this.#ptr!, path));
-    } else {
-      pinFd(this.fd, path, this.label);
-    }
-  }
-
-  unpin(path: string): void {
-    if (this.#ptr !== null) {
-      this.fd;
-      checkInt('bpf_program__unpin', `${this.label} <- ${path}`, () => libbpf().bpf_program__unpin(this.#ptr!, path));
-    } else {
-      unpinPath(path);
-    }
-  }
-
   /** BPF_PROG_TEST_RUN on this program. */
   testRun(dataIn: Uint8Array, opts: TestRunOptions = {}): TestRunResult {
     return testRun(this.fd, dataIn, opts, this.label);
-  }
-
-  /** Close a standalone program fd; no-op for programs of a BpfObject. */
-  close(): void {
-    if (this.#ptr === null && this.#fd >= 0) {
-      closeFd(this.#fd);
-      this.#fd = -1;
-    }
   }
 }
 
