@@ -227,16 +227,9 @@ export const L4_HEADER_SIZE: Readonly<Record<number, number>> = {
 export const CONN_STATES = ['NEW', 'ESTABLISHED', 'RELATED', 'INVALID', 'NONE'] as const;
 export type ConnStateName = (typeof CONN_STATES)[number];
 
-export const TCP_FLAG_BITS: Readonly<Record<string, number>> = {
-  FIN: 0x01,
-  SYN: 0x02,
-  RST: 0x04,
-  PSH: 0x08,
-  ACK: 0x10,
-  URG: 0x20,
-  ALL: 0x3f,
-  NONE: 0,
-};
+/** The TCP flag bits nwfilter names (`flags='SYN/SYN,ACK'`). */
+export const TCP_FLAGS = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10, URG: 0x20 } as const;
+export const TCP_FLAG_BITS: Readonly<Record<string, number>> = { ...TCP_FLAGS, ALL: 0x3f, NONE: 0 };
 
 /** `MASK/SET` lists of TCP flag names, e.g. `SYN,ACK/SYN`. */
 export function parseTcpFlags(s: string): { mask: number; set: number } | undefined {

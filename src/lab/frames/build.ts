@@ -13,7 +13,7 @@
 // so that deliberately malformed packets can be produced.
 
 import { CODES, NwfError } from '../../util/errors.js';
-import { ARP_OPCODES, ETHERTYPES, type ArpOpName } from '../../ir/values.js';
+import { ARP_OPCODES, ETHERTYPES, TCP_FLAGS, type ArpOpName } from '../../ir/values.js';
 import {
   concat,
   internetChecksum,
@@ -48,16 +48,8 @@ export const IpProto = {
   UDPLITE: 136,
 } as const;
 
-export const TcpFlag = {
-  FIN: 0x01,
-  SYN: 0x02,
-  RST: 0x04,
-  PSH: 0x08,
-  ACK: 0x10,
-  URG: 0x20,
-  ECE: 0x40,
-  CWR: 0x80,
-} as const;
+/** Every TCP flag bit: nwfilter's six and the two ECN bits. */
+export const TcpFlag = { ...TCP_FLAGS, ECE: 0x40, CWR: 0x80 } as const;
 export type TcpFlagName = keyof typeof TcpFlag;
 
 /** ARP/RARP opcodes by nwfilter name (the IR's table). */

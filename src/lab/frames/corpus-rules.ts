@@ -104,6 +104,14 @@ function ipRangeOp(key: string, t: IpRangeTest, set: (s: FrameSpec, ip: string) 
   return t.neg ? { key, phase: 2, sat: outside, viol: inside } : { key, phase: 2, sat: inside, viol: outside };
 }
 
+/** The source and destination port tests of an L3 rule (at most two ops). */
+function portOps(r: { srcPort?: RangeTest; dstPort?: RangeTest }): TestOp[] {
+  const ops: TestOp[] = [];
+  if (r.srcPort) ops.push(rangeOp('sport', r.srcPort, 0xffff, (s, x) => void (s.sport = x)));
+  if (r.dstPort) ops.push(rangeOp('dport', r.dstPort, 0xffff, (s, x) => void (s.dport = x)));
+  return ops;
+}
+
 function rangeOp(key: string, t: RangeTest, max: number, set: (s: FrameSpec, x: number) => void): TestOp {
   const put = (x: number) =>
     v((s) => {
@@ -359,18 +367,7 @@ export function l2Ops(m: L2Match, ctx: OpContext): TestOp[] {
       if (m.protocol) ops.push(protoOp(m.protocol));
       if (m.srcIp) ops.push(ipOp('src-ip', m.srcIp, srcIp, setSrc));
       if (m.dstIp) ops.push(ipOp('dst-ip', m.dstIp, dstIp, setDst));
-      if (m.srcPort)
-        ops.push(
-          rangeOp('sport', m.srcPort, 0xffff, (s, x) => {
-            s.sport = x;
-          }),
-        );
-      if (m.dstPort)
-        ops.push(
-          rangeOp('dport', m.dstPort, 0xffff, (s, x) => {
-            s.dport = x;
-          }),
-        );
+      for (const op of portOps(m)) ops.push(op);
       if (m.proto === 'ipv4' && m.tos)
         ops.push(
           numOp('tos', m.tos, (x) => x ^ 4, (s, x) => {
@@ -438,18 +435,7 @@ export function l3Ops(r: L3Rule, withState: boolean): TestOp[] {
         return `dscp=${x}`;
       }),
     );
-  if (r.srcPort)
-    ops.push(
-      rangeOp('sport', r.srcPort, 0xffff, (s, x) => {
-        s.sport = x;
-      }),
-    );
-  if (r.dstPort)
-    ops.push(
-      rangeOp('dport', r.dstPort, 0xffff, (s, x) => {
-        s.dport = x;
-      }),
-    );
+  for (const op of portOps(r)) ops.push(op);
   if (r.tcpFlags) {
     const { mask, set, neg } = r.tcpFlags;
     const put = (flags: (s: FrameSpec) => number) =>
