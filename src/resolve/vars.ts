@@ -9,6 +9,7 @@
 import type { AttrValue, VarRef } from '../xml/ast.js';
 import { CODES, NwfError, type SourceLocation } from '../util/errors.js';
 import { LIMITS } from '../ir/limits.js';
+import { IP_LEARNING_VAR, parseLearningMode } from './learning.js';
 
 export type VarMap = ReadonlyMap<string, readonly string[]>;
 
@@ -24,10 +25,20 @@ export interface ExpandContext {
 export type Combination = ReadonlyMap<string, string>;
 
 export function missingVariableError(name: string, ctx: ExpandContext): NwfError {
-  if (name === 'IP' && ctx.ipLearning !== 'none') {
+  // libvirt reads CTRL_IP_LEARNING only when it would learn: an invalid value is an error only here
+  const mode = name === 'IP' ? parseLearningMode(ctx.ipLearning, ctx) : undefined;
+  if (mode === 'none') {
+    return new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `variable 'IP' has no value and ${IP_LEARNING_VAR}=${ctx.ipLearning} turns IP address learning off`, {
+      location: ctx.loc,
+      filter: ctx.filter,
+      iface: ctx.iface,
+      hint: "give the address in the interface's filterref: <parameter name='IP' value='10.0.0.2'/> (repeat the parameter for several addresses)",
+    });
+  }
+  if (mode) {
     return new NwfError(
       CODES.IP_LEARNING_UNSUPPORTED,
-      `variable 'IP' has no value: libvirt would learn this interface's IP address from its traffic (CTRL_IP_LEARNING=${ctx.ipLearning ?? 'any'}), and nwf-fast does not support IP address learning yet`,
+      `variable 'IP' has no value: libvirt would learn this interface's IP address from its traffic (${IP_LEARNING_VAR}=${mode}), and nwf-fast does not support IP address learning yet`,
       {
         location: ctx.loc,
         filter: ctx.filter,

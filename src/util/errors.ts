@@ -54,6 +54,8 @@ const ERRORS = {
   LIMIT_INTERFACE_RULES: ['NWF1212', 'refused-policy'],
   LIMIT_FILTERREF_DEPTH: ['NWF1213', 'refused-policy'],
   LIMIT_POLICY_RULES: ['NWF1214', 'refused-policy'],
+  /** CTRL_IP_LEARNING other than any, dhcp or none (or, under dhcp, a DHCPSERVER that is not IPv4): src/resolve/learning.ts. */
+  IP_LEARNING_INVALID: ['NWF1215', 'input'],
   // cli
   USAGE: ['NWF1301', 'usage'],
   FRAME_INVALID: ['NWF1302', 'input'],

@@ -27,6 +27,7 @@ describe('error categories', () => {
     expect(exit(CODES.USAGE)).toBe(2);
     expect(exit(CODES.POLICY_UNSUPPORTED)).toBe(2);
     expect(exit(CODES.IP_LEARNING_UNSUPPORTED)).toBe(2);
+    expect(exit(CODES.IP_LEARNING_INVALID)).toBe(2);
     expect(exit(CODES.LOAD_FAILED)).toBe(1);
     expect(exit(CODES.COMMAND_FAILED)).toBe(1);
     expect(exit(CODES.KERNEL_UNSUPPORTED)).toBe(1);
