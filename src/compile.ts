@@ -19,6 +19,7 @@ import type { NftParts } from './backends/nft/parts.js';
 import { printNftText } from './backends/nft/printer.js';
 import { toNftJson } from './backends/nft/serialize.js';
 import { lowerToBpf, type BpfLowering } from './backends/bpf/lower.js';
+import { oneLayerReport, type OneLayerGroup } from './backends/layers.js';
 import { objectFile } from './backends/bpf/names.js';
 import type { Direction } from './ir/types.js';
 import { CODES, NwfError } from './util/errors.js';
@@ -74,6 +75,8 @@ export interface Manifest {
   interfaces: ManifestInterface[];
   /** Interfaces whose policy failed: their traffic is dropped (a partial generation). */
   failed: FailedInterface[];
+  /** --backend both: the rules only one layer enforces (eBPF: L2 tests nft cannot express; nft: L3/L4 rules). */
+  oneLayer?: OneLayerGroup[];
   notes: string[];
   /** The eBPF objects' hashes (bpf, both), added when the objects are built (host/generation.ts writeGeneration). */
   objects?: { file: string; sha256: string }[];
@@ -129,10 +132,12 @@ export function generationId(nftParts: string, bpfIndex: string | undefined): st
 /**
  * The nft part of a generation for a backend. bpf: the eBPF programs enforce
  * L2, nftables only dispatches (every port accepted, failed ports dropped)
- * and fails closed for unknown ports.
+ * and fails closed for unknown ports. both: nftables is the second line for
+ * L2 (it leaves out the tests it cannot express) and enforces L3.
  */
 export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean } = {}): NftLowering {
-  return lowerToNft(ir, { ...(backend === 'bpf' ? { mode: 'dispatch' as const } : {}), strict: opts.strict === true });
+  const mode = backend === 'bpf' ? 'dispatch' : backend === 'both' ? 'second-line' : 'rules';
+  return lowerToNft(ir, { mode, strict: opts.strict === true });
 }
 
 export interface ResolveSourcesOptions {
@@ -226,5 +231,9 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
     failed,
     notes: ir.notes,
   };
+  if (backend === 'both') {
+    const oneLayer = oneLayerReport({ ...ir, interfaces: protectedIfaces });
+    if (oneLayer.length) manifest.oneLayer = oneLayer;
+  }
   return { id, manifest, ir: nftIr, nft, ...(bpf ? { bpf } : {}), files };
 }

@@ -8,6 +8,7 @@ import { type Command, one, type ParsedArgs } from './args.js';
 import { SOURCE_OPTIONS, sourcesFrom } from './sources-options.js';
 import { reportFailed } from './host-options.js';
 import { describeLimits } from '../ir/limits.js';
+import { describeOneLayer, oneLayerReport, type OneLayerGroup } from '../backends/layers.js';
 import type { CliIo } from './io.js';
 
 export const compileCommand: Command = {
@@ -36,14 +37,21 @@ async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   if (p.flags.has('policy') || p.flags.has('json')) {
     const ir = resolveSources(src);
     for (const note of ir.notes) io.err(`note: ${note}\n`);
-    if (p.flags.has('json')) for (const piece of policyJson(ir)) io.out(piece);
-    else io.out(ir.interfaces.length ? printPolicy(ir) : '# no interfaces to protect\n');
+    // --backend both: which rules only one layer enforces (a field of the JSON, a section of the text)
+    const oneLayer = backend === 'both' ? oneLayerReport(ir) : undefined;
+    if (p.flags.has('json')) {
+      for (const piece of policyJson(ir, oneLayer)) io.out(piece);
+    } else {
+      io.out(ir.interfaces.length ? printPolicy(ir) : '# no interfaces to protect\n');
+      if (oneLayer) io.out(printOneLayer(oneLayer));
+    }
     return 0;
   }
   const out = one(p, 'out');
   if (!out && backend !== 'nft') throw new NwfError(CODES.USAGE, `--backend ${backend} writes objects: give --out DIR`, { hint: 'nwf-fast compile --backend bpf --out DIR' });
   const g = compileGeneration(src, backend, { partial: p.flags.has('partial') });
   for (const note of g.ir.notes) io.err(`note: ${note}\n`);
+  for (const r of g.manifest.oneLayer ?? []) io.err(`note: ${describeOneLayer(r)} (${listIfaces(r.interfaces)})\n`);
   if (!out) {
     io.out(g.files.nftText);
     return reportFailed(g.manifest.failed, io);
@@ -51,4 +59,15 @@ async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   const m = await writeGeneration(out, g);
   io.err(`wrote generation ${m.id} (${backend}) to ${out}: ${m.interfaces.length} interface(s)${m.l3 ? ', with L3 rules' : ''}\n`);
   return reportFailed(m.failed, io);
+}
+
+/** At most 8 interface names, and how many more. */
+function listIfaces(ifaces: readonly string[]): string {
+  return ifaces.length <= 8 ? ifaces.join(', ') : `${ifaces.slice(0, 8).join(', ')} and ${ifaces.length - 8} more`;
+}
+
+/** The --policy section of --backend both: the rules only one layer enforces. */
+function printOneLayer(groups: readonly OneLayerGroup[]): string {
+  if (!groups.length) return '\n# --backend both: every rule is enforced by both layers (no L3/L4 rules, every L2 test in nft)\n';
+  return `\n# --backend both: rules only one layer enforces\n${groups.map((g) => `#   ${describeOneLayer(g)} (${listIfaces(g.interfaces)})\n`).join('')}`;
 }

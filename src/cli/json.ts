@@ -12,6 +12,7 @@ import { jsonChunks } from '../util/json-chunks.js';
 import { POLICY_DEPTH } from '../ir/print.js';
 import { categoryOf, exitCodeFor, NwfError } from '../util/errors.js';
 import type { Status } from '../host/status.js';
+import type { OneLayerGroup } from '../backends/layers.js';
 import type { CliIo } from './io.js';
 
 /** The schema version of every JSON output of the CLI. */
@@ -49,9 +50,12 @@ function presentInterface(i: InterfacePolicy): Omit<InterfacePolicy, 'l2'> & { l
   return { ...i, l2: { fromVm: i.l2.out, toVm: i.l2.in } };
 }
 
-/** `compile --policy --json`, in pieces (a policy can be large). */
-export function* policyJson(ir: PolicyIR): Generator<string> {
-  const doc = { version: JSON_VERSION, kind: 'policy', irVersion: ir.version, interfaces: ir.interfaces.map(presentInterface), notes: ir.notes };
+/**
+ * `compile --policy --json`, in pieces (a policy can be large); `oneLayer`:
+ * under --backend both, the rules only one layer enforces (backends/layers.ts).
+ */
+export function* policyJson(ir: PolicyIR, oneLayer?: readonly OneLayerGroup[]): Generator<string> {
+  const doc = { version: JSON_VERSION, kind: 'policy', irVersion: ir.version, interfaces: ir.interfaces.map(presentInterface), notes: ir.notes, ...(oneLayer ? { oneLayer } : {}) };
   yield* jsonChunks(doc, 2, { depth: POLICY_DEPTH });
   yield '\n';
 }

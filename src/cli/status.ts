@@ -4,6 +4,7 @@
 import { addProblem, exitCodeOfHealth, status, type Status } from '../host/status.js';
 import { liveStatus, type LiveStatus } from '../host/live/status.js';
 import { DROP_REASONS } from '../ir/reasons.js';
+import { describeOneLayer } from '../backends/layers.js';
 import { type Command, type ParsedArgs } from './args.js';
 import { HOST_OPTIONS, hostOptions, liveHostFrom } from './host-options.js';
 import type { CliIo } from './io.js';
@@ -91,6 +92,7 @@ async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
         const where = h === undefined ? '' : h === 'no-tap' ? ', no tap' : h.out === h.in ? ` on ${h.out ?? 'NOTHING'}` : ` on ${h.out ?? 'NOTHING'}/${h.in ?? 'NOTHING'}`;
         io.out(`${''.padEnd(12)}${`  (eBPF${where})`.padEnd(38)}${cols.map((c) => String(i.bpfDrops?.[c] ?? 0).padStart(10)).join('')}\n`);
       }
+      for (const r of i.oneLayer ?? []) io.out(`${''.padEnd(12)}${describeOneLayer(r)}\n`);
     }
   }
   if (live) {

@@ -43,6 +43,7 @@ import { orderBatch, familiesOf, type PortPart, type ShapePart } from '../backen
 import { markCommands, MAX_L3_PORTS, type L3Family } from '../backends/nft/l3.js';
 import { DEFAULT_SKELETON_CONFIG, lowerSkeleton, type SkeletonConfig } from '../backends/nft/skeleton.js';
 import { MAP_NAMES } from '../backends/bpf/names.js';
+import { portRulesOf, type OneLayerRule } from '../backends/layers.js';
 import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
 import { hostRunner, inNetns, withNetns } from './netns.js';
 import { DEFAULT_KEEP_GENERATIONS, readGeneration, readPolicy, rollbackTarget, StateDir, type Generation, type HostState } from './generation.js';
@@ -269,6 +270,7 @@ export function changeSetOf(g: Generation): ChangeSet {
   const meta = new Map(m.interfaces.map((i) => [i.iface, i]));
   const failed = new Map(m.failed.map((f) => [f.iface, f]));
   const bpf = new Map((g.bpf?.interfaces ?? []).map((i) => [i.iface, i]));
+  const oneLayer = m.oneLayer ?? [];
   const ports = new Map<string, DesiredPort | null>();
   for (const part of g.parts.ports) {
     const i = meta.get(part.iface);
@@ -283,8 +285,10 @@ export function changeSetOf(g: Generation): ChangeSet {
       status: part.status,
       ...(f ? { error: { code: f.code, message: f.message, ...(f.file ? { file: f.file } : {}) } } : {}),
       ...(i ? { rules: { l2Rules: i.l2Rules, l3Rules: i.l3Rules } } : {}),
+      ...(oneLayer.length && i ? { oneLayer: portRulesOf(oneLayer, part.iface) } : {}),
       nft: part,
     };
+    if (record.oneLayer?.length === 0) delete record.oneLayer;
     ports.set(part.iface, { record, ...(b && cfg && part.status === 'protected' ? { bpf: { shapeId: b.shapeId, cfg } } : {}) });
   }
   return {
@@ -1035,6 +1039,8 @@ export interface PortStatus {
   tapAbsent?: boolean;
   /** eBPF: where nwf-fast's programs run on the tap, per direction (null: none). */
   bpfHooks?: Record<'out' | 'in', 'tc' | 'tcx' | 'xdp' | null>;
+  /** --backend both: the rules only one layer enforces (eBPF: L2 tests nft cannot express; nft: L3/L4 rules). */
+  oneLayer?: OneLayerRule[];
 }
 
 export interface LoadedStatus {
@@ -1108,6 +1114,7 @@ export async function loadedStatus(opts: HostOptions, tables?: readonly TablePro
   for (const p of record.ports.values()) {
     const ps: PortStatus = { iface: p.iface, owner: p.owner, filter: p.filter, status: p.status, drops: drops.get(p.iface) ?? {} };
     if (p.error) ps.error = { code: p.error.code, message: p.error.message };
+    if (p.oneLayer?.length) ps.oneLayer = p.oneLayer;
     if (p.bpf) {
       const st = bpfPortStats(pinDirOf(opts), p.bpf.shapeId, p.bpf.index);
       if (st) {

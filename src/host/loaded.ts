@@ -25,6 +25,7 @@ import type { Direction } from '../ir/types.js';
 import { decodePart, encodePart } from '../backends/nft/names.js';
 import type { PortPart, ShapePart } from '../backends/nft/parts.js';
 import type { SkeletonConfig } from '../backends/nft/skeleton.js';
+import type { OneLayerRule } from '../backends/layers.js';
 import { writeAtomic } from './generation.js';
 
 export const LOADED_FORMAT = 'nwf-fast-loaded/1';
@@ -88,6 +89,8 @@ export interface LoadedPort {
   error?: { code: string; message: string; file?: string };
   /** Rule counts of its policy. */
   rules?: { l2Rules: number; l3Rules: number };
+  /** --backend both: the rules of its policy only one layer enforces (backends/layers.ts). */
+  oneLayer?: OneLayerRule[];
   /** Its nft part, without tag and without its port-id part. */
   nft: PortPart;
   /** Its L3 port id (1..0x7fff), kept while it has L3 rules. */

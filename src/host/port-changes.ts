@@ -25,6 +25,7 @@ import { acceptPortPart, failedPortPart, failureOf, NftPortLowering } from '../b
 import type { PortPart, ShapePart } from '../backends/nft/parts.js';
 import { lowerBpfInterface, type BpfInterfaceLowering } from '../backends/bpf/lower.js';
 import { MAP_NAMES } from '../backends/bpf/names.js';
+import { portOneLayerRules } from '../backends/layers.js';
 import { emitPolicyHeader } from '../backends/bpf/emit.js';
 import { buildBpf, defaultCacheDir } from './bpf-build.js';
 import { commit, type ChangeSet, type CommitResult, type DesiredPort, type HostOptions } from './apply.js';
@@ -56,8 +57,9 @@ export interface PortChangeResult {
 }
 
 /** A port as the change wants it (its record and its eBPF values). */
-function desired(b: InterfaceBinding, p: InterfacePolicy | undefined, nft: PortPart, error: FailedInterface | undefined, bpf: BpfInterfaceLowering | undefined): DesiredPort {
+function desired(b: InterfaceBinding, p: InterfacePolicy | undefined, nft: PortPart, error: FailedInterface | undefined, bpf: BpfInterfaceLowering | undefined, backend: Backend): DesiredPort {
   const cfg = bpf?.maps.find((m) => m.map === MAP_NAMES.cfg)?.value;
+  const oneLayer = p && !error && backend === 'both' ? portOneLayerRules(p) : [];
   return {
     record: {
       iface: b.iface,
@@ -67,6 +69,7 @@ function desired(b: InterfaceBinding, p: InterfacePolicy | undefined, nft: PortP
       status: nft.status,
       ...(error ? { error: { code: error.code, message: error.message, ...(error.file ? { file: error.file } : {}) } } : {}),
       ...(p && !error ? { rules: ruleCounts(p) } : {}),
+      ...(oneLayer.length ? { oneLayer } : {}),
       nft,
     },
     ...(bpf && cfg && !error ? { bpf: { shapeId: bpf.shapeId, cfg: Buffer.from(cfg).toString('hex') } } : {}),
@@ -89,7 +92,7 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
     if (seen.has(b.iface)) throw new NwfError(CODES.INTERFACE_DUPLICATE, `interface '${b.iface}' is added twice`, { location: b.loc, iface: b.iface });
     seen.add(b.iface);
   }
-  const nft = new NftPortLowering();
+  const nft = new NftPortLowering(backend === 'both' ? { secondLine: true } : {});
   const ports = new Map<string, DesiredPort | null>();
   const failed: FailedInterface[] = [];
   const bpfOf = new Map<string, BpfInterfaceLowering>();
@@ -110,7 +113,7 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
       bpf = undefined;
     }
     if (bpf) bpfOf.set(b.iface, bpf);
-    ports.set(b.iface, desired(b, p, part, error, bpf));
+    ports.set(b.iface, desired(b, p, part, error, bpf, backend));
   }
   for (const iface of changes.remove ?? []) {
     if (seen.has(iface)) throw new NwfError(CODES.USAGE, `interface '${iface}' is both added and removed`, { iface });

@@ -19,6 +19,7 @@ import type { Listing } from './inventory.js';
 import { describeJournal, readJournal } from './journal.js';
 import { ifIndex, withNetns } from './netns.js';
 import { KernelAccessError, type TableProbe } from './table-owner.js';
+import type { OneLayerRule } from '../backends/layers.js';
 
 export type Health = 'healthy' | 'not-loaded' | 'drift' | 'unprotected' | 'unverified' | 'interrupted' | 'failed-after-apply' | 'no-access' | 'state-damaged';
 
@@ -58,6 +59,8 @@ export interface InterfaceStatus {
   status?: 'protected' | 'failed';
   /** The error of a failed port. */
   error?: { code: string; message: string };
+  /** --backend both: the rules only one layer enforces (eBPF: L2 tests nft cannot express; nft: L3/L4 rules). */
+  oneLayer?: OneLayerRule[];
 }
 
 /** What runs on a tap, per direction (null: nothing of nwf-fast), or 'no-tap'. */
@@ -196,6 +199,7 @@ export async function status(opts: HostOptions): Promise<Status> {
     present: present.has(p.iface),
     status: p.status,
     ...(p.error ? { error: p.error } : {}),
+    ...(p.oneLayer ? { oneLayer: p.oneLayer } : {}),
   }));
   // a tap that exists must carry nwf-fast's programs in both directions
   const bare: string[] = [];
@@ -215,6 +219,10 @@ export async function status(opts: HostOptions): Promise<Status> {
   for (const p of out.interfaces) if (p.status === 'failed') problem('unprotected', `${p.iface}: its policy failed (error ${p.error?.code ?? '?'}: ${p.error?.message ?? ''}): its traffic is dropped`);
   const nftMissing = ls.backend !== 'bpf' && !out.tablesPresent.bridge;
   const detached = new Set(out.interfaces.filter((i) => i.bpfHooks && i.bpfHooks !== 'no-tap' && (i.bpfHooks.out === null || i.bpfHooks.in === null)).map((i) => i.iface));
+  for (const i of out.interfaces) {
+    const only = (i.oneLayer ?? []).filter((r) => r.layer === 'ebpf').map((r) => r.rule);
+    if (only.length && i.present && detached.has(i.iface)) problem('drift', `${i.iface}: a direction has no eBPF program, so the rules only eBPF enforces (${only.join(', ')}) are not enforced there; \`nwf-fast load\` puts the programs back`);
+  }
   out.unprotected = out.interfaces
     .filter((i) => i.present && (i.status === 'failed' || (ls.backend === 'bpf' ? detached.has(i.iface) : ls.backend === 'both' ? nftMissing && detached.has(i.iface) : nftMissing)))
     .map((i) => i.iface);

@@ -15,6 +15,7 @@ import { accept, add, bitAnd, eq, goto, hex, jump, match, meta, nftTable, num, p
 import type { NftCommand, Statement } from './model.js';
 import { BRIDGE_TABLE, nftNames } from './names.js';
 import { cmp, ipPrefix, macMatch, portRange, ruleComment, unsupported } from './match.js';
+import { nftL2Gap } from './second-line.js';
 
 export const br = nftTable('bridge', BRIDGE_TABLE);
 
@@ -66,6 +67,8 @@ export const SLOT_SELECTORS = {
  * the guards they need (header lengths, ARP address sizes) stay.
  */
 export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: ReadonlySet<string> = new Set()): Statement[] {
+  const gap = nftL2Gap(m);
+  if (gap) unsupported(rule, gap.what, iface, gap.why);
   const s: Statement[] = [];
   const eth = (x: { src?: MacTest; dst?: MacTest }): void => {
     if (x.src && !skip.has('src')) s.push(macMatch(SLOT_SELECTORS.src, x.src));
@@ -116,7 +119,6 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
       const ipTests = m.spa || m.tpa || m.gratuitous;
       const macTests = m.sha || m.tha;
       if (!(m.opcode || m.hwType || m.protoType || ipTests || macTests)) return s;
-      if (m.gratuitous) unsupported(rule, 'the ARP gratuitous test (sender IP equal to target IP)', iface);
       // ebt_arp reads the 8-byte ARP header; address offsets depend on the
       // address lengths, so nwf-fast requires Ethernet/IPv4 sizes (hlen 6, plen 4).
       let need = 8;
@@ -186,7 +188,6 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
         if (m.icmpType) {
           const code = m.icmpCode ?? { lo: 0, hi: 255, neg: m.icmpType.neg };
           const whole = code.lo === 0 && code.hi === 255;
-          if (m.icmpType.neg && !whole) unsupported(rule, 'a negated ICMPv6 type and code range', iface);
           s.push(portRange(raw('th', 0, 8), m.icmpType));
           if (!whole) s.push(portRange(raw('th', 8, 8), code));
         }

@@ -30,6 +30,7 @@ import { buildTemplate, emitShape, shapePortCommands, type ShapeEmission } from 
 import { DEFAULT_SKELETON_CONFIG, lowerSkeleton, type SkeletonConfig } from './skeleton.js';
 import { familiesOf, orderBatch, type NftParts, type PortPart, type ShapePart } from './parts.js';
 import { tagCommands } from './tag.js';
+import { secondLinePolicy } from './second-line.js';
 import { appendAll } from '../../util/arrays.js';
 import { CODES } from '../../util/errors.js';
 
@@ -55,9 +56,11 @@ export interface LowerOptions {
   share?: boolean;
   /**
    * `rules` (default): the ports' L2 and L3 rules; `dispatch`: only their
-   * dispatch entries (accept: the eBPF programs enforce L2, --backend bpf).
+   * dispatch entries (accept: the eBPF programs enforce L2, --backend bpf);
+   * `second-line`: the rules, leaving out the L2 tests nft cannot express,
+   * which the eBPF programs enforce (--backend both, second-line.ts).
    */
-  mode?: 'rules' | 'dispatch';
+  mode?: 'rules' | 'dispatch' | 'second-line';
   /** The skeleton of `batch` (default: DEFAULT_SKELETON_CONFIG). */
   skeleton?: SkeletonConfig;
   /** A port that cannot be lowered throws (default); false: it fails closed and is listed in `failed` (a partial lowering). */
@@ -97,7 +100,8 @@ export function failureOf(p: Pick<InterfacePolicy, 'iface' | 'owner' | 'mac' | '
 export class NftPortLowering {
   private readonly shapes = new Map<string, { emission?: ShapeEmission; error?: NwfError; own?: true }>();
 
-  constructor(private readonly opts: { share?: boolean } = {}) {}
+  /** secondLine: the L2 tests nft cannot express are left to the eBPF programs (second-line.ts). */
+  constructor(private readonly opts: { share?: boolean; secondLine?: boolean } = {}) {}
 
   /** The shapes lowered so far (every shape some port uses). */
   shapeParts(): ShapePart[] {
@@ -131,7 +135,8 @@ export class NftPortLowering {
   }
 
   /** One port's part (throws the NwfError of a rule nft cannot express). */
-  port(p: InterfacePolicy): PortPart {
+  port(policy: InterfacePolicy): PortPart {
+    const p = this.opts.secondLine ? secondLinePolicy(policy).policy : policy;
     const commands: NftCommand[] = [];
     const shapes: string[] = [];
     for (const dir of DIRECTIONS) {
@@ -183,7 +188,7 @@ export function partsBatch(parts: NftParts, skeleton: SkeletonConfig, marks: Rea
 }
 
 export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
-  const lowering = new NftPortLowering(opts.share === false ? { share: false } : {});
+  const lowering = new NftPortLowering({ ...(opts.share === false ? { share: false } : {}), ...(opts.mode === 'second-line' ? { secondLine: true } : {}) });
   const ports: PortPart[] = [];
   const failed: FailedInterface[] = [];
   for (const p of ir.interfaces) {

@@ -29,12 +29,14 @@ export function portRange(sel: Selector, t: RangeTest): Statement {
 }
 
 /** A policy the nftables backend refuses rather than approximates (bad input for this backend). */
-export function unsupported(rule: { id: string; origin: { file: string; filter: string } }, what: string, iface: string): never {
-  throw new NwfError(CODES.POLICY_UNSUPPORTED, `${what} cannot be expressed in the nftables backend (rule ${rule.id})`, {
+export function unsupported(rule: { id: string; origin: { file: string; filter: string } }, what: string, iface: string, why?: string): never {
+  throw new NwfError(CODES.POLICY_UNSUPPORTED, `${what} cannot be expressed in the nftables backend (rule ${rule.id})${why ? `: ${why}` : ''}`, {
     location: { file: rule.origin.file },
     filter: rule.origin.filter,
     iface,
-    hint: 'use --backend bpf for this policy, or rewrite the rule',
+    hint: why
+      ? 'use --backend both (the eBPF programs enforce this rule and the nftables second line leaves it out), or --backend bpf for a policy without L3 rules, or rewrite the rule'
+      : 'rewrite the rule',
   });
 }
 
