@@ -13,8 +13,8 @@ export interface OneLayerRule {
   /** The filter's rule: `filter/N` (N counts the filter's rules from 1), all its expansions. */
   rule: string;
   file: string;
-  /** L2 directions (out: from the VM) or L3 paths it sits in. */
-  directions: (Direction | L3Path)[];
+  /** Where it sits: fromVm (L2 `out`, and L3), toVm (L2 `in`, and L3), toHost (L3). */
+  directions: L3Path[];
   /** Why the other layer does not enforce it. */
   why: string;
   /** What the other layer does instead. */
@@ -29,18 +29,21 @@ export interface OneLayerGroup extends OneLayerRule {
 const L3_WHY = 'an L3/L4 rule: the eBPF programs enforce the L2 (ebtables) layer only';
 const L3_OTHER = 'eBPF decides the frame by the L2 rules alone';
 
+/** The name of an L2 direction in outputs (as the L3 paths). */
+const PATH_OF: Readonly<Record<Direction, L3Path>> = { out: 'fromVm', in: 'toVm' };
+
 const ruleKey = (o: RuleOrigin): string => `${o.filter}/${o.rule}`;
 
 /** The rules of a port that only one layer enforces under --backend both, in policy order. */
 export function portOneLayerRules(p: InterfacePolicy): OneLayerRule[] {
   const out = new Map<string, OneLayerRule>();
-  const add = (layer: OneLayerRule['layer'], o: RuleOrigin, dir: Direction | L3Path, why: string, other: string): void => {
+  const add = (layer: OneLayerRule['layer'], o: RuleOrigin, dir: L3Path, why: string, other: string): void => {
     const key = `${layer}\0${ruleKey(o)}\0${why}\0${other}`;
     const r = out.get(key);
     if (!r) out.set(key, { layer, rule: ruleKey(o), file: o.file, directions: [dir], why, other });
     else if (!r.directions.includes(dir)) r.directions.push(dir);
   };
-  for (const g of secondLinePolicy(p).gaps) add('ebpf', g.rule.origin, g.direction, `${g.what}: ${g.why}`, `nft ${g.nft}`);
+  for (const g of secondLinePolicy(p).gaps) add('ebpf', g.rule.origin, PATH_OF[g.direction], `${g.what}: ${g.why}`, `nft ${g.nft}`);
   for (const path of L3_PATHS) for (const r of p.l3[path]) add('nft', r.origin, path, L3_WHY, L3_OTHER);
   return [...out.values()].sort(byRule);
 }

@@ -65,7 +65,7 @@ describe.skipIf(!isRoot)('--backend both: rules only one layer enforces, through
     expect(() => compileGeneration(src, 'bpf')).toThrow(/L3|--backend both/);
     const g = compileGeneration(src, 'both');
     const one = (g.manifest.oneLayer ?? []).map((r) => `${r.layer} ${r.rule} ${r.directions.join(',')}`).sort();
-    expect(one).toEqual(['ebpf garp-web/1 out', 'ebpf garp-web/2 in', 'nft garp-web/3 fromVm,toVm,toHost', 'nft garp-web/4 fromVm,toVm,toHost']);
+    expect(one).toEqual(['ebpf garp-web/1 fromVm', 'ebpf garp-web/2 toVm', 'nft garp-web/3 fromVm,toVm,toHost', 'nft garp-web/4 fromVm,toVm,toHost']);
   });
 
   it('every corpus frame (and gratuitous ARPs both ways) is delivered exactly when the evaluator accepts', async () => {

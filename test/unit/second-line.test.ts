@@ -108,7 +108,7 @@ describe('nft as the second line (--backend both)', () => {
     const b = policy('vnet1', '52:54:00:00:00:02');
     const report = oneLayerReport(ir(a, b));
     const line = (r: { layer: string; rule: string; directions: string[] }): string => `${r.layer} ${r.rule} ${r.directions.join(',')}`;
-    expect(report.map(line).sort()).toEqual(['ebpf f/1 out', 'ebpf f/2 in', 'ebpf g/1 out', 'ebpf g/2 out', 'ebpf g/5 in', 'nft f/4 fromVm,toVm,toHost'].sort());
+    expect(report.map(line).sort()).toEqual(['ebpf f/1 fromVm', 'ebpf f/2 toVm', 'ebpf g/1 fromVm', 'ebpf g/2 fromVm', 'ebpf g/5 toVm', 'nft f/4 fromVm,toVm,toHost'].sort());
     for (const r of report) expect(r.interfaces).toEqual(['vnet0', 'vnet1']);
     expect(report.find((r) => r.rule === 'g/2')?.other).toBe('nft leaves it out');
     expect(report.find((r) => r.rule === 'g/1')?.other).toBe('nft accepts without the test');
