@@ -20,6 +20,7 @@ import { printNftText } from './backends/nft/printer.js';
 import { toNftJson } from './backends/nft/serialize.js';
 import { lowerToBpf, type BpfLowering } from './backends/bpf/lower.js';
 import { oneLayerReport, type OneLayerGroup } from './backends/layers.js';
+import { nftExpressesL2 } from './backends/nft/second-line.js';
 import { objectFile } from './backends/bpf/names.js';
 import type { Direction } from './ir/types.js';
 import { CODES, NwfError } from './util/errors.js';
@@ -195,7 +196,15 @@ export function compileGeneration(src: LoadedSources, backend: Backend, opts: Re
 export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['inputs'] = [], opts: ResolveSourcesOptions = {}): CompiledGeneration {
   const failed: FailedInterface[] = [...(ir.failed ?? [])];
   const onError = opts.partial ? (p: InterfacePolicy, e: NwfError) => void failed.push(failureOf(p, e)) : undefined;
-  let bpf = backend === 'nft' ? undefined : lowerToBpf(ir, backend, onError);
+  // both: a port whose policy the eBPF programs cannot hold (a capacity limit) and that nft
+  // expresses whole is enforced by nft alone, without a program (reported in oneLayer)
+  const nftOnly = new Map<string, string>();
+  const onBpfError = (p: InterfacePolicy, e: NwfError): void => {
+    if (backend === 'both' && nftExpressesL2(p)) nftOnly.set(p.iface, e.message);
+    else if (onError) onError(p, e);
+    else throw e;
+  };
+  let bpf = backend === 'nft' ? undefined : lowerToBpf(ir, backend, onBpfError);
   const isFailed = (iface: string): boolean => failed.some((f) => f.iface === iface);
   // a port fails closed in every layer: what one backend refuses, the other does not protect alone
   let nftIr: PolicyIR = failed.length ? { ...ir, interfaces: ir.interfaces.filter((p) => !isFailed(p.iface)), failed: [...failed] } : ir;
@@ -232,7 +241,7 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
     notes: ir.notes,
   };
   if (backend === 'both') {
-    const oneLayer = oneLayerReport({ ...ir, interfaces: protectedIfaces });
+    const oneLayer = oneLayerReport({ ...ir, interfaces: protectedIfaces }, nftOnly);
     if (oneLayer.length) manifest.oneLayer = oneLayer;
   }
   return { id, manifest, ir: nftIr, nft, ...(bpf ? { bpf } : {}), files };

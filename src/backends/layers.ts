@@ -34,8 +34,15 @@ const PATH_OF: Readonly<Record<Direction, L3Path>> = { out: 'fromVm', in: 'toVm'
 
 const ruleKey = (o: RuleOrigin): string => `${o.filter}/${o.rule}`;
 
-/** The rules of a port that only one layer enforces under --backend both, in policy order. */
-export function portOneLayerRules(p: InterfacePolicy): OneLayerRule[] {
+/** `rule` of the entry that stands for every L2 rule of a port nft enforces alone. */
+export const ALL_L2_RULES = '*';
+
+/**
+ * The rules of a port that only one layer enforces under --backend both.
+ * `nftOnly`: why the eBPF programs cannot hold the port's policy (a capacity
+ * limit of the bpf backend): nft, which expresses it whole, enforces it alone.
+ */
+export function portOneLayerRules(p: InterfacePolicy, nftOnly?: string): OneLayerRule[] {
   const out = new Map<string, OneLayerRule>();
   const add = (layer: OneLayerRule['layer'], o: RuleOrigin, dir: L3Path, why: string, other: string): void => {
     const key = `${layer}\0${ruleKey(o)}\0${why}\0${other}`;
@@ -43,6 +50,10 @@ export function portOneLayerRules(p: InterfacePolicy): OneLayerRule[] {
     if (!r) out.set(key, { layer, rule: ruleKey(o), file: o.file, directions: [dir], why, other });
     else if (!r.directions.includes(dir)) r.directions.push(dir);
   };
+  if (nftOnly !== undefined) {
+    const l2: OneLayerRule = { layer: 'nft', rule: ALL_L2_RULES, file: p.file, directions: ['fromVm', 'toVm'], why: `the eBPF programs cannot hold this port's policy: ${nftOnly}`, other: 'no eBPF program on this port' };
+    out.set(`nft\0${ALL_L2_RULES}`, l2);
+  }
   for (const g of secondLinePolicy(p).gaps) add('ebpf', g.rule.origin, PATH_OF[g.direction], `${g.what}: ${g.why}`, `nft ${g.nft}`);
   for (const path of L3_PATHS) for (const r of p.l3[path]) add('nft', r.origin, path, L3_WHY, L3_OTHER);
   return [...out.values()].sort(byRule);
@@ -60,10 +71,10 @@ export function portRulesOf(groups: readonly OneLayerGroup[], iface: string): On
 }
 
 /** Every port's one-layer rules, grouped by rule (a rule that only one layer enforces is one entry, with its ports). */
-export function oneLayerReport(ir: PolicyIR): OneLayerGroup[] {
+export function oneLayerReport(ir: PolicyIR, nftOnly: ReadonlyMap<string, string> = new Map()): OneLayerGroup[] {
   const groups = new Map<string, OneLayerGroup>();
   for (const p of ir.interfaces) {
-    for (const r of portOneLayerRules(p)) {
+    for (const r of portOneLayerRules(p, nftOnly.get(p.iface))) {
       const key = `${r.layer}\0${r.rule}\0${r.directions.join(',')}\0${r.why}\0${r.other}`;
       const g = groups.get(key);
       if (g) g.interfaces.push(p.iface);
@@ -73,7 +84,7 @@ export function oneLayerReport(ir: PolicyIR): OneLayerGroup[] {
   return [...groups.values()];
 }
 
-/** One line for people: `eBPF only: f/1 (out): why; nft leaves it out`. */
+/** One line for people: `eBPF only: rule f/1 (fromVm): why; nft leaves it out`. */
 export function describeOneLayer(r: OneLayerRule): string {
-  return `${r.layer === 'ebpf' ? 'eBPF' : 'nft'} only: rule ${r.rule} (${r.directions.join(', ')}): ${r.why}; ${r.other}`;
+  return `${r.layer === 'ebpf' ? 'eBPF' : 'nft'} only: ${r.rule === ALL_L2_RULES ? 'every L2 rule' : `rule ${r.rule}`} (${r.directions.join(', ')}): ${r.why}; ${r.other}`;
 }

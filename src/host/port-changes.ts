@@ -26,6 +26,7 @@ import type { PortPart, ShapePart } from '../backends/nft/parts.js';
 import { lowerBpfInterface, type BpfInterfaceLowering } from '../backends/bpf/lower.js';
 import { MAP_NAMES } from '../backends/bpf/names.js';
 import { portOneLayerRules } from '../backends/layers.js';
+import { nftExpressesL2 } from '../backends/nft/second-line.js';
 import { emitPolicyHeader } from '../backends/bpf/emit.js';
 import { buildBpf, defaultCacheDir } from './bpf-build.js';
 import { commit, type ChangeSet, type CommitResult, type DesiredPort, type HostOptions } from './apply.js';
@@ -57,9 +58,9 @@ export interface PortChangeResult {
 }
 
 /** A port as the change wants it (its record and its eBPF values). */
-function desired(b: InterfaceBinding, p: InterfacePolicy | undefined, nft: PortPart, error: FailedInterface | undefined, bpf: BpfInterfaceLowering | undefined, backend: Backend): DesiredPort {
+function desired(b: InterfaceBinding, p: InterfacePolicy | undefined, nft: PortPart, error: FailedInterface | undefined, bpf: BpfInterfaceLowering | undefined, backend: Backend, nftOnly?: string): DesiredPort {
   const cfg = bpf?.maps.find((m) => m.map === MAP_NAMES.cfg)?.value;
-  const oneLayer = p && !error && backend === 'both' ? portOneLayerRules(p) : [];
+  const oneLayer = p && !error && backend === 'both' ? portOneLayerRules(p, nftOnly) : [];
   return {
     record: {
       iface: b.iface,
@@ -101,9 +102,18 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
     let error: FailedInterface | undefined;
     let part: PortPart;
     let bpf: BpfInterfaceLowering | undefined;
+    let nftOnly: string | undefined;
     try {
       p = resolveInterface(opts.filters, b);
-      if (backend !== 'nft') bpf = lowerBpfInterface(p, backend);
+      if (backend !== 'nft') {
+        try {
+          bpf = lowerBpfInterface(p, backend);
+        } catch (e) {
+          // both: nft enforces alone a policy the programs cannot hold and nft expresses whole (as compile.ts)
+          if (!(backend === 'both' && e instanceof NwfError && nftExpressesL2(p))) throw e;
+          nftOnly = e.message;
+        }
+      }
       part = backend === 'bpf' ? acceptPortPart(p.iface) : nft.port(p);
     } catch (e) {
       if (!(e instanceof NwfError)) throw e;
@@ -113,7 +123,7 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
       bpf = undefined;
     }
     if (bpf) bpfOf.set(b.iface, bpf);
-    ports.set(b.iface, desired(b, p, part, error, bpf, backend));
+    ports.set(b.iface, desired(b, p, part, error, bpf, backend, nftOnly));
   }
   for (const iface of changes.remove ?? []) {
     if (seen.has(iface)) throw new NwfError(CODES.USAGE, `interface '${iface}' is both added and removed`, { iface });

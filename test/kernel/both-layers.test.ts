@@ -2,7 +2,9 @@
 // tests (nft cannot express them: the eBPF programs enforce them, nft leaves
 // them out) and L3 rules (eBPF implements L2 only: nftables enforces them).
 // Every corpus frame goes through a real bridge with both layers loaded and
-// must be delivered exactly when the reference evaluator accepts it.
+// must be delivered exactly when the reference evaluator accepts it. A second
+// VM has a policy the eBPF programs cannot hold (over 1024 addresses in one
+// rule group) that nft enforces alone, without a program on its tap.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,13 +15,18 @@ import { loadGeneration, unload } from '../../src/host/apply.js';
 import { status } from '../../src/host/status.js';
 import { evaluate } from '../../src/ir/eval.js';
 import type { InterfacePolicy } from '../../src/ir/types.js';
-import type { Testbed } from '../../src/lab/testbed.js';
+import { createTestbed, type Testbed } from '../../src/lab/testbed.js';
+import { execa } from 'execa';
+import { deliver, canonicalFrame } from '../../src/lab/packet-io.js';
+import { TC_HANDLE, TC_PRIORITY } from '../../src/host/bpf-apply.js';
+import { tcQuery } from '../../src/host/bpf/libbpf.js';
+import { ifIndex, withNetns } from '../../src/host/netns.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { generateCorpus, type CorpusFrame } from '../../src/lab/frames/corpus.js';
 import * as F from '../../src/lab/frames/build.js';
 import { nwfErrorOf } from '../support/cli.js';
 import { bindingXml } from '../support/policy.js';
-import { createDemoHost, isRoot, PEER_MAC, ROOT_REASON, runDifferential, VM_MAC } from './support/differential.js';
+import { isRoot, PEER_MAC, ROOT_REASON, runDifferential, VM_MAC } from './support/differential.js';
 
 // From the VM: no gratuitous ARP at all (not even for its own address, which clean-traffic allows);
 // to the VM: no gratuitous ARP for 10.77.0.8; L3: only TCP 80 in, nothing else.
@@ -32,6 +39,9 @@ const FILTER = `<filter name='garp-web' chain='root'>
 </filter>`;
 const PARAMS = { IP: '10.77.0.2' };
 const BCAST = 'ff:ff:ff:ff:ff:ff';
+const VM2_MAC = '52:54:00:00:00:02';
+/** 1100 addresses, the VM's own (10.77.0.3) among them: more than the bpf backend holds in one rule group. */
+const BIG_IPS = ['10.77.0.3', ...Array.from({ length: 1099 }, (_, i) => `10.${100 + ((i >> 8) & 63)}.${i & 255}.1`)];
 
 describe.skipIf(!isRoot)('--backend both: rules only one layer enforces, through a real bridge', () => {
   let tb: Testbed;
@@ -42,12 +52,16 @@ describe.skipIf(!isRoot)('--backend both: rules only one layer enforces, through
     const b = mkdtempSync(join(work, 'b-'));
     const f = mkdtempSync(join(work, 'f-'));
     writeFileSync(join(b, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'garp-web', PARAMS));
+    writeFileSync(join(b, 'vnet1.xml'), bindingXml('vnet1', VM2_MAC, 'clean-traffic', { IP: BIG_IPS }));
     writeFileSync(join(f, 'garp-web.xml'), FILTER);
     return loadSources({ filterDirs: [f], bundled: true, bindingPaths: [b], domainPaths: [], libvirt: false });
   };
 
   beforeAll(async () => {
-    tb = await createDemoHost('nwfbl');
+    tb = await createTestbed({ prefix: 'nwfbl', vms: [{ name: 'vm', tap: 'vnet0', mac: VM_MAC }, { name: 'vm2', tap: 'vnet1', mac: VM2_MAC }], peers: [{ name: 'peer', mac: PEER_MAC }] });
+    for (const port of ['vnet0', 'vnet1', tb.guest('peer').port]) {
+      await execa('ip', ['netns', 'exec', tb.hostNs, 'bridge', 'link', 'set', 'dev', port, 'learning', 'off', 'flood', 'on', 'mcast_flood', 'on']);
+    }
     work = mkdtempSync(join(tmpdir(), 'nwf-both-'));
     pinDir = `/sys/fs/bpf/nwf-fast-both-${process.pid}`;
     opts = { stateDir: join(work, 'state'), netns: tb.hostNs, pinDir };
@@ -65,14 +79,15 @@ describe.skipIf(!isRoot)('--backend both: rules only one layer enforces, through
     expect(() => compileGeneration(src, 'bpf')).toThrow(/L3|--backend both/);
     const g = compileGeneration(src, 'both');
     const one = (g.manifest.oneLayer ?? []).map((r) => `${r.layer} ${r.rule} ${r.directions.join(',')}`).sort();
-    expect(one).toEqual(['ebpf garp-web/1 fromVm', 'ebpf garp-web/2 toVm', 'nft garp-web/3 fromVm,toVm,toHost', 'nft garp-web/4 fromVm,toVm,toHost']);
+    expect(one).toEqual(['ebpf garp-web/1 fromVm', 'ebpf garp-web/2 toVm', 'nft * fromVm,toVm', 'nft garp-web/3 fromVm,toVm,toHost', 'nft garp-web/4 fromVm,toVm,toHost']);
+    expect(g.manifest.oneLayer?.find((r) => r.rule === '*')?.interfaces).toEqual(['vnet1']);
   });
 
   it('every corpus frame (and gratuitous ARPs both ways) is delivered exactly when the evaluator accepts', async () => {
     const dir = join(work, 'gen');
     await writeGeneration(dir, compileGeneration(loadSrc(), 'both'));
     await loadGeneration(dir, opts);
-    const policy = JSON.parse(readFileSync(join(dir, 'policy.json'), 'utf8')).interfaces[0] as InterfacePolicy;
+    const policy = (JSON.parse(readFileSync(join(dir, 'policy.json'), 'utf8')).interfaces as InterfacePolicy[]).find((p) => p.iface === 'vnet0') as InterfacePolicy;
     const garp = (direction: 'out' | 'in', src: string, ip: string, op: 'Request' | 'Reply' = 'Request'): CorpusFrame => ({
       name: `gratuitous ${direction} ${ip} ${op}`,
       direction,
@@ -95,6 +110,23 @@ describe.skipIf(!isRoot)('--backend both: rules only one layer enforces, through
     expect((port?.oneLayer ?? []).map((o) => `${o.layer} ${o.rule}`)).toEqual(['ebpf garp-web/1', 'ebpf garp-web/2', 'nft garp-web/3', 'nft garp-web/4']);
     // the VM's gratuitous ARPs were dropped by the eBPF program (the nft second line leaves that rule out)
     expect(port?.bpfDrops?.['arp-spoof'] ?? 0).toBeGreaterThan(0);
+  });
+
+  it('the port over the eBPF limit: no program on its tap, nft alone passes its addresses and drops spoofed ones', async () => {
+    const progs = withNetns(tb.hostNs, () => {
+      const ifindex = ifIndex('vnet1');
+      return (['ingress', 'egress'] as const).map((direction) => tcQuery({ ifindex, direction, handle: TC_HANDLE, priority: TC_PRIORITY })?.progId);
+    });
+    expect(progs).toEqual([undefined, undefined]);
+    const udp = (srcMac: string, srcIp: string): Uint8Array => F.udpFrame({ srcMac, dstMac: PEER_MAC, srcIp, dstIp: '10.77.0.9', sport: 5000, dport: 5001 });
+    const frames = [udp(VM2_MAC, '10.77.0.3'), udp(VM2_MAC, BIG_IPS[1099] as string), udp(VM2_MAC, '10.77.0.66'), udp('52:54:00:00:00:66', '10.77.0.3')];
+    const r = await deliver(tb.guest('vm2').endpoint, tb.guest('peer').endpoint, frames, { key: canonicalFrame, quietMs: 60, maxWaitMs: 2000 });
+    expect(r.arrived).toEqual([true, true, false, false]);
+    const st = await status(opts);
+    const port = st.interfaces.find((i) => i.iface === 'vnet1');
+    expect(port?.status).toBe('protected');
+    expect(port?.oneLayer?.map((o) => `${o.layer} ${o.rule}`)).toEqual(['nft *']);
+    expect((port?.drops['ip-spoof'] ?? 0) + (port?.drops['mac-spoof'] ?? 0)).toBeGreaterThanOrEqual(2);
   });
 });
 

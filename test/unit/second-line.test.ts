@@ -126,4 +126,25 @@ describe('nft as the second line (--backend both)', () => {
     expect(gap?.without).toEqual({ proto: 'ipv6', protocol: { value: 58, neg: false } });
     expect(nftL2Gap({ ...m, icmpCode: { lo: 0, hi: 255, neg: true } })).toBeUndefined();
   });
+
+  it('a port whose policy the eBPF programs cannot hold (over 1024 values in a group) and nft expresses whole is enforced by nft alone', () => {
+    const ips = Array.from({ length: 1100 }, (_, i) => `10.${(i >> 8) & 255}.${i & 255}.1`);
+    const big = policyFor('clean-traffic', { IP: ips }, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' });
+    const small = policyFor('clean-traffic', { IP: '10.0.0.2' });
+    const g = generationOf(ir(small, big), 'both');
+    expect(g.manifest.interfaces.map((i) => i.iface)).toEqual(['vnet0', 'vnet1']);
+    expect(g.manifest.failed).toEqual([]);
+    expect(g.bpf?.interfaces.map((i) => i.iface)).toEqual(['vnet0']);
+    expect(g.manifest.oneLayer).toHaveLength(1);
+    const r = g.manifest.oneLayer?.[0];
+    expect([r?.layer, r?.rule, r?.interfaces]).toEqual(['nft', '*', ['vnet1']]);
+    expect(r?.why).toMatch(/1100 value combinations/);
+    // the nft part of that port is its whole policy, as under nft alone
+    expect(g.nft.parts.ports.find((p) => p.iface === 'vnet1')).toEqual(generationOf(ir(small, big), 'nft').nft.parts.ports.find((p) => p.iface === 'vnet1'));
+    // bpf alone still refuses it; a port with a gap nft cannot express and over the eBPF limit fails
+    expect(nwfErrorOf(() => generationOf(ir(big), 'bpf')).code).toBe('NWF1102');
+    const both = policyFor('f', { IP: ips }, [ROOT, SUB], { iface: 'vnet2', mac: '52:54:00:00:00:03' });
+    expect(nwfErrorOf(() => generationOf(ir(both), 'both')).code).toBe('NWF1102');
+    expect(generationOf(ir(both), 'both', [], { partial: true }).manifest.failed.map((f) => [f.iface, f.code])).toEqual([['vnet2', 'NWF1102']]);
+  });
 });

@@ -68,14 +68,18 @@ function approximate(rule: L2Rule, inRoot: boolean, gaps: SecondLineGap[], dir: 
   return { ...rule, match: gap.without, verdict: rule.verdict === 'return' && inRoot ? 'return' : 'accept' };
 }
 
+/** Whether nft expresses every L2 test of the policy (then it can enforce the port alone). */
+export function nftExpressesL2(p: InterfacePolicy): boolean {
+  return !DIRECTIONS.some((d) => p.l2[d].root.some((e) => e.kind === 'rule' && nftL2Gap(e.rule.match)) || p.l2[d].chains.some((c) => c.rules.some((r) => nftL2Gap(r.match))));
+}
+
 /**
  * A port's policy as the nft second line enforces it, and the rules it does
  * not enforce as written. A policy nft expresses whole is returned as is.
  */
 export function secondLinePolicy(p: InterfacePolicy): { policy: InterfacePolicy; gaps: SecondLineGap[] } {
   const gaps: SecondLineGap[] = [];
-  const has = DIRECTIONS.some((d) => p.l2[d].root.some((e) => e.kind === 'rule' && nftL2Gap(e.rule.match)) || p.l2[d].chains.some((c) => c.rules.some((r) => nftL2Gap(r.match))));
-  if (!has) return { policy: p, gaps };
+  if (nftExpressesL2(p)) return { policy: p, gaps };
   const l2 = { ...p.l2 };
   for (const dir of DIRECTIONS) {
     const root: L2Entry[] = [];
