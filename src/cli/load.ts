@@ -103,18 +103,20 @@ async function loadLive(p: ParsedArgs, io: CliIo, allowEmpty: boolean): Promise<
   for (const n of obs.notes) io.err(`note: ${n}\n`);
   for (const w of obs.problems) io.err(`warning: ${w}\n`);
   return host.locked('load (live libvirt host)', async () => {
-    const r = await host.resync(obs, { strict: true, allowEmpty, force: true });
+    // one bad VM never unprotects another: a port whose policy fails is loaded failing closed (exit 5)
+    const r = await host.resync(obs, { partial: true, allowEmpty, force: true });
     for (const w of r.warnings) io.err(`warning: ${w}\n`);
     const g = r.apply?.load;
+    const failed = r.apply?.failed ?? [];
     if (p.flags.has('json')) {
       printJson(io, 'load', { ...(g ? loadResultJson(g) : { generation: null }), takenOver: r.takeover?.taken ?? [] });
-      return 0;
+      return failed.length ? EXIT.partial : 0;
     }
     if (g) {
       io.out(loadedLine(g));
       printLoadNotes(g, io);
     }
     if (r.takeover?.taken.length) io.out(`took over from libvirt: ${r.takeover.taken.join(', ')}\n`);
-    return 0;
+    return reportFailed(failed, io);
   });
 }

@@ -5,13 +5,17 @@
 // CLI, for the nft and the both backends. Through a real bridge: the 10 pass
 // valid traffic and drop spoofed traffic; every broken port drops everything,
 // both ways, counted as unprotected; `status` names the port, the code and
-// the reason; compile and load exit 5 (partial).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// the reason; compile and load exit 5 (partial). The same through the live
+// host's load (the desired state read from /run/libvirt).
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withNetns } from '../../src/host/netns.js';
+import { DEFAULT_CONFIG } from '../../src/host/config.js';
+import { LiveHost } from '../../src/host/live/host.js';
+import { observeRunDir } from '../../src/host/live/observe.js';
 import { deliver } from '../../src/lab/packet-io.js';
 import { canonicalFrame } from '../../src/lab/packet-io.js';
 import { createTestbed, type Testbed } from '../../src/lab/testbed.js';
@@ -81,22 +85,8 @@ describe.skipIf(!isRoot)('partial loads: one broken binding per kind fails close
     return r.arrived[0] as boolean;
   };
 
-  it.each(['nft', 'both'] as const)('%s: compile and load exit 5; the 10 are protected, each broken port drops everything; status says so', async (backend) => {
-    const state = join(work, `state-${backend}`);
-    const gen = join(work, `gen-${backend}`);
-    const c = await run(['compile', '--filters', join(work, 'filters'), '--binding', join(work, 'bindings'), '--backend', backend, '--partial', '--out', gen]);
-    expect(c.code, c.err).toBe(EXIT.partial);
-    for (const x of BROKEN) expect(c.err).toMatch(new RegExp(`error ${x.code}: [^\\n]*\\n  interface: vnet${x.i} \\(unprotected`));
-    expect(c.err).toContain(`partial: ${BROKEN.length} interface(s) fail closed`);
-    // without --partial the same sources fail as a whole (exit 2), nothing written
-    expect((await run(['compile', '--filters', join(work, 'filters'), '--binding', join(work, 'bindings'), '--backend', backend, '--out', join(work, `whole-${backend}`)])).code).toBe(EXIT.badInput);
-
-    const host = ['--state-dir', state, '--pin-dir', pinDir];
-    const l = await withNetns(tb.hostNs, () => run(['load', gen, ...host]));
-    expect(l.code, l.err).toBe(EXIT.partial);
-    expect(l.out).toMatch(new RegExp(`\\(${GOOD} interface\\(s\\)\\)`));
-    for (const x of BROKEN) expect(l.err).toContain(`interface: vnet${x.i} (unprotected: its traffic is dropped)`);
-
+  /** The 10 good ports pass valid traffic and drop spoofed traffic, the broken ones drop everything; status (CLI, text and JSON) says so. */
+  const checkHost = async (what: string, host: string[]): Promise<void> => {
     let goodPassed = 0;
     let spoofDropped = 0;
     for (let i = 0; i < GOOD; i++) {
@@ -109,7 +99,7 @@ describe.skipIf(!isRoot)('partial loads: one broken binding per kind fails close
       if (await send(x.i, udp(x.i, ip(x.i)), false)) brokenDelivered++;
       if (await send(x.i, udp(x.i, ip(x.i), true), true)) brokenDelivered++;
     }
-    console.log(`[partial ${backend}] good: ${goodPassed}/${2 * GOOD} valid delivered, ${spoofDropped}/${GOOD} spoofed dropped; broken: ${brokenDelivered}/${2 * BROKEN.length} delivered`);
+    console.log(`[partial ${what}] good: ${goodPassed}/${2 * GOOD} valid delivered, ${spoofDropped}/${GOOD} spoofed dropped; broken: ${brokenDelivered}/${2 * BROKEN.length} delivered`);
     expect(goodPassed).toBe(2 * GOOD);
     expect(spoofDropped).toBe(GOOD);
     expect(brokenDelivered).toBe(0);
@@ -130,7 +120,44 @@ describe.skipIf(!isRoot)('partial loads: one broken binding per kind fails close
     expect(st.interfaces.filter((q) => q.status === 'protected').map((q) => q.iface).sort()).toEqual(Array.from({ length: GOOD }, (_, i) => `vnet${i}`).sort());
     const text = await withNetns(tb.hostNs, () => run(['status', ...host]));
     for (const x of BROKEN) expect(text.out).toMatch(new RegExp(`vnet${x.i} .*UNPROTECTED \\(dropped\\): error ${x.code}: `));
+  };
+
+  it.each(['nft', 'both'] as const)('%s: compile and load exit 5; the 10 are protected, each broken port drops everything; status says so', async (backend) => {
+    const state = join(work, `state-${backend}`);
+    const gen = join(work, `gen-${backend}`);
+    const c = await run(['compile', '--filters', join(work, 'filters'), '--binding', join(work, 'bindings'), '--backend', backend, '--partial', '--out', gen]);
+    expect(c.code, c.err).toBe(EXIT.partial);
+    for (const x of BROKEN) expect(c.err).toMatch(new RegExp(`error ${x.code}: [^\\n]*\\n  interface: vnet${x.i} \\(unprotected`));
+    expect(c.err).toContain(`partial: ${BROKEN.length} interface(s) fail closed`);
+    // without --partial the same sources fail as a whole (exit 2), nothing written
+    expect((await run(['compile', '--filters', join(work, 'filters'), '--binding', join(work, 'bindings'), '--backend', backend, '--out', join(work, `whole-${backend}`)])).code).toBe(EXIT.badInput);
+
+    const host = ['--state-dir', state, '--pin-dir', pinDir];
+    const l = await withNetns(tb.hostNs, () => run(['load', gen, ...host]));
+    expect(l.code, l.err).toBe(EXIT.partial);
+    expect(l.out).toMatch(new RegExp(`\\(${GOOD} interface\\(s\\)\\)`));
+    for (const x of BROKEN) expect(l.err).toContain(`interface: vnet${x.i} (unprotected: its traffic is dropped)`);
+
+    await checkHost(backend, host);
     expect((await withNetns(tb.hostNs, () => run(['unload', ...host]))).code).toBe(0);
+  });
+  it('load of the live host (the desired state from /run/libvirt): the broken ports are loaded failing closed, not skipped, and reported', async () => {
+    const root = join(work, 'root');
+    const bdir = join(root, 'run', 'libvirt', 'nwfilter-binding');
+    mkdirSync(bdir, { recursive: true });
+    for (const f of readdirSync(join(work, 'bindings'))) copyFileSync(join(work, 'bindings', f), join(bdir, f));
+    const stateDir = join(work, 'state-live');
+    const live = new LiveHost({
+      config: { ...DEFAULT_CONFIG, mode: 'native', backend: 'nft', bridges: [], tapPatterns: ['vnet*'], stateDir, pinDir },
+      netns: tb.hostNs,
+      inProcess: true,
+      filterDirs: [join(work, 'filters')],
+    });
+    const r = await live.locked('load (test)', () => live.resync(observeRunDir({ root }), { partial: true, allowEmpty: false, force: true }));
+    expect((r.apply?.failed ?? []).map((f) => [f.iface, f.code]).sort()).toEqual(BROKEN.map((x) => [`vnet${x.i}`, x.code]).sort());
+    expect(r.added.length).toBe(GOOD + BROKEN.length);
+    await checkHost('live', ['--state-dir', stateDir, '--pin-dir', pinDir]);
+    expect((await withNetns(tb.hostNs, () => run(['unload', '--state-dir', stateDir, '--pin-dir', pinDir]))).code).toBe(0);
   });
 });
 

@@ -18,6 +18,7 @@ import { resolveInterface } from '../../resolve/resolve.js';
 import { BUNDLED_FILTERS_DIR, LIBVIRT_PATHS, loadFilterDir, type LoadedSources } from '../../resolve/sources.js';
 import { CODES, NwfError } from '../../util/errors.js';
 import type { FilterDef } from '../../xml/ast.js';
+import type { FailedInterface } from '../../ir/types.js';
 import { loadGeneration, type HostOptions, type LoadResult } from '../apply.js';
 import { writeAtomic, writeGeneration } from '../generation.js';
 import { LoadedStore } from '../loaded.js';
@@ -37,6 +38,8 @@ export interface ApplyOptions extends HostOptions {
   keepGenerations?: number;
   /** Load even when the new generation protects nothing and the loaded one protected ports. */
   allowEmpty?: boolean;
+  /** A port whose policy does not resolve or lower fails closed (dropped, with its error) instead of failing the change (issue 10 item 4). */
+  partial?: boolean;
 }
 
 export interface ApplyResult {
@@ -50,6 +53,8 @@ export interface ApplyResult {
   incremental: boolean;
   /** Taps protected now. */
   taps: string[];
+  /** Ports that fail closed after the change (their policy failed; with `partial`). */
+  failed: FailedInterface[];
   ms: { compile: number; load: number };
 }
 
@@ -131,14 +136,14 @@ export async function applyDesiredPorts(ports: readonly DesiredPort[], opts: App
     const want = new Map(ports.map((p) => [p.tap, p]));
     const add = ports.filter((p) => applied.ports[p.tap] !== fingerprint(p));
     const remove = Object.keys(applied.ports).filter((t) => !want.has(t));
-    const failures = portFailures(add, opts);
+    const failures = opts.partial ? [] : portFailures(add, opts);
     if (failures.length) throw portError(failures);
     // an emptying change is refused as a load of an empty generation would be
     if (!opts.allowEmpty && ports.length === 0 && remove.length > 0) {
       throw new NwfError(CODES.LOAD_REFUSED, `refusing to apply the desired state: it protects no port, and ${remove.length} port(s) are protected now`, { hint: 'pass allowEmpty (nwf-fast load --allow-empty) to remove them all' });
     }
     if (!add.length && !remove.length) {
-      return { id: head.id, incremental: true, taps: ports.map((p) => p.tap), ms: { compile: performance.now() - t0, load: 0 } };
+      return { id: head.id, incremental: true, taps: ports.map((p) => p.tap), failed: [], ms: { compile: performance.now() - t0, load: 0 } };
     }
     const { filters } = filterLibrary(opts.filterDirs);
     const pf = portsFile(opts.stateDir);
@@ -146,22 +151,22 @@ export async function applyDesiredPorts(ports: readonly DesiredPort[], opts: App
     const r = await applyPortChanges({ add: add.map((p) => bindingOfPort(p, pf)), remove }, { ...opts, filters, backend: opts.backend });
     const t2 = performance.now();
     writeApplied(opts.stateDir, r.commit.head.id, opts.backend, ports);
-    return { ports: r, id: r.commit.head.id, incremental: true, taps: ports.map((p) => p.tap), ms: { compile: t1 - t0, load: t2 - t1 } };
+    return { ports: r, id: r.commit.head.id, incremental: true, taps: ports.map((p) => p.tap), failed: r.commit.failed, ms: { compile: t1 - t0, load: t2 - t1 } };
   }
-  const failures = portFailures(ports, opts);
+  const failures = opts.partial ? [] : portFailures(ports, opts);
   if (failures.length) throw portError(failures);
   const { filters, files } = filterLibrary(opts.filterDirs);
   const pf = portsFile(opts.stateDir);
   const src: LoadedSources = { filters, bindings: ports.map((p) => bindingOfPort(p, pf)), notes: [], files: existsSync(pf) ? [...files, pf] : files };
   const tmp = mkdtempSync(join(tmpdir(), 'nwf-fast-live-'));
   try {
-    await writeGeneration(tmp, compileGeneration(src, opts.backend));
+    await writeGeneration(tmp, compileGeneration(src, opts.backend, opts.partial ? { partial: true } : {}));
     const t1 = performance.now();
     // loadGeneration refuses an emptying generation (opts.allowEmpty) and prunes (opts.keepGenerations)
     const load = await loadGeneration(tmp, opts);
     const t2 = performance.now();
     writeApplied(opts.stateDir, load.commit.head.id, opts.backend, ports);
-    return { load, id: load.generation.manifest.id, incremental: load.incremental, taps: load.generation.manifest.interfaces.map((i) => i.iface), ms: { compile: t1 - t0, load: t2 - t1 } };
+    return { load, id: load.generation.manifest.id, incremental: load.incremental, taps: load.generation.manifest.interfaces.map((i) => i.iface), failed: load.commit.failed, ms: { compile: t1 - t0, load: t2 - t1 } };
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

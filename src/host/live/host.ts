@@ -92,7 +92,7 @@ export class LiveHost {
    * Moves the desired state from `current` to `next`: libvirt's dispatch back
    * for the ports that go or change owner, then the load, then the record.
    */
-  private async change(current: readonly DesiredPort[], next: readonly DesiredPort[], res: ChangeResult, opts: { allowEmpty?: boolean; force?: boolean } = {}): Promise<void> {
+  private async change(current: readonly DesiredPort[], next: readonly DesiredPort[], res: ChangeResult, opts: { allowEmpty?: boolean; force?: boolean; partial?: boolean } = {}): Promise<void> {
     const kept = new Set(next);
     const gone = current.filter((p) => !kept.has(p));
     const byTap = new Map(next.map((p) => [p.tap, p]));
@@ -102,7 +102,7 @@ export class LiveHost {
     appendAll(res.added, next.filter((p) => !current.includes(p)).map((p) => p.tap));
     if (!opts.force && !gone.length && next.length === current.length) return;
     if (giveBack.length) res.handback = await handBack(this.config.stateDir, giveBack, this.xt);
-    res.apply = await applyDesiredPorts(next, { ...this.applyOptions, allowEmpty: opts.allowEmpty ?? true });
+    res.apply = await applyDesiredPorts(next, { ...this.applyOptions, allowEmpty: opts.allowEmpty ?? true, ...(opts.partial ? { partial: true } : {}) });
     writePorts(this.config.stateDir, next);
   }
 
@@ -188,12 +188,14 @@ export class LiveHost {
    * started are left alone (a hook was faster), ports whose policy does not
    * compile are skipped with a warning (an existing one keeps its last good
    * policy). Then takes over the taps whose libvirt dispatch is there.
+   * `partial` (load): such ports are loaded failing closed instead (dropped,
+   * with their error: ChangeResult.apply.failed), every other one protected.
    */
-  async resync(obs: Observation, opts: { strict?: boolean; allowEmpty?: boolean; force?: boolean } = {}): Promise<ChangeResult> {
+  async resync(obs: Observation, opts: { strict?: boolean; partial?: boolean; allowEmpty?: boolean; force?: boolean } = {}): Promise<ChangeResult> {
     const res: ChangeResult = { added: [], removed: [], warnings: [...obs.problems] };
     const current = this.ports();
     const candidates = resyncCandidates(current, obs);
-    const failures = portFailures(candidates, this.applyOptions);
+    const failures = opts.partial ? [] : portFailures(candidates, this.applyOptions);
     if (opts.strict && failures.length) throw portError(failures);
     for (const f of failures) res.warnings.push(`port ${f.port.tap} of domain ${f.port.owner.name} skipped: ${f.error.format()}`);
     const next = resyncPorts(current, obs, new Set(failures.map((f) => f.port)));
