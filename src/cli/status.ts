@@ -3,6 +3,7 @@
 // verdict (health) with its exit code.
 import { addProblem, exitCodeOfHealth, status, type Status } from '../host/status.js';
 import { liveStatus, type LiveStatus } from '../host/live/status.js';
+import { UNFILTERED_TEXT } from '../host/live/ports.js';
 import { DROP_REASONS } from '../ir/reasons.js';
 import { describeOneLayer } from '../backends/layers.js';
 import { type Command, type ParsedArgs } from './args.js';
@@ -97,9 +98,17 @@ async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
   }
   if (live) {
     const c = live.counts;
-    io.out(`\nVM ports (mode ${live.mode}): ${c['nwf-fast']} nwf-fast, ${c.both} nwf-fast and libvirt, ${c.libvirt} libvirt only, ${c.unprotected} UNPROTECTED\n`);
-    for (const x of live.ports.filter((x) => x.protection !== 'nwf-fast')) {
-      const what = x.protection === 'both' ? "nwf-fast, and still libvirt's rules (takeover not done)" : x.protection === 'libvirt' ? "libvirt's rules only (not protected by nwf-fast)" : 'UNPROTECTED (no rules of nwf-fast or libvirt)';
+    const unfiltered = live.ports.filter((x) => x.unfiltered).length;
+    io.out(`\nVM ports (mode ${live.mode}): ${c['nwf-fast']} nwf-fast, ${c.both} nwf-fast and libvirt, ${c.libvirt} libvirt only, ${c.unprotected} UNPROTECTED${unfiltered ? ` (${unfiltered} with no filterref)` : ''}\n`);
+    for (const x of live.ports.filter((x) => x.protection !== 'nwf-fast' || x.unfiltered)) {
+      const what =
+        x.protection === 'both'
+          ? "nwf-fast, and still libvirt's rules (takeover not done)"
+          : x.protection === 'libvirt'
+            ? "libvirt's rules only (not protected by nwf-fast)"
+            : x.protection === 'nwf-fast'
+              ? UNFILTERED_TEXT
+              : 'UNPROTECTED (no rules of nwf-fast or libvirt)';
       io.out(`  ${x.port.padEnd(12)}${x.bridge.padEnd(10)}${(x.owner ?? '').padEnd(16)}${what}\n`);
     }
   }

@@ -5,7 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { portsFile, readPorts, replaceDomainPorts, resyncPorts, writePorts, type DesiredPort } from '../../src/host/live/ports.js';
+import { isUnfiltered, portsFile, readPorts, replaceDomainPorts, resyncPorts, UNFILTERED, writePorts, type DesiredPort } from '../../src/host/live/ports.js';
 import { portsOfDomain } from '../../src/host/live/observe.js';
 import { parseLiveDomain } from '../../src/xml/live-domain.js';
 
@@ -70,7 +70,7 @@ describe('ports.json', () => {
 });
 
 describe('portsOfDomain', () => {
-  it("takes nwf-fast's metadata over libvirt's filterref, skips interfaces without a tap or a filter, and leaves MAC out of the parameters", () => {
+  it("takes nwf-fast's metadata over libvirt's filterref, records an interface without a filter as unfiltered, skips one without a tap, and leaves MAC out of the parameters", () => {
     const d = parseLiveDomain(
       `<domain><name>vm</name><uuid>11111111-2222-4333-8444-555555555555</uuid>
       <metadata><nwf:filters xmlns:nwf='urn:x-nwf-fast:metadata:1'><nwf:interface mac='52:54:00:00:00:02'><nwf:filterref filter='no-mac-spoofing'/></nwf:interface></nwf:filters></metadata>
@@ -85,6 +85,13 @@ describe('portsOfDomain', () => {
     expect(portsOfDomain(d, 'hook', at(0)).map((p) => [p.tap, p.filterref.filter, p.filterref.params, p.origin])).toEqual([
       ['vnet0', 'clean-traffic', { IP: ['10.0.0.1'] }, 'filterref'],
       ['vnet1', 'no-mac-spoofing', {}, 'metadata'],
+      ['vnet2', UNFILTERED, {}, 'none'],
     ]);
+    const dir = mkdtempSync(join(tmpdir(), 'nwf-ports-'));
+    writePorts(dir, portsOfDomain(d, 'hook', at(0)));
+    expect(readPorts(dir).filter(isUnfiltered).map((p) => p.tap)).toEqual(['vnet2']);
+    // 'none' only with the reserved filter
+    writeFileSync(portsFile(dir), JSON.stringify({ format: 'nwf-fast-ports/1', ports: [{ ...port('vnet5', 'a'), origin: 'none' }] }));
+    expect(() => readPorts(dir)).toThrow(/port 1 is malformed/);
   });
 });

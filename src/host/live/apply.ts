@@ -28,7 +28,7 @@ import { TC_HANDLE, TC_PRIORITY } from '../bpf-apply.js';
 import { tcQuery } from '../bpf/tc.js';
 import { ifIndex, withNetns } from '../netns.js';
 import type { ConfigBackend } from '../config.js';
-import { bindingOfPort, portsFile, type DesiredPort } from './ports.js';
+import { bindingOfPort, portsFile, UNFILTERED_FILTER, type DesiredPort } from './ports.js';
 
 export interface ApplyOptions extends HostOptions {
   backend: ConfigBackend;
@@ -96,6 +96,8 @@ function filterLibrary(dirs: readonly string[] | undefined): { filters: Map<stri
   const files: string[] = [];
   loadFilterDir(BUNDLED_FILTERS_DIR, filters, files);
   for (const d of dirs ?? (existsSync(LIBVIRT_PATHS.filters) ? [LIBVIRT_PATHS.filters] : [])) loadFilterDir(d, filters, files);
+  // unfiltered ports (no filterref) refer to the reserved empty filter
+  filters.set(UNFILTERED_FILTER.name, UNFILTERED_FILTER);
   return { filters, files };
 }
 

@@ -5,14 +5,15 @@
 //
 // Where a port's filter comes from, for each tap: nwf-fast's metadata for the
 // interface's MAC (native mode), else libvirt's nwfilter binding for the tap,
-// else the interface's <filterref>. An interface without <target dev> (not
-// running) is skipped.
+// else the interface's <filterref>; with none of them the port is unfiltered
+// (as libvirt leaves it: an explicit accept, not the fail-closed drop). An
+// interface without <target dev> (not running) is skipped.
 import { CODES, NwfError } from '../../util/errors.js';
 import { libvirtDirs, readText, xmlFiles } from '../../resolve/sources.js';
 import type { CommandRunner } from '../runner.js';
 import { hostRunner } from '../netns.js';
 import { parseLiveBinding, parseLiveDomain, type LiveDomain } from '../../xml/live-domain.js';
-import { filterRefOf, type DesiredPort, type PortSource } from './ports.js';
+import { filterRefOf, UNFILTERED, type DesiredPort, type PortSource } from './ports.js';
 
 export interface VirshResult {
   exitCode: number;
@@ -43,20 +44,19 @@ async function virshOk(v: VirshClient, args: readonly string[]): Promise<string>
   return r.stdout;
 }
 
-/** The ports of one domain: interfaces with a tap, a MAC and a filter (metadata first, then libvirt's filterref). */
+/** The ports of one domain: interfaces with a tap and a MAC, with their filter (metadata first, then libvirt's filterref) or unfiltered. */
 export function portsOfDomain(d: LiveDomain, source: PortSource, at = new Date().toISOString()): DesiredPort[] {
   const out: DesiredPort[] = [];
   for (const i of d.interfaces) {
     if (!i.tap || !i.mac) continue;
     const ref = i.metadata ?? i.filterref;
-    if (!ref) continue;
     out.push({
       tap: i.tap,
       mac: i.mac,
       owner: { name: d.name, uuid: d.uuid },
       ...(i.bridge ? { bridge: i.bridge } : {}),
-      filterref: filterRefOf(ref),
-      origin: i.metadata ? 'metadata' : 'filterref',
+      filterref: ref ? filterRefOf(ref) : { filter: UNFILTERED, params: {} },
+      origin: i.metadata ? 'metadata' : ref ? 'filterref' : 'none',
       source,
       at,
     });

@@ -3,11 +3,15 @@
 // reconciler edit it under the state lock and then apply it
 // (applyDesiredPorts). Each port: its tap, MAC, owner domain {name, uuid},
 // bridge when known, the filterref (filter and parameters, as the parser
-// reads them), where it came from and when.
+// reads them), where it came from and when. An interface with no filterref
+// at all (neither libvirt's nor nwf-fast's metadata) is an unfiltered port
+// (origin 'none'): libvirt does not filter it either, so it gets an explicit
+// accept entry in both directions (the reserved empty filter UNFILTERED)
+// instead of the fail-closed skeleton's drop.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CODES, NwfError } from '../../util/errors.js';
-import type { FilterRefNode, InterfaceBinding } from '../../xml/ast.js';
+import type { FilterDef, FilterRefNode, InterfaceBinding } from '../../xml/ast.js';
 import { writeAtomic } from '../generation.js';
 
 export const PORTS_FILE = 'ports.json';
@@ -21,14 +25,30 @@ export interface PortFilterRef {
 
 export type PortSource = 'hook' | 'reconcile' | 'load';
 
+/**
+ * The filter of an unfiltered port: no rules, so both directions accept. Its
+ * name cannot be a user filter's (filter names are letters, digits, _ . : -).
+ */
+export const UNFILTERED = '(no filterref)';
+
+/** The empty filter UNFILTERED names (added to every live host's filter library). */
+export const UNFILTERED_FILTER: FilterDef = Object.freeze({ name: UNFILTERED, chain: 'root', chainPriority: 0, entries: [], loc: { file: '(nwf-fast)', path: 'filter[unfiltered]' } });
+
+/** How status shows an unfiltered port. */
+export const UNFILTERED_TEXT = 'no filterref: not filtered (as libvirt)';
+
 export interface DesiredPort {
   tap: string;
   mac: string;
   owner: { name: string; uuid: string };
   bridge?: string;
   filterref: PortFilterRef;
-  /** Where the filterref was read: libvirt's <filterref> (takeover) or nwf-fast's metadata (native). */
-  origin: 'filterref' | 'metadata';
+  /**
+   * Where the filterref was read: libvirt's <filterref> (takeover) or
+   * nwf-fast's metadata (native); 'none': the interface has neither (an
+   * unfiltered port, filterref UNFILTERED).
+   */
+  origin: 'filterref' | 'metadata' | 'none';
   source: PortSource;
   /** ISO time of the last change. */
   at: string;
@@ -64,11 +84,16 @@ function checkPort(p: unknown, file: string, i: number): DesiredPort {
     !!o.filterref.params &&
     typeof o.filterref.params === 'object' &&
     Object.values(o.filterref.params).every((v) => Array.isArray(v) && v.every((x) => typeof x === 'string')) &&
-    (o.origin === 'filterref' || o.origin === 'metadata') &&
+    (o.origin === 'filterref' || o.origin === 'metadata' || (o.origin === 'none' && o.filterref.filter === UNFILTERED)) &&
     (o.source === 'hook' || o.source === 'reconcile' || o.source === 'load') &&
     typeof o.at === 'string';
   if (!ok) throw new NwfError(CODES.STATE_INVALID, `${file}: port ${i + 1} is malformed`, { location: { file }, hint: 'nwf-fast reconcile rebuilds the desired state from libvirt (move the file away first)' });
   return o as DesiredPort;
+}
+
+/** Whether a port is one libvirt would not filter (its interface has no filterref). */
+export function isUnfiltered(p: Pick<DesiredPort, 'origin'>): boolean {
+  return p.origin === 'none';
 }
 
 /** The desired ports (none when the file does not exist). */

@@ -5,10 +5,13 @@
 //                 with a domain that still has a libvirt filterref)
 //   libvirt       only libvirt's rules
 //   unprotected   neither
+// A port whose interface has no filterref (an unfiltered port, ports.ts) is
+// 'nwf-fast' (its explicit accept entries are in force) and `unfiltered`.
 import { hostRunner, inNetns } from '../netns.js';
 import { isManagedBridge, isTapName } from '../config.js';
 import { tapsInForce } from './apply.js';
 import type { LiveHost } from './host.js';
+import { isUnfiltered } from './ports.js';
 
 export type PortProtection = 'nwf-fast' | 'both' | 'libvirt' | 'unprotected';
 
@@ -18,6 +21,8 @@ export interface LivePortStatus {
   protection: PortProtection;
   /** The owner domain in the desired state, if any. */
   owner?: string;
+  /** The desired state has it as unfiltered: its interface has no filterref (not filtered, as libvirt). */
+  unfiltered?: true;
 }
 
 export interface LiveStatus {
@@ -45,15 +50,15 @@ export async function liveStatus(host: LiveHost): Promise<LiveStatus> {
   const ports = (await bridgePorts(host)).filter((p) => isManagedBridge(c, p.bridge) && isTapName(c, p.port));
   const taps = ports.map((p) => p.port);
   const [inForce, libvirt] = await Promise.all([tapsInForce(taps, host.applyOptions), host.libvirtDispatch(taps)]);
-  const owners = new Map(host.ports().map((p) => [p.tap, p.owner.name]));
+  const desired = new Map(host.ports().map((p) => [p.tap, p]));
   const counts: Record<PortProtection, number> = { 'nwf-fast': 0, both: 0, libvirt: 0, unprotected: 0 };
   const out: LivePortStatus[] = ports.map((p) => {
     const n = inForce.has(p.port);
     const l = libvirt.has(p.port);
     const protection: PortProtection = n && l ? 'both' : n ? 'nwf-fast' : l ? 'libvirt' : 'unprotected';
     counts[protection]++;
-    const owner = owners.get(p.port);
-    return { port: p.port, bridge: p.bridge, protection, ...(owner ? { owner } : {}) };
+    const d = desired.get(p.port);
+    return { port: p.port, bridge: p.bridge, protection, ...(d ? { owner: d.owner.name } : {}), ...(d && isUnfiltered(d) ? { unfiltered: true as const } : {}) };
   });
   return { mode: c.mode, ports: out.sort((a, b) => (a.port < b.port ? -1 : 1)), counts };
 }
