@@ -10,7 +10,10 @@
 //   ebpf     --backend bpf: the port's slot in its shape's pinned maps and
 //            its tc filters, plus its nft dispatch entry.
 // kernel = the nft transaction (nft) and the eBPF map updates and attach
-// (ebpf), from the first byte sent to the change in force; cleanup = the
+// (ebpf), from the first byte sent to the change in force; the nft part is
+// split where it goes over netlink: nftKernel = from the batch's first byte
+// sent to the kernel's acknowledgement, nftUser = the rest (turning the
+// typed commands into netlink changes, encoding); cleanup = the
 // second nft transaction (what went); total = the whole call (reading the
 // records, resolving and lowering the port, the kernel work, writing the
 // records). A spoofed flood from vm0 runs during further changes: none of
@@ -33,8 +36,8 @@ export interface PortRow {
   method: PortMethod;
   n: number;
   changes: number;
-  add: { kernelMs: Stat; nftMs: Stat; bpfMs: Stat; totalMs: Stat };
-  remove: { kernelMs: Stat; nftMs: Stat; bpfMs: Stat; cleanupMs: Stat; totalMs: Stat };
+  add: { kernelMs: Stat; nftMs: Stat; nftKernelMs: Stat; nftUserMs: Stat; bpfMs: Stat; totalMs: Stat };
+  remove: { kernelMs: Stat; nftMs: Stat; nftKernelMs: Stat; nftUserMs: Stat; bpfMs: Stat; cleanupMs: Stat; totalMs: Stat };
   /** How the nft part went: nwf-fast's netlink encoder or libnftables. */
   via: string;
   leak: { changes: number; sent: number; leaked: number };
@@ -74,7 +77,15 @@ export async function portsPhase(host: BenchHost, o: PortOptions): Promise<PortR
       await loadGeneration(join(work, 'g'), opts);
       const add = parseFilterBindingXml(bindingXml(last, portIp(last)), `${tap}.xml`);
       const addBack = method === 'nft-new' ? bindingOf('no-ip-spoofing') : add;
-      const s = { add: { kernel: [] as number[], nft: [] as number[], bpf: [] as number[], total: [] as number[] }, rm: { kernel: [] as number[], nft: [] as number[], bpf: [] as number[], cleanup: [] as number[], total: [] as number[] } };
+      const s = {
+        add: { kernel: [] as number[], nft: [] as number[], nftKernel: [] as number[], nftUser: [] as number[], bpf: [] as number[], total: [] as number[] },
+        rm: { kernel: [] as number[], nft: [] as number[], nftKernel: [] as number[], nftUser: [] as number[], bpf: [] as number[], cleanup: [] as number[], total: [] as number[] },
+      };
+      /** The nft part's kernel and user-space shares (all of it counts as kernel when it went through libnftables: not separable). */
+      const split = (ms: { nft: number; nftKernel?: number }, into: { nftKernel: number[]; nftUser: number[] }): void => {
+        into.nftKernel.push(ms.nftKernel ?? ms.nft);
+        into.nftUser.push(ms.nftKernel !== undefined ? ms.nft - ms.nftKernel : 0);
+      };
       const via = new Set<string>();
       const once = async (timed: boolean): Promise<void> => {
         const r = await applyPortChanges({ remove: [tap] }, opts);
@@ -83,11 +94,13 @@ export async function portsPhase(host: BenchHost, o: PortOptions): Promise<PortR
         await sleep(20);
         if (!timed) return;
         s.rm.nft.push(r.commit.ms.nft);
+        split(r.commit.ms, s.rm);
         s.rm.bpf.push(r.commit.ms.bpf);
         s.rm.kernel.push(r.commit.ms.nft + r.commit.ms.bpf);
         s.rm.cleanup.push(r.commit.ms.cleanup);
         s.rm.total.push(r.commit.ms.total);
         s.add.nft.push(a.commit.ms.nft);
+        split(a.commit.ms, s.add);
         s.add.bpf.push(a.commit.ms.bpf);
         s.add.kernel.push(a.commit.ms.nft + a.commit.ms.bpf);
         s.add.total.push(a.commit.ms.total);
@@ -109,16 +122,16 @@ export async function portsPhase(host: BenchHost, o: PortOptions): Promise<PortR
         method,
         n: o.n,
         changes: o.changes,
-        add: { kernelMs: stat(s.add.kernel), nftMs: stat(s.add.nft), bpfMs: stat(s.add.bpf), totalMs: stat(s.add.total) },
-        remove: { kernelMs: stat(s.rm.kernel), nftMs: stat(s.rm.nft), bpfMs: stat(s.rm.bpf), cleanupMs: stat(s.rm.cleanup), totalMs: stat(s.rm.total) },
+        add: { kernelMs: stat(s.add.kernel), nftMs: stat(s.add.nft), nftKernelMs: stat(s.add.nftKernel), nftUserMs: stat(s.add.nftUser), bpfMs: stat(s.add.bpf), totalMs: stat(s.add.total) },
+        remove: { kernelMs: stat(s.rm.kernel), nftMs: stat(s.rm.nft), nftKernelMs: stat(s.rm.nftKernel), nftUserMs: stat(s.rm.nftUser), bpfMs: stat(s.rm.bpf), cleanupMs: stat(s.rm.cleanup), totalMs: stat(s.rm.total) },
         via: [...via].join('; '),
         leak: { changes: o.leakChanges, sent: res.sent, leaked: res.spoofArrived },
         note: NOTES[method],
       };
       rows.push(row);
       log(
-        `ports ${method} n=${o.n}: add kernel ${row.add.kernelMs.median.toFixed(2)} ms (nft ${row.add.nftMs.median.toFixed(2)}, eBPF ${row.add.bpfMs.median.toFixed(2)}), total ${row.add.totalMs.median.toFixed(1)} ms; ` +
-          `remove kernel ${row.remove.kernelMs.median.toFixed(2)} ms, total ${row.remove.totalMs.median.toFixed(1)} ms; leaked ${row.leak.leaked}/${row.leak.sent}; ${row.via}`,
+        `ports ${method} n=${o.n}: add kernel ${row.add.kernelMs.median.toFixed(2)} ms (nft ${row.add.nftMs.median.toFixed(2)} = kernel ${row.add.nftKernelMs.median.toFixed(2)} + user ${row.add.nftUserMs.median.toFixed(2)}, eBPF ${row.add.bpfMs.median.toFixed(2)}), total ${row.add.totalMs.median.toFixed(1)} ms; ` +
+          `remove kernel ${row.remove.kernelMs.median.toFixed(2)} ms (nft ${row.remove.nftMs.median.toFixed(2)} = kernel ${row.remove.nftKernelMs.median.toFixed(2)} + user ${row.remove.nftUserMs.median.toFixed(2)}, eBPF ${row.remove.bpfMs.median.toFixed(2)}), total ${row.remove.totalMs.median.toFixed(1)} ms; leaked ${row.leak.leaked}/${row.leak.sent}; ${row.via}`,
       );
     } finally {
       await unload(opts).catch(() => undefined);

@@ -224,19 +224,18 @@ function nfnlChangesOf(cmds: readonly NftCommand[], index: SetIndex, tag: string
  * netlink encoder when nwf-fast talks netlink itself and the encoder covers
  * every command, else through libnftables (or the nft program).
  */
-async function sendCommands(cmds: readonly NftCommand[], tag: string, index: SetIndex, opts: NftRunOptions, sock: NfnlSocket | undefined): Promise<'nfnl' | 'nft'> {
+async function sendCommands(cmds: readonly NftCommand[], tag: string, index: SetIndex, opts: NftRunOptions, sock: NfnlSocket | undefined): Promise<{ via: 'nfnl' | 'nft'; kernelMs?: number }> {
   const changes = sock ? nfnlChangesOf(cmds, index, tag) : undefined;
   if (sock && changes) {
     try {
-      sendChangeBatch(sock, changes);
-      return 'nfnl';
+      return { via: 'nfnl', kernelMs: sendChangeBatch(sock, changes).kernelMs };
     } catch (e) {
       // nothing was sent: libnftables has the last word on what the encoder does not cover
       if (!(e instanceof NfnlEncodeError)) throw e;
     }
   }
   await nftApply(toNftJson(tagCommands(cmds, tag)), opts);
-  return 'nft';
+  return { via: 'nft' };
 }
 
 // ---- the desired state ----------------------------------------------------------------------
@@ -329,7 +328,13 @@ export interface CommitResult {
    * and map updates; cleanup: the second transaction (what went); apply: all
    * of the kernel work; total: the whole call.
    */
-  ms: { check: number; nft: number; bpf: number; cleanup: number; apply: number; total: number };
+  /**
+   * Milliseconds: the nft part (`nft`: building and sending the transaction;
+   * `nftKernel`, when it went over netlink: from its first byte sent to the
+   * kernel's acknowledgement, the rest of `nft` is user space), the eBPF part
+   * (map updates, attach, verification), the cleanup transaction.
+   */
+  ms: { check: number; nft: number; nftKernel?: number; bpf: number; cleanup: number; apply: number; total: number };
   head: LoadedHead;
 }
 
@@ -633,6 +638,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   let gen0: number | undefined;
   const ta0 = performance.now();
   let nftMs = 0;
+  let nftKernelMs: number | undefined;
   let bpfMs = 0;
   const timed = async <T>(fn: () => T | Promise<T>, add: (ms: number) => void): Promise<T> => {
     const t = performance.now();
@@ -679,7 +685,9 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
     } else if (plan && plan.apply.length) {
       await markTables(plan.apply, ctx, opts);
       gen0 = currentGen(opts, sock);
-      via = await timed(() => sendCommands(plan.apply, tag, index, opts, sock), (ms) => (nftMs += ms));
+      const sent = await timed(() => sendCommands(plan.apply, tag, index, opts, sock), (ms) => (nftMs += ms));
+      via = sent.via;
+      nftKernelMs = sent.kernelMs;
       path = plan.deltas ? 'elements' : 'diff';
       commits++;
       cleanupUntagged = plan.cleanup;
@@ -768,7 +776,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
     notes: b.notes,
     failed,
     ports: protectedPorts,
-    ms: { check: tc1 - tc0, nft: nftMs, bpf: bpfMs, cleanup: cleanupMs, apply: ta1 - ta0, total: performance.now() - t0 },
+    ms: { check: tc1 - tc0, nft: nftMs, ...(nftKernelMs !== undefined ? { nftKernel: nftKernelMs } : {}), bpf: bpfMs, cleanup: cleanupMs, apply: ta1 - ta0, total: performance.now() - t0 },
     head,
   };
 }

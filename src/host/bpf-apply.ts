@@ -106,6 +106,28 @@ function openPinned(pinDir: string, shapeId: string): PinnedShape {
   }
 }
 
+/**
+ * Pinned shapes kept open across commits of this process (a live host's
+ * reconciler, a benchmark): opening a shape's pins is 7-8 bpf(2) calls, a
+ * third of a port change. An entry serves a commit only while its programs'
+ * ids are the ones the state records for the shape: a shape loaded again
+ * (here or by another process, under the state lock) has new programs and
+ * is opened again. Keyed by namespace, pin directory and shape.
+ */
+const openShapes = new Map<string, PinnedShape>();
+
+const openKey = (netns: string | undefined, pinDir: string, shapeId: string): string => `${netns ?? ''}\0${pinDir}\0${shapeId}`;
+
+function dropOpenShape(key: string): void {
+  openShapes.get(key)?.close();
+  openShapes.delete(key);
+}
+
+/** Closes every pinned shape kept open by this process (unpinAll does: nothing keeps the unpinned maps alive). */
+export function closeOpenShapes(): void {
+  for (const k of [...openShapes.keys()]) dropOpenShape(k);
+}
+
 /** Pins a freshly loaded shape in place of its previous pins. */
 function pinShape(pinDir: string, l: LoadedShape): void {
   const d = shapeDir(pinDir, l.shapeId);
@@ -298,15 +320,26 @@ export class BpfCommit {
     s.objectSha256 = sha256File(object);
   }
 
-  /** A shape's pins, opened once per commit. */
+  /** A shape's pins: kept open from an earlier commit while its programs are the recorded ones, else opened. */
   private pins(shapeId: string): PinnedShape {
     let p = this.pinned.get(shapeId);
-    if (!p) this.pinned.set(shapeId, (p = openPinned(this.o.pinDir, shapeId)));
+    if (p) return p;
+    const key = openKey(this.o.netns, this.o.pinDir, shapeId);
+    const ids = this.state[shapeId]?.progIds;
+    const kept = openShapes.get(key);
+    if (kept && ids && kept.progs.out.id === ids.out && kept.progs.in.id === ids.in && (kept.progs.xdp?.id ?? 0) === (ids.xdp ?? 0)) p = kept;
+    else {
+      dropOpenShape(key);
+      p = openPinned(this.o.pinDir, shapeId);
+      openShapes.set(key, p);
+    }
+    this.pinned.set(shapeId, p);
     return p;
   }
 
+  /** Ends this commit's use of the pins; those of shapes loaded again or removed are closed. */
   private closePins(): void {
-    for (const p of this.pinned.values()) p.close();
+    for (const shapeId of [...this.loaded.keys(), ...this.removedShapes]) dropOpenShape(openKey(this.o.netns, this.o.pinDir, shapeId));
     this.pinned.clear();
   }
 
@@ -430,7 +463,9 @@ export class BpfCommit {
     const justAttached = new Set(this.newlyAttached.map((x) => x.iface));
     for (const [shapeId, s] of Object.entries(this.state)) {
       // (a port attached by attachNew in this commit was set up just now)
-      const targets = Object.entries(s.members).filter(([iface]) => (verify === 'all' || this.changes.has(iface)) && !justAttached.has(iface));
+      // (the changed ports alone: looked up, not found among the shape's members, which may be thousands)
+      const scope: [string, number][] = verify === 'all' ? Object.entries(s.members) : [...this.changes.keys()].flatMap((iface) => (s.members[iface] !== undefined ? [[iface, s.members[iface] as number] as [string, number]] : []));
+      const targets = scope.filter(([iface]) => !justAttached.has(iface));
       if (!targets.length) continue;
       const p = this.pins(shapeId);
       {
@@ -488,6 +523,7 @@ export function detachTaps(ifaces: readonly string[], pinDir = DEFAULT_PIN_DIR):
  * detach first, with detachTaps, where the programs must come off at once).
  */
 export function unpinAll(pinDir = DEFAULT_PIN_DIR): void {
+  closeOpenShapes();
   if (!existsSync(pinDir)) return;
   for (const d of readdirSync(pinDir)) if (shapeOfPinDir(d) !== undefined) rmSync(join(pinDir, d), { recursive: true, force: true });
   for (const t of pinnedTaps(pinDir)) rmSync(tapPinDir(pinDir, t), { recursive: true, force: true });

@@ -282,15 +282,17 @@ export function attachPort(port: Port, programs: PortPrograms, plan: HookPlan, p
 
 /** Remove nwf-fast's programs from the port (links and tc filters; pins of a gone tap too). */
 export function detachPort(port: Port | { iface: string; ifindex?: undefined }, pinDir: string): void {
+  // links are pinned under the tap's directory: without it (tc), only the tc filters
+  const links = existsSync(tapPinDir(pinDir, port.iface));
   for (const d of PORT_DIRECTIONS) {
     if (port.ifindex !== undefined) {
-      dropLink(pinDir, port as Port, d);
+      if (links) dropLink(pinDir, port as Port, d);
       tcDetach(tcSpec(port.ifindex, d));
-    } else {
+    } else if (links) {
       rmSync(linkPin(pinDir, port.iface, d), { force: true });
     }
   }
-  rmSync(tapPinDir(pinDir, port.iface), { recursive: true, force: true });
+  if (links) rmSync(tapPinDir(pinDir, port.iface), { recursive: true, force: true });
 }
 
 export interface DirectionAttachment {

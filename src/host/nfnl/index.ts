@@ -102,4 +102,4 @@ export async function applyElementDelta(deltas: readonly SetDelta[], opts: Eleme
   return { path: 'nft', fallback };
 }
 export { encodeGetGen, genIdOf, getGeneration, nftGeneration } from './gen.js';
-export { applyChanges, encodeChangeBatch, objectChangeText, sendChangeBatch, type NfnlChange, type ObjectChange } from './objects.js';
+export { applyChanges, encodeChangeBatch, objectChangeText, sendChangeBatch, type BatchTiming, type NfnlChange, type ObjectChange } from './objects.js';

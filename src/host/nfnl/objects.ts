@@ -136,14 +136,23 @@ const seqsFor = (changes: readonly NfnlChange[]): number => changes.reduce((n, c
  * change the kernel refused (then nothing changed), NfnlEncodeError for a
  * change this encoder does not cover (nothing sent).
  */
-export function sendChangeBatch(sock: BatchSocket, changes: readonly NfnlChange[], timeoutMs = 2000): void {
-  if (!changes.length) return;
+export function sendChangeBatch(sock: BatchSocket, changes: readonly NfnlChange[], timeoutMs = 2000): BatchTiming {
+  if (!changes.length) return { encodeMs: 0, kernelMs: 0 };
+  const t0 = performance.now();
   const batch = encodeChangeBatch(changes, sock.reserveSeq(seqsFor(changes)));
+  const t1 = performance.now();
   const errors = sendBatch(sock, batch, timeoutMs, 'batch');
+  const timing = { encodeMs: t1 - t0, kernelMs: performance.now() - t1 };
   const e = errors[0];
-  if (!e) return;
+  if (!e) return timing;
   const m = batch.messages.find((x) => x.seq === e.seq);
   throw new NfnlBatchError(`nf_tables refused to ${m ? objectChangeText(m.change) : 'commit the batch'}: ${errnoText(e.errno ?? 0)}${e.extMsg ? `; kernel: ${e.extMsg}` : ''}`, e.errno ?? 0);
+}
+
+/** Where a batch's time went: encoding it (user space), and from its first byte sent to the kernel's last acknowledgement (nf_tables runs the batch within send()). */
+export interface BatchTiming {
+  encodeMs: number;
+  kernelMs: number;
 }
 
 /** Applies changes in `netns` (else the calling thread's) on the socket given, or on one of its own closed without waiting for the kernel. */
