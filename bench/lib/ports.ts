@@ -135,6 +135,8 @@ export async function portsPhase(host: BenchHost, o: PortOptions): Promise<PortR
       );
     } finally {
       await unload(opts).catch(() => undefined);
+      // unload empties the pin directory; the benchmark's own directory goes too
+      rmSync(opts.pinDir, { recursive: true, force: true });
       rmSync(work, { recursive: true, force: true });
     }
   }
