@@ -10,7 +10,7 @@ export const libvirtHookCommand: Command = {
   name: 'libvirt-hook',
   summary: "libvirt's qemu hook: protect starting domains, release stopped",
   description:
-    "Called by libvirt as DOMAIN OPERATION SUBOP EXTRA with the domain XML on stdin.\n`start begin` protects the domain's interfaces (a non-zero exit makes libvirt\nrefuse the start); `stopped end` and `release end` remove its ports;\n`reconnect begin` resyncs it and never fails; `migrate begin` and `restore\nbegin` print nothing (the XML passes unchanged). It never calls libvirt. Each\ncall waits at most lock_timeout for the state lock and is logged with its\ntimings in <state_dir>/hook.log.",
+    "Called by libvirt as DOMAIN OPERATION SUBOP EXTRA with the domain XML on stdin.\n`start begin` protects the domain's interfaces, learning ports seeded with\ntheir learned addresses (a non-zero exit makes libvirt refuse the start);\n`stopped end` and `release end` save the learned addresses and remove its\nports; `reconnect begin` resyncs it and never fails; `migrate begin` and\n`restore begin` note the domain as incoming (its start then seeds from the\nXML's metadata) and print nothing (the XML passes unchanged). It never calls libvirt. Each\ncall waits at most lock_timeout for the state lock and is logged with its\ntimings in <state_dir>/hook.log.",
   options: {
     ...HOST_OPTIONS,
     verbose: { value: false, help: 'print what the call did and its timings on stderr' },
@@ -51,14 +51,14 @@ async function runLibvirtHook(p: ParsedArgs, io: CliIo, stdin: () => Promise<str
     io.err(`nwf-fast libvirt-hook: expected DOMAIN OPERATION SUBOP [EXTRA] (as libvirt calls it), got ${argv.length} argument(s)\n`);
     return 2;
   }
-  if (action === 'none' || action === 'passthrough') return 0;
+  if (action === 'none') return 0;
   let host;
   try {
     host = liveHostFrom(p);
   } catch (e) {
     // no configuration, no state: a start is refused, a reconnect still succeeds
     io.err(`nwf-fast libvirt-hook: ${domain} ${op} ${subop}: ${e instanceof NwfError ? e.format() : String(e)}\n`);
-    return action === 'resync' ? 0 : 1;
+    return action === 'resync' || action === 'incoming' ? 0 : 1;
   }
   // Bounded: the lock wait plus a minute for the change. A reconnect hook still exits 0.
   const bound = setTimeout(
@@ -66,7 +66,7 @@ async function runLibvirtHook(p: ParsedArgs, io: CliIo, stdin: () => Promise<str
       const line = `${domain} ${op} ${subop}: gave up after ${host.config.lockTimeoutS + 60} s`;
       appendHookLog(host.config.stateDir, line);
       io.err(`nwf-fast libvirt-hook: ${line}\n`);
-      process.exit(action === 'resync' ? 0 : 1);
+      process.exit(action === 'resync' || action === 'incoming' ? 0 : 1);
     },
     (host.config.lockTimeoutS + 60) * 1000,
   );

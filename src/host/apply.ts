@@ -27,6 +27,7 @@
 // change.ts and preflight.ts; tables carry nwf-fast's owner mark
 // (table-owner.ts); `status` is status.ts, with the kernel verification
 // here (loadedStatus).
+import type { LearnedEntry } from '../ir/learning.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -88,6 +89,12 @@ export interface HostOptions extends NftRunOptions {
   tapPatterns?: readonly string[];
   /** Bridges nwf-fast manages (empty: every bridge). Default: as recorded, else every bridge. */
   bridges?: readonly string[];
+  /**
+   * Learned addresses to lock learning ports to from their first frame, by
+   * learnKey(owner UUID, MAC) (the IP-learning contract, src/ir/learning.ts;
+   * the store builds them: src/host/learn/store.ts).
+   */
+  seeds?: ReadonlyMap<string, LearnedEntry>;
 }
 
 const DEFAULT_PIN = '/sys/fs/bpf/nwf-fast';

@@ -15,12 +15,14 @@
 //
 // Elements are recognised by namespace URI, whatever their prefix. The
 // children of <nwf:filters> are dispatched by local name (FILTERS_CHILDREN):
-// today only `interface`; anything else is an error, so a later version's
-// elements are added there.
+// `interface` (native mode's filterrefs) and `learned` (learned addresses,
+// written by reconcile for migration: learned-metadata.ts); anything else is
+// an error, so a later version's elements are added there.
 import { CODES } from '../util/errors.js';
 import { isValidIfName, parseMac } from '../ir/values.js';
 import type { FilterRefNode } from './ast.js';
 import { checkAttributes, fail, parseFilterRef } from './parse-filter.js';
+import { parseLearnedElement, type LearnedMetadata } from './learned-metadata.js';
 import { domainOf, parseFilterBindingElement } from './parse-binding.js';
 import { parseXmlDocument, type XmlElement } from './xml.js';
 
@@ -45,6 +47,8 @@ export interface LiveDomain {
   interfaces: LiveInterface[];
   /** Metadata entries (by MAC) that match no interface of the domain. */
   unmatchedMetadata: string[];
+  /** Learned addresses from the metadata (<nwf:learned>), by MAC, for any MAC (the hook checks). */
+  learned?: Map<string, LearnedMetadata>;
 }
 
 type NsMap = ReadonlyMap<string, string>;
@@ -77,9 +81,22 @@ function localized(el: XmlElement, ns: NsMap): XmlElement {
   return { ...el, name, attrs, children: el.children.map((c) => localized(c, s)) };
 }
 
-type ChildHandler = (el: XmlElement, path: string, out: Map<string, FilterRefNode>) => void;
+/** What <nwf:filters> holds: filterrefs and learned addresses, each by MAC. */
+export interface NwfMetadata {
+  refs: Map<string, FilterRefNode>;
+  learned: Map<string, LearnedMetadata>;
+}
 
-function parseInterfaceEntry(el: XmlElement, path: string, out: Map<string, FilterRefNode>): void {
+type ChildHandler = (el: XmlElement, path: string, out: NwfMetadata) => void;
+
+function parseLearnedEntry(el: XmlElement, path: string, out: NwfMetadata): void {
+  const e = parseLearnedElement(el, path);
+  if (out.learned.has(e.mac)) fail(CODES.XML_DUPLICATE, el, `${path}[mac=${e.mac}]`, `two nwf:learned entries for MAC ${e.mac}`, 'one entry per interface MAC');
+  out.learned.set(e.mac, e);
+}
+
+function parseInterfaceEntry(el: XmlElement, path: string, meta: NwfMetadata): void {
+  const out = meta.refs;
   checkAttributes(el, path, ['mac']);
   const raw = el.attrs.mac;
   if (raw === undefined) fail(CODES.XML_MISSING_ATTRIBUTE, el, path, "nwf:interface has no 'mac'", "<nwf:interface mac='52:54:00:..'>");
@@ -96,14 +113,15 @@ function parseInterfaceEntry(el: XmlElement, path: string, out: Map<string, Filt
   out.set(mac, parseFilterRef(ref, `${ipath}/filterref`));
 }
 
-/** The children <nwf:filters> may hold, by local name (issue 10 adds learned addresses here). */
+/** The children <nwf:filters> may hold, by local name. */
 const FILTERS_CHILDREN: Readonly<Record<string, ChildHandler>> = {
   interface: parseInterfaceEntry,
+  learned: parseLearnedEntry,
 };
 
-/** nwf-fast's filterrefs by MAC from a <metadata> element (none when it has no nwf:filters). */
-export function parseNwfMetadata(metadata: XmlElement, inherited: NsMap = new Map()): Map<string, FilterRefNode> {
-  const out = new Map<string, FilterRefNode>();
+/** nwf-fast's entries in a <metadata> element: filterrefs and learned addresses by MAC (none when it has no nwf:filters). */
+export function parseNwfMetadata(metadata: XmlElement, inherited: NsMap = new Map()): NwfMetadata {
+  const out: NwfMetadata = { refs: new Map(), learned: new Map() };
   const ns = scope(metadata, inherited);
   const ours = metadata.children.filter((c) => nsOf(c, scope(c, ns)) === NWF_METADATA_NS);
   for (const [i, raw] of ours.entries()) {
@@ -135,7 +153,8 @@ export function parseLiveDomain(xml: string, file: string): LiveDomain {
   if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(uuid)) fail(CODES.BINDING_INVALID, dom, `domain[name=${name}]/uuid`, `the domain has no valid <uuid> ('${uuid}')`, 'a UUID');
   const dpath = `domain[name=${name}]`;
   const meta = child(dom, 'metadata');
-  const byMac = meta ? parseNwfMetadata(meta, scope(dom, scope(root, new Map()))) : new Map<string, FilterRefNode>();
+  const nwf = meta ? parseNwfMetadata(meta, scope(dom, scope(root, new Map()))) : undefined;
+  const byMac = nwf?.refs ?? new Map<string, FilterRefNode>();
   const interfaces: LiveInterface[] = [];
   let n = 0;
   for (const itf of child(dom, 'devices')?.children ?? []) {
@@ -163,7 +182,7 @@ export function parseLiveDomain(xml: string, file: string): LiveDomain {
     interfaces.push(out);
   }
   const macs = new Set(interfaces.map((i) => i.mac));
-  return { name, uuid, interfaces, unmatchedMetadata: [...byMac.keys()].filter((m) => !macs.has(m)) };
+  return { name, uuid, interfaces, unmatchedMetadata: [...byMac.keys()].filter((m) => !macs.has(m)), ...(nwf?.learned.size ? { learned: nwf.learned } : {}) };
 }
 
 /** A libvirt <filterbinding> (also <filterbindingstatus>), with its owner's UUID. */

@@ -21,7 +21,7 @@ interface Call {
   args: unknown[];
 }
 
-function fakeHost(opts: { fail?: Error; ports?: DesiredPort[] } = {}): HookHost & { calls: Call[] } {
+function fakeHost(opts: { fail?: Error; ports?: DesiredPort[]; failNote?: Error } = {}): HookHost & { calls: Call[] } {
   const calls: Call[] = [];
   const ok = (): ChangeResult => ({ added: [], removed: [], warnings: [] });
   return {
@@ -30,8 +30,8 @@ function fakeHost(opts: { fail?: Error; ports?: DesiredPort[] } = {}): HookHost 
       calls.push({ what: 'lock', args: [command] });
       return fn({ waitedMs: 0 });
     },
-    protectDomain: async (d: LiveDomain, source) => {
-      calls.push({ what: 'protect', args: [d.name, d.uuid, d.interfaces.map((i) => i.tap), source] });
+    protectDomain: async (d: LiveDomain, source, o) => {
+      calls.push({ what: 'protect', args: [d.name, d.uuid, d.interfaces.map((i) => i.tap), source, o?.start ?? false] });
       if (opts.fail) throw opts.fail;
       return ok();
     },
@@ -41,6 +41,10 @@ function fakeHost(opts: { fail?: Error; ports?: DesiredPort[] } = {}): HookHost 
       return ok();
     },
     ports: () => opts.ports ?? [],
+    noteIncoming: (d, op) => {
+      calls.push({ what: 'incoming', args: [d.uuid, op] });
+      if (opts.failNote) throw opts.failNote;
+    },
   };
 }
 
@@ -50,8 +54,8 @@ describe('hookAction', () => {
     ['reconnect', 'begin', 'resync'],
     ['stopped', 'end', 'release'],
     ['release', 'end', 'release'],
-    ['migrate', 'begin', 'passthrough'],
-    ['restore', 'begin', 'passthrough'],
+    ['migrate', 'begin', 'incoming'],
+    ['restore', 'begin', 'incoming'],
     ['prepare', 'begin', 'none'],
     ['started', 'begin', 'none'],
     ['start', 'end', 'none'],
@@ -68,7 +72,7 @@ describe('runHook', () => {
     expect(r).toMatchObject({ exitCode: 0, stdout: '', messages: [] });
     expect(h.calls).toEqual([
       { what: 'lock', args: ['libvirt-hook vm1 start begin'] },
-      { what: 'protect', args: ['vm1', UUID, ['vnet3', 'vnet4'], 'hook'] },
+      { what: 'protect', args: ['vm1', UUID, ['vnet3', 'vnet4'], 'hook', true] },
     ]);
     expect(r.logLine).toMatch(/^vm1 start begin: ok in [\d.]+ ms \(lock wait 0.0 ms\)$/);
   });
@@ -120,9 +124,34 @@ describe('runHook', () => {
     expect(r.messages.join('\n')).toMatch(/found by name/);
   });
 
+  it.each(['migrate', 'restore'])('%s begin notes the domain as incoming under the lock, prints nothing, exits 0', async (op) => {
+    const h = fakeHost();
+    const r = await runHook(h, ['vm1', op, 'begin', '-'], XML);
+    expect(r).toMatchObject({ exitCode: 0, stdout: '', messages: [] });
+    expect(h.calls).toEqual([
+      { what: 'lock', args: [`libvirt-hook vm1 ${op} begin`] },
+      { what: 'incoming', args: [UUID, op] },
+    ]);
+    expect(r.logLine).toMatch(/noted as incoming/);
+  });
+
+  it('migrate begin never fails: bad XML or a failing note still exit 0 with nothing printed', async () => {
+    const bad = await runHook(fakeHost(), ['vm1', 'migrate', 'begin', '-'], '<domain>');
+    expect(bad).toMatchObject({ exitCode: 0, stdout: '' });
+    expect(bad.messages.join('\n')).toMatch(/not noted as incoming/);
+    const h = fakeHost({ failNote: new Error('disk full') });
+    const r = await runHook(h, ['vm1', 'migrate', 'begin', '-'], XML);
+    expect(r).toMatchObject({ exitCode: 0, stdout: '' });
+    expect(r.messages.join('\n')).toMatch(/disk full/);
+  });
+
+  it('reconnect begin does not seed as a start', async () => {
+    const h = fakeHost();
+    await runHook(h, ['vm1', 'reconnect', 'begin', '-'], XML);
+    expect(h.calls[1]?.args[4]).toBe(false);
+  });
+
   it.each([
-    ['migrate', 'begin'],
-    ['restore', 'begin'],
     ['prepare', 'begin'],
     ['started', 'begin'],
     ['release', 'begin'],

@@ -3,14 +3,16 @@
 // with libvirt 9.0 is in host-facts.md). What each call does:
 //
 //   start begin       the taps exist, QEMU does not run yet: protect the
-//                     domain's interfaces; a non-zero exit makes libvirt
-//                     refuse the start (and tear the taps down)
+//                     domain's interfaces, its learning ports seeded (an
+//                     incoming domain from the XML's <nwf:learned>, a fresh
+//                     boot with its unexpired dhcp leases); a non-zero exit
+//                     makes libvirt refuse the start (and tear the taps down)
 //   reconnect begin   libvirtd restarted with the domain running: resync it;
 //                     NEVER fails (a failing reconnect hook kills the QEMU)
-//   stopped end,      remove the domain's ports (by UUID, and any port on
-//   release end       one of its taps)
-//   migrate begin,    print nothing (empty output: the XML passes unchanged)
-//   restore begin
+//   stopped end,      save the learned state (learned.json), then remove the
+//   release end       domain's ports (by UUID, and any port on one of its taps)
+//   migrate begin,    note the domain as incoming (its start begin follows);
+//   restore begin     print nothing (the XML passes unchanged); never fail
 //   anything else     nothing
 //
 // The hook never calls libvirt. Every call is bounded: the lock wait
@@ -26,13 +28,13 @@ import { tapsOfDomain } from './observe.js';
 export const HOOK_LOG = 'hook.log';
 
 /** What the hook does for OPERATION SUBOP. */
-export type HookAction = 'protect' | 'resync' | 'release' | 'passthrough' | 'none';
+export type HookAction = 'protect' | 'resync' | 'release' | 'incoming' | 'none';
 
 export function hookAction(op: string, subop: string): HookAction {
   if (op === 'start' && subop === 'begin') return 'protect';
   if (op === 'reconnect' && subop === 'begin') return 'resync';
   if ((op === 'stopped' || op === 'release') && subop === 'end') return 'release';
-  if ((op === 'migrate' || op === 'restore') && subop === 'begin') return 'passthrough';
+  if ((op === 'migrate' || op === 'restore') && subop === 'begin') return 'incoming';
   return 'none';
 }
 
@@ -52,7 +54,7 @@ export interface HookOutcome {
  * always for reconnect, migrate, restore and anything not handled).
  */
 /** What the hook needs of the live host (a fake in unit tests). */
-export type HookHost = Pick<LiveHost, 'locked' | 'protectDomain' | 'releaseDomain' | 'ports'>;
+export type HookHost = Pick<LiveHost, 'locked' | 'protectDomain' | 'releaseDomain' | 'ports' | 'noteIncoming'>;
 
 export async function runHook(host: HookHost, argv: readonly string[], xml: string): Promise<HookOutcome> {
   const [domain = '', op = '', subop = ''] = argv;
@@ -60,12 +62,28 @@ export async function runHook(host: HookHost, argv: readonly string[], xml: stri
   const t0 = performance.now();
   const out: HookOutcome = { exitCode: 0, stdout: '', messages: [], logLine: '' };
   const ms = (): string => (performance.now() - t0).toFixed(1);
-  if (action === 'none' || action === 'passthrough') {
+  let waited = 0;
+  if (action === 'none') {
     out.logLine = `${domain} ${op} ${subop}: nothing to do`;
     return out;
   }
+  if (action === 'incoming') {
+    // never fails, prints nothing: at worst the start is taken for a fresh boot (the port learns anew)
+    try {
+      const d = parseLiveDomain(xml, `libvirt-hook stdin (${domain} ${op} ${subop})`);
+      await host.locked(`libvirt-hook ${domain} ${op} ${subop}`, async (info) => {
+        waited = info.waitedMs;
+        host.noteIncoming(d, op);
+      });
+      out.logLine = `${domain} ${op} ${subop}: noted as incoming in ${ms()} ms (lock wait ${waited.toFixed(1)} ms)`;
+    } catch (e) {
+      const text = e instanceof NwfError ? e.format() : e instanceof Error ? e.message : String(e);
+      out.messages.push(`warning: not noted as incoming (its start will learn anew): ${text}`);
+      out.logLine = `${domain} ${op} ${subop}: not noted as incoming in ${ms()} ms: ${text.split('\n')[0]}`;
+    }
+    return out;
+  }
   let result: ChangeResult | undefined;
-  let waited = 0;
   try {
     let d: LiveDomain;
     try {
@@ -82,7 +100,7 @@ export async function runHook(host: HookHost, argv: readonly string[], xml: stri
     result = await host.locked(`libvirt-hook ${domain} ${op} ${subop}`, async (info) => {
       waited = info.waitedMs;
       if (action === 'release') return host.releaseDomain(d.uuid, tapsOfDomain(d));
-      return host.protectDomain(d, 'hook');
+      return host.protectDomain(d, 'hook', { start: action === 'protect' });
     });
     for (const w of result.warnings) out.messages.push(`warning: ${w}`);
     out.logLine = `${domain} ${op} ${subop}: ok in ${ms()} ms (lock wait ${waited.toFixed(1)} ms)${describeChange(result) ? `: ${describeChange(result)}` : ''}`;

@@ -14,8 +14,15 @@ import type { Observation } from './observe.js';
 import type { LiveDomain } from '../../xml/live-domain.js';
 import { portsOfDomain, tapsOfDomain } from './observe.js';
 import type { PortSource } from './ports.js';
+
+const LEARNED = 'learned.json';
 import { CODES, NwfError } from '../../util/errors.js';
 import { appendAll } from '../../util/arrays.js';
+import type { LearnedEntry } from '../../ir/learning.js';
+import { readLearnedFromKernel } from '../learn/kernel.js';
+import { noteIncoming, takeIncoming } from '../learn/incoming.js';
+import { readLearned, recordKernel, sameLearned, seedsForLoad, seedsForStart, writeLearned, type StartSeeds } from '../learn/store.js';
+import { learnedOfDomain } from './learned.js';
 
 export interface LiveOptions {
   config: HostConfig;
@@ -39,6 +46,8 @@ export interface ChangeResult {
   handback?: HandbackResult;
   /** Problems that did not stop the change (ports skipped, a failed takeover). */
   warnings: string[];
+  /** Learning ports seeded with learned addresses, one line each. */
+  seeded?: string[];
 }
 
 /** One line saying what a change did (for hook.log and reconcile's log); '' when nothing happened. */
@@ -49,6 +58,7 @@ export function describeChange(r: ChangeResult): string {
   if (r.apply) parts.push(`${r.apply.ports ? `ports changed (+${r.apply.ports.added.length} -${r.apply.ports.removed.length}), loaded ${r.apply.id}` : `generation ${r.apply.id}`}${r.apply.incremental ? ' (incremental)' : ''} compile ${r.apply.ms.compile.toFixed(1)} ms load ${r.apply.ms.load.toFixed(1)} ms`);
   if (r.takeover?.taken.length) parts.push(`took over ${r.takeover.taken.join(',')}`);
   if (r.handback?.restored.size) parts.push(`handed back ${[...r.handback.restored.keys()].join(',')}`);
+  if (r.seeded?.length) parts.push(`seeded ${r.seeded.join('; ')}`);
   return parts.join('; ');
 }
 
@@ -92,7 +102,7 @@ export class LiveHost {
    * Moves the desired state from `current` to `next`: libvirt's dispatch back
    * for the ports that go or change owner, then the load, then the record.
    */
-  private async change(current: readonly DesiredPort[], next: readonly DesiredPort[], res: ChangeResult, opts: { allowEmpty?: boolean; force?: boolean; partial?: boolean } = {}): Promise<void> {
+  private async change(current: readonly DesiredPort[], next: readonly DesiredPort[], res: ChangeResult, opts: { allowEmpty?: boolean; force?: boolean; partial?: boolean; start?: { uuid: string; seeds: StartSeeds } } = {}): Promise<void> {
     const kept = new Set(next);
     const gone = current.filter((p) => !kept.has(p));
     const byTap = new Map(next.map((p) => [p.tap, p]));
@@ -102,8 +112,52 @@ export class LiveHost {
     appendAll(res.added, next.filter((p) => !current.includes(p)).map((p) => p.tap));
     if (!opts.force && !gone.length && next.length === current.length) return;
     if (giveBack.length) res.handback = await handBack(this.config.stateDir, giveBack, this.xt);
-    res.apply = await applyDesiredPorts(next, { ...this.applyOptions, allowEmpty: opts.allowEmpty ?? true, ...(opts.partial ? { partial: true } : {}) });
+    const seeds = await this.seeds(next, res, opts.start);
+    res.apply = await applyDesiredPorts(next, { ...this.applyOptions, allowEmpty: opts.allowEmpty ?? true, seeds, ...(opts.partial ? { partial: true } : {}) });
     writePorts(this.config.stateDir, next);
+  }
+
+  /** The kernel's learned state, or undefined (with a warning) when it cannot be read. */
+  async kernelLearned(res?: Pick<ChangeResult, 'warnings'>): Promise<LearnedEntry[] | undefined> {
+    try {
+      return await readLearnedFromKernel({ stateDir: this.config.stateDir, pinDir: this.config.pinDir, ...(this.opts.netns ? { netns: this.opts.netns } : {}) });
+    } catch (e) {
+      res?.warnings.push(`learned addresses: the kernel's state could not be read (${e instanceof Error ? e.message : String(e)}); seeds come from ${LEARNED}`);
+      return undefined;
+    }
+  }
+
+  /**
+   * Seeds for a load of `next` (design 4.3): the kernel's learned state where
+   * it has a port, else learned.json; for a starting domain, its start seeds
+   * (metadata when incoming, else dhcp leases) instead.
+   */
+  private async seeds(next: readonly DesiredPort[], res: ChangeResult, start?: { uuid: string; seeds: StartSeeds }): Promise<Map<string, LearnedEntry>> {
+    const kernel = (await this.kernelLearned(res)) ?? [];
+    const state = readLearned(this.config.stateDir);
+    const others = start ? next.filter((p) => p.owner.uuid !== start.uuid) : next;
+    const out = seedsForLoad(others, kernel, state);
+    if (start) {
+      for (const [k, v] of start.seeds.seeds) out.set(k, v);
+      if (start.seeds.notes.length) (res.seeded ??= []).push(...start.seeds.notes);
+    }
+    return out;
+  }
+
+  /** learned.json brought up to date with the kernel's state (when it can be read). Returns whether it changed. */
+  async saveLearned(res?: Pick<ChangeResult, 'warnings'>): Promise<boolean> {
+    const kernel = await this.kernelLearned(res);
+    if (!kernel) return false;
+    const state = readLearned(this.config.stateDir);
+    const next = recordKernel(state, kernel);
+    if (sameLearned(next, state)) return false;
+    writeLearned(this.config.stateDir, next);
+    return true;
+  }
+
+  /** A domain announced by `migrate begin` / `restore begin`: its next start seeds from its metadata. */
+  noteIncoming(d: Pick<LiveDomain, 'name' | 'uuid'>, op: string): void {
+    noteIncoming(this.config.stateDir, d.uuid, d.name, op);
   }
 
   /**
@@ -118,7 +172,7 @@ export class LiveHost {
     const missing = taps.filter((t) => !inForce.has(t));
     if (!missing.length) return;
     res.warnings.push(`nwf-fast's rules were not in force for ${missing.join(', ')}: reloaded the desired state`);
-    res.apply = await applyDesiredPorts(ports, { ...this.applyOptions, full: true });
+    res.apply = await applyDesiredPorts(ports, { ...this.applyOptions, full: true, seeds: await this.seeds(ports, res) });
   }
 
   /** Those of `taps` that exist in the namespace (the nft backend's rules match by name: every tap counts there). */
@@ -157,12 +211,20 @@ export class LiveHost {
    * whatever the desired state had for its UUID or its taps. Throws when its
    * ports cannot be protected (nothing changed then).
    */
-  async protectDomain(d: LiveDomain, source: PortSource): Promise<ChangeResult> {
+  async protectDomain(d: LiveDomain, source: PortSource, opts: { start?: boolean } = {}): Promise<ChangeResult> {
     const res: ChangeResult = { added: [], removed: [], warnings: [] };
     const ports = portsOfDomain(d, source);
     const current = this.ports();
     const ch = replaceDomainPorts(current, d.uuid, tapsOfDomain(d), ports);
-    await this.change(current, ch.ports, res);
+    let start: { uuid: string; seeds: StartSeeds } | undefined;
+    if (opts.start) {
+      // a start: seeds from the XML's metadata when migrate/restore begin announced it, else a fresh boot
+      const incoming = takeIncoming(this.config.stateDir, d.uuid) !== undefined;
+      start = { uuid: d.uuid, seeds: seedsForStart(ports, learnedOfDomain(d), readLearned(this.config.stateDir), incoming) };
+    }
+    await this.change(current, ch.ports, res, { force: start !== undefined && start.seeds.seeds.size > 0, ...(start ? { start } : {}) });
+    // a fresh boot drops the domain's old `any` addresses (they were kept for a restore or a migration back)
+    if (start && !sameLearned(start.seeds.state, readLearned(this.config.stateDir))) writeLearned(this.config.stateDir, start.seeds.state);
     await this.repair(ch.ports, res);
     const taps = ports.map((p) => p.tap);
     const inForce = await tapsInForce(taps, this.applyOptions);
@@ -177,6 +239,8 @@ export class LiveHost {
   /** A domain that stopped: its ports (by UUID, and any port on one of its taps) go. */
   async releaseDomain(uuid: string, taps: readonly string[]): Promise<ChangeResult> {
     const res: ChangeResult = { added: [], removed: [], warnings: [] };
+    // the departing ports' learned state first: a restore or an incoming migration may want it back
+    await this.saveLearned(res);
     const current = this.ports();
     await this.change(current, replaceDomainPorts(current, uuid, taps, []).ports, res);
     return res;
