@@ -10,7 +10,7 @@ export const libvirtHookCommand: Command = {
   name: 'libvirt-hook',
   summary: "libvirt's qemu hook: protect starting domains, release stopped",
   description:
-    "Called by libvirt as DOMAIN OPERATION SUBOP EXTRA with the domain XML on stdin.\n`start begin` protects the domain's interfaces, learning ports seeded with\ntheir learned addresses (a non-zero exit makes libvirt refuse the start);\n`stopped end` and `release end` save the learned addresses and remove its\nports; `reconnect begin` resyncs it and never fails; `migrate begin` and\n`restore begin` note the domain as incoming (its start then seeds from the\nXML's metadata) and print nothing (the XML passes unchanged). It never calls libvirt. Each\ncall waits at most lock_timeout for the state lock and is logged with its\ntimings in <state_dir>/hook.log.",
+    "Called by libvirt as DOMAIN OPERATION SUBOP EXTRA with the domain XML on stdin.\n`start begin` protects the domain's interfaces, learning ports seeded with\ntheir learned addresses (a non-zero exit makes libvirt refuse the start);\n`stopped end` and `release end` save the learned addresses and remove its\nports; `reconnect begin` resyncs it and never fails; `migrate begin` and\n`restore begin` note the domain as incoming (its start then seeds from the\nXML's metadata) and print nothing (the XML passes unchanged). It never\ncalls libvirt. Each call waits at most lock_timeout for the state lock and is\nlogged with its timings in <state_dir>/hook.log.",
   options: {
     ...HOST_OPTIONS,
     verbose: { value: false, help: 'print what the call did and its timings on stderr' },

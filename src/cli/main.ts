@@ -7,6 +7,7 @@ import { adoptCommand } from './adopt.js';
 import { compileCommand } from './compile.js';
 import { demoCommand } from './demo.js';
 import { explainCommand } from './explain.js';
+import { forgetCommand } from './forget.js';
 import { installCommand } from './install.js';
 import { libvirtHookCommand } from './libvirt-hook.js';
 import { type CliIo, processIo } from './io.js';
@@ -37,6 +38,7 @@ const COMMANDS: ReadonlyMap<string, Command> = new Map(
     restoreCommand,
     installCommand,
     adoptCommand,
+    forgetCommand,
     demoCommand,
   ].map((c) => [c.name, c]),
 );

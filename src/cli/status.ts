@@ -10,6 +10,8 @@ import { type Command, type ParsedArgs } from './args.js';
 import { HOST_OPTIONS, hostOptions, liveHostFrom } from './host-options.js';
 import type { CliIo } from './io.js';
 import { printJson, statusJson } from './json.js';
+import { addressText, learningStatus, type LearningStatus } from '../host/learn/status.js';
+import { readLearned } from '../host/learn/store.js';
 
 export const statusCommand: Command = {
   name: 'status',
@@ -45,29 +47,45 @@ const HEALTH_TEXT: Record<Status['health'], string> = {
 };
 
 /** The status with the live host's view of the VM ports folded in (status and metrics). */
-export async function hostStatus(p: ParsedArgs): Promise<{ s: Status; live?: LiveStatus; liveError?: string }> {
+export async function hostStatus(p: ParsedArgs): Promise<{ s: Status; live?: LiveStatus; liveError?: string; learning?: LearningStatus }> {
   const s = await status(hostOptions(p));
   let live: LiveStatus | undefined;
+  const host = liveHostFrom(p);
+  let learning: LearningStatus | undefined;
   try {
-    live = await liveStatus(liveHostFrom(p));
+    learning = await learnedView(host);
+    if (learning.ports.length && !learning.kernelRead) s.notes.push(`learning ports: the kernel's learned addresses could not be read (${learning.kernelError ?? 'unknown'}); shown as learned.json records them`);
+  } catch (e) {
+    s.notes.push(`learning ports: cannot tell (${e instanceof Error ? e.message : String(e)})`);
+  }
+  try {
+    live = await liveStatus(host);
   } catch (e) {
     const liveError = e instanceof Error ? e.message : String(e);
     s.notes.push(`VM ports on the managed bridges: cannot tell (${liveError})`);
-    return { s, liveError };
+    return { s, liveError, ...(learning ? { learning } : {}) };
   }
   const bare = live.ports.filter((x) => x.protection === 'unprotected').map((x) => x.port);
   if (bare.length) {
     addProblem(s, 'unprotected', `${bare.length} VM port(s) on the managed bridges have no rules of nwf-fast or libvirt: ${bare.join(', ')}`);
     s.unprotected = [...new Set([...s.unprotected, ...bare])];
   }
-  return { s, live };
+  return { s, live, ...(learning ? { learning } : {}) };
+}
+
+/** The learning ports of the desired state, with the kernel's learned addresses (or learned.json's, said so). */
+async function learnedView(host: ReturnType<typeof liveHostFrom>): Promise<LearningStatus> {
+  const res = { warnings: [] as string[] };
+  const kernel = await host.kernelLearned(res);
+  const v = learningStatus(host.ports(), kernel, readLearned(host.config.stateDir));
+  return kernel === undefined ? { ...v, kernelError: res.warnings[0] ?? 'unknown' } : v;
 }
 
 async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
-  const { s, live } = await hostStatus(p);
+  const { s, live, learning } = await hostStatus(p);
   const code = exitCodeOfHealth(s.health);
   if (p.flags.has('json')) {
-    printJson(io, 'status', { ...statusJson(s, code), ...(live ? { live } : {}) });
+    printJson(io, 'status', { ...statusJson(s, code), ...(live ? { live } : {}), ...(learning ? { learning } : {}) });
     return code;
   }
   io.out(`health: ${HEALTH_TEXT[s.health]}\n`);
@@ -110,6 +128,14 @@ async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
               ? UNFILTERED_TEXT
               : 'UNPROTECTED (no rules of nwf-fast or libvirt)';
       io.out(`  ${x.port.padEnd(12)}${x.bridge.padEnd(10)}${(x.owner ?? '').padEnd(16)}${what}\n`);
+    }
+  }
+  if (learning && (learning.ports.length || learning.stored)) {
+    const n = (st: string): number => learning.ports.filter((x) => x.state === st).length;
+    io.out(`\nlearning ports: ${n('locked')} locked, ${n('learning')} learning${learning.kernelRead ? '' : `, ${n('unknown')} UNKNOWN (kernel not read; learned.json shown)`}; ${learning.stored} stored entr${learning.stored === 1 ? 'y' : 'ies'} of VMs not running here\n`);
+    for (const x of learning.ports) {
+      const what = x.state === 'learning' ? 'learning (no address yet)' : x.addresses.length ? x.addresses.map(addressText).join(', ') : '-';
+      io.out(`  ${x.tap.padEnd(12)}${x.owner.slice(0, 15).padEnd(16)}${x.mac.padEnd(19)}${x.mode.padEnd(6)}${x.state.padEnd(10)}${what}\n`);
     }
   }
   return code;

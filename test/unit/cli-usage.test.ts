@@ -14,7 +14,7 @@ async function run(argv: string[]): Promise<{ code: number; out: string; err: st
 }
 
 const PKG = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-const COMMANDS = ['compile', 'explain', 'load', 'rollback', 'status', 'unload', 'metrics', 'libvirt-hook', 'reconcile', 'takeover', 'handback', 'restore', 'install', 'adopt', 'demo'];
+const COMMANDS = ['compile', 'explain', 'load', 'rollback', 'status', 'unload', 'metrics', 'libvirt-hook', 'reconcile', 'takeover', 'handback', 'restore', 'install', 'adopt', 'forget', 'demo'];
 
 /** The options a help text documents (its `options:` table). */
 function documentedOptions(help: string): string[] {

@@ -15,10 +15,39 @@
 import { execa, type ResultPromise } from 'execa';
 import { describeChange, type ChangeResult, type LiveHost } from './host.js';
 import { observeLibvirt, type VirshClient } from './observe.js';
+import { newMetadataSync, syncLearnedMetadata, type MetadataSync, type SyncResult } from './learned.js';
 
-export async function reconcileOnce(host: LiveHost, virsh: VirshClient, scope: 'all' | Set<string> = 'all'): Promise<ChangeResult> {
+export interface ReconcileResult extends ChangeResult {
+  /** The learned addresses written into the domains' live metadata. */
+  metadata?: SyncResult;
+}
+
+/**
+ * One reconcile: the desired state brought to what libvirt runs (under the
+ * lock), the kernel's learned addresses saved to learned.json (under the
+ * lock), then each running domain's live metadata brought to its learned
+ * addresses (without the lock: libvirt is asked).
+ */
+export async function reconcileOnce(host: LiveHost, virsh: VirshClient, scope: 'all' | Set<string> = 'all', sync: MetadataSync = newMetadataSync()): Promise<ReconcileResult> {
   const obs = await observeLibvirt(virsh, scope);
-  return host.locked(`reconcile${scope === 'all' ? '' : ` ${[...scope].join(' ')}`}`, () => host.resync(obs));
+  const r: ReconcileResult = await host.locked(`reconcile${scope === 'all' ? '' : ` ${[...scope].join(' ')}`}`, async () => {
+    const res = await host.resync(obs);
+    await host.saveLearned(res);
+    return res;
+  });
+  r.metadata = await syncLearnedMetadata(virsh, host.config.stateDir, host.ports(), sync, { minIntervalMs: 0, ...(scope === 'all' ? {} : { only: scope }) });
+  return r;
+}
+
+/**
+ * The learned addresses' round (reconcile --follow, every second): the
+ * kernel's state saved to learned.json when it changed, then the metadata of
+ * the domains whose learned state changed (rate-limited per domain; a busy
+ * domain is retried next round).
+ */
+export async function learnRound(host: LiveHost, virsh: VirshClient, sync: MetadataSync): Promise<SyncResult> {
+  await host.locked('reconcile (learned addresses)', () => host.saveLearned());
+  return syncLearnedMetadata(virsh, host.config.stateDir, host.ports(), sync);
 }
 
 /** A running `virsh event` stream. */
@@ -70,6 +99,8 @@ export interface FollowOptions {
   debounceMs?: number;
   /** Reconnect backoff bounds (ms). Default 500 .. 10 000. */
   backoffMs?: { min: number; max: number };
+  /** Learned-address round period (ms): kernel state to learned.json and the domains' metadata. Default 1000; 0: off. */
+  learnPollMs?: number;
   signal: AbortSignal;
   log: (line: string) => void;
 }
@@ -96,6 +127,7 @@ export async function follow(host: LiveHost, virsh: VirshClient, opts: FollowOpt
   const periodMs = opts.periodMs ?? 10_000;
   const debounceMs = opts.debounceMs ?? 100;
   const backoff = opts.backoffMs ?? { min: 500, max: 10_000 };
+  const sync = newMetadataSync();
   let pending: 'all' | Set<string> | undefined;
   let wake: (() => void) | undefined;
   const request = (scope: 'all' | string): void => {
@@ -133,9 +165,10 @@ export async function follow(host: LiveHost, virsh: VirshClient, opts: FollowOpt
       if (!scope || opts.signal.aborted) continue;
       const t0 = performance.now();
       try {
-        const r = await reconcileOnce(host, virsh, scope);
+        const r = await reconcileOnce(host, virsh, scope, sync);
         const what = describeChange(r);
         for (const w of r.warnings) opts.log(`warning: ${w}`);
+        logSync(r.metadata, opts.log);
         if (what) opts.log(`resync ${scope === 'all' ? 'all' : [...scope].join(',')} in ${(performance.now() - t0).toFixed(0)} ms: ${what}`);
       } catch (e) {
         opts.log(`resync ${scope === 'all' ? 'all' : [...scope].join(',')} failed: ${e instanceof Error ? e.message : String(e)}`);
@@ -144,6 +177,22 @@ export async function follow(host: LiveHost, virsh: VirshClient, opts: FollowOpt
   })();
 
   const periodic = setInterval(() => request('all'), periodMs);
+  // the learned addresses' rounds, one at a time (a slow libvirt delays the next, never stacks them)
+  const learnPoll = opts.learnPollMs ?? 1000;
+  const learner =
+    learnPoll > 0
+      ? (async () => {
+          while (!opts.signal.aborted) {
+            await sleep(learnPoll, opts.signal);
+            if (opts.signal.aborted) break;
+            try {
+              logSync(await learnRound(host, virsh, sync), opts.log);
+            } catch (e) {
+              opts.log(`learned addresses: ${e instanceof Error ? e.message : String(e)}`);
+            }
+          }
+        })()
+      : Promise.resolve();
   try {
     let delay = backoff.min;
     while (!opts.signal.aborted) {
@@ -169,5 +218,12 @@ export async function follow(host: LiveHost, virsh: VirshClient, opts: FollowOpt
     for (const t of timers) clearTimeout(t);
     wake?.();
     await worker;
+    await learner;
   }
+}
+
+function logSync(r: SyncResult | undefined, log: (line: string) => void): void {
+  if (!r) return;
+  if (r.written.length) log(`learned addresses written to the live metadata of ${r.written.join(', ')}`);
+  for (const e of r.errors) log(`learned addresses: ${e}`);
 }
