@@ -89,7 +89,7 @@ describe('parseLiveDomain', () => {
 
   const ns = `xmlns:nwf='urn:x-nwf-fast:metadata:1'`;
   it.each([
-    [`<nwf:filters ${ns}><nwf:learned ip='1.2.3.4'/></nwf:filters>`, 'NWF1002', /unknown element <learned> in nwf:filters/],
+    [`<nwf:filters ${ns}><nwf:leases ip='1.2.3.4'/></nwf:filters>`, 'NWF1002', /unknown element <leases> in nwf:filters/],
     [`<nwf:rules ${ns}/>`, 'NWF1002', /unknown element <nwf:rules> in nwf-fast's metadata namespace/],
     [`<nwf:filters ${ns}><nwf:interface><nwf:filterref filter='f'/></nwf:interface></nwf:filters>`, 'NWF1004', /nwf:interface has no 'mac'/],
     [`<nwf:filters ${ns}><nwf:interface mac='zz'><nwf:filterref filter='f'/></nwf:interface></nwf:filters>`, 'NWF1101', /invalid MAC address 'zz'/],

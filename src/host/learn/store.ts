@@ -150,6 +150,17 @@ export function seedsForLoad(ports: readonly DesiredPort[], kernel: readonly Lea
   return out;
 }
 
+/**
+ * Seeds for a change of the desired state to `next`: seedsForLoad for every
+ * port, except the starting domain's (`start`), whose start seeds replace
+ * them (its kernel entries, if any, are leftovers of a previous run).
+ */
+export function seedsForChange(next: readonly DesiredPort[], kernel: readonly LearnedEntry[], state: readonly LearnedEntry[], start?: { uuid: string; seeds: StartSeeds }, now = Date.now()): Map<string, LearnedEntry> {
+  const out = seedsForLoad(start ? next.filter((p) => p.owner.uuid !== start.uuid) : next, kernel, state, now);
+  for (const [k, v] of start?.seeds.seeds ?? []) out.set(k, v);
+  return out;
+}
+
 export interface StartSeeds {
   seeds: Map<string, LearnedEntry>;
   /** learned.json after the start (a fresh boot drops the domain's `any` addresses). */

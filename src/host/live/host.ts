@@ -21,7 +21,7 @@ import { appendAll } from '../../util/arrays.js';
 import type { LearnedEntry } from '../../ir/learning.js';
 import { readLearnedFromKernel } from '../learn/kernel.js';
 import { noteIncoming, takeIncoming } from '../learn/incoming.js';
-import { readLearned, recordKernel, sameLearned, seedsForLoad, seedsForStart, writeLearned, type StartSeeds } from '../learn/store.js';
+import { readLearned, recordKernel, sameLearned, seedsForChange, seedsForStart, writeLearned, type StartSeeds } from '../learn/store.js';
 import { learnedOfDomain } from './learned.js';
 
 export interface LiveOptions {
@@ -134,14 +134,8 @@ export class LiveHost {
    */
   private async seeds(next: readonly DesiredPort[], res: ChangeResult, start?: { uuid: string; seeds: StartSeeds }): Promise<Map<string, LearnedEntry>> {
     const kernel = (await this.kernelLearned(res)) ?? [];
-    const state = readLearned(this.config.stateDir);
-    const others = start ? next.filter((p) => p.owner.uuid !== start.uuid) : next;
-    const out = seedsForLoad(others, kernel, state);
-    if (start) {
-      for (const [k, v] of start.seeds.seeds) out.set(k, v);
-      if (start.seeds.notes.length) (res.seeded ??= []).push(...start.seeds.notes);
-    }
-    return out;
+    if (start?.seeds.notes.length) (res.seeded ??= []).push(...start.seeds.notes);
+    return seedsForChange(next, kernel, readLearned(this.config.stateDir), start);
   }
 
   /** learned.json brought up to date with the kernel's state (when it can be read). Returns whether it changed. */

@@ -109,7 +109,7 @@ export async function syncLearnedMetadata(
     const want = desiredLearned(ports, uuid, state, now);
     const wantKey = learnedKey(want);
     if (sync.written.get(uuid) === wantKey) continue;
-    if (now - (sync.lastWrite.get(uuid) ?? 0) < minInterval) {
+    if (now - (sync.lastWrite.get(uuid) ?? Number.NEGATIVE_INFINITY) < minInterval) {
       res.retry.push(`${name}: rate limit`);
       continue;
     }
