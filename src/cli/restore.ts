@@ -18,6 +18,7 @@ export const restoreCommand: Command = {
     }
     io.out(`restored generation ${r.restored.id} (${r.restored.interfaces} interface(s)) in ${r.restored.commit.ms.apply.toFixed(1)} ms\n`);
     if (r.missingTaps.length) io.out(`not present yet (protected when they appear): ${r.missingTaps.join(', ')}\n`);
+    if (r.seeded) io.out(`learning ports seeded with their learned addresses: ${r.seeded}${r.kernelRead ? '' : ' (from learned.json: the kernel\'s learned state could not be read)'}\n`);
     return 0;
   },
 };

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyStale } from '../../src/lab/testbed.js';
+import { within } from './support/live.js';
 import { consolePathOf, VmGuest } from '../../src/lab/vm/guest.js';
 import { commandHook } from '../../src/lab/vm/hooks.js';
 import { createVmLab, readText, type VmHost, type VmLab } from '../../src/lab/vm/host.js';
@@ -46,16 +47,6 @@ const BURST = 20;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const s = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
 const burst = (): Record<FrameKind, number> => Object.fromEntries(FRAME_KINDS.map((k) => [k, LEGIT_KINDS.includes(k) ? BURST : 0])) as Record<FrameKind, number>;
-
-/** Polls `probe` every 50 ms until it is true or ms pass; returns how long it took, or undefined. */
-async function within(ms: number, probe: () => Promise<boolean> | boolean): Promise<number | undefined> {
-  const t0 = performance.now();
-  for (;;) {
-    if (await probe()) return performance.now() - t0;
-    if (performance.now() - t0 > ms) return undefined;
-    await sleep(50);
-  }
-}
 
 describe.skipIf(skip !== undefined)('real VMs under real libvirt, protected by nwf-fast', () => {
   let lab: VmLab;

@@ -163,7 +163,7 @@ export function seedsForChange(next: readonly DesiredPort[], kernel: readonly Le
 
 export interface StartSeeds {
   seeds: Map<string, LearnedEntry>;
-  /** learned.json after the start (a fresh boot drops the domain's `any` addresses). */
+  /** learned.json after the start: the seeds recorded, and a fresh boot's `any` addresses dropped. */
   state: LearnedEntry[];
   /** One line per seeded port, for the hook's log. */
   notes: string[];
@@ -199,7 +199,9 @@ export function seedsForStart(ports: readonly DesiredPort[], metadata: readonly 
       notes.push(`${lp.port.tap} (${lp.port.mac}, ${lp.mode}) seeded from ${from}: ${seed.addresses.map((a) => a.ip).join(', ')}`);
     }
   }
-  return { seeds, state: state.filter((e) => !drop.has(learnKey(e.owner.uuid, e.mac))), notes };
+  // the seeds are recorded at once (an incoming VM's addresses survive a reboot of this host before reconcile reads the kernel)
+  const kept = state.filter((e) => !drop.has(learnKey(e.owner.uuid, e.mac)) && !seeds.has(learnKey(e.owner.uuid, e.mac)));
+  return { seeds, state: [...kept, ...seeds.values()], notes };
 }
 
 /**

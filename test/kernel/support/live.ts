@@ -171,3 +171,13 @@ export async function startFlood(tb: Testbed, peer: string, sources: readonly Fl
   await until(() => senders.every((x) => x.ready && x.sent > 0), 30_000);
   return f;
 }
+
+/** Polls `probe` every `everyMs` until it is true or `ms` pass; returns how long it took, or undefined. */
+export async function within(ms: number, probe: () => Promise<boolean> | boolean, everyMs = 50): Promise<number | undefined> {
+  const t0 = performance.now();
+  for (;;) {
+    if (await probe()) return performance.now() - t0;
+    if (performance.now() - t0 > ms) return undefined;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
