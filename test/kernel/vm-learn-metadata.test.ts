@@ -6,6 +6,8 @@
 // not reference $IP, so it compiles with any kernel side. A learned address
 // is planted in A's learned.json (what reconcile records from the kernel);
 //  - `reconcile --once vm1` writes it into vm1's live metadata;
+//  - with `reconcile --follow` running, a changed address reaches the
+//    metadata within its 1 s round;
 //  - `virsh migrate --live` to B: B's `migrate begin` notes vm1 as incoming,
 //    its `start begin` seeds the port from the metadata (hook.log) and
 //    records the seed in B's learned.json;
@@ -14,7 +16,9 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { within } from './support/live.js';
 import { destroyStale } from '../../src/lab/testbed.js';
 import { VmGuest } from '../../src/lab/vm/guest.js';
 import { commandHook } from '../../src/lab/vm/hooks.js';
@@ -29,11 +33,11 @@ const avail = vmAvailable();
 const skip = !avail.ok ? avail.reason : !existsSync(join(ROOT, 'dist', 'cli', 'main.js')) ? 'needs the built CLI (npm run build)' : undefined;
 if (skip) console.warn(`SKIP real VMs, learned addresses in the migration metadata: ${skip}`);
 const PEER = { mac: '52:54:00:7c:00:01', ipv4: '10.74.0.1' };
-const VM1 = { mac: '52:54:00:7c:00:11', ip: '10.74.0.11' };
+const VM1 = { mac: '52:54:00:7c:00:11', ip: '10.74.0.11', first: '10.74.0.99' };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe.skipIf(skip !== undefined)('real VMs: learned addresses travel in the live metadata and seed the destination', () => {
-  let lab: VmLab; let A: VmHost; let B: VmHost; let work: string; let vm1: VmGuest | undefined;
+  let lab: VmLab; let A: VmHost; let B: VmHost; let work: string; let vm1: VmGuest | undefined; let follow: ResultPromise | undefined;
   const conf = (h: string): string => join(work, `nwf-fast-${h}.conf`);
   const state = (h: string): string => join(work, `state-${h}`);
   beforeAll(async () => {
@@ -48,22 +52,35 @@ describe.skipIf(skip !== undefined)('real VMs: learned addresses travel in the l
   }, 300_000);
   afterAll(async () => {
     await vm1?.destroy().catch(() => undefined);
+    follow?.kill('SIGTERM');
+    const r = follow ? await Promise.race([follow, sleep(10_000).then(() => undefined)]) : undefined;
+    if (r) console.log(`[lh] reconcile --follow log:\n${String(r.stderr ?? '').split('\n').slice(-15).join('\n')}`);
+    follow?.kill('SIGKILL');
     await lab?.destroy();
     for (const h of ['a', 'b']) if (work && existsSync(join(state(h), 'hook.log'))) console.log(`[lh] ${h} hook.log:\n${readFileSync(join(state(h), 'hook.log'), 'utf8')}`);
     if (work) rmSync(work, { recursive: true, force: true });
   }, 120_000);
-  it('reconcile --once writes the metadata; B notes vm1 incoming and seeds it from the metadata; A keeps the address in learned.json', async () => {
+  it('reconcile --once, then --follow, write the metadata; B notes vm1 incoming and seeds it from the metadata; A keeps the address in learned.json', async () => {
     const uuid = (vm1 as VmGuest).uuid;
     const port = readPorts(state('a')).find((p) => p.mac === VM1.mac);
     expect(port?.owner.uuid).toBe(uuid);
-    writeLearned(state('a'), [{ owner: { name: 'vm1', uuid }, mac: VM1.mac, mode: 'any', addresses: [{ ip: VM1.ip, since: new Date().toISOString(), source: 'kernel' }] }]);
+    const plant = (ip: string): void => writeLearned(state('a'), [{ owner: { name: 'vm1', uuid }, mac: VM1.mac, mode: 'any', addresses: [{ ip, since: new Date().toISOString(), source: 'kernel' }] }]);
+    const metadataSays = (xml: string, ip: string): boolean => new RegExp(`<nwf:learned mac=["']${VM1.mac}["'] mode=["']any["']>\\s*<nwf:ip address=["']${ip}["']`).test(xml);
+    plant(VM1.first);
     const once = await A.exec([process.execPath, CLI, 'reconcile', '--once', 'vm1'], { env: { NWF_FAST_CONFIG: conf('a') }, check: false });
     console.log(`[lh] reconcile --once: exit ${once.exitCode}\n${once.stdout}${once.stderr}`);
     const xml = (await A.libvirtd.virsh(['dumpxml', 'vm1'])).stdout;
     console.log(`[lh] A metadata: ${/<metadata>[\s\S]*?<\/metadata>/.exec(xml)?.[0]}`);
     expect(once.exitCode).toBe(0);
     expect(once.stdout).toContain('learned addresses written to the live metadata of: vm1');
-    expect(xml).toMatch(new RegExp(`<nwf:learned mac=["']${VM1.mac}["'] mode=["']any["']>\\s*<nwf:ip address=["']${VM1.ip}["']`));
+    expect(metadataSays(xml, VM1.first)).toBe(true);
+    follow = A.spawn([process.execPath, CLI, 'reconcile', '--follow', '--period', '30'], { env: { NWF_FAST_CONFIG: conf('a') } });
+    await sleep(3000);
+    plant(VM1.ip);
+    const t = await within(10_000, async () => metadataSays((await A.libvirtd.virsh(['dumpxml', 'vm1'])).stdout, VM1.ip), 100);
+    console.log(`[lh] reconcile --follow: the changed address in the metadata after ${t === undefined ? 'NEVER' : `${(t / 1000).toFixed(2)} s`}`);
+    expect(t).toBeDefined();
+    expect(t as number).toBeLessThan(3000);
     const st = await A.exec([process.execPath, CLI, 'status'], { env: { NWF_FAST_CONFIG: conf('a') }, check: false });
     console.log(`[lh] status A:\n${st.stdout}`);
     expect(st.stdout).toMatch(/learning ports: /);
