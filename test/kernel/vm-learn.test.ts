@@ -17,8 +17,8 @@
 //     the stop hook, for a return or a restore).
 //
 // It needs the kernel side of learning (learncore: the resolver accepting a
-// missing $IP, the learning rules, readLearnedFromKernel): without it, it
-// skips and says so.
+// missing $IP, the learning rules, readLearnedFromKernel, seeds): without the
+// resolver's part it skips and says so; with only part of the rest it fails.
 import type { ResultPromise } from 'execa';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,31 +34,30 @@ import { FrameCounter } from '../../src/lab/vm/peer.js';
 import { SPOOFED_KINDS, tagOf } from '../../src/lab/vm/scenario.js';
 import { readPorts } from '../../src/host/live/ports.js';
 import { readLearned } from '../../src/host/learn/store.js';
-import { readLearnedFromKernel } from '../../src/host/learn/kernel.js';
+import { portFailures } from '../../src/host/live/apply.js';
+import type { DesiredPort } from '../../src/host/live/ports.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'bin', 'nwf-fast.js');
+const PEER = { mac: '52:54:00:7b:00:01', ipv4: '10.73.0.1' };
+const VM1 = { mac: '52:54:00:7b:00:11', ip: '10.73.0.11' };
 
-/** Whether this build reads learned addresses back from the kernel (learncore's side of the contract). */
-async function kernelLearning(): Promise<string | undefined> {
+/** Whether this build learns: the resolver accepts clean-traffic without an IP (else NWF1206). */
+function kernelLearning(): string | undefined {
   const dir = mkdtempSync(join(tmpdir(), 'nwf-learn-probe-'));
   try {
-    await readLearnedFromKernel({ stateDir: dir });
-    return undefined;
-  } catch (e) {
-    const m = e instanceof Error ? e.message : String(e);
-    return /not implemented/.test(m) ? `the kernel side of IP learning is not in this build (${m})` : undefined;
+    const probe: DesiredPort = { tap: 'vnet0', mac: VM1.mac, owner: { name: 'probe', uuid: '00000000-0000-4000-8000-000000000001' }, filterref: { filter: 'clean-traffic', params: {} }, origin: 'filterref', source: 'hook', at: '' };
+    const f = portFailures([probe], { stateDir: dir, filterDirs: [] })[0];
+    return f ? `IP learning is not in this build (clean-traffic without an IP: ${f.error.code} ${f.error.message.split(':')[0]})` : undefined;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
 const avail = vmAvailable();
-const skip = !avail.ok ? avail.reason : !existsSync(join(ROOT, 'dist', 'cli', 'main.js')) ? 'needs the built CLI (npm run build)' : await kernelLearning();
+const skip = !avail.ok ? avail.reason : !existsSync(join(ROOT, 'dist', 'cli', 'main.js')) ? 'needs the built CLI (npm run build)' : kernelLearning();
 if (skip) console.warn(`SKIP real VMs, learned address carried across migration: ${skip}`);
 
-const PEER = { mac: '52:54:00:7b:00:01', ipv4: '10.73.0.1' };
-const VM1 = { mac: '52:54:00:7b:00:11', ip: '10.73.0.11' };
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const s = (ms: number): string => `${(ms / 1000).toFixed(2)} s`;
