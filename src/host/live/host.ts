@@ -134,7 +134,7 @@ export class LiveHost {
    */
   private async seeds(next: readonly DesiredPort[], res: ChangeResult, start?: { uuid: string; seeds: StartSeeds }): Promise<Map<string, LearnedEntry>> {
     const kernel = (await this.kernelLearned(res)) ?? [];
-    if (start?.seeds.notes.length) (res.seeded ??= []).push(...start.seeds.notes);
+    if (start?.seeds.notes.length) appendAll((res.seeded ??= []), start.seeds.notes);
     return seedsForChange(next, kernel, readLearned(this.config.stateDir), start);
   }
 
