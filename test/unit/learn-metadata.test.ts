@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseLiveDomain } from '../../src/xml/live-domain.js';
 import { learnedElementsText } from '../../src/xml/learned-metadata.js';
-import { learnedOfDomain, mergedMetadataText, newMetadataSync, parseVirshMetadata, syncLearnedMetadata } from '../../src/host/live/learned.js';
+import { learnedOfDomain, mergedMetadataText, newMetadataSync, noteObserved, parseVirshMetadata, syncLearnedMetadata } from '../../src/host/live/learned.js';
 import type { VirshClient, VirshResult } from '../../src/host/live/observe.js';
 import type { DesiredPort } from '../../src/host/live/ports.js';
 import { writeLearned } from '../../src/host/learn/store.js';
@@ -180,6 +180,9 @@ describe('syncLearnedMetadata (recorded virsh)', () => {
       const m = v.calls.length;
       expect((await syncLearnedMetadata(v, dir, PORTS, sync, { now: 1_010_000 })).written).toEqual([]);
       expect(v.calls.length).toBe(m);
+      // a full resync saw the metadata without the address (changed behind reconcile's back): written again
+      noteObserved(sync, [{ uuid: UUID, learned: [] }]);
+      expect((await syncLearnedMetadata(v, dir, PORTS, sync, { now: 1_020_000 })).written).toEqual(['vm1']);
     }));
 
   it('a domain whose metadata already says it is not written; no metadata and nothing learned: nothing; forgotten: removed', async () =>

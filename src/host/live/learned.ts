@@ -78,6 +78,15 @@ export interface MetadataSync {
 
 export const newMetadataSync = (): MetadataSync => ({ written: new Map(), lastWrite: new Map() });
 
+/**
+ * What a full look at libvirt saw in each domain's metadata: the next sync
+ * compares with that, so metadata changed behind reconcile's back (another
+ * `virsh metadata --set`, `adopt --apply`) is written again.
+ */
+export function noteObserved(sync: MetadataSync, domains: readonly { uuid: string; learned?: readonly LearnedMetadata[] }[]): void {
+  for (const d of domains) if (d.learned) sync.written.set(d.uuid, learnedKey(d.learned));
+}
+
 export interface SyncResult {
   /** Domains whose metadata was written (or cleared). */
   written: string[];

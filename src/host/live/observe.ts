@@ -14,6 +14,7 @@ import type { CommandRunner } from '../runner.js';
 import { hostRunner } from '../netns.js';
 import { parseLiveBinding, parseLiveDomain, type LiveDomain } from '../../xml/live-domain.js';
 import { filterRefOf, UNFILTERED, type DesiredPort, type PortSource } from './ports.js';
+import type { LearnedMetadata } from '../../xml/learned-metadata.js';
 
 export interface VirshResult {
   exitCode: number;
@@ -74,8 +75,8 @@ export interface Observation {
   startedAt: number;
   /** Whether it covers every domain (a full resync) or only `domains`. */
   scope: 'all' | Set<string>;
-  /** The running domains seen (in scope), with all their taps. */
-  domains: { name: string; uuid: string; taps: string[] }[];
+  /** The running domains seen (in scope), with all their taps and the learned addresses their metadata holds (MAC order). */
+  domains: { name: string; uuid: string; taps: string[]; learned?: LearnedMetadata[] }[];
   /** Ports to protect, by tap. */
   ports: DesiredPort[];
   /** What could not be read (a domain that went away meanwhile, XML nwf-fast refuses), for the log. */
@@ -145,7 +146,7 @@ export async function observeLibvirt(v: VirshClient, scope: 'all' | Set<string> 
       }
     } else problems.push(`nwfilter bindings: ${list.stderr.trim()}`);
   }
-  return { startedAt, scope, domains: domains.map((d) => ({ name: d.name, uuid: d.uuid, taps: tapsOfDomain(d) })), ports, problems };
+  return { startedAt, scope, domains: domains.map((d) => ({ name: d.name, uuid: d.uuid, taps: tapsOfDomain(d), learned: [...(d.learned?.values() ?? [])] })), ports, problems };
 }
 
 /**

@@ -15,7 +15,7 @@
 import { execa, type ResultPromise } from 'execa';
 import { describeChange, type ChangeResult, type LiveHost } from './host.js';
 import { observeLibvirt, type VirshClient } from './observe.js';
-import { newMetadataSync, syncLearnedMetadata, type MetadataSync, type SyncResult } from './learned.js';
+import { newMetadataSync, noteObserved, syncLearnedMetadata, type MetadataSync, type SyncResult } from './learned.js';
 
 export interface ReconcileResult extends ChangeResult {
   /** The learned addresses written into the domains' live metadata. */
@@ -30,6 +30,7 @@ export interface ReconcileResult extends ChangeResult {
  */
 export async function reconcileOnce(host: LiveHost, virsh: VirshClient, scope: 'all' | Set<string> = 'all', sync: MetadataSync = newMetadataSync()): Promise<ReconcileResult> {
   const obs = await observeLibvirt(virsh, scope);
+  noteObserved(sync, obs.domains);
   const r: ReconcileResult = await host.locked(`reconcile${scope === 'all' ? '' : ` ${[...scope].join(' ')}`}`, async () => {
     const res = await host.resync(obs);
     await host.saveLearned(res);
