@@ -11,7 +11,8 @@ import { forgetEntries, learnModeOf, readLearned, recordKernel, sameLearned, see
 import { INCOMING_FILE, INCOMING_TTL_MS, noteIncoming, takeIncoming } from '../../src/host/learn/incoming.js';
 import { learningStatus } from '../../src/host/learn/status.js';
 import type { DesiredPort } from '../../src/host/live/ports.js';
-import { nwfErrorOf } from '../support/cli.js';
+import { nwfErrorOf, run } from '../support/cli.js';
+import { writePorts } from '../../src/host/live/ports.js';
 
 const U1 = '11111111-2222-4333-8444-555555555555';
 const U2 = '66666666-2222-4333-8444-555555555555';
@@ -156,6 +157,21 @@ describe('learned.json', () => {
     expect(forgetEntries(state, 'vm1').state.map((e) => e.mac)).toEqual([OTHER.mac]);
     expect(forgetEntries(state, U1.toUpperCase(), '52:54:00:00:00:02').removed.map((e) => e.mac)).toEqual([DHCP.mac]);
     expect(forgetEntries(state, 'nope').removed).toEqual([]);
+  });
+
+  it('nwf-fast forget: removes the entries, warns (exit 1) for a running port, refuses a bad MAC', async () => {
+    writeLearned(dir, [any(ANY, '10.0.0.1'), dhcp(DHCP, [['10.0.0.2', LATER]]), any(OTHER, '10.0.0.9')]);
+    const one = await run(['forget', 'vm1', '52:54:00:00:00:02', '--state-dir', dir]);
+    expect(one).toMatchObject({ code: 0, err: '' });
+    expect(one.out).toMatch(/^forgot vm1 52:54:00:00:00:02 \(dhcp\): 10\.0\.0\.2 until /);
+    expect(readLearned(dir).map((e) => e.mac)).toEqual([ANY.mac, OTHER.mac]);
+    writePorts(dir, [ANY]);
+    const all = await run(['forget', U1, '--state-dir', dir]);
+    expect(all.code).toBe(1);
+    expect(all.err).toMatch(/vnet0 of vm1 is running: the kernel keeps its learned address/);
+    expect(readLearned(dir).map((e) => e.mac)).toEqual([OTHER.mac]);
+    expect((await run(['forget', 'vm1', '--state-dir', dir])).out).toMatch(/nothing learned is recorded for vm1/);
+    expect((await run(['forget', 'vm2', 'zz', '--state-dir', dir])).code).toBe(2);
   });
 
   it('incoming notes: taken once, and only while young', () => {
