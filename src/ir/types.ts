@@ -7,6 +7,7 @@
 // POSTROUTING -o TAP). Every test below is already oriented for the chain
 // it sits in (inout rules are swapped for 'out').
 import type { ConnStateName } from './values.js';
+import type { LearnMode } from './learning.js';
 
 export type Direction = 'out' | 'in';
 export const DIRECTIONS: readonly Direction[] = ['out', 'in'];
@@ -40,6 +41,12 @@ export interface IpTest {
   neg: boolean;
   /** The address comes from the interface's own parameters (see MacTest.port). */
   port?: true;
+  /**
+   * The address is the interface's learned `$IP` (InterfacePolicy.learning):
+   * `addr` is only a place-holder (0.0.0.0/32); the test compares with the
+   * addresses the port has learned (none while it is still learning).
+   */
+  learned?: true;
 }
 export interface IpRangeTest {
   family: 'ipv4' | 'ipv6';
@@ -205,6 +212,20 @@ export interface InterfacePolicy {
   l2: Record<Direction, L2Policy>;
   l3: L3Policy;
   file: string;
+  /** The owner's UUID (domain <uuid>, binding <owner><uuid>), when the input gives it: the key of learned state. */
+  ownerUuid?: string;
+  /**
+   * The port learns its IPv4 address (`$IP` referenced without a value,
+   * CTRL_IP_LEARNING any or dhcp): its tests of `$IP` are marked `learned`.
+   */
+  learning?: PortLearning;
+}
+
+/** How a port learns (docs/design/ip-learning.md section 3). */
+export interface PortLearning {
+  mode: LearnMode;
+  /** dhcp: the trusted servers (DHCPSERVER); empty: any server. */
+  dhcpServers: string[];
 }
 
 /**

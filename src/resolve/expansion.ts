@@ -27,13 +27,26 @@ export interface Expansion {
 }
 
 /** Attribute values of one combination, typed; variable values validated here. */
-function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, iface: string): Attrs {
-  const out = new Map<string, TypedValue & { port?: true }>();
+function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, iface: string, learnIp: boolean): Attrs {
+  const out = new Map<string, TypedValue & { port?: true; learned?: true }>();
   const p = inst.rule.protocol;
   if (!p) return out;
   for (const [name, { type, value }] of p.attrs) {
     if (value.kind === 'literal') {
       out.set(name, value.value);
+      continue;
+    }
+    if (learnIp && value.ref.name === LEARNED_VAR && inst.sources.get(LEARNED_VAR)?.kind === 'top') {
+      // the port's learned address: only plain $IP, an IPv4 address (libvirt learns nothing else)
+      if (value.ref.key !== `${LEARNED_VAR}[@0]` || type !== 'ipv4') {
+        throw new NwfError(CODES.VARIABLE_MISSING, `variable 'IP' has no value and ${value.ref.text} in attribute '${name}' cannot take a learned address (libvirt learns one IPv4 address, for plain $IP)`, {
+          location: { ...p.loc, path: `${p.loc.path ?? ''}@${name}` },
+          filter: inst.filter.name,
+          iface,
+          hint: "give the address in the interface's filterref: <parameter name='IP' value='10.0.0.2'/>",
+        });
+      }
+      out.set(name, { ...(parseTypedValue('ipv4', LEARNED_PLACEHOLDER) as TypedValue), learned: true });
       continue;
     }
     const raw = valueOf(value, combo);
@@ -53,7 +66,16 @@ function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, i
 }
 
 /** Expands one slot (walk.ts) with the interface's parameters `topVars`. */
-export function expandSlot(inst: RuleInstance, topVars: VarMap, iface: string, ipLearning: string | undefined, shared: boolean): Expansion {
+/** The variable a learning port learns, and its place-holder value while resolving. */
+export const LEARNED_VAR = 'IP';
+export const LEARNED_PLACEHOLDER = '0.0.0.0';
+
+/**
+ * Expands one slot (walk.ts) with the interface's parameters `topVars`.
+ * `learnIp`: the port learns `$IP` (topVars holds the place-holder): its
+ * values become `learned` tests.
+ */
+export function expandSlot(inst: RuleInstance, topVars: VarMap, iface: string, ipLearning: string | undefined, shared: boolean, learnIp = false): Expansion {
   const vars = new Map<string, readonly string[]>();
   for (const [name, src] of inst.sources) {
     const v = src.kind === 'top' ? topVars.get(name) : src.values;
@@ -70,7 +92,7 @@ export function expandSlot(inst: RuleInstance, topVars: VarMap, iface: string, i
   const base = `${inst.filter.name}/${inst.rule.index}`;
   return {
     inst,
-    combos: combos.map((combo, k) => ({ attrs: concreteAttrs(inst, combo, iface), combo, id: combos.length > 1 ? `${base}#${k}` : base })),
+    combos: combos.map((combo, k) => ({ attrs: concreteAttrs(inst, combo, iface, learnIp), combo, id: combos.length > 1 ? `${base}#${k}` : base })),
     l2: {},
     shared,
   };

@@ -25,7 +25,9 @@ import type { InterfacePolicy, PolicyIR } from '../ir/types.js';
 import { isL2Element } from '../xml/schema.js';
 import { layoutL2, planL2, type L2Plan } from './l2-layout.js';
 import { layoutL3 } from './l3-placement.js';
-import { expandSlot, type Expansion } from './expansion.js';
+import { expandSlot, LEARNED_PLACEHOLDER, LEARNED_VAR, type Expansion } from './expansion.js';
+import { parseIpLearning } from './learning.js';
+import type { PortLearning } from '../ir/types.js';
 import { ruleLoc, walkFilterTree, type RuleInstance, type WalkOptions } from './walk.js';
 
 /** The walk of one (top filter, parameter names) shape, and what is shared by its interfaces. */
@@ -66,8 +68,29 @@ export function resolveTemplate(filters: ReadonlyMap<string, FilterDef>, binding
   return { sorted, slots, fixed, sharedExpansions: slots.map(() => undefined), l2, l2Plan: planL2(l2) };
 }
 
+/**
+ * Whether the port learns its address: `$IP` is referenced somewhere in its
+ * filter tree without a value anywhere (nwfilter-semantics.md 6, design 1.1),
+ * and CTRL_IP_LEARNING is any (the default) or dhcp. `none` leaves `$IP`
+ * missing (NWF1206 from the expansion); an invalid value is NWF1215.
+ */
+export function learningOf(t: Template, binding: InterfaceBinding): PortLearning | undefined {
+  if (binding.filterref.params.has(LEARNED_VAR)) return undefined;
+  const ref = t.sorted.find((inst) => !inst.sources.has(LEARNED_VAR) && [...(inst.rule.protocol?.attrs.values() ?? [])].some((a) => a.value.kind === 'variable' && a.value.ref.name === LEARNED_VAR));
+  if (!ref) return undefined;
+  const l = parseIpLearning(binding.filterref.params, { iface: binding.iface, filter: ref.filter.name, loc: ruleLoc(ref) });
+  return l.mode === 'none' ? undefined : { mode: l.mode, dhcpServers: l.dhcpServers };
+}
+
+/** The binding of a learning port as the walk sees it: `$IP` is a parameter of its own (a place-holder). */
+function learningBinding(binding: InterfaceBinding): InterfaceBinding {
+  const params = new Map(binding.filterref.params);
+  params.set(LEARNED_VAR, [LEARNED_PLACEHOLDER]);
+  return { ...binding, filterref: { ...binding.filterref, params } };
+}
+
 /** One interface's policy from its template: expands what depends on its parameters, shares the rest. */
-function instantiate(t: Template, binding: InterfaceBinding): InterfacePolicy {
+function instantiate(t: Template, binding: InterfaceBinding, learning?: PortLearning): InterfacePolicy {
   const topVars = topVarsOf(binding);
   const ipLearning = topVars.get('CTRL_IP_LEARNING')?.[0];
   const mine: (Expansion | undefined)[] = new Array(t.slots.length);
@@ -79,7 +102,7 @@ function instantiate(t: Template, binding: InterfaceBinding): InterfacePolicy {
     if (!e) {
       const slot = t.slots[inst.slot] as RuleInstance;
       if (t.fixed[inst.slot]) e = t.sharedExpansions[inst.slot] ??= expandSlot(slot, topVars, binding.iface, ipLearning, true);
-      else e = expandSlot(slot, topVars, binding.iface, ipLearning, false);
+      else e = expandSlot(slot, topVars, binding.iface, ipLearning, false, learning !== undefined);
       mine[inst.slot] = e;
     }
     count += e.combos.length;
@@ -109,11 +132,27 @@ function instantiate(t: Template, binding: InterfaceBinding): InterfacePolicy {
     l3: layoutL3(l3, binding.iface),
     file: binding.loc.file,
   };
+  if (binding.ownerUuid) policy.ownerUuid = binding.ownerUuid;
+  if (learning) {
+    policy.learning = learning;
+    // the place-holder is not a value of the port's
+    delete policy.vars[LEARNED_VAR];
+  }
   return policy;
 }
 
+/** The template of a binding and, for a learning port, its learning and the template it is resolved with. */
+function templateFor(get: (b: InterfaceBinding) => Template, binding: InterfaceBinding): { t: Template; b: InterfaceBinding; learning?: PortLearning } {
+  const t = get(binding);
+  const learning = learningOf(t, binding);
+  if (!learning) return { t, b: binding };
+  const b = learningBinding(binding);
+  return { t: get(b), b, learning };
+}
+
 export function resolveInterface(filters: ReadonlyMap<string, FilterDef>, binding: InterfaceBinding, opts: WalkOptions = {}): InterfacePolicy {
-  return instantiate(resolveTemplate(filters, binding, opts), binding);
+  const { t, b, learning } = templateFor((x) => resolveTemplate(filters, x, opts), binding);
+  return instantiate(t, b, learning);
 }
 
 export function resolvePolicy(filters: ReadonlyMap<string, FilterDef>, bindings: readonly InterfaceBinding[], notes: readonly string[] = [], opts: ResolveOptions = {}): PolicyIR {
@@ -136,13 +175,15 @@ export function resolvePolicy(filters: ReadonlyMap<string, FilterDef>, bindings:
   for (const b of bindings.slice().sort((a, b) => (a.iface < b.iface ? -1 : a.iface > b.iface ? 1 : 0))) {
     let policy: InterfacePolicy;
     try {
-      let t: Template | undefined;
-      if (share) {
-        const key = `${b.filterref.filter}\0${[...b.filterref.params.keys(), 'MAC'].sort().join('\0')}`;
-        t = templates.get(key);
-        if (!t) templates.set(key, (t = resolveTemplate(filters, b, opts)));
-      } else t = resolveTemplate(filters, b, opts);
-      policy = instantiate(t, b);
+      const get = (x: InterfaceBinding): Template => {
+        if (!share) return resolveTemplate(filters, x, opts);
+        const key = `${x.filterref.filter}\0${[...x.filterref.params.keys(), 'MAC'].sort().join('\0')}`;
+        let t = templates.get(key);
+        if (!t) templates.set(key, (t = resolveTemplate(filters, x, opts)));
+        return t;
+      };
+      const r = templateFor(get, b);
+      policy = instantiate(r.t, r.b, r.learning);
     } catch (e) {
       if (!opts.onInterfaceError || !(e instanceof NwfError)) throw e;
       opts.onInterfaceError(b, e);

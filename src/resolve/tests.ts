@@ -40,6 +40,7 @@ export function ipTest(a: Attrs, addr: string, mask: string, neg: boolean): IpTe
   if (!v) return undefined;
   const { family, text } = ipText(v);
   const prefix = num(a, mask) ?? (family === 'ipv4' ? 32 : 128);
+  if (v.learned) return { family, addr: text, prefix, neg, learned: true };
   return v.port ? { family, addr: text, prefix, neg, port: true } : { family, addr: text, prefix, neg };
 }
 export function ipRange(a: Attrs, from: string, to: string, neg: boolean): IpRangeTest | undefined {

@@ -43,8 +43,11 @@ export interface RuleInstance {
   slot: number;
 }
 
-/** Typed attribute values; `port` marks a value taken from the interface's own parameters. */
-export type Attrs = ReadonlyMap<string, TypedValue & { port?: true }>;
+/**
+ * Typed attribute values; `port` marks a value taken from the interface's
+ * own parameters, `learned` the place-holder of a learned `$IP`.
+ */
+export type Attrs = ReadonlyMap<string, TypedValue & { port?: true; learned?: true }>;
 
 /** The variable names a rule references (in attribute order). */
 export function ruleVarNames(rule: RuleNode): string[] {

@@ -65,6 +65,8 @@ export interface FilterDef {
 export interface InterfaceBinding {
   source: 'domain' | 'binding';
   owner: string;
+  /** The owner's UUID (domain <uuid>, filterbinding <owner><uuid>), lower case, when given. */
+  ownerUuid?: string;
   /** The tap / port device name. */
   iface: string;
   mac: string;

@@ -43,6 +43,7 @@ export function domainOf(root: XmlElement): XmlElement {
 export function parseDomainElement(root: XmlElement): BindingParseResult {
   const dom = domainOf(root);
   const name = single(dom, 'name')?.text || '(unnamed domain)';
+  const uuid = uuidOf(single(dom, 'uuid')?.text);
   const dpath = `domain[name=${name}]`;
   const devices = single(dom, 'devices');
   const out: BindingParseResult = { bindings: [], notes: [] };
@@ -65,6 +66,7 @@ export function parseDomainElement(root: XmlElement): BindingParseResult {
     out.bindings.push({
       source: 'domain',
       owner: name,
+      ...(uuid ? { ownerUuid: uuid } : {}),
       iface: target,
       mac,
       filterref: parseFilterRef(fref, `${path}/filterref`),
@@ -89,6 +91,7 @@ export function parseFilterBindingElement(root: XmlElement): InterfaceBinding {
     if (!allowed.includes(c.name)) fail(CODES.XML_UNKNOWN_ELEMENT, c, `filterbinding/${c.name}`, `unknown element <${c.name}> in <filterbinding>`, `one of: ${allowed.join(', ')}`);
   }
   const owner = single(single(fb, 'owner') ?? fb, 'name')?.text || '(no owner)';
+  const ownerUuid = uuidOf(single(single(fb, 'owner') ?? fb, 'uuid')?.text);
   const portdev = single(fb, 'portdev');
   const iface = portdev?.attrs.name;
   if (!portdev || !iface) fail(CODES.BINDING_INVALID, fb, 'filterbinding/portdev', 'filter binding has no port device', "<portdev name='vnet0'/>");
@@ -104,12 +107,19 @@ export function parseFilterBindingElement(root: XmlElement): InterfaceBinding {
   return {
     source: 'binding',
     owner,
+    ...(ownerUuid ? { ownerUuid } : {}),
     iface,
     mac,
     ...(linkdev !== undefined ? { linkdev } : {}),
     filterref: parseFilterRef(fref, `${path}/filterref`),
     loc: loc(fb, path),
   };
+}
+
+/** A UUID as libvirt prints it (lower case), or undefined for anything else. */
+function uuidOf(text: string | undefined): string | undefined {
+  const t = text?.trim().toLowerCase();
+  return t && /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/.test(t) ? t : undefined;
 }
 
 export function parseDomainXml(text: string, file: string): BindingParseResult {

@@ -60,12 +60,27 @@ describe('variables', () => {
     expect(e.format()).toContain('inline-0.xml');
   });
 
-  it("a missing $IP says learning is not supported yet and how to give it", () => {
-    const e = nwfErrorOf(() => policyFor('clean-traffic', {}));
+  it('a missing $IP learns (CTRL_IP_LEARNING any by default): its tests are marked learned', () => {
+    const p = policyFor('clean-traffic', {});
+    expect(p.learning).toEqual({ mode: 'any', dhcpServers: [] });
+    expect(p.vars.IP).toBeUndefined();
+    const ipTests = JSON.stringify(p.l2.out).match(/"learned":true/g) ?? [];
+    expect(ipTests.length).toBeGreaterThanOrEqual(2); // no-ip-spoofing and no-arp-ip-spoofing
+    expect(JSON.stringify(p.l2)).not.toContain('"port":true,"learned"');
+    const d = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'DHCP', DHCPSERVER: ['10.0.0.1', '10.0.0.1'] });
+    expect(d.learning).toEqual({ mode: 'dhcp', dhcpServers: ['10.0.0.1'] });
+  });
+
+  it("a missing $IP with CTRL_IP_LEARNING none says so and how to give it", () => {
+    const e = nwfErrorOf(() => policyFor('clean-traffic', { CTRL_IP_LEARNING: 'none' }));
     expect(e.code).toBe('NWF1206');
-    expect(e.message).toMatch(/learn/);
     expect(e.details.hint).toContain("<parameter name='IP'");
     expect(['no-ip-spoofing', 'no-arp-ip-spoofing']).toContain(e.details.filter);
+  });
+
+  it('a learned $IP only as plain $IP: an indexed access is a missing variable, as in libvirt', () => {
+    const e = nwfErrorOf(() => addrs(rule("srcipaddr='$IP[@1]'"), {}));
+    expect(e.code).toBe('NWF1203');
   });
 
   it('a variable value that is not valid for the attribute is an error', () => {

@@ -137,6 +137,7 @@ export class NftPortLowering {
   /** One port's part (throws the NwfError of a rule nft cannot express). */
   port(policy: InterfacePolicy): PortPart {
     const p = this.opts.secondLine ? secondLinePolicy(policy).policy : policy;
+    if (p.learning) throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface} learns its IP address (CTRL_IP_LEARNING=${p.learning.mode}), which the nft backend does not do yet: it fails closed`);
     const commands: NftCommand[] = [];
     const shapes: string[] = [];
     for (const dir of DIRECTIONS) {
