@@ -25,6 +25,7 @@ import { objectFile } from './backends/bpf/names.js';
 import type { Direction } from './ir/types.js';
 import { CODES, NwfError } from './util/errors.js';
 import { appendAll } from './util/arrays.js';
+import type { LearnedEntry } from './ir/learning.js';
 
 /** nft: the nftables ruleset; bpf: tc programs on the taps; both: programs plus the ruleset as a second line. */
 export type Backend = 'nft' | 'bpf' | 'both';
@@ -136,14 +137,19 @@ export function generationId(nftParts: string, bpfIndex: string | undefined): st
  * and fails closed for unknown ports. both: nftables is the second line for
  * L2 (it leaves out the tests it cannot express) and enforces L3.
  */
-export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean } = {}): NftLowering {
+export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean; seeds?: ReadonlyMap<string, LearnedEntry> } = {}): NftLowering {
   const mode = backend === 'bpf' ? 'dispatch' : backend === 'both' ? 'second-line' : 'rules';
-  return lowerToNft(ir, { mode, strict: opts.strict === true });
+  return lowerToNft(ir, { mode, strict: opts.strict === true, ...(opts.seeds ? { seeds: opts.seeds } : {}) });
 }
 
 export interface ResolveSourcesOptions {
   /** An interface whose policy fails to resolve fails closed instead of failing everything (PolicyIR.failed). */
   partial?: boolean;
+  /**
+   * Learned state (learned.json, migration metadata, the kernel): a learning
+   * port with an entry here starts locked to its addresses (ir/learning.ts).
+   */
+  seeds?: ReadonlyMap<string, LearnedEntry>;
 }
 
 export function resolveSources(src: LoadedSources, opts: ResolveSourcesOptions = {}): PolicyIR {
@@ -208,7 +214,7 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
   const isFailed = (iface: string): boolean => failed.some((f) => f.iface === iface);
   // a port fails closed in every layer: what one backend refuses, the other does not protect alone
   let nftIr: PolicyIR = failed.length ? { ...ir, interfaces: ir.interfaces.filter((p) => !isFailed(p.iface)), failed: [...failed] } : ir;
-  const nft = lowerNftFor(backend, nftIr, { strict: !opts.partial });
+  const nft = lowerNftFor(backend, nftIr, { strict: !opts.partial, ...(opts.seeds ? { seeds: opts.seeds } : {}) });
   if (nft.failed.length) {
     appendAll(failed, nft.failed);
     if (bpf) bpf = { shapes: bpf.shapes, interfaces: bpf.interfaces.filter((i) => !isFailed(i.iface)) };

@@ -31,7 +31,7 @@ import {
   type TableObject,
   type Verdict,
 } from '../backends/nft/model.js';
-import { BRIDGE_TABLE, INET_TABLE, tagFree, tagOf } from '../backends/nft/names.js';
+import { BRIDGE_TABLE, INET_TABLE, isLearnedState, tagFree, tagOf } from '../backends/nft/names.js';
 
 // ---- identities ---------------------------------------------------------------------
 
@@ -236,6 +236,10 @@ export function ruleRefs(statements: readonly Statement[]): string[] {
         selector(s.key);
         if (s.data.kind === 'setref') out.push(s.data.name);
         break;
+      case 'set-update':
+        selector(s.key);
+        out.push(s.set);
+        break;
       case 'counter-ref':
         out.push(s.name);
         break;
@@ -300,7 +304,9 @@ function baseText(type: unknown, hook: unknown, prio: unknown, policy: unknown):
 
 function setDefinitionText(o: { type?: unknown; map?: unknown; flags?: unknown; counter?: boolean }): string {
   const type = Array.isArray(o.type) ? o.type.join(' . ') : String(o.type);
-  const flags = Array.isArray(o.flags) && o.flags.length ? ` flags ${[...o.flags].map(String).sort().join(',')}` : '';
+  // nft -j list omits `dynamic` (a set updated from the packet path): not compared
+  const fl = Array.isArray(o.flags) ? o.flags.map(String).filter((f) => f !== 'dynamic') : [];
+  const flags = fl.length ? ` flags ${fl.sort().join(',')}` : '';
   return `type ${type}${o.map ? ` : ${String(o.map)}` : ''}${flags}${o.counter ? ' counter' : ''}`;
 }
 
@@ -413,7 +419,7 @@ export function expectedSnapshot(cmds: readonly NftCommand[]): Snapshot {
   }
   for (const [key, s] of inv.sets) {
     const d = s.definition;
-    const elements = [...(inv.elements.get(key)?.keys() ?? [])].sort();
+    const elements = isLearnedState(s.id.name) ? [] : [...(inv.elements.get(key)?.keys() ?? [])].sort();
     out.set(key, [setDefinitionText({ type: d.type, ...(d.kind === 'map' ? { map: d.map } : {}), ...(d.flags ? { flags: d.flags } : {}), ...(d.counter ? { counter: true } : {}) }), ...elements].join('\n'));
   }
   for (const key of inv.elements.keys()) if (!inv.sets.has(key)) out.set(key, `elements of an undeclared set`);
@@ -426,7 +432,8 @@ export function listingSnapshot(k: KernelInventory): Snapshot {
   for (const key of k.tables.keys()) out.set(key, 'table');
   for (const key of k.counters.keys()) out.set(key, 'counter');
   for (const [key, ch] of k.chains) out.set(key, [ch.baseText ?? 'chain', ...ch.rules.map(ruleText)].join('\n'));
-  for (const [key, s] of k.sets) out.set(key, [s.definitionText, ...s.elements.map(listedElementText).sort()].join('\n'));
+  // learned state (IP learning) changes from the packet path: its elements are not drift
+  for (const [key, s] of k.sets) out.set(key, [s.definitionText, ...(isLearnedState(s.id.name) ? [] : s.elements.map(listedElementText).sort())].join('\n'));
   return out;
 }
 

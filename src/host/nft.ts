@@ -106,6 +106,12 @@ export async function nftListTable(family: string, name: string, opts: NftRunOpt
   return parseList(await runNft(args, opts, undefined, CODES.COMMAND_FAILED, 'nft list failed'), args);
 }
 
+/** `nft -j list set FAMILY TABLE NAME`, parsed. */
+export async function nftListSet(family: string, table: string, name: string, opts: NftRunOptions = {}): Promise<NftJsonDocument> {
+  const args = ['-j', 'list', 'set', family, table, name];
+  return parseList(await runNft(args, opts, undefined, CODES.COMMAND_FAILED, 'nft list failed'), args);
+}
+
 /** `nft -j list ruleset`, parsed. */
 export async function nftListRuleset(opts: NftRunOptions = {}): Promise<NftJsonDocument> {
   const args = ['-j', 'list', 'ruleset'];

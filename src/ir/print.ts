@@ -10,7 +10,7 @@ const n = (neg: boolean): string => (neg ? '!= ' : '');
 const mac = (label: string, t: MacTest | undefined): string[] => (t ? [`${label} ${n(t.neg)}${t.addr}${t.mask ? `/${t.mask}` : ''}`] : []);
 const num = (label: string, t: NumTest | undefined, hex = false): string[] => (t ? [`${label} ${n(t.neg)}${hex ? '0x' + t.value.toString(16).padStart(4, '0') : t.value}`] : []);
 const range = (label: string, t: RangeTest | undefined): string[] => (t ? [`${label} ${n(t.neg)}${t.lo === t.hi ? t.lo : `${t.lo}-${t.hi}`}`] : []);
-const ip = (label: string, t: IpTest | undefined): string[] => (t ? [`${label} ${n(t.neg)}${t.addr}/${t.prefix}`] : []);
+const ip = (label: string, t: IpTest | undefined): string[] => (t ? [`${label} ${n(t.neg)}${t.learned ? '$IP(learned)' : `${t.addr}/${t.prefix}`}`] : []);
 const iprange = (label: string, t: IpRangeTest | undefined): string[] => (t ? [`${label} ${n(t.neg)}${t.from}-${t.to}`] : []);
 
 export function describeL2Match(m: L2Match): string {

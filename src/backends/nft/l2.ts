@@ -6,16 +6,17 @@
 // nft `jump` returns instead, so every emitted chain ends with an explicit
 // accept. Every drop is a `goto` to the drop chain of its direction and
 // reason (skeleton.ts), which counts it for the port and drops it.
-import { assertNever } from '../../util/errors.js';
+import { assertNever, InternalError } from '../../util/errors.js';
 import { dropReason } from '../../ir/reasons.js';
 import type { Direction, InterfacePolicy, IpTest, JumpGuard, L2Match, L2Rule, MacTest, NumTest, RangeTest } from '../../ir/types.js';
 import { ETHERTYPE_OF, ETHERTYPES, macToBytes, parseIPv4 } from '../../ir/values.js';
 import type { DropReason } from '../../ir/reasons.js';
 import { accept, add, bitAnd, eq, goto, hex, jump, match, meta, nftTable, num, payload, range, raw, sym } from './build.js';
-import type { NftCommand, Statement } from './model.js';
+import type { NftCommand, Selector, Statement } from './model.js';
 import { BRIDGE_TABLE, nftNames } from './names.js';
-import { cmp, ipPrefix, macMatch, portRange, ruleComment, unsupported } from './match.js';
+import { cmp, ipPrefix as plainIpPrefix, macMatch, portRange, ruleComment, unsupported } from './match.js';
 import { nftL2Gap } from './second-line.js';
+import { learnedMatch } from './learn.js';
 
 export const br = nftTable('bridge', BRIDGE_TABLE);
 
@@ -30,7 +31,7 @@ function rawMac(offsetBytes: number, t: MacTest): Statement {
   return cmp(full ? sel : bitAnd(sel, hex(toNum(mask))), t.neg, hex(want));
 }
 
-function rawIp4(offsetBytes: number, t: IpTest): Statement {
+function rawIp4Const(offsetBytes: number, t: IpTest): Statement {
   const sel = raw('nh', offsetBytes * 8, 32);
   const v = parseIPv4(t.addr) as number;
   const mask = t.prefix === 0 ? 0 : Number((0xffffffffn << BigInt(32 - t.prefix)) & 0xffffffffn);
@@ -66,10 +67,20 @@ export const SLOT_SELECTORS = {
  * in `skip` are left out (a shared chain looks them up in a set instead), but
  * the guards they need (header lengths, ARP address sizes) stay.
  */
-export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: ReadonlySet<string> = new Set()): Statement[] {
+export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: ReadonlySet<string> = new Set(), dir?: Direction): Statement[] {
   const gap = nftL2Gap(m);
   if (gap) unsupported(rule, gap.what, iface, gap.why);
   const s: Statement[] = [];
+  // a learned $IP: the port's learned addresses, looked up in the learned-state set
+  const ipPrefix = (sel: Selector, t: IpTest): Statement => {
+    if (!t.learned) return plainIpPrefix(sel, t);
+    if (!dir) throw new InternalError(`a learned address test lowered without its direction (rule ${rule.id})`);
+    return learnedMatch(dir, sel, t.neg);
+  };
+  const rawIp4 = (offsetBytes: number, t: IpTest): Statement => {
+    if (t.learned) unsupported(rule, 'a learned $IP in a RARP rule', iface);
+    return rawIp4Const(offsetBytes, t);
+  };
   const eth = (x: { src?: MacTest; dst?: MacTest }): void => {
     if (x.src && !skip.has('src')) s.push(macMatch(SLOT_SELECTORS.src, x.src));
     if (x.dst && !skip.has('dst')) s.push(macMatch(SLOT_SELECTORS.dst, x.dst));
@@ -245,7 +256,7 @@ export function lowerOwnChains(p: InterfacePolicy, dir: Direction, reasons: Set<
   for (const ch of pol.chains) cmds.push(add(br.chain(chain(ch.name))));
   for (const e of pol.root) {
     if (e.kind === 'rule') {
-      cmds.push(add(br.rule(root, [...lowerL2Match(e.rule.match, e.rule, p.iface), ...l2Verdict(e.rule, dir, true, reasons)], ruleComment(e.rule))));
+      cmds.push(add(br.rule(root, [...lowerL2Match(e.rule.match, e.rule, p.iface, undefined, dir), ...l2Verdict(e.rule, dir, true, reasons)], ruleComment(e.rule))));
     } else {
       cmds.push(add(br.rule(root, [...guardStatements(e.guard), jump(chain(e.chain))], `jump ${e.chain}`)));
     }
@@ -253,7 +264,7 @@ export function lowerOwnChains(p: InterfacePolicy, dir: Direction, reasons: Set<
   cmds.push(endOfChain(root));
   for (const ch of pol.chains) {
     const name = chain(ch.name);
-    for (const r of ch.rules) cmds.push(add(br.rule(name, [...lowerL2Match(r.match, r, p.iface), ...l2Verdict(r, dir, false, reasons)], ruleComment(r))));
+    for (const r of ch.rules) cmds.push(add(br.rule(name, [...lowerL2Match(r.match, r, p.iface, undefined, dir), ...l2Verdict(r, dir, false, reasons)], ruleComment(r))));
     cmds.push(endOfChain(name));
   }
   return { commands: cmds, root };

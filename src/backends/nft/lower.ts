@@ -27,6 +27,8 @@ import { FIXED, nftNames, shapeHash } from './names.js';
 import { br, lowerOwnChains } from './l2.js';
 import { hasL3, lowerL3Port, markCommands, MAX_L3_PORTS } from './l3.js';
 import { buildTemplate, emitShape, shapePortCommands, type ShapeEmission } from './shared.js';
+import { checkLearnedL3, learningPortCommands, seedOf } from './learn.js';
+import type { LearnedEntry } from '../../ir/learning.js';
 import { DEFAULT_SKELETON_CONFIG, lowerSkeleton, type SkeletonConfig } from './skeleton.js';
 import { familiesOf, orderBatch, type NftParts, type PortPart, type ShapePart } from './parts.js';
 import { tagCommands } from './tag.js';
@@ -65,6 +67,8 @@ export interface LowerOptions {
   skeleton?: SkeletonConfig;
   /** A port that cannot be lowered throws (default); false: it fails closed and is listed in `failed` (a partial lowering). */
   strict?: boolean;
+  /** Learned state to start learning ports from (ir/learning.ts; key learnKey(owner UUID, MAC)). */
+  seeds?: ReadonlyMap<string, LearnedEntry>;
   /** `batch` with every object under this load tag (tests and benchmarks that apply it whole; parts stay untagged). */
   tag?: string;
 }
@@ -135,31 +139,44 @@ export class NftPortLowering {
   }
 
   /** One port's part (throws the NwfError of a rule nft cannot express). */
-  port(policy: InterfacePolicy): PortPart {
-    const p = this.opts.secondLine ? secondLinePolicy(policy).policy : policy;
-    if (p.learning) throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface} learns its IP address (CTRL_IP_LEARNING=${p.learning.mode}), which the nft backend does not do yet: it fails closed`);
+  port(input: InterfacePolicy, seed?: readonly string[]): PortPart {
+    const p = this.opts.secondLine ? secondLinePolicy(input).policy : input;
     const commands: NftCommand[] = [];
     const shapes: string[] = [];
+    const policy = {} as Record<Direction, Verdict>;
+    const reasons: Record<Direction, Set<DropReason>> = { out: new Set(), in: new Set() };
     for (const dir of DIRECTIONS) {
       if (p.l2[dir].root.length === 0) {
         // libvirt hooks no chain: everything is accepted
-        commands.push(dispatchEntry(dir, p.iface, accept()));
+        policy[dir] = accept();
+        if (!p.learning) commands.push(dispatchEntry(dir, p.iface, accept()));
         continue;
       }
-      const reasons = new Set<DropReason>();
       const shared = this.opts.share === false ? undefined : this.shapeOf(p, dir);
       if (shared?.emission) {
-        appendAll(commands, shapePortCommands(shared.emission, shared.template, reasons));
-        commands.push(dispatchEntry(dir, p.iface, jump(shared.emission.root)));
+        appendAll(commands, shapePortCommands(shared.emission, shared.template, reasons[dir]));
+        policy[dir] = jump(shared.emission.root);
         shapes.push(shared.emission.hash);
       } else {
-        const own = lowerOwnChains(p, dir, reasons);
+        const own = lowerOwnChains(p, dir, reasons[dir]);
         appendAll(commands, own.commands);
-        commands.push(dispatchEntry(dir, p.iface, jump(own.root)));
+        policy[dir] = jump(own.root);
       }
-      appendAll(commands, countEntries(dir, p.iface, reasons));
+      if (p.learning) continue;
+      commands.push(dispatchEntry(dir, p.iface, policy[dir]));
+      appendAll(commands, countEntries(dir, p.iface, reasons[dir]));
+    }
+    if (p.learning) {
+      checkLearnedL3(p);
+      // a learning port goes through its learning chains (learn.ts), which lead to its policy once locked
+      appendAll(commands, learningPortCommands(p, policy, reasons, seed));
+      for (const dir of DIRECTIONS) {
+        commands.push(dispatchEntry(dir, p.iface, jump(nftNames.learnChain(dir, p.iface))));
+        appendAll(commands, countEntries(dir, p.iface, reasons[dir]));
+      }
     }
     const part: PortPart = { iface: p.iface, status: 'protected', commands, shapes };
+    if (p.learning) part.learn = { mode: p.learning.mode, owner: p.owner, mac: p.mac.toLowerCase(), ...(p.ownerUuid ? { uuid: p.ownerUuid } : {}) };
     if (hasL3(p)) {
       const l3 = lowerL3Port(p);
       appendAll(commands, l3.commands);
@@ -198,7 +215,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
       continue;
     }
     try {
-      ports.push(lowering.port(p));
+      ports.push(lowering.port(p, seedOf(p, opts.seeds)));
     } catch (e) {
       if (opts.strict !== false || !(e instanceof NwfError)) throw e;
       failed.push(failureOf(p, e));

@@ -242,8 +242,24 @@ export interface CtCountStatement {
   inv?: boolean;
 }
 
+/**
+ * `add @set { key }` / `update @set { key [timeout Ns] }` from the packet
+ * path (a dynset): the set must be dynamic (nft makes it so). When the set is full, `add`
+ * of a new element fails and the rule stops there (its later statements do
+ * not run): a size-1 set lets exactly one key in (IP learning).
+ */
+export interface SetUpdateStatement {
+  kind: 'set-update';
+  op: 'add' | 'update' | 'delete';
+  set: string;
+  key: Selector;
+  /** Seconds (the set needs flags timeout). */
+  timeout?: number;
+}
+
 export type Statement =
   | MatchStatement
+  | SetUpdateStatement
   | CounterStatement
   | CounterRefStatement
   | CounterMapStatement

@@ -130,7 +130,16 @@ export const BASE_CHAINS = {
 
 const PERSISTENT_WORDS: ReadonlySet<string> = new Set(Object.values(BASE_CHAINS));
 /** Kinds whose objects keep their names across replacements: counters and counting sets. */
-const PERSISTENT_KINDS: ReadonlySet<string> = new Set(['cnt', 'dropc', 'unprot', 'l3drop']);
+const PERSISTENT_KINDS: ReadonlySet<string> = new Set(['cnt', 'dropc', 'unprot', 'l3drop', 'lrn']);
+
+/**
+ * Whether a name is learned state (IP learning: the sets the packet path
+ * writes). Persistent, never flushed by a load; their elements are the
+ * kernel's truth, not the generation's, so drift checks ignore them.
+ */
+export function isLearnedState(name: string): boolean {
+  return untagged(name).startsWith('lrn-');
+}
 
 /** Whether a (untagged) name is persistent: used as it is, never under a load tag. */
 export function isPersistent(name: string): boolean {
@@ -200,6 +209,16 @@ export const nftNames = {
   l3Chain: (path: L3Path, iface: string): string => structured(L3_KIND[path], enc(iface)),
   /** Persistent named counter of a port's L3 drops. */
   l3Counter: (iface: string, reason: DropReason): string => structured('l3drop', enc(iface), tok(REASON_TOKEN[reason])),
+  /** Learned state: every learning port's learned IPv4 addresses (`ifname . ipv4_addr`; persistent). */
+  learnedAddrs: (): string => structured('lrn', tok('addr')),
+  /** Learned state: the ports that learned their address (locked; persistent). */
+  learnedLocked: (): string => structured('lrn', tok('locked')),
+  /** Learned state: one learning port's address, a size-1 set (the first writer wins; persistent). */
+  learnedPort: (iface: string): string => structured('lrn', tok('w'), enc(iface)),
+  /** A chain never jumped to whose rule makes the learned-state sets dynamic (learn.ts). */
+  learnKeep: (): string => structured('lrnk', tok('keep')),
+  /** A learning port's chain (before the lock: libvirt's learning table; after: its shape). */
+  learnChain: (dir: Direction, iface: string): string => structured('lrnc', tok(dir), enc(iface)),
   /** The check chain for a protocol header of `size` bytes. */
   l4Check: (size: number): string => structured('l4chk', tok(size)),
   /**

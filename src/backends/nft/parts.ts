@@ -7,6 +7,7 @@
 // is untagged: the host applies the load tag (names.ts tagName).
 import type { Direction, FailedInterface } from '../../ir/types.js';
 import type { L3Family } from './l3.js';
+import type { LearnMode } from '../../ir/learning.js';
 import type { NftBatch, NftCommand } from './model.js';
 
 /** A shape: chains, rules and empty sets and maps, the same for every port that has it. */
@@ -32,6 +33,17 @@ export interface PortPart {
   shapes: string[];
   /** Families of its L3 rules: the port needs a port id (markCommands). */
   l3?: L3Family[];
+  /** The port learns its address (IP learning): whose it is, for reading the learned state back. */
+  learn?: PortLearnInfo;
+}
+
+/** A learning port's identity, as the learned state is keyed (ir/learning.ts). */
+export interface PortLearnInfo {
+  mode: LearnMode;
+  owner: string;
+  /** The owner's UUID, when the input gave it (without it the state cannot be carried). */
+  uuid?: string;
+  mac: string;
 }
 
 export interface NftParts {

@@ -199,6 +199,8 @@ function statementText(s: Statement): string {
       }
       return parts.join(' ');
     }
+    case 'set-update':
+      return `${s.op} @${checkName(s.set, 'set')} { ${selectorText(s.key)}${s.timeout !== undefined ? ` timeout ${checkInteger(s.timeout, 'timeout')}s` : ''} }`;
     case 'ct-count':
       return `ct count ${s.inv ? 'over ' : ''}${checkInteger(s.val, 'ct count')}`;
     default:

@@ -183,6 +183,14 @@ export function statementJson(s: Statement): JsonObject {
       }
       return { log: o };
     }
+    case 'set-update':
+      return {
+        set: {
+          op: s.op,
+          elem: s.timeout === undefined ? exprJson(s.key) : { elem: { val: exprJson(s.key), timeout: checkInteger(s.timeout, 'timeout') } },
+          set: `@${checkName(s.set, 'set')}`,
+        },
+      };
     case 'ct-count':
       return { 'ct count': { val: checkInteger(s.val, 'ct count'), ...(s.inv ? { inv: true } : {}) } };
     default:

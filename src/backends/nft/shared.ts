@@ -133,6 +133,8 @@ export function buildTemplate(p: InterfacePolicy, dir: Direction): Template {
   const key = JSON.stringify([
     SHAPE_LOWERING_VERSION,
     dir,
+    // learned $IP tests are lowered by learning mode (learn.ts)
+    ...(p.learning ? [{ learn: p.learning.mode }] : []),
     chains.map((c) => ({
       sub: c.sub,
       entries: c.entries.map((e) => {
@@ -241,7 +243,7 @@ export function emitShape(t: Template, hash: string): ShapeEmission | undefined 
         continue;
       }
       // constants stay in the rule; the interface's own values are looked up
-      const stmts = lowerL2Match(rep.match, rep, t.iface, new Set(slots));
+      const stmts = lowerL2Match(rep.match, rep, t.iface, new Set(slots), dir);
       let set: { k: number; slots: SlotPath[] } | undefined;
       if (slots.length) {
         const negated = slots.some((v) => (slotTest(rep.match, v) as MacTest | IpTest).neg);
@@ -300,7 +302,7 @@ export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<Dr
       if (g.kind === 'per-interface') {
         const tiny = nftNames.shapePortChain(s.hash, g.k, iface);
         chains.push(add(br.chain(tiny)));
-        for (const r of e.rules) chains.push(add(br.rule(tiny, [...lowerL2Match(r.match, r, iface), ...l2Verdict(r, t.dir, c.sub === undefined, reasons)], comment(r.id))));
+        for (const r of e.rules) chains.push(add(br.rule(tiny, [...lowerL2Match(r.match, r, iface, undefined, t.dir), ...l2Verdict(r, t.dir, c.sub === undefined, reasons)], comment(r.id))));
         chains.push(add(br.element(nftNames.shapeMap(s.hash, g.k), [[str(iface), jump(tiny)]])));
         return;
       }

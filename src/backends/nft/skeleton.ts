@@ -34,6 +34,7 @@ import { add, counterRef, drop, goto, match, meta, setRef, str, vmap } from './b
 import type { NftCommand, Statement } from './model.js';
 import { BASE_CHAINS, COUNT_REASONS, FIXED, nftNames, type CountReason } from './names.js';
 import { br } from './l2.js';
+import { learnedSkeleton } from './learn.js';
 import { appendAll } from '../../util/arrays.js';
 import { BRIDGE_PRE_PRIORITY, l3BridgeSkeleton, l3FamilySkeleton, type L3Family } from './l3.js';
 
@@ -93,6 +94,7 @@ export function lowerSkeleton(cfg: SkeletonConfig, families: readonly L3Family[]
     }
   }
   out.push(add(br.verdictMap(FIXED.fromVm, 'ifname')), add(br.verdictMap(FIXED.toVm, 'ifname')));
+  appendAll(out, learnedSkeleton());
   const taps = nftNames.configSet('taps', cfg.tapPatterns);
   out.push(add(br.set(taps, 'ifname', cfg.tapPatterns.map(str), { flags: ['interval'] })));
   const managed = cfg.bridges.length > 0 && cfg.bridgeMeta;

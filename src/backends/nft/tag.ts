@@ -55,6 +55,8 @@ function tagStatement(s: Statement, tag: string | undefined): Statement {
       return { ...s, key: tagSelector(s.key, tag), map: tagName(s.map, tag) };
     case 'mangle':
       return { ...s, value: 'kind' in s.value && (s.value.kind === 'number' || s.value.kind === 'string' || s.value.kind === 'symbol') ? s.value : tagSelector(s.value as Selector, tag) };
+    case 'set-update':
+      return { ...s, set: tagName(s.set, tag), key: tagSelector(s.key, tag) };
     case 'counter':
     case 'log':
     case 'ct-count':

@@ -1,17 +1,75 @@
-// Reading the learned state back from the kernel: the persistent per-port
-// nft sets and the pinned eBPF learning maps of the loaded generation.
+// Reading the learned state back from the kernel (docs/design/ip-learning.md
+// 4.2): the persistent learned-state sets of the nft backend
+// (backends/nft/learn.ts) and the pinned eBPF learning map, for the learning
+// ports of the loaded generation (their identity is in their recorded part).
 import type { LearnedEntry } from '../../ir/learning.js';
+import { BRIDGE_TABLE, nftNames } from '../../backends/nft/names.js';
+import type { PortLearnInfo } from '../../backends/nft/parts.js';
+import { LoadedStore } from '../loaded.js';
+import { listed, nftListSet } from '../nft.js';
+import type { CommandRunner } from '../runner.js';
 
 export interface ReadLearnedOptions {
   /** nwf-fast's state directory (the loaded generation's record). */
-  stateDir?: string;
-  /** bpffs directory of nwf-fast's pins. */
-  pinDir?: string;
+  stateDir: string;
   /** Network namespace to read in (tests); absent: the caller's. */
   netns?: string;
+  runner?: CommandRunner;
 }
 
-/** Every learning port's addresses as the kernel holds them (source 'kernel'). */
-export async function readLearnedFromKernel(_opts: ReadLearnedOptions = {}): Promise<LearnedEntry[]> {
-  return [];
+/** The learning ports of the loaded generation, by tap name. */
+export function learningPorts(stateDir: string): Map<string, PortLearnInfo> {
+  const store = new LoadedStore(stateDir);
+  const out = new Map<string, PortLearnInfo>();
+  for (const name of store.portNames()) {
+    const p = store.readPort(name);
+    if (p?.status === 'protected' && p.nft.learn) out.set(p.iface, p.nft.learn);
+  }
+  return out;
+}
+
+/** `ifname . ipv4_addr` elements of a listed set, by interface (nft prints them as `{"concat": [IF, ADDR]}`). */
+export function concatElements(elems: unknown): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  if (!Array.isArray(elems)) return out;
+  for (const e of elems) {
+    const v = e && typeof e === 'object' && 'elem' in e ? (e as { elem: { val?: unknown } }).elem.val : e;
+    const c = v && typeof v === 'object' && 'concat' in v ? (v as { concat: unknown }).concat : undefined;
+    if (!Array.isArray(c) || c.length !== 2 || typeof c[0] !== 'string') continue;
+    const ip = c[1];
+    if (typeof ip !== 'string') continue;
+    const list = out.get(c[0]) ?? [];
+    list.push(ip);
+    out.set(c[0], list);
+  }
+  return out;
+}
+
+/** The nft backend's learned addresses, by interface (empty when the table or set is not there). */
+export async function readNftLearned(opts: Omit<ReadLearnedOptions, 'stateDir'>): Promise<Map<string, string[]>> {
+  try {
+    const doc = await nftListSet('bridge', BRIDGE_TABLE, nftNames.learnedAddrs(), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
+    return concatElements(listed(doc, 'set')[0]?.elem);
+  } catch {
+    return new Map();
+  }
+}
+
+/** Every learning port's addresses as the kernel holds them (source 'kernel'); ports that learned nothing are left out. */
+export async function readLearnedFromKernel(opts: ReadLearnedOptions): Promise<LearnedEntry[]> {
+  const ports = learningPorts(opts.stateDir);
+  if (ports.size === 0) return [];
+  const nft = await readNftLearned(opts);
+  const out: LearnedEntry[] = [];
+  for (const [iface, info] of [...ports].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    const ips = nft.get(iface) ?? [];
+    if (!ips.length) continue;
+    out.push({
+      owner: { name: info.owner, uuid: info.uuid ?? '' },
+      mac: info.mac,
+      mode: info.mode,
+      addresses: ips.map((ip) => ({ ip, source: 'kernel' as const })),
+    });
+  }
+  return out;
 }
