@@ -64,6 +64,7 @@ typedef _Bool bool;
 #define NWF_HAS_ARP_THA (1u << 9)  /* hlen 6, htype 1, target MAC present */
 #define NWF_HAS_STP (1u << 10)	   /* 42 42 03 00 00 00 after the Ethernet header */
 #define NWF_HAS_STP_CFG (1u << 11) /* and the 31 configuration bytes after it */
+#define NWF_HAS_LEARNED (1u << 12) /* the port's learned IPv4 address is in lrn_ip (IP learning) */
 
 struct nwf_pkt {
 	__u64 dst;		/* destination MAC (memory image) */
@@ -101,6 +102,7 @@ struct nwf_pkt {
 	__u16 stp_fwd;
 	__u8 stp_type;
 	__u8 stp_flags;
+	__u64 lrn_ip;		/* the port's learned IPv4 address (memory image), with NWF_HAS_LEARNED */
 };
 
 /* An ebtables/iptables inversion: `!` flips the comparison result. */

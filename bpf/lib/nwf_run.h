@@ -17,6 +17,7 @@
 #include "nwf_common.h"
 #include "nwf_maps.h"
 #include "nwf_parse.h"
+#include "nwf_learn.h"
 
 #define NWF_NO_TAP (~0U)
 
@@ -76,6 +77,13 @@ static __always_inline __u32 nwf_run(void *ctx, const int kind, const int dir, _
 	__builtin_memset(&p, 0, sizeof(p));
 	if (!nwf_parse(ctx, kind, &p))
 		return nwf_drop(idx, dir, NWF_DROP_INTERNAL);
+#if NWF_LEARN_ANY
+	v = nwf_learn(&p, c, dir, ifindex);
+	if (v == NWF_STAT_ACCEPT)
+		return NWF_STAT_ACCEPT;
+	if (v != NWF_LRN_POLICY)
+		return nwf_drop(idx, dir, (__u32)v);
+#endif
 	v = dir == NWF_DIR_OUT ? nwf_policy_out(&p, c) : nwf_policy_in(&p, c);
 	if (v == NWF_STAT_ACCEPT)
 		return NWF_STAT_ACCEPT;

@@ -314,7 +314,8 @@ export class BpfCommit {
       const ifindex = this.ns(() => tapIndex(iface));
       return { index, ifindexes: ifindex === undefined ? [] : [ifindex], ...(cfg ? { cfg: Buffer.from(cfg, 'hex') } : {}) };
     });
-    const l = this.ns(() => loadShape({ shapeId, objectPath: object, programs: PROGRAM_NAMES, xdpProgram: XDP_PROGRAM_NAME, hooks: TC_HOOKS }, capacity, members, { xdp: this.o.hook === 'xdp' }));
+    // maps pinned by name (the learned state, bpf/lib/nwf_learn.h) live in the pin directory, shared by every shape
+    const l = this.ns(() => loadShape({ shapeId, objectPath: object, programs: PROGRAM_NAMES, xdpProgram: XDP_PROGRAM_NAME, hooks: TC_HOOKS }, capacity, members, { xdp: this.o.hook === 'xdp', pinRoot: this.o.pinDir }));
     this.loaded.set(shapeId, l);
     s.progIds = { out: l.programs.out.id, in: l.programs.in.id, ...(l.xdp ? { xdp: l.xdp.id } : {}) };
     s.objectSha256 = sha256File(object);

@@ -14,7 +14,7 @@ import { hostRunner } from './netns.js';
 
 export const DEFAULT_CLANG = 'clang-19';
 /** Flags every object is built with (style.md point 8). */
-export const CLANG_FLAGS = ['-O2', '-g', '-target', 'bpf', '-Wall', '-Werror'] as const;
+export const CLANG_FLAGS = ['-O2', '-g', '-target', 'bpf', '-mcpu=v3', '-Wall', '-Werror'] as const;
 
 /** An interface's lowering with the object its shape was built into. */
 export interface BpfInterfaceBuild extends BpfInterfaceLowering {

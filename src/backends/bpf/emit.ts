@@ -14,7 +14,7 @@ import type { Direction, JumpGuard } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
 import { DROP_REASONS, type DropReason } from '../../ir/reasons.js';
 import { ETHERTYPE_OF } from '../../ir/values.js';
-import { FIELDS, SLOTS, configLayout, groupSlots, type BpfShape, type Field, type FieldTest, type RuleTemplate, type ShapeEntry, type ShapeGroup } from './plan.js';
+import { FIELDS, configLayout, groupSlots, testSlots, type BpfShape, type Field, type FieldTest, type RuleTemplate, type ShapeEntry, type ShapeGroup } from './plan.js';
 import { appendAll } from '../../util/arrays.js';
 
 /** The C expression of each field in struct nwf_pkt. */
@@ -82,6 +82,8 @@ const hex4 = (n: number): string => `0x${n.toString(16).padStart(4, '0')}`;
 function testExpr(t: FieldTest, k: number): string {
   const x = C_FIELD[t.field];
   const neg = t.neg ? 1 : 0;
+  // the port's learned address (nwf_learn.h): none while it learns, so a positive test fails
+  if (t.learned) return `NWF_T(${neg}, (p->has & NWF_HAS_LEARNED) && (__u64)${x} == p->lrn_ip)`;
   const kind = FIELDS[t.field];
   switch (kind) {
     case 'mac':
@@ -166,7 +168,8 @@ export function features(shape: BpfShape): Record<string, boolean> {
   const any = (flag: string): boolean => req.some((r) => r.has(flag));
   return {
     NWF_USE_VLAN: any('NWF_HAS_VLAN'),
-    NWF_USE_IP4: any('NWF_HAS_IP4'),
+    // learning reads the IPv4 source of every frame
+    NWF_USE_IP4: any('NWF_HAS_IP4') || shape.learn !== undefined,
     NWF_USE_IP4_L4: any('NWF_HAS_IP4_L4'),
     NWF_USE_IP6: any('NWF_HAS_IP6'),
     NWF_USE_IP6_UP: any('NWF_HAS_IP6_UP'),
@@ -181,7 +184,7 @@ export function features(shape: BpfShape): Record<string, boolean> {
 
 function describeTemplate(t: RuleTemplate): string {
   const verdict = t.verdict === 'drop' ? `drop (${t.reason})` : t.verdict;
-  const ts = t.tests.map((x) => `${x.neg ? '!' : ''}${x.field}`).join(' ');
+  const ts = t.tests.map((x) => `${x.neg ? '!' : ''}${x.field}${x.learned ? '(learned)' : ''}`).join(' ');
   return `${verdict} if ${t.proto}${ts ? ' ' + ts : ''}`;
 }
 
@@ -259,7 +262,7 @@ function emitGroup(x: Indexed): string[] {
     let k = 0;
     for (const tt of t.tests) {
       parts.push(testExpr(tt, k));
-      k += SLOTS[FIELDS[tt.field]];
+      k += testSlots(tt);
     }
     L.push(`\t__u64 n = c->n[${x.index}];`);
     L.push('');
@@ -296,7 +299,10 @@ function verdictStmt(t: RuleTemplate, inChain: boolean): string {
 /** The whole generated header for a shape. */
 export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
   const { entries, all } = indexGroups(shape);
-  const layout = configLayout(all.map((x) => x.group));
+  const layout = configLayout(
+    all.map((x) => x.group),
+    shape.learn !== undefined,
+  );
   const feat = features(shape);
   const L: string[] = [];
   L.push('/* SPDX-License-Identifier: LGPL-2.1-or-later */');
@@ -314,6 +320,7 @@ export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
   L.push(`#define NWF_HOOKED_OUT ${shape.dirs.out.hooked ? 1 : 0}`);
   L.push(`#define NWF_HOOKED_IN ${shape.dirs.in.hooked ? 1 : 0}`);
   for (const [k, v] of Object.entries(feat)) L.push(`#define ${k} ${v ? 1 : 0}`);
+  if (shape.learn) L.push(`#define NWF_LEARN_ANY 1 /* the ports learn $IP (nwf_learn.h) */`);
   L.push(`#define NWF_NGROUPS ${all.length}`);
   L.push('');
   L.push(`/* The nwf_cfg map value: ${layout.size} bytes, all members __u64 (no padding). */`);
@@ -322,8 +329,9 @@ export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
   L.push(`\t__u64 n[${Math.max(1, all.length)}]; /* value tuples per group */`);
   for (const x of all) {
     const slots = groupSlots(x.group.template);
-    if (slots > 0) L.push(`\t__u64 g${x.index}[${x.group.cap}][${slots}]; /* ${x.group.template.tests.map((t) => t.field).join(' ')} */`);
+    if (slots > 0) L.push(`\t__u64 g${x.index}[${x.group.cap}][${slots}]; /* ${x.group.template.tests.filter((t) => !t.learned).map((t) => t.field).join(' ')} */`);
   }
+  if (shape.learn) L.push('\t__u64 lrn_mac; /* the port\'s MAC (memory image): the learning table tests it */');
   L.push('};');
   L.push('');
   L.push('static __always_inline bool nwf_is_bga(const struct nwf_pkt *p)');

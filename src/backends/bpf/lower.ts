@@ -99,7 +99,6 @@ function u32(n: number): Uint8Array {
 /** One interface's values and shape (throws the NwfError of a policy this backend refuses). */
 export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 'bpf'): BpfInterfaceLowering {
   checkInterfaceL3(p, backend);
-  if (p.learning) throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface} learns its IP address (CTRL_IP_LEARNING=${p.learning.mode}), which the bpf backend does not do yet: it fails closed`);
   const plan = planInterface(p);
   return {
     iface: p.iface,

@@ -81,6 +81,13 @@ export type Field = keyof typeof FIELDS;
 export interface FieldTest {
   field: Field;
   neg: boolean;
+  /** Compares with the port's learned address (IP learning), not with config values: no slots. */
+  learned?: true;
+}
+
+/** Config slots a test takes. */
+export function testSlots(t: FieldTest): number {
+  return t.learned ? 0 : SLOTS[FIELDS[t.field]];
 }
 
 export type GroupVerdict = 'accept' | 'drop' | 'return';
@@ -129,11 +136,15 @@ export interface BpfPlan {
   shape: BpfShape;
   /** 16 hex digits: the first 8 bytes of the shape's SHA-256. */
   shapeId: string;
+  /** A learning port's MAC (its learning table tests the source MAC against it). */
+  learnMac?: string;
 }
 
 /** The value-free description a shape id is computed from. */
 export interface BpfShape {
   version: number;
+  /** The shape's ports learn their address (IP learning, bpf/lib/nwf_learn.h). */
+  learn?: 'any';
   dirs: Record<Direction, { hooked: boolean; entries: ShapeEntry[] }>;
 }
 export type ShapeGroup = { template: RuleTemplate; cap: number };
@@ -217,7 +228,7 @@ export function extractTests(m: L2Match): Extracted[] {
   const range = (field: Field, t: RangeTest | undefined): void =>
     void (t && out.push({ test: { field, neg: t.neg }, value: concatBytes([slotNum(t.lo), slotNum(t.hi)]) }));
   const ip = (field: Field, t: IpTest | undefined, family: 'ipv4' | 'ipv6'): void =>
-    void (t && out.push({ test: { field, neg: t.neg }, value: encodeIp(t, family) }));
+    void (t && out.push(t.learned ? { test: { field, neg: t.neg, learned: true }, value: new Uint8Array(0) } : { test: { field, neg: t.neg }, value: encodeIp(t, family) }));
   switch (m.proto) {
     case 'any':
       break;
@@ -309,7 +320,7 @@ function templateOf(r: L2Rule, verdict: GroupVerdict, tests: FieldTest[]): RuleT
 }
 
 export function templateKey(t: RuleTemplate): string {
-  return JSON.stringify([t.proto, t.tests.map((x) => [x.field, x.neg]), t.verdict, t.reason ?? null]);
+  return JSON.stringify([t.proto, t.tests.map((x) => (x.learned ? [x.field, x.neg, 'learned'] : [x.field, x.neg])), t.verdict, t.reason ?? null]);
 }
 
 function capFor(n: number, where: string): number {
@@ -395,8 +406,17 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
     flush();
     dirs[dir] = { hooked: pol.root.length > 0, entries };
   }
+  if (p.learning && p.learning.mode !== 'any') {
+    throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface} learns its IP address with CTRL_IP_LEARNING=${p.learning.mode}, which the bpf backend does not implement yet: the port fails closed`, {
+      iface: p.iface,
+      filter: p.filter,
+      location: { file: p.file },
+      hint: "give the address in the interface's filterref (<parameter name='IP' value='...'/>), or use CTRL_IP_LEARNING=any",
+    });
+  }
   const shape: BpfShape = {
     version: BPF_PLAN_VERSION,
+    ...(p.learning ? { learn: 'any' as const } : {}),
     dirs: Object.fromEntries(
       DIRECTIONS.map((d) => [
         d,
@@ -407,7 +427,7 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
       ]),
     ) as BpfShape['dirs'],
   };
-  return { iface: p.iface, dirs, groups: b.groups, shape, shapeId: shapeIdOf(shape) };
+  return { iface: p.iface, dirs, groups: b.groups, shape, shapeId: shapeIdOf(shape), ...(p.learning ? { learnMac: p.mac } : {}) };
 }
 
 /** Canonical JSON (sorted keys) of a value. */
@@ -431,7 +451,7 @@ export function shapeIdOf(shape: BpfShape): string {
 // ---- the config value -------------------------------------------------------------------
 
 export function groupSlots(t: RuleTemplate): number {
-  return t.tests.reduce((s, x) => s + SLOTS[FIELDS[x.field]], 0);
+  return t.tests.reduce((s, x) => s + testSlots(x), 0);
 }
 
 /** Byte layout of struct nwf_config (all members are __u64, so there is no padding). */
@@ -441,9 +461,11 @@ export interface ConfigLayout {
   countsOffset: number;
   /** Offset of each group's tuple array (-1 when the group stores no values). */
   groupOffsets: number[];
+  /** Learning shapes: offset of lrn_mac, the port's MAC (memory image). */
+  lrnMacOffset?: number;
 }
 
-export function configLayout(groups: readonly { template: RuleTemplate; cap: number }[]): ConfigLayout {
+export function configLayout(groups: readonly { template: RuleTemplate; cap: number }[], learn = false): ConfigLayout {
   let off = 8 + 8 * Math.max(1, groups.length);
   const groupOffsets = groups.map((g) => {
     const slots = groupSlots(g.template);
@@ -452,6 +474,7 @@ export function configLayout(groups: readonly { template: RuleTemplate; cap: num
     off += g.cap * slots * 8;
     return at;
   });
+  if (learn) return { size: off + 8, countsOffset: 8, groupOffsets, lrnMacOffset: off };
   return { size: off, countsOffset: 8, groupOffsets };
 }
 
@@ -462,8 +485,9 @@ export function shapeTag(shapeId: string): bigint {
 
 /** The bytes of struct nwf_config for this interface's values. */
 export function encodeConfig(plan: BpfPlan): Uint8Array {
-  const layout = configLayout(plan.groups);
+  const layout = configLayout(plan.groups, plan.shape.learn !== undefined);
   const out = new Uint8Array(layout.size);
+  if (layout.lrnMacOffset !== undefined) out.set(macToBytes(plan.learnMac ?? '00:00:00:00:00:00'), layout.lrnMacOffset);
   out.set(slotNum(shapeTag(plan.shapeId)), 0);
   plan.groups.forEach((g, i) => {
     out.set(slotNum(g.tuples.length), layout.countsOffset + 8 * i);

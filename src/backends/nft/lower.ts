@@ -92,8 +92,15 @@ export function failedPortPart(iface: string): PortPart {
 }
 
 /** A port the eBPF programs protect (--backend bpf): nft only lets its frames through. */
-export function acceptPortPart(iface: string): PortPart {
-  return { iface, status: 'protected', commands: DIRECTIONS.map((dir) => dispatchEntry(dir, iface, accept())), shapes: [] };
+export function acceptPortPart(iface: string, p?: InterfacePolicy): PortPart {
+  const part: PortPart = { iface, status: 'protected', commands: DIRECTIONS.map((dir) => dispatchEntry(dir, iface, accept())), shapes: [] };
+  if (p?.learning) part.learn = learnInfo(p);
+  return part;
+}
+
+/** A learning port's identity in its part (for reading its learned state back). */
+function learnInfo(p: InterfacePolicy): NonNullable<PortPart['learn']> {
+  return { mode: (p.learning as NonNullable<InterfacePolicy['learning']>).mode, owner: p.owner, mac: p.mac.toLowerCase(), ...(p.ownerUuid ? { uuid: p.ownerUuid } : {}) };
 }
 
 export function failureOf(p: Pick<InterfacePolicy, 'iface' | 'owner' | 'mac' | 'filter' | 'file'>, e: NwfError): FailedInterface {
@@ -176,7 +183,7 @@ export class NftPortLowering {
       }
     }
     const part: PortPart = { iface: p.iface, status: 'protected', commands, shapes };
-    if (p.learning) part.learn = { mode: p.learning.mode, owner: p.owner, mac: p.mac.toLowerCase(), ...(p.ownerUuid ? { uuid: p.ownerUuid } : {}) };
+    if (p.learning) part.learn = learnInfo(p);
     if (hasL3(p)) {
       const l3 = lowerL3Port(p);
       appendAll(commands, l3.commands);
@@ -211,7 +218,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   const failed: FailedInterface[] = [];
   for (const p of ir.interfaces) {
     if (opts.mode === 'dispatch') {
-      ports.push(acceptPortPart(p.iface));
+      ports.push(acceptPortPart(p.iface, p));
       continue;
     }
     try {

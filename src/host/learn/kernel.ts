@@ -6,6 +6,12 @@ import type { LearnedEntry } from '../../ir/learning.js';
 import { BRIDGE_TABLE, nftNames } from '../../backends/nft/names.js';
 import type { PortLearnInfo } from '../../backends/nft/parts.js';
 import { LoadedStore } from '../loaded.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_PIN_DIR } from '../bpf/bpffs.js';
+import { openPinnedMap } from '../bpf/map.js';
+import { ifIndex } from '../bpf/netns.js';
+import { withNetns } from '../netns.js';
 import { listed, nftListSet } from '../nft.js';
 import type { CommandRunner } from '../runner.js';
 
@@ -14,6 +20,8 @@ export interface ReadLearnedOptions {
   stateDir: string;
   /** Network namespace to read in (tests); absent: the caller's. */
   netns?: string;
+  /** bpffs directory of nwf-fast's pins (default DEFAULT_PIN_DIR): the eBPF learned-state map. */
+  pinDir?: string;
   runner?: CommandRunner;
 }
 
@@ -55,14 +63,49 @@ export async function readNftLearned(opts: Omit<ReadLearnedOptions, 'stateDir'>)
   }
 }
 
+/** The pinned eBPF learned-state map (bpf/lib/nwf_learn.h). */
+export const BPF_LEARNED_MAP = 'nwf_lrn_any';
+
+/** The eBPF backend's learned addresses of `ifaces` (by tap ifindex in the netns), by interface; empty without the map. */
+export function readBpfLearned(ifaces: readonly string[], opts: { netns?: string; pinDir?: string }): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  const path = join(opts.pinDir ?? DEFAULT_PIN_DIR, BPF_LEARNED_MAP);
+  if (!existsSync(path)) return out;
+  const map = openPinnedMap(path);
+  try {
+    const find = () => ifaces.map((i) => ({ iface: i, index: tapIndex(i) }));
+    const indexes = opts.netns ? withNetns(opts.netns, find) : find();
+    for (const { iface, index } of indexes) {
+      if (index === undefined) continue;
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(index);
+      const v = map.lookup(key);
+      if (v) out.set(iface, [[...v.subarray(0, 4)].join('.')]);
+    }
+  } finally {
+    map.close();
+  }
+  return out;
+}
+
+function tapIndex(iface: string): number | undefined {
+  try {
+    return ifIndex(iface);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Every learning port's addresses as the kernel holds them (source 'kernel'); ports that learned nothing are left out. */
 export async function readLearnedFromKernel(opts: ReadLearnedOptions): Promise<LearnedEntry[]> {
   const ports = learningPorts(opts.stateDir);
   if (ports.size === 0) return [];
   const nft = await readNftLearned(opts);
+  // eBPF (bpf, both): the program is the learner; its address wins where both hold one
+  const bpf = readBpfLearned([...ports.keys()], opts);
   const out: LearnedEntry[] = [];
   for (const [iface, info] of [...ports].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-    const ips = nft.get(iface) ?? [];
+    const ips = bpf.get(iface) ?? nft.get(iface) ?? [];
     if (!ips.length) continue;
     out.push({
       owner: { name: info.owner, uuid: info.uuid ?? '' },

@@ -1,16 +1,17 @@
-// IP learning in the nft backend on a namespaced host (docs/design/ip-learning.md
-// 5.1 items 1-4 and 8, 5.4 first two bullets): clean-traffic without IP
-// (CTRL_IP_LEARNING any by default), loaded through the CLI in the host
-// namespace. Before the lock libvirt's learning table holds frame by frame
+// IP learning on a namespaced host, nft and bpf backends
+// (docs/design/ip-learning.md 5.1 items 1-4 and 8, 5.4 first two bullets):
+// clean-traffic without IP (CTRL_IP_LEARNING any by default), loaded into the
+// host namespace. Before the lock libvirt's learning table holds frame by frame
 // and nothing is learned; the first IPv4 frame locks the port in the same
 // packet, with 0 of a spoofed flood leaked; then the static path; the learned
 // address survives a load of a changed generation and a rollback.
-import { execa } from 'execa';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { compileGeneration } from '../../src/compile.js';
+import { compileGeneration, type Backend } from '../../src/compile.js';
+import { loadGeneration, rollback, unload } from '../../src/host/apply.js';
+import { status } from '../../src/host/status.js';
 import { writeGeneration } from '../../src/host/generation.js';
 import { readLearnedFromKernel } from '../../src/host/learn/kernel.js';
 import { learnKey } from '../../src/ir/learning.js';
@@ -20,17 +21,17 @@ import { loadSources } from '../../src/resolve/sources.js';
 import { bindingXml } from '../support/policy.js';
 import { createDemoHost, isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
 
-const CLI = join(import.meta.dirname, '..', '..', 'bin', 'nwf-fast.js');
 const UUID = '00000000-0000-0000-0000-000000000001'; // bindingXml's owner
 
-describe.skipIf(!isRoot)('IP learning, nft backend (kernel; skipped unless root: network namespaces)', () => {
+describe.skipIf(!isRoot).each(['nft', 'bpf'] as const)('IP learning, %s backend (kernel; skipped unless root: network namespaces)', (backend: Backend) => {
   let tb: Testbed;
   let work: string;
   let state: string;
-  const cli = (args: string[]) => execa('ip', ['netns', 'exec', tb.hostNs, process.execPath, CLI, ...args, '--state-dir', state], { reject: false, timeout: 60_000 });
+  let pinDir: string;
+  const opts = () => ({ stateDir: state, netns: tb.hostNs, pinDir });
   const vm = () => ({ ns: tb.guest('vm').ns, ifname: 'eth0' });
   const peer = () => ({ ns: tb.guest('peer').ns, ifname: 'eth0' });
-  const learned = () => readLearnedFromKernel({ stateDir: state, netns: tb.hostNs });
+  const learned = () => readLearnedFromKernel(opts());
 
   /** A generation of vnet0 (clean-traffic with `params`) and, with `extra`, a second binding. */
   async function generation(name: string, params: Record<string, string | string[]>, extra = false, seeds?: Parameters<typeof compileGeneration>[2]): Promise<string> {
@@ -39,36 +40,36 @@ describe.skipIf(!isRoot)('IP learning, nft backend (kernel; skipped unless root:
     if (extra) writeFileSync(join(bdir, 'vnet9.xml'), bindingXml('vnet9', '52:54:00:00:00:09', 'clean-traffic', { IP: '10.77.0.99' }));
     const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [bdir], domainPaths: [], libvirt: false });
     const dir = join(work, name);
-    await writeGeneration(dir, compileGeneration(src, 'nft', { partial: true, ...(seeds ?? {}) }));
+    await writeGeneration(dir, compileGeneration(src, backend, { partial: true, ...(seeds ?? {}) }));
     rmSync(bdir, { recursive: true });
     return dir;
   }
 
   beforeAll(async () => {
-    tb = await createDemoHost('nwlr');
+    tb = await createDemoHost(`nwl${backend[0]}`);
     work = mkdtempSync(join(tmpdir(), 'nwf-learn-'));
     state = join(work, 'state');
+    pinDir = `/sys/fs/bpf/nwf-fast-test-learn-${process.pid}`;
   });
   afterAll(async () => {
     await tb?.destroy();
     if (work) rmSync(work, { recursive: true, force: true });
+    if (pinDir) rmSync(pinDir, { recursive: true, force: true });
   });
 
   it('before the lock: libvirt learning table, frame by frame, and nothing is learned', async () => {
-    const r = await cli(['load', await generation('g1', {})]);
-    expect(r.stderr).toBe('');
-    expect(r.exitCode).toBe(0);
+    const r = await loadGeneration(await generation('g1', {}), opts());
+    expect(r.commit.failed).toEqual([]);
     const probes = anyBeforeProbes(VM_MAC, PEER_MAC);
     expect(await probeVerdicts(vm(), peer(), probes)).toEqual(expectedVerdicts(probes));
     expect(await learned()).toEqual([]);
-    const st = JSON.parse((await cli(['status', '--json'])).stdout);
-    expect(st.drift).toBe(false);
+    expect((await status(opts())).driftDetail).toBeUndefined();
   });
 
   it('the first IPv4 frame locks the port: 0 of a spoofed flood right after it leaks', async () => {
     const teach = outFrames(VM_MAC, PEER_MAC).udp('10.77.0.2');
     const f = await floodAfter(vm(), peer(), teach, { mac: VM_MAC, peerMac: PEER_MAC, ip: '10.77.0.66' }, 1500);
-    console.info(`nft learning: teaching frame ${f.teachArrived ? 'delivered' : 'LOST'}, ${f.leaked} of ${f.sent} spoofed frames leaked`);
+    console.info(`${backend} learning: teaching frame ${f.teachArrived ? 'delivered' : 'LOST'}, ${f.leaked} of ${f.sent} spoofed frames leaked`);
     expect(f.teachArrived).toBe(true);
     expect(f.sent).toBeGreaterThan(1000);
     expect(f.leaked).toBe(0);
@@ -80,15 +81,14 @@ describe.skipIf(!isRoot)('IP learning, nft backend (kernel; skipped unless root:
     expect(await probeVerdicts(vm(), peer(), probes)).toEqual(expectedVerdicts(probes));
     expect((await learned())[0]?.addresses.map((a) => a.ip)).toEqual(['10.77.0.2']);
     // the learned elements are not drift
-    const st = JSON.parse((await cli(['status', '--json'])).stdout);
-    expect(st.drift).toBe(false);
+    expect((await status(opts())).driftDetail).toBeUndefined();
   });
 
   it('survives a load of a changed generation and a rollback', async () => {
     const o = outFrames(VM_MAC, PEER_MAC);
     for (const step of ['load', 'rollback'] as const) {
-      const r = step === 'load' ? await cli(['load', await generation('g2', {}, true)]) : await cli(['rollback']);
-      expect(r.exitCode, r.stderr).toBe(0);
+      const r = step === 'load' ? await loadGeneration(await generation('g2', {}, true), opts()) : await rollback(opts());
+      expect(r.commit.failed).toEqual([]);
       expect(await passes(vm(), peer(), o.udp('10.77.0.66')), `${step}: spoofed .66`).toBe(false);
       expect(await passes(vm(), peer(), o.udp('10.77.0.3')), `${step}: .3 is not learned`).toBe(false);
       expect(await passes(vm(), peer(), o.udp('10.77.0.2')), `${step}: the learned .2`).toBe(true);
@@ -96,11 +96,11 @@ describe.skipIf(!isRoot)('IP learning, nft backend (kernel; skipped unless root:
     }
   });
 
-  it('a seed locks the port from its first frame (a new port with learned state)', async () => {
-    expect((await cli(['unload'])).exitCode).toBe(0);
+  it.skipIf(backend !== 'nft')('a seed locks the port from its first frame (a new port with learned state)', async () => {
+    await unload(opts());
     const seeds = new Map([[learnKey(UUID, VM_MAC), { owner: { name: 'vm', uuid: UUID }, mac: VM_MAC, mode: 'any' as const, addresses: [{ ip: '10.77.0.5', source: 'state' as const }] }]]);
-    const r = await cli(['load', await generation('g3', {}, false, { seeds })]);
-    expect(r.exitCode, r.stderr).toBe(0);
+    const r = await loadGeneration(await generation('g3', {}, false, { seeds }), opts());
+    expect(r.commit.failed).toEqual([]);
     const o = outFrames(VM_MAC, PEER_MAC);
     expect(await passes(vm(), peer(), o.udp('10.77.0.2'))).toBe(false);
     expect(await passes(vm(), peer(), o.udp('10.77.0.5'))).toBe(true);
@@ -108,13 +108,12 @@ describe.skipIf(!isRoot)('IP learning, nft backend (kernel; skipped unless root:
   });
 
   it('CTRL_IP_LEARNING none: the port fails closed with NWF1206, nothing passes', async () => {
-    const r = await cli(['load', await generation('g4', { CTRL_IP_LEARNING: 'none' }, true)]);
-    expect(r.exitCode).toBe(5); // partial
-    const st = JSON.parse((await cli(['status', '--json'])).stdout);
-    expect(JSON.stringify(st)).toContain('NWF1206');
+    const r = await loadGeneration(await generation('g4', { CTRL_IP_LEARNING: 'none' }, true), opts());
+    expect(r.commit.failed.map((f) => [f.iface, f.code])).toEqual([['vnet0', 'NWF1206']]);
+    expect(JSON.stringify(await status(opts()))).toContain('NWF1206');
     const o = outFrames(VM_MAC, PEER_MAC);
     expect(await passes(vm(), peer(), o.udp('10.77.0.5'))).toBe(false);
     expect(await passes(vm(), peer(), o.arp('Request', '10.77.0.5', '10.77.0.1'))).toBe(false);
-    expect((await cli(['unload'])).exitCode).toBe(0);
+    await unload(opts());
   });
 });
