@@ -28,6 +28,7 @@
 // (table-owner.ts); `status` is status.ts, with the kernel verification
 // here (loadedStatus).
 import type { LearnedEntry } from '../ir/learning.js';
+import { copyBpfLearnedToNft } from './learn/kernel.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -921,6 +922,8 @@ async function loadChecked(g: Generation, state: StateDir, change: StateChange, 
   const incremental = c.path === 'elements' || c.path === 'diff' || c.path === 'none';
   change.done({ incremental, ...(repaired.length ? { repaired } : {}) });
   appendAll(notes, c.notes);
+  // --backend both: what the eBPF programs learned moves the nft line of those ports to their static path
+  if (stored.manifest.backend === 'both') await copyBpfLearnedToNft({ stateDir: opts.stateDir, pinDir: pinDirOf(opts), ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
   return {
     generation: stored,
     previous: s.current,

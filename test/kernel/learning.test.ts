@@ -13,7 +13,7 @@ import { compileGeneration, type Backend } from '../../src/compile.js';
 import { loadGeneration, rollback, unload } from '../../src/host/apply.js';
 import { status } from '../../src/host/status.js';
 import { writeGeneration } from '../../src/host/generation.js';
-import { readLearnedFromKernel } from '../../src/host/learn/kernel.js';
+import { copyBpfLearnedToNft, readLearnedFromKernel, readNftLearned } from '../../src/host/learn/kernel.js';
 import { learnKey } from '../../src/ir/learning.js';
 import { anyBeforeProbes, expectedVerdicts, floodAfter, lockedProbes, outFrames, passes, probeVerdicts } from '../../src/lab/learning.js';
 import type { Testbed } from '../../src/lab/testbed.js';
@@ -23,7 +23,7 @@ import { createDemoHost, isRoot, PEER_MAC, VM_MAC } from './support/differential
 
 const UUID = '00000000-0000-0000-0000-000000000001'; // bindingXml's owner
 
-describe.skipIf(!isRoot).each(['nft', 'bpf'] as const)('IP learning, %s backend (kernel; skipped unless root: network namespaces)', (backend: Backend) => {
+describe.skipIf(!isRoot).each(['nft', 'bpf', 'both'] as const)('IP learning, %s backend (kernel; skipped unless root: network namespaces)', (backend: Backend) => {
   let tb: Testbed;
   let work: string;
   let state: string;
@@ -74,6 +74,12 @@ describe.skipIf(!isRoot).each(['nft', 'bpf'] as const)('IP learning, %s backend 
     expect(f.sent).toBeGreaterThan(1000);
     expect(f.leaked).toBe(0);
     expect(await learned()).toEqual([{ owner: { name: 'vm', uuid: UUID }, mac: VM_MAC, mode: 'any', addresses: [{ ip: '10.77.0.2', source: 'kernel' }] }]);
+    if (backend === 'both') {
+      // the nft line learned nothing on its own; the copy locks it to the program's address
+      expect((await readNftLearned({ netns: tb.hostNs })).size).toBe(0);
+      expect(await copyBpfLearnedToNft(opts())).toEqual(['vnet0']);
+      expect([...(await readNftLearned({ netns: tb.hostNs }))]).toEqual([['vnet0', ['10.77.0.2']]]);
+    }
   });
 
   it('after the lock: the static path with the learned address; no second address is learned', async () => {

@@ -127,7 +127,7 @@ function onward(v: Verdict): Verdict {
  * where each direction goes once locked (the port's shape or own chains, or
  * accept); drop reasons the chains use are added to `reasons`.
  */
-export function learningPortCommands(p: InterfacePolicy, policy: Record<Direction, Verdict>, reasons: Record<Direction, Set<DropReason>>, seed: readonly string[] = []): NftCommand[] {
+export function learningPortCommands(p: InterfacePolicy, policy: Record<Direction, Verdict>, reasons: Record<Direction, Set<DropReason>>, seed: readonly string[] = [], copied = false): NftCommand[] {
   const mode = p.learning?.mode;
   if (mode !== 'any') {
     throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface} learns its IP address with CTRL_IP_LEARNING=${mode ?? '?'}, which the nft backend does not implement yet: the port fails closed`, {
@@ -141,7 +141,8 @@ export function learningPortCommands(p: InterfacePolicy, policy: Record<Directio
   const own = nftNames.learnedPort(iface);
   const locked = nftNames.learnedLocked();
   const addrs = nftNames.learnedAddrs();
-  const cmds: NftCommand[] = [add(br.set(own, 'ipv4_addr', undefined, { size: 1 }))];
+  // the size-1 set is the first-writer gate of nft's own learning (not under both: the eBPF map is)
+  const cmds: NftCommand[] = copied ? [] : [add(br.set(own, 'ipv4_addr', undefined, { size: 1 }))];
   for (const dir of DIRECTIONS) cmds.push(add(br.chain(nftNames.learnChain(dir, iface))));
   const out = nftNames.learnChain('out', iface);
   const outPolicy = onward(policy.out);
@@ -152,26 +153,26 @@ export function learningPortCommands(p: InterfacePolicy, policy: Record<Directio
   cmds.push(
     add(br.rule(out, [match(meta('iifname'), '==', setRef(locked)), outPolicy], 'learned: the port is locked to its address')),
     add(br.rule(out, [ne(payload('ether', 'saddr'), sym(p.mac)), dropTo('mac-spoof')], 'learning: another source MAC')),
-    add(
-      br.rule(
-        out,
-        [...teaching(), setUpdate(own, payload('ip', 'saddr')), setUpdate(addrs, concat(meta('iifname'), payload('ip', 'saddr'))), setUpdate(locked, meta('iifname')), outPolicy],
-        'learning: the first IPv4 source locks the port',
-      ),
-    ),
-    add(br.rule(out, [...teaching(), outPolicy], 'learning: another CPU locked the port first')),
+  );
+  // under --backend both the eBPF program learns: this table waits for nwf-fast to copy its address
+  if (!copied) {
+    const learn = [setUpdate(own, payload('ip', 'saddr')), setUpdate(addrs, concat(meta('iifname'), payload('ip', 'saddr'))), setUpdate(locked, meta('iifname'))];
+    cmds.push(
+      add(br.rule(out, [...teaching(), ...learn, outPolicy], 'learning: the first IPv4 source locks the port')),
+      add(br.rule(out, [...teaching(), outPolicy], 'learning: another CPU locked the port first')),
+    );
+  }
+  cmds.push(
     add(br.rule(out, [eq(payload('ether', 'type'), hex(ETHERTYPES.IPV4)), accept()], 'learning: IPv4 passes')),
     add(br.rule(out, [eq(payload('ether', 'type'), hex(ETHERTYPES.ARP)), accept()], 'learning: ARP passes')),
     add(br.rule(out, [dropTo('other-l2')], 'learning: nothing else passes')),
   );
   const inn = nftNames.learnChain('in', iface);
   cmds.push(add(br.rule(inn, [match(meta('oifname'), '==', setRef(locked)), onward(policy.in)], 'learned: the port is locked to its address')), add(br.rule(inn, [accept()], 'learning: everything to the VM passes')));
-  if (seed.length) {
-    cmds.push(
-      add(br.element(own, seed.slice(0, 1).map(sym))),
-      add(br.element(addrs, seed.slice(0, 1).map((ip) => tuple(str(iface), sym(ip))))),
-      add(br.element(locked, [str(iface)])),
-    );
+  const first = seed[0];
+  if (first !== undefined) {
+    if (!copied) cmds.push(add(br.element(own, [sym(first)])));
+    cmds.push(add(br.element(addrs, [tuple(str(iface), sym(first))])), add(br.element(locked, [str(iface)])));
   }
   return cmds;
 }

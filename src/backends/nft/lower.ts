@@ -63,6 +63,14 @@ export interface LowerOptions {
    * which the eBPF programs enforce (--backend both, second-line.ts).
    */
   mode?: 'rules' | 'dispatch' | 'second-line';
+  /**
+   * Who learns the addresses of learning ports: `nft` (default) the packet
+   * path of this ruleset; `copy` (--backend both; the default of mode second-line) the eBPF programs, and
+   * nwf-fast copies what they learned into the learned-state sets
+   * (host/learn/kernel.ts copyBpfLearnedToNft): the ruleset never learns on
+   * its own, it keeps the port in its learning table until the copy.
+   */
+  learner?: 'nft' | 'copy';
   /** The skeleton of `batch` (default: DEFAULT_SKELETON_CONFIG). */
   skeleton?: SkeletonConfig;
   /** A port that cannot be lowered throws (default); false: it fails closed and is listed in `failed` (a partial lowering). */
@@ -112,7 +120,7 @@ export class NftPortLowering {
   private readonly shapes = new Map<string, { emission?: ShapeEmission; error?: NwfError; own?: true }>();
 
   /** secondLine: the L2 tests nft cannot express are left to the eBPF programs (second-line.ts). */
-  constructor(private readonly opts: { share?: boolean; secondLine?: boolean } = {}) {}
+  constructor(private readonly opts: { share?: boolean; secondLine?: boolean; learner?: 'nft' | 'copy' } = {}) {}
 
   /** The shapes lowered so far (every shape some port uses). */
   shapeParts(): ShapePart[] {
@@ -176,7 +184,7 @@ export class NftPortLowering {
     if (p.learning) {
       checkLearnedL3(p);
       // a learning port goes through its learning chains (learn.ts), which lead to its policy once locked
-      appendAll(commands, learningPortCommands(p, policy, reasons, seed));
+      appendAll(commands, learningPortCommands(p, policy, reasons, seed, this.opts.learner === 'copy'));
       for (const dir of DIRECTIONS) {
         commands.push(dispatchEntry(dir, p.iface, jump(nftNames.learnChain(dir, p.iface))));
         appendAll(commands, countEntries(dir, p.iface, reasons[dir]));
@@ -213,7 +221,8 @@ export function partsBatch(parts: NftParts, skeleton: SkeletonConfig, marks: Rea
 }
 
 export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
-  const lowering = new NftPortLowering({ ...(opts.share === false ? { share: false } : {}), ...(opts.mode === 'second-line' ? { secondLine: true } : {}) });
+  const learner = opts.learner ?? (opts.mode === 'second-line' ? 'copy' : undefined);
+  const lowering = new NftPortLowering({ ...(opts.share === false ? { share: false } : {}), ...(opts.mode === 'second-line' ? { secondLine: true } : {}), ...(learner ? { learner } : {}) });
   const ports: PortPart[] = [];
   const failed: FailedInterface[] = [];
   for (const p of ir.interfaces) {

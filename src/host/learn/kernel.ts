@@ -12,7 +12,11 @@ import { DEFAULT_PIN_DIR } from '../bpf/bpffs.js';
 import { openPinnedMap } from '../bpf/map.js';
 import { ifIndex } from '../bpf/netns.js';
 import { withNetns } from '../netns.js';
-import { listed, nftListSet } from '../nft.js';
+import { listed, nftApply, nftListSet } from '../nft.js';
+import { add, nftTable, str, sym, tuple } from '../../backends/nft/build.js';
+import { toNftJson } from '../../backends/nft/serialize.js';
+
+const br = nftTable('bridge', BRIDGE_TABLE);
 import type { CommandRunner } from '../runner.js';
 
 export interface ReadLearnedOptions {
@@ -115,4 +119,26 @@ export async function readLearnedFromKernel(opts: ReadLearnedOptions): Promise<L
     });
   }
   return out;
+}
+
+/**
+ * --backend both: the eBPF programs are the only learner; this copies what
+ * they learned into the nft learned-state sets (lrn-addr, lrn-locked), which
+ * moves the port from the nft learning table to its static path (L3 rules
+ * included). Run after every load and rollback, and by reconcile's poll.
+ * Returns the ports it copied. Never removes anything.
+ */
+export async function copyBpfLearnedToNft(opts: ReadLearnedOptions): Promise<string[]> {
+  const ports = learningPorts(opts.stateDir);
+  if (ports.size === 0) return [];
+  const bpf = readBpfLearned([...ports.keys()], opts);
+  if (bpf.size === 0) return [];
+  const nft = await readNftLearned(opts);
+  const copy = [...bpf].filter(([iface, ips]) => !(nft.get(iface) ?? []).includes(ips[0] as string));
+  if (!copy.length) return [];
+  const addrs = nftNames.learnedAddrs();
+  const locked = nftNames.learnedLocked();
+  const cmds = copy.flatMap(([iface, ips]) => [add(br.element(addrs, [tuple(str(iface), sym(ips[0] as string))])), add(br.element(locked, [str(iface)]))]);
+  await nftApply(toNftJson(cmds), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
+  return copy.map(([iface]) => iface);
 }
