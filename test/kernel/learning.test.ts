@@ -17,6 +17,8 @@ import { copyBpfLearnedToNft, readLearnedFromKernel, readNftLearned } from '../.
 import { learnKey } from '../../src/ir/learning.js';
 import { anyBeforeProbes, expectedVerdicts, floodAfter, lockedProbes, outFrames, passes, probeVerdicts } from '../../src/lab/learning.js';
 import type { Testbed } from '../../src/lab/testbed.js';
+import { PacketSocket } from '../../src/lab/packet-io.js';
+import { PinnedSender, raceTrial } from '../../src/lab/pinned-sender.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { bindingXml } from '../support/policy.js';
 import { createDemoHost, isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
@@ -111,6 +113,34 @@ describe.skipIf(!isRoot).each(['nft', 'bpf', 'both'] as const)('IP learning, %s 
     expect(await passes(vm(), peer(), o.udp('10.77.0.2'))).toBe(false);
     expect(await passes(vm(), peer(), o.udp('10.77.0.5'))).toBe(true);
     expect((await learned())[0]?.addresses.map((a) => a.ip)).toEqual(['10.77.0.5']);
+  });
+
+  it('race: two CPUs, two sources, a fresh port: exactly one address learned, 0 frames of the other delivered (30 trials)', { timeout: 240_000 }, async () => {
+    await unload(opts());
+    const g = await generation('race', {});
+    const senders = [PinnedSender.start(0, vm(), VM_MAC, PEER_MAC, '10.77.0.9'), PinnedSender.start(1, vm(), VM_MAC, PEER_MAC, '10.77.0.9')] as const;
+    const rx = PacketSocket.open(peer().ns, peer().ifname);
+    const both: number[] = [];
+    let lostDelivered = 0;
+    try {
+      for (let trial = 0; trial < 30; trial++) {
+        await loadGeneration(g, opts());
+        const r = await raceTrial(senders, rx, ['10.77.1.1', '10.77.1.2']);
+        const ips = (await learned())[0]?.addresses.map((a) => a.ip) ?? [];
+        expect(ips.length, `trial ${trial}: learned ${ips.join(', ')}`).toBe(1);
+        const winner = ips[0] === '10.77.1.1' ? 0 : 1;
+        if (r.got[0] > 0 && r.got[1] > 0) both.push(trial);
+        lostDelivered += r.got[1 - winner] as number;
+        expect(r.got[winner]).toBeGreaterThan(0);
+        await unload(opts()); // a fresh port for the next trial (the learned state goes with the table and the pins)
+      }
+    } finally {
+      rx.close();
+      await Promise.all(senders.map((s) => s.stop()));
+    }
+    console.info(`${backend} race: 30 trials, both sources delivered in ${both.length}, frames of the losing source delivered ${lostDelivered}`);
+    expect(both).toEqual([]);
+    expect(lostDelivered).toBe(0);
   });
 
   it('CTRL_IP_LEARNING none: the port fails closed with NWF1206, nothing passes', async () => {
