@@ -28,7 +28,7 @@
 // (table-owner.ts); `status` is status.ts, with the kernel verification
 // here (loadedStatus).
 import type { LearnedEntry } from '../ir/learning.js';
-import { copyBpfLearnedToNft } from './learn/kernel.js';
+import { copyBpfLearnedToNft, departedPorts, forgetLearned, learningPortsWithIndex } from './learn/kernel.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -898,6 +898,7 @@ async function loadChecked(g: Generation, state: StateDir, change: StateChange, 
   // an interrupted change or a rebuilt state: the kernel is unknown, only a full load repairs it;
   // another hook than the loaded one: the programs move
   const full = opts.full || repaired.length > 0 || (opts.bpfHook !== undefined && opts.bpfHook !== s.bpfHook);
+  const learning = learningPortsWithIndex(opts.stateDir);
   const c = await commit(changeSetOf(stored), { ...opts, ...(full ? { full: true } : {}), ...(hook ? { bpfHook: hook } : {}) }, {
     tables: pre.tables,
     owner: pre.owner,
@@ -922,8 +923,11 @@ async function loadChecked(g: Generation, state: StateDir, change: StateChange, 
   const incremental = c.path === 'elements' || c.path === 'diff' || c.path === 'none';
   change.done({ incremental, ...(repaired.length ? { repaired } : {}) });
   appendAll(notes, c.notes);
+  const lopts = { stateDir: opts.stateDir, pinDir: pinDirOf(opts), ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) };
+  // learning ports that left (or whose tap another VM took) forget what they learned
+  await forgetLearned(departedPorts(learning, opts.stateDir), lopts);
   // --backend both: what the eBPF programs learned moves the nft line of those ports to their static path
-  if (stored.manifest.backend === 'both') await copyBpfLearnedToNft({ stateDir: opts.stateDir, pinDir: pinDirOf(opts), ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
+  if (stored.manifest.backend === 'both') await copyBpfLearnedToNft(lopts);
   return {
     generation: stored,
     previous: s.current,

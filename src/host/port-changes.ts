@@ -12,6 +12,7 @@
 // A port whose policy does not resolve or lower fails closed: its traffic is
 // dropped and counted as unprotected, `status` shows it with its error, and
 // the result lists it; the others are protected.
+import { departedPorts, forgetLearned, learningPortsWithIndex } from './learn/kernel.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -148,7 +149,10 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
       for (const s of r.shapes) bpfObjects.set(s.shapeId, s.objectPath);
     }
     const change: ChangeSet = { backend, ports, whole: false, shapes, bpfObjects, verify: 'changed' };
+    const learning = learningPortsWithIndex(opts.stateDir);
     const c = await commit(change, opts);
+    // removed learning ports forget what they learned (a tap name or ifindex used again inherits nothing)
+    await forgetLearned(departedPorts(learning, opts.stateDir), { ...(opts.pinDir ? { pinDir: opts.pinDir } : {}), ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
     return {
       commit: c,
       added: add.map((b) => b.iface).filter((i) => !failed.some((f) => f.iface === i)),

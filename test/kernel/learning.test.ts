@@ -104,6 +104,18 @@ describe.skipIf(!isRoot).each(['nft', 'bpf', 'both'] as const)('IP learning, %s 
     }
   });
 
+  it('a port that stops learning forgets its address; learning again starts from scratch', async () => {
+    const o = outFrames(VM_MAC, PEER_MAC);
+    expect((await loadGeneration(await generation('g5', { IP: '10.77.0.7' }), opts())).commit.failed).toEqual([]);
+    expect((await readNftLearned({ netns: tb.hostNs })).size).toBe(0);
+    expect((await loadGeneration(await generation('g6', {}), opts())).commit.failed).toEqual([]);
+    expect(await learned()).toEqual([]);
+    expect(await passes(vm(), peer(), o.arp('Request', '10.77.0.5', '10.77.0.1'))).toBe(true); // the learning table again
+    expect(await passes(vm(), peer(), o.udp('10.77.0.3'))).toBe(true); // teaches .3
+    expect((await learned())[0]?.addresses.map((a) => a.ip)).toEqual(['10.77.0.3']);
+    expect(await passes(vm(), peer(), o.udp('10.77.0.2'))).toBe(false);
+  });
+
   it.skipIf(backend !== 'nft')('a seed locks the port from its first frame (a new port with learned state)', async () => {
     await unload(opts());
     const seeds = new Map([[learnKey(UUID, VM_MAC), { owner: { name: 'vm', uuid: UUID }, mac: VM_MAC, mode: 'any' as const, addresses: [{ ip: '10.77.0.5', source: 'state' as const }] }]]);

@@ -13,7 +13,7 @@ import { openPinnedMap } from '../bpf/map.js';
 import { ifIndex } from '../bpf/netns.js';
 import { withNetns } from '../netns.js';
 import { listed, nftApply, nftListSet } from '../nft.js';
-import { add, nftTable, str, sym, tuple } from '../../backends/nft/build.js';
+import { add, del, nftTable, str, sym, tuple } from '../../backends/nft/build.js';
 import { toNftJson } from '../../backends/nft/serialize.js';
 
 const br = nftTable('bridge', BRIDGE_TABLE);
@@ -141,4 +141,64 @@ export async function copyBpfLearnedToNft(opts: ReadLearnedOptions): Promise<str
   const cmds = copy.flatMap(([iface, ips]) => [add(br.element(addrs, [tuple(str(iface), sym(ips[0] as string))])), add(br.element(locked, [str(iface)]))]);
   await nftApply(toNftJson(cmds), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
   return copy.map(([iface]) => iface);
+}
+
+/** A learning port that left the loaded generation (or stopped learning): its tap and, for eBPF, its last ifindex. */
+export interface DepartedPort {
+  iface: string;
+  ifindex?: number;
+}
+
+/** Learning ports of the record with their last eBPF ifindex, by tap (taken before a change, for forgetLearned). */
+export function learningPortsWithIndex(stateDir: string): Map<string, DepartedPort & { info: PortLearnInfo }> {
+  const store = new LoadedStore(stateDir);
+  const out = new Map<string, DepartedPort & { info: PortLearnInfo }>();
+  for (const name of store.portNames()) {
+    const p = store.readPort(name);
+    if (p?.status === 'protected' && p.nft.learn) out.set(p.iface, { iface: p.iface, ...(p.bpf?.ifindex !== undefined ? { ifindex: p.bpf.ifindex } : {}), info: p.nft.learn });
+  }
+  return out;
+}
+
+/**
+ * The learning ports of `before` that the record no longer has as the same
+ * learning port (gone, not learning, or another VM on the tap: another MAC
+ * or owner UUID). Their learned state must be forgotten: a tap name or
+ * ifindex used again must not inherit it.
+ */
+export function departedPorts(before: ReadonlyMap<string, DepartedPort & { info: PortLearnInfo }>, stateDir: string): DepartedPort[] {
+  const after = learningPorts(stateDir);
+  const out: DepartedPort[] = [];
+  for (const [iface, b] of before) {
+    const a = after.get(iface);
+    if (a && a.mac === b.info.mac && a.uuid === b.info.uuid && a.mode === b.info.mode) continue;
+    out.push({ iface, ...(b.ifindex !== undefined ? { ifindex: b.ifindex } : {}) });
+  }
+  return out;
+}
+
+/** Removes the learned state of departed ports: their nft learned-state elements and their eBPF map entries. */
+export async function forgetLearned(ports: readonly DepartedPort[], opts: Omit<ReadLearnedOptions, 'stateDir'>): Promise<void> {
+  if (!ports.length) return;
+  const nft = await readNftLearned(opts);
+  const cmds = [];
+  for (const p of ports) {
+    const ips = nft.get(p.iface) ?? [];
+    if (ips.length) cmds.push(del(br.element(nftNames.learnedAddrs(), ips.map((ip) => tuple(str(p.iface), sym(ip))))));
+    if (ips.length) cmds.push(del(br.element(nftNames.learnedLocked(), [str(p.iface)])));
+  }
+  if (cmds.length) await nftApply(toNftJson(cmds), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
+  const path = join(opts.pinDir ?? DEFAULT_PIN_DIR, BPF_LEARNED_MAP);
+  if (!existsSync(path)) return;
+  const map = openPinnedMap(path);
+  try {
+    for (const p of ports) {
+      if (p.ifindex === undefined) continue;
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(p.ifindex);
+      map.delete(key);
+    }
+  } finally {
+    map.close();
+  }
 }
