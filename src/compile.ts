@@ -100,6 +100,8 @@ export interface StoredBpfInterface {
   xdpProgram: string;
   hooks: Record<Direction, 'ingress' | 'egress'>;
   maps: { map: string; key: string; value: string }[];
+  /** A learning port's seed address (written before the tap is enabled). */
+  learnSeed?: string;
 }
 
 /** bpf.json: every interface's shape and map values, and each shape's object. */
@@ -173,6 +175,7 @@ function storedBpf(l: BpfLowering): StoredBpf {
       xdpProgram: i.xdpProgram,
       hooks: { ...i.hooks },
       maps: i.maps.map((m) => ({ map: m.map, key: Buffer.from(m.key).toString('hex'), value: Buffer.from(m.value).toString('hex') })),
+      ...(i.learnSeed !== undefined ? { learnSeed: i.learnSeed } : {}),
     })),
     shapes: l.shapes.map((s) => ({ shapeId: s.shapeId, object: object(s.shapeId), interfaces: s.interfaces })),
   };
@@ -210,7 +213,7 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
     else if (onError) onError(p, e);
     else throw e;
   };
-  let bpf = backend === 'nft' ? undefined : lowerToBpf(ir, backend, onBpfError);
+  let bpf = backend === 'nft' ? undefined : lowerToBpf(ir, backend, onBpfError, opts.seeds);
   const isFailed = (iface: string): boolean => failed.some((f) => f.iface === iface);
   // a port fails closed in every layer: what one backend refuses, the other does not protect alone
   let nftIr: PolicyIR = failed.length ? { ...ir, interfaces: ir.interfaces.filter((p) => !isFailed(p.iface)), failed: [...failed] } : ir;

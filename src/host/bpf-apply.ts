@@ -30,6 +30,7 @@ import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, openPinnedProgram
 import { attachPort, detachPort, hasTcx, linksPersist, pinnedTaps, planHooks, queryPort, tapPinDir, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookMechanism, type HookPlan, type PortPrograms } from './bpf/hook.js';
 import { withNetns } from './netns.js';
 import type { BpfShapeRecord, LoadedPortBpf } from './loaded.js';
+import { BPF_LEARNED_MAP, seedLearned } from './learn/seed.js';
 
 export { DEFAULT_PIN_DIR, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookPlan };
 
@@ -37,6 +38,8 @@ export { DEFAULT_PIN_DIR, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookP
 export interface BpfWant {
   shapeId: string;
   cfg: string;
+  /** A learning port's seed address: written into the learned-state map before the tap is enabled. */
+  learnSeed?: string;
 }
 
 /** A shape in force with its taps' slots. */
@@ -365,6 +368,7 @@ export class BpfCommit {
         this.withPrograms(want.shapeId, (progs, maps) => {
           if (!this.loaded.has(want.shapeId)) configureMember(maps, index, Buffer.from(want.cfg, 'hex'));
           if (ifindex === undefined) return void missing.push(iface);
+          if (want.learnSeed !== undefined) seedLearned(this.o.pinDir, ifindex, want.learnSeed);
           setMemberIfindex(maps, ifindex, index);
           this.attach(iface, ifindex, progs);
           this.newlyAttached.push({ iface, ifindex });
@@ -528,6 +532,7 @@ export function unpinAll(pinDir = DEFAULT_PIN_DIR): void {
   if (!existsSync(pinDir)) return;
   for (const d of readdirSync(pinDir)) if (shapeOfPinDir(d) !== undefined) rmSync(join(pinDir, d), { recursive: true, force: true });
   for (const t of pinnedTaps(pinDir)) rmSync(tapPinDir(pinDir, t), { recursive: true, force: true });
+  rmSync(join(pinDir, BPF_LEARNED_MAP), { force: true });
 }
 
 /** Per-port eBPF counters from a shape's pinned stats map (absent pins: undefined). */

@@ -12,7 +12,9 @@
 // A port whose policy does not resolve or lower fails closed: its traffic is
 // dropped and counted as unprotected, `status` shows it with its error, and
 // the result lists it; the others are protected.
-import { departedPorts, forgetLearned, learningPortsWithIndex } from './learn/kernel.js';
+import { seedOf } from '../backends/nft/learn.js';
+import type { LearnedEntry } from '../ir/learning.js';
+import { copyBpfLearnedToNft, departedPorts, forgetLearned, learningPortsWithIndex } from './learn/kernel.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,6 +47,8 @@ export interface PortChangeOptions extends HostOptions {
   filters: ReadonlyMap<string, FilterDef>;
   /** Backend of the added ports: the loaded one (default); nothing loaded: nft. */
   backend?: Backend;
+  /** Learned state to start learning ports from (ir/learning.ts; key learnKey(owner UUID, MAC)). */
+  seeds?: ReadonlyMap<string, LearnedEntry>;
   /** Where clang's objects are cached (a new eBPF shape is built). */
   cacheDir?: string;
 }
@@ -74,7 +78,7 @@ function desired(b: InterfaceBinding, p: InterfacePolicy | undefined, nft: PortP
       ...(oneLayer.length ? { oneLayer } : {}),
       nft,
     },
-    ...(bpf && cfg && !error ? { bpf: { shapeId: bpf.shapeId, cfg: Buffer.from(cfg).toString('hex') } } : {}),
+    ...(bpf && cfg && !error ? { bpf: { shapeId: bpf.shapeId, cfg: Buffer.from(cfg).toString('hex'), ...(bpf.learnSeed !== undefined ? { learnSeed: bpf.learnSeed } : {}) } } : {}),
   };
 }
 
@@ -94,7 +98,8 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
     if (seen.has(b.iface)) throw new NwfError(CODES.INTERFACE_DUPLICATE, `interface '${b.iface}' is added twice`, { location: b.loc, iface: b.iface });
     seen.add(b.iface);
   }
-  const nft = new NftPortLowering(backend === 'both' ? { secondLine: true } : {});
+  // under both: the L2 tests nft cannot express are the programs'; the programs learn, the nft line waits for the copy (backends/nft/learn.ts)
+  const nft = new NftPortLowering(backend === 'both' ? { secondLine: true, learner: 'copy' } : {});
   const ports = new Map<string, DesiredPort | null>();
   const failed: FailedInterface[] = [];
   const bpfOf = new Map<string, BpfInterfaceLowering>();
@@ -106,16 +111,17 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
     let nftOnly: string | undefined;
     try {
       p = resolveInterface(opts.filters, b);
+      const seed = seedOf(p, opts.seeds);
       if (backend !== 'nft') {
         try {
-          bpf = lowerBpfInterface(p, backend);
+          bpf = lowerBpfInterface(p, backend, seed[0]);
         } catch (e) {
           // both: nft enforces alone a policy the programs cannot hold and nft expresses whole (as compile.ts)
           if (!(backend === 'both' && e instanceof NwfError && nftExpressesL2(p))) throw e;
           nftOnly = e.message;
         }
       }
-      part = backend === 'bpf' ? acceptPortPart(p.iface, p) : nft.port(p);
+      part = backend === 'bpf' ? acceptPortPart(p.iface, p) : nft.port(p, seed);
     } catch (e) {
       if (!(e instanceof NwfError)) throw e;
       error = failureOf(p ?? { iface: b.iface, owner: b.owner, mac: b.mac, filter: b.filterref.filter, file: b.loc.file }, e);
@@ -152,7 +158,9 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
     const learning = learningPortsWithIndex(opts.stateDir);
     const c = await commit(change, opts);
     // removed learning ports forget what they learned (a tap name or ifindex used again inherits nothing)
-    await forgetLearned(departedPorts(learning, opts.stateDir), { ...(opts.pinDir ? { pinDir: opts.pinDir } : {}), ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
+    const lopts = { stateDir: opts.stateDir, ...(opts.pinDir ? { pinDir: opts.pinDir } : {}), ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) };
+    await forgetLearned(departedPorts(learning, opts.stateDir), lopts);
+    if (backend === 'both') await copyBpfLearnedToNft(lopts);
     return {
       commit: c,
       added: add.map((b) => b.iface).filter((i) => !failed.some((f) => f.iface === i)),

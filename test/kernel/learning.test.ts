@@ -116,7 +116,7 @@ describe.skipIf(!isRoot).each(['nft', 'bpf', 'both'] as const)('IP learning, %s 
     expect(await passes(vm(), peer(), o.udp('10.77.0.2'))).toBe(false);
   });
 
-  it.skipIf(backend !== 'nft')('a seed locks the port from its first frame (a new port with learned state)', async () => {
+  it('a seed locks the port from its first frame (a new port with learned state)', async () => {
     await unload(opts());
     const seeds = new Map([[learnKey(UUID, VM_MAC), { owner: { name: 'vm', uuid: UUID }, mac: VM_MAC, mode: 'any' as const, addresses: [{ ip: '10.77.0.5', source: 'state' as const }] }]]);
     const r = await loadGeneration(await generation('g3', {}, false, { seeds }), opts());

@@ -28,6 +28,8 @@ import { CODES, NwfError } from '../../util/errors.js';
 import { emitPolicyHeader } from './emit.js';
 import { MAP_NAMES, PROGRAM_NAMES, TC_HOOKS, XDP_PROGRAM_NAME } from './names.js';
 import { encodeConfig, planInterface, type BpfPlan } from './plan.js';
+import { seedOf } from '../nft/learn.js';
+import type { LearnedEntry } from '../../ir/learning.js';
 
 export interface BpfMapWrite {
   map: string;
@@ -56,6 +58,8 @@ export interface BpfInterfaceLowering {
   plan: BpfPlan;
   /** L3/L4 rules of the interface left to the nftables backend. */
   l3Rules: number;
+  /** A learning port's seed (learned state from user space): written before the tap is enabled. */
+  learnSeed?: string;
 }
 
 export interface BpfLowering {
@@ -97,7 +101,7 @@ function u32(n: number): Uint8Array {
 }
 
 /** One interface's values and shape (throws the NwfError of a policy this backend refuses). */
-export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 'bpf'): BpfInterfaceLowering {
+export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 'bpf', seed?: string): BpfInterfaceLowering {
   checkInterfaceL3(p, backend);
   const plan = planInterface(p);
   return {
@@ -109,6 +113,7 @@ export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 
     maps: [{ map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) }],
     plan,
     l3Rules: ruleCounts(p).l3Rules,
+    ...(seed !== undefined && p.learning ? { learnSeed: seed } : {}),
   };
 }
 
@@ -119,13 +124,13 @@ export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 
  * With `onError`, an interface this backend refuses is handed to it and left
  * out (a partial lowering); without, the first refusal throws.
  */
-export function lowerToBpf(ir: PolicyIR, backend: 'bpf' | 'both' = 'bpf', onError?: (p: InterfacePolicy, e: NwfError) => void): BpfLowering {
+export function lowerToBpf(ir: PolicyIR, backend: 'bpf' | 'both' = 'bpf', onError?: (p: InterfacePolicy, e: NwfError) => void, seeds?: ReadonlyMap<string, LearnedEntry>): BpfLowering {
   const shapes = new Map<string, BpfShapeSource>();
   const interfaces: BpfInterfaceLowering[] = [];
   for (const p of ir.interfaces) {
     let l: BpfInterfaceLowering;
     try {
-      l = lowerBpfInterface(p, backend);
+      l = lowerBpfInterface(p, backend, seedOf(p, seeds)[0]);
     } catch (e) {
       if (!onError || !(e instanceof NwfError)) throw e;
       onError(p, e);

@@ -12,6 +12,7 @@ import { DEFAULT_PIN_DIR } from '../bpf/bpffs.js';
 import { openPinnedMap } from '../bpf/map.js';
 import { ifIndex } from '../bpf/netns.js';
 import { withNetns } from '../netns.js';
+import { BPF_LEARNED_MAP } from './seed.js';
 import { listed, nftApply, nftListSet } from '../nft.js';
 import { add, del, nftTable, str, sym, tuple } from '../../backends/nft/build.js';
 import { toNftJson } from '../../backends/nft/serialize.js';
@@ -67,8 +68,6 @@ export async function readNftLearned(opts: Omit<ReadLearnedOptions, 'stateDir'>)
   }
 }
 
-/** The pinned eBPF learned-state map (bpf/lib/nwf_learn.h). */
-export const BPF_LEARNED_MAP = 'nwf_lrn_any';
 
 /** The eBPF backend's learned addresses of `ifaces` (by tap ifindex in the netns), by interface; empty without the map. */
 export function readBpfLearned(ifaces: readonly string[], opts: { netns?: string; pinDir?: string }): Map<string, string[]> {
@@ -184,8 +183,11 @@ export async function forgetLearned(ports: readonly DepartedPort[], opts: Omit<R
   const cmds = [];
   for (const p of ports) {
     const ips = nft.get(p.iface) ?? [];
-    if (ips.length) cmds.push(del(br.element(nftNames.learnedAddrs(), ips.map((ip) => tuple(str(p.iface), sym(ip))))));
-    if (ips.length) cmds.push(del(br.element(nftNames.learnedLocked(), [str(p.iface)])));
+    if (!ips.length) continue;
+    // each element added first, so that deleting it cannot fail
+    const addrs = br.element(nftNames.learnedAddrs(), ips.map((ip) => tuple(str(p.iface), sym(ip))));
+    const locked = br.element(nftNames.learnedLocked(), [str(p.iface)]);
+    cmds.push(add(addrs), add(locked), del(addrs), del(locked));
   }
   if (cmds.length) await nftApply(toNftJson(cmds), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
   const path = join(opts.pinDir ?? DEFAULT_PIN_DIR, BPF_LEARNED_MAP);
