@@ -24,7 +24,7 @@ describe('IP learning, nft lowering', () => {
   it('a learning port dispatches to its learning chains, which learn into a size-1 set, lrn-addr and lrn-locked', () => {
     const text = printNftText(ir().batch);
     expect(text).toContain('add element bridge nwf_fast from_vm { "vnet0" : jump lrnc-out-vnet0 }');
-    expect(text).toContain('add set bridge nwf_fast lrn-w-vnet0 { type ipv4_addr; size 1; }');
+    expect(text).toContain('add set bridge nwf_fast lrn-w-vnet0 { type ipv4_addr; flags timeout; size 1; }');
     expect(text).toMatch(/lrnc-out-vnet0 ether type 0x800 ip saddr != 0\.0\.0\.0 ip saddr & 224\.0\.0\.0 != 224\.0\.0\.0 add @lrn-w-vnet0 \{ ip saddr \} add @lrn-addr \{ meta iifname \. ip saddr \} add @lrn-locked \{ meta iifname \} goto sh-/);
     // the policy's $IP tests look the learned address up
     expect(text).toContain('meta iifname . ip saddr @lrn-addr return');

@@ -35,7 +35,7 @@
 import type { DropReason } from '../../ir/reasons.js';
 import type { Direction, InterfacePolicy } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
-import { accept, add, bitAnd, concat, drop, eq, goto, hex, match, meta, ne, nftTable, payload, setRef, str, sym, tuple } from './build.js';
+import { accept, add, bitAnd, concat, eq, goto, hex, match, meta, ne, nftTable, payload, setRef, str, sym, tuple } from './build.js';
 import type { NftCommand, Selector, SetUpdateStatement, Statement, Verdict } from './model.js';
 import { BRIDGE_TABLE, nftNames } from './names.js';
 
@@ -83,24 +83,18 @@ const ifKey = (dir: Direction) => meta(dir === 'out' ? 'iifname' : 'oifname');
 
 /**
  * The learned-state sets every generation has (the skeleton's): empty when
- * declared, filled by the packet path. A set can be updated from the packet
- * path only when it was created dynamic, and nft makes it so when a rule of
- * the same batch updates it (nft 1.0.6's JSON refuses the `dynamic` flag
- * itself): the chain lrnk, never jumped to, holds such a rule.
+ * declared, filled by the packet path. Declared with `flags timeout` (no
+ * element carries one, so none expires): a set the packet path updates must
+ * have a backend that can update, which the kernel picks for timeout sets
+ * however the set was created. Without it the set must be created `dynamic`,
+ * which nft 1.0.6's JSON cannot say and nft only adds when a rule of the
+ * same batch updates it; declaring the set again without the flag then
+ * fails (EEXIST), so a later full load would fail.
  */
 export function learnedSkeleton(): NftCommand[] {
-  const keep = nftNames.learnKeep();
   return [
-    add(br.set(nftNames.learnedAddrs(), ['ifname', 'ipv4_addr'], undefined, { size: LEARNED_SET_SIZE })),
-    add(br.set(nftNames.learnedLocked(), 'ifname', undefined, { size: LEARNED_SET_SIZE })),
-    add(br.chain(keep)),
-    add(
-      br.rule(
-        keep,
-        [setUpdate(nftNames.learnedAddrs(), concat(meta('iifname'), payload('ip', 'saddr'))), setUpdate(nftNames.learnedLocked(), meta('iifname')), drop()],
-        'never reached: makes the learned-state sets dynamic when they are created',
-      ),
-    ),
+    add(br.set(nftNames.learnedAddrs(), ['ifname', 'ipv4_addr'], undefined, { flags: ['timeout'], size: LEARNED_SET_SIZE })),
+    add(br.set(nftNames.learnedLocked(), 'ifname', undefined, { flags: ['timeout'], size: LEARNED_SET_SIZE })),
   ];
 }
 
@@ -142,7 +136,7 @@ export function learningPortCommands(p: InterfacePolicy, policy: Record<Directio
   const locked = nftNames.learnedLocked();
   const addrs = nftNames.learnedAddrs();
   // the size-1 set is the first-writer gate of nft's own learning (not under both: the eBPF map is)
-  const cmds: NftCommand[] = copied ? [] : [add(br.set(own, 'ipv4_addr', undefined, { size: 1 }))];
+  const cmds: NftCommand[] = copied ? [] : [add(br.set(own, 'ipv4_addr', undefined, { flags: ['timeout'], size: 1 }))];
   for (const dir of DIRECTIONS) cmds.push(add(br.chain(nftNames.learnChain(dir, iface))));
   const out = nftNames.learnChain('out', iface);
   const outPolicy = onward(policy.out);

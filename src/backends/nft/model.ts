@@ -244,7 +244,7 @@ export interface CtCountStatement {
 
 /**
  * `add @set { key }` / `update @set { key [timeout Ns] }` from the packet
- * path (a dynset): the set must be dynamic (nft makes it so). When the set is full, `add`
+ * path (a dynset): the set needs an updatable backend (learn.ts: flags timeout). When the set is full, `add`
  * of a new element fails and the rule stops there (its later statements do
  * not run): a size-1 set lets exactly one key in (IP learning).
  */

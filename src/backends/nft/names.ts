@@ -215,8 +215,6 @@ export const nftNames = {
   learnedLocked: (): string => structured('lrn', tok('locked')),
   /** Learned state: one learning port's address, a size-1 set (the first writer wins; persistent). */
   learnedPort: (iface: string): string => structured('lrn', tok('w'), enc(iface)),
-  /** A chain never jumped to whose rule makes the learned-state sets dynamic (learn.ts). */
-  learnKeep: (): string => structured('lrnk', tok('keep')),
   /** A learning port's chain (before the lock: libvirt's learning table; after: its shape). */
   learnChain: (dir: Direction, iface: string): string => structured('lrnc', tok(dir), enc(iface)),
   /** The check chain for a protocol header of `size` bytes. */
