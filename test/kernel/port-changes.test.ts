@@ -202,8 +202,8 @@ describe.skipIf(!isRoot)('per-port changes, fail closed and partial loads (names
     mkdirSync(b);
     writeFileSync(join(b, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'clean-traffic', { IP: '10.77.0.2' }));
     for (let i = 1; i < 10; i++) writeFileSync(join(b, `vnet${i}.xml`), bindingXml(`vnet${i}`, macOf(i), 'clean-traffic', { IP: ipOf(i) }));
-    // clean-traffic without its IP: libvirt would learn it, nwf-fast refuses (NWF1206)
-    writeFileSync(join(b, `vnet${N}.xml`), bindingXml(`vnet${N}`, VM2_MAC, 'clean-traffic', {}));
+    // clean-traffic without its IP and with learning off: NWF1206
+    writeFileSync(join(b, `vnet${N}.xml`), bindingXml(`vnet${N}`, VM2_MAC, 'clean-traffic', { CTRL_IP_LEARNING: 'none' }));
     const g = join(work, 'g-partial');
     const compile = await execa(process.execPath, [CLI, 'compile', '--binding', b, '--out', g], { reject: false });
     expect(compile.exitCode).toBe(2); // without --partial a compile refuses
