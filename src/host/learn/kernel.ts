@@ -6,6 +6,7 @@ import type { LearnedEntry } from '../../ir/learning.js';
 import { BRIDGE_TABLE, nftNames } from '../../backends/nft/names.js';
 import type { PortLearnInfo } from '../../backends/nft/parts.js';
 import { LoadedStore } from '../loaded.js';
+import { DEFAULT_STATE_DIR } from '../generation.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_PIN_DIR } from '../bpf/bpffs.js';
@@ -21,8 +22,8 @@ const br = nftTable('bridge', BRIDGE_TABLE);
 import type { CommandRunner } from '../runner.js';
 
 export interface ReadLearnedOptions {
-  /** nwf-fast's state directory (the loaded generation's record). */
-  stateDir: string;
+  /** nwf-fast's state directory (the loaded generation's record; default DEFAULT_STATE_DIR). */
+  stateDir?: string;
   /** Network namespace to read in (tests); absent: the caller's. */
   netns?: string;
   /** bpffs directory of nwf-fast's pins (default DEFAULT_PIN_DIR): the eBPF learned-state map. */
@@ -100,8 +101,8 @@ function tapIndex(iface: string): number | undefined {
 }
 
 /** Every learning port's addresses as the kernel holds them (source 'kernel'); ports that learned nothing are left out. */
-export async function readLearnedFromKernel(opts: ReadLearnedOptions): Promise<LearnedEntry[]> {
-  const ports = learningPorts(opts.stateDir);
+export async function readLearnedFromKernel(opts: ReadLearnedOptions = {}): Promise<LearnedEntry[]> {
+  const ports = learningPorts(opts.stateDir ?? DEFAULT_STATE_DIR);
   if (ports.size === 0) return [];
   const nft = await readNftLearned(opts);
   // eBPF (bpf, both): the program is the learner; its address wins where both hold one
@@ -128,7 +129,7 @@ export async function readLearnedFromKernel(opts: ReadLearnedOptions): Promise<L
  * Returns the ports it copied. Never removes anything.
  */
 export async function copyBpfLearnedToNft(opts: ReadLearnedOptions): Promise<string[]> {
-  const ports = learningPorts(opts.stateDir);
+  const ports = learningPorts(opts.stateDir ?? DEFAULT_STATE_DIR);
   if (ports.size === 0) return [];
   const bpf = readBpfLearned([...ports.keys()], opts);
   if (bpf.size === 0) return [];
