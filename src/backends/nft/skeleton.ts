@@ -93,8 +93,9 @@ export function lowerSkeleton(cfg: SkeletonConfig, families: readonly L3Family[]
       out.push(...dropChain(dir, reason));
     }
   }
-  out.push(add(br.verdictMap(FIXED.fromVm, 'ifname')), add(br.verdictMap(FIXED.toVm, 'ifname')));
+  // persistent objects before the ones a load replaces: a table built anew lists them in the order a reloaded one does
   appendAll(out, learnedSkeleton());
+  out.push(add(br.verdictMap(FIXED.fromVm, 'ifname')), add(br.verdictMap(FIXED.toVm, 'ifname')));
   const taps = nftNames.configSet('taps', cfg.tapPatterns);
   out.push(add(br.set(taps, 'ifname', cfg.tapPatterns.map(str), { flags: ['interval'] })));
   const managed = cfg.bridges.length > 0 && cfg.bridgeMeta;
