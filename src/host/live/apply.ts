@@ -162,7 +162,7 @@ export async function applyDesiredPorts(ports: readonly DesiredPort[], opts: App
   const src: LoadedSources = { filters, bindings: ports.map((p) => bindingOfPort(p, pf)), notes: [], files: existsSync(pf) ? [...files, pf] : files };
   const tmp = mkdtempSync(join(tmpdir(), 'nwf-fast-live-'));
   try {
-    await writeGeneration(tmp, compileGeneration(src, opts.backend, opts.partial ? { partial: true } : {}));
+    await writeGeneration(tmp, compileGeneration(src, opts.backend, { ...(opts.partial ? { partial: true } : {}), ...(opts.seeds ? { seeds: opts.seeds } : {}) }));
     const t1 = performance.now();
     // loadGeneration refuses an emptying generation (opts.allowEmpty) and prunes (opts.keepGenerations)
     const load = await loadGeneration(tmp, opts);

@@ -19,7 +19,7 @@ const LEARNED = 'learned.json';
 import { CODES, NwfError } from '../../util/errors.js';
 import { appendAll } from '../../util/arrays.js';
 import type { LearnedEntry } from '../../ir/learning.js';
-import { readLearnedFromKernel } from '../learn/kernel.js';
+import { copyBpfLearnedToNft, readLearnedFromKernel } from '../learn/kernel.js';
 import { noteIncoming, takeIncoming } from '../learn/incoming.js';
 import { readLearned, recordKernel, sameLearned, seedsForChange, seedsForStart, writeLearned, type StartSeeds } from '../learn/store.js';
 import { learnedOfDomain } from './learned.js';
@@ -136,6 +136,16 @@ export class LiveHost {
     const kernel = (await this.kernelLearned(res)) ?? [];
     if (start?.seeds.notes.length) appendAll((res.seeded ??= []), start.seeds.notes);
     return seedsForChange(next, kernel, readLearned(this.config.stateDir), start);
+  }
+
+  /**
+   * Under `both` the eBPF programs are the only learner: copies what they
+   * learned into nft's learned-state sets, so the nft line (its L3 rules
+   * included) treats the port as locked too. The caller holds the lock.
+   */
+  async copyLearnedToNft(): Promise<string[]> {
+    if (this.applyOptions.backend !== 'both') return [];
+    return copyBpfLearnedToNft({ stateDir: this.config.stateDir, pinDir: this.config.pinDir, ...(this.opts.netns ? { netns: this.opts.netns } : {}) });
   }
 
   /** learned.json brought up to date with the kernel's state (when it can be read). Returns whether it changed. */

@@ -41,13 +41,16 @@ export async function reconcileOnce(host: LiveHost, virsh: VirshClient, scope: '
 }
 
 /**
- * The learned addresses' round (reconcile --follow, every second): the
- * kernel's state saved to learned.json when it changed, then the metadata of
+ * The learned addresses' round (reconcile --follow, every second): under
+ * `both`, the programs' addresses copied into nft; the kernel's state saved to learned.json when it changed, then the metadata of
  * the domains whose learned state changed (rate-limited per domain; a busy
  * domain is retried next round).
  */
 export async function learnRound(host: LiveHost, virsh: VirshClient, sync: MetadataSync): Promise<SyncResult> {
-  await host.locked('reconcile (learned addresses)', () => host.saveLearned());
+  await host.locked('reconcile (learned addresses)', async () => {
+    await host.copyLearnedToNft();
+    return host.saveLearned();
+  });
   return syncLearnedMetadata(virsh, host.config.stateDir, host.ports(), sync);
 }
 
