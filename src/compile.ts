@@ -139,9 +139,9 @@ export function generationId(nftParts: string, bpfIndex: string | undefined): st
  * and fails closed for unknown ports. both: nftables is the second line for
  * L2 (it leaves out the tests it cannot express) and enforces L3.
  */
-export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean; seeds?: ReadonlyMap<string, LearnedEntry> } = {}): NftLowering {
+export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean; seeds?: ReadonlyMap<string, LearnedEntry>; optimize?: boolean } = {}): NftLowering {
   const mode = backend === 'bpf' ? 'dispatch' : backend === 'both' ? 'second-line' : 'rules';
-  return lowerToNft(ir, { mode, strict: opts.strict === true, ...(opts.seeds ? { seeds: opts.seeds } : {}) });
+  return lowerToNft(ir, { mode, strict: opts.strict === true, ...(opts.seeds ? { seeds: opts.seeds } : {}), ...(opts.optimize === false ? { optimize: false } : {}) });
 }
 
 export interface ResolveSourcesOptions {
@@ -152,6 +152,11 @@ export interface ResolveSourcesOptions {
    * port with an entry here starts locked to its addresses (ir/learning.ts).
    */
   seeds?: ReadonlyMap<string, LearnedEntry>;
+}
+
+export interface GenerationOptions extends ResolveSourcesOptions {
+  /** Run the nft optimizer's passes (default true; `compile --no-opt` turns them off). */
+  optimize?: boolean;
 }
 
 export function resolveSources(src: LoadedSources, opts: ResolveSourcesOptions = {}): PolicyIR {
@@ -192,7 +197,7 @@ function inputHashes(files: readonly string[]): Manifest['inputs'] {
 }
 
 /** Resolves the sources and lowers them for a backend: the generation in memory. */
-export function compileGeneration(src: LoadedSources, backend: Backend, opts: ResolveSourcesOptions = {}): CompiledGeneration {
+export function compileGeneration(src: LoadedSources, backend: Backend, opts: GenerationOptions = {}): CompiledGeneration {
   const ir = resolveSources(src, opts);
   return generationOf(ir, backend, inputHashes(src.files), opts);
 }
@@ -202,7 +207,7 @@ export function compileGeneration(src: LoadedSources, backend: Backend, opts: Re
  * came from). Without `partial`, an interface a backend refuses fails the
  * whole generation; with it, that interface fails closed.
  */
-export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['inputs'] = [], opts: ResolveSourcesOptions = {}): CompiledGeneration {
+export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['inputs'] = [], opts: GenerationOptions = {}): CompiledGeneration {
   const failed: FailedInterface[] = [...(ir.failed ?? [])];
   const onError = opts.partial ? (p: InterfacePolicy, e: NwfError) => void failed.push(failureOf(p, e)) : undefined;
   // both: a port whose policy the eBPF programs cannot hold (a capacity limit) and that nft
@@ -217,7 +222,7 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
   const isFailed = (iface: string): boolean => failed.some((f) => f.iface === iface);
   // a port fails closed in every layer: what one backend refuses, the other does not protect alone
   let nftIr: PolicyIR = failed.length ? { ...ir, interfaces: ir.interfaces.filter((p) => !isFailed(p.iface)), failed: [...failed] } : ir;
-  const nft = lowerNftFor(backend, nftIr, { strict: !opts.partial, ...(opts.seeds ? { seeds: opts.seeds } : {}) });
+  const nft = lowerNftFor(backend, nftIr, { strict: !opts.partial, ...(opts.seeds ? { seeds: opts.seeds } : {}), ...(opts.optimize === false ? { optimize: false } : {}) });
   if (nft.failed.length) {
     appendAll(failed, nft.failed);
     if (bpf) bpf = { shapes: bpf.shapes, interfaces: bpf.interfaces.filter((i) => !isFailed(i.iface)) };

@@ -10,6 +10,7 @@ import { reportFailed } from './host-options.js';
 import { describeLimits } from '../ir/limits.js';
 import { describeOneLayer, oneLayerReport, type OneLayerGroup } from '../backends/layers.js';
 import type { CliIo } from './io.js';
+import { formatOptReport } from '../backends/nft/opt/passes.js';
 
 export const compileCommand: Command = {
   name: 'compile',
@@ -25,6 +26,8 @@ export const compileCommand: Command = {
     out: { value: true, arg: 'DIR', help: 'write a generation (nft JSON, nft text, manifest, policy) to DIR' },
     policy: { value: false, help: 'print the resolved policy in libvirt chain terms instead of the ruleset' },
     json: { value: false, help: 'with --policy: print the resolved policy as JSON (directions fromVm/toVm; schema version in "version")' },
+    'explain-opt': { value: false, help: "print what the nft optimizer's passes did per shape and direction (and the elements they left out) instead of the ruleset" },
+    'no-opt': { value: false, help: 'lower without the nft optimizer (debugging: the ruleset rule for rule as libvirt chains it)' },
     partial: { value: false, help: 'an interface whose policy fails is left unprotected (its traffic dropped) instead of failing everything; exit 5' },
   },
   run: runCompile,
@@ -49,11 +52,12 @@ async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   }
   const out = one(p, 'out');
   if (!out && backend !== 'nft') throw new NwfError(CODES.USAGE, `--backend ${backend} writes objects: give --out DIR`, { hint: 'nwf-fast compile --backend bpf --out DIR' });
-  const g = compileGeneration(src, backend, { partial: p.flags.has('partial') });
+  const g = compileGeneration(src, backend, { partial: p.flags.has('partial'), ...(p.flags.has('no-opt') ? { optimize: false } : {}) });
   for (const note of g.ir.notes) io.err(`note: ${note}\n`);
   for (const r of g.manifest.oneLayer ?? []) io.err(`note: ${describeOneLayer(r)} (${listIfaces(r.interfaces)})\n`);
+  if (p.flags.has('explain-opt')) io.out(formatOptReport(g.nft.opt));
   if (!out) {
-    io.out(g.files.nftText);
+    if (!p.flags.has('explain-opt')) io.out(g.files.nftText);
     return reportFailed(g.manifest.failed, io);
   }
   const m = await writeGeneration(out, g);

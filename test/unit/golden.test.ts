@@ -4,6 +4,7 @@
 //   expected.policy  the resolved policy in libvirt's chain terms (`compile --policy`)
 //   expected.nft     the nftables ruleset (`compile`)
 //   expected.h       the generated eBPF policy header of each shape
+//   expected.opt     what the nft optimizer's passes did (`compile --explain-opt`)
 // UPDATE_GOLDEN=1 npx vitest run --project unit test/unit/golden.test.ts
 // rewrites the expected files; review the diff and commit it.
 import { join } from 'node:path';
@@ -48,6 +49,13 @@ describe('golden folders', () => {
       expect(r.err).toBe('');
       expect(r.code).toBe(0);
       expectFile(join(dir, 'expected.nft'), r.out);
+    });
+
+    it('nft optimizer report', async () => {
+      const r = await runCli(['compile', ...args, '--explain-opt'], dir);
+      expect(r.err).toBe('');
+      expect(r.code).toBe(0);
+      expectFile(join(dir, 'expected.opt'), r.out);
     });
 
     it('eBPF policy header', async () => {

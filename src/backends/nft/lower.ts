@@ -35,6 +35,7 @@ import { tagCommands } from './tag.js';
 import { secondLinePolicy } from './second-line.js';
 import { appendAll } from '../../util/arrays.js';
 import { CODES } from '../../util/errors.js';
+import { firingPasses, notFired, passesOf, type OptReport, type PassName } from './opt/passes.js';
 
 export { BRIDGE_PRE_PRIORITY } from './l3.js';
 export { BRIDGE_POST_PRIORITY } from './skeleton.js';
@@ -51,6 +52,8 @@ export interface NftLowering {
   batch: NftBatch;
   /** Whether any port has L3 rules (ip/ip6 tables through br_netfilter). */
   l3: boolean;
+  /** What the optimizer's passes did (compile --explain-opt). */
+  opt: OptReport;
 }
 
 export interface LowerOptions {
@@ -79,7 +82,14 @@ export interface LowerOptions {
   seeds?: ReadonlyMap<string, LearnedEntry>;
   /** `batch` with every object under this load tag (tests and benchmarks that apply it whole; parts stay untagged). */
   tag?: string;
+  /** Run the optimizer's passes on every shape (default true; opt/passes.ts). */
+  optimize?: boolean;
+  /** Only these passes (default: all). */
+  passes?: readonly PassName[];
 }
+
+/** What NftPortLowering takes of LowerOptions. */
+export type PortLoweringOptions = Pick<LowerOptions, 'share' | 'optimize' | 'passes'>;
 
 function dispatchEntry(dir: Direction, iface: string, v: Verdict): NftCommand {
   return add(br.element(dir === 'out' ? FIXED.fromVm : FIXED.toVm, [[str(iface), v]]));
@@ -118,9 +128,26 @@ export function failureOf(p: Pick<InterfacePolicy, 'iface' | 'owner' | 'mac' | '
 /** Lowers ports one at a time, each shape once (a cache by shape hash). */
 export class NftPortLowering {
   private readonly shapes = new Map<string, { emission?: ShapeEmission; error?: NwfError; own?: true }>();
+  private readonly passes: readonly PassName[];
+  private readonly shapeUsers = new Map<string, string[]>();
+  private readonly portNotes: OptReport['ports'] = [];
 
   /** secondLine: the L2 tests nft cannot express are left to the eBPF programs (second-line.ts). */
-  constructor(private readonly opts: { share?: boolean; secondLine?: boolean; learner?: 'nft' | 'copy' } = {}) {}
+  constructor(private readonly opts: PortLoweringOptions & { secondLine?: boolean; learner?: 'nft' | 'copy' } = {}) {
+    this.passes = passesOf(opts);
+  }
+
+  /** What the optimizer did to the shapes lowered so far, and to the ports' elements. */
+  optReport(ifaces?: ReadonlySet<string>): OptReport {
+    const shapes: OptReport['shapes'] = [];
+    for (const s of this.shapes.values()) {
+      const e = s.emission;
+      if (!e) continue;
+      const users = (this.shapeUsers.get(e.hash) ?? []).filter((i) => !ifaces || ifaces.has(i));
+      if (users.length) shapes.push({ shape: e.hash, dir: e.dir, ifaces: users, lines: e.opt });
+    }
+    return { passes: this.passes, shapes, ports: this.portNotes.filter((p) => !ifaces || ifaces.has(p.iface)) };
+  }
 
   /** The shapes lowered so far (every shape some port uses). */
   shapeParts(): ShapePart[] {
@@ -137,11 +164,14 @@ export class NftPortLowering {
 
   private shapeOf(p: InterfacePolicy, dir: Direction): { emission?: ShapeEmission; template: ReturnType<typeof buildTemplate> } {
     const template = buildTemplate(p, dir);
-    const hash = shapeHash(template.key);
+    // the passes that change the shape are part of its key: an optimized shape never shares a name with an unoptimized one
+    const passes = firingPasses(template, this.passes);
+    const hash = shapeHash(passes.length ? `${template.key}|opt:${passes.join(',')}` : template.key);
     let s = this.shapes.get(hash);
     if (!s) {
       try {
-        const emission = emitShape(template, hash);
+        const emission = emitShape(template, hash, passes);
+        if (emission) appendAll(emission.opt, notFired(template, this.passes, passes));
         s = emission ? { emission } : { own: true };
       } catch (e) {
         if (!(e instanceof NwfError)) throw e;
@@ -169,9 +199,14 @@ export class NftPortLowering {
       }
       const shared = this.opts.share === false ? undefined : this.shapeOf(p, dir);
       if (shared?.emission) {
-        appendAll(commands, shapePortCommands(shared.emission, shared.template, reasons[dir]));
+        const notes: string[] = [];
+        appendAll(commands, shapePortCommands(shared.emission, shared.template, reasons[dir], notes));
         policy[dir] = jump(shared.emission.root);
         shapes.push(shared.emission.hash);
+        let users = this.shapeUsers.get(shared.emission.hash);
+        if (!users) this.shapeUsers.set(shared.emission.hash, (users = []));
+        users.push(p.iface);
+        if (notes.length) this.portNotes.push({ iface: p.iface, dir, lines: notes });
       } else {
         const own = lowerOwnChains(p, dir, reasons[dir]);
         appendAll(commands, own.commands);
@@ -222,7 +257,13 @@ export function partsBatch(parts: NftParts, skeleton: SkeletonConfig, marks: Rea
 
 export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   const learner = opts.learner ?? (opts.mode === 'second-line' ? 'copy' : undefined);
-  const lowering = new NftPortLowering({ ...(opts.share === false ? { share: false } : {}), ...(opts.mode === 'second-line' ? { secondLine: true } : {}), ...(learner ? { learner } : {}) });
+  const lowering = new NftPortLowering({
+    ...(opts.share === false ? { share: false } : {}),
+    ...(opts.mode === 'second-line' ? { secondLine: true } : {}),
+    ...(learner ? { learner } : {}),
+    ...(opts.optimize === false ? { optimize: false } : {}),
+    ...(opts.passes ? { passes: opts.passes } : {}),
+  });
   const ports: PortPart[] = [];
   const failed: FailedInterface[] = [];
   for (const p of ir.interfaces) {
@@ -244,5 +285,5 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   const parts: NftParts = { shapes: lowering.shapeParts().filter((s) => used.has(s.name)), ports };
   const whole = partsBatch(parts, opts.skeleton ?? DEFAULT_SKELETON_CONFIG, sequentialMarks(ports));
   const batch = opts.tag === undefined ? whole : tagCommands(whole, opts.tag);
-  return { parts, failed, batch, l3: ports.some((p) => p.l3?.length) };
+  return { parts, failed, batch, l3: ports.some((p) => p.l3?.length), opt: lowering.optReport() };
 }

@@ -196,6 +196,8 @@ export const nftNames = {
   shapeChain: (shape: string, sub?: string): string => (sub === undefined ? structured('sh', tok(shape)) : structured('sh', tok(shape), enc(sub))),
   /** The k-th address set of a shape. */
   shapeSet: (shape: string, k: number): string => structured('ss', tok(shape), tok(k)),
+  /** A shape's fast-accept set for one kind of frame (opt/fast-accept.ts). */
+  shapeFastSet: (shape: string, kind: string): string => structured('sf', tok(shape), tok(kind)),
   /** The k-th per-interface dispatch map of a shape (rules it cannot share). */
   shapeMap: (shape: string, k: number): string => structured('sm', tok(shape), tok(k)),
   /** An interface's chain behind a shape's k-th per-interface map. */

@@ -27,6 +27,8 @@ import type { NftCommand, Selector, SetKeyType, Statement, Verdict } from './mod
 import { nftNames } from './names.js';
 import { br, endOfChain, guardStatements, l2Verdict, lowerL2Match, SLOT_SELECTORS } from './l2.js';
 import { appendAll } from '../../util/arrays.js';
+import { fastPortElements, fastShape, type FastShape } from './opt/fast-accept.js';
+import type { PassName } from './opt/passes.js';
 
 /** Bumped whenever the chains lowered for a shape key change meaning: part of every shape's hash. */
 export const SHAPE_LOWERING_VERSION = 1;
@@ -195,6 +197,10 @@ export interface ShapeEmission {
   reasons: DropReason[];
   /** Per chain, per entry: how each group was lowered (what an interface adds). */
   plan: (GroupPlan | undefined)[][];
+  /** The fast-accept paths (opt/fast-accept.ts), when that pass ran. */
+  fast?: FastShape;
+  /** What the optimizer's passes did to this shape (compile --explain-opt). */
+  opt: string[];
 }
 
 function comment(id: string): string {
@@ -208,7 +214,7 @@ const ifKeyOf = (dir: Direction) => meta(dir === 'out' ? 'iifname' : 'oifname');
  * holds everything they depend on), or undefined when a rule cannot be
  * shared exactly (the interfaces of this shape get their own chains).
  */
-export function emitShape(t: Template, hash: string): ShapeEmission | undefined {
+export function emitShape(t: Template, hash: string, passes: readonly PassName[] = []): ShapeEmission | undefined {
   const { dir } = t;
   const chainName = (sub?: string): string => nftNames.shapeChain(hash, sub);
   const ifKey = ifKeyOf(dir);
@@ -217,6 +223,15 @@ export function emitShape(t: Template, hash: string): ShapeEmission | undefined 
   const reasons = new Set<DropReason>();
   const plan: (GroupPlan | undefined)[][] = [];
   for (const c of t.chains) decls.push(add(br.chain(chainName(c.sub))));
+  const opt: string[] = [];
+  let fast: FastShape | undefined;
+  if (passes.includes('fast-accept')) {
+    // first in the root chain: the root's rules are the first pushed below
+    fast = fastShape(t, hash);
+    appendAll(decls, fast.decls);
+    appendAll(rules, fast.rules);
+    for (const l of fast.report) opt.push(`fast-accept ${l}`);
+  }
   let setNo = 0;
   for (const c of t.chains) {
     const name = chainName(c.sub);
@@ -283,7 +298,7 @@ export function emitShape(t: Template, hash: string): ShapeEmission | undefined 
     }
     rules.push(endOfChain(name));
   }
-  return { hash, dir, commands: [...decls, ...rules], root: chainName(), reasons: [...reasons].sort(), plan };
+  return { hash, dir, commands: [...decls, ...rules], root: chainName(), reasons: [...reasons].sort(), plan, opt, ...(fast ? { fast } : {}) };
 }
 
 /**
@@ -291,7 +306,7 @@ export function emitShape(t: Template, hash: string): ShapeEmission | undefined 
  * for per-interface groups its own small chain and map entry. Drop reasons
  * of those chains are added to `reasons`.
  */
-export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<DropReason>): NftCommand[] {
+export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<DropReason>, notes?: string[]): NftCommand[] {
   const iface = t.iface;
   const sets: NftCommand[] = [];
   const chains: NftCommand[] = [];
@@ -321,5 +336,10 @@ export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<Dr
     });
   });
   for (const r of s.reasons) reasons.add(r);
+  if (s.fast) {
+    const f = fastPortElements(s.fast, t);
+    appendAll(sets, f.commands);
+    if (notes) for (const n of f.notes) notes.push(`fast-accept ${n}`);
+  }
   return [...chains, ...sets];
 }
