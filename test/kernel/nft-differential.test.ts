@@ -1,8 +1,13 @@
 // Differential: real frames through a real bridge with the nft backend
-// loaded, compared frame by frame with the reference evaluator.
+// loaded, compared frame by frame with the reference evaluator; shared chains
+// with the optimizer on and off (src/backends/nft/opt), and per-interface
+// chains. The optimizer must also leave every drop counter as it was: the
+// growth of the port's counting-set elements over the same corpus is the
+// same with the passes on and off.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { applyNft } from '../../src/host/apply.js';
+import { nftListTable } from '../../src/host/nft.js';
 import type { Testbed } from '../../src/lab/testbed.js';
 import { generateCorpus } from '../../src/lab/frames/corpus.js';
 import { evaluate } from '../../src/ir/eval.js';
@@ -38,10 +43,24 @@ describe.skipIf(!isRoot)('nft backend: differential against the reference evalua
     await tb?.destroy();
   });
 
-  const load = async (policy: InterfacePolicy, decoy?: InterfacePolicy, share = true): Promise<void> => {
+  const load = async (policy: InterfacePolicy, decoy?: InterfacePolicy, share = true, optimize = true): Promise<void> => {
     const interfaces = decoy ? [policy, decoy] : [policy];
-    await applyNft((tag) => lowerToNft({ version: 1, interfaces, notes: [] }, { share, tag }).batch, { netns: tb.hostNs });
+    await applyNft((tag) => lowerToNft({ version: 1, interfaces, notes: [] }, { share, tag, optimize }).batch, { netns: tb.hostNs });
   };
+  /** The packets each counting set (cnt-<dir>-<reason>, persistent across loads) has counted for vnet0. */
+  const dropCounts = async (): Promise<Record<string, number>> => {
+    const doc = await nftListTable('bridge', 'nwf_fast', { netns: tb.hostNs });
+    const out: Record<string, number> = {};
+    for (const o of doc.nftables) {
+      const set = o.set as { name?: string; elem?: { elem?: { val?: unknown; counter?: { packets?: number } } }[] } | undefined;
+      if (!set?.name?.startsWith('cnt-')) continue;
+      for (const e of set.elem ?? []) if (e.elem?.val === 'vnet0') out[set.name] = e.elem.counter?.packets ?? 0;
+    }
+    return out;
+  };
+  const growth = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
+    Object.fromEntries(Object.keys(b).flatMap((k) => ((b[k] ?? 0) - (a[k] ?? 0) > 0 ? [[k, (b[k] ?? 0) - (a[k] ?? 0)]] : [])));
+  const counted = new Map<string, Record<string, number>>();
   /** A second interface with the same filter and other addresses, so shared chains look addresses up in sets. */
   const decoyOf = (c: (typeof CASES)[number]): InterfacePolicy => {
     const params: Record<string, string | string[]> = { ...c.params };
@@ -50,17 +69,23 @@ describe.skipIf(!isRoot)('nft backend: differential against the reference evalua
     return policyFor(c.filter, params, c.extra ?? [], { iface: 'vnet9', mac: '52:54:00:00:00:09' });
   };
   const MODES = CASES.flatMap((c) => [
-    { ...c, mode: 'shared chains' as const },
+    { ...c, mode: 'shared chains, optimized' as const },
+    { ...c, mode: 'shared chains, no optimizer' as const },
     { ...c, mode: 'per-interface chains' as const },
   ]);
 
   it.each(MODES)('$name ($mode): every corpus frame is delivered exactly when the evaluator accepts', async (c) => {
     const policy = policyFor(c.filter, c.params, c.extra ?? [], { iface: 'vnet0', mac: VM_MAC });
-    await load(policy, decoyOf(c), c.mode === 'shared chains');
+    await load(policy, decoyOf(c), c.mode !== 'per-interface chains', c.mode === 'shared chains, optimized');
     await flushConntrack(tb);
     const corpus = generateCorpus(policy, { peerMac: PEER_MAC });
     const isIp = (f: Uint8Array): boolean => f.length >= 14 && ((f[12] === 0x08 && f[13] === 0x00) || (f[12] === 0x86 && f[13] === 0xdd));
+    const before = await dropCounts();
     const r = await runDifferential(tb, policy, corpus, c.l3 ? { oneByOne: (f) => isIp(f.frame) } : {});
+    const grew = growth(before, await dropCounts());
+    console.log(`[nft differential] ${c.name} (${c.mode}): drops counted ${JSON.stringify(grew)}`);
+    if (c.mode === 'shared chains, optimized') counted.set(c.name, grew);
+    if (c.mode === 'shared chains, no optimizer') expect(grew, 'drop counters with the optimizer on and off').toEqual(counted.get(c.name));
     console.log(`[nft differential] ${c.name} (${c.mode}): corpus ${corpus.length} frames, sent ${r.sent} (${r.accepted} accept, ${r.dropped} drop), skipped ${r.skipped}, mismatches ${r.mismatches.length}`);
     for (const m of r.mismatches) console.log(`  MISMATCH ${m.direction} ${m.name}: evaluator ${m.expected}, kernel ${m.delivered ? "delivered" : "dropped"} ${m.hex.slice(0, 120)}`);
     expect(r.mismatches).toEqual([]);
