@@ -43,6 +43,7 @@ export type DpConfig =
   | 'xdp-drop'
   | 'libvirt-ebtables'
   | 'nft'
+  | 'nft-noopt'
   | 'ebpf-tc'
   | 'ebpf-tcx'
   | 'ebpf-xdp';
@@ -58,6 +59,7 @@ export const DP_LABELS: Record<DpConfig, string> = {
   'xdp-drop': 'XDP drop-all program on the tap (XDP floor)',
   'libvirt-ebtables': "libvirt's ebtables rules",
   nft: 'nwf-fast nft',
+  'nft-noopt': 'nwf-fast nft (no optimizer)',
   'ebpf-tc': 'nwf-fast eBPF, --bpf-hook tc (auto)',
   'ebpf-tcx': 'nwf-fast eBPF, --bpf-hook tcx',
   'ebpf-xdp': 'nwf-fast eBPF, --bpf-hook xdp',
@@ -172,7 +174,7 @@ function setupsOf(path: DpPath, ns: readonly number[], libvirt: boolean, quick: 
   for (const n of path === 'veth' ? ns : [nMax]) {
     const both: Traffic[] = ['valid', 'spoof'];
     if (libvirt) s.push({ path, config: 'libvirt-ebtables', n, traffic: both });
-    s.push({ path, config: 'nft', n, traffic: both }, { path, config: 'ebpf-tc', n, traffic: both });
+    s.push({ path, config: 'nft', n, traffic: both }, { path, config: 'nft-noopt', n, traffic: both }, { path, config: 'ebpf-tc', n, traffic: both });
     if (n === nMax) s.push({ path, config: 'ebpf-xdp', n, traffic: both });
     if (n === nMax && path === 'tap' && !quick) s.push({ path, config: 'ebpf-tcx', n, traffic: both });
   }
@@ -186,9 +188,11 @@ export async function dataplanePhase(hosts: Partial<Record<DpPath, BenchHost>>, 
   const setupTimes: Record<string, number[]> = {};
   const ppsEstimate = new Map<string, number>();
   const nftJson = new Map<number, string>();
+  const nftJsonNoOpt = new Map<number, string>();
   const irs = new Map<number, ReturnType<typeof resolveAll>>();
   for (const n of o.ns) {
     nftJson.set(n, compileNft(bindingTexts(n)));
+    nftJsonNoOpt.set(n, compileNft(bindingTexts(n), { optimize: false }));
     irs.set(n, resolveAll(parseBindings(bindingTexts(n))));
   }
   const setups = paths.flatMap((p) => setupsOf(p, o.ns, o.template !== undefined, o.quick === true));
@@ -220,6 +224,9 @@ export async function dataplanePhase(hosts: Partial<Record<DpPath, BenchHost>>, 
         break;
       case 'nft':
         unload = loadNft(host, nftJson.get(s.n) as string).unload;
+        break;
+      case 'nft-noopt':
+        unload = loadNft(host, nftJsonNoOpt.get(s.n) as string).unload;
         break;
       case 'ebpf-tc':
       case 'ebpf-tcx':

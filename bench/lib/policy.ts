@@ -67,13 +67,13 @@ export function resolveAll(bindings: readonly InterfaceBinding[]): PolicyIR {
 }
 
 /** resolve + lower + serialize: the nft JSON text of one generation. */
-export function nftJsonText(ir: PolicyIR): string {
-  return JSON.stringify(toNftJson(lowerToNft(ir).batch));
+export function nftJsonText(ir: PolicyIR, opts: { optimize?: boolean } = {}): string {
+  return JSON.stringify(toNftJson(lowerToNft(ir, opts).batch));
 }
 
-/** Parse + resolve + lower + serialize, from binding XML texts to nft JSON text. */
-export function compileNft(texts: readonly string[]): string {
-  return nftJsonText(resolveAll(parseBindings(texts)));
+/** Parse + resolve + lower + serialize, from binding XML texts to nft JSON text (`optimize: false`: without the nft optimizer). */
+export function compileNft(texts: readonly string[], opts: { optimize?: boolean } = {}): string {
+  return nftJsonText(resolveAll(parseBindings(texts)), opts);
 }
 
 /** The BPF backend's per-interface work without clang: plan (shape/value split) and encode nwf_cfg. */

@@ -233,7 +233,7 @@ export function renderMarkdown(r: BenchResults): string {
         }
         L.push('');
         L.push(`| configuration | ${ns.map((n) => `N = ${n}`).join(' | ')} |`, `| --- | ${ns.map(() => '---').join(' | ')} |`);
-        for (const cfg of ['libvirt-ebtables', 'nft', 'ebpf-tc', 'ebpf-tcx', 'ebpf-xdp'] as const) {
+        for (const cfg of ['libvirt-ebtables', 'nft', 'nft-noopt', 'ebpf-tc', 'ebpf-tcx', 'ebpf-xdp'] as const) {
           const cells = ns.map((n) => cell(r, cfg, n, traffic, path));
           if (cells.every((c) => !c)) continue;
           L.push(
