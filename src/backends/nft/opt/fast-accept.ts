@@ -166,7 +166,8 @@ export function fastPortElements(s: FastShape, t: Template): { commands: NftComm
   const commands: NftCommand[] = [];
   const notes: string[] = [];
   for (const fp of s.paths) {
-    const values = fp.paths.map((p) => uniq([...rulesOf(t)].filter((r) => ON_PATH[fp.kind].has(r.match.proto)).flatMap((r) => portValue(r, p) ?? [])));
+    const onPath = [...rulesOf(t)].filter((r) => ON_PATH[fp.kind].has(r.match.proto));
+    const values = fp.paths.map((p) => uniq(onPath.flatMap((r) => portValue(r, p) ?? [])));
     const count = values.reduce((n, v) => n * v.length, 1);
     if (count === 0) {
       notes.push(`${fp.kind}: no element (no address of its own)`);

@@ -71,6 +71,7 @@ function macTest(c: FrameClass, path: BoundPath, t: MacTest | undefined): Tri {
   const v = c.bound[path];
   if (v === undefined) return 'unknown';
   if (c.symbolic) return symbolicTest(t);
+  if (v === t.addr && !t.mask) return known(!t.neg); // the common case, without parsing
   const a = macToBytes(v);
   const b = macToBytes(t.addr);
   const m = t.mask ? macToBytes(t.mask) : new Uint8Array(6).fill(0xff);
