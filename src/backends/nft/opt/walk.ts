@@ -198,7 +198,8 @@ export function walkTemplate(t: TemplateView, c: FrameClass): { end: WalkEnd; co
         pos = next;
         continue;
       }
-      const r = e.rules[pos.rule];
+      // at shape level a group is its first instance: the instance count is not part of a shape's key
+      const r = c.symbolic && pos.rule > 0 ? undefined : e.rules[pos.rule];
       if (!r) {
         pos = { chain: pos.chain, entry: pos.entry + 1, rule: 0 };
         continue;
