@@ -35,7 +35,7 @@ import { tagCommands } from './tag.js';
 import { secondLinePolicy } from './second-line.js';
 import { appendAll } from '../../util/arrays.js';
 import { CODES } from '../../util/errors.js';
-import { firingPasses, notFired, passesOf, type OptReport, type PassName } from './opt/passes.js';
+import { firingPasses, notFired, OPT_VERSION, passesOf, type OptReport, type PassName } from './opt/passes.js';
 
 export { BRIDGE_PRE_PRIORITY } from './l3.js';
 export { BRIDGE_POST_PRIORITY } from './skeleton.js';
@@ -169,7 +169,7 @@ export class NftPortLowering {
     // the passes that change the shape are part of its key: an optimized shape never shares a name with an unoptimized one
     let passes = this.firing.get(template.key);
     if (!passes) this.firing.set(template.key, (passes = firingPasses(template, this.passes)));
-    const hash = shapeHash(passes.length ? `${template.key}|opt:${passes.join(',')}` : template.key);
+    const hash = shapeHash(passes.length ? `${template.key}|opt${OPT_VERSION}:${passes.join(',')}` : template.key);
     let s = this.shapes.get(hash);
     if (!s) {
       try {

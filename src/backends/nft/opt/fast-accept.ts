@@ -1,6 +1,6 @@
 // P4 `fast-accept`: the common accept path first, its lookups fused.
 //
-// For IPv4 and ARP, a shape whose policy checks the interface's own
+// For IPv4, ARP and IPv6, a shape whose policy checks the interface's own
 // addresses (its MAC, its IPs) gets one rule first in its root chain that
 // accepts exactly the frames the policy accepts on that path, with every
 // address in one concatenated lookup:
@@ -8,6 +8,7 @@
 //   ether type 0x800 meta length >= 20 iifname . ether saddr . ip saddr @sf-<shape>-ip4 accept
 //   ether type 0x806 @nh,0,32 0x10800 @nh,32,16 0x604 meta length >= 28
 //       iifname . ether saddr . arp saddr ether . arp saddr ip @sf-<shape>-arp accept
+//   ether type 0x86dd meta length >= 40 iifname . ether saddr . ip6 saddr @sf-<shape>-ip6 accept
 //
 // Every original rule stays behind it, so a frame the fast rule does not
 // accept meets the original program unchanged; drops and their counters are
@@ -36,7 +37,8 @@ import { walkTemplate, type BoundPath, type FrameClass, type TemplateView as Tem
 /** Most elements one interface may add to a fast set (its MACs times its IPs); beyond it the interface keeps the original path. */
 export const MAX_FAST_ELEMENTS = 4096;
 
-type FastKind = 'ip4' | 'arp';
+type FastKind = 'ip4' | 'arp' | 'ip6';
+const KINDS: readonly FastKind[] = ['ip4', 'arp', 'ip6'];
 
 interface FastPath {
   kind: FastKind;
@@ -58,14 +60,21 @@ export interface FastShape {
 
 /** Candidate key addresses per kind and direction: what identifies the sender (from the VM) or the receiver (to it). */
 const CANDIDATES: Record<Direction, Record<FastKind, BoundPath[]>> = {
-  out: { ip4: ['src', 'srcIp'], arp: ['src', 'sha', 'spa'] },
-  in: { ip4: ['dst', 'dstIp'], arp: ['dst', 'tpa'] },
+  out: { ip4: ['src', 'srcIp'], arp: ['src', 'sha', 'spa'], ip6: ['src', 'srcIp'] },
+  in: { ip4: ['dst', 'dstIp'], arp: ['dst', 'tpa'], ip6: ['dst', 'dstIp'] },
 };
 
 const CLASSES: Record<FastKind, Omit<FrameClass, 'bound'>> = {
   ip4: { etherType: ETHERTYPE_OF.ipv4, minLength: 20 },
   arp: { etherType: ETHERTYPE_OF.arp, minLength: 28, arpEthIp: true },
+  ip6: { etherType: ETHERTYPE_OF.ipv6, minLength: 40 },
 };
+
+/** The selector and set type of a key address (IP addresses by the kind's family). */
+function keyOf(kind: FastKind, p: BoundPath): { sel: Selector; type: SetKeyType } {
+  if (kind === 'ip6' && (p === 'srcIp' || p === 'dstIp')) return { sel: payload('ip6', p === 'srcIp' ? 'saddr' : 'daddr'), type: 'ipv6_addr' };
+  return { sel: SELECTOR[p], type: TYPE[p] };
+}
 
 const SELECTOR: Record<BoundPath, Selector> = {
   src: payload('ether', 'saddr'),
@@ -79,7 +88,7 @@ const SELECTOR: Record<BoundPath, Selector> = {
 const TYPE: Record<BoundPath, SetKeyType> = { src: 'ether_addr', dst: 'ether_addr', sha: 'ether_addr', spa: 'ipv4_addr', tpa: 'ipv4_addr', srcIp: 'ipv4_addr', dstIp: 'ipv4_addr' };
 
 /** Protocols of rules whose address tests can be on a kind's accept path. */
-const ON_PATH: Record<FastKind, ReadonlySet<string>> = { ip4: new Set(['any', 'mac', 'ipv4']), arp: new Set(['any', 'mac', 'arp']) };
+const ON_PATH: Record<FastKind, ReadonlySet<string>> = { ip4: new Set(['any', 'mac', 'ipv4']), arp: new Set(['any', 'mac', 'arp']), ip6: new Set(['any', 'mac', 'ipv6']) };
 
 type Rule = L2Rule;
 
@@ -93,11 +102,12 @@ function* rulesOf(t: Template): Generator<Rule> {
  * names the interface's own address too; whether a frame from it is
  * accepted is the walk's to say, per element.
  */
-function portValue(r: Rule, path: BoundPath): string | undefined {
+function portValue(r: Rule, path: BoundPath, kind: FastKind): string | undefined {
   const t = (r.match as Record<string, unknown>)[path] as { addr: string; neg: boolean; port?: true; mask?: string; prefix?: number; family?: string } | undefined;
   if (!t?.port) return undefined;
   if (t.mask !== undefined && t.mask !== 'ff:ff:ff:ff:ff:ff') return undefined;
-  if (t.prefix !== undefined && (t.family !== 'ipv4' || t.prefix !== 32)) return undefined;
+  const host = kind === 'ip6' ? { family: 'ipv6', prefix: 128 } : { family: 'ipv4', prefix: 32 };
+  if (t.prefix !== undefined && (t.family !== host.family || t.prefix !== host.prefix)) return undefined;
   return t.addr;
 }
 
@@ -105,7 +115,7 @@ const ifKeyOf = (dir: Direction): Selector => meta(dir === 'out' ? 'iifname' : '
 
 /** The key addresses of each kind's fast path (none: the pass does not fire for it). */
 function keyPaths(t: Template, kind: FastKind): BoundPath[] {
-  return CANDIDATES[t.dir][kind].filter((p) => [...rulesOf(t)].some((r) => ON_PATH[kind].has(r.match.proto) && portValue(r, p) !== undefined));
+  return CANDIDATES[t.dir][kind].filter((p) => [...rulesOf(t)].some((r) => ON_PATH[kind].has(r.match.proto) && portValue(r, p, kind) !== undefined));
 }
 
 /**
@@ -127,13 +137,13 @@ function fastKey(t: Template, kind: FastKind): { paths: BoundPath[] } | { why: s
 
 /** Whether the pass changes a shape (a shape it leaves alone keeps its unoptimized name). */
 export function fastAcceptFires(t: Template): boolean {
-  return (['ip4', 'arp'] as const).some((k) => 'paths' in fastKey(t, k));
+  return KINDS.some((k) => 'paths' in fastKey(t, k));
 }
 
 /** The fast paths of a shape, from any interface's template of it (the structure is the shape's). */
 export function fastShape(t: Template, hash: string): FastShape {
   const out: FastShape = { paths: [], decls: [], rules: [], report: [] };
-  for (const kind of ['ip4', 'arp'] as const) {
+  for (const kind of KINDS) {
     const k = fastKey(t, kind);
     if (!('paths' in k)) {
       out.report.push(`${kind}: not fired (${k.why})`);
@@ -143,12 +153,12 @@ export function fastShape(t: Template, hash: string): FastShape {
     const set = nftNames.shapeFastSet(hash, kind);
     const cls = CLASSES[kind];
     out.paths.push({ kind, set, paths, class: cls });
-    out.decls.push(add(br.set(set, ['ifname', ...paths.map((p) => TYPE[p])])));
+    out.decls.push(add(br.set(set, ['ifname', ...paths.map((p) => keyOf(kind, p).type)])));
     const guards: Statement[] = [eq(payload('ether', 'type'), hex(cls.etherType))];
     // hardware type 1, protocol IPv4, sizes 6 and 4: what the ARP rules' offsets assume
     if (kind === 'arp') guards.push(eq(raw('nh', 0, 32), hex(0x00010800)), eq(raw('nh', 32, 16), hex(0x0604)));
     guards.push(match(meta('length'), '>=', cls.minLength));
-    const key: Selector = { kind: 'concat', items: [ifKeyOf(t.dir), ...paths.map((p) => SELECTOR[p])] };
+    const key: Selector = { kind: 'concat', items: [ifKeyOf(t.dir), ...paths.map((p) => keyOf(kind, p).sel)] };
     out.rules.push(add(br.rule(nftNames.shapeChain(hash), [...guards, match(key, '==', setRef(set)), accept()], `fast-accept ${kind}`)));
     out.report.push(`${kind}: fired, key ${[t.dir === 'out' ? 'iifname' : 'oifname', ...paths].join(' . ')} in ${set}`);
   }
@@ -167,7 +177,7 @@ export function fastPortElements(s: FastShape, t: Template): { commands: NftComm
   const notes: string[] = [];
   for (const fp of s.paths) {
     const onPath = [...rulesOf(t)].filter((r) => ON_PATH[fp.kind].has(r.match.proto));
-    const values = fp.paths.map((p) => uniq(onPath.flatMap((r) => portValue(r, p) ?? [])));
+    const values = fp.paths.map((p) => uniq(onPath.flatMap((r) => portValue(r, p, fp.kind) ?? [])));
     const count = values.reduce((n, v) => n * v.length, 1);
     if (count === 0) {
       notes.push(`${fp.kind}: no element (no address of its own)`);

@@ -15,6 +15,8 @@ import { fastAcceptFires, fastShape } from './fast-accept.js';
 import type { TemplateView } from './walk.js';
 
 export const PASS_NAMES = ['fast-accept'] as const;
+/** Bumped whenever a pass changes what it emits for a shape key: part of an optimized shape's key (like shared.ts SHAPE_LOWERING_VERSION). */
+export const OPT_VERSION = 1;
 export type PassName = (typeof PASS_NAMES)[number];
 
 /** The passes to run: undefined (or optimize off) runs none. */

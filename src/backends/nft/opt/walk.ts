@@ -16,7 +16,7 @@
 // every field it binds never meets a short frame, so a negated test is the
 // negation of the positive one under it.
 import type { Direction, IpTest, JumpGuard, L2Match, L2Rule, MacTest, NumTest } from '../../../ir/types.js';
-import { ETHERTYPE_OF, ETHERTYPES, macToBytes, parseIPv4 } from '../../../ir/values.js';
+import { ETHERTYPE_OF, ETHERTYPES, macToBytes, parseIPv4, parseIPv6 } from '../../../ir/values.js';
 
 /** What the passes read of a shape template (shared.ts Template): one interface's chains, rule groups and guarded jumps. */
 export interface TemplateView {
@@ -79,16 +79,29 @@ function macTest(c: FrameClass, path: BoundPath, t: MacTest | undefined): Tri {
   return t.neg ? not(known(eq)) : known(eq);
 }
 
-function ip4Test(c: FrameClass, path: BoundPath, t: IpTest | undefined): Tri {
+/** An address as bytes (IPv4 or IPv6 text). */
+function ipBytes(family: 'ipv4' | 'ipv6', text: string): Uint8Array | undefined {
+  if (family === 'ipv6') return parseIPv6(text);
+  const v = parseIPv4(text);
+  return v === undefined ? undefined : Uint8Array.of(v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
+}
+
+/** An IP test on a bound path; `family` is the class's (an address of the other family is never bound). */
+function ipTest(c: FrameClass, path: BoundPath, t: IpTest | undefined, family: 'ipv4' | 'ipv6' = 'ipv4'): Tri {
   if (!t) return 'always';
   const v = c.bound[path];
-  if (v === undefined || t.family !== 'ipv4') return 'unknown';
+  if (v === undefined || t.family !== family) return 'unknown';
   if (c.symbolic) return symbolicTest(t);
-  const a = parseIPv4(v);
-  const b = parseIPv4(t.addr);
-  if (a === undefined || b === undefined) return 'unknown';
-  const mask = t.prefix === 0 ? 0 : Number((0xffffffffn << BigInt(32 - t.prefix)) & 0xffffffffn);
-  const eq = ((a & mask) >>> 0) === ((b & mask) >>> 0);
+  if (v === t.addr && t.prefix === (family === 'ipv4' ? 32 : 128)) return known(!t.neg);
+  const a = ipBytes(family, v);
+  const b = ipBytes(family, t.addr);
+  if (!a || !b) return 'unknown';
+  let eq = true;
+  for (let i = 0; i < a.length && eq; i++) {
+    const bitsHere = Math.max(0, Math.min(8, t.prefix - i * 8));
+    const mask = bitsHere === 0 ? 0 : (0xff << (8 - bitsHere)) & 0xff;
+    eq = ((a[i] as number) & mask) === ((b[i] as number) & mask);
+  }
   return t.neg ? not(known(eq)) : known(eq);
 }
 
@@ -124,7 +137,7 @@ export function classifyMatch(c: FrameClass, m: L2Match): Tri {
       if (!arp || c.minLength < 28) return all([...tests, 'unknown']);
       tests.push(unknownIf(m.opcode), unknownIf(m.gratuitous), numTest(1, m.hwType), numTest(ETHERTYPES.IPV4, m.protoType));
       if (m.proto === 'rarp') return all([...tests, 'unknown']);
-      tests.push(macTest(c, 'sha', m.sha), unknownIf(m.tha), ip4Test(c, 'spa', m.spa), ip4Test(c, 'tpa', m.tpa));
+      tests.push(macTest(c, 'sha', m.sha), unknownIf(m.tha), ipTest(c, 'spa', m.spa), ipTest(c, 'tpa', m.tpa));
       return all(tests);
     }
     case 'ipv4': {
@@ -134,16 +147,22 @@ export function classifyMatch(c: FrameClass, m: L2Match): Tri {
       if (c.minLength < 20) return all([...eth, 'unknown']);
       return all([
         ...eth,
-        ip4Test(c, 'srcIp', m.srcIp),
-        ip4Test(c, 'dstIp', m.dstIp),
+        ipTest(c, 'srcIp', m.srcIp),
+        ipTest(c, 'dstIp', m.dstIp),
         unknownIf(m.protocol),
         unknownIf(m.srcPort),
         unknownIf(m.dstPort),
         unknownIf(m.tos),
       ]);
     }
-    case 'ipv6':
-      return c.etherType === ETHERTYPE_OF.ipv6 ? all([...eth, 'unknown']) : 'never';
+    case 'ipv6': {
+      if (c.etherType !== ETHERTYPE_OF.ipv6) return 'never';
+      const fields = m.srcIp || m.dstIp || m.protocol;
+      if (!fields) return all(eth);
+      if (c.minLength < 40) return all([...eth, 'unknown']);
+      // the protocol is `meta l4proto` (after extension headers), ports and ICMP types read the transport header
+      return all([...eth, ipTest(c, 'srcIp', m.srcIp, 'ipv6'), ipTest(c, 'dstIp', m.dstIp, 'ipv6'), unknownIf(m.protocol), unknownIf(m.srcPort), unknownIf(m.dstPort), unknownIf(m.icmpType)]);
+    }
   }
 }
 
