@@ -270,6 +270,7 @@ export class BridgeTable {
         counted.push(`counter ${s.name}`);
         return true;
       case 'mangle':
+      case 'set-update': // learning: the packet path adds to a set (both programs learn alike)
         return true;
       case 'vmap': {
         const key = this.key(s.key, pkt);

@@ -126,6 +126,8 @@ function keyPaths(t: Template, kind: FastKind): BoundPath[] {
  * which would only cost every frame a lookup that misses.
  */
 function fastKey(t: Template, kind: FastKind): { paths: BoundPath[] } | { why: string } {
+  // a learned $IP (IP learning) is looked up in the learned-state sets at run time: no value to walk with
+  if ([...rulesOf(t)].some((r) => JSON.stringify(r.match).includes('"learned":true'))) return { why: 'the policy tests addresses learned at run time' };
   const paths = keyPaths(t, kind);
   if (paths.length === 0) return { why: `the policy checks none of the interface's own ${CANDIDATES[t.dir][kind].join(', ')} on this path` };
   const bound: FrameClass['bound'] = {};
