@@ -1,20 +1,26 @@
-// Conformance against real libvirt: two identical namespace hosts (bridge
+// Conformance against real libvirt: three identical namespace hosts (bridge
 // br0, the VM on tap vnet0, a peer), one protected by libvirt's own nwfilter
 // driver (a filter binding on vnet0, instantiated by a private libvirtd), one
-// by nwf-fast's nft backend. Every corpus frame goes through both; libvirt's
-// delivery must equal nwf-fast's (and the evaluator's), except for the
-// deliberate differences listed in EXCEPTIONS below, each asserted.
+// by nwf-fast's nft backend, one by nwf-fast under --backend both (the
+// generation `compile --backend both` gives, loaded by the host code `load`
+// uses: the nft second line and the eBPF programs on the tap). Every corpus
+// frame goes through all three at once; libvirt's delivery must equal each of
+// nwf-fast's (and the evaluator's), except for the deliberate differences
+// listed in EXCEPTIONS below, each asserted.
 //
 // Both sides compile the same filter text: libvirt's /etc/libvirt/nwfilter
 // (the standard filters as libvirt ships them) plus test/fixtures/conformance.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { generateCorpus } from '../../src/lab/frames/corpus.js';
 import { filterBindingXml, LIBVIRT_FILTER_DIR, libvirtAvailable, Libvirtd } from '../../src/lab/libvirt.js';
-import { applyNft } from '../../src/host/apply.js';
+import { applyNft, loadGeneration, unload } from '../../src/host/apply.js';
+import { generationOf } from '../../src/compile.js';
+import { writeGeneration } from '../../src/host/generation.js';
 import type { Testbed } from '../../src/lab/testbed.js';
 import { evaluate } from '../../src/ir/eval.js';
 import type { InterfacePolicy } from '../../src/ir/types.js';
@@ -47,7 +53,7 @@ interface Exception {
   cases: string[];
   /** Which frames it explains. */
   applies: (o: Outcome) => boolean;
-  /** What each side does with those frames ('any': either). */
+  /** What each side does with those frames ('any': either); `nft` is nwf-fast, under nft and under both. */
   libvirt: boolean | 'any';
   nft: boolean | 'any';
   evaluator: 'accept' | 'drop' | 'any';
@@ -133,21 +139,30 @@ interface CaseReport {
   sent: number;
   agree: number;
   disagree: number;
+  /** libvirt vs nwf-fast under --backend both. */
+  disagreeBoth: number;
   evalDisagree: number;
   bindMs: number;
   ms: number;
 }
 
-describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvirtd in a namespace vs the nft backend)', () => {
+describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvirtd in a namespace vs the nft backend and --backend both)', () => {
   let lvHost: Testbed;
   let nftHost: Testbed;
+  let bothHost: Testbed;
+  /** The --backend both host's state: a state dir and pins of its own (removed after). */
+  let work: string;
+  let bothOpts: { stateDir: string; netns: string; pinDir: string };
+  let generations = 0;
   let lv: Libvirtd;
   let filters: Map<string, FilterDef>;
   const reports: CaseReport[] = [];
   const knownBugsSeen = new Set<string>();
 
   beforeAll(async () => {
-    [lvHost, nftHost] = await Promise.all([createDemoHost('nwfcl'), createDemoHost('nwfcn')]);
+    [lvHost, nftHost, bothHost] = await Promise.all([createDemoHost('nwfcl'), createDemoHost('nwfcn'), createDemoHost('nwfcb')]);
+    work = mkdtempSync(join(tmpdir(), 'nwf-conf-both-'));
+    bothOpts = { stateDir: join(work, 'state'), netns: bothHost.hostNs, pinDir: `/sys/fs/bpf/nwf-fast-conf-${process.pid}` };
     // A benchmark may hold the machine's one private libvirtd for a while: wait for it (bounded).
     lv = await Libvirtd.start({ netns: lvHost.hostNs, lockWaitMs: 240_000 });
     console.log(`[conformance] libvirtd pid ${lv.pid} in ${lv.netns}, answering after ${lv.startMs.toFixed(0)} ms`);
@@ -172,12 +187,18 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
       expect(existsSync(`/proc/${pid}`), `libvirtd ${pid} ended`).toBe(false);
       expect(existsSync(lv.workDir), 'work directory removed').toBe(false);
     }
-    await Promise.all([lvHost?.destroy(), nftHost?.destroy()]);
+    if (bothOpts) await unload(bothOpts).catch((e: unknown) => console.log(`[conformance] unload of the both host failed: ${String(e)}`));
+    await Promise.all([lvHost?.destroy(), nftHost?.destroy(), bothHost?.destroy()]);
+    if (bothOpts) {
+      expect(existsSync(bothOpts.pinDir) ? readdirSync(bothOpts.pinDir, { recursive: true }).length : 0, 'no pins left by the both host').toBe(0);
+      rmSync(bothOpts.pinDir, { recursive: true, force: true });
+    }
+    if (work) rmSync(work, { recursive: true, force: true });
     if (reports.length) {
       console.log('[conformance] summary');
       for (const r of reports) {
         console.log(
-          `  ${r.name.padEnd(48)} corpus ${String(r.corpus).padStart(5)}  sent ${String(r.sent).padStart(5)}  agree ${String(r.agree).padStart(5)}  disagree ${String(r.disagree).padStart(3)}  evaluator-vs-libvirt ${String(r.evalDisagree).padStart(3)}  binding ${r.bindMs.toFixed(0)} ms  case ${(r.ms / 1000).toFixed(1)} s`,
+          `  ${r.name.padEnd(48)} corpus ${String(r.corpus).padStart(5)}  sent ${String(r.sent).padStart(5)}  agree ${String(r.agree).padStart(5)}  disagree nft ${String(r.disagree).padStart(3)} both ${String(r.disagreeBoth).padStart(3)}  evaluator-vs-libvirt ${String(r.evalDisagree).padStart(3)}  binding ${r.bindMs.toFixed(0)} ms  case ${(r.ms / 1000).toFixed(1)} s`,
         );
       }
       const t = lv?.bindingTimes ?? [];
@@ -204,6 +225,16 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     if (c.nftRefuses) expect(lowered, 'the nft backend was expected to refuse this policy').toBeUndefined();
     await applyNft((tag) => lowerToNft({ version: 1, interfaces: lowered ? [policy] : [], notes: [] }, { tag }).batch, { netns: nftHost.hostNs });
 
+    // nwf-fast under --backend both: every case compiles (what either backend accepts alone), loaded as `load` does.
+    const tb0 = performance.now();
+    const gen = generationOf({ version: 1, interfaces: [policy], notes: [] }, 'both');
+    const genDir = join(work, `gen-${++generations}`);
+    await writeGeneration(genDir, gen);
+    await loadGeneration(genDir, bothOpts);
+    const oneLayer = (gen.manifest.oneLayer ?? []).map((o) => `${o.layer} ${o.rule}`);
+    console.log(`[conformance] ${c.name}: --backend both loaded in ${(performance.now() - tb0).toFixed(0)} ms${oneLayer.length ? `; one layer only: ${oneLayer.join(', ')}` : ''}`);
+    if (c.nftRefuses) expect(oneLayer.some((o) => o.startsWith('ebpf ')), 'under both, the eBPF programs alone enforce what nft refuses').toBe(true);
+
     // libvirt: one binding on vnet0.
     await lv.deleteAllBindings();
     if (c.libvirtRefuses) {
@@ -212,7 +243,7 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
       expect(r.ok, 'libvirt was expected to fail instantiating this binding').toBe(false);
       expect(lowered).toBeDefined();
       await lv.deleteAllBindings();
-      reports.push({ name: c.name, corpus: 0, sent: 0, agree: 0, disagree: 0, evalDisagree: 0, bindMs: r.ms, ms: performance.now() - t0 });
+      reports.push({ name: c.name, corpus: 0, sent: 0, agree: 0, disagree: 0, disagreeBoth: 0, evalDisagree: 0, bindMs: r.ms, ms: performance.now() - t0 });
       return;
     }
     const bindMs = await lv.createBinding(xml);
@@ -229,11 +260,11 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     }
 
     const corpus = generateCorpus(policy, { peerMac: PEER_MAC });
-    const r = await sendThroughBoth({ libvirt: lvHost, nft: nftHost }, policy, corpus, { oneByOne: hasL3 });
+    const r = await sendThroughBoth({ libvirt: lvHost, nft: nftHost, both: bothHost }, policy, corpus, { oneByOne: hasL3 });
 
     const mine = EXCEPTIONS.filter((e) => e.cases.some((x) => x === '*' || c.name.startsWith(x)));
     const nftOk = lowered !== undefined;
-    const agreesAll = (o: Outcome): boolean => o.libvirt === (o.eval.verdict === 'accept') && (!nftOk || o.nft === o.libvirt);
+    const agreesAll = (o: Outcome): boolean => o.libvirt === (o.eval.verdict === 'accept') && (!nftOk || o.nft === o.libvirt) && o.both === o.libvirt;
     const discrepant = r.outcomes.filter((o) => !agreesAll(o));
     let libvirtOrder: string | undefined;
     if (c.name === SAME_PRIORITY_CASE) {
@@ -247,16 +278,17 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     const explained = new Map<Exception, Outcome[]>();
     const unexplained: Outcome[] = [];
     for (const o of discrepant) {
-      const e = mine.find((x) => x.applies(o) && matchesSide(x.libvirt, o.libvirt) && (!nftOk || matchesSide(x.nft, o.nft)) && matchesEval(x.evaluator, o.eval.verdict));
+      const e = mine.find((x) => x.applies(o) && matchesSide(x.libvirt, o.libvirt) && (!nftOk || matchesSide(x.nft, o.nft)) && matchesSide(x.nft, o.both as boolean) && matchesEval(x.evaluator, o.eval.verdict));
       if (e) explained.set(e, [...(explained.get(e) ?? []), o]);
-      else if (libvirtOrder && o.frame.direction === 'out' && o.nft === (o.eval.verdict === 'accept')) explained.set(SAME_PRIORITY_EXCEPTION, [...(explained.get(SAME_PRIORITY_EXCEPTION) ?? []), o]);
+      else if (libvirtOrder && o.frame.direction === 'out' && o.nft === (o.eval.verdict === 'accept') && o.both === o.nft) explained.set(SAME_PRIORITY_EXCEPTION, [...(explained.get(SAME_PRIORITY_EXCEPTION) ?? []), o]);
       else unexplained.push(o);
     }
     const disagree = nftOk ? r.outcomes.filter((o) => o.libvirt !== o.nft) : [];
+    const disagreeBoth = r.outcomes.filter((o) => o.libvirt !== o.both);
     const evalDisagree = r.outcomes.filter((o) => (o.eval.verdict === 'accept') !== o.libvirt);
-    reports.push({ name: c.name, corpus: corpus.length, sent: r.outcomes.length, agree: r.outcomes.length - disagree.length, disagree: disagree.length, evalDisagree: evalDisagree.length, bindMs, ms: performance.now() - t0 });
+    reports.push({ name: c.name, corpus: corpus.length, sent: r.outcomes.length, agree: r.outcomes.length - disagree.length, disagree: disagree.length, disagreeBoth: disagreeBoth.length, evalDisagree: evalDisagree.length, bindMs, ms: performance.now() - t0 });
     console.log(
-      `[conformance] ${c.name}: corpus ${corpus.length}, sent ${r.outcomes.length} (skipped ${r.skipped}), libvirt accepted ${r.outcomes.filter((o) => o.libvirt).length}; libvirt vs nwf-fast: agreements ${r.outcomes.length - disagree.length}, disagreements ${disagree.length}${nftOk ? '' : ' (nft not loaded)'}; evaluator vs libvirt: disagreements ${evalDisagree.length}; binding ${bindMs.toFixed(0)} ms, frames ${(r.ms / 1000).toFixed(1)} s${libvirtOrder ? `; libvirt's chain order: ${libvirtOrder}` : ''}`,
+      `[conformance] ${c.name}: corpus ${corpus.length}, sent ${r.outcomes.length} (skipped ${r.skipped}), libvirt accepted ${r.outcomes.filter((o) => o.libvirt).length}; libvirt vs nwf-fast: agreements ${r.outcomes.length - disagree.length}, disagreements ${disagree.length}${nftOk ? '' : ' (nft not loaded)'}; libvirt vs nwf-fast --backend both: disagreements ${disagreeBoth.length}; evaluator vs libvirt: disagreements ${evalDisagree.length}; binding ${bindMs.toFixed(0)} ms, frames ${(r.ms / 1000).toFixed(1)} s${libvirtOrder ? `; libvirt's chain order: ${libvirtOrder}` : ''}`,
     );
     for (const [e, os] of explained) {
       console.log(`  ${e.kind === 'bug' ? 'KNOWN BUG' : 'deliberate'} [${e.id}] ${os.length} frames (libvirt ${e.libvirt === 'any' ? 'either' : e.libvirt ? 'accept' : 'drop'}, nwf-fast ${e.nft === 'any' ? 'either' : e.nft ? 'accept' : 'drop'}, evaluator ${e.evaluator === 'any' ? 'either' : e.evaluator}), e.g.`);
@@ -265,7 +297,15 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     }
     for (const o of unexplained) console.log(`  UNEXPLAINED ${describeOutcome(policy, o)}`);
 
-    expect(unexplained.map((o) => `${o.frame.direction} ${o.frame.name}: libvirt ${o.libvirt}, nft ${o.nft}, evaluator ${o.eval.verdict}`)).toEqual([]);
+    expect(unexplained.map((o) => `${o.frame.direction} ${o.frame.name}: libvirt ${o.libvirt}, nft ${o.nft}, both ${o.both}, evaluator ${o.eval.verdict}`)).toEqual([]);
+    expect(r.outcomes.every((o) => o.both !== undefined), 'every frame went through the --backend both host').toBe(true);
+    // A rule only the eBPF programs enforce under both (nft refuses it) decided some frames, and both delivered them as libvirt did.
+    const ebpfOnly = new Set((gen.manifest.oneLayer ?? []).filter((o) => o.layer === 'ebpf').map((o) => o.rule));
+    const byEbpfOnly = r.outcomes.filter((o) => o.eval.decidedBy && ebpfOnly.has(`${o.eval.decidedBy.filter}/${o.eval.decidedBy.rule}`));
+    if (c.nftRefuses) {
+      console.log(`[conformance] ${c.name}: ${byEbpfOnly.length} frames decided by a rule only eBPF enforces under both (${byEbpfOnly.filter((o) => !o.both).length} dropped)`);
+      expect(byEbpfOnly.filter((o) => !o.both).length, 'frames dropped by a rule only the eBPF programs enforce').toBeGreaterThan(0);
+    }
     for (const e of mine.filter((x) => x.kind === 'deliberate')) expect(explained.get(e)?.length ?? 0, `deliberate difference ${e.id} still holds`).toBeGreaterThan(0);
     expect(r.outcomes.length).toBeGreaterThan(0);
   });

@@ -15,7 +15,7 @@ export interface Case {
   name: string;
   filter: string;
   params: Params;
-  /** The nft backend refuses the policy with this code (README "nft backend limits"): libvirt is compared with the evaluator only. */
+  /** The nft backend refuses the policy with this code (README "nft backend limits"): under nft, libvirt is compared with the evaluator only (--backend both accepts it and is compared with libvirt). */
   nftRefuses?: string;
   /** libvirt cannot instantiate the binding (README: `continue` in an L3 rule). */
   libvirtRefuses?: boolean;

@@ -1,7 +1,8 @@
-// Conformance machinery: the same corpus frames through two identical
-// namespace hosts, one protected by real libvirt (a filter binding on vnet0),
-// one by nwf-fast's nft backend, compared frame by frame with each other and
-// with the reference evaluator.
+// Conformance machinery: the same corpus frames through identical namespace
+// hosts, one protected by real libvirt (a filter binding on vnet0), one by
+// nwf-fast's nft backend and (optionally) one by nwf-fast under --backend
+// both (the nft second line and the eBPF programs on the tap), compared frame
+// by frame with each other and with the reference evaluator.
 import { execa } from 'execa';
 import { evaluate, type EvalResult } from '../../../src/ir/eval.js';
 import type { InterfacePolicy, L2Rule, L3Rule } from '../../../src/ir/types.js';
@@ -12,6 +13,8 @@ import type { Testbed } from '../../../src/lab/testbed.js';
 export interface Hosts {
   libvirt: Testbed;
   nft: Testbed;
+  /** The host protected under --backend both. */
+  both?: Testbed;
 }
 
 export interface Outcome {
@@ -20,6 +23,8 @@ export interface Outcome {
   libvirt: boolean;
   /** Delivered on the nwf-fast host. */
   nft: boolean;
+  /** Delivered on the --backend both host (when there is one). */
+  both?: boolean;
   eval: EvalResult;
 }
 
@@ -50,7 +55,8 @@ export async function sendThroughBoth(hosts: Hosts, policy: InterfacePolicy, cor
     if (!ok) skipped++;
     return ok;
   });
-  const delivered = new Map<CorpusFrame, { libvirt: boolean; nft: boolean }>();
+  const delivered = new Map<CorpusFrame, { libvirt: boolean; nft: boolean; both?: boolean }>();
+  const all = [hosts.libvirt, hosts.nft, ...(hosts.both ? [hosts.both] : [])];
   const ends = (tb: Testbed, dir: 'out' | 'in') => {
     const vm = tb.guest('vm').endpoint;
     const peer = tb.guest('peer').endpoint;
@@ -58,13 +64,13 @@ export async function sendThroughBoth(hosts: Hosts, policy: InterfacePolicy, cor
   };
   const sendBatch = async (frames: CorpusFrame[], dir: 'out' | 'in', quietMs: number, maxWaitMs: number): Promise<void> => {
     const bytes = frames.map((c) => c.frame);
-    const [l, n] = await Promise.all(
-      [hosts.libvirt, hosts.nft].map((tb) => {
+    const [l, n, b] = await Promise.all(
+      all.map((tb) => {
         const [from, to] = ends(tb, dir);
         return deliver(from, to, bytes, { key: canonicalFrame, quietMs, maxWaitMs });
       }),
     );
-    frames.forEach((c, i) => delivered.set(c, { libvirt: l!.arrived[i] as boolean, nft: n!.arrived[i] as boolean }));
+    frames.forEach((c, i) => delivered.set(c, { libvirt: l!.arrived[i] as boolean, nft: n!.arrived[i] as boolean, ...(b ? { both: b.arrived[i] as boolean } : {}) }));
   };
 
   const single = opts.oneByOne ? usable.filter((c) => isIpFrame(c.frame)) : [];
@@ -86,12 +92,12 @@ export async function sendThroughBoth(hosts: Hosts, policy: InterfacePolicy, cor
     }
   }
   for (const c of single) {
-    await Promise.all([flushConntrack(hosts.libvirt), flushConntrack(hosts.nft)]);
+    await Promise.all(all.map(flushConntrack));
     await sendBatch([c], c.direction, 40, 1000);
   }
   const outcomes = usable.map((c): Outcome => {
-    const d = delivered.get(c) as { libvirt: boolean; nft: boolean };
-    return { frame: c, libvirt: d.libvirt, nft: d.nft, eval: evaluate(policy, c.direction, c.frame) };
+    const d = delivered.get(c) as { libvirt: boolean; nft: boolean; both?: boolean };
+    return { frame: c, ...d, eval: evaluate(policy, c.direction, c.frame) };
   });
   return { outcomes, skipped, ms: performance.now() - t0 };
 }
@@ -117,7 +123,7 @@ export function decidingRule(policy: InterfacePolicy, o: Outcome): string {
 export function describeOutcome(policy: InterfacePolicy, o: Outcome): string {
   return [
     `${o.frame.direction} ${o.frame.name}`,
-    `    libvirt ${verdictWord(o.libvirt)}, nwf-fast ${verdictWord(o.nft)}, evaluator ${o.eval.verdict} by ${decidingRule(policy, o)}`,
+    `    libvirt ${verdictWord(o.libvirt)}, nwf-fast nft ${verdictWord(o.nft)}${o.both === undefined ? '' : `, nwf-fast both ${verdictWord(o.both)}`}, evaluator ${o.eval.verdict} by ${decidingRule(policy, o)}`,
     `    frame ${Buffer.from(o.frame.frame).toString('hex')}`,
   ].join('\n');
 }
