@@ -14,6 +14,7 @@ import { canonicalFrame, deliver } from '../../src/lab/packet-io.js';
 import * as F from '../../src/lab/frames/build.js';
 import { readPorts } from '../../src/host/live/ports.js';
 import { hookDomainXml } from './support/live.js';
+import { nftNames } from '../../src/backends/nft/names.js';
 
 const CLI = join(import.meta.dirname, '..', '..', 'bin', 'nwf-fast.js');
 const isRoot = process.getuid?.() === 0;
@@ -118,6 +119,11 @@ describe.skipIf(skip !== undefined)('the libvirt hook through the CLI, 20 domain
       expect(r.exitCode).toBe(0);
       expect(r.stdout).toMatch(/^restored generation [0-9a-f]{16} \(20 interface\(s\)\)/);
       expect(r.stdout).toContain(`not present yet (protected when they appear): ${vm(N - 1).tap}`);
+      // the restored table carries the fail-closed skeleton: a VM port without an entry is dropped both ways
+      for (const [chain, dir] of [['pre', 'out'], ['post', 'in']] as const) {
+        const listed = (await execa('ip', ['netns', 'exec', tb.hostNs, 'nft', 'list', 'chain', 'bridge', 'nwf_fast', chain])).stdout;
+        expect(listed).toMatch(new RegExp(`goto (\\S+-)?${nftNames.dropChain(dir, 'unprotected')} `));
+      }
     } finally {
       await execa('ip', ['-n', tb.hostNs, 'link', 'set', 'gone19', 'name', vm(N - 1).tap]);
       await execa('ip', ['-n', tb.hostNs, 'link', 'set', vm(N - 1).tap, 'master', 'br0']);
