@@ -5,7 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { isUnfiltered, portsFile, readPorts, replaceDomainPorts, resyncPorts, UNFILTERED, writePorts, type DesiredPort } from '../../src/host/live/ports.js';
+import { bindingOfPort, isUnfiltered, portsFile, readPorts, replaceDomainPorts, resyncPorts, UNFILTERED, writePorts, type DesiredPort } from '../../src/host/live/ports.js';
 import { portsOfDomain } from '../../src/host/live/observe.js';
 import { parseLiveDomain } from '../../src/xml/live-domain.js';
 
@@ -66,6 +66,14 @@ describe('ports.json', () => {
     expect(() => readPorts(dir)).toThrow(/port 1 is malformed/);
     writeFileSync(portsFile(dir), '{"format":"nwf-fast-ports/1","ports":[');
     expect(() => readPorts(dir)).toThrow(/unreadable/);
+  });
+});
+
+describe('bindingOfPort', () => {
+  it("carries the owner's UUID (it keys a learning port's seeds and its learned state read back)", () => {
+    const b = bindingOfPort(port('vnet3', 'vm1'), '/state/ports.json');
+    expect(b).toMatchObject({ owner: 'vm1', ownerUuid: 'uuid-vm1', iface: 'vnet3', mac: '52:54:00:00:00:01' });
+    expect(bindingOfPort({ ...port('vnet3', 'vm1'), owner: { name: 'vm1', uuid: '' } }, '/state/ports.json').ownerUuid).toBeUndefined();
   });
 });
 

@@ -124,6 +124,8 @@ export function bindingOfPort(p: DesiredPort, file: string): InterfaceBinding {
   return {
     source: 'binding',
     owner: p.owner.name,
+    // the owner's UUID keys the port's learned state (seeds, the kernel read back): learnKey(uuid, mac)
+    ...(p.owner.uuid ? { ownerUuid: p.owner.uuid } : {}),
     iface: p.tap,
     mac: p.mac,
     filterref: { kind: 'filterref', filter: p.filterref.filter, params: new Map(Object.entries(p.filterref.params)), loc: { file, path: `${path}/filterref` } },
