@@ -1,12 +1,13 @@
-// Conformance against real libvirt: three identical namespace hosts (bridge
+// Conformance against real libvirt: four identical namespace hosts (bridge
 // br0, the VM on tap vnet0, a peer), one protected by libvirt's own nwfilter
 // driver (a filter binding on vnet0, instantiated by a private libvirtd), one
-// by nwf-fast's nft backend, one by nwf-fast under --backend both (the
-// generation `compile --backend both` gives, loaded by the host code `load`
-// uses: the nft second line and the eBPF programs on the tap). Every corpus
-// frame goes through all three at once; libvirt's delivery must equal each of
-// nwf-fast's (and the evaluator's), except for the deliberate differences
-// listed in EXCEPTIONS below, each asserted.
+// by nwf-fast's nft backend (optimizer on, lowering's default), one by the nft
+// backend with the optimizer off (`compile --no-opt`), one by nwf-fast under
+// --backend both (the generation `compile --backend both` gives, loaded by the
+// host code `load` uses: the nft second line and the eBPF programs on the
+// tap). Every corpus frame goes through all four at once; libvirt's delivery
+// must equal each of nwf-fast's (and the evaluator's), except for the
+// deliberate differences listed in EXCEPTIONS below, each asserted.
 //
 // Both sides compile the same filter text: libvirt's /etc/libvirt/nwfilter
 // (the standard filters as libvirt ships them) plus test/fixtures/conformance.
@@ -53,7 +54,7 @@ interface Exception {
   cases: string[];
   /** Which frames it explains. */
   applies: (o: Outcome) => boolean;
-  /** What each side does with those frames ('any': either); `nft` is nwf-fast, under nft and under both. */
+  /** What each side does with those frames ('any': either); `nft` is nwf-fast, under nft (optimizer on and off) and under both. */
   libvirt: boolean | 'any';
   nft: boolean | 'any';
   evaluator: 'accept' | 'drop' | 'any';
@@ -141,14 +142,20 @@ interface CaseReport {
   disagree: number;
   /** libvirt vs nwf-fast under --backend both. */
   disagreeBoth: number;
+  /** libvirt vs the nft backend with the optimizer off. */
+  disagreeNoOpt: number;
+  /** The optimizer changed this case's nft ruleset (else the no-opt host runs the same rules). */
+  optChanged: boolean;
   evalDisagree: number;
   bindMs: number;
   ms: number;
 }
 
-describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvirtd in a namespace vs the nft backend and --backend both)', () => {
+describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvirtd in a namespace vs the nft backend, optimizer on and off, and --backend both)', () => {
   let lvHost: Testbed;
   let nftHost: Testbed;
+  /** The nft backend with the optimizer off (compile --no-opt). */
+  let noOptHost: Testbed;
   let bothHost: Testbed;
   /** The --backend both host's state: a state dir and pins of its own (removed after). */
   let work: string;
@@ -160,7 +167,7 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
   const knownBugsSeen = new Set<string>();
 
   beforeAll(async () => {
-    [lvHost, nftHost, bothHost] = await Promise.all([createDemoHost('nwfcl'), createDemoHost('nwfcn'), createDemoHost('nwfcb')]);
+    [lvHost, nftHost, noOptHost, bothHost] = await Promise.all([createDemoHost('nwfcl'), createDemoHost('nwfcn'), createDemoHost('nwfco'), createDemoHost('nwfcb')]);
     work = mkdtempSync(join(tmpdir(), 'nwf-conf-both-'));
     bothOpts = { stateDir: join(work, 'state'), netns: bothHost.hostNs, pinDir: `/sys/fs/bpf/nwf-fast-conf-${process.pid}` };
     // A benchmark may hold the machine's one private libvirtd for a while: wait for it (bounded).
@@ -188,7 +195,7 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
       expect(existsSync(lv.workDir), 'work directory removed').toBe(false);
     }
     if (bothOpts) await unload(bothOpts).catch((e: unknown) => console.log(`[conformance] unload of the both host failed: ${String(e)}`));
-    await Promise.all([lvHost?.destroy(), nftHost?.destroy(), bothHost?.destroy()]);
+    await Promise.all([lvHost?.destroy(), nftHost?.destroy(), noOptHost?.destroy(), bothHost?.destroy()]);
     if (bothOpts) {
       expect(existsSync(bothOpts.pinDir) ? readdirSync(bothOpts.pinDir, { recursive: true }).length : 0, 'no pins left by the both host').toBe(0);
       rmSync(bothOpts.pinDir, { recursive: true, force: true });
@@ -198,11 +205,14 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
       console.log('[conformance] summary');
       for (const r of reports) {
         console.log(
-          `  ${r.name.padEnd(48)} corpus ${String(r.corpus).padStart(5)}  sent ${String(r.sent).padStart(5)}  agree ${String(r.agree).padStart(5)}  disagree nft ${String(r.disagree).padStart(3)} both ${String(r.disagreeBoth).padStart(3)}  evaluator-vs-libvirt ${String(r.evalDisagree).padStart(3)}  binding ${r.bindMs.toFixed(0)} ms  case ${(r.ms / 1000).toFixed(1)} s`,
+          `  ${r.name.padEnd(48)} corpus ${String(r.corpus).padStart(5)}  sent ${String(r.sent).padStart(5)}  agree ${String(r.agree).padStart(5)}  disagree nft ${String(r.disagree).padStart(3)} no-opt ${String(r.disagreeNoOpt).padStart(3)}${r.optChanged ? ' (optimized)' : '            '} both ${String(r.disagreeBoth).padStart(3)}  evaluator-vs-libvirt ${String(r.evalDisagree).padStart(3)}  binding ${r.bindMs.toFixed(0)} ms  case ${(r.ms / 1000).toFixed(1)} s`,
         );
       }
       const t = lv?.bindingTimes ?? [];
       for (const e of EXCEPTIONS.filter((x) => x.kind === 'bug' && !knownBugsSeen.has(x.id))) console.log(`  note: known bug ${e.id} was not observed in this run (fixed? then remove it from EXCEPTIONS)`);
+      const changed = reports.filter((r) => r.optChanged).length;
+      console.log(`  the optimizer changed the nft ruleset of ${changed} of ${reports.length} cases (compared with libvirt with it on and off)`);
+      if (reports.length === CASES.length) expect(changed, 'the optimizer changed some case, so the no-opt host tests a different ruleset').toBeGreaterThan(0);
       if (t.length) console.log(`  libvirt binding instantiation: ${t.length} bindings, mean ${(t.reduce((a, b) => a + b.ms, 0) / t.length).toFixed(0)} ms, max ${Math.max(...t.map((x) => x.ms)).toFixed(0)} ms`);
     }
   }, 60_000);
@@ -224,6 +234,9 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     }
     if (c.nftRefuses) expect(lowered, 'the nft backend was expected to refuse this policy').toBeUndefined();
     await applyNft((tag) => lowerToNft({ version: 1, interfaces: lowered ? [policy] : [], notes: [] }, { tag }).batch, { netns: nftHost.hostNs });
+    // The same with the optimizer off (compile --no-opt): its rules must deliver what libvirt delivers too.
+    await applyNft((tag) => lowerToNft({ version: 1, interfaces: lowered ? [policy] : [], notes: [] }, { tag, optimize: false }).batch, { netns: noOptHost.hostNs });
+    const optChanged = lowered !== undefined && JSON.stringify(lowered.batch) !== JSON.stringify(lowerToNft({ version: 1, interfaces: [policy], notes: [] }, { optimize: false }).batch);
 
     // nwf-fast under --backend both: every case compiles (what either backend accepts alone), loaded as `load` does.
     const tb0 = performance.now();
@@ -243,11 +256,11 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
       expect(r.ok, 'libvirt was expected to fail instantiating this binding').toBe(false);
       expect(lowered).toBeDefined();
       await lv.deleteAllBindings();
-      reports.push({ name: c.name, corpus: 0, sent: 0, agree: 0, disagree: 0, disagreeBoth: 0, evalDisagree: 0, bindMs: r.ms, ms: performance.now() - t0 });
+      reports.push({ name: c.name, corpus: 0, sent: 0, agree: 0, disagree: 0, disagreeBoth: 0, disagreeNoOpt: 0, optChanged, evalDisagree: 0, bindMs: r.ms, ms: performance.now() - t0 });
       return;
     }
     const bindMs = await lv.createBinding(xml);
-    await Promise.all([flushConntrack(lvHost), flushConntrack(nftHost)]);
+    await Promise.all([flushConntrack(lvHost), flushConntrack(nftHost), flushConntrack(noOptHost)]);
 
     // libvirt's own chain layout (ebtables-save) against the resolved policy's, rule by rule (targets only).
     const save = await lv.ebtablesSave();
@@ -260,11 +273,11 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     }
 
     const corpus = generateCorpus(policy, { peerMac: PEER_MAC });
-    const r = await sendThroughBoth({ libvirt: lvHost, nft: nftHost, both: bothHost }, policy, corpus, { oneByOne: hasL3 });
+    const r = await sendThroughBoth({ libvirt: lvHost, nft: nftHost, both: bothHost, noOpt: noOptHost }, policy, corpus, { oneByOne: hasL3 });
 
     const mine = EXCEPTIONS.filter((e) => e.cases.some((x) => x === '*' || c.name.startsWith(x)));
     const nftOk = lowered !== undefined;
-    const agreesAll = (o: Outcome): boolean => o.libvirt === (o.eval.verdict === 'accept') && (!nftOk || o.nft === o.libvirt) && o.both === o.libvirt;
+    const agreesAll = (o: Outcome): boolean => o.libvirt === (o.eval.verdict === 'accept') && (!nftOk || (o.nft === o.libvirt && o.noOpt === o.libvirt)) && o.both === o.libvirt;
     const discrepant = r.outcomes.filter((o) => !agreesAll(o));
     let libvirtOrder: string | undefined;
     if (c.name === SAME_PRIORITY_CASE) {
@@ -278,17 +291,18 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     const explained = new Map<Exception, Outcome[]>();
     const unexplained: Outcome[] = [];
     for (const o of discrepant) {
-      const e = mine.find((x) => x.applies(o) && matchesSide(x.libvirt, o.libvirt) && (!nftOk || matchesSide(x.nft, o.nft)) && matchesSide(x.nft, o.both as boolean) && matchesEval(x.evaluator, o.eval.verdict));
+      const e = mine.find((x) => x.applies(o) && matchesSide(x.libvirt, o.libvirt) && (!nftOk || (matchesSide(x.nft, o.nft) && matchesSide(x.nft, o.noOpt as boolean))) && matchesSide(x.nft, o.both as boolean) && matchesEval(x.evaluator, o.eval.verdict));
       if (e) explained.set(e, [...(explained.get(e) ?? []), o]);
-      else if (libvirtOrder && o.frame.direction === 'out' && o.nft === (o.eval.verdict === 'accept') && o.both === o.nft) explained.set(SAME_PRIORITY_EXCEPTION, [...(explained.get(SAME_PRIORITY_EXCEPTION) ?? []), o]);
+      else if (libvirtOrder && o.frame.direction === 'out' && o.nft === (o.eval.verdict === 'accept') && o.both === o.nft && (!nftOk || o.noOpt === o.nft)) explained.set(SAME_PRIORITY_EXCEPTION, [...(explained.get(SAME_PRIORITY_EXCEPTION) ?? []), o]);
       else unexplained.push(o);
     }
     const disagree = nftOk ? r.outcomes.filter((o) => o.libvirt !== o.nft) : [];
     const disagreeBoth = r.outcomes.filter((o) => o.libvirt !== o.both);
+    const disagreeNoOpt = nftOk ? r.outcomes.filter((o) => o.libvirt !== o.noOpt) : [];
     const evalDisagree = r.outcomes.filter((o) => (o.eval.verdict === 'accept') !== o.libvirt);
-    reports.push({ name: c.name, corpus: corpus.length, sent: r.outcomes.length, agree: r.outcomes.length - disagree.length, disagree: disagree.length, disagreeBoth: disagreeBoth.length, evalDisagree: evalDisagree.length, bindMs, ms: performance.now() - t0 });
+    reports.push({ name: c.name, corpus: corpus.length, sent: r.outcomes.length, agree: r.outcomes.length - disagree.length, disagree: disagree.length, disagreeBoth: disagreeBoth.length, disagreeNoOpt: disagreeNoOpt.length, optChanged, evalDisagree: evalDisagree.length, bindMs, ms: performance.now() - t0 });
     console.log(
-      `[conformance] ${c.name}: corpus ${corpus.length}, sent ${r.outcomes.length} (skipped ${r.skipped}), libvirt accepted ${r.outcomes.filter((o) => o.libvirt).length}; libvirt vs nwf-fast: agreements ${r.outcomes.length - disagree.length}, disagreements ${disagree.length}${nftOk ? '' : ' (nft not loaded)'}; libvirt vs nwf-fast --backend both: disagreements ${disagreeBoth.length}; evaluator vs libvirt: disagreements ${evalDisagree.length}; binding ${bindMs.toFixed(0)} ms, frames ${(r.ms / 1000).toFixed(1)} s${libvirtOrder ? `; libvirt's chain order: ${libvirtOrder}` : ''}`,
+      `[conformance] ${c.name}: corpus ${corpus.length}, sent ${r.outcomes.length} (skipped ${r.skipped}), libvirt accepted ${r.outcomes.filter((o) => o.libvirt).length}; libvirt vs nwf-fast: agreements ${r.outcomes.length - disagree.length}, disagreements ${disagree.length}${nftOk ? '' : ' (nft not loaded)'}; libvirt vs nwf-fast nft --no-opt: disagreements ${disagreeNoOpt.length}${!nftOk ? ' (not loaded)' : optChanged ? '' : ' (the optimizer changed nothing)'}; libvirt vs nwf-fast --backend both: disagreements ${disagreeBoth.length}; evaluator vs libvirt: disagreements ${evalDisagree.length}; binding ${bindMs.toFixed(0)} ms, frames ${(r.ms / 1000).toFixed(1)} s${libvirtOrder ? `; libvirt's chain order: ${libvirtOrder}` : ''}`,
     );
     for (const [e, os] of explained) {
       console.log(`  ${e.kind === 'bug' ? 'KNOWN BUG' : 'deliberate'} [${e.id}] ${os.length} frames (libvirt ${e.libvirt === 'any' ? 'either' : e.libvirt ? 'accept' : 'drop'}, nwf-fast ${e.nft === 'any' ? 'either' : e.nft ? 'accept' : 'drop'}, evaluator ${e.evaluator === 'any' ? 'either' : e.evaluator}), e.g.`);
@@ -297,8 +311,9 @@ describe.skipIf(skipReason !== undefined)('conformance with real libvirt (libvir
     }
     for (const o of unexplained) console.log(`  UNEXPLAINED ${describeOutcome(policy, o)}`);
 
-    expect(unexplained.map((o) => `${o.frame.direction} ${o.frame.name}: libvirt ${o.libvirt}, nft ${o.nft}, both ${o.both}, evaluator ${o.eval.verdict}`)).toEqual([]);
+    expect(unexplained.map((o) => `${o.frame.direction} ${o.frame.name}: libvirt ${o.libvirt}, nft ${o.nft}, nft --no-opt ${o.noOpt}, both ${o.both}, evaluator ${o.eval.verdict}`)).toEqual([]);
     expect(r.outcomes.every((o) => o.both !== undefined), 'every frame went through the --backend both host').toBe(true);
+    expect(r.outcomes.every((o) => o.noOpt !== undefined), 'every frame went through the --no-opt host').toBe(true);
     // A rule only the eBPF programs enforce under both (nft refuses it) decided some frames, and both delivered them as libvirt did.
     const ebpfOnly = new Set((gen.manifest.oneLayer ?? []).filter((o) => o.layer === 'ebpf').map((o) => o.rule));
     const byEbpfOnly = r.outcomes.filter((o) => o.eval.decidedBy && ebpfOnly.has(`${o.eval.decidedBy.filter}/${o.eval.decidedBy.rule}`));

@@ -1,8 +1,9 @@
 // Conformance machinery: the same corpus frames through identical namespace
 // hosts, one protected by real libvirt (a filter binding on vnet0), one by
-// nwf-fast's nft backend and (optionally) one by nwf-fast under --backend
-// both (the nft second line and the eBPF programs on the tap), compared frame
-// by frame with each other and with the reference evaluator.
+// nwf-fast's nft backend, and optionally one by nwf-fast under --backend
+// both (the nft second line and the eBPF programs on the tap) and one by the
+// nft backend with its optimizer off, compared frame by frame with each other
+// and with the reference evaluator.
 import { execa } from 'execa';
 import { evaluate, type EvalResult } from '../../../src/ir/eval.js';
 import type { InterfacePolicy, L2Rule, L3Rule } from '../../../src/ir/types.js';
@@ -15,6 +16,8 @@ export interface Hosts {
   nft: Testbed;
   /** The host protected under --backend both. */
   both?: Testbed;
+  /** The host protected by the nft backend with the optimizer off (compile --no-opt). */
+  noOpt?: Testbed;
 }
 
 export interface Outcome {
@@ -25,6 +28,8 @@ export interface Outcome {
   nft: boolean;
   /** Delivered on the --backend both host (when there is one). */
   both?: boolean;
+  /** Delivered on the host whose nft ruleset was lowered without the optimizer (when there is one). */
+  noOpt?: boolean;
   eval: EvalResult;
 }
 
@@ -43,8 +48,8 @@ export async function flushConntrack(tb: Testbed): Promise<void> {
 
 /**
  * Sends every usable corpus frame (VM -> peer for 'out', peer -> VM for 'in')
- * through both hosts at once. With `oneByOne`, IP frames are sent alone after
- * a conntrack flush on both hosts, so each is the first packet of a new
+ * through all the hosts at once. With `oneByOne`, IP frames are sent alone after
+ * a conntrack flush on every host, so each is the first packet of a new
  * connection, as the evaluator assumes.
  */
 export async function sendThroughBoth(hosts: Hosts, policy: InterfacePolicy, corpus: readonly CorpusFrame[], opts: { oneByOne?: boolean } = {}): Promise<SendResult> {
@@ -55,8 +60,10 @@ export async function sendThroughBoth(hosts: Hosts, policy: InterfacePolicy, cor
     if (!ok) skipped++;
     return ok;
   });
-  const delivered = new Map<CorpusFrame, { libvirt: boolean; nft: boolean; both?: boolean }>();
-  const all = [hosts.libvirt, hosts.nft, ...(hosts.both ? [hosts.both] : [])];
+  type Delivered = Pick<Outcome, 'libvirt' | 'nft' | 'both' | 'noOpt'>;
+  const delivered = new Map<CorpusFrame, Delivered>();
+  const extra = (['both', 'noOpt'] as const).filter((k) => hosts[k] !== undefined);
+  const all = [hosts.libvirt, hosts.nft, ...extra.map((k) => hosts[k] as Testbed)];
   const ends = (tb: Testbed, dir: 'out' | 'in') => {
     const vm = tb.guest('vm').endpoint;
     const peer = tb.guest('peer').endpoint;
@@ -64,13 +71,17 @@ export async function sendThroughBoth(hosts: Hosts, policy: InterfacePolicy, cor
   };
   const sendBatch = async (frames: CorpusFrame[], dir: 'out' | 'in', quietMs: number, maxWaitMs: number): Promise<void> => {
     const bytes = frames.map((c) => c.frame);
-    const [l, n, b] = await Promise.all(
+    const [l, n, ...rest] = await Promise.all(
       all.map((tb) => {
         const [from, to] = ends(tb, dir);
         return deliver(from, to, bytes, { key: canonicalFrame, quietMs, maxWaitMs });
       }),
     );
-    frames.forEach((c, i) => delivered.set(c, { libvirt: l!.arrived[i] as boolean, nft: n!.arrived[i] as boolean, ...(b ? { both: b.arrived[i] as boolean } : {}) }));
+    frames.forEach((c, i) => {
+      const d: Delivered = { libvirt: l!.arrived[i] as boolean, nft: n!.arrived[i] as boolean };
+      extra.forEach((k, j) => (d[k] = rest[j]!.arrived[i] as boolean));
+      delivered.set(c, d);
+    });
   };
 
   const single = opts.oneByOne ? usable.filter((c) => isIpFrame(c.frame)) : [];
@@ -96,7 +107,7 @@ export async function sendThroughBoth(hosts: Hosts, policy: InterfacePolicy, cor
     await sendBatch([c], c.direction, 40, 1000);
   }
   const outcomes = usable.map((c): Outcome => {
-    const d = delivered.get(c) as { libvirt: boolean; nft: boolean; both?: boolean };
+    const d = delivered.get(c) as Delivered;
     return { frame: c, ...d, eval: evaluate(policy, c.direction, c.frame) };
   });
   return { outcomes, skipped, ms: performance.now() - t0 };
@@ -123,7 +134,7 @@ export function decidingRule(policy: InterfacePolicy, o: Outcome): string {
 export function describeOutcome(policy: InterfacePolicy, o: Outcome): string {
   return [
     `${o.frame.direction} ${o.frame.name}`,
-    `    libvirt ${verdictWord(o.libvirt)}, nwf-fast nft ${verdictWord(o.nft)}${o.both === undefined ? '' : `, nwf-fast both ${verdictWord(o.both)}`}, evaluator ${o.eval.verdict} by ${decidingRule(policy, o)}`,
+    `    libvirt ${verdictWord(o.libvirt)}, nwf-fast nft ${verdictWord(o.nft)}${o.both === undefined ? '' : `, nwf-fast both ${verdictWord(o.both)}`}${o.noOpt === undefined ? '' : `, nwf-fast nft --no-opt ${verdictWord(o.noOpt)}`}, evaluator ${o.eval.verdict} by ${decidingRule(policy, o)}`,
     `    frame ${Buffer.from(o.frame.frame).toString('hex')}`,
   ].join('\n');
 }
