@@ -139,9 +139,15 @@ export function generationId(nftParts: string, bpfIndex: string | undefined): st
  * and fails closed for unknown ports. both: nftables is the second line for
  * L2 (it leaves out the tests it cannot express) and enforces L3.
  */
-export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean; seeds?: ReadonlyMap<string, LearnedEntry>; optimize?: boolean } = {}): NftLowering {
+export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean; seeds?: ReadonlyMap<string, LearnedEntry>; optimize?: boolean; noProgram?: ReadonlySet<string> } = {}): NftLowering {
   const mode = backend === 'bpf' ? 'dispatch' : backend === 'both' ? 'second-line' : 'rules';
-  return lowerToNft(ir, { mode, strict: opts.strict === true, ...(opts.seeds ? { seeds: opts.seeds } : {}), ...(opts.optimize === false ? { optimize: false } : {}) });
+  return lowerToNft(ir, {
+    mode,
+    strict: opts.strict === true,
+    ...(opts.seeds ? { seeds: opts.seeds } : {}),
+    ...(opts.optimize === false ? { optimize: false } : {}),
+    ...(opts.noProgram?.size ? { noProgram: opts.noProgram } : {}),
+  });
 }
 
 export interface ResolveSourcesOptions {
@@ -222,7 +228,12 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
   const isFailed = (iface: string): boolean => failed.some((f) => f.iface === iface);
   // a port fails closed in every layer: what one backend refuses, the other does not protect alone
   let nftIr: PolicyIR = failed.length ? { ...ir, interfaces: ir.interfaces.filter((p) => !isFailed(p.iface)), failed: [...failed] } : ir;
-  const nft = lowerNftFor(backend, nftIr, { strict: !opts.partial, ...(opts.seeds ? { seeds: opts.seeds } : {}), ...(opts.optimize === false ? { optimize: false } : {}) });
+  const nft = lowerNftFor(backend, nftIr, {
+    strict: !opts.partial,
+    ...(opts.seeds ? { seeds: opts.seeds } : {}),
+    ...(opts.optimize === false ? { optimize: false } : {}),
+    noProgram: new Set(nftOnly.keys()),
+  });
   if (nft.failed.length) {
     appendAll(failed, nft.failed);
     if (bpf) bpf = { shapes: bpf.shapes, interfaces: bpf.interfaces.filter((i) => !isFailed(i.iface)) };

@@ -121,7 +121,7 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
           nftOnly = e.message;
         }
       }
-      part = backend === 'bpf' ? acceptPortPart(p.iface, p) : nft.port(p, seed);
+      part = backend === 'bpf' ? acceptPortPart(p.iface, p) : nft.port(p, seed, nftOnly !== undefined);
     } catch (e) {
       if (!(e instanceof NwfError)) throw e;
       error = failureOf(p ?? { iface: b.iface, owner: b.owner, mac: b.mac, filter: b.filterref.filter, file: b.loc.file }, e);

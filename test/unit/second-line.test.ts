@@ -147,4 +147,20 @@ describe('nft as the second line (--backend both)', () => {
     expect(nwfErrorOf(() => generationOf(ir(both), 'both')).code).toBe('NWF1102');
     expect(generationOf(ir(both), 'both', [], { partial: true }).manifest.failed.map((f) => [f.iface, f.code])).toEqual([['vnet2', 'NWF1102']]);
   });
+
+  it('a learning port enforced by nft alone learns in nft (no program would ever copy an address for it)', () => {
+    const dsts = Array.from({ length: 1100 }, (_, i) => `10.${(i >> 8) & 255}.${i & 255}.9`);
+    const LEARN = `<filter name='lf' chain='root'>
+  <filterref filter='clean-traffic'/>
+  <rule action='accept' direction='out' priority='500'><ip dstipaddr='$DST'/></rule>
+</filter>`;
+    const learning = policyFor('lf', { DST: dsts }, [LEARN], { iface: 'vnet3', mac: '52:54:00:00:00:04' });
+    expect(learning.learning?.mode).toBe('any');
+    const g = generationOf(ir(learning), 'both');
+    expect(g.bpf?.interfaces.map((i) => i.iface) ?? []).toEqual([]);
+    // its nft part is the one --backend nft gives: the packet path learns into its size-1 set
+    const part = g.nft.parts.ports.find((p) => p.iface === 'vnet3');
+    expect(part).toEqual(generationOf(ir(learning), 'nft').nft.parts.ports.find((p) => p.iface === 'vnet3'));
+    expect(JSON.stringify(part)).toContain('lrn-w-vnet3');
+  });
 });

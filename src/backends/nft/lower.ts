@@ -80,6 +80,8 @@ export interface LowerOptions {
   strict?: boolean;
   /** Learned state to start learning ports from (ir/learning.ts; key learnKey(owner UUID, MAC)). */
   seeds?: ReadonlyMap<string, LearnedEntry>;
+  /** `both`: ports with no eBPF program (enforced by nft alone): they learn in nft (see NftPortLowering.port). */
+  noProgram?: ReadonlySet<string>;
   /** `batch` with every object under this load tag (tests and benchmarks that apply it whole; parts stay untagged). */
   tag?: string;
   /** Run the optimizer's passes on every shape (default true; opt/passes.ts). */
@@ -186,8 +188,13 @@ export class NftPortLowering {
     return { ...(s.emission ? { emission: s.emission } : {}), template };
   }
 
-  /** One port's part (throws the NwfError of a rule nft cannot express). */
-  port(input: InterfacePolicy, seed?: readonly string[]): PortPart {
+  /**
+   * One port's part (throws the NwfError of a rule nft cannot express).
+   * `noProgram`: under `learner: 'copy'`, this port has no eBPF program (the
+   * programs cannot hold its policy), so nothing would ever copy an address
+   * for it: it learns in the nft packet path itself, as under --backend nft.
+   */
+  port(input: InterfacePolicy, seed?: readonly string[], noProgram = false): PortPart {
     const p = this.opts.secondLine ? secondLinePolicy(input).policy : input;
     const commands: NftCommand[] = [];
     const shapes: string[] = [];
@@ -222,7 +229,7 @@ export class NftPortLowering {
     if (p.learning) {
       checkLearnedL3(p);
       // a learning port goes through its learning chains (learn.ts), which lead to its policy once locked
-      appendAll(commands, learningPortCommands(p, policy, reasons, seed, this.opts.learner === 'copy'));
+      appendAll(commands, learningPortCommands(p, policy, reasons, seed, this.opts.learner === 'copy' && !noProgram));
       for (const dir of DIRECTIONS) {
         commands.push(dispatchEntry(dir, p.iface, jump(nftNames.learnChain(dir, p.iface))));
         appendAll(commands, countEntries(dir, p.iface, reasons[dir]));
@@ -275,7 +282,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
       continue;
     }
     try {
-      ports.push(lowering.port(p, seedOf(p, opts.seeds)));
+      ports.push(lowering.port(p, seedOf(p, opts.seeds), opts.noProgram?.has(p.iface) === true));
     } catch (e) {
       if (opts.strict !== false || !(e instanceof NwfError)) throw e;
       failed.push(failureOf(p, e));
