@@ -1164,9 +1164,4 @@ export async function loadedStatus(opts: HostOptions, tables?: readonly TablePro
   return out;
 }
 
-/** The ports recorded as loaded (taps and whether they are protected), without reading their parts' details. */
-export function loadedPorts(stateDir: string): { iface: string; status: 'protected' | 'failed' }[] {
-  const store = new LoadedStore(stateDir);
-  return store.portNames().map((n) => ({ iface: n, status: store.readPort(n)?.status ?? 'protected' }));
-}
 

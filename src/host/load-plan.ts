@@ -28,8 +28,7 @@
 // named counters, the per-port counting sets) keep their names and counts.
 import { add, del, flush, nftTable, str } from '../backends/nft/build.js';
 import type { ChainObject, NftCommand, NftFamily, SetItem } from '../backends/nft/model.js';
-import { isPersistent, tagName } from '../backends/nft/names.js';
-import { tagElement } from '../backends/nft/tag.js';
+import { isPersistent } from '../backends/nft/names.js';
 export { tagCommand, tagCommands } from '../backends/nft/tag.js';
 import {
   elementText,
@@ -71,10 +70,6 @@ export function elementBatch(changes: readonly SetDelta[]): NftCommand[] {
   ];
 }
 
-/** A set delta with its set under load tag `tag`. */
-export function tagDelta(d: SetDelta, tag: string | undefined): SetDelta {
-  return { set: { ...d.set, name: tagName(d.set.name, tag) }, remove: d.remove, add: d.add.map((e) => tagElement(e, tag)) };
-}
 
 // ---- the typed diff ----------------------------------------------------------------------
 

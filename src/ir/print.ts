@@ -1,5 +1,4 @@
 // Human-readable rendering of PolicyIR, in libvirt's chain vocabulary.
-import { jsonChunks } from '../util/json-chunks.js';
 import { assertNever } from '../util/errors.js';
 import { l2ChainName } from './eval/chains.js';
 import { l3ChainName } from './eval/iptables.js';
@@ -101,7 +100,3 @@ export function printPolicy(ir: PolicyIR): string {
  */
 export const POLICY_DEPTH = 8;
 
-/** The PolicyIR as JSON (as JSON.stringify(ir, null, indent)), in pieces of a few rules. */
-export function policyJsonChunks(ir: PolicyIR, indent = 2): Generator<string> {
-  return jsonChunks(ir, indent, { depth: POLICY_DEPTH });
-}
