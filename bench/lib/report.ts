@@ -41,10 +41,23 @@ export function targets(r: BenchResults): Target[] {
     const row = protectRow(r, m, nMax);
     out.push({
       name: `protect ${nMax} interfaces, ${m}`,
-      target: '< 1 s',
+      target: '< 0.3 s',
       measured: row ? msRange(row.totalMs) : 'n/a',
-      met: row ? row.totalMs.median < 1000 : null,
+      met: row ? row.totalMs.median < 300 : null,
       libvirt: libvirtProtect(r, nMax),
+    });
+  }
+  {
+    // compile at fleet scale: the largest size of the compile phase, warm (tinybench) and once in a fresh process (peak RSS)
+    const cn = r.compile?.length ? Math.max(...r.compile.map((c) => c.n)) : undefined;
+    const warm = r.compile?.find((c) => c.n === cn && c.task === COMPILE_TASKS.total);
+    const cold = r.compile?.find((c) => c.n === cn && c.task === COMPILE_TASKS.cold);
+    out.push({
+      name: `compile ${cn ?? 10_000} interfaces (nft: parse + resolve + lower + JSON)`,
+      target: '< 1 s, peak RSS reported',
+      measured: warm || cold ? [warm ? `${msRange(warm.ms)} warm` : '', cold ? `${ms(cold.ms.median)} in a fresh process, peak RSS ${fmt(cold.peakRssMB ?? NaN, 0)} MB` : ''].filter(Boolean).join('; ') : 'n/a',
+      met: warm || cold ? [warm, cold].every((c) => !c || c.ms.median < 1000) : null,
+      libvirt: 'n/a (libvirt instantiates per binding)',
     });
   }
   const lvValid = cell(r, 'libvirt-ebtables', nMax, 'valid');
@@ -85,14 +98,16 @@ export function targets(r: BenchResults): Target[] {
   for (const [method, limit] of [
     ['nft-generation', 2],
     ['nft-set-delta', 2],
-    ['ebpf-update-config', 0.1],
+    ['ebpf-update-config', 2],
   ] as const) {
     const u = r.update?.find((x) => x.method === method);
+    // the goal is the whole change (the work before the kernel update and the update itself)
+    const whole = u ? (u.compileMs.n ? u.compileMs.median : 0) + u.liveMs.median : undefined;
     out.push({
       name: `IP change live on a ${nMax}-port host, ${method}`,
       target: `< ${limit} ms, no frame leaked`,
-      measured: u ? `${msRange(u.liveMs)}; ${u.leak.leaked} of ${u.leak.sent} spoofed frames leaked` : 'n/a',
-      met: u ? u.liveMs.median < limit && u.leak.leaked === 0 : null,
+      measured: u && whole !== undefined ? `${ms(whole)} in all: kernel update ${msRange(u.liveMs)}${u.compileMs.n ? ` after ${ms(u.compileMs.median)} of work before it` : ''}; ${u.leak.leaked} of ${u.leak.sent} spoofed frames leaked` : 'n/a',
+      met: u && whole !== undefined ? whole < limit && u.leak.leaked === 0 : null,
       libvirt: lvText(() => (lvChange ? `${ms(lvChange.totalMs.median)} (delete + create; unfiltered ≥ ${ms(lvChange.unfilteredMs.median)}); ${lvChange.leak.leaked} of ${lvChange.leak.sent} leaked` : 'n/a')),
     });
   }
@@ -415,7 +430,7 @@ export function renderSvg(r: BenchResults): string {
     const ys = series.flatMap((s) => s.points.map((q) => q.y)).filter((y) => y > 0);
     panels.push(
       drawPanel(
-        { x: 0, y: 0, w: W, h: H, title: 'Time to protect N interfaces', xLabel: 'interfaces (clean-traffic)', yLabel: 'time (log)', xs: ns, yLog: true, yMin: 10 ** Math.floor(Math.log10(Math.min(1, ...ys))), yMax: 10 ** Math.ceil(Math.log10(Math.max(2000, ...ys))), series, hlines: [{ y: 1000, label: 'target: 1000 in < 1 s', below: true, anchor: 'middle' }], yFmt: (v) => tickLabel(v, true) },
+        { x: 0, y: 0, w: W, h: H, title: 'Time to protect N interfaces', xLabel: 'interfaces (clean-traffic)', yLabel: 'time (log)', xs: ns, yLog: true, yMin: 10 ** Math.floor(Math.log10(Math.min(1, ...ys))), yMax: 10 ** Math.ceil(Math.log10(Math.max(2000, ...ys))), series, hlines: [{ y: 300, label: 'target: 1000 in < 0.3 s', below: true, anchor: 'middle' }], yFmt: (v) => tickLabel(v, true) },
       ),
     );
   }
