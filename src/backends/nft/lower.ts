@@ -133,8 +133,8 @@ export class NftPortLowering {
   private readonly passes: readonly PassName[];
   private readonly shapeUsers = new Map<string, string[]>();
   private readonly portNotes: OptReport['ports'] = [];
-  /** The passes that change a shape, by template key (a function of the structure: decided once per shape). */
-  private readonly firing = new Map<string, PassName[]>();
+  /** The passes that change a shape and its hash, by template key (a function of the structure: decided once per shape). */
+  private readonly firing = new Map<string, { passes: PassName[]; hash: string }>();
 
   /** secondLine: the L2 tests nft cannot express are left to the eBPF programs (second-line.ts). */
   constructor(private readonly opts: PortLoweringOptions & { secondLine?: boolean; learner?: 'nft' | 'copy' } = {}) {
@@ -169,9 +169,13 @@ export class NftPortLowering {
   private shapeOf(p: InterfacePolicy, dir: Direction): { emission?: ShapeEmission; template: ReturnType<typeof buildTemplate> } {
     const template = buildTemplate(p, dir);
     // the passes that change the shape are part of its key: an optimized shape never shares a name with an unoptimized one
-    let passes = this.firing.get(template.key);
-    if (!passes) this.firing.set(template.key, (passes = firingPasses(template, this.passes)));
-    const hash = shapeHash(passes.length ? `${template.key}|opt${OPT_VERSION}:${passes.join(',')}` : template.key);
+    let keyed = this.firing.get(template.key);
+    if (!keyed) {
+      const passes = firingPasses(template, this.passes);
+      keyed = { passes, hash: shapeHash(passes.length ? `${template.key}|opt${OPT_VERSION}:${passes.join(',')}` : template.key) };
+      this.firing.set(template.key, keyed);
+    }
+    const { passes, hash } = keyed;
     let s = this.shapes.get(hash);
     if (!s) {
       try {

@@ -96,28 +96,59 @@ function negatedPortTest(m: L2Match): boolean {
 }
 
 /**
+ * The skeleton of a match as JSON text. A frozen match (a rule the resolver
+ * shares between the interfaces of one template, resolve.ts) cannot change:
+ * its text is computed once for all of them.
+ */
+const skeletonTexts = new WeakMap<L2Match, string>();
+function skeletonText(m: L2Match): string {
+  if (!Object.isFrozen(m)) return JSON.stringify(skeleton(m));
+  let s = skeletonTexts.get(m);
+  if (s === undefined) skeletonTexts.set(m, (s = JSON.stringify(skeleton(m))));
+  return s;
+}
+
+/** A rule group with the skeleton text of its first rule (for the key). */
+interface KeyedGroup extends RuleGroup {
+  sk: string;
+}
+
+/**
  * Consecutive instances of one filter rule that differ only in
  * per-interface values form a group (one shared rule, their values in a
  * set); instances that differ in anything else (ports, protocols from a
  * list) start a new group.
  */
-function groupRules(rules: readonly L2Rule[]): RuleGroup[] {
-  const out: RuleGroup[] = [];
+function groupRules(rules: readonly L2Rule[]): KeyedGroup[] {
+  const out: KeyedGroup[] = [];
   let lastSkeleton = '';
   for (const r of rules) {
     const last = out[out.length - 1];
     const prev = last?.rules[0];
-    const sk = JSON.stringify(skeleton(r.match));
+    const sk = skeletonText(r.match);
     if (last && prev && prev.origin.filter === r.origin.filter && prev.origin.rule === r.origin.rule && sk === lastSkeleton) last.rules.push(r);
-    else out.push({ kind: 'group', rules: [r] });
+    else out.push({ kind: 'group', rules: [r], sk });
     lastSkeleton = sk;
   }
   return out;
 }
 
+/** A group's part of the shape key: JSON of {id, verdict, reason, m: skeleton, n?} (n: the instance count, for a negated looked-up test). */
+const groupKeyTexts = new WeakMap<L2Rule, string>();
+function groupKeyText(g: KeyedGroup): string {
+  const rep = g.rules[0] as L2Rule;
+  const frozen = Object.isFrozen(rep);
+  let base = frozen ? groupKeyTexts.get(rep) : undefined;
+  if (base === undefined) {
+    base = `{"id":${JSON.stringify(`${rep.origin.filter}/${rep.origin.rule}`)},"verdict":${JSON.stringify(rep.verdict)},"reason":${JSON.stringify(dropReason(rep.origin))},"m":${g.sk}`;
+    if (frozen) groupKeyTexts.set(rep, base);
+  }
+  return negatedPortTest(rep.match) ? `${base},"n":${g.rules.length}}` : `${base}}`;
+}
+
 export function buildTemplate(p: InterfacePolicy, dir: Direction): Template {
   const pol = p.l2[dir];
-  const root: TemplateChain = { entries: [] };
+  const root: { sub?: string; entries: (KeyedGroup | Jump)[] } = { entries: [] };
   let pending: L2Rule[] = [];
   const flush = (): void => {
     appendAll(root.entries, groupRules(pending));
@@ -131,27 +162,15 @@ export function buildTemplate(p: InterfacePolicy, dir: Direction): Template {
     }
   }
   flush();
-  const chains: TemplateChain[] = [root, ...pol.chains.map((c) => ({ sub: c.name, entries: groupRules(c.rules) }))];
-  const key = JSON.stringify([
-    SHAPE_LOWERING_VERSION,
-    dir,
-    // learned $IP tests are lowered by learning mode (learn.ts)
-    ...(p.learning ? [{ learn: p.learning.mode }] : []),
-    chains.map((c) => ({
-      sub: c.sub,
-      entries: c.entries.map((e) => {
-        if (e.kind === 'jump') return e;
-        const rep = e.rules[0] as L2Rule;
-        return {
-          id: `${rep.origin.filter}/${rep.origin.rule}`,
-          verdict: rep.verdict,
-          reason: dropReason(rep.origin),
-          m: skeleton(rep.match),
-          ...(negatedPortTest(rep.match) ? { n: e.rules.length } : {}),
-        };
-      }),
-    })),
-  ]);
+  const chains = [root, ...pol.chains.map((c) => ({ sub: c.name, entries: groupRules(c.rules) }))];
+  // the key is JSON of [version, dir, {learn}?, [{sub?, entries: [jump | group key]}]], written
+  // from the groups' texts (learned $IP tests are lowered by learning mode, learn.ts)
+  const head = JSON.stringify([SHAPE_LOWERING_VERSION, dir, ...(p.learning ? [{ learn: p.learning.mode }] : [])]).slice(0, -1);
+  const chainTexts = chains.map((c) => {
+    const entries = c.entries.map((e) => (e.kind === 'jump' ? JSON.stringify(e) : groupKeyText(e))).join(',');
+    return c.sub === undefined ? `{"entries":[${entries}]}` : `{"sub":${JSON.stringify(c.sub)},"entries":[${entries}]}`;
+  });
+  const key = `${head},[${chainTexts.join(',')}]]`;
   return { iface: p.iface, dir, chains, key };
 }
 
