@@ -14,18 +14,21 @@
 // (source IP neither the old nor the new one) counting frames that reach the
 // peer, and checked afterwards: frames from the new IP pass, from the old don't.
 import { join } from 'node:path';
-import { lowerToNft } from '../../src/backends/nft/lower.js';
+import { lowerToNft, NftPortLowering } from '../../src/backends/nft/lower.js';
+import type { PortPart } from '../../src/backends/nft/parts.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { updateConfig } from '../../src/host/bpf-load.js';
 import { applyNft } from '../../src/host/apply.js';
-import { diffParts, elementBatch, setIndexOf, type SetDelta } from '../../src/host/load-plan.js';
+import { diffParts, elementBatch, setIndexOf, tagCommands, type SetDelta } from '../../src/host/load-plan.js';
 import { withNetns } from '../../src/host/netns.js';
 import { nftApply } from '../../src/host/nft.js';
 import { applyElementDelta, NfnlSocket } from '../../src/host/nfnl/index.js';
 import type { PolicyIR } from '../../src/ir/types.js';
 import { loadEbpf, loadNft, startFlood, writeTrafgenConfigs, type BenchHost } from './host.js';
 import { probeIps, type LeakResult } from './libvirt-phase.js';
-import { ALT_IP, bindingTexts, compileNft, parseBindings, portIp, resolveAll, vm0Config } from './policy.js';
+import { ALT_IP, bindingTexts, bindingXml, compileNft, filters, parseBindings, portIp, resolveAll, vm0Config } from './policy.js';
+import { resolveInterface } from '../../src/resolve/resolve.js';
+import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
 import { log, sleep, stat, type Stat } from './util.js';
 
 /** A load of a resolved policy as `load` does it: lowered under the tag the load picks. */
@@ -106,19 +109,34 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
       const tag = await load(irA);
 
       // ---- nft: set-element delta ----
-      // the incremental load nwf-fast takes when only addresses change: the typed element diff
-      // of the two generations lowered under the live tag (host/load-plan.ts, "compile"), then
-      // sent as one transaction ("live"): through the netlink encoder (host/nfnl) on a socket
-      // kept open, as a long-running updater would, and through libnftables for comparison
+      // the incremental load nwf-fast takes when only addresses change, as its per-port path
+      // (applyPortChanges -> commit) computes it ("compile"): the changed port's binding parsed,
+      // resolved and lowered alone (the shapes are the loaded generation's, lowered once), and
+      // the typed element diff of its part against the loaded one (host/load-plan.ts); then sent
+      // as one transaction ("live"): through the netlink encoder (host/nfnl) on a socket kept
+      // open, as a long-running updater would, and through libnftables for comparison
       const batchA = lowerToNft(irA, { tag }).batch;
-      const batchB = lowerToNft(irB, { tag }).batch;
-      const deltaOf = (c: number): SetDelta[] => {
-        const [prev, next] = c % 2 === 0 ? [batchA, batchB] : [batchB, batchA];
-        const d = diffParts([{ id: 'g', commands: prev }], [{ id: 'g', commands: next }], setIndexOf([prev, next]))?.deltas;
-        if (!d) throw new Error('the two generations differ in more than set elements');
+      const index = setIndexOf([batchA]);
+      const lowering = new NftPortLowering();
+      const vm0Part = (ip: string): PortPart => lowering.port(resolveInterface(filters(), parseFilterBindingXml(bindingXml(0, ip), 'binding-0.xml')));
+      const portDelta = (prev: PortPart, next: PortPart): SetDelta[] => {
+        const d = diffParts([{ id: prev.iface, commands: tagCommands(prev.commands, tag) }], [{ id: next.iface, commands: tagCommands(next.commands, tag) }], index)?.deltas;
+        if (!d) throw new Error("the port's two parts differ in more than set elements");
         return d;
       };
-      const plans = [deltaOf(0), deltaOf(1)];
+      const parts = [vm0Part(portIp(0)), vm0Part(ALT_IP)] as [PortPart, PortPart];
+      const plans = [portDelta(parts[0], parts[1]), portDelta(parts[1], parts[0])];
+      {
+        // the same deltas as the diff of the two whole generations (untimed check)
+        const batchB = lowerToNft(irB, { tag }).batch;
+        const whole = diffParts([{ id: 'g', commands: batchA }], [{ id: 'g', commands: batchB }], setIndexOf([batchA, batchB]))?.deltas;
+        if (JSON.stringify(whole) !== JSON.stringify(plans[0])) throw new Error("the port's delta differs from the diff of the whole generations");
+      }
+      let loadedPart = parts[0];
+      const deltaOf = (c: number): { plan: SetDelta[]; next: PortPart } => {
+        const next = vm0Part(ipOf(c));
+        return { plan: portDelta(loadedPart, next), next };
+      };
       const sock = withNetns(host.hostNs, () => NfnlSocket.open());
       try {
         const viaNfnl = async (plan: SetDelta[]): Promise<void> => {
@@ -129,22 +147,24 @@ export async function updatePhase(host: BenchHost, o: UpdateOptions): Promise<Up
           await nftApply(toNftJson(elementBatch(plan)), { netns: host.hostNs, inProcess: true });
         };
         for (const [method, apply, note] of [
-          ['nft-set-delta', viaNfnl, "nwf-fast's incremental load: the element diff of two generations (compile), sent as one nf_tables netlink batch on the live sets (host/nfnl)"],
+          ['nft-set-delta', viaNfnl, "nwf-fast's incremental load: the changed port resolved and lowered alone and its element diff against the loaded part (compile), sent as one nf_tables netlink batch on the live sets (host/nfnl)"],
           ['nft-set-delta-libnftables', viaLib, 'the same delta through libnftables in-process (its client reads the whole table into its cache first)'],
         ] as const) {
           const comp: number[] = [];
           const live2: number[] = [];
           for (let c = 0; c < o.changes; c++) {
             const t0 = performance.now();
-            const plan = deltaOf(c);
+            const { plan, next } = deltaOf(c);
             const t1 = performance.now();
             await apply(plan);
             live2.push(performance.now() - t1);
             comp.push(t1 - t0);
+            loadedPart = next;
           }
           if (o.changes % 2 === 1) await apply(plans[1] as SetDelta[]);
           const leak2 = await underFlood((c) => apply(plans[c % 2] as SetDelta[]), o.leakChanges);
           if (o.leakChanges % 2 === 1) await apply(plans[1] as SetDelta[]);
+          loadedPart = parts[0];
           rows.push({ method, n: o.n, changes: o.changes, compileMs: stat(comp), liveMs: stat(live2), leak: leak2, note });
           log(`update ${method} n=${o.n}: delta ${stat(comp).median.toFixed(1)} ms, live ${stat(live2).median.toFixed(3)} ms; leaked ${leak2.leaked}/${leak2.sent}`);
         }

@@ -63,7 +63,13 @@ const keyOf = (e: Element): SetItem => (Array.isArray(e) ? (e as readonly [SetIt
 
 /** One transaction applying element changes: every deletion, then every addition. */
 export function elementBatch(changes: readonly SetDelta[]): NftCommand[] {
-  const t = (c: SetDelta) => nftTable(c.set.family, c.set.table);
+  const tables = new Map<string, ReturnType<typeof nftTable>>();
+  const t = (c: SetDelta): ReturnType<typeof nftTable> => {
+    const k = `${c.set.family} ${c.set.table}`;
+    let x = tables.get(k);
+    if (!x) tables.set(k, (x = nftTable(c.set.family, c.set.table)));
+    return x;
+  };
   return [
     ...changes.filter((c) => c.remove.length).map((c) => del(t(c).element(c.set.name, c.remove))),
     ...changes.filter((c) => c.add.length).map((c) => add(t(c).element(c.set.name, c.add))),
@@ -109,8 +115,32 @@ export interface DiffPlan {
   changedParts: string[];
 }
 
-const partText = (p: Part): string => JSON.stringify(p.commands);
-const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+/**
+ * Whether two values have the same JSON text (keys in the same order, an
+ * undefined property absent, undefined in an array null), without writing
+ * either text: a port's part is compared at every load that lists it.
+ */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i] === undefined ? null : a[i], b[i] === undefined ? null : b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  const kx = Object.keys(x).filter((k) => x[k] !== undefined);
+  const ky = Object.keys(y).filter((k) => y[k] !== undefined);
+  if (kx.length !== ky.length) return false;
+  for (let i = 0; i < kx.length; i++) {
+    const k = kx[i] as string;
+    if (k !== ky[i] || !sameJson(x[k], y[k])) return false;
+  }
+  return true;
+}
+const same = sameJson;
 
 function concatCommands(parts: readonly Part[]): NftCommand[] {
   const out: NftCommand[] = [];
@@ -136,7 +166,7 @@ export function diffParts(prev: readonly Part[], next: readonly Part[], index: S
   const changed = [...new Set([...prevById.keys(), ...nextById.keys()])].filter((id) => {
     const a = prevById.get(id);
     const b = nextById.get(id);
-    return !a || !b || partText(a) !== partText(b);
+    return !a || !b || !sameJson(a.commands, b.commands);
   });
   if (!changed.length) return { apply: [], cleanup: [], deltas: [], changedParts: [] };
   const prevCmds = concatCommands(changed.flatMap((id) => (prevById.has(id) ? [prevById.get(id) as Part] : [])));

@@ -11,7 +11,7 @@ import { toNftJson } from '../../src/backends/nft/serialize.js';
 import type { NftParts } from '../../src/backends/nft/parts.js';
 import type { InterfacePolicy } from '../../src/ir/types.js';
 import { expectedSnapshot, kernelInventory, listingSnapshot, reachable, snapshotDiff, tagsIn, type Listing } from '../../src/host/inventory.js';
-import { diffParts, planFullLoad, setIndexOf, tagCommands, unloadBatch, type Part } from '../../src/host/load-plan.js';
+import { diffParts, planFullLoad, sameJson, setIndexOf, tagCommands, unloadBatch, type Part } from '../../src/host/load-plan.js';
 import { policyFor } from '../support/policy.js';
 
 const T = { family: 'bridge', table: 'nwf_fast' };
@@ -220,5 +220,31 @@ describe('unload', () => {
         '',
       ].join('\n'),
     );
+  });
+});
+
+describe('sameJson: equal JSON texts, without writing them', () => {
+  const cases: [unknown, unknown][] = [
+    [{ a: 1, b: [1, 'x'] }, { a: 1, b: [1, 'x'] }],
+    [{ a: 1, b: 2 }, { b: 2, a: 1 }],
+    [{ a: 1, b: undefined }, { a: 1 }],
+    [[1, undefined], [1, null]],
+    [[1, 2], [1, 2, 3]],
+    [{ a: { b: 'c' } }, { a: { b: 'd' } }],
+    [{ a: [] }, { a: {} }],
+    [{ a: null }, { a: undefined }],
+    ['1', 1],
+  ];
+  it.each(cases)('%j vs %j', (a, b) => {
+    expect(sameJson(a, b)).toBe(JSON.stringify(a) === JSON.stringify(b));
+  });
+
+  it('agrees on every part of a lowered generation, and finds a changed address', () => {
+    const a = lowerToNft({ version: 1, interfaces: [policyFor('clean-traffic', { IP: ['10.0.0.1'] })], notes: [] }).parts;
+    const b = lowerToNft({ version: 1, interfaces: [policyFor('clean-traffic', { IP: ['10.0.0.2'] })], notes: [] }).parts;
+    const pa = a.ports[0]?.commands;
+    expect(sameJson(pa, structuredClone(pa))).toBe(true);
+    expect(sameJson(pa, b.ports[0]?.commands)).toBe(false);
+    expect(sameJson(a.shapes, b.shapes)).toBe(true);
   });
 });
