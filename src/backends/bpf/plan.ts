@@ -339,38 +339,65 @@ function hex(b: Uint8Array): string {
 
 // ---- planning -------------------------------------------------------------------------
 
+/** A rule's template, its key and its encoded value tuple. */
+interface RulePlan {
+  tpl: RuleTemplate;
+  key: string;
+  tuple: Uint8Array;
+  hex: string;
+}
+
+/**
+ * Plans of frozen rules: the resolver shares one frozen rule object between
+ * the interfaces of a template (resolve.ts), so its plan is computed once
+ * for all of them (never mutated: templates and tuples are only read).
+ */
+const rulePlans = new WeakMap<L2Rule, RulePlan>();
+function rulePlan(r: L2Rule & { verdict: GroupVerdict }): RulePlan {
+  const frozen = Object.isFrozen(r);
+  const known = frozen ? rulePlans.get(r) : undefined;
+  if (known) return known;
+  const ex = extractTests(r.match);
+  const tpl = templateOf(r, r.verdict, ex.map((e) => e.test));
+  const tuple = concatBytes(ex.map((e) => e.value));
+  const out = { tpl, key: templateKey(tpl), tuple, hex: hex(tuple) };
+  if (frozen) rulePlans.set(r, out);
+  return out;
+}
+
 class GroupBuilder {
   readonly groups: PlanGroup[] = [];
+  /** The shape's structure as text (a key for shapeOf), built as the groups are. */
+  sig: (string | number | boolean)[] = [];
 
   /** Groups of one run of rules (a sub-chain, or root rules between two jumps). */
   run(dir: Direction, chain: string | null, rules: readonly L2Rule[], iface: string): PlanGroup[] {
     const out: PlanGroup[] = [];
+    const keys: string[] = [];
     let cur: { g: PlanGroup; key: string; seen: Set<string> } | undefined;
     for (const r of rules) {
       if (r.verdict === 'continue') continue;
-      const ex = extractTests(r.match);
-      const tpl = templateOf(r, r.verdict, ex.map((e) => e.test));
-      const key = templateKey(tpl);
-      const tuple = concatBytes(ex.map((e) => e.value));
+      const { tpl, key, tuple, hex: h } = rulePlan(r as L2Rule & { verdict: GroupVerdict });
       if (!cur || cur.key !== key) {
         const g: PlanGroup = { index: -1, dir, template: tpl, cap: 0, tuples: [], ruleIds: [], origins: [], chain };
         cur = { g, key, seen: new Set() };
         out.push(g);
+        keys.push(key);
       }
       const g = cur.g;
       g.ruleIds.push(r.id);
       const origin = `${r.origin.filter}/${r.origin.rule}`;
       if (!g.origins.includes(origin)) g.origins.push(origin);
-      const h = hex(tuple);
       if (!cur.seen.has(h)) {
         cur.seen.add(h);
         g.tuples.push(tuple);
       }
     }
-    for (const g of out) {
+    for (const [i, g] of out.entries()) {
       g.cap = capFor(g.tuples.length, `interface ${iface}, ${dir === 'out' ? 'from' : 'to'} the VM, ${g.origins.join(', ')}`);
       g.index = this.groups.length;
       this.groups.push(g);
+      this.sig.push(keys[i] as string, g.cap);
     }
     return out;
   }
@@ -393,6 +420,7 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
       for (const g of b.run(dir, null, pending, p.iface)) entries.push({ kind: 'group', group: g });
       pending = [];
     };
+    b.sig.push('dir', pol.root.length > 0);
     for (const e of pol.root) {
       if (e.kind === 'rule') {
         pending.push(e.rule);
@@ -401,7 +429,9 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
       flush();
       const ch = chains.get(e.chain);
       if (!ch) throw new InternalError(`jump to unknown chain ${e.chain} on ${p.iface}`);
+      b.sig.push('jump', JSON.stringify(e.guard));
       entries.push({ kind: 'jump', chain: e.chain, guard: e.guard, groups: b.run(dir, e.chain, ch.rules, p.iface) });
+      b.sig.push('end');
     }
     flush();
     dirs[dir] = { hooked: pol.root.length > 0, entries };
@@ -414,7 +444,7 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
       hint: "give the address in the interface's filterref (<parameter name='IP' value='...'/>), or use CTRL_IP_LEARNING=any",
     });
   }
-  const shape: BpfShape = {
+  const { shape, shapeId } = shapeOf(JSON.stringify([p.learning ? 'learn' : '', ...b.sig]), () => ({
     version: BPF_PLAN_VERSION,
     ...(p.learning ? { learn: 'any' as const } : {}),
     dirs: Object.fromEntries(
@@ -426,8 +456,27 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
         },
       ]),
     ) as BpfShape['dirs'],
-  };
-  return { iface: p.iface, dirs, groups: b.groups, shape, shapeId: shapeIdOf(shape), ...(p.learning ? { learnMac: p.mac } : {}) };
+  }));
+  return { iface: p.iface, dirs, groups: b.groups, shape, shapeId, ...(p.learning ? { learnMac: p.mac } : {}) };
+}
+
+/**
+ * Shapes by their structure's text (every group's template key and
+ * capacity, the jumps and their guards, per direction): the shape object and
+ * its id (a SHA-256 of its canonical JSON) are computed once per structure,
+ * and shared (read only) by every plan of it.
+ */
+const shapes = new Map<string, { shape: BpfShape; shapeId: string }>();
+const MAX_SHAPES = 4096;
+function shapeOf(sig: string, build: () => BpfShape): { shape: BpfShape; shapeId: string } {
+  let s = shapes.get(sig);
+  if (!s) {
+    const shape = build();
+    s = { shape, shapeId: shapeIdOf(shape) };
+    if (shapes.size >= MAX_SHAPES) shapes.clear();
+    shapes.set(sig, s);
+  }
+  return s;
 }
 
 /** Canonical JSON (sorted keys) of a value. */
