@@ -73,3 +73,15 @@ describe('nft lowering: memoized equals direct', () => {
     }
   });
 });
+
+describe('nft lowering: a port lowered with the others equals the port lowered alone (walks kept per class signature, opt/walk.ts)', () => {
+  it.each(CASES)('$name', ({ filters, bindings }) => {
+    const ir = resolvePolicy(filters, bindings);
+    const together = lowerToNft(ir, { strict: false });
+    for (const p of ir.interfaces) {
+      const alone = lowerToNft({ ...ir, interfaces: [p] }, { strict: false });
+      expect(JSON.stringify(together.parts.ports.find((x) => x.iface === p.iface))).toBe(JSON.stringify(alone.parts.ports[0]));
+      expect(JSON.stringify(together.opt.ports.filter((x) => x.iface === p.iface))).toBe(JSON.stringify(alone.opt.ports));
+    }
+  });
+});

@@ -345,11 +345,12 @@ export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<Dr
       const seen = new Set<string>();
       const elements = [];
       for (const r of e.rules) {
-        const vals = slots.map((v) => elementValue(slotTest(r.match, v) as MacTest | IpTest));
-        const id = JSON.stringify(vals);
+        const tests = slots.map((v) => slotTest(r.match, v) as MacTest | IpTest);
+        // the element's identity: its values' texts (an address and, for IP, its prefix)
+        const id = tests.map((x) => ('prefix' in x ? `${x.addr}/${x.prefix}` : x.addr)).join(' ');
         if (seen.has(id)) continue;
         seen.add(id);
-        elements.push(tuple(str(iface), ...vals));
+        elements.push(tuple(str(iface), ...tests.map(elementValue)));
       }
       sets.push(add(br.element(nftNames.shapeSet(s.hash, g.set.k), elements)));
     });

@@ -32,10 +32,12 @@ import { accept, add, eq, hex, match, meta, payload, raw, setRef, str, sym } fro
 import type { NftCommand, Selector, SetKeyType, Statement, TupleValue } from '../model.js';
 import { nftNames } from '../names.js';
 import { br } from '../l2.js';
-import { walkTemplate, type BoundPath, type FrameClass, type TemplateView as Template } from './walk.js';
+import { classSignature, walkTemplate, type BoundPath, type FrameClass, type TemplateView as Template, type WalkEnd } from './walk.js';
 
 /** Most elements one interface may add to a fast set (its MACs times its IPs); beyond it the interface keeps the original path. */
 export const MAX_FAST_ELEMENTS = 4096;
+/** Templates of at most this many rule instances keep their walks' ends by class signature. */
+const MAX_SIGNATURE_RULES = 64;
 
 type FastKind = 'ip4' | 'arp' | 'ip6';
 const KINDS: readonly FastKind[] = ['ip4', 'arp', 'ip6'];
@@ -56,6 +58,8 @@ export interface FastShape {
   rules: NftCommand[];
   /** What the pass did, or why not, per kind of frame. */
   report: string[];
+  /** Walk ends by kind and class signature (walk.ts classSignature): an interface whose rules classify like an earlier one's is not walked again. */
+  walks: Map<string, WalkEnd>;
 }
 
 /** Candidate key addresses per kind and direction: what identifies the sender (from the VM) or the receiver (to it). */
@@ -144,7 +148,7 @@ export function fastAcceptFires(t: Template): boolean {
 
 /** The fast paths of a shape, from any interface's template of it (the structure is the shape's). */
 export function fastShape(t: Template, hash: string): FastShape {
-  const out: FastShape = { paths: [], decls: [], rules: [], report: [] };
+  const out: FastShape = { paths: [], decls: [], rules: [], report: [], walks: new Map() };
   for (const kind of KINDS) {
     const k = fastKey(t, kind);
     if (!('paths' in k)) {
@@ -177,6 +181,8 @@ const uniq = (xs: Iterable<string>): string[] => [...new Set(xs)];
 export function fastPortElements(s: FastShape, t: Template): { commands: NftCommand[]; notes: string[] } {
   const commands: NftCommand[] = [];
   const notes: string[] = [];
+  let instances = 0;
+  for (const c of t.chains) for (const e of c.entries) if (e.kind === 'group') instances += e.rules.length;
   for (const fp of s.paths) {
     const onPath = [...rulesOf(t)].filter((r) => ON_PATH[fp.kind].has(r.match.proto));
     const values = fp.paths.map((p) => uniq(onPath.flatMap((r) => portValue(r, p, fp.kind) ?? [])));
@@ -194,7 +200,14 @@ export function fastPortElements(s: FastShape, t: Template): { commands: NftComm
     for (const combo of product(values)) {
       const bound: FrameClass['bound'] = {};
       fp.paths.forEach((p, i) => (bound[p] = combo[i] as string));
-      const { end } = walkTemplate(t, { ...fp.class, bound });
+      const cls: FrameClass = { ...fp.class, bound };
+      // a signature reads every rule instance, a walk only those before its end: long lists are walked
+      const sig = instances <= MAX_SIGNATURE_RULES ? `${fp.kind}${classSignature(t, cls)}` : undefined;
+      let end = sig === undefined ? undefined : s.walks.get(sig);
+      if (!end) {
+        end = walkTemplate(t, cls).end;
+        if (sig !== undefined) s.walks.set(sig, end);
+      }
       if (end.kind === 'accept') elements.push({ kind: 'tuple', items: [str(t.iface), ...combo.map((v) => sym(v))] } satisfies TupleValue);
       else left.push(`${combo.join(' . ')} (${end.why})`);
     }

@@ -168,6 +168,35 @@ export function classifyMatch(c: FrameClass, m: L2Match): Tri {
 
 type Entry = TemplateView['chains'][number]['entries'][number];
 
+/** Whether a frame of the class takes a guarded jump. */
+function guardTest(c: FrameClass, g: JumpGuard): Tri {
+  return g.kind === 'none' ? 'always' : g.kind === 'stp' ? macTest(c, 'dst', { addr: '01:80:c2:00:00:00', neg: false }) : known(g.etherType === c.etherType);
+}
+
+const TRI_CHAR: Record<Tri, string> = { always: 'a', never: 'n', unknown: 'u' };
+
+/**
+ * Everything a walk reads of a template beyond its shape's key: how each
+ * jump guard and each rule instance classify under the class, in order. Two
+ * templates of one shape with the same signature under a class walk alike
+ * (walkTemplate reads values only through guardTest and classifyMatch), so
+ * a walk's end can be kept per signature.
+ */
+export function classSignature(t: TemplateView, c: FrameClass): string {
+  let s = '';
+  for (const ch of t.chains) {
+    s += '|';
+    for (const e of ch.entries) {
+      if (e.kind === 'jump') s += `j${TRI_CHAR[guardTest(c, e.guard)]}`;
+      else {
+        s += 'g';
+        for (const r of e.rules) s += TRI_CHAR[classifyMatch(c, r.match)];
+      }
+    }
+  }
+  return s;
+}
+
 export type WalkEnd =
   | { kind: 'accept' }
   /** A frame of the class may end here: a drop, or a walk too large to follow. */
@@ -197,8 +226,7 @@ export function walkTemplate(t: TemplateView, c: FrameClass): { end: WalkEnd; co
       if (!chain || !e) return leaf({ kind: 'accept' }, cost); // libvirt accepts at the end of every chain
       if (e.kind === 'jump') {
         cost++;
-        const g = e.guard;
-        const taken: Tri = g.kind === 'none' ? 'always' : g.kind === 'stp' ? macTest(c, 'dst', { addr: '01:80:c2:00:00:00', neg: false }) : known(g.etherType === c.etherType);
+        const taken = guardTest(c, e.guard);
         const next: Frame = { chain: pos.chain, entry: pos.entry + 1, rule: 0 };
         const target = index.get(e.chain);
         if (target === undefined) return { kind: 'not-accepted', why: `jump to unknown chain ${e.chain}` };
