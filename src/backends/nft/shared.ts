@@ -350,7 +350,8 @@ export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<Dr
         const id = tests.map((x) => ('prefix' in x ? `${x.addr}/${x.prefix}` : x.addr)).join(' ');
         if (seen.has(id)) continue;
         seen.add(id);
-        elements.push(tuple(str(iface), ...tests.map(elementValue)));
+        const vals = tests.map(elementValue);
+        elements.push(tuple(str(iface), ...vals));
       }
       sets.push(add(br.element(nftNames.shapeSet(s.hash, g.set.k), elements)));
     });
