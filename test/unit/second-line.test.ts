@@ -146,7 +146,7 @@ describe('nft as the second line (--backend both)', () => {
     const both = policyFor('f', { IP: ips }, [ROOT, SUB], { iface: 'vnet2', mac: '52:54:00:00:00:03' });
     expect(nwfErrorOf(() => generationOf(ir(both), 'both')).code).toBe('NWF1102');
     expect(generationOf(ir(both), 'both', [], { partial: true }).manifest.failed.map((f) => [f.iface, f.code])).toEqual([['vnet2', 'NWF1102']]);
-  });
+  }, 120_000); // six compiles of an 1100-address port (about 2 s of CPU each; a loaded machine stretches them past the default limit)
 
   it('a learning port enforced by nft alone learns in nft (no program would ever copy an address for it)', () => {
     const dsts = Array.from({ length: 1100 }, (_, i) => `10.${(i >> 8) & 255}.${i & 255}.9`);
@@ -162,5 +162,5 @@ describe('nft as the second line (--backend both)', () => {
     const part = g.nft.parts.ports.find((p) => p.iface === 'vnet3');
     expect(part).toEqual(generationOf(ir(learning), 'nft').nft.parts.ports.find((p) => p.iface === 'vnet3'));
     expect(JSON.stringify(part)).toContain('lrn-w-vnet3');
-  });
+  }, 120_000);
 });

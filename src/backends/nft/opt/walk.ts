@@ -79,11 +79,28 @@ function macTest(c: FrameClass, path: BoundPath, t: MacTest | undefined): Tri {
   return t.neg ? not(known(eq)) : known(eq);
 }
 
+/**
+ * Parsed addresses, by family and text. A port with a long address list is
+ * walked once per address over rules holding the whole list, so every
+ * address would otherwise be parsed once per walk (quadratic parsing).
+ * Bounded: emptied when full. The arrays are never written.
+ */
+const IP_BYTES = new Map<string, Uint8Array | undefined>();
+const IP_BYTES_MAX = 1 << 16;
+
 /** An address as bytes (IPv4 or IPv6 text). */
 function ipBytes(family: 'ipv4' | 'ipv6', text: string): Uint8Array | undefined {
-  if (family === 'ipv6') return parseIPv6(text);
-  const v = parseIPv4(text);
-  return v === undefined ? undefined : Uint8Array.of(v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
+  const key = `${family} ${text}`;
+  if (IP_BYTES.has(key)) return IP_BYTES.get(key);
+  let b: Uint8Array | undefined;
+  if (family === 'ipv6') b = parseIPv6(text);
+  else {
+    const v = parseIPv4(text);
+    b = v === undefined ? undefined : Uint8Array.of(v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
+  }
+  if (IP_BYTES.size >= IP_BYTES_MAX) IP_BYTES.clear();
+  IP_BYTES.set(key, b);
+  return b;
 }
 
 /** An IP test on a bound path; `family` is the class's (an address of the other family is never bound). */
