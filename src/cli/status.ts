@@ -109,6 +109,7 @@ async function runStatus(p: ParsedArgs, io: CliIo): Promise<number> {
       if (i.bpfDrops || i.bpfHooks) {
         const h = i.bpfHooks;
         const where = h === undefined ? '' : h === 'no-tap' ? ', no tap' : h.out === h.in ? ` on ${h.out ?? 'NOTHING'}` : ` on ${h.out ?? 'NOTHING'}/${h.in ?? 'NOTHING'}`;
+        if (i.gate === 'closed') io.out(`${''.padEnd(12)}  DROPPED by the nft gate: its tap is not the instance its eBPF programs were attached to (counted unprotected)\n`);
         io.out(`${''.padEnd(12)}${`  (eBPF${where})`.padEnd(38)}${cols.map((c) => String(i.bpfDrops?.[c] ?? 0).padStart(10)).join('')}\n`);
       }
       for (const r of i.oneLayer ?? []) io.out(`${''.padEnd(12)}${describeOneLayer(r)}\n`);

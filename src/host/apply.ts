@@ -37,13 +37,14 @@ import { appendAll } from '../util/arrays.js';
 import type { Backend } from '../compile.js';
 import type { FailedInterface } from '../ir/types.js';
 import { DIRECTIONS } from '../ir/types.js';
-import { newTag, parseCountName, parseL3Counter, tagName } from '../backends/nft/names.js';
+import { nftNames, newTag, parseCountName, parseL3Counter, tagName } from '../backends/nft/names.js';
 import { add, del, match, meta, nftTable, str } from '../backends/nft/build.js';
 import type { ChainObject, NftCommand, NftFamily, RuleObject } from '../backends/nft/model.js';
 import { toNftJson } from '../backends/nft/serialize.js';
 import { orderBatch, familiesOf, type PortPart, type ShapePart } from '../backends/nft/parts.js';
 import { markCommands, MAX_L3_PORTS, type L3Family } from '../backends/nft/l3.js';
-import { DEFAULT_SKELETON_CONFIG, lowerSkeleton, type SkeletonConfig } from '../backends/nft/skeleton.js';
+import { isGated } from '../backends/nft/lower.js';
+import { DEFAULT_SKELETON_CONFIG, gateElementCommands, lowerSkeleton, type SkeletonConfig } from '../backends/nft/skeleton.js';
 import { MAP_NAMES } from '../backends/bpf/names.js';
 import { portRulesOf, type OneLayerRule } from '../backends/layers.js';
 import { nftApply, nftCheck, nftListTable, type NftRunOptions } from './nft.js';
@@ -56,7 +57,7 @@ import { checkTables, preflightLoad, preflightUnload } from './preflight.js';
 import { createMarkedTables, probeTables, type TableProbe } from './table-owner.js';
 import { detachEverywhere, forceUnload, type UnloadResult } from './force-unload.js';
 import type { BpfHookChoice, HookPlan } from './bpf/hook.js';
-import { BpfCommit, bpfPortStats, checkBpfPorts, detachTaps, unpinAll, type BpfPortChange, type BpfState, type BpfWant } from './bpf-apply.js';
+import { BpfCommit, bpfPortStats, checkBpfPorts, detachTaps, gateInstances, unpinAll, type BpfPortChange, type BpfState, type BpfWant } from './bpf-apply.js';
 import {
   expectedSnapshot,
   kernelInventory,
@@ -480,7 +481,8 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   } catch (e) {
     damagedRecord = (e as Error).message;
   }
-  const cfg = await skeletonConfig(opts, prevHead);
+  // bpf and both: the skeleton has the gate of eBPF-enforced ports (backends/nft/skeleton.ts)
+  const cfg: SkeletonConfig = { ...(await skeletonConfig(opts, prevHead)), ...(change.backend !== 'nft' ? { gate: true } : {}) };
   const whole = change.whole;
 
   // the previous records of the ports that change (every port for a whole change)
@@ -710,10 +712,18 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
     throw e;
   }
   if (path !== 'none' || bpf.attachedAny) ctx.touched?.(`${change.generation ? `generation ${change.generation}` : `a change of ${ports.size} port(s)`}: nftables ${path === 'none' ? 'unchanged' : 'changed'}, eBPF programs on some taps at most`);
-  const b = await timed(() => bpf.finish(change.verify), (ms) => (bpfMs += ms));
+  // a full replacement may have created the gate's set anew: every port's instance goes in again
+  const b = await timed(() => bpf.finish(fullReason ? 'all' : change.verify), (ms) => (bpfMs += ms));
   const tcl = performance.now();
   let gen1: number | undefined;
   try {
+    // the gate: the tap instances the programs are on now go in (after the attach), the others out
+    const gate = bpf.gateChanges();
+    const gateCmds = cfg.gate ? gateElementCommands(gate.add, gate.remove) : [];
+    if (gateCmds.length) {
+      await timed(() => sendCommands(gateCmds, tag, index, opts, sock), (ms) => (bpfMs += ms));
+      commits++;
+    }
     if (cleanup.length || cleanupUntagged.length) {
       try {
         if (cleanupUntagged.length) await sendCommands(cleanupUntagged, tag, index, opts, sock);
@@ -1061,6 +1071,8 @@ export interface PortStatus {
   tapAbsent?: boolean;
   /** eBPF: where nwf-fast's programs run on the tap, per direction (null: none). */
   bpfHooks?: Record<'out' | 'in', 'tc' | 'tcx' | 'xdp' | null>;
+  /** eBPF, a port behind the nft gate: whether the gate lets its tap on (closed: its frames are dropped as unprotected). */
+  gate?: 'open' | 'closed';
   /** --backend both: the rules only one layer enforces (eBPF: L2 tests nft cannot express; nft: L3/L4 rules). */
   oneLayer?: OneLayerRule[];
 }
@@ -1129,9 +1141,10 @@ export async function loadedStatus(opts: HostOptions, tables?: readonly TablePro
     const d = parseCountName(c.id.name);
     if (d?.kind === 'dropc' && d.reason === 'unprotected') out.unprotected[isFromVm(d.dir) ? 'fromVm' : 'toVm'] += c.packets;
   }
-  // eBPF: programs, slots and values of every port with programs
-  const bpfPorts = [...record.ports.values()].filter((p) => p.bpf).map((p) => ({ iface: p.iface, bpf: p.bpf as NonNullable<LoadedPort['bpf']> }));
-  const checks = bpfPorts.length ? inNs(opts, () => checkBpfPorts(pinDirOf(opts), head.bpf as BpfState, bpfPorts)) : [];
+  // eBPF: programs, slots and values of every port with programs, and the gate that lets their taps on
+  const bpfPorts = [...record.ports.values()].filter((p) => p.bpf).map((p) => ({ iface: p.iface, bpf: p.bpf as NonNullable<LoadedPort['bpf']>, gated: isGated(p.nft) }));
+  const gateSet = head.skeleton.gate ? [...k.sets.values()].find((x) => x.id.family === 'bridge' && x.id.kind === 'set' && x.id.name === nftNames.gateSet()) : undefined;
+  const checks = bpfPorts.length ? inNs(opts, () => checkBpfPorts(pinDirOf(opts), head.bpf as BpfState, bpfPorts, head.skeleton.gate ? gateInstances(gateSet?.elements ?? []) : undefined)) : [];
   const checkOf = new Map(checks.map((c) => [c.iface, c]));
   for (const p of record.ports.values()) {
     const ps: PortStatus = { iface: p.iface, owner: p.owner, filter: p.filter, status: p.status, drops: drops.get(p.iface) ?? {} };
@@ -1147,6 +1160,7 @@ export async function loadedStatus(opts: HostOptions, tables?: readonly TablePro
       const ck = checkOf.get(p.iface);
       if (ck?.absent) ps.tapAbsent = true;
       if (ck?.hooks) ps.bpfHooks = ck.hooks;
+      if (ck?.gate) ps.gate = ck.gate;
     }
     out.interfaces.push(ps);
   }

@@ -18,6 +18,14 @@
 // filter), a tap that was missing at the last load, a filter removed by
 // hand. Objects are loaded (verified) before anything changes, so a
 // verifier refusal changes nothing. The attach mechanism is bpf/hook.ts's.
+//
+// The nft gate (backends/nft/skeleton.ts): nftables lets a port's frames on
+// only from and to the tap instance (`tap . ifindex` in gate-on) its
+// programs are attached to. A commit says which instances to add to the
+// gate (every tap it attached or verified, after the attach: a fresh tap's
+// frames drop until both are done) and which to take out (a port that left
+// eBPF or whose tap is gone, the old ifindex of a re-created tap): the host
+// sends them (apply.ts) once the programs are on.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -162,6 +170,18 @@ export interface BpfPortChange {
   before?: LoadedPortBpf;
 }
 
+/** A tap instance: the tap's name and the ifindex the programs are (or were) attached to. */
+export interface TapInstance {
+  iface: string;
+  ifindex: number;
+}
+
+/** What a commit changes in the nft gate: instances to let on (programs attached, verified), instances to take out. */
+export interface GateChanges {
+  add: TapInstance[];
+  remove: TapInstance[];
+}
+
 export interface BpfCommitResult {
   /** Taps of the generation that do not exist (attached by a later load, once they exist). */
   missing: string[];
@@ -185,6 +205,9 @@ export class BpfCommit {
   private readonly state: BpfState;
   private readonly loaded = new Map<string, LoadedShape>();
   private readonly newlyAttached: { iface: string; ifindex: number }[] = [];
+  /** The gate: the instance each port's programs are on now (added), instances they are no longer on. */
+  private readonly gateOn = new Map<string, number>();
+  private readonly gateOff: TapInstance[] = [];
   private readonly records = new Map<string, LoadedPortBpf | null>();
   private readonly removedShapes: string[] = [];
   /** Pinned shapes opened during this commit (closed at its end). */
@@ -239,6 +262,27 @@ export class BpfCommit {
   /** The record of a changed port after the commit (null: no eBPF). */
   recordFor(iface: string): LoadedPortBpf | null | undefined {
     return this.records.get(iface);
+  }
+
+  /**
+   * The gate's changes of this commit (after finish()): every instance it
+   * attached or verified goes in, the instances programs are no longer on go
+   * out (never one that goes in).
+   */
+  gateChanges(): GateChanges {
+    const add = [...this.gateOn].map(([iface, ifindex]) => ({ iface, ifindex }));
+    const seen = new Set(add.map((x) => `${x.iface}\0${x.ifindex}`));
+    const remove: TapInstance[] = [];
+    for (const x of this.gateOff) {
+      const k = `${x.iface}\0${x.ifindex}`;
+      if (!seen.has(k)) remove.push(x);
+      seen.add(k);
+    }
+    return { add, remove };
+  }
+
+  private gateOut(iface: string, ifindex: number | undefined): void {
+    if (ifindex !== undefined) this.gateOff.push({ iface, ifindex });
   }
 
   /** Whether attachNew() put programs on a tap. */
@@ -372,6 +416,7 @@ export class BpfCommit {
           setMemberIfindex(maps, ifindex, index);
           this.attach(iface, ifindex, progs);
           this.newlyAttached.push({ iface, ifindex });
+          this.gateOn.set(iface, ifindex);
         });
         this.records.set(iface, { shapeId: want.shapeId, index, cfg: want.cfg, ...(ifindex !== undefined ? { ifindex } : {}) });
       }
@@ -422,6 +467,9 @@ export class BpfCommit {
         if (ifindex === undefined) continue;
         setMemberIfindex(l.maps, ifindex, index);
         this.attach(iface, ifindex, { ...l.programs, ...(l.xdp ? { xdp: l.xdp } : {}) });
+        this.gateOn.set(iface, ifindex);
+        const was = (this.records.get(iface) ?? this.recordOf(iface))?.ifindex;
+        if (was !== ifindex) this.gateOut(iface, was);
       }
       pinShape(this.o.pinDir, l);
     }
@@ -440,6 +488,7 @@ export class BpfCommit {
               if (ifindex !== undefined) {
                 setMemberIfindex(maps, ifindex, index);
                 this.attach(iface, ifindex, progs);
+                this.gateOn.set(iface, ifindex);
               }
             } else if (want.cfg !== old.cfg) {
               updateConfig({ shapeId: want.shapeId, maps }, { shapeId: want.shapeId, maps: [{ map: MAP_NAMES.cfg, key: new Uint8Array(4), value: Buffer.from(want.cfg, 'hex') }] }, index);
@@ -451,12 +500,17 @@ export class BpfCommit {
           const p = this.pins(old.shapeId);
           if (memberOfIfindex(p.maps, old.ifindex) === old.index) clearMemberIfindex(p.maps, old.ifindex);
         }
-        if (ifindex === undefined) res.missing.push(iface);
+        if (ifindex === undefined) {
+          res.missing.push(iface);
+          this.gateOut(iface, old?.ifindex);
+        }
         this.records.set(iface, { shapeId: want.shapeId, index, cfg: want.cfg, ...(ifindex !== undefined ? { ifindex } : {}) });
       } else if (old) {
         // leaves eBPF: nftables no longer lets its frames through (or the port is gone): off the tap
         const ifindex = tapIndex(iface);
         if (ifindex !== undefined) detachPort({ iface, ifindex }, this.o.pinDir);
+        this.gateOut(iface, old.ifindex);
+        if (ifindex !== old.ifindex) this.gateOut(iface, ifindex);
         if (!this.removedShapes.includes(old.shapeId) && old.ifindex !== undefined && pinsExist(this.o.pinDir, old.shapeId)) {
           const p = this.pins(old.shapeId);
           if (memberOfIfindex(p.maps, old.ifindex) === old.index) clearMemberIfindex(p.maps, old.ifindex);
@@ -480,6 +534,7 @@ export class BpfCommit {
           const ifindex = tapIndex(iface);
           if (ifindex === undefined) {
             if (!res.missing.includes(iface)) res.missing.push(iface);
+            this.gateOut(iface, rec?.ifindex);
             continue;
           }
           let repaired = false;
@@ -487,7 +542,10 @@ export class BpfCommit {
             setMemberIfindex(p.maps, ifindex, index);
             repaired = true;
           }
-          if (rec?.ifindex !== undefined && rec.ifindex !== ifindex && memberOfIfindex(p.maps, rec.ifindex) === index) clearMemberIfindex(p.maps, rec.ifindex);
+          if (rec?.ifindex !== undefined && rec.ifindex !== ifindex) {
+            if (memberOfIfindex(p.maps, rec.ifindex) === index) clearMemberIfindex(p.maps, rec.ifindex);
+            this.gateOut(iface, rec.ifindex);
+          }
           if (cfg) {
             const active = activeConfig(p.maps, index);
             if (!active || active.toString('hex') !== cfg) {
@@ -500,6 +558,8 @@ export class BpfCommit {
             this.attach(iface, ifindex, p.progs);
             repaired = true;
           }
+          // programs, slot and values verified (or put back): the instance goes through the gate
+          this.gateOn.set(iface, ifindex);
           if (repaired && !this.loaded.has(shapeId)) res.repaired.push(iface);
           if (this.changes.has(iface) || rec?.ifindex !== ifindex) this.records.set(iface, { shapeId, index, cfg: cfg ?? rec?.cfg ?? '', ifindex });
         }
@@ -555,18 +615,51 @@ export interface BpfPortCheck {
   problems: string[];
   /** Where nwf-fast's programs run on the tap, per direction (null: none). */
   hooks?: Record<Direction, HookMechanism | null>;
+  /**
+   * A gated port (its dispatch goes through the nft gate): `open` when the
+   * gate lets the tap's current ifindex on, `closed` when not (the port's
+   * frames are dropped as unprotected: a re-created tap, an attach that did
+   * not finish).
+   */
+  gate?: 'open' | 'closed';
 }
 
-/** Checks ports against the record (status): programs attached with the expected ids, slot, values. Call in the taps' namespace. */
-export function checkBpfPorts(pinDir: string, state: BpfState, ports: readonly { iface: string; bpf: LoadedPortBpf }[]): BpfPortCheck[] {
+/**
+ * The gate's elements as listed (`{"concat": [tap, ifindex]}`), as tap ->
+ * ifindexes. nft prints an ifindex that names a device of the namespace as
+ * that device's name: such a name is resolved back here, so call this in the
+ * taps' namespace (a name that no longer resolves is left out).
+ */
+export function gateInstances(elements: readonly unknown[]): Map<string, Set<number>> {
+  const out = new Map<string, Set<number>>();
+  for (const e of elements) {
+    const parts = (e as { concat?: unknown })?.concat;
+    if (!Array.isArray(parts) || parts.length !== 2 || typeof parts[0] !== 'string') continue;
+    const v: unknown = parts[1];
+    const ifindex = typeof v === 'number' ? v : typeof v === 'string' ? (/^[0-9]+$/.test(v) ? Number(v) : tapIndex(v)) : undefined;
+    if (ifindex === undefined) continue;
+    let set = out.get(parts[0]);
+    if (!set) out.set(parts[0], (set = new Set()));
+    set.add(ifindex);
+  }
+  return out;
+}
+
+/**
+ * Checks ports against the record (status): programs attached with the
+ * expected ids, slot, values, and, for a gated port when the skeleton has
+ * the gate (`gate`: its elements, gateInstances), that the gate lets the
+ * tap's current ifindex on. Call in the taps' namespace.
+ */
+export function checkBpfPorts(pinDir: string, state: BpfState, ports: readonly { iface: string; bpf: LoadedPortBpf; gated?: boolean }[], gate?: ReadonlyMap<string, ReadonlySet<number>>): BpfPortCheck[] {
   const out: BpfPortCheck[] = [];
-  const byShape = new Map<string, { iface: string; bpf: LoadedPortBpf }[]>();
+  const byShape = new Map<string, { iface: string; bpf: LoadedPortBpf; gated?: boolean }[]>();
   for (const p of ports) byShape.set(p.bpf.shapeId, [...(byShape.get(p.bpf.shapeId) ?? []), p]);
   for (const [shapeId, list] of byShape) {
     const s = state[shapeId];
     const pinned = pinsExist(pinDir, shapeId) ? openPinned(pinDir, shapeId) : undefined;
     try {
-      for (const { iface, bpf } of list) {
+      for (const { iface, bpf, gated } of list) {
         const problems: string[] = [];
         const ifindex = tapIndex(iface);
         if (ifindex === undefined) {
@@ -586,7 +679,12 @@ export function checkBpfPorts(pinDir: string, state: BpfState, ports: readonly {
           const active = activeConfig(pinned.maps, bpf.index);
           if (!active || active.toString('hex') !== bpf.cfg) problems.push(`slot ${bpf.index} does not hold the port's values`);
         }
-        out.push({ iface, problems, hooks: { out: on.out?.mechanism ?? null, in: on.in?.mechanism ?? null } });
+        let gateState: BpfPortCheck['gate'];
+        if (gate && gated) {
+          gateState = gate.get(iface)?.has(ifindex) ? 'open' : 'closed';
+          if (gateState === 'closed') problems.push(`the nft gate does not let its tap (ifindex ${ifindex}) on: not the tap instance its programs were attached to (re-created?), its frames are dropped as unprotected`);
+        }
+        out.push({ iface, problems, hooks: { out: on.out?.mechanism ?? null, in: on.in?.mechanism ?? null }, ...(gateState ? { gate: gateState } : {}) });
       }
     } finally {
       pinned?.close();

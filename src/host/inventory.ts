@@ -31,7 +31,7 @@ import {
   type TableObject,
   type Verdict,
 } from '../backends/nft/model.js';
-import { BRIDGE_TABLE, INET_TABLE, isLearnedState, tagFree, tagOf } from '../backends/nft/names.js';
+import { BRIDGE_TABLE, INET_TABLE, isHostManagedState, tagFree, tagOf } from '../backends/nft/names.js';
 
 // ---- identities ---------------------------------------------------------------------
 
@@ -419,7 +419,7 @@ export function expectedSnapshot(cmds: readonly NftCommand[]): Snapshot {
   }
   for (const [key, s] of inv.sets) {
     const d = s.definition;
-    const elements = isLearnedState(s.id.name) ? [] : [...(inv.elements.get(key)?.keys() ?? [])].sort();
+    const elements = isHostManagedState(s.id.name) ? [] : [...(inv.elements.get(key)?.keys() ?? [])].sort();
     out.set(key, [setDefinitionText({ type: d.type, ...(d.kind === 'map' ? { map: d.map } : {}), ...(d.flags ? { flags: d.flags } : {}), ...(d.counter ? { counter: true } : {}) }), ...elements].join('\n'));
   }
   for (const key of inv.elements.keys()) if (!inv.sets.has(key)) out.set(key, `elements of an undeclared set`);
@@ -432,8 +432,8 @@ export function listingSnapshot(k: KernelInventory): Snapshot {
   for (const key of k.tables.keys()) out.set(key, 'table');
   for (const key of k.counters.keys()) out.set(key, 'counter');
   for (const [key, ch] of k.chains) out.set(key, [ch.baseText ?? 'chain', ...ch.rules.map(ruleText)].join('\n'));
-  // learned state (IP learning) changes from the packet path: its elements are not drift
-  for (const [key, s] of k.sets) out.set(key, [s.definitionText, ...(isLearnedState(s.id.name) ? [] : s.elements.map(listedElementText).sort())].join('\n'));
+  // learned state (IP learning, from the packet path) and the eBPF gate (the host's, checked by status): their elements are not drift
+  for (const [key, s] of k.sets) out.set(key, [s.definitionText, ...(isHostManagedState(s.id.name) ? [] : s.elements.map(listedElementText).sort())].join('\n'));
   return out;
 }
 

@@ -55,6 +55,12 @@ export interface InterfaceStatus {
   bpfHooks?: TapHooks;
   /** The tap exists in this namespace. */
   present?: boolean;
+  /**
+   * eBPF, a port behind the nft gate (backends/nft/skeleton.ts): `open` when
+   * the gate lets the tap on, `closed` when the tap is not the instance its
+   * programs were attached to (its frames are dropped, counted unprotected).
+   */
+  gate?: 'open' | 'closed';
   /** protected; failed: its policy failed to resolve or compile, its traffic is dropped (fail closed). */
   status?: 'protected' | 'failed';
   /** The error of a failed port. */
@@ -197,6 +203,7 @@ export async function status(opts: HostOptions): Promise<Status> {
     ...(p.bpfDrops ? { bpfDrops: p.bpfDrops } : {}),
     ...(p.bpfHooks ? { bpfHooks: p.bpfHooks } : p.tapAbsent ? { bpfHooks: 'no-tap' as const } : {}),
     present: present.has(p.iface),
+    ...(p.gate ? { gate: p.gate } : {}),
     status: p.status,
     ...(p.error ? { error: p.error } : {}),
     ...(p.oneLayer ? { oneLayer: p.oneLayer } : {}),
@@ -221,10 +228,11 @@ export async function status(opts: HostOptions): Promise<Status> {
   const detached = new Set(out.interfaces.filter((i) => i.bpfHooks && i.bpfHooks !== 'no-tap' && (i.bpfHooks.out === null || i.bpfHooks.in === null)).map((i) => i.iface));
   for (const i of out.interfaces) {
     const only = (i.oneLayer ?? []).filter((r) => r.layer === 'ebpf').map((r) => r.rule);
-    if (only.length && i.present && detached.has(i.iface)) problem('drift', `${i.iface}: a direction has no eBPF program, so the rules only eBPF enforces (${only.join(', ')}) are not enforced there; \`nwf-fast load\` puts the programs back`);
+    // (behind a closed gate the port's frames are dropped: reported as drift above)
+    if (only.length && i.present && detached.has(i.iface) && i.gate !== 'closed') problem('drift', `${i.iface}: a direction has no eBPF program, so the rules only eBPF enforces (${only.join(', ')}) are not enforced there; \`nwf-fast load\` puts the programs back`);
   }
   out.unprotected = out.interfaces
-    .filter((i) => i.present && (i.status === 'failed' || (ls.backend === 'bpf' ? detached.has(i.iface) : ls.backend === 'both' ? nftMissing && detached.has(i.iface) : nftMissing)))
+    .filter((i) => i.present && (i.status === 'failed' || (ls.backend === 'bpf' ? detached.has(i.iface) && (i.gate !== 'closed' || !out.tablesPresent.bridge) : ls.backend === 'both' ? nftMissing && detached.has(i.iface) : nftMissing)))
     .map((i) => i.iface);
   if (journal.kind === 'entry' && !journal.running && out.health !== 'healthy') {
     out.notes.push(out.drift ? `the kernel does not match the recorded generation ${s.current}` : `the kernel still matches the recorded generation ${s.current}`);

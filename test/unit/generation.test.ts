@@ -63,10 +63,11 @@ describe('a generation in memory', () => {
     expect(compileGeneration(src, 'nft').id).toBe(g.id);
   });
 
-  it('bpf: nft only dispatches (accept) and fails closed; the id covers the eBPF index (shapes and every map value)', () => {
+  it('bpf: nft only dispatches (accept behind the eBPF gate) and fails closed; the id covers the eBPF index (shapes and every map value)', () => {
     const g = compileGeneration(sources(), 'bpf');
     expect(g.nft.parts.shapes).toEqual([]);
-    expect(g.files.nftText).toContain('add element bridge nwf_fast from_vm { "vnet0" : accept }');
+    expect(g.files.nftText).toContain('add element bridge nwf_fast from_vm { "vnet0" : goto gatec-out }');
+    expect(g.files.nftText).toContain('add element bridge nwf_fast gate_from_vm { "vnet0" : accept }');
     const index = JSON.parse(g.files.bpfIndex as string);
     expect(index.shapes).toHaveLength(1);
     expect(index.interfaces.map((i: { iface: string }) => i.iface)).toEqual(['vnet0', 'vnet1']);

@@ -142,11 +142,23 @@ describe('nft lowering', () => {
     expect(JSON.stringify(l.parts.ports)).not.toContain('mk-in-vnet0');
   });
 
-  it('dispatch only (--backend bpf): every port accepted, the eBPF programs enforce', () => {
+  it('dispatch only (--backend bpf): every port accepted behind the eBPF gate of its tap, the programs enforce', () => {
     const t = printNftText(lowerToNft({ version: 1, interfaces: [ct], notes: [] }, { mode: 'dispatch' }).batch);
-    expect(t).toContain('add element bridge nwf_fast from_vm { "vnet0" : accept }');
-    expect(t).toContain('add element bridge nwf_fast to_vm { "vnet0" : accept }');
+    expect(t).toContain('add element bridge nwf_fast from_vm { "vnet0" : goto gatec-out }');
+    expect(t).toContain('add element bridge nwf_fast to_vm { "vnet0" : goto gatec-in }');
+    expect(t).toContain('add element bridge nwf_fast gate_from_vm { "vnet0" : accept }');
+    expect(t).toContain('add element bridge nwf_fast gate_to_vm { "vnet0" : accept }');
+    // the gate: the attached tap instance (host-managed elements) on, any other dropped and counted as the port's unprotected drop
+    expect(t).toContain('add set bridge nwf_fast gate-on { type ifname . iface_index; }');
+    expect(t).not.toMatch(/add element bridge nwf_fast gate-on/);
+    expect(t).toContain('add rule bridge nwf_fast gatec-out meta iifname . meta iif @gate-on meta iifname vmap @gate_from_vm');
+    expect(t).toContain('add rule bridge nwf_fast gatec-in meta oifname . meta oif @gate-on meta oifname vmap @gate_to_vm');
+    expect(t).toMatch(/add rule bridge nwf_fast gatec-out goto drop-out-unprotected/);
+    expect(t).toContain('add element bridge nwf_fast cnt-out-unprotected { "vnet0" }');
+    expect(t).toContain('add element bridge nwf_fast cnt-in-unprotected { "vnet0" }');
     expect(t).not.toMatch(/sh-/);
+    // the nft backend has no gate
+    expect(printNftText(lowerToNft({ version: 1, interfaces: [ct], notes: [] }).batch)).not.toContain('gate');
   });
 });
 

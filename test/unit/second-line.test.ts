@@ -5,6 +5,7 @@
 // (a frame is delivered when eBPF, the full L2 policy, and nft both accept).
 import { describe, expect, it } from 'vitest';
 import { generationOf, lowerNftFor } from '../../src/compile.js';
+import { printNftText } from '../../src/backends/nft/printer.js';
 import { nftL2Gap, secondLinePolicy } from '../../src/backends/nft/second-line.js';
 import { oneLayerReport, portOneLayerRules, portRulesOf } from '../../src/backends/layers.js';
 import { evalL2 } from '../../src/ir/eval/chains.js';
@@ -71,7 +72,20 @@ describe('nft as the second line (--backend both)', () => {
   it('a policy nft expresses whole is lowered as is', () => {
     const p = policyFor('clean-traffic', { IP: '10.0.0.2' });
     expect(secondLinePolicy(p).policy).toBe(p);
-    expect(lowerNftFor('both', ir(p)).batch).toEqual(lowerNftFor('nft', ir(p)).batch);
+    const both = lowerNftFor('both', ir(p));
+    const nft = lowerNftFor('nft', ir(p));
+    expect(both.parts.shapes).toEqual(nft.parts.shapes);
+    // the same dispatch verdicts, behind the eBPF gate of the tap (backends/nft/skeleton.ts)
+    const text = (l: typeof both) => printNftText(l.batch).split('\n');
+    const entries = (l: typeof both, map: string) => text(l).filter((x) => x.startsWith(`add element bridge nwf_fast ${map} `)).map((x) => x.replace(/^add element bridge nwf_fast \S+ /, ''));
+    expect(entries(both, 'gate_from_vm')).toEqual(entries(nft, 'from_vm'));
+    expect(entries(both, 'gate_to_vm')).toEqual(entries(nft, 'to_vm'));
+    expect(entries(both, 'from_vm')).toEqual(['{ "vnet0" : goto gatec-out }']);
+    expect(entries(both, 'to_vm')).toEqual(['{ "vnet0" : goto gatec-in }']);
+    expect(text(nft).join('\n')).not.toContain('gate');
+    // the rest is the same
+    const rest = (l: typeof both) => text(l).filter((x) => !/gate|_vm |cnt-(out|in)-unprotected \{ "vnet0"/.test(x));
+    expect(rest(both)).toEqual(rest(nft));
   });
 
   it('the nft part under both has no rule the eBPF programs enforce alone, and every other rule', () => {

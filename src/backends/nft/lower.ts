@@ -4,6 +4,9 @@
 //
 //   pre/post       base chains: dispatch by verdict maps, fail closed (skeleton.ts)
 //   from_vm/to_vm  tap -> jump sh-<shape> | jump own-<dir>-<tap> | accept | goto drop-<dir>-unprotected
+//                  | goto gatec-<dir> (a port with eBPF programs: --backend bpf, both)
+//   gatec-<dir>, gate_from_vm/gate_to_vm, gate-on
+//                  the eBPF gate: the tap instance the programs are on -> the port's verdict (skeleton.ts)
 //   sh-<shape>[-<sub>], ss-<shape>-<k> (address sets), sm-<shape>-<k> + sp-<shape>-<k>-<tap>
 //                  shared chains of a policy shape (shared.ts)
 //   own-<dir>-<tap>[-<sub>]
@@ -29,7 +32,7 @@ import { hasL3, lowerL3Port, markCommands, MAX_L3_PORTS } from './l3.js';
 import { buildTemplate, emitShape, shapePortCommands, type ShapeEmission } from './shared.js';
 import { checkLearnedL3, learningPortCommands, seedOf } from './learn.js';
 import type { LearnedEntry } from '../../ir/learning.js';
-import { DEFAULT_SKELETON_CONFIG, lowerSkeleton, type SkeletonConfig } from './skeleton.js';
+import { DEFAULT_SKELETON_CONFIG, gateMap, lowerSkeleton, type SkeletonConfig } from './skeleton.js';
 import { familiesOf, orderBatch, type NftParts, type PortPart, type ShapePart } from './parts.js';
 import { tagCommands } from './tag.js';
 import { secondLinePolicy } from './second-line.js';
@@ -97,8 +100,25 @@ function dispatchEntry(dir: Direction, iface: string, v: Verdict): NftCommand {
   return add(br.element(dir === 'out' ? FIXED.fromVm : FIXED.toVm, [[str(iface), v]]));
 }
 
+/**
+ * The dispatch of a port: its verdict, or, for a port whose eBPF programs
+ * enforce (part of) its policy, the gate (skeleton.ts): the dispatch entry
+ * goes to the gate chain, which lets only the tap instance the programs are
+ * attached to on to `v` (the port's entry in the gate map) and drops any
+ * other, counted as the port's unprotected drop.
+ */
+function dispatch(dir: Direction, iface: string, v: Verdict, gated: boolean): NftCommand[] {
+  if (!gated) return [dispatchEntry(dir, iface, v)];
+  return [dispatchEntry(dir, iface, goto(nftNames.gateChain(dir))), add(br.element(gateMap(dir), [[str(iface), v]])), ...countEntries(dir, iface, ['unprotected'])];
+}
+
 function countEntries(dir: Direction, iface: string, reasons: Iterable<DropReason | 'unprotected'>): NftCommand[] {
   return [...reasons].sort().map((r) => add(br.element(nftNames.countMap(dir, r), [str(iface)])));
+}
+
+/** Whether a port's dispatch goes through the eBPF gate (its part has entries behind it). */
+export function isGated(part: Pick<PortPart, 'commands'>): boolean {
+  return part.commands.some((c) => c.op === 'add' && c.object.kind === 'element' && (c.object.name === FIXED.gateFromVm || c.object.name === FIXED.gateToVm));
 }
 
 /** A failed port: dropped both ways, counted as unprotected. */
@@ -111,9 +131,9 @@ export function failedPortPart(iface: string): PortPart {
   return { iface, status: 'failed', commands, shapes: [] };
 }
 
-/** A port the eBPF programs protect (--backend bpf): nft only lets its frames through. */
+/** A port the eBPF programs protect (--backend bpf): nft only lets its frames through, from and to the tap the programs are on. */
 export function acceptPortPart(iface: string, p?: InterfacePolicy): PortPart {
-  const part: PortPart = { iface, status: 'protected', commands: DIRECTIONS.map((dir) => dispatchEntry(dir, iface, accept())), shapes: [] };
+  const part: PortPart = { iface, status: 'protected', commands: DIRECTIONS.flatMap((dir) => dispatch(dir, iface, accept(), true)), shapes: [] };
   if (p?.learning) part.learn = learnInfo(p);
   return part;
 }
@@ -136,7 +156,11 @@ export class NftPortLowering {
   /** The passes that change a shape and its hash, by template key (a function of the structure: decided once per shape). */
   private readonly firing = new Map<string, { passes: PassName[]; hash: string }>();
 
-  /** secondLine: the L2 tests nft cannot express are left to the eBPF programs (second-line.ts). */
+  /**
+   * secondLine: the L2 tests nft cannot express are left to the eBPF programs
+   * (second-line.ts), and a port's dispatch goes through the gate of the tap
+   * its programs are on (skeleton.ts), unless it has none (`noProgram`).
+   */
   constructor(private readonly opts: PortLoweringOptions & { secondLine?: boolean; learner?: 'nft' | 'copy' } = {}) {
     this.passes = passesOf(opts);
   }
@@ -204,11 +228,12 @@ export class NftPortLowering {
     const shapes: string[] = [];
     const policy = {} as Record<Direction, Verdict>;
     const reasons: Record<Direction, Set<DropReason>> = { out: new Set(), in: new Set() };
+    const gated = this.opts.secondLine === true && !noProgram;
     for (const dir of DIRECTIONS) {
       if (p.l2[dir].root.length === 0) {
         // libvirt hooks no chain: everything is accepted
         policy[dir] = accept();
-        if (!p.learning) commands.push(dispatchEntry(dir, p.iface, accept()));
+        if (!p.learning) appendAll(commands, dispatch(dir, p.iface, accept(), gated));
         continue;
       }
       const shared = this.opts.share === false ? undefined : this.shapeOf(p, dir);
@@ -227,7 +252,7 @@ export class NftPortLowering {
         policy[dir] = jump(own.root);
       }
       if (p.learning) continue;
-      commands.push(dispatchEntry(dir, p.iface, policy[dir]));
+      appendAll(commands, dispatch(dir, p.iface, policy[dir], gated));
       appendAll(commands, countEntries(dir, p.iface, reasons[dir]));
     }
     if (p.learning) {
@@ -235,7 +260,7 @@ export class NftPortLowering {
       // a learning port goes through its learning chains (learn.ts), which lead to its policy once locked
       appendAll(commands, learningPortCommands(p, policy, reasons, seed, this.opts.learner === 'copy' && !noProgram));
       for (const dir of DIRECTIONS) {
-        commands.push(dispatchEntry(dir, p.iface, jump(nftNames.learnChain(dir, p.iface))));
+        appendAll(commands, dispatch(dir, p.iface, jump(nftNames.learnChain(dir, p.iface)), gated));
         appendAll(commands, countEntries(dir, p.iface, reasons[dir]));
       }
     }
@@ -297,7 +322,9 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   ports.sort((a, b) => (a.iface < b.iface ? -1 : a.iface > b.iface ? 1 : 0));
   const used = new Set(ports.flatMap((p) => p.shapes));
   const parts: NftParts = { shapes: lowering.shapeParts().filter((s) => used.has(s.name)), ports };
-  const whole = partsBatch(parts, opts.skeleton ?? DEFAULT_SKELETON_CONFIG, sequentialMarks(ports));
+  // bpf and both: the skeleton has the gate the ports' dispatch goes through
+  const skeleton = opts.skeleton ?? DEFAULT_SKELETON_CONFIG;
+  const whole = partsBatch(parts, opts.mode === 'dispatch' || opts.mode === 'second-line' ? { ...skeleton, gate: true } : skeleton, sequentialMarks(ports));
   const batch = opts.tag === undefined ? whole : tagCommands(whole, opts.tag);
   return { parts, failed, batch, l3: ports.some((p) => p.l3?.length), opt: lowering.optReport() };
 }

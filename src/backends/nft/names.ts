@@ -130,7 +130,7 @@ export const BASE_CHAINS = {
 
 const PERSISTENT_WORDS: ReadonlySet<string> = new Set(Object.values(BASE_CHAINS));
 /** Kinds whose objects keep their names across replacements: counters and counting sets. */
-const PERSISTENT_KINDS: ReadonlySet<string> = new Set(['cnt', 'dropc', 'unprot', 'l3drop', 'lrn']);
+const PERSISTENT_KINDS: ReadonlySet<string> = new Set(['cnt', 'dropc', 'unprot', 'l3drop', 'lrn', 'gate']);
 
 /**
  * Whether a name is learned state (IP learning: the sets the packet path
@@ -139,6 +139,17 @@ const PERSISTENT_KINDS: ReadonlySet<string> = new Set(['cnt', 'dropc', 'unprot',
  */
 export function isLearnedState(name: string): boolean {
   return untagged(name).startsWith('lrn-');
+}
+
+/**
+ * Whether a set's elements are host-managed state, not the generation's:
+ * learned state (above) and the eBPF gate (`gate-on`: the tap instances
+ * nwf-fast attached programs to, skeleton.ts). Drift checks ignore their
+ * elements; `status` checks the gate itself.
+ */
+export function isHostManagedState(name: string): boolean {
+  const n = untagged(name);
+  return n.startsWith('lrn-') || n.startsWith('gate-');
 }
 
 /** Whether a (untagged) name is persistent: used as it is, never under a load tag. */
@@ -180,6 +191,9 @@ export const FIXED = {
   fiMap: 'fi_map',
   foMap: 'fo_map',
   hiMap: 'hi_map',
+  /** eBPF-enforced ports: their verdict once the gate let the frame through (skeleton.ts). */
+  gateFromVm: 'gate_from_vm',
+  gateToVm: 'gate_to_vm',
 } as const;
 
 const L3_KIND: Readonly<Record<L3Path, string>> = { fromVm: 'fi', toVm: 'fo', toHost: 'hi' };
@@ -219,6 +233,13 @@ export const nftNames = {
   learnedPort: (iface: string): string => structured('lrn', tok('w'), enc(iface)),
   /** A learning port's chain (before the lock: libvirt's learning table; after: its shape). */
   learnChain: (dir: Direction, iface: string): string => structured('lrnc', tok(dir), enc(iface)),
+  /**
+   * The eBPF gate (persistent, host-managed): `ifname . iface_index` of every
+   * tap instance nwf-fast attached its programs to (skeleton.ts).
+   */
+  gateSet: (): string => structured('gate', tok('on')),
+  /** The gate chain of a direction: the attached tap instance goes on to its verdict, any other is dropped as unprotected. */
+  gateChain: (dir: Direction): string => structured('gatec', tok(dir)),
   /** The check chain for a protocol header of `size` bytes. */
   l4Check: (size: number): string => structured('l4chk', tok(size)),
   /**

@@ -18,6 +18,31 @@
 // the eBPF programs enforce alone), or a goto to the unprotected drop chain
 // for a port whose policy failed to compile.
 //
+// The eBPF gate (`gate: true`, --backend bpf and both): the programs on a
+// tap enforce its policy (all of it under bpf, the L2 tests nft leaves out
+// under both), so nftables must let a port's frames on only while they come
+// from or go to the tap instance those programs are attached to. A tap
+// deleted and re-created outside nwf-fast (same name, no program) must not
+// inherit the port's accept:
+//   set gate-on { type ifname . iface_index; }        persistent, host-managed
+//   map gate_from_vm { type ifname : verdict; }       the port's verdict behind the gate
+//   chain gatec-out {
+//     iifname . meta iif @gate-on iifname vmap @gate_from_vm
+//     goto drop-out-unprotected
+//   }
+//   (gatec-in, gate_to_vm: the same with oifname . meta oif)
+// The dispatch entry of a port with programs is `goto gatec-<dir>`; its
+// verdict (accept under bpf, its policy under both) is its entry in
+// gate_<dir>_vm. The host adds `tap . ifindex` to gate-on right after it
+// attached the programs to that ifindex and removes it when it detaches
+// them or the port goes (host/bpf-apply.ts): until then the port's frames
+// drop, counted as unprotected (fail closed). The kernel allocates ifindexes
+// cyclically (never the lowest free one), so a re-created tap gets a new
+// ifindex and never carries an old element's in practice; the name in the
+// key makes an index taken over by another device match nothing either.
+// Drift checks ignore gate-on's elements (host state, like learned
+// addresses); `status` checks them against the taps.
+//
 // Drops: every rule that drops goes to the drop chain of its direction and
 // reason:
 //   chain drop-out-mac_spoof { iifname @cnt-out-mac_spoof drop; counter name dropc-out-mac_spoof drop }
@@ -30,7 +55,7 @@
 // loops after a change that adds a jump, and these sets hold every port.
 import { CODES, NwfError } from '../../util/errors.js';
 import { DIRECTIONS, type Direction } from '../../ir/types.js';
-import { add, counterRef, drop, goto, match, meta, setRef, str, vmap } from './build.js';
+import { add, concat, counterRef, del, drop, goto, match, meta, num, setRef, str, tuple, vmap } from './build.js';
 import type { NftCommand, Statement } from './model.js';
 import { BASE_CHAINS, COUNT_REASONS, FIXED, nftNames, type CountReason } from './names.js';
 import { br } from './l2.js';
@@ -51,6 +76,8 @@ export interface SkeletonConfig {
    * applies to every bridge (stricter than asked: said by the host).
    */
   bridgeMeta: boolean;
+  /** The eBPF gate (see the module comment): --backend bpf and both. */
+  gate?: boolean;
 }
 
 export const DEFAULT_SKELETON_CONFIG: SkeletonConfig = { tapPatterns: ['vnet*'], bridges: [], bridgeMeta: true };
@@ -69,6 +96,39 @@ export function checkTapPatterns(patterns: readonly string[]): void {
 }
 
 const ifKey = (dir: Direction) => meta(dir === 'out' ? 'iifname' : 'oifname');
+const ifIndexKey = (dir: Direction) => meta(dir === 'out' ? 'iif' : 'oif');
+
+/** The map of the verdicts behind the gate, per direction. */
+export const gateMap = (dir: Direction): string => (dir === 'out' ? FIXED.gateFromVm : FIXED.gateToVm);
+
+/** The gate's maps and chains (see the module comment; its set is persistent, declared with the other persistent objects). */
+function gateObjects(): NftCommand[] {
+  const out: NftCommand[] = [];
+  for (const dir of DIRECTIONS) {
+    const chain = nftNames.gateChain(dir);
+    out.push(
+      add(br.verdictMap(gateMap(dir), 'ifname')),
+      add(br.chain(chain)),
+      add(br.rule(chain, [match(concat(ifKey(dir), ifIndexKey(dir)), '==', setRef(nftNames.gateSet())), vmap(ifKey(dir), gateMap(dir))], 'the tap instance its eBPF programs are attached to: its verdict')),
+      add(br.rule(chain, [goto(nftNames.dropChain(dir, 'unprotected'))], 'a tap without its eBPF programs (re-created, not attached yet): unprotected, dropped')),
+    );
+  }
+  return out;
+}
+
+/**
+ * The host's change of the gate's elements (tap instances, see the module
+ * comment): additions, then removals, each removal preceded by an addition of
+ * the same element so that it cannot fail on an element that is not there
+ * (nft 1.0.6 has no `destroy`). `add` and `remove` must not share elements.
+ */
+export function gateElementCommands(addOn: readonly { iface: string; ifindex: number }[], remove: readonly { iface: string; ifindex: number }[]): NftCommand[] {
+  const item = (x: { iface: string; ifindex: number }) => tuple(str(x.iface), num(x.ifindex));
+  const out: NftCommand[] = [];
+  if (addOn.length) out.push(add(br.element(nftNames.gateSet(), addOn.map(item))));
+  if (remove.length) out.push(add(br.element(nftNames.gateSet(), remove.map(item))), del(br.element(nftNames.gateSet(), remove.map(item))));
+  return out;
+}
 
 /** The drop chain of a direction and reason (see the module comment). */
 function dropChain(dir: Direction, reason: CountReason): NftCommand[] {
@@ -95,7 +155,9 @@ export function lowerSkeleton(cfg: SkeletonConfig, families: readonly L3Family[]
   }
   // persistent objects before the ones a load replaces: a table built anew lists them in the order a reloaded one does
   appendAll(out, learnedSkeleton());
+  if (cfg.gate) out.push(add(br.set(nftNames.gateSet(), ['ifname', 'iface_index'])));
   out.push(add(br.verdictMap(FIXED.fromVm, 'ifname')), add(br.verdictMap(FIXED.toVm, 'ifname')));
+  if (cfg.gate) appendAll(out, gateObjects());
   const taps = nftNames.configSet('taps', cfg.tapPatterns);
   out.push(add(br.set(taps, 'ifname', cfg.tapPatterns.map(str), { flags: ['interval'] })));
   const managed = cfg.bridges.length > 0 && cfg.bridgeMeta;
