@@ -500,10 +500,9 @@ export class BpfCommit {
           const p = this.pins(old.shapeId);
           if (memberOfIfindex(p.maps, old.ifindex) === old.index) clearMemberIfindex(p.maps, old.ifindex);
         }
-        if (ifindex === undefined) {
-          res.missing.push(iface);
-          this.gateOut(iface, old?.ifindex);
-        }
+        if (ifindex === undefined) res.missing.push(iface);
+        // the instance it was on (a tap re-created or gone) leaves the gate
+        if (old?.ifindex !== undefined && old.ifindex !== ifindex) this.gateOut(iface, old.ifindex);
         this.records.set(iface, { shapeId: want.shapeId, index, cfg: want.cfg, ...(ifindex !== undefined ? { ifindex } : {}) });
       } else if (old) {
         // leaves eBPF: nftables no longer lets its frames through (or the port is gone): off the tap
@@ -530,11 +529,13 @@ export class BpfCommit {
       {
         for (const [iface, index] of targets) {
           const rec = this.records.get(iface) ?? this.recordOf(iface);
+          // the ifindex it had before this commit (a changed port's record above already has the current one)
+          const was = (this.changes.get(iface)?.before ?? this.recordOf(iface))?.ifindex;
           const cfg = this.cfgOf(iface);
           const ifindex = tapIndex(iface);
           if (ifindex === undefined) {
             if (!res.missing.includes(iface)) res.missing.push(iface);
-            this.gateOut(iface, rec?.ifindex);
+            this.gateOut(iface, was);
             continue;
           }
           let repaired = false;
@@ -542,9 +543,9 @@ export class BpfCommit {
             setMemberIfindex(p.maps, ifindex, index);
             repaired = true;
           }
-          if (rec?.ifindex !== undefined && rec.ifindex !== ifindex) {
-            if (memberOfIfindex(p.maps, rec.ifindex) === index) clearMemberIfindex(p.maps, rec.ifindex);
-            this.gateOut(iface, rec.ifindex);
+          if (was !== undefined && was !== ifindex) {
+            if (memberOfIfindex(p.maps, was) === index) clearMemberIfindex(p.maps, was);
+            this.gateOut(iface, was);
           }
           if (cfg) {
             const active = activeConfig(p.maps, index);
