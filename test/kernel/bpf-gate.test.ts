@@ -13,6 +13,9 @@
 //    ifindex in the gate, the old one out): valid frames pass, spoofed drop;
 //  - re-created again: the hook's per-port path (applyPortChanges of the
 //    port) repairs it the same way.
+// And under both, a learning port that has learned nothing (the eBPF
+// program is the learner; nft keeps it in libvirt's learning table, which
+// passes any IPv4 from its MAC): its re-created tap passes nothing.
 import { execa } from 'execa';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -173,6 +176,34 @@ describe.skipIf(!isRoot)('the nft gate: an eBPF-enforced port whose tap is re-cr
       });
     });
   }
+
+  describe('--backend both, a learning port that has learned nothing yet', () => {
+    let gen: string;
+    let opts: HostOptions;
+    beforeAll(async () => {
+      const b = mkdtempSync(join(work, 'bl-'));
+      writeFileSync(join(b, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'clean-traffic'));
+      const lsrc = loadSources({ filterDirs: [], bundled: true, bindingPaths: [b], domainPaths: [], libvirt: false });
+      gen = join(work, 'gen-both-learning');
+      await writeGeneration(gen, compileGeneration(lsrc, 'both'));
+      opts = { stateDir: join(work, 'state-both-learning'), netns: tb.hostNs, pinDir, inProcess: true };
+    });
+    afterAll(async () => {
+      if (opts) await unload(opts).catch(() => undefined);
+    });
+
+    it("re-created tap: no IPv4 from its MAC passes (nft's learning table alone would pass any); load repairs it and the port learns", async () => {
+      const udp = (srcIp: string, sport: number) => F.udpFrame({ srcMac: VM_MAC, dstMac: PEER_MAC, srcIp, dstIp: PEER_IP, sport, dport: 6000 });
+      const send = async (frames: Uint8Array[]) => (await deliver(tb.guest('vm').endpoint, tb.guest('peer').endpoint, frames, { key: canonicalFrame, quietMs: 60, maxWaitMs: 2000 })).arrived;
+      await loadGeneration(gen, opts);
+      await recreateTap();
+      expect(await send(Array.from({ length: N }, (_, i) => udp(`10.77.0.${50 + i}`, 5300 + i)))).toEqual(Array(N).fill(false));
+      expect((await status(opts)).interfaces.find((i) => i.iface === 'vnet0')?.gate).toBe('closed');
+      await loadGeneration(gen, opts);
+      // the first IPv4 frame teaches its source (eBPF learns, in the same packet), another source drops
+      expect(await send([udp(VM_IP, 5400), udp('10.77.0.60', 5401)])).toEqual([true, false]);
+    });
+  });
 });
 
 if (!isRoot) console.warn(`SKIP nft gate tests: ${ROOT_REASON}`);
