@@ -37,9 +37,9 @@ import { appendAll } from '../util/arrays.js';
 import type { Backend } from '../compile.js';
 import type { FailedInterface } from '../ir/types.js';
 import { DIRECTIONS } from '../ir/types.js';
-import { nftNames, newTag, parseCountName, parseL3Counter, tagName } from '../backends/nft/names.js';
+import { nftNames, newTag, parseCountName, parseL3Counter } from '../backends/nft/names.js';
 import { add, del, match, meta, nftTable, str } from '../backends/nft/build.js';
-import type { ChainObject, NftCommand, NftFamily, RuleObject } from '../backends/nft/model.js';
+import type { NftCommand, NftFamily } from '../backends/nft/model.js';
 import { toNftJson } from '../backends/nft/serialize.js';
 import { orderBatch, familiesOf, type PortPart, type ShapePart } from '../backends/nft/parts.js';
 import { markCommands, MAX_L3_PORTS, type L3Family } from '../backends/nft/l3.js';
@@ -69,10 +69,9 @@ import {
   tagsIn,
   type KernelInventory,
   type Listing,
-  type SetDefinition,
 } from './inventory.js';
-import { diffParts, planFullLoad, setIndexOf, tagCommand, tagCommands, unloadBatch, type Part, type SetIndex } from './load-plan.js';
-import { nftGeneration, NfnlEncodeError, NfnlSocket, sendChangeBatch, type NfnlChange, type ObjectChange, type SetDecl } from './nfnl/index.js';
+import { diffParts, planFullLoad, setIndexOf, tagCommands, unloadBatch, type Part, type SetIndex } from './load-plan.js';
+import { nfnlChangesOf, nftGeneration, NfnlEncodeError, NfnlSocket, sendChangeBatch } from './nfnl/index.js';
 import { LoadedStore, type LoadedHead, type LoadedPort, type LoadedRecord } from './loaded.js';
 
 export interface HostOptions extends NftRunOptions {
@@ -187,45 +186,6 @@ function openSocket(opts: NftRunOptions): NfnlSocket | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** What the netlink encoder needs of a set or map. */
-function setDecl(d: SetDefinition, tag: string | undefined): SetDecl {
-  return {
-    family: d.family as SetDecl['family'],
-    table: d.table,
-    name: tagName(d.name, tag),
-    type: d.type,
-    ...(d.flags?.length ? { flags: d.flags } : {}),
-    ...(d.kind === 'map' ? { map: d.map } : {}),
-  };
-}
-
-/**
- * Untagged commands as netlink changes under `tag` (every command of a
- * port's part and of a cleanup), or undefined when one is not covered (a
- * new set, a base chain, a table): then libnftables sends them.
- */
-function nfnlChangesOf(cmds: readonly NftCommand[], index: SetIndex, tag: string): NfnlChange[] | undefined {
-  const out: NfnlChange[] = [];
-  const fam = (f: string): ObjectChange['family'] => f as ObjectChange['family'];
-  for (const c of cmds) {
-    const o = c.object;
-    if (o.kind === 'table' && c.op === 'delete') out.push({ op: 'delete', kind: 'table', family: fam(o.family), name: o.name });
-    else if (o.kind === 'chain' && (c.op === 'flush' || c.op === 'delete' || (c.op === 'add' && !(o as ChainObject).base))) out.push({ op: c.op, kind: 'chain', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
-    else if ((o.kind === 'set' || o.kind === 'map') && c.op === 'delete') out.push({ op: 'delete', kind: 'set', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
-    else if (o.kind === 'counter' && (c.op === 'delete' || c.op === 'add')) out.push({ op: c.op, kind: 'counter', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
-    else if (o.kind === 'rule' && c.op === 'add' && 'statements' in o) {
-      const r = tagCommand(c, tag).object as RuleObject;
-      out.push({ op: 'add', kind: 'rule', family: fam(o.family), table: o.table, chain: r.chain, statements: r.statements, ...(o.comment !== undefined ? { comment: o.comment } : {}) });
-    } else if (o.kind === 'element' && (c.op === 'add' || c.op === 'delete')) {
-      const d = index.get(o.family, o.table, o.name);
-      if (!d) return undefined;
-      const elements = c.op === 'add' ? (tagCommand(c, tag).object as typeof o).elements : o.elements;
-      out.push({ kind: 'elements', change: { op: c.op, set: setDecl(d, tag), elements } });
-    } else return undefined;
-  }
-  return out;
 }
 
 /**

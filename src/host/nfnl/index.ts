@@ -7,14 +7,15 @@
 // call site the load path uses.
 import { toNftJson } from '../../backends/nft/serialize.js';
 import { nftApply, type NftRunOptions } from '../nft.js';
-import type { SetDefinition } from '../inventory.js';
 import { elementBatch, type SetDelta } from '../load-plan.js';
 import { withNetns } from '../netns.js';
+import { setDeclOf } from './commands.js';
 import { NfnlEncodeError } from './data.js';
-import type { ElementChange, SetDecl } from './encode.js';
+import type { ElementChange } from './encode.js';
 import { NfnlSocket } from './socket.js';
 import { sendElementBatch, type BatchResult } from './transact.js';
 
+export { nfnlChangesOf, setDeclOf } from './commands.js';
 export { NfnlEncodeError } from './data.js';
 export { encodeElementBatch, type ElementChange, type ElementEntry, type SetDecl } from './encode.js';
 export { NfnlSocket } from './socket.js';
@@ -55,23 +56,11 @@ export interface ElementDeltaResult {
   fallback?: string;
 }
 
-/** What the encoder needs of a set or map declared by the typed model. */
-function setDecl(s: SetDefinition): SetDecl {
-  return {
-    family: s.family,
-    table: s.table,
-    name: s.name,
-    type: s.type,
-    ...(s.flags?.length ? { flags: s.flags } : {}),
-    ...(s.kind === 'map' ? { map: s.map } : {}),
-  };
-}
-
 /** A typed element delta (load-plan.ts) as the encoder's changes: every deletion, then every addition. */
 export function elementChanges(deltas: readonly SetDelta[]): ElementChange[] {
   return [
-    ...deltas.filter((d) => d.remove.length).map((d): ElementChange => ({ op: 'delete', set: setDecl(d.set), elements: d.remove })),
-    ...deltas.filter((d) => d.add.length).map((d): ElementChange => ({ op: 'add', set: setDecl(d.set), elements: d.add })),
+    ...deltas.filter((d) => d.remove.length).map((d): ElementChange => ({ op: 'delete', set: setDeclOf(d.set), elements: d.remove })),
+    ...deltas.filter((d) => d.add.length).map((d): ElementChange => ({ op: 'add', set: setDeclOf(d.set), elements: d.add })),
   ];
 }
 
@@ -103,3 +92,4 @@ export async function applyElementDelta(deltas: readonly SetDelta[], opts: Eleme
 }
 export { encodeGetGen, genIdOf, getGeneration, nftGeneration } from './gen.js';
 export { applyChanges, encodeChangeBatch, objectChangeText, sendChangeBatch, type BatchTiming, type NfnlChange, type ObjectChange } from './objects.js';
+export { setFlags, setUserdata, writeNewSet, type NewSet } from './sets.js';

@@ -1,13 +1,16 @@
 // nf_tables changes as one netlink batch, mixed in the order given: add a
-// (regular) chain, a counter, or a rule of the kinds rules.ts encodes; flush a
-// chain (delete its rules); delete a chain, a set or map, a counter, a table;
-// and element changes (encode.ts). That is every command of a port joining
-// or leaving a shape, and of a load's cleanup, sent without libnftables
-// (whose client reads the whole table first, and waits for the kernel on
-// close): new sets, base chains and other rules are left to libnftables.
+// (regular) chain, a counter, a named set or map (sets.ts), or a rule of the
+// kinds rules.ts encodes; flush a chain (delete its rules); delete a chain,
+// a set or map, a counter, a table; and element changes (encode.ts). That
+// is every command of a port joining or leaving a shape, of a port bringing
+// a new shape (its chains, sets and rules), and of a load's cleanup, sent
+// without libnftables (whose client reads the whole table first, and waits
+// for the kernel on close): base chains, tables and other rules are left to
+// libnftables.
 import type { Statement } from '../../backends/nft/model.js';
 import { withNetns } from '../netns.js';
 import { writeElementChange, type ElementChange, type EncodedMessage } from './encode.js';
+import { writeNewSet, type NewSet } from './sets.js';
 import { NlWriter } from './netlink.js';
 import { commentUserdata, NFTA_RULE, writeRuleExpressions } from './rules.js';
 import { NfnlSocket, errnoText } from './socket.js';
@@ -25,7 +28,7 @@ import {
 } from './uapi.js';
 
 /** enum nf_tables_msg_types (the ones used here). */
-const MSG = { DELTABLE: 2, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, DELSET: 11, NEWOBJ: 18, DELOBJ: 20 } as const;
+const MSG = { DELTABLE: 2, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, NEWSET: 9, DELSET: 11, NEWOBJ: 18, DELOBJ: 20 } as const;
 /** NLM_F_APPEND: a new rule goes to the end of its chain. */
 const NLM_F_APPEND = 0x800;
 /** Attribute numbers: NFTA_TABLE_NAME, NFTA_CHAIN_*, NFTA_RULE_*, NFTA_SET_*, NFTA_OBJ_*. */
@@ -36,6 +39,7 @@ export type ObjectChange =
   | { op: 'add' | 'flush' | 'delete'; kind: 'chain'; family: NfFamily; table: string; name: string }
   | { op: 'add' | 'delete'; kind: 'counter'; family: NfFamily; table: string; name: string }
   | { op: 'delete'; kind: 'set'; family: NfFamily; table: string; name: string }
+  | ({ op: 'add'; kind: 'set' } & NewSet)
   | { op: 'delete'; kind: 'table'; family: NfFamily; name: string }
   | { op: 'add'; kind: 'rule'; family: NfFamily; table: string; chain: string; statements: readonly Statement[]; comment?: string };
 
@@ -84,6 +88,12 @@ function writeChange(w: NlWriter, c: ObjectChange, seq: number): void {
       }
       break;
     case 'set':
+      if (c.op === 'add') {
+        // NFTA_SET_ID: the message's sequence number is unique in the batch
+        w.begin(nftMsgType(MSG.NEWSET), req | NLM_F_CREATE, seq, family);
+        writeNewSet(w, c, seq || 0xffffffff);
+        break;
+      }
       w.begin(nftMsgType(MSG.DELSET), req, seq, family);
       w.strz(A.SET_TABLE, c.table);
       w.strz(A.SET_NAME, c.name);

@@ -1,13 +1,20 @@
-// NFT_MSG_NEWRULE for the rules a port adds to a shape it joins: its small
-// per-interface chains (a RARP announce rule testing its own MAC, and the
-// like). Those rules compare packet fields with constants and end in a
-// verdict, so a small encoder covers them:
-//   - `field == | != constant` where the field is an Ethernet address or
-//     type (`ether saddr/daddr/type`) or raw bytes (`@ll|nh|th,OFFSET,LEN`
-//     on whole bytes): a payload load and a compare of the bytes as they are
-//     in the frame;
+// NFT_MSG_NEWRULE for the rules a port adds to a shape it joins (its small
+// per-interface chains: a RARP announce rule testing its own MAC, and the
+// like) and for the rules of a shape a port brings (lookups of the shape's
+// sets). Those rules compare packet fields with constants or look them up
+// in named sets, and end in a verdict, so a small encoder covers them:
+//   - `field == | != constant` where the field is an Ethernet, ARP, IPv4 or
+//     IPv6 header field on whole bytes (`ether saddr`, `ip saddr`, `arp
+//     saddr ip`, ...) or raw bytes (`@ll|nh|th,OFFSET,LEN` on whole bytes):
+//     a payload load and a compare of the bytes as they are in the frame;
+//     an address field against a prefix: the prefix's whole bytes compared
+//     (a load of fewer bytes), or a mask first when it ends within a byte,
+//     as nft does;
 //   - `meta length OP n` (any comparison): a load, the byte order swap nft
-//     inserts (`hton`), a compare;
+//     inserts (`hton`), a compare; `meta l4proto | protocol == | != n`;
+//   - `selector == | != @set` where the selector is one of those fields,
+//     `meta iifname | oifname`, or a concatenation of them: the loads into
+//     consecutive registers (numbered as nft numbers them) and a lookup;
 //   - `counter name "x"` (an object reference), and every verdict;
 //   - the rule's comment (its user data).
 // Anything else throws NfnlEncodeError(unsupported) and the caller sends the
@@ -15,8 +22,8 @@
 // sometimes with adjacent loads merged into one; kernel tests decode what
 // this encoder sent with nft and compare it with the rule as written.
 import { isIPv4 } from 'node:net';
-import type { Selector, Statement, Value, Verdict } from '../../backends/nft/model.js';
-import { NfnlEncodeError } from './data.js';
+import type { PayloadField, PrefixValue, Selector, Statement, Value, Verdict } from '../../backends/nft/model.js';
+import { encodeValue, NfnlEncodeError } from './data.js';
 import type { NlWriter } from './netlink.js';
 import { NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, VERDICT_CODE } from './uapi.js';
 
@@ -30,6 +37,11 @@ const CMP = { SREG: 1, OP: 2, DATA: 3 } as const;
 const CMP_OP: Readonly<Record<string, number>> = { '==': 0, '!=': 1, '<': 2, '<=': 3, '>': 4, '>=': 5 };
 const META = { DREG: 1, KEY: 2 } as const;
 const NFT_META_LEN = 0;
+/** Meta keys a lookup or a compare may load (enum nft_meta_keys) and their lengths. */
+const META_KEYS: Readonly<Record<string, { key: number; len: number }>> = { protocol: { key: 1, len: 2 }, iifname: { key: 6, len: 16 }, oifname: { key: 7, len: 16 }, l4proto: { key: 16, len: 1 } };
+const LOOKUP = { SET: 1, SREG: 2, FLAGS: 5 } as const;
+const NFT_LOOKUP_F_INV = 1;
+const BITWISE = { SREG: 1, DREG: 2, LEN: 3, MASK: 4, XOR: 5 } as const;
 const BYTEORDER = { SREG: 1, DREG: 2, OP: 3, LEN: 4, SIZE: 5 } as const;
 const NFT_BYTEORDER_HTON = 1;
 const IMMEDIATE = { DREG: 1, DATA: 2 } as const;
@@ -37,6 +49,8 @@ const OBJREF = { IMM_TYPE: 1, IMM_NAME: 2 } as const;
 const NFT_OBJECT_COUNTER = 1;
 const NFT_REG_VERDICT = 0;
 const NFT_REG_1 = 1;
+/** The first 32-bit register (NFT_REG32_00): parts of a concatenation that do not start a 16-byte register. */
+const NFT_REG32_00 = 8;
 /** NFTNL_UDATA_RULE_COMMENT: the comment TLV in a rule's user data. */
 const UDATA_RULE_COMMENT = 0;
 
@@ -44,8 +58,24 @@ const unsupported = (what: string): never => {
   throw new NfnlEncodeError(`rule: ${what} is not encoded here`, true);
 };
 
-/** Ethernet header fields (link-layer base): offset and length in bytes. */
-const ETHER: Readonly<Record<string, { offset: number; len: number }>> = { daddr: { offset: 0, len: 6 }, saddr: { offset: 6, len: 6 }, type: { offset: 12, len: 2 } };
+/** Header fields on whole bytes: base, offset and length in bytes (the bridge family's link layer is Ethernet). */
+type Field = { base: number; offset: number; len: number };
+const nh = (offset: number, len: number): Field => ({ base: PAYLOAD_BASE.nh, offset, len });
+const FIELDS: { readonly [P in PayloadField['protocol']]?: Readonly<Record<string, Field>> } = {
+  ether: { daddr: { base: PAYLOAD_BASE.ll, offset: 0, len: 6 }, saddr: { base: PAYLOAD_BASE.ll, offset: 6, len: 6 }, type: { base: PAYLOAD_BASE.ll, offset: 12, len: 2 } },
+  ip: { protocol: nh(9, 1), saddr: nh(12, 4), daddr: nh(16, 4) },
+  ip6: { nexthdr: nh(6, 1), saddr: nh(8, 16), daddr: nh(24, 16) },
+  arp: { htype: nh(0, 2), ptype: nh(2, 2), hlen: nh(4, 1), plen: nh(5, 1), operation: nh(6, 2), 'saddr ether': nh(8, 6), 'saddr ip': nh(14, 4), 'daddr ether': nh(18, 6), 'daddr ip': nh(24, 4) },
+};
+/**
+ * The EtherType a network-layer field depends on: nft adds `ether type ==
+ * it` before such a field unless the rule already tests it, so the encoder
+ * takes the field only after that test (else libnftables has the rule).
+ */
+const DEPENDENCY: { readonly [P in PayloadField['protocol']]?: number } = { ip: 0x0800, ip6: 0x86dd, arp: 0x0806 };
+
+/** Address fields: their constants are written as addresses (and may be prefixes). */
+const ADDRESS_FIELDS: Readonly<Record<string, 'ipv4_addr' | 'ipv6_addr'>> = { 'ip saddr': 'ipv4_addr', 'ip daddr': 'ipv4_addr', 'ip6 saddr': 'ipv6_addr', 'ip6 daddr': 'ipv6_addr', 'arp saddr ip': 'ipv4_addr', 'arp daddr ip': 'ipv4_addr' };
 
 function be32(n: number): Buffer {
   const b = Buffer.alloc(4);
@@ -77,17 +107,94 @@ function constantBytes(v: Value, len: number): Buffer {
   }
   if (v.kind === 'symbol' && len === 6 && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(v.value)) return Buffer.from(v.value.split(':').map((h) => parseInt(h, 16)));
   if (v.kind === 'symbol' && len === 4 && isIPv4(v.value)) return Buffer.from(v.value.split('.').map(Number));
+  if (v.kind === 'symbol' && len === 16 && v.value.includes(':')) return encodeValue('ipv6_addr', v);
   return unsupported(`the value ${JSON.stringify(v)}`);
 }
 
 /** Where a selector's bytes are: payload base, offset and length (whole bytes). */
-function payloadOf(s: Selector): { base: number; offset: number; len: number } {
-  if (s.kind === 'payload' && s.protocol === 'ether') {
-    const f = ETHER[s.field];
-    if (f) return { base: PAYLOAD_BASE.ll, ...f };
+function payloadOf(s: Selector): Field {
+  if (s.kind === 'payload') {
+    const f = FIELDS[s.protocol]?.[s.field];
+    if (f) return f;
   }
   if (s.kind === 'raw-payload' && s.offset % 8 === 0 && s.len % 8 === 0 && s.len > 0 && s.len <= 128) return { base: PAYLOAD_BASE[s.base], offset: s.offset / 8, len: s.len / 8 };
   return unsupported(`the selector ${JSON.stringify(s)}`);
+}
+
+function writePayload(w: NlWriter, p: Field, dreg: number): void {
+  expr(w, 'payload', () => {
+    w.attr(PAYLOAD.DREG, be32(dreg));
+    w.attr(PAYLOAD.BASE, be32(p.base));
+    w.attr(PAYLOAD.OFFSET, be32(p.offset));
+    w.attr(PAYLOAD.LEN, be32(p.len));
+  });
+}
+
+function writeMeta(w: NlWriter, key: number, dreg: number): void {
+  // libnftnl's order (the kernel takes any)
+  expr(w, 'meta', () => {
+    w.attr(META.KEY, be32(key));
+    w.attr(META.DREG, be32(dreg));
+  });
+}
+
+/** Loads a field (a header field on whole bytes, or a meta key of META_KEYS) into `dreg`; returns its length. */
+function writeLoad(w: NlWriter, s: Selector, dreg: number): number {
+  if (s.kind === 'meta') {
+    const m = META_KEYS[s.key] ?? unsupported(`meta ${s.key}`);
+    writeMeta(w, m.key, dreg);
+    return m.len;
+  }
+  const p = payloadOf(s);
+  writePayload(w, p, dreg);
+  return p.len;
+}
+
+/**
+ * The register nft puts a part of a concatenation in, from its position in
+ * 32-bit words: a 16-byte register (1-4) where one starts, else a 32-bit one
+ * (8-23), as nft's netlink_put_register numbers them.
+ */
+const concatRegister = (word: number): number => (word % 4 === 0 ? NFT_REG_1 + word / 4 : NFT_REG32_00 + word);
+
+/** `selector == | != @set`: the selector's parts loaded one after the other, then the lookup. */
+function writeLookup(w: NlWriter, s: Extract<Statement, { kind: 'match' }>, set: string): void {
+  if (s.op !== '==' && s.op !== '!=') unsupported(`${s.op} with a set`);
+  const parts = s.left.kind === 'concat' ? s.left.items : [s.left];
+  let word = 0;
+  for (const part of parts) word += Math.ceil(writeLoad(w, part, concatRegister(word)) / 4);
+  if (word > 16) unsupported(`a key of ${word * 4} bytes`);
+  expr(w, 'lookup', () => {
+    w.attr(LOOKUP.SREG, be32(NFT_REG_1));
+    w.strz(LOOKUP.SET, set);
+    if (s.op === '!=') w.attr(LOOKUP.FLAGS, be32(NFT_LOOKUP_F_INV));
+  });
+}
+
+/** An address field against a prefix: its whole bytes compared, or masked first when the prefix ends within a byte (as nft writes it). */
+function writePrefixMatch(w: NlWriter, op: string, p: Field, type: 'ipv4_addr' | 'ipv6_addr', v: PrefixValue): void {
+  const full = encodeValue(type, { kind: 'symbol', value: v.addr });
+  if (!Number.isInteger(v.len) || v.len <= 0 || v.len > full.length * 8) unsupported(`the prefix /${v.len}`);
+  if (v.len % 8 === 0) {
+    writePayload(w, { ...p, len: v.len / 8 }, NFT_REG_1);
+    writeCmp(w, op, full.subarray(0, v.len / 8));
+    return;
+  }
+  const mask = Buffer.alloc(full.length);
+  for (let i = 0; i < mask.length; i++) mask[i] = (0xff << (8 - Math.max(0, Math.min(8, v.len - i * 8)))) & 0xff;
+  writePayload(w, p, NFT_REG_1);
+  expr(w, 'bitwise', () => {
+    w.attr(BITWISE.SREG, be32(NFT_REG_1));
+    w.attr(BITWISE.DREG, be32(NFT_REG_1));
+    w.attr(BITWISE.LEN, be32(full.length));
+    w.nest(BITWISE.MASK);
+    w.attr(NFTA_DATA_VALUE, mask);
+    w.nestEnd();
+    w.nest(BITWISE.XOR);
+    w.attr(NFTA_DATA_VALUE, Buffer.alloc(full.length));
+    w.nestEnd();
+  });
+  writeCmp(w, op, Buffer.from(full.map((b, i) => b & (mask[i] as number))));
 }
 
 function writeCmp(w: NlWriter, op: string, data: Buffer): void {
@@ -102,13 +209,19 @@ function writeCmp(w: NlWriter, op: string, data: Buffer): void {
   });
 }
 
+/** Refuses a network-layer field whose EtherType the rule has not tested yet (see DEPENDENCY). */
+function checkDependencies(s: Selector, etherTypes: ReadonlySet<number>): void {
+  const parts = s.kind === 'concat' ? s.items : [s];
+  for (const p of parts) {
+    const dep = p.kind === 'payload' ? DEPENDENCY[p.protocol] : undefined;
+    if (dep !== undefined && !etherTypes.has(dep)) unsupported(`${p.kind === 'payload' ? p.protocol : ''} fields without an earlier ether type test`);
+  }
+}
+
 function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void {
   if (s.left.kind === 'meta' && s.left.key === 'length') {
     const data = constantBytes(s.right, 4);
-    expr(w, 'meta', () => {
-      w.attr(META.DREG, be32(NFT_REG_1));
-      w.attr(META.KEY, be32(NFT_META_LEN));
-    });
+    writeMeta(w, NFT_META_LEN, NFT_REG_1);
     // the length is host order: nft swaps it to network order and compares big-endian bytes
     expr(w, 'byteorder', () => {
       w.attr(BYTEORDER.SREG, be32(NFT_REG_1));
@@ -120,15 +233,28 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
     writeCmp(w, s.op, data);
     return;
   }
+  if (s.right.kind === 'setref') {
+    writeLookup(w, s, s.right.name);
+    return;
+  }
   if (s.op !== '==' && s.op !== '!=') unsupported(`${s.op} on a payload field`);
+  if (s.left.kind === 'meta') {
+    // meta l4proto / protocol: a value in network byte order, like a header field
+    const m = s.left.key === 'l4proto' || s.left.key === 'protocol' ? (META_KEYS[s.left.key] as { key: number; len: number }) : unsupported(`meta ${s.left.key} ${s.op} a value`);
+    const data = constantBytes(s.right, m.len);
+    writeMeta(w, m.key, NFT_REG_1);
+    writeCmp(w, s.op, data);
+    return;
+  }
   const p = payloadOf(s.left);
+  const address = s.left.kind === 'payload' ? ADDRESS_FIELDS[`${s.left.protocol} ${s.left.field}`] : undefined;
+  if (s.right.kind === 'prefix') {
+    if (!address) unsupported(`a prefix on ${JSON.stringify(s.left)}`);
+    writePrefixMatch(w, s.op, p, address as 'ipv4_addr' | 'ipv6_addr', s.right);
+    return;
+  }
   const data = constantBytes(s.right, p.len);
-  expr(w, 'payload', () => {
-    w.attr(PAYLOAD.DREG, be32(NFT_REG_1));
-    w.attr(PAYLOAD.BASE, be32(p.base));
-    w.attr(PAYLOAD.OFFSET, be32(p.offset));
-    w.attr(PAYLOAD.LEN, be32(p.len));
-  });
+  writePayload(w, p, NFT_REG_1);
   writeCmp(w, s.op, data);
 }
 
@@ -147,10 +273,13 @@ function writeVerdict(w: NlWriter, v: Verdict): void {
 /** The NFTA_RULE_EXPRESSIONS of a rule's statements (throws NfnlEncodeError(unsupported) for what is not covered). */
 export function writeRuleExpressions(w: NlWriter, statements: readonly Statement[]): void {
   w.nest(NFTA_RULE.EXPRESSIONS);
+  const etherTypes = new Set<number>();
   for (const s of statements) {
     switch (s.kind) {
       case 'match':
+        checkDependencies(s.left, etherTypes);
         writeMatch(w, s);
+        if (s.op === '==' && s.left.kind === 'payload' && s.left.protocol === 'ether' && s.left.field === 'type' && s.right.kind === 'number') etherTypes.add(s.right.value);
         break;
       case 'counter-ref':
         expr(w, 'objref', () => {
