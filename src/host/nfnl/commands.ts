@@ -24,6 +24,11 @@ export function setDeclOf(d: SetDefinition, tag?: string): SetDecl {
   };
 }
 
+/** The creation of a set or map declared by the typed model (its name under `tag`). */
+export function newSetOf(d: SetDefinition, tag?: string): NfnlChange {
+  return { op: 'add', kind: 'set', ...setDeclOf(d, tag), ...(d.size !== undefined ? { size: d.size } : {}), ...(d.counter ? { counter: true } : {}) };
+}
+
 /**
  * Untagged commands as netlink changes under `tag`, in their order (a new
  * set's elements right after it), or undefined when one has no netlink form
@@ -38,9 +43,8 @@ export function nfnlChangesOf(cmds: readonly NftCommand[], index: SetIndex, tag:
     else if (o.kind === 'chain' && (c.op === 'flush' || c.op === 'delete' || (c.op === 'add' && !(o as ChainObject).base))) out.push({ op: c.op, kind: 'chain', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
     else if ((o.kind === 'set' || o.kind === 'map') && c.op === 'delete') out.push({ op: 'delete', kind: 'set', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
     else if ((o.kind === 'set' || o.kind === 'map') && c.op === 'add' && 'type' in o) {
-      const set = setDeclOf(o, tag);
-      out.push({ op: 'add', kind: 'set', ...set, ...(o.size !== undefined ? { size: o.size } : {}), ...(o.counter ? { counter: true } : {}) });
-      if (o.elements?.length) out.push({ kind: 'elements', change: { op: 'add', set, elements: (tagCommand(c, tag).object as typeof o).elements as ElementChange['elements'] } });
+      out.push(newSetOf(o, tag));
+      if (o.elements?.length) out.push({ kind: 'elements', change: { op: 'add', set: setDeclOf(o, tag), elements: (tagCommand(c, tag).object as typeof o).elements as ElementChange['elements'] } });
     } else if (o.kind === 'counter' && (c.op === 'delete' || c.op === 'add')) out.push({ op: c.op, kind: 'counter', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
     else if (o.kind === 'rule' && c.op === 'add' && 'statements' in o) {
       const r = tagCommand(c, tag).object as RuleObject;

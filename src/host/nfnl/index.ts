@@ -15,7 +15,7 @@ import type { ElementChange } from './encode.js';
 import { NfnlSocket } from './socket.js';
 import { sendElementBatch, type BatchResult } from './transact.js';
 
-export { nfnlChangesOf, setDeclOf } from './commands.js';
+export { newSetOf, nfnlChangesOf, setDeclOf } from './commands.js';
 export { NfnlEncodeError } from './data.js';
 export { encodeElementBatch, type ElementChange, type ElementEntry, type SetDecl } from './encode.js';
 export { NfnlSocket } from './socket.js';

@@ -9,12 +9,16 @@
 //     a payload load and a compare of the bytes as they are in the frame;
 //     an address field against a prefix: the prefix's whole bytes compared
 //     (a load of fewer bytes), or a mask first when it ends within a byte,
-//     as nft does;
+//     as nft does (a field of the network layer only after the rule's
+//     EtherType test, which nft would otherwise add);
+//   - `field & mask == | != constant` on such a field: a load, a mask, a
+//     compare;
 //   - `meta length OP n` (any comparison): a load, the byte order swap nft
 //     inserts (`hton`), a compare; `meta l4proto | protocol == | != n`;
-//   - `selector == | != @set` where the selector is one of those fields,
-//     `meta iifname | oifname`, or a concatenation of them: the loads into
-//     consecutive registers (numbered as nft numbers them) and a lookup;
+//   - `selector == | != @set` and `selector vmap @map` where the selector
+//     is one of those fields, `meta iifname | oifname`, or a concatenation
+//     of them: the loads into consecutive registers (numbered as nft
+//     numbers them) and a lookup (into the verdict register for a vmap);
 //   - `counter name "x"` (an object reference), and every verdict;
 //   - the rule's comment (its user data).
 // Anything else throws NfnlEncodeError(unsupported) and the caller sends the
@@ -39,9 +43,10 @@ const META = { DREG: 1, KEY: 2 } as const;
 const NFT_META_LEN = 0;
 /** Meta keys a lookup or a compare may load (enum nft_meta_keys) and their lengths. */
 const META_KEYS: Readonly<Record<string, { key: number; len: number }>> = { protocol: { key: 1, len: 2 }, iifname: { key: 6, len: 16 }, oifname: { key: 7, len: 16 }, l4proto: { key: 16, len: 1 } };
-const LOOKUP = { SET: 1, SREG: 2, FLAGS: 5 } as const;
+const LOOKUP = { SET: 1, SREG: 2, DREG: 3, FLAGS: 5 } as const;
 const NFT_LOOKUP_F_INV = 1;
-const BITWISE = { SREG: 1, DREG: 2, LEN: 3, MASK: 4, XOR: 5 } as const;
+const BITWISE = { SREG: 1, DREG: 2, LEN: 3, MASK: 4, XOR: 5, OP: 6 } as const;
+const NFT_BITWISE_BOOL = 0;
 const BYTEORDER = { SREG: 1, DREG: 2, OP: 3, LEN: 4, SIZE: 5 } as const;
 const NFT_BYTEORDER_HTON = 1;
 const IMMEDIATE = { DREG: 1, DATA: 2 } as const;
@@ -63,8 +68,8 @@ type Field = { base: number; offset: number; len: number };
 const nh = (offset: number, len: number): Field => ({ base: PAYLOAD_BASE.nh, offset, len });
 const FIELDS: { readonly [P in PayloadField['protocol']]?: Readonly<Record<string, Field>> } = {
   ether: { daddr: { base: PAYLOAD_BASE.ll, offset: 0, len: 6 }, saddr: { base: PAYLOAD_BASE.ll, offset: 6, len: 6 }, type: { base: PAYLOAD_BASE.ll, offset: 12, len: 2 } },
-  ip: { protocol: nh(9, 1), saddr: nh(12, 4), daddr: nh(16, 4) },
-  ip6: { nexthdr: nh(6, 1), saddr: nh(8, 16), daddr: nh(24, 16) },
+  ip: { length: nh(2, 2), id: nh(4, 2), 'frag-off': nh(6, 2), ttl: nh(8, 1), protocol: nh(9, 1), saddr: nh(12, 4), daddr: nh(16, 4) },
+  ip6: { length: nh(4, 2), nexthdr: nh(6, 1), hoplimit: nh(7, 1), saddr: nh(8, 16), daddr: nh(24, 16) },
   arp: { htype: nh(0, 2), ptype: nh(2, 2), hlen: nh(4, 1), plen: nh(5, 1), operation: nh(6, 2), 'saddr ether': nh(8, 6), 'saddr ip': nh(14, 4), 'daddr ether': nh(18, 6), 'daddr ip': nh(24, 4) },
 };
 /**
@@ -157,17 +162,48 @@ function writeLoad(w: NlWriter, s: Selector, dreg: number): number {
  */
 const concatRegister = (word: number): number => (word % 4 === 0 ? NFT_REG_1 + word / 4 : NFT_REG32_00 + word);
 
-/** `selector == | != @set`: the selector's parts loaded one after the other, then the lookup. */
-function writeLookup(w: NlWriter, s: Extract<Statement, { kind: 'match' }>, set: string): void {
-  if (s.op !== '==' && s.op !== '!=') unsupported(`${s.op} with a set`);
-  const parts = s.left.kind === 'concat' ? s.left.items : [s.left];
+/** Loads a selector (one field, or a concatenation of fields one after the other in nft's registers) from NFT_REG_1. */
+function writeKeyLoad(w: NlWriter, key: Selector): void {
+  const parts = key.kind === 'concat' ? key.items : [key];
   let word = 0;
   for (const part of parts) word += Math.ceil(writeLoad(w, part, concatRegister(word)) / 4);
   if (word > 16) unsupported(`a key of ${word * 4} bytes`);
+}
+
+/** `selector == | != @set`: the selector loaded, then the lookup. */
+function writeLookup(w: NlWriter, s: Extract<Statement, { kind: 'match' }>, set: string): void {
+  if (s.op !== '==' && s.op !== '!=') unsupported(`${s.op} with a set`);
+  writeKeyLoad(w, s.left);
   expr(w, 'lookup', () => {
     w.attr(LOOKUP.SREG, be32(NFT_REG_1));
     w.strz(LOOKUP.SET, set);
     if (s.op === '!=') w.attr(LOOKUP.FLAGS, be32(NFT_LOOKUP_F_INV));
+  });
+}
+
+/** `selector vmap @map`: the selector loaded, then a lookup whose data is the verdict. */
+function writeVmap(w: NlWriter, s: Extract<Statement, { kind: 'vmap' }>): void {
+  if (s.data.kind !== 'setref') unsupported('an anonymous verdict map');
+  writeKeyLoad(w, s.key);
+  expr(w, 'lookup', () => {
+    w.attr(LOOKUP.SREG, be32(NFT_REG_1));
+    w.attr(LOOKUP.DREG, be32(NFT_REG_VERDICT));
+    w.strz(LOOKUP.SET, (s.data as { name: string }).name);
+  });
+}
+
+function writeBitwise(w: NlWriter, mask: Buffer, op?: number): void {
+  expr(w, 'bitwise', () => {
+    w.attr(BITWISE.SREG, be32(NFT_REG_1));
+    w.attr(BITWISE.DREG, be32(NFT_REG_1));
+    if (op !== undefined) w.attr(BITWISE.OP, be32(op));
+    w.attr(BITWISE.LEN, be32(mask.length));
+    w.nest(BITWISE.MASK);
+    w.attr(NFTA_DATA_VALUE, mask);
+    w.nestEnd();
+    w.nest(BITWISE.XOR);
+    w.attr(NFTA_DATA_VALUE, Buffer.alloc(mask.length));
+    w.nestEnd();
   });
 }
 
@@ -183,17 +219,8 @@ function writePrefixMatch(w: NlWriter, op: string, p: Field, type: 'ipv4_addr' |
   const mask = Buffer.alloc(full.length);
   for (let i = 0; i < mask.length; i++) mask[i] = (0xff << (8 - Math.max(0, Math.min(8, v.len - i * 8)))) & 0xff;
   writePayload(w, p, NFT_REG_1);
-  expr(w, 'bitwise', () => {
-    w.attr(BITWISE.SREG, be32(NFT_REG_1));
-    w.attr(BITWISE.DREG, be32(NFT_REG_1));
-    w.attr(BITWISE.LEN, be32(full.length));
-    w.nest(BITWISE.MASK);
-    w.attr(NFTA_DATA_VALUE, mask);
-    w.nestEnd();
-    w.nest(BITWISE.XOR);
-    w.attr(NFTA_DATA_VALUE, Buffer.alloc(full.length));
-    w.nestEnd();
-  });
+  // nft writes no operation for a prefix's mask (the kernel's default: a mask and xor)
+  writeBitwise(w, mask);
   writeCmp(w, op, Buffer.from(full.map((b, i) => b & (mask[i] as number))));
 }
 
@@ -211,7 +238,7 @@ function writeCmp(w: NlWriter, op: string, data: Buffer): void {
 
 /** Refuses a network-layer field whose EtherType the rule has not tested yet (see DEPENDENCY). */
 function checkDependencies(s: Selector, etherTypes: ReadonlySet<number>): void {
-  const parts = s.kind === 'concat' ? s.items : [s];
+  const parts = s.kind === 'concat' ? s.items : s.kind === 'binop' ? [s.left] : [s];
   for (const p of parts) {
     const dep = p.kind === 'payload' ? DEPENDENCY[p.protocol] : undefined;
     if (dep !== undefined && !etherTypes.has(dep)) unsupported(`${p.kind === 'payload' ? p.protocol : ''} fields without an earlier ether type test`);
@@ -243,6 +270,17 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
     const m = s.left.key === 'l4proto' || s.left.key === 'protocol' ? (META_KEYS[s.left.key] as { key: number; len: number }) : unsupported(`meta ${s.left.key} ${s.op} a value`);
     const data = constantBytes(s.right, m.len);
     writeMeta(w, m.key, NFT_REG_1);
+    writeCmp(w, s.op, data);
+    return;
+  }
+  if (s.left.kind === 'binop') {
+    // `field & mask == | != value`: the field masked, then compared
+    if (s.left.op !== '&' || s.left.right.kind !== 'number') unsupported(`the selector ${JSON.stringify(s.left)}`);
+    const f = payloadOf(s.left.left);
+    const mask = constantBytes(s.left.right as Value, f.len);
+    const data = constantBytes(s.right, f.len);
+    writePayload(w, f, NFT_REG_1);
+    writeBitwise(w, mask, NFT_BITWISE_BOOL);
     writeCmp(w, s.op, data);
     return;
   }
@@ -280,6 +318,10 @@ export function writeRuleExpressions(w: NlWriter, statements: readonly Statement
         checkDependencies(s.left, etherTypes);
         writeMatch(w, s);
         if (s.op === '==' && s.left.kind === 'payload' && s.left.protocol === 'ether' && s.left.field === 'type' && s.right.kind === 'number') etherTypes.add(s.right.value);
+        break;
+      case 'vmap':
+        checkDependencies(s.key, etherTypes);
+        writeVmap(w, s);
         break;
       case 'counter-ref':
         expr(w, 'objref', () => {
