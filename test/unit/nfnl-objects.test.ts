@@ -134,6 +134,8 @@ describe('what the set and rule encoders refuse or derive', () => {
     expect(refused(r([{ kind: 'match', op: '==', left: { kind: 'ct', key: 'state' }, right: { kind: 'set', items: [] } }]))).toBe(true);
     expect(refused(r([{ kind: 'match', op: '<', left: { kind: 'meta', key: 'iifname' }, right: { kind: 'setref', name: 's' } }]))).toBe(true);
     expect(refused(r([{ kind: 'vmap', key: { kind: 'meta', key: 'iifname' }, data: { kind: 'map-literal', entries: [] } }]))).toBe(true);
+    expect(refused(r([{ kind: 'mangle', key: { kind: 'meta', key: 'priority' }, value: { kind: 'number', value: 1 } }]))).toBe(true);
+    expect(refused(r([{ kind: 'mangle', key: { kind: 'meta', key: 'mark' }, value: { kind: 'meta', key: 'iifname' } }]))).toBe(true);
     expect(refused(r([{ kind: 'match', op: '==', left: { kind: 'binop', op: '|', left: { kind: 'payload', protocol: 'ether', field: 'type' }, right: { kind: 'number', value: 1 } }, right: { kind: 'number', value: 1 } }]))).toBe(true);
   });
 

@@ -19,6 +19,8 @@
 //     is one of those fields, `meta iifname | oifname`, or a concatenation
 //     of them: the loads into consecutive registers (numbered as nft
 //     numbers them) and a lookup (into the verdict register for a vmap);
+//   - `meta mark set N` and `meta mark set meta mark & A | B` (a port's L3
+//     mark chains);
 //   - `counter name "x"` (an object reference), and every verdict;
 //   - the rule's comment (its user data).
 // Anything else throws NfnlEncodeError(unsupported) and the caller sends the
@@ -39,8 +41,9 @@ const PAYLOAD = { DREG: 1, BASE: 2, OFFSET: 3, LEN: 4 } as const;
 const PAYLOAD_BASE = { ll: 0, nh: 1, th: 2 } as const;
 const CMP = { SREG: 1, OP: 2, DATA: 3 } as const;
 const CMP_OP: Readonly<Record<string, number>> = { '==': 0, '!=': 1, '<': 2, '<=': 3, '>': 4, '>=': 5 };
-const META = { DREG: 1, KEY: 2 } as const;
+const META = { DREG: 1, KEY: 2, SREG: 3 } as const;
 const NFT_META_LEN = 0;
+const NFT_META_MARK = 3;
 /** Meta keys a lookup or a compare may load (enum nft_meta_keys) and their lengths. */
 const META_KEYS: Readonly<Record<string, { key: number; len: number }>> = { protocol: { key: 1, len: 2 }, iifname: { key: 6, len: 16 }, oifname: { key: 7, len: 16 }, l4proto: { key: 16, len: 1 } };
 const LOOKUP = { SET: 1, SREG: 2, DREG: 3, FLAGS: 5 } as const;
@@ -192,7 +195,7 @@ function writeVmap(w: NlWriter, s: Extract<Statement, { kind: 'vmap' }>): void {
   });
 }
 
-function writeBitwise(w: NlWriter, mask: Buffer, op?: number): void {
+function writeBitwise(w: NlWriter, mask: Buffer, op?: number, xor: Buffer = Buffer.alloc(mask.length)): void {
   expr(w, 'bitwise', () => {
     w.attr(BITWISE.SREG, be32(NFT_REG_1));
     w.attr(BITWISE.DREG, be32(NFT_REG_1));
@@ -202,7 +205,7 @@ function writeBitwise(w: NlWriter, mask: Buffer, op?: number): void {
     w.attr(NFTA_DATA_VALUE, mask);
     w.nestEnd();
     w.nest(BITWISE.XOR);
-    w.attr(NFTA_DATA_VALUE, Buffer.alloc(mask.length));
+    w.attr(NFTA_DATA_VALUE, xor);
     w.nestEnd();
   });
 }
@@ -308,6 +311,42 @@ function writeVerdict(w: NlWriter, v: Verdict): void {
   });
 }
 
+/** A mark as the kernel holds it: 32 bits in host byte order. */
+function markBytes(v: Value): Buffer {
+  if (v.kind !== 'number' || !Number.isInteger(v.value) || v.value < 0 || v.value > 0xffffffff) return unsupported(`the mark ${JSON.stringify(v)}`);
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v.value);
+  return b;
+}
+
+/**
+ * `meta mark set N` (an immediate) and `meta mark set meta mark & A | B`
+ * (the mark loaded, masked with A & ~B, B xor-ed in, as nft folds it); then
+ * the meta set.
+ */
+function writeSetMark(w: NlWriter, s: Extract<Statement, { kind: 'mangle' }>): void {
+  if (s.key.kind !== 'meta' || s.key.key !== 'mark') unsupported(`setting ${s.key.kind} ${s.key.key}`);
+  const v = s.value;
+  if (v.kind === 'number') {
+    const data = markBytes(v);
+    expr(w, 'immediate', () => {
+      w.attr(IMMEDIATE.DREG, be32(NFT_REG_1));
+      w.nest(IMMEDIATE.DATA);
+      w.attr(NFTA_DATA_VALUE, data);
+      w.nestEnd();
+    });
+  } else if (v.kind === 'binop' && v.op === '|' && v.right.kind === 'number' && v.left.kind === 'binop' && v.left.op === '&' && v.left.left.kind === 'meta' && v.left.left.key === 'mark' && v.left.right.kind === 'number') {
+    const or = markBytes(v.right);
+    const and = markBytes(v.left.right);
+    writeMeta(w, NFT_META_MARK, NFT_REG_1);
+    writeBitwise(w, Buffer.from(and.map((b, i) => b & ~(or[i] as number) & 0xff)), NFT_BITWISE_BOOL, or);
+  } else unsupported(`meta mark set ${JSON.stringify(v)}`);
+  expr(w, 'meta', () => {
+    w.attr(META.KEY, be32(NFT_META_MARK));
+    w.attr(META.SREG, be32(NFT_REG_1));
+  });
+}
+
 /** The NFTA_RULE_EXPRESSIONS of a rule's statements (throws NfnlEncodeError(unsupported) for what is not covered). */
 export function writeRuleExpressions(w: NlWriter, statements: readonly Statement[]): void {
   w.nest(NFTA_RULE.EXPRESSIONS);
@@ -322,6 +361,9 @@ export function writeRuleExpressions(w: NlWriter, statements: readonly Statement
       case 'vmap':
         checkDependencies(s.key, etherTypes);
         writeVmap(w, s);
+        break;
+      case 'mangle':
+        writeSetMark(w, s);
         break;
       case 'counter-ref':
         expr(w, 'objref', () => {
