@@ -19,6 +19,7 @@ import { protectPhase, type ProtectResult } from './lib/protect.js';
 import { renderMarkdown, renderSvg, targets } from './lib/report.js';
 import { updatePhase, type UpdateRow } from './lib/update.js';
 import { portsPhase, type PortRow } from './lib/ports.js';
+import { learnPhase, type LearnResult } from './lib/learn.js';
 import { cmd, log, removeStale, runCleanups } from './lib/util.js';
 
 export interface BenchConfig {
@@ -41,6 +42,9 @@ export interface BenchConfig {
   /** Timed removals and additions of one port (per-domain changes), and those made during the spoofed flood. */
   portChanges?: number;
   portLeakChanges?: number;
+  /** IP learning: rounds per method, and how long the spoofed flood runs after the teaching frame (ms). */
+  learnRounds?: number;
+  learnFloodMs?: number;
 }
 
 export interface BenchResults {
@@ -57,12 +61,13 @@ export interface BenchResults {
   update?: UpdateRow[];
   ports?: PortRow[];
   dataplane?: DpResult;
+  learn?: LearnResult;
   targets?: ReturnType<typeof targets>;
   errors: { phase: string; message: string }[];
   notes: string[];
 }
 
-const PHASES = ['compile', 'libvirt', 'protect', 'update', 'ports', 'dataplane'] as const;
+const PHASES = ['compile', 'libvirt', 'protect', 'update', 'ports', 'dataplane', 'learn'] as const;
 type Phase = (typeof PHASES)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; out: string; only: Set<Phase>; noLibvirt: boolean; rounds?: number } {
@@ -84,7 +89,7 @@ function parseArgs(argv: string[]): { quick: boolean; out: string; only: Set<Pha
       only = new Set(list as Phase[]);
     } else if (a === '--help' || a === '-h') {
       process.stdout.write(
-        'usage: npm run bench [-- --quick] [--out DIR] [--only compile,libvirt,protect,update,ports,dataplane] [--no-libvirt] [--rounds N]\n',
+        'usage: npm run bench [-- --quick] [--out DIR] [--only compile,libvirt,protect,update,ports,dataplane,learn] [--no-libvirt] [--rounds N]\n',
       );
       process.exit(0);
     } else throw new Error(`unknown option ${a} (see --help)`);
@@ -129,6 +134,8 @@ async function main(): Promise<number> {
     updateLeakChanges: quick ? 4 : 10,
     portChanges: quick ? 5 : 20,
     portLeakChanges: quick ? 3 : 10,
+    learnRounds: args.rounds ?? (quick ? 2 : 5),
+    learnFloodMs: quick ? 1000 : 1500,
   };
   const t0 = performance.now();
   await requireTools();
@@ -233,6 +240,20 @@ async function main(): Promise<number> {
       }
     } else if (wantLibvirt && !results.libvirt?.available) {
       await runLibvirt(config.libvirtWaitMs);
+    }
+    if (args.only.has('learn')) {
+      results.learn = await phase('learn', () =>
+        learnPhase({
+          rounds: config.learnRounds ?? 5,
+          floodMs: config.learnFloodMs ?? 1500,
+          maxMs: 8000,
+          workDir,
+          cacheDir: join(workDir, 'bpf-cache'),
+          libvirtWaitMs: quick ? 30_000 : 120_000,
+          ...(args.noLibvirt ? { noLibvirt: '--no-libvirt' } : {}),
+        }),
+      );
+      if (results.learn?.libvirt.error) results.errors.push({ phase: 'learn (libvirt)', message: results.learn.libvirt.error.slice(0, 4000) });
     }
   } finally {
     await runCleanups();

@@ -42,12 +42,21 @@ export function filters(): Map<string, FilterDef> {
 
 /** libvirt `<filterbinding>` XML of port i (as virsh nwfilter-binding-create takes it). */
 export function bindingXml(i: number, ip = portIp(i)): string {
+  return bindingWith(i, `<parameter name='IP' value='${ip}'/>`);
+}
+
+/** Port i bound to clean-traffic without an IP: the address is learned from the VM's first IPv4 frame (CTRL_IP_LEARNING=any). */
+export function learnBindingXml(i: number): string {
+  return bindingWith(i, "<parameter name='CTRL_IP_LEARNING' value='any'/>");
+}
+
+function bindingWith(i: number, params: string): string {
   return [
     '<filterbinding>',
     `  <owner><name>vm${i}</name><uuid>00000000-0000-4000-8000-${(i + 1).toString(16).padStart(12, '0')}</uuid></owner>`,
     `  <portdev name='${portName(i)}'/>`,
     `  <mac address='${portMac(i)}'/>`,
-    `  <filterref filter='${FILTER}'><parameter name='IP' value='${ip}'/></filterref>`,
+    `  <filterref filter='${FILTER}'>${params}</filterref>`,
     '</filterbinding>',
     '',
   ].join('\n');

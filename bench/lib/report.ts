@@ -3,9 +3,10 @@
 import type { BenchResults } from '../run.js';
 import { COMPILE_TASKS } from './compile-bench.js';
 import { DP_LABELS, floorOf, PATH_LABELS, type DpCell, type DpConfig, type DpPath } from './dataplane.js';
+import { LEARN_LABELS } from './learn.js';
 import { libvirtProtectMs } from './libvirt-phase.js';
 import type { ProtectMethod } from './protect.js';
-import { fmt, type Stat } from './util.js';
+import { fmt, stat, type Stat } from './util.js';
 
 export interface Target {
   name: string;
@@ -128,6 +129,26 @@ export function targets(r: BenchResults): Target[] {
       libvirt: lvText(() => (lvChange ? `binding create ${ms(lvChange.createMs.median)}, delete ${ms(lvChange.deleteMs.median)}` : 'n/a')),
     });
   }
+  {
+    // the learning path: spoofed frames after the teaching frame (goal 0), libvirt's window side by side
+    const lr = r.learn;
+    const lv = lr?.rows.find((x) => x.method === 'libvirt');
+    const lvText = lv
+      ? `${range(lv.spoofDelivered, '', 0)} of ${range(lv.spoofSent, '', 0)} delivered; the last one sent ${msRange(lv.lastLeakMs)} after the teaching frame`
+      : `not measured${lr?.libvirt.reason ? ` (${lr.libvirt.reason})` : ''}`;
+    for (const m of ['nft', 'ebpf'] as const) {
+      const row = lr?.rows.find((x) => x.method === m);
+      out.push({
+        name: `IP learning (CTRL_IP_LEARNING=any), ${LEARN_LABELS[m]}: spoofed frames delivered after the teaching frame`,
+        target: '0, legitimate frames pass',
+        measured: row?.spoofDelivered.n
+          ? `${fmt(row.spoofDelivered.max, 0)} of ${range(row.spoofSent, '', 0)} (worst of ${row.rounds.length} rounds); legitimate ${row.legitDelivered} of ${row.legitSent}; address readable ${msRange(row.readableMs)} after the teaching frame`
+          : 'n/a',
+        met: row?.spoofDelivered.n ? row.spoofDelivered.max === 0 && row.legitDelivered === row.legitSent && row.learnedRight === row.rounds.length : null,
+        libvirt: lvText,
+      });
+    }
+  }
   return out;
 }
 
@@ -226,6 +247,27 @@ export function renderMarkdown(r: BenchResults): string {
         `| ${p.method} (${p.note}) | ${p.changes} | ${msRange(p.add.nftKernelMs)} + ${ms(p.add.nftUserMs?.median ?? Number.NaN)} | ${msRange(p.add.bpfMs)} | ${msRange(p.add.totalMs)} | ${msRange(p.remove.nftKernelMs)} + ${ms(p.remove.nftUserMs?.median ?? Number.NaN)} | ${msRange(p.remove.bpfMs)} | ${msRange(p.remove.totalMs)} | ${p.via} | ${p.leak.leaked} of ${p.leak.sent} (${p.leak.changes} changes) |`,
       );
     }
+    L.push('');
+  }
+
+  // ---- learn ----
+  if (r.learn) {
+    const lr = r.learn;
+    L.push('## IP learning: the teaching frame, then a spoofed flood (clean-traffic without IP, CTRL_IP_LEARNING=any)', '');
+    L.push(
+      `vnet0 bound without an IP on a fresh port each round (nwf-fast: \`loadGeneration\`; libvirt: \`virsh nwfilter-binding-create\` once its learning rules are in force). vm0 sends the teaching frame (source ${lr.teachIp}), then at once spoofed frames (its MAC, source ${lr.spoofIp}) at ${lr.spoofPerMs}/ms and legitimate frames (source ${lr.teachIp}) at ${lr.legitPerMs}/ms, for ${ms(lr.floodMs)} (longer while the address is not readable yet or spoofed frames still get through: until ${ms(300)} after both; at most ${ms(lr.maxMs)}). Every frame is tagged: delivered = reached the peer; times are send times after the teaching frame. Readable = the end of the first read that showed the address, one read in flight at a time (nwf-fast: the kernel read directly, the eBPF map lookup or the nft set listed through libnftables in-process; libvirt: \`ebtables-save\` shows it in vnet0's rules); learned the taught address = that read showed the teaching frame's source and, for nwf-fast, \`readLearnedFromKernel\` (what status reports) showed exactly it after the flood. Median (min–max) of ${lr.rounds} rounds; load average ${lr.loadavg.start.join(' ')} at the start of the phase, ${lr.loadavg.end.join(' ')} at its end.`,
+      '',
+    );
+    L.push('| method | spoofed delivered / sent | last delivered spoofed frame sent at | first dropped spoofed frame sent at | address readable at | learned the taught address | legitimate delivered | setup |', '| --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const row of lr.rows) {
+      const reads = stat(row.rounds.map((x) => x.reads));
+      const lvRules = row.method === 'libvirt' ? `; learning rules ${msRange(statOf(row.rounds.flatMap((x) => (x.learningRulesMs !== undefined ? [x.learningRulesMs] : []))))} after binding-create returned` : '';
+      L.push(
+        `| ${LEARN_LABELS[row.method]} | ${range(row.spoofDelivered, '', 0)} / ${range(row.spoofSent, '', 0)} | ${row.lastLeakMs.n ? `${msRange(row.lastLeakMs)} (${row.lastLeakMs.n} of ${row.rounds.length} rounds leaked)` : 'none delivered'} | ${msRange(row.firstDropMs)} | ${msRange(row.readableMs)} (${range(reads, '', 0)} reads, the last started at ${msRange(row.readStartMs)}) | ${row.learnedRight} of ${row.rounds.length} rounds | ${row.legitDelivered} of ${row.legitSent} | ${msRange(row.setupMs)}${lvRules} |`,
+      );
+    }
+    if (lr.libvirt.alongside) L.push('', `libvirt ran alongside other libvirt daemons of the machine (${lr.libvirt.alongside}): their work is load on the same CPUs.`);
+    if (!lr.libvirt.available) L.push('', `libvirt: not measured: ${lr.libvirt.reason}${lr.libvirt.error ? `: ${lr.libvirt.error.split('\n')[0]}` : ''}.`);
     L.push('');
   }
 
