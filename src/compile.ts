@@ -139,7 +139,7 @@ export function generationId(nftParts: string, bpfIndex: string | undefined): st
  * and fails closed for unknown ports. both: nftables is the second line for
  * L2 (it leaves out the tests it cannot express) and enforces L3.
  */
-export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean; seeds?: ReadonlyMap<string, LearnedEntry>; optimize?: boolean; noProgram?: ReadonlySet<string> } = {}): NftLowering {
+export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boolean; seeds?: ReadonlyMap<string, LearnedEntry>; optimize?: boolean; noProgram?: ReadonlySet<string>; dhcpKernelLease?: number } = {}): NftLowering {
   const mode = backend === 'bpf' ? 'dispatch' : backend === 'both' ? 'second-line' : 'rules';
   return lowerToNft(ir, {
     mode,
@@ -147,6 +147,7 @@ export function lowerNftFor(backend: Backend, ir: PolicyIR, opts: { strict?: boo
     ...(opts.seeds ? { seeds: opts.seeds } : {}),
     ...(opts.optimize === false ? { optimize: false } : {}),
     ...(opts.noProgram?.size ? { noProgram: opts.noProgram } : {}),
+    ...(opts.dhcpKernelLease !== undefined ? { dhcpKernelLease: opts.dhcpKernelLease } : {}),
   });
 }
 
@@ -163,6 +164,8 @@ export interface ResolveSourcesOptions {
 export interface GenerationOptions extends ResolveSourcesOptions {
   /** Run the nft optimizer's passes (default true; `compile --no-opt` turns them off). */
   optimize?: boolean;
+  /** Seconds a dhcp lease learned by the nft packet path lasts (config dhcp_kernel_lease; default 3600). */
+  dhcpKernelLease?: number;
 }
 
 export function resolveSources(src: LoadedSources, opts: ResolveSourcesOptions = {}): PolicyIR {
@@ -232,6 +235,7 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
     strict: !opts.partial,
     ...(opts.seeds ? { seeds: opts.seeds } : {}),
     ...(opts.optimize === false ? { optimize: false } : {}),
+    ...(opts.dhcpKernelLease !== undefined ? { dhcpKernelLease: opts.dhcpKernelLease } : {}),
     noProgram: new Set(nftOnly.keys()),
   });
   if (nft.failed.length) {

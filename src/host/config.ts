@@ -27,6 +27,11 @@ export interface HostConfig {
   keepGenerations: number;
   /** Seconds a state-changing command waits for the lock. */
   lockTimeoutS: number;
+  /**
+   * Seconds a dhcp lease learned by the nft packet path lasts from its
+   * latest DHCPACK (nft cannot read the lease time, option 51).
+   */
+  dhcpKernelLeaseS: number;
   libvirtUri: string;
   /** Where eBPF programs go on the taps (load --bpf-hook); unset: the last load's choice, else auto. */
   bpfHook?: 'auto' | 'tc' | 'tcx' | 'xdp';
@@ -43,6 +48,7 @@ export const DEFAULT_CONFIG: Readonly<HostConfig> = Object.freeze({
   pinDir: '/sys/fs/bpf/nwf-fast',
   keepGenerations: 10,
   lockTimeoutS: 30,
+  dhcpKernelLeaseS: 3600,
   libvirtUri: 'qemu:///system',
 });
 
@@ -63,7 +69,7 @@ const absPath =
   };
 
 const integer =
-  (key: 'keepGenerations' | 'lockTimeoutS', min: number, max: number): Setter =>
+  (key: 'keepGenerations' | 'lockTimeoutS' | 'dhcpKernelLeaseS', min: number, max: number): Setter =>
   (c, v, fail) => {
     if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) fail(`an integer from ${min} to ${max}`);
     c[key] = Number(v);
@@ -89,6 +95,7 @@ const KEYS: Readonly<Record<string, Setter>> = {
   pin_dir: absPath('pinDir'),
   keep_generations: integer('keepGenerations', 1, 1000),
   lock_timeout: integer('lockTimeoutS', 1, 3600),
+  dhcp_kernel_lease: integer('dhcpKernelLeaseS', 1, 31536000),
   bpf_hook: oneOf('bpfHook', ['auto', 'tc', 'tcx', 'xdp'] as const),
   libvirt_uri: (c, v, fail) => {
     if (!/^[a-z][a-z0-9+]*:\/\/\S*$/.test(v)) fail('a libvirt URI like qemu:///system');
@@ -211,6 +218,9 @@ export function defaultConfigText(): string {
     `keep_generations = ${d.keepGenerations}`,
     '# seconds a command waits for another one holding the state lock',
     `lock_timeout = ${d.lockTimeoutS}`,
+    '# CTRL_IP_LEARNING=dhcp under the nft backend: seconds a lease lasts after its latest DHCPACK',
+    '# (nft cannot read the lease time; clients renew at half their lease: keep it above that)',
+    `dhcp_kernel_lease = ${d.dhcpKernelLeaseS}`,
     `libvirt_uri = ${d.libvirtUri}`,
     '# where eBPF programs go on the taps: auto (tc) | tc | tcx | xdp; unset: the last load\'s --bpf-hook',
     '# bpf_hook = auto',

@@ -28,7 +28,7 @@
 // named counters, the per-port counting sets) keep their names and counts.
 import { add, del, flush, nftTable, str } from '../backends/nft/build.js';
 import type { ChainObject, NftCommand, NftFamily, SetItem } from '../backends/nft/model.js';
-import { isPersistent } from '../backends/nft/names.js';
+import { isLearnedState, isPersistent } from '../backends/nft/names.js';
 export { tagCommand, tagCommands } from '../backends/nft/tag.js';
 import {
   elementText,
@@ -235,7 +235,9 @@ export function diffParts(prev: readonly Part[], next: readonly Part[], index: S
     if (removedSets.has(key)) continue;
     const before = a.elements.get(key) ?? new Map<string, Element>();
     const after = b.elements.get(key) ?? new Map<string, Element>();
-    const remove = [...before].filter(([t]) => !after.has(t)).map(([, e]) => keyOf(e));
+    // learned state (seeds) is the kernel's: a lease that expired or was released is gone already, and deleting it would fail the load
+    const learned = isLearnedState(key.split(' ')[3] ?? '');
+    const remove = learned ? [] : [...before].filter(([t]) => !after.has(t)).map(([, e]) => keyOf(e));
     const added = [...after].filter(([t]) => !before.has(t)).map(([, e]) => e);
     if (!remove.length && !added.length) continue;
     const def = setDef(key);

@@ -12,7 +12,7 @@
 // A port whose policy does not resolve or lower fails closed: its traffic is
 // dropped and counted as unprotected, `status` shows it with its error, and
 // the result lists it; the others are protected.
-import { seedOf } from '../backends/nft/learn.js';
+import { portSeedOf, seedOf } from '../backends/nft/learn.js';
 import type { LearnedEntry } from '../ir/learning.js';
 import { copyBpfLearnedToNft, departedPorts, forgetLearned, learningPortsWithIndex } from './learn/kernel.js';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -51,6 +51,8 @@ export interface PortChangeOptions extends HostOptions {
   seeds?: ReadonlyMap<string, LearnedEntry>;
   /** Where clang's objects are cached (a new eBPF shape is built). */
   cacheDir?: string;
+  /** Config dhcp_kernel_lease: seconds a dhcp lease learned by the nft packet path lasts (default 3600). */
+  dhcpKernelLease?: number;
 }
 
 export interface PortChangeResult {
@@ -99,7 +101,8 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
     seen.add(b.iface);
   }
   // under both: the L2 tests nft cannot express are the programs'; the programs learn, the nft line waits for the copy (backends/nft/learn.ts)
-  const nft = new NftPortLowering(backend === 'both' ? { secondLine: true, learner: 'copy' } : {});
+  const lease = opts.dhcpKernelLease !== undefined ? { dhcpKernelLease: opts.dhcpKernelLease } : {};
+  const nft = new NftPortLowering(backend === 'both' ? { secondLine: true, learner: 'copy', ...lease } : lease);
   const ports = new Map<string, DesiredPort | null>();
   const failed: FailedInterface[] = [];
   const bpfOf = new Map<string, BpfInterfaceLowering>();
@@ -121,7 +124,7 @@ export async function applyPortChanges(changes: PortChanges, opts: PortChangeOpt
           nftOnly = e.message;
         }
       }
-      part = backend === 'bpf' ? acceptPortPart(p.iface, p) : nft.port(p, seed, nftOnly !== undefined);
+      part = backend === 'bpf' ? acceptPortPart(p.iface, p) : nft.port(p, portSeedOf(p, opts.seeds), nftOnly !== undefined);
     } catch (e) {
       if (!(e instanceof NwfError)) throw e;
       error = failureOf(p ?? { iface: b.iface, owner: b.owner, mac: b.mac, filter: b.filterref.filter, file: b.loc.file }, e);

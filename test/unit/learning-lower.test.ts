@@ -3,10 +3,13 @@
 import { describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { printNftText } from '../../src/backends/nft/printer.js';
-import { seedOf } from '../../src/backends/nft/learn.js';
+import { DEFAULT_DHCP_KERNEL_LEASE, portSeedOf, seedOf } from '../../src/backends/nft/learn.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { encodeConfig, planInterface } from '../../src/backends/bpf/plan.js';
-import { concatElements } from '../../src/host/learn/kernel.js';
+import { concatElements, leaseElements } from '../../src/host/learn/kernel.js';
+import { defaultConfigText, parseConfig } from '../../src/host/config.js';
+import { expectFile } from '../support/fixture-cases.js';
+import { join } from 'node:path';
 import { learnKey, type LearnedEntry } from '../../src/ir/learning.js';
 import type { PolicyIR } from '../../src/ir/types.js';
 import { policyFor } from '../support/policy.js';
@@ -62,10 +65,91 @@ describe('IP learning, nft lowering', () => {
     expect(r.failed.map((x) => x.code)).toEqual(['NWF1206']);
   });
 
-  it('dhcp is resolved but not lowered yet: the port fails closed in both backends', () => {
+  it('dhcp is resolved but not lowered by the eBPF backend yet', () => {
     const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: '10.0.0.1' });
-    expect(lowerToNft({ version: 1, interfaces: [p], notes: [] }, { strict: false }).failed.map((x) => x.code)).toEqual(['NWF1206']);
     expect(() => planInterface(p)).toThrow(/not implement/);
+  });
+});
+
+describe('IP learning with dhcp, nft lowering', () => {
+  const dhcp = (params: Record<string, string> = { DHCPSERVER: '10.0.0.1' }, o: Parameters<typeof lowerToNft>[1] = {}) =>
+    lowerToNft({ version: 1, interfaces: [policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', ...params })], notes: [] }, { strict: true, ...o });
+  const portText = (l: ReturnType<typeof lowerToNft>) => printNftText(l.parts.ports[0]?.commands ?? []);
+
+  it("golden: the port's part (lease set, DHCPSERVER set, DHCP-only learning chains, snoop chain, own chains reading the leases)", () => {
+    const l = dhcp();
+    expect(l.parts.shapes).toEqual([]); // a dhcp port shares no shape: its $IP tests read its own lease set
+    expect(l.parts.ports[0]?.learn).toEqual({ mode: 'dhcp', owner: 'vm', uuid: UUID, mac: MAC });
+    expectFile(join(import.meta.dirname, '..', 'fixtures', 'nft', 'learning-dhcp-port.nft'), portText(l));
+    const text = printNftText(l.batch);
+    // the skeleton's snoop base chain runs after the postrouting dispatch (300): only accepted ACKs teach
+    expect(text).toContain('add chain bridge nwf_fast lrn_snoop { type filter hook postrouting priority 301; policy accept; }');
+    expect(text).toContain('add rule bridge nwf_fast lrn_snoop ether type 0x800 udp sport 67 udp dport 68 @th,64,8 2 @th,1952,32 0x63825363 @th,1984,24 0x350105 meta oifname vmap @snoop_map');
+    expect(text).toContain('ip saddr @lrn-lease-vnet0 return');
+    expect(text).toContain('arp saddr ip @lrn-lease-vnet0 return');
+    expect(text).not.toContain('@lrn-addr return');
+    // JSON: the raw yiaddr into the typed single-key set, with the kernel lease time
+    expect(JSON.stringify(toNftJson(l.batch))).toContain('{"set":{"op":"update","elem":{"elem":{"val":{"payload":{"base":"th","offset":192,"len":32}},"timeout":3600}},"set":"@lrn-lease-vnet0"}}');
+  });
+
+  it('without DHCPSERVER any server teaches; dhcp_kernel_lease sets the lease time', () => {
+    const text = portText(dhcp({}, { dhcpKernelLease: 120 }));
+    expect(text).not.toContain('lsrv-');
+    expect(text).not.toContain('ip saddr @lsrv');
+    expect(text).toContain('update @lrn-lease-vnet0 { @th,192,32 timeout 120s } update @lrn-locked { meta oifname timeout 120s }');
+    expect(() => dhcp({}, { dhcpKernelLease: 0 })).toThrow(/dhcp_kernel_lease/);
+  });
+
+  it('under --backend both the nft line neither snoops nor releases: it waits for the copy', () => {
+    const text = portText(dhcp(undefined, { learner: 'copy' }));
+    expect(text).toContain('add set bridge nwf_fast lrn-lease-vnet0');
+    expect(text).not.toContain('snoop_map');
+    expect(text).not.toContain('lrns-');
+    expect(text).not.toContain('delete @');
+    expect(text).toContain('add rule bridge nwf_fast lrnc-out-vnet0 meta iifname @lrn-locked goto own-out-vnet0');
+  });
+
+  it('seeds: unexpired leases with the seconds they have left, the 4 latest-expiring; the lock until the last ends', () => {
+    const now = Date.parse('2026-06-01T00:00:00Z');
+    const at = (s: number) => new Date(now + s * 1000).toISOString();
+    const addresses = [
+      { ip: '10.0.0.1', expires: at(-5) },
+      { ip: '10.0.0.2', expires: at(0.5) },
+      { ip: '10.0.0.3', expires: at(100) },
+      { ip: '10.0.0.4', expires: at(50.9) },
+      { ip: '10.0.0.5', expires: at(300) },
+      { ip: '10.0.0.6', expires: at(20) },
+      { ip: '10.0.0.7', expires: at(10) },
+      { ip: '10.0.0.8' },
+    ].map((a) => ({ ...a, source: 'state' as const }));
+    const seeds = new Map([[learnKey(UUID, MAC), entry('', { mode: 'dhcp', addresses })]]);
+    const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp' });
+    expect(portSeedOf(p, seeds, now)).toEqual([
+      { ip: '10.0.0.5', timeout: 300 },
+      { ip: '10.0.0.3', timeout: 100 },
+      { ip: '10.0.0.4', timeout: 50 },
+      { ip: '10.0.0.6', timeout: 20 },
+    ]);
+    // an `any` entry is no seed of a dhcp port; an `any` port keeps its plain address seed
+    expect(portSeedOf(p, new Map([[learnKey(UUID, MAC), entry('10.0.0.9')]]), now)).toEqual([]);
+    expect(portSeedOf(policyFor('clean-traffic', {}), new Map([[learnKey(UUID, MAC), entry('10.0.0.9')]]), now)).toEqual(['10.0.0.9']);
+    const l = lowerToNft({ version: 1, interfaces: [p], notes: [] }, { strict: true, seeds: new Map([[learnKey(UUID, MAC), entry('', { mode: 'dhcp', addresses: addresses.slice(2, 4).map((a) => ({ ...a, expires: new Date(Date.now() + Date.parse(a.expires as string) - now).toISOString() })) })]]) });
+    const text = portText(l);
+    expect(text).toMatch(/add element bridge nwf_fast lrn-lease-vnet0 \{ 10\.0\.0\.3 timeout (99|100)s, 10\.0\.0\.4 timeout (49|50)s \}/);
+    expect(text).toMatch(/add element bridge nwf_fast lrn-locked \{ "vnet0" timeout (99|100)s \}/);
+    expect(JSON.stringify(toNftJson(l.batch))).toMatch(/\{"elem":\{"val":"10\.0\.0\.3","timeout":(99|100)\}\}/);
+  });
+
+  it('reading leases back: address and wall-clock expiry from the listed element', () => {
+    const now = Date.parse('2026-06-01T00:00:00Z');
+    expect(leaseElements([{ elem: { val: '10.0.0.2', timeout: 3600, expires: 3000 } }, '10.0.0.3', { elem: { val: '10.0.0.4' } }], now)).toEqual([{ ip: '10.0.0.2', expires: '2026-06-01T00:50:00.000Z' }]);
+  });
+
+  it('config: dhcp_kernel_lease', () => {
+    expect(parseConfig('dhcp_kernel_lease = 600\n', 'f.conf').dhcpKernelLeaseS).toBe(600);
+    expect(parseConfig('', 'f.conf').dhcpKernelLeaseS).toBe(DEFAULT_DHCP_KERNEL_LEASE);
+    expect(() => parseConfig('dhcp_kernel_lease = 0\n', 'f.conf')).toThrow(/dhcp_kernel_lease/);
+    expect(defaultConfigText()).toContain('dhcp_kernel_lease = 3600');
   });
 });
 

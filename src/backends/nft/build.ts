@@ -90,6 +90,8 @@ export const tuple = (...items: (AtomLike | PrefixValue | RangeValue)[]): TupleV
   items: items.map((i) => (typeof i === 'number' ? num(i) : i)),
 });
 export const elem = (value: ElemValue['value'], comment: string): ElemValue => ({ kind: 'elem', value, comment });
+/** An element that expires after `seconds` (the set needs flags timeout). */
+export const timed = (value: ElemValue['value'], seconds: number): ElemValue => ({ kind: 'elem', value, timeout: seconds });
 /** Anonymous set `{ a, b }`. */
 export const setOf = (...items: (SetItem | number)[]): SetLiteral => ({
   kind: 'set',

@@ -17,6 +17,7 @@ import { BRIDGE_TABLE, nftNames } from './names.js';
 import { cmp, ipPrefix as plainIpPrefix, macMatch, portRange, ruleComment, unsupported } from './match.js';
 import { nftL2Gap } from './second-line.js';
 import { learnedMatch } from './learn.js';
+import type { LearnMode } from '../../ir/learning.js';
 
 export const br = nftTable('bridge', BRIDGE_TABLE);
 
@@ -67,7 +68,7 @@ export const SLOT_SELECTORS = {
  * in `skip` are left out (a shared chain looks them up in a set instead), but
  * the guards they need (header lengths, ARP address sizes) stay.
  */
-export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: ReadonlySet<string> = new Set(), dir?: Direction): Statement[] {
+export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: ReadonlySet<string> = new Set(), dir?: Direction, learn?: LearnMode): Statement[] {
   const gap = nftL2Gap(m);
   if (gap) unsupported(rule, gap.what, iface, gap.why);
   const s: Statement[] = [];
@@ -75,7 +76,7 @@ export function lowerL2Match(m: L2Match, rule: L2Rule, iface: string, skip: Read
   const ipPrefix = (sel: Selector, t: IpTest): Statement => {
     if (!t.learned) return plainIpPrefix(sel, t);
     if (!dir) throw new InternalError(`a learned address test lowered without its direction (rule ${rule.id})`);
-    return learnedMatch(dir, sel, t.neg);
+    return learnedMatch(dir, sel, t.neg, learn === 'dhcp' ? iface : undefined);
   };
   const rawIp4 = (offsetBytes: number, t: IpTest): Statement => {
     if (t.learned) unsupported(rule, 'a learned $IP in a RARP rule', iface);
@@ -256,7 +257,7 @@ export function lowerOwnChains(p: InterfacePolicy, dir: Direction, reasons: Set<
   for (const ch of pol.chains) cmds.push(add(br.chain(chain(ch.name))));
   for (const e of pol.root) {
     if (e.kind === 'rule') {
-      cmds.push(add(br.rule(root, [...lowerL2Match(e.rule.match, e.rule, p.iface, undefined, dir), ...l2Verdict(e.rule, dir, true, reasons)], ruleComment(e.rule))));
+      cmds.push(add(br.rule(root, [...lowerL2Match(e.rule.match, e.rule, p.iface, undefined, dir, p.learning?.mode), ...l2Verdict(e.rule, dir, true, reasons)], ruleComment(e.rule))));
     } else {
       cmds.push(add(br.rule(root, [...guardStatements(e.guard), jump(chain(e.chain))], `jump ${e.chain}`)));
     }
@@ -264,7 +265,7 @@ export function lowerOwnChains(p: InterfacePolicy, dir: Direction, reasons: Set<
   cmds.push(endOfChain(root));
   for (const ch of pol.chains) {
     const name = chain(ch.name);
-    for (const r of ch.rules) cmds.push(add(br.rule(name, [...lowerL2Match(r.match, r, p.iface, undefined, dir), ...l2Verdict(r, dir, false, reasons)], ruleComment(r))));
+    for (const r of ch.rules) cmds.push(add(br.rule(name, [...lowerL2Match(r.match, r, p.iface, undefined, dir, p.learning?.mode), ...l2Verdict(r, dir, false, reasons)], ruleComment(r))));
     cmds.push(endOfChain(name));
   }
   return { commands: cmds, root };

@@ -30,7 +30,7 @@ import { FIXED, nftNames, shapeHash } from './names.js';
 import { br, lowerOwnChains } from './l2.js';
 import { hasL3, lowerL3Port, markCommands, MAX_L3_PORTS } from './l3.js';
 import { buildTemplate, emitShape, shapePortCommands, type ShapeEmission } from './shared.js';
-import { checkLearnedL3, learningPortCommands, seedOf } from './learn.js';
+import { checkLearnedL3, learningPortCommands, portSeedOf, type PortSeed } from './learn.js';
 import type { LearnedEntry } from '../../ir/learning.js';
 import { DEFAULT_SKELETON_CONFIG, gateMap, lowerSkeleton, type SkeletonConfig } from './skeleton.js';
 import { familiesOf, orderBatch, type NftParts, type PortPart, type ShapePart } from './parts.js';
@@ -91,10 +91,12 @@ export interface LowerOptions {
   optimize?: boolean;
   /** Only these passes (default: all). */
   passes?: readonly PassName[];
+  /** Seconds a dhcp lease learned by the packet path lasts (config dhcp_kernel_lease; default learn.ts DEFAULT_DHCP_KERNEL_LEASE). */
+  dhcpKernelLease?: number;
 }
 
 /** What NftPortLowering takes of LowerOptions. */
-export type PortLoweringOptions = Pick<LowerOptions, 'share' | 'optimize' | 'passes'>;
+export type PortLoweringOptions = Pick<LowerOptions, 'share' | 'optimize' | 'passes' | 'dhcpKernelLease'>;
 
 function dispatchEntry(dir: Direction, iface: string, v: Verdict): NftCommand {
   return add(br.element(dir === 'out' ? FIXED.fromVm : FIXED.toVm, [[str(iface), v]]));
@@ -222,7 +224,7 @@ export class NftPortLowering {
    * programs cannot hold its policy), so nothing would ever copy an address
    * for it: it learns in the nft packet path itself, as under --backend nft.
    */
-  port(input: InterfacePolicy, seed?: readonly string[], noProgram = false): PortPart {
+  port(input: InterfacePolicy, seed?: PortSeed, noProgram = false): PortPart {
     const p = this.opts.secondLine ? secondLinePolicy(input).policy : input;
     const commands: NftCommand[] = [];
     const shapes: string[] = [];
@@ -236,7 +238,8 @@ export class NftPortLowering {
         if (!p.learning) appendAll(commands, dispatch(dir, p.iface, accept(), gated));
         continue;
       }
-      const shared = this.opts.share === false ? undefined : this.shapeOf(p, dir);
+      // a dhcp port's $IP tests read its own lease set (learn.ts): it shares no shape
+      const shared = this.opts.share === false || p.learning?.mode === 'dhcp' ? undefined : this.shapeOf(p, dir);
       if (shared?.emission) {
         const notes: string[] = [];
         appendAll(commands, shapePortCommands(shared.emission, shared.template, reasons[dir], notes));
@@ -258,7 +261,7 @@ export class NftPortLowering {
     if (p.learning) {
       checkLearnedL3(p);
       // a learning port goes through its learning chains (learn.ts), which lead to its policy once locked
-      appendAll(commands, learningPortCommands(p, policy, reasons, seed, this.opts.learner === 'copy' && !noProgram));
+      appendAll(commands, learningPortCommands(p, policy, reasons, seed, this.opts.learner === 'copy' && !noProgram, this.opts.dhcpKernelLease));
       for (const dir of DIRECTIONS) {
         appendAll(commands, dispatch(dir, p.iface, jump(nftNames.learnChain(dir, p.iface)), gated));
         appendAll(commands, countEntries(dir, p.iface, reasons[dir]));
@@ -302,6 +305,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
     ...(learner ? { learner } : {}),
     ...(opts.optimize === false ? { optimize: false } : {}),
     ...(opts.passes ? { passes: opts.passes } : {}),
+    ...(opts.dhcpKernelLease !== undefined ? { dhcpKernelLease: opts.dhcpKernelLease } : {}),
   });
   const ports: PortPart[] = [];
   const failed: FailedInterface[] = [];
@@ -311,7 +315,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
       continue;
     }
     try {
-      ports.push(lowering.port(p, seedOf(p, opts.seeds), opts.noProgram?.has(p.iface) === true));
+      ports.push(lowering.port(p, portSeedOf(p, opts.seeds), opts.noProgram?.has(p.iface) === true));
     } catch (e) {
       if (opts.strict !== false || !(e instanceof NwfError)) throw e;
       failed.push(failureOf(p, e));

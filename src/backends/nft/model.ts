@@ -50,11 +50,12 @@ export interface TupleValue {
   kind: 'tuple';
   items: readonly (Atom | PrefixValue | RangeValue)[];
 }
-/** A set element with a comment (libnftables `elem` object). */
+/** A set element with a comment and/or a timeout in seconds (libnftables `elem` object; a timeout needs a set with flags timeout). */
 export interface ElemValue {
   kind: 'elem';
   value: Atom | PrefixValue | RangeValue | TupleValue;
-  comment: string;
+  comment?: string;
+  timeout?: number;
 }
 /** What a set may contain. */
 export type SetItem = Atom | PrefixValue | RangeValue | TupleValue | ElemValue;

@@ -126,6 +126,8 @@ export const BASE_CHAINS = {
   bridgeMark: 'mark_fwd',
   l3Forward: 'l3_forward',
   l3Input: 'l3_input',
+  /** After bridgePost: DHCPACKs the policy let through to a dhcp learning port teach it (learn.ts). */
+  bridgeSnoop: 'lrn_snoop',
 } as const;
 
 const PERSISTENT_WORDS: ReadonlySet<string> = new Set(Object.values(BASE_CHAINS));
@@ -194,6 +196,8 @@ export const FIXED = {
   /** eBPF-enforced ports: their verdict once the gate let the frame through (skeleton.ts). */
   gateFromVm: 'gate_from_vm',
   gateToVm: 'gate_to_vm',
+  /** dhcp learning ports: tap -> goto its snoop chain (learn.ts). */
+  snoopMap: 'snoop_map',
 } as const;
 
 const L3_KIND: Readonly<Record<L3Path, string>> = { fromVm: 'fi', toVm: 'fo', toHost: 'hi' };
@@ -231,6 +235,12 @@ export const nftNames = {
   learnedLocked: (): string => structured('lrn', tok('locked')),
   /** Learned state: one learning port's address, a size-1 set (the first writer wins; persistent). */
   learnedPort: (iface: string): string => structured('lrn', tok('w'), enc(iface)),
+  /** Learned state: a dhcp learning port's leases, a size-4 set with element timeouts (persistent). */
+  learnedLeases: (iface: string): string => structured('lrn', tok('lease'), enc(iface)),
+  /** A dhcp learning port's trusted DHCP servers (DHCPSERVER), a static set. */
+  dhcpServers: (iface: string): string => structured('lsrv', enc(iface)),
+  /** A dhcp learning port's snoop chain: a DHCPACK to the VM that the policy accepted adds or renews a lease. */
+  snoopChain: (iface: string): string => structured('lrns', enc(iface)),
   /** A learning port's chain (before the lock: libvirt's learning table; after: its shape). */
   learnChain: (dir: Direction, iface: string): string => structured('lrnc', tok(dir), enc(iface)),
   /**

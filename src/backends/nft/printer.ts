@@ -61,7 +61,7 @@ function setItemText(i: SetItem): string {
     case 'tuple':
       return i.items.map(setItemText).join(' . ');
     case 'elem':
-      return `${setItemText(i.value)} comment ${q(i.comment, 'element comment', NFT_COMMENT_MAX)}`;
+      return `${setItemText(i.value)}${i.timeout !== undefined ? ` timeout ${checkInteger(i.timeout, 'element timeout')}s` : ''}${i.comment !== undefined ? ` comment ${q(i.comment, 'element comment', NFT_COMMENT_MAX)}` : ''}`;
     default:
       return assertNever(i, 'set item');
   }

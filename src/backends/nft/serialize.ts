@@ -54,7 +54,13 @@ function setItemJson(i: SetItem): Json {
     case 'tuple':
       return { concat: i.items.map(setItemJson) };
     case 'elem':
-      return { elem: { val: setItemJson(i.value), comment: checkString(i.comment, 'element comment', NFT_COMMENT_MAX) } };
+      return {
+        elem: {
+          val: setItemJson(i.value),
+          ...(i.timeout !== undefined ? { timeout: checkInteger(i.timeout, 'element timeout') } : {}),
+          ...(i.comment !== undefined ? { comment: checkString(i.comment, 'element comment', NFT_COMMENT_MAX) } : {}),
+        },
+      };
     default:
       return assertNever(i, 'set item');
   }

@@ -15,7 +15,7 @@ import { ifIndex } from '../bpf/netns.js';
 import { withNetns } from '../netns.js';
 import { BPF_LEARNED_MAP } from './seed.js';
 import { listed, nftApply, nftListSet } from '../nft.js';
-import { add, del, nftTable, str, sym, tuple } from '../../backends/nft/build.js';
+import { add, del, flush, nftTable, str, sym, tuple } from '../../backends/nft/build.js';
 import { toNftJson } from '../../backends/nft/serialize.js';
 
 const br = nftTable('bridge', BRIDGE_TABLE);
@@ -69,6 +69,41 @@ export async function readNftLearned(opts: Omit<ReadLearnedOptions, 'stateDir'>)
   }
 }
 
+/** A dhcp lease as the kernel holds it: the address and when its element expires (wall-clock ISO UTC). */
+export interface KernelLease {
+  ip: string;
+  expires: string;
+}
+
+/**
+ * The leases of a listed lease set (`{"elem": {"val": ADDR, "timeout": T,
+ * "expires": E}}`, E seconds left), expiring `now` + E. An element without
+ * `expires` (none is created so) is left out: a lease always ends.
+ */
+export function leaseElements(elems: unknown, now = Date.now()): KernelLease[] {
+  const out: KernelLease[] = [];
+  if (!Array.isArray(elems)) return out;
+  for (const e of elems) {
+    const el = e && typeof e === 'object' && 'elem' in e ? (e as { elem: { val?: unknown; expires?: unknown } }).elem : undefined;
+    if (!el || typeof el.val !== 'string' || typeof el.expires !== 'number') continue;
+    out.push({ ip: el.val, expires: new Date(now + el.expires * 1000).toISOString() });
+  }
+  return out;
+}
+
+/** The nft backend's dhcp leases of `ifaces` (their lease sets, backends/nft/learn.ts), by interface; a port without its set is left out. */
+export async function readNftLeases(ifaces: readonly string[], opts: Omit<ReadLearnedOptions, 'stateDir'>): Promise<Map<string, KernelLease[]>> {
+  const out = new Map<string, KernelLease[]>();
+  for (const iface of ifaces) {
+    try {
+      const doc = await nftListSet('bridge', BRIDGE_TABLE, nftNames.learnedLeases(iface), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
+      out.set(iface, leaseElements(listed(doc, 'set')[0]?.elem));
+    } catch {
+      // no such set: the port is not (or no longer) a dhcp port of the nft table
+    }
+  }
+  return out;
+}
 
 /** The eBPF backend's learned addresses of `ifaces` (by tap ifindex in the netns), by interface; empty without the map. */
 export function readBpfLearned(ifaces: readonly string[], opts: { netns?: string; pinDir?: string }): Map<string, string[]> {
@@ -105,10 +140,16 @@ export async function readLearnedFromKernel(opts: ReadLearnedOptions = {}): Prom
   const ports = learningPorts(opts.stateDir ?? DEFAULT_STATE_DIR);
   if (ports.size === 0) return [];
   const nft = await readNftLearned(opts);
+  const leases = await readNftLeases([...ports].filter(([, info]) => info.mode === 'dhcp').map(([iface]) => iface), opts);
   // eBPF (bpf, both): the program is the learner; its address wins where both hold one
   const bpf = readBpfLearned([...ports.keys()], opts);
   const out: LearnedEntry[] = [];
   for (const [iface, info] of [...ports].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    const held = info.mode === 'dhcp' ? leases.get(iface) : undefined;
+    if (held?.length) {
+      out.push({ owner: { name: info.owner, uuid: info.uuid ?? '' }, mac: info.mac, mode: info.mode, addresses: held.map((l) => ({ ip: l.ip, expires: l.expires, source: 'kernel' as const })) });
+      continue;
+    }
     const ips = bpf.get(iface) ?? nft.get(iface) ?? [];
     if (!ips.length) continue;
     out.push({
@@ -147,6 +188,8 @@ export async function copyBpfLearnedToNft(opts: ReadLearnedOptions): Promise<str
 export interface DepartedPort {
   iface: string;
   ifindex?: number;
+  /** How it learned (a dhcp port's leases and lock are forgotten too). */
+  mode?: PortLearnInfo['mode'];
 }
 
 /** Learning ports of the record with their last eBPF ifindex, by tap (taken before a change, for forgetLearned). */
@@ -172,7 +215,7 @@ export function departedPorts(before: ReadonlyMap<string, DepartedPort & { info:
   for (const [iface, b] of before) {
     const a = after.get(iface);
     if (a && a.mac === b.info.mac && a.uuid === b.info.uuid && a.mode === b.info.mode) continue;
-    out.push({ iface, ...(b.ifindex !== undefined ? { ifindex: b.ifindex } : {}) });
+    out.push({ iface, mode: b.info.mode, ...(b.ifindex !== undefined ? { ifindex: b.ifindex } : {}) });
   }
   return out;
 }
@@ -189,6 +232,14 @@ export async function forgetLearned(ports: readonly DepartedPort[], opts: Omit<R
     const addrs = br.element(nftNames.learnedAddrs(), ips.map((ip) => tuple(str(p.iface), sym(ip))));
     const locked = br.element(nftNames.learnedLocked(), [str(p.iface)]);
     cmds.push(add(addrs), add(locked), del(addrs), del(locked));
+  }
+  // dhcp: the lock, and the leases when the tap's lease set is still there (another VM's dhcp port on the tap)
+  const dhcp = ports.filter((p) => p.mode === 'dhcp');
+  const still = await readNftLeases(dhcp.map((p) => p.iface), opts);
+  for (const p of dhcp) {
+    const locked = br.element(nftNames.learnedLocked(), [str(p.iface)]);
+    cmds.push(add(locked), del(locked));
+    if (still.has(p.iface)) cmds.push(flush(br.setRef(nftNames.learnedLeases(p.iface))));
   }
   if (cmds.length) await nftApply(toNftJson(cmds), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
   const path = join(opts.pinDir ?? DEFAULT_PIN_DIR, BPF_LEARNED_MAP);

@@ -40,6 +40,8 @@ export interface ApplyOptions extends HostOptions {
   allowEmpty?: boolean;
   /** A port whose policy does not resolve or lower fails closed (dropped, with its error) instead of failing the change (issue 10 item 4). */
   partial?: boolean;
+  /** Config dhcp_kernel_lease: seconds a dhcp lease learned by the nft packet path lasts. */
+  dhcpKernelLease?: number;
 }
 
 export interface ApplyResult {
@@ -162,7 +164,7 @@ export async function applyDesiredPorts(ports: readonly DesiredPort[], opts: App
   const src: LoadedSources = { filters, bindings: ports.map((p) => bindingOfPort(p, pf)), notes: [], files: existsSync(pf) ? [...files, pf] : files };
   const tmp = mkdtempSync(join(tmpdir(), 'nwf-fast-live-'));
   try {
-    await writeGeneration(tmp, compileGeneration(src, opts.backend, { ...(opts.partial ? { partial: true } : {}), ...(opts.seeds ? { seeds: opts.seeds } : {}) }));
+    await writeGeneration(tmp, compileGeneration(src, opts.backend, { ...(opts.partial ? { partial: true } : {}), ...(opts.seeds ? { seeds: opts.seeds } : {}), ...(opts.dhcpKernelLease !== undefined ? { dhcpKernelLease: opts.dhcpKernelLease } : {}) }));
     const t1 = performance.now();
     // loadGeneration refuses an emptying generation (opts.allowEmpty) and prunes (opts.keepGenerations)
     const load = await loadGeneration(tmp, opts);

@@ -76,6 +76,7 @@ export class LiveHost {
       pinDir: c.pinDir,
       backend: c.backend,
       keepGenerations: c.keepGenerations,
+      dhcpKernelLease: c.dhcpKernelLeaseS,
       inProcess: this.opts.inProcess,
       ...(c.bpfHook ? { bpfHook: c.bpfHook } : {}),
       allowEmpty: true,

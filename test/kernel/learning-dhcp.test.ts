@@ -1,0 +1,193 @@
+// CTRL_IP_LEARNING=dhcp on a namespaced host (docs/design/ip-learning.md 1.3,
+// 2.1, 3 and 5.1 for `dhcp`): clean-traffic without IP, DHCPSERVER the peer's
+// trusted address S; R is an untrusted server (the peer with another source
+// address). Each describe block is one backend (nft here).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { compileGeneration, type GenerationOptions } from '../../src/compile.js';
+import { loadGeneration, unload } from '../../src/host/apply.js';
+import { status } from '../../src/host/status.js';
+import { writeGeneration } from '../../src/host/generation.js';
+import { readLearnedFromKernel } from '../../src/host/learn/kernel.js';
+import { learnKey, type LearnedEntry } from '../../src/ir/learning.js';
+import { expectedVerdicts, floodAfter, inFrames, LEARN_SERVER, OTHER_MAC, outFrames, passes, probeVerdicts, type Probe } from '../../src/lab/learning.js';
+import { DHCP, dhcpClientFrame, dhcpServerFrame, fillerOptions, type DhcpMessage } from '../../src/lab/frames/dhcp.js';
+import type { Testbed } from '../../src/lab/testbed.js';
+import { loadSources } from '../../src/resolve/sources.js';
+import { bindingXml } from '../support/policy.js';
+import { createDemoHost, isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
+
+const UUID = '00000000-0000-0000-0000-000000000001'; // bindingXml's owner
+const S = LEARN_SERVER; // trusted (DHCPSERVER)
+const R = '10.77.0.200'; // untrusted
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A DHCP message from a server at `src` to the VM (ACK by default, 53 first, lease 60 s). */
+function fromServer(src: string, yiaddr: string, m: Partial<DhcpMessage> = {}): Uint8Array {
+  return dhcpServerFrame({ srcMac: PEER_MAC, dstMac: VM_MAC, srcIp: src, dstIp: yiaddr, message: { op: 2, yiaddr, siaddr: src, chaddr: VM_MAC, type: DHCP.ACK, leaseSeconds: 60, ...m } });
+}
+
+/** A DHCPRELEASE from the VM for `ciaddr` (RFC 2131: the address is in ciaddr). */
+function release(ciaddr: string): Uint8Array {
+  return dhcpClientFrame({ srcMac: VM_MAC, dstMac: PEER_MAC, srcIp: ciaddr, dstIp: S, message: { op: 1, ciaddr, chaddr: VM_MAC, type: DHCP.RELEASE } });
+}
+
+describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (kernel; skipped unless root: network namespaces)', () => {
+  let tb: Testbed;
+  let work: string;
+  let state: string;
+  const opts = () => ({ stateDir: state, netns: tb.hostNs, pinDir: `/sys/fs/bpf/nwf-fast-test-dhcpnft-${process.pid}` });
+  const vm = () => ({ ns: tb.guest('vm').ns, ifname: 'eth0' });
+  const peer = () => ({ ns: tb.guest('peer').ns, ifname: 'eth0' });
+  const learned = () => readLearnedFromKernel(opts());
+  const leases = async (): Promise<string[]> => ((await learned())[0]?.addresses.map((a) => a.ip) ?? []).sort();
+  const o = () => outFrames(VM_MAC, PEER_MAC);
+  /** Whether the ACK reached the VM. */
+  const ack = (src: string, yiaddr: string, m: Partial<DhcpMessage> = {}) => passes(peer(), vm(), fromServer(src, yiaddr, m));
+  let gen = 0;
+
+  /** A generation of vnet0 (clean-traffic, dhcp, DHCPSERVER S) and, with `extra`, a second (static) binding. */
+  async function generation(g: GenerationOptions = {}, extra = false, params: Record<string, string> = { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: S }): Promise<string> {
+    const bdir = mkdtempSync(join(tmpdir(), 'nwf-ldb-'));
+    writeFileSync(join(bdir, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'clean-traffic', params));
+    if (extra) writeFileSync(join(bdir, 'vnet9.xml'), bindingXml('vnet9', '52:54:00:00:00:09', 'clean-traffic', { IP: '10.77.0.99' }));
+    const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [bdir], domainPaths: [], libvirt: false });
+    const dir = join(work, `g${gen++}`);
+    await writeGeneration(dir, compileGeneration(src, 'nft', { partial: true, ...g }));
+    rmSync(bdir, { recursive: true });
+    return dir;
+  }
+  async function fresh(g: GenerationOptions = {}, params?: Record<string, string>): Promise<void> {
+    await unload(opts());
+    const r = await loadGeneration(await generation(g, false, params), opts());
+    expect(r.commit.failed).toEqual([]);
+  }
+
+  beforeAll(async () => {
+    tb = await createDemoHost('nwldn');
+    work = mkdtempSync(join(tmpdir(), 'nwf-learn-dhcp-'));
+    state = join(work, 'state');
+  });
+  afterAll(async () => {
+    await tb?.destroy();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it("before a lease: libvirt's DHCP-only table, frame by frame; an untrusted ACK, an OFFER and an ACK whose 53 is not first teach nothing", async () => {
+    await fresh();
+    const i = inFrames(VM_MAC, PEER_MAC);
+    const probes: Probe[] = [
+      { what: 'out DHCP discover', dir: 'out', frame: o().discover(), pass: true },
+      { what: 'out DHCP from another MAC', dir: 'out', frame: dhcpClientFrame({ srcMac: OTHER_MAC, srcIp: '0.0.0.0', dstIp: '255.255.255.255', message: { op: 1, chaddr: OTHER_MAC, type: DHCP.DISCOVER } }), pass: false },
+      { what: 'out UDP from .2', dir: 'out', frame: o().udp('10.77.0.2'), pass: false },
+      { what: 'out ARP', dir: 'out', frame: o().arp('Request', '10.77.0.2', S), pass: false },
+      { what: 'out IPv6', dir: 'out', frame: o().ipv6(), pass: false },
+      { what: 'in ARP', dir: 'in', frame: i.arp(), pass: false },
+      { what: 'in UDP from S, not DHCP', dir: 'in', frame: i.udp(S), pass: false },
+      { what: 'in OFFER from S', dir: 'in', frame: fromServer(S, '10.77.0.2', { type: DHCP.OFFER }), pass: true },
+      { what: 'in OFFER from R', dir: 'in', frame: fromServer(R, '10.77.0.2', { type: DHCP.OFFER }), pass: false },
+      { what: 'in ACK from R', dir: 'in', frame: fromServer(R, '10.77.0.41'), pass: false },
+      { what: 'in ACK from S, 53 after 6 long options', dir: 'in', frame: fromServer(S, '10.77.0.42', { leading: fillerOptions(6) }), pass: true },
+      { what: 'in ACK from S, 53 after PAD', dir: 'in', frame: fromServer(S, '10.77.0.43', { padAfterMagic: 3 }), pass: true },
+      { what: 'in ACK from S for another chaddr', dir: 'in', frame: fromServer(S, '10.77.0.44', { chaddr: OTHER_MAC }), pass: true },
+    ];
+    expect(await probeVerdicts(vm(), peer(), probes)).toEqual(expectedVerdicts(probes));
+    // nothing taught: the port still fails closed for the addresses of those ACKs
+    expect(await learned()).toEqual([]);
+    for (const ip of ['10.77.0.2', '10.77.0.41', '10.77.0.42', '10.77.0.43', '10.77.0.44']) expect(await passes(vm(), peer(), o().udp(ip)), `out from ${ip}`).toBe(false);
+    expect((await status(opts())).driftDetail).toBeUndefined();
+  });
+
+  it('a trusted ACK (53 first) locks the port: 0 of a spoofed flood right after it leaks', async () => {
+    const t0 = Date.now();
+    expect(await ack(S, '10.77.0.2')).toBe(true);
+    const f = await floodAfter(vm(), peer(), o().udp('10.77.0.2'), { mac: VM_MAC, peerMac: PEER_MAC, ip: '10.77.0.66' }, 1500);
+    console.info(`nft dhcp learning: first frame from the lease ${f.teachArrived ? 'delivered' : 'LOST'}, ${f.leaked} of ${f.sent} spoofed frames leaked`);
+    expect(f.teachArrived).toBe(true);
+    expect(f.sent).toBeGreaterThan(1000);
+    expect(f.leaked).toBe(0);
+    const l = await learned();
+    expect(l.map((e) => ({ ...e, addresses: e.addresses.map((a) => ({ ip: a.ip, source: a.source })) }))).toEqual([{ owner: { name: 'vm', uuid: UUID }, mac: VM_MAC, mode: 'dhcp', addresses: [{ ip: '10.77.0.2', source: 'kernel' }] }]);
+    // dhcp_kernel_lease (default 3600 s) from the ACK, as wall-clock time
+    const expires = Date.parse(l[0]?.addresses[0]?.expires ?? '');
+    expect(expires - t0).toBeGreaterThan(3590_000);
+    expect(expires - t0).toBeLessThan(3610_000);
+    // the static path: ARP from the lease passes, ARP from another address and TCP from 0.0.0.0 drop
+    expect(await passes(vm(), peer(), o().arp('Request', '10.77.0.2', S))).toBe(true);
+    expect(await passes(vm(), peer(), o().arp('Request', '10.77.0.5', S))).toBe(false);
+    expect(await passes(vm(), peer(), o().udp('0.0.0.0', { tcp: true }))).toBe(false);
+    expect((await status(opts())).driftDetail).toBeUndefined();
+  });
+
+  it('after the lock an untrusted ACK reaches the VM (clean-traffic) and teaches nothing', async () => {
+    expect(await ack(R, '10.77.0.41')).toBe(true);
+    expect(await leases()).toEqual(['10.77.0.2']);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.41'))).toBe(false);
+  });
+
+  it('the learned lease survives a load of a changed generation', async () => {
+    const r = await loadGeneration(await generation({}, true), opts());
+    expect(r.commit.failed).toEqual([]);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.66'))).toBe(false);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true);
+    expect(await leases()).toEqual(['10.77.0.2']);
+  });
+
+  it('up to 4 leases: a fifth while 4 are live teaches nothing', async () => {
+    for (const ip of ['10.77.0.51', '10.77.0.52', '10.77.0.53']) expect(await ack(S, ip)).toBe(true);
+    expect(await leases()).toEqual(['10.77.0.2', '10.77.0.51', '10.77.0.52', '10.77.0.53']);
+    expect(await ack(S, '10.77.0.55')).toBe(true); // delivered (clean-traffic), not learned
+    expect(await leases()).toEqual(['10.77.0.2', '10.77.0.51', '10.77.0.52', '10.77.0.53']);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.55'))).toBe(false);
+    for (const ip of ['10.77.0.2', '10.77.0.51', '10.77.0.52', '10.77.0.53']) expect(await passes(vm(), peer(), o().udp(ip)), `out from ${ip}`).toBe(true);
+  });
+
+  it('a DHCPRELEASE (ciaddr) ends its lease and the lock: the port is DHCP-only again (fails closed)', async () => {
+    expect(await passes(vm(), peer(), release('10.77.0.51'))).toBe(true);
+    expect(await leases()).toEqual(['10.77.0.2', '10.77.0.52', '10.77.0.53']);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.51'))).toBe(false);
+    // the approximation of the nft path: the lock ends with any RELEASE, until the next ACK
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(false);
+    expect(await passes(vm(), peer(), o().discover())).toBe(true);
+    expect(await ack(S, '10.77.0.2')).toBe(true);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true);
+    // a RELEASE of an address the port does not hold changes nothing
+    expect(await passes(vm(), peer(), release('10.77.0.77'))).toBe(false); // locked: clean-traffic drops a source it does not hold
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true);
+  });
+
+  it('a 4 s lease expires (the port is DHCP-only again); a renewal extends it past its first end', { timeout: 30_000 }, async () => {
+    await fresh({ dhcpKernelLease: 4 });
+    expect(await ack(S, '10.77.0.50')).toBe(true);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.50'))).toBe(true);
+    await sleep(2500);
+    expect(await ack(S, '10.77.0.50')).toBe(true); // renewal at 2.5 s: now ends at 6.5 s
+    await sleep(2500); // 5 s: past the first ACK's 4 s
+    expect(await passes(vm(), peer(), o().udp('10.77.0.50')), 'renewed').toBe(true);
+    await sleep(2500); // 7.5 s: past the renewal's end
+    expect(await passes(vm(), peer(), o().udp('10.77.0.50')), 'expired').toBe(false);
+    expect(await learned()).toEqual([]);
+    expect(await passes(vm(), peer(), o().discover())).toBe(true);
+    expect(await passes(vm(), peer(), o().arp('Request', '10.77.0.50', S))).toBe(false);
+  });
+
+  it('a seeded lease locks the port from its first frame, until its remaining time ends', { timeout: 30_000 }, async () => {
+    const seed: LearnedEntry = { owner: { name: 'vm', uuid: UUID }, mac: VM_MAC, mode: 'dhcp', addresses: [{ ip: '10.77.0.60', expires: new Date(Date.now() + 3000).toISOString(), source: 'state' }] };
+    await fresh({ seeds: new Map([[learnKey(UUID, VM_MAC), seed]]) });
+    expect(await passes(vm(), peer(), o().udp('10.77.0.60'))).toBe(true);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(false);
+    expect(await leases()).toEqual(['10.77.0.60']);
+    await sleep(3200);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.60'))).toBe(false);
+  });
+
+  it('without DHCPSERVER an ACK from any server teaches', async () => {
+    await fresh({}, { CTRL_IP_LEARNING: 'dhcp' });
+    expect(await ack(R, '10.77.0.41')).toBe(true);
+    expect(await leases()).toEqual(['10.77.0.41']);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.41'))).toBe(true);
+    await unload(opts());
+  });
+});
