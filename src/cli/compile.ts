@@ -11,6 +11,7 @@ import { describeLimits } from '../ir/limits.js';
 import { describeOneLayer, oneLayerReport, type OneLayerGroup } from '../backends/layers.js';
 import type { CliIo } from './io.js';
 import { formatOptReport } from '../backends/nft/opt/passes.js';
+import { nftDhcpNote } from '../backends/nft/learn.js';
 
 export const compileCommand: Command = {
   name: 'compile',
@@ -55,6 +56,8 @@ async function runCompile(p: ParsedArgs, io: CliIo): Promise<number> {
   const g = compileGeneration(src, backend, { partial: p.flags.has('partial'), ...(p.flags.has('no-opt') ? { optimize: false } : {}) });
   for (const note of g.ir.notes) io.err(`note: ${note}\n`);
   for (const r of g.manifest.oneLayer ?? []) io.err(`note: ${describeOneLayer(r)} (${listIfaces(r.interfaces)})\n`);
+  const dhcp = backend === 'nft' ? g.ir.interfaces.filter((i) => i.learning?.mode === 'dhcp').map((i) => i.iface) : [];
+  if (dhcp.length) io.err(`note: ${nftDhcpNote(dhcp)}\n`);
   if (p.flags.has('explain-opt')) io.out(formatOptReport(g.nft.opt));
   if (!out) {
     if (!p.flags.has('explain-opt')) io.out(g.files.nftText);

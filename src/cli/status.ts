@@ -12,6 +12,7 @@ import type { CliIo } from './io.js';
 import { printJson, statusJson } from './json.js';
 import { addressText, learningStatus, type LearningStatus } from '../host/learn/status.js';
 import { readLearned } from '../host/learn/store.js';
+import { nftDhcpNote } from '../backends/nft/learn.js';
 
 export const statusCommand: Command = {
   name: 'status',
@@ -55,6 +56,8 @@ export async function hostStatus(p: ParsedArgs): Promise<{ s: Status; live?: Liv
   try {
     learning = await learnedView(host);
     if (learning.ports.length && !learning.kernelRead) s.notes.push(`learning ports: the kernel's learned addresses could not be read (${learning.kernelError ?? 'unknown'}); shown as learned.json records them`);
+    const dhcp = s.backend === 'nft' ? learning.ports.filter((x) => x.mode === 'dhcp').map((x) => x.tap) : [];
+    if (dhcp.length) s.notes.push(nftDhcpNote(dhcp, host.config.dhcpKernelLeaseS));
   } catch (e) {
     s.notes.push(`learning ports: cannot tell (${e instanceof Error ? e.message : String(e)})`);
   }

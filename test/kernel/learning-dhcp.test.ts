@@ -10,7 +10,7 @@ import { compileGeneration, type GenerationOptions } from '../../src/compile.js'
 import { loadGeneration, unload } from '../../src/host/apply.js';
 import { status } from '../../src/host/status.js';
 import { writeGeneration } from '../../src/host/generation.js';
-import { readLearnedFromKernel } from '../../src/host/learn/kernel.js';
+import { readLearnedFromKernel, readNftLeases } from '../../src/host/learn/kernel.js';
 import { learnKey, type LearnedEntry } from '../../src/ir/learning.js';
 import { expectedVerdicts, floodAfter, inFrames, LEARN_SERVER, OTHER_MAC, outFrames, passes, probeVerdicts, type Probe } from '../../src/lab/learning.js';
 import { DHCP, dhcpClientFrame, dhcpServerFrame, fillerOptions, type DhcpMessage } from '../../src/lab/frames/dhcp.js';
@@ -49,9 +49,9 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
   let gen = 0;
 
   /** A generation of vnet0 (clean-traffic, dhcp, DHCPSERVER S) and, with `extra`, a second (static) binding. */
-  async function generation(g: GenerationOptions = {}, extra = false, params: Record<string, string> = { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: S }): Promise<string> {
+  async function generation(g: GenerationOptions = {}, extra = false, params: Record<string, string> = { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: S }, mac = VM_MAC): Promise<string> {
     const bdir = mkdtempSync(join(tmpdir(), 'nwf-ldb-'));
-    writeFileSync(join(bdir, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'clean-traffic', params));
+    writeFileSync(join(bdir, 'vnet0.xml'), bindingXml('vnet0', mac, 'clean-traffic', params));
     if (extra) writeFileSync(join(bdir, 'vnet9.xml'), bindingXml('vnet9', '52:54:00:00:00:09', 'clean-traffic', { IP: '10.77.0.99' }));
     const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [bdir], domainPaths: [], libvirt: false });
     const dir = join(work, `g${gen++}`);
@@ -133,6 +133,26 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     expect(await passes(vm(), peer(), o().udp('10.77.0.66'))).toBe(false);
     expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true);
     expect(await leases()).toEqual(['10.77.0.2']);
+  });
+
+  it('another VM on the tap, or the port leaving dhcp learning, forgets the leases and the lock', async () => {
+    const other = '52:54:00:00:00:77';
+    expect((await loadGeneration(await generation({}, false, { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: S }, other), opts())).commit.failed).toEqual([]);
+    expect((await readNftLeases(['vnet0'], { netns: tb.hostNs })).get('vnet0')).toEqual([]);
+    expect(await learned()).toEqual([]);
+    // back to the VM: learns from scratch
+    expect((await loadGeneration(await generation(), opts())).commit.failed).toEqual([]);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(false);
+    expect(await ack(S, '10.77.0.2')).toBe(true);
+    expect(await leases()).toEqual(['10.77.0.2']);
+    // a static IP: the lease set goes with the port's learning
+    expect((await loadGeneration(await generation({}, false, { IP: '10.77.0.7' }), opts())).commit.failed).toEqual([]);
+    expect((await readNftLeases(['vnet0'], { netns: tb.hostNs })).size).toBe(0);
+    expect((await loadGeneration(await generation(), opts())).commit.failed).toEqual([]);
+    expect(await learned()).toEqual([]);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(false);
+    expect(await ack(S, '10.77.0.2')).toBe(true);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true);
   });
 
   it('up to 4 leases: a fifth while 4 are live teaches nothing', async () => {

@@ -3,16 +3,18 @@
 import { describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { printNftText } from '../../src/backends/nft/printer.js';
-import { DEFAULT_DHCP_KERNEL_LEASE, portSeedOf, seedOf } from '../../src/backends/nft/learn.js';
+import { DEFAULT_DHCP_KERNEL_LEASE, nftDhcpNote, portSeedOf, seedOf } from '../../src/backends/nft/learn.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { encodeConfig, planInterface } from '../../src/backends/bpf/plan.js';
 import { concatElements, leaseElements } from '../../src/host/learn/kernel.js';
 import { defaultConfigText, parseConfig } from '../../src/host/config.js';
-import { expectFile } from '../support/fixture-cases.js';
+import { expectFile, runCli } from '../support/fixture-cases.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { learnKey, type LearnedEntry } from '../../src/ir/learning.js';
 import type { PolicyIR } from '../../src/ir/types.js';
-import { policyFor } from '../support/policy.js';
+import { bindingXml, policyFor } from '../support/policy.js';
 
 const UUID = '00000000-0000-0000-0000-000000000001';
 const MAC = '52:54:00:00:00:01';
@@ -143,6 +145,20 @@ describe('IP learning with dhcp, nft lowering', () => {
   it('reading leases back: address and wall-clock expiry from the listed element', () => {
     const now = Date.parse('2026-06-01T00:00:00Z');
     expect(leaseElements([{ elem: { val: '10.0.0.2', timeout: 3600, expires: 3000 } }, '10.0.0.3', { elem: { val: '10.0.0.4' } }], now)).toEqual([{ ip: '10.0.0.2', expires: '2026-06-01T00:50:00.000Z' }]);
+  });
+
+  it('compile says what the nft path cannot do (a note on stderr), and only for dhcp ports under nft', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'nwf-dhcp-cli-'));
+    try {
+      writeFileSync(join(dir, 'vnet0.xml'), bindingXml('vnet0', MAC, 'clean-traffic', { CTRL_IP_LEARNING: 'dhcp' }));
+      writeFileSync(join(dir, 'vnet1.xml'), bindingXml('vnet1', '52:54:00:00:00:02', 'clean-traffic', {}));
+      const r = await runCli(['compile', '--binding', join(dir, 'vnet0.xml'), '--binding', join(dir, 'vnet1.xml')], dir);
+      expect(r.code).toBe(0);
+      expect(r.err).toBe(`note: ${nftDhcpNote(['vnet0'])}\n`);
+      expect(r.err).toMatch(/first option is 53 .* stays DHCP-only \(fails closed\)\. The lease time is not read: every lease lasts dhcp_kernel_lease \(3600 s\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('config: dhcp_kernel_lease', () => {

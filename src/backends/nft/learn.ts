@@ -153,6 +153,18 @@ export function portSeedOf(p: InterfacePolicy, seeds: ReadonlyMap<string, Learne
   return out.sort((a, b) => b.timeout - a.timeout).slice(0, DHCP_MAX_LEASES);
 }
 
+/**
+ * What the nft packet path cannot do for dhcp ports, said by `compile` and
+ * `status` (the port fails closed where it cannot learn).
+ */
+export function nftDhcpNote(ifaces: readonly string[], kernelLease = DEFAULT_DHCP_KERNEL_LEASE): string {
+  return (
+    `CTRL_IP_LEARNING=dhcp in nft (${ifaces.join(', ')}): a lease is learned only from a DHCPACK whose first option is 53 (the message type); ` +
+    `from any other layout nothing is learned and the port stays DHCP-only (fails closed). The lease time is not read: every lease lasts ` +
+    `dhcp_kernel_lease (${kernelLease} s) after its latest ACK`
+  );
+}
+
 /** Room for the learned addresses of every learning port. */
 export const LEARNED_SET_SIZE = 65536;
 
