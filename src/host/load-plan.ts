@@ -317,11 +317,12 @@ export function planFullLoad(k: KernelInventory, next: readonly NftCommand[], ta
     for (const [key, c] of k.counters) if (which(key, c.id)) counters.push(del(table(c.id).counterRef(c.id.name)));
     return [...flushes, ...maps, ...sets, ...chains, ...counters];
   };
-  // elements of persistent maps (the counting sets, keyed by port) that next no longer has
+  // elements of persistent maps (the counting sets, keyed by port) that next no longer has; not learned
+  // state, which is the kernel's (a port that leaves forgets it: host/learn/kernel.ts forgetLearned)
   const staleElements: NftCommand[] = [];
   for (const [key, s] of k.sets) {
     const ns = n.sets.get(key);
-    if (!ns || !isPersistent(s.id.name) || !kept(s.id)) continue;
+    if (!ns || !isPersistent(s.id.name) || isLearnedState(s.id.name) || !kept(s.id)) continue;
     const want = n.elements.get(key) ?? new Map();
     const gone: SetItem[] = [];
     for (const e of s.elements) {

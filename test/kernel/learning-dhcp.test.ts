@@ -127,12 +127,15 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     expect(await passes(vm(), peer(), o().udp('10.77.0.41'))).toBe(false);
   });
 
-  it('the learned lease survives a load of a changed generation', async () => {
-    const r = await loadGeneration(await generation({}, true), opts());
-    expect(r.commit.failed).toEqual([]);
-    expect(await passes(vm(), peer(), o().udp('10.77.0.66'))).toBe(false);
-    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true);
-    expect(await leases()).toEqual(['10.77.0.2']);
+  it('the learned lease survives a load of a changed generation, and a full load', async () => {
+    for (const full of [false, true]) {
+      const r = await loadGeneration(await generation({}, !full), { ...opts(), ...(full ? { full: true } : {}) });
+      expect(r.commit.failed).toEqual([]);
+      expect(r.incremental, 'full').toBe(!full);
+      expect(await passes(vm(), peer(), o().udp('10.77.0.66'))).toBe(false);
+      expect(await passes(vm(), peer(), o().udp('10.77.0.2')), `full ${full}`).toBe(true);
+      expect(await leases()).toEqual(['10.77.0.2']);
+    }
   });
 
   it('another VM on the tap, or the port leaving dhcp learning, forgets the leases and the lock', async () => {

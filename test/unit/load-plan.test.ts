@@ -13,6 +13,7 @@ import type { InterfacePolicy } from '../../src/ir/types.js';
 import { expectedSnapshot, kernelInventory, listingSnapshot, reachable, snapshotDiff, tagsIn, type Listing } from '../../src/host/inventory.js';
 import { diffParts, planFullLoad, sameJson, setIndexOf, tagCommands, unloadBatch, type Part } from '../../src/host/load-plan.js';
 import { policyFor } from '../support/policy.js';
+import { learnKey } from '../../src/ir/learning.js';
 
 const T = { family: 'bridge', table: 'nwf_fast' };
 
@@ -165,6 +166,20 @@ describe('the typed diff between two states', () => {
     expect(ops(p?.apply ?? []).filter((x) => x.startsWith('add chain sh-'))).toHaveLength(2);
     const back = diff(b, a);
     expect(ops(back?.cleanup ?? []).filter((x) => x.startsWith('delete chain sh-'))).toHaveLength(2);
+  });
+
+  it('learned state is never deleted by a diff: a seed that went (a lease expired or released) is the kernel\'s, not the load\'s', () => {
+    const UUID = '00000000-0000-0000-0000-000000000001';
+    const dhcp = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp' });
+    const seeded = (ips: string[]) =>
+      lowerToNft(
+        { version: 1, interfaces: [dhcp], notes: [] },
+        { seeds: new Map([[learnKey(UUID, dhcp.mac), { owner: { name: 'vm', uuid: UUID }, mac: dhcp.mac, mode: 'dhcp' as const, addresses: ips.map((ip) => ({ ip, expires: new Date(Date.now() + 600_000).toISOString(), source: 'state' as const })) }]]) },
+      ).parts;
+    const p = diff(seeded(['10.0.0.2', '10.0.0.3']), seeded(['10.0.0.3', '10.0.0.4']));
+    expect(ops(p?.apply ?? [])).toEqual(['add element lrn-lease-vnet0']);
+    expect(JSON.stringify(p?.apply)).toContain('10.0.0.4');
+    expect(JSON.stringify(p?.apply)).not.toContain('10.0.0.2');
   });
 
   it('an object that keeps its name but changes its definition cannot be a diff', () => {
