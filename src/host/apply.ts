@@ -29,6 +29,7 @@
 // here (loadedStatus).
 import type { LearnedEntry } from '../ir/learning.js';
 import { copyBpfLearnedToNft, departedPorts, forgetLearned, learningPortsWithIndex } from './learn/kernel.js';
+import { ageLearnedSeeds } from '../backends/nft/learn.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -240,7 +241,10 @@ export function changeSetOf(g: Generation): ChangeSet {
   const bpf = new Map((g.bpf?.interfaces ?? []).map((i) => [i.iface, i]));
   const oneLayer = m.oneLayer ?? [];
   const ports = new Map<string, DesiredPort | null>();
-  for (const part of g.parts.ports) {
+  // dhcp seeds were lowered with the time their leases had left then (backends/nft/learn.ts)
+  const elapsedS = (Date.now() - Date.parse(m.createdAt)) / 1000;
+  for (const stored of g.parts.ports) {
+    const part = stored.learn?.mode === 'dhcp' && elapsedS >= 1 ? { ...stored, commands: ageLearnedSeeds(stored.commands, elapsedS) } : stored;
     const i = meta.get(part.iface);
     const f = failed.get(part.iface);
     const b = bpf.get(part.iface);

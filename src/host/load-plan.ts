@@ -333,9 +333,12 @@ export function planFullLoad(k: KernelInventory, next: readonly NftCommand[], ta
     }
     if (gone.length) staleElements.push(del(table(s.id).element(s.id.name, gone)));
   }
+  // a learned-state set the packet path has updated carries the `dynamic` flag, which nft 1.0.6's JSON
+  // cannot declare: declaring it again fails (EEXIST). It is the kernel's, and kept as it is.
+  const redeclared = (c: NftCommand): boolean => c.op === 'add' && c.object.kind === 'set' && isLearnedState(c.object.name) && k.sets.has(idKey({ kind: 'set', family: c.object.family, table: c.object.table, name: c.object.name }));
   return {
     tag,
-    apply: [...dropTables, ...flushBase, ...deletions(stale), ...next],
+    apply: [...dropTables, ...flushBase, ...deletions(stale), ...next.filter((c) => !redeclared(c))],
     cleanup: [...deletions(old), ...staleElements],
   };
 }

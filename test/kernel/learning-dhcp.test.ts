@@ -204,6 +204,14 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     expect(await leases()).toEqual(['10.77.0.60']);
     await sleep(3200);
     expect(await passes(vm(), peer(), o().udp('10.77.0.60'))).toBe(false);
+    // a generation loaded after its seeded lease ended does not bring it back
+    const late: LearnedEntry = { ...seed, addresses: [{ ip: '10.77.0.61', expires: new Date(Date.now() + 2000).toISOString(), source: 'state' }] };
+    const g = await generation({ seeds: new Map([[learnKey(UUID, VM_MAC), late]]) });
+    await sleep(2500);
+    await unload(opts());
+    expect((await loadGeneration(g, opts())).commit.failed).toEqual([]);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.61'))).toBe(false);
+    expect(await learned()).toEqual([]);
   });
 
   it('without DHCPSERVER an ACK from any server teaches', async () => {
@@ -211,6 +219,17 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     expect(await ack(R, '10.77.0.41')).toBe(true);
     expect(await leases()).toEqual(['10.77.0.41']);
     expect(await passes(vm(), peer(), o().udp('10.77.0.41'))).toBe(true);
+  });
+
+  it('(any) a learned address survives a full load too: the learned-state sets the packet path updated are kept, not declared again', async () => {
+    await fresh({}, {});
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true); // teaches .2
+    const r = await loadGeneration(await generation({}, false, {}), { ...opts(), full: true });
+    expect(r.commit.failed).toEqual([]);
+    expect(r.incremental).toBe(false);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.3'))).toBe(false);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true);
+    expect((await learned())[0]?.addresses.map((a) => a.ip)).toEqual(['10.77.0.2']);
     await unload(opts());
   });
 });

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { printNftText } from '../../src/backends/nft/printer.js';
-import { DEFAULT_DHCP_KERNEL_LEASE, nftDhcpNote, portSeedOf, seedOf } from '../../src/backends/nft/learn.js';
+import { ageLearnedSeeds, DEFAULT_DHCP_KERNEL_LEASE, nftDhcpNote, portSeedOf, seedOf } from '../../src/backends/nft/learn.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { encodeConfig, planInterface } from '../../src/backends/bpf/plan.js';
 import { concatElements, leaseElements } from '../../src/host/learn/kernel.js';
@@ -140,6 +140,19 @@ describe('IP learning with dhcp, nft lowering', () => {
     expect(text).toMatch(/add element bridge nwf_fast lrn-lease-vnet0 \{ 10\.0\.0\.3 timeout (99|100)s, 10\.0\.0\.4 timeout (49|50)s \}/);
     expect(text).toMatch(/add element bridge nwf_fast lrn-locked \{ "vnet0" timeout (99|100)s \}/);
     expect(JSON.stringify(toNftJson(l.batch))).toMatch(/\{"elem":\{"val":"10\.0\.0\.3","timeout":(99|100)\}\}/);
+  });
+
+  it('a stored part\'s seeds age: less time left, ended ones left out (a generation loaded later than compiled)', () => {
+    const addresses = [{ ip: '10.0.0.3', expires: new Date(Date.now() + 100_500).toISOString(), source: 'state' as const }, { ip: '10.0.0.4', expires: new Date(Date.now() + 20_500).toISOString(), source: 'state' as const }];
+    const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp' });
+    const part = lowerToNft({ version: 1, interfaces: [p], notes: [] }, { strict: true, seeds: new Map([[learnKey(UUID, MAC), entry('', { mode: 'dhcp', addresses })]]) }).parts.ports[0];
+    const aged = printNftText(ageLearnedSeeds(part?.commands ?? [], 30));
+    expect(aged).toContain('add element bridge nwf_fast lrn-lease-vnet0 { 10.0.0.3 timeout 70s }');
+    expect(aged).toContain('add element bridge nwf_fast lrn-locked { "vnet0" timeout 70s }');
+    expect(aged).not.toContain('10.0.0.4');
+    expect(printNftText(ageLearnedSeeds(part?.commands ?? [], 200))).not.toMatch(/add element bridge nwf_fast (lrn-lease-vnet0|lrn-locked) /);
+    // everything else as it was
+    expect(ageLearnedSeeds(part?.commands ?? [], 200).length).toBe((part?.commands.length ?? 0) - 2);
   });
 
   it('reading leases back: address and wall-clock expiry from the listed element', () => {

@@ -115,6 +115,18 @@ describe('a full replacement', () => {
     expect(JSON.stringify(toNftJson(p.apply))).toContain('"g000003-from_vm"');
   });
 
+  it('keeps learned-state sets the kernel holds as they are (declared again they would fail: the packet path made them dynamic)', () => {
+    const l = listing('g000001', 'g000002');
+    l.bridge?.nftables.push({ set: { ...T, name: 'lrn-locked', type: 'ifname', handle: 20, size: 65536, flags: ['timeout'], elem: [{ elem: { val: 'vnet0', timeout: 60, expires: 50 } }] } });
+    const t = nftTable('bridge', 'nwf_fast');
+    const withLearned = [...next('g000003'), add(t.set('lrn-locked', 'ifname', undefined, { flags: ['timeout'], size: 65536 })), add(t.set('lrn-addr', ['ifname', 'ipv4_addr'], undefined, { flags: ['timeout'], size: 65536 }))];
+    const p = planFullLoad(kernelInventory(l), withLearned, 'g000003');
+    expect(ops(p.apply)).not.toContain('add set lrn-locked');
+    expect(ops(p.apply)).toContain('add set lrn-addr'); // not in the kernel yet
+    // and its elements are the kernel's: no cleanup of a learned port's element
+    expect(JSON.stringify(p.cleanup)).not.toContain('lrn-locked');
+  });
+
   it('on an empty kernel: only the build', () => {
     const p = planFullLoad(kernelInventory({}), next('g000003'), 'g000003');
     expect(p.apply).toEqual(next('g000003'));

@@ -78,7 +78,7 @@ import type { DropReason } from '../../ir/reasons.js';
 import type { Direction, InterfacePolicy } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
 import { accept, add, bitAnd, concat, eq, goto, hex, match, meta, ne, nftTable, payload, raw, setOf, setRef, str, sym, timed, tuple, vmap } from './build.js';
-import type { NftCommand, Selector, SetUpdateStatement, Statement, Verdict } from './model.js';
+import type { ElemValue, NftCommand, Selector, SetUpdateStatement, Statement, Verdict } from './model.js';
 import { BASE_CHAINS, BRIDGE_TABLE, FIXED, nftNames } from './names.js';
 import { macToBytes } from '../../ir/values.js';
 import { maxOf } from '../../util/arrays.js';
@@ -163,6 +163,39 @@ export function nftDhcpNote(ifaces: readonly string[], kernelLease = DEFAULT_DHC
     `from any other layout nothing is learned and the port stays DHCP-only (fails closed). The lease time is not read: every lease lasts ` +
     `dhcp_kernel_lease (${kernelLease} s) after its latest ACK`
   );
+}
+
+const LEASE_SET_PREFIX = nftNames.learnedLeases('');
+
+/**
+ * A stored part's dhcp seeds, `elapsedS` seconds after they were lowered (a
+ * generation loaded or rolled back to later than it was compiled): each
+ * seeded lease and lock element has that much less time left, and one with
+ * less than a second left is left out, so an old generation never brings
+ * back a lease that has ended since. Other commands are returned as they are.
+ */
+export function ageLearnedSeeds(commands: readonly NftCommand[], elapsedS: number): NftCommand[] {
+  const elapsed = Math.max(0, Math.floor(elapsedS));
+  if (elapsed === 0) return [...commands];
+  const out: NftCommand[] = [];
+  for (const c of commands) {
+    const o = c.object;
+    const learned = o.kind === 'element' && (o.name === nftNames.learnedLocked() || o.name.startsWith(LEASE_SET_PREFIX));
+    if (c.op !== 'add' || o.kind !== 'element' || !learned) {
+      out.push(c);
+      continue;
+    }
+    const elements = [];
+    for (const e of o.elements) {
+      if (Array.isArray(e) || (e as { kind: string }).kind !== 'elem' || (e as ElemValue).timeout === undefined) elements.push(e);
+      else {
+        const left = ((e as ElemValue).timeout as number) - elapsed;
+        if (left >= 1) elements.push({ ...(e as ElemValue), timeout: left });
+      }
+    }
+    if (elements.length) out.push({ op: 'add', object: { ...o, elements } });
+  }
+  return out;
 }
 
 /** Room for the learned addresses of every learning port. */
