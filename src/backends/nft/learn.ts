@@ -81,7 +81,7 @@ import { accept, add, bitAnd, concat, eq, goto, hex, match, meta, ne, nftTable, 
 import type { ElemValue, NftCommand, Selector, SetUpdateStatement, Statement, Verdict } from './model.js';
 import { BASE_CHAINS, BRIDGE_TABLE, FIXED, nftNames } from './names.js';
 import { macToBytes } from '../../ir/values.js';
-import { maxOf } from '../../util/arrays.js';
+import { appendAll, maxOf } from '../../util/arrays.js';
 
 const br = nftTable('bridge', BRIDGE_TABLE);
 import { CODES, InternalError, NwfError } from '../../util/errors.js';
@@ -421,9 +421,19 @@ function dhcpPortCommands(p: InterfacePolicy, policy: Record<Direction, Verdict>
       add(br.element(FIXED.snoopMap, [[str(iface), goto(snoop)]])),
     );
   }
-  if (seed.length) {
-    cmds.push(add(br.element(leases, seed.map((l) => timed(sym(l.ip), l.timeout)))));
-    cmds.push(add(br.element(locked, [timed(str(iface), maxOf(seed.map((l) => l.timeout)))])));
-  }
+  appendAll(cmds, leaseCommands(iface, seed));
   return cmds;
+}
+
+/**
+ * The element commands that give a dhcp port `leases` (each with the seconds
+ * it has left) and lock it until the latest ends: its seed, and what a copy
+ * of leases learned elsewhere (the eBPF program under --backend both) sends.
+ */
+export function leaseCommands(iface: string, leases: readonly LeaseSeed[]): NftCommand[] {
+  if (!leases.length) return [];
+  return [
+    add(br.element(nftNames.learnedLeases(iface), leases.map((l) => timed(sym(l.ip), l.timeout)))),
+    add(br.element(nftNames.learnedLocked(), [timed(str(iface), maxOf(leases.map((l) => l.timeout)))])),
+  ];
 }
