@@ -217,8 +217,6 @@ export function learnedSkeleton(): NftCommand[] {
   return [
     add(br.set(nftNames.learnedAddrs(), ['ifname', 'ipv4_addr'], undefined, { flags: ['timeout'], size: LEARNED_SET_SIZE })),
     add(br.set(nftNames.learnedLocked(), 'ifname', undefined, { flags: ['timeout'], size: LEARNED_SET_SIZE })),
-    // dhcp: after `post` (priority 300), so only an ACK the policy let through to the VM teaches
-    add(br.baseChain(BASE_CHAINS.bridgeSnoop, { type: 'filter', hook: 'postrouting', prio: SNOOP_PRIORITY, policy: 'accept' })),
     add(br.verdictMap(FIXED.snoopMap, 'ifname')),
     add(br.rule(BASE_CHAINS.bridgeSnoop, [...dhcpMessage('server', DHCPACK), vmap(meta('oifname'), FIXED.snoopMap)], 'a DHCPACK to a dhcp learning port: its snoop chain')),
   ];
@@ -226,6 +224,17 @@ export function learnedSkeleton(): NftCommand[] {
 
 /** The snoop base chain's priority: right after the postrouting dispatch (skeleton.ts BRIDGE_POST_PRIORITY, 300). */
 export const SNOOP_PRIORITY = 301;
+
+/**
+ * The dhcp snoop base chain (persistent, like `pre` and `post`; its rule is
+ * in learnedSkeleton): after `post`, so only an ACK the policy let through
+ * to the VM teaches. The skeleton declares it with the other base chains,
+ * before the objects a load replaces (a table built anew lists it where a
+ * reloaded one does).
+ */
+export function snoopBaseChain(): NftCommand {
+  return add(br.baseChain(BASE_CHAINS.bridgeSnoop, { type: 'filter', hook: 'postrouting', prio: SNOOP_PRIORITY, policy: 'accept' }));
+}
 
 const DHCPACK = 5;
 const DHCPRELEASE = 7;

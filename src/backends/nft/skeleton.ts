@@ -59,7 +59,7 @@ import { add, concat, counterRef, del, drop, goto, match, meta, num, setRef, str
 import type { NftCommand, Statement } from './model.js';
 import { BASE_CHAINS, COUNT_REASONS, FIXED, nftNames, type CountReason } from './names.js';
 import { br } from './l2.js';
-import { learnedSkeleton } from './learn.js';
+import { learnedSkeleton, snoopBaseChain } from './learn.js';
 import { appendAll } from '../../util/arrays.js';
 import { BRIDGE_PRE_PRIORITY, l3BridgeSkeleton, l3FamilySkeleton, type L3Family } from './l3.js';
 
@@ -146,6 +146,7 @@ export function lowerSkeleton(cfg: SkeletonConfig, families: readonly L3Family[]
   const out: NftCommand[] = [add(br.table)];
   out.push(add(br.baseChain(BASE_CHAINS.bridgePre, { type: 'filter', hook: 'prerouting', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })));
   out.push(add(br.baseChain(BASE_CHAINS.bridgePost, { type: 'filter', hook: 'postrouting', prio: BRIDGE_POST_PRIORITY, policy: 'accept' })));
+  out.push(snoopBaseChain());
   for (const dir of DIRECTIONS) {
     for (const reason of COUNT_REASONS) {
       out.push(add(br.counter(nftNames.dropCounter(dir, reason))));
