@@ -34,7 +34,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { CODES, NwfError } from '../util/errors.js';
-import { appendAll } from '../util/arrays.js';
+import { appendAll, maxOf } from '../util/arrays.js';
 import type { Backend } from '../compile.js';
 import type { FailedInterface } from '../ir/types.js';
 import { DIRECTIONS } from '../ir/types.js';
@@ -43,7 +43,7 @@ import { add, del, match, meta, nftTable, str } from '../backends/nft/build.js';
 import type { NftCommand, NftFamily } from '../backends/nft/model.js';
 import { toNftJson } from '../backends/nft/serialize.js';
 import { orderBatch, familiesOf, type PortPart, type ShapePart } from '../backends/nft/parts.js';
-import { markCommands, MAX_L3_PORTS, type L3Family } from '../backends/nft/l3.js';
+import { MARK_LAYOUT, markCommands, MAX_L3_PORTS, type L3Family } from '../backends/nft/l3.js';
 import { isGated } from '../backends/nft/lower.js';
 import { DEFAULT_SKELETON_CONFIG, gateElementCommands, lowerSkeleton, type SkeletonConfig } from '../backends/nft/skeleton.js';
 import { MAP_NAMES } from '../backends/bpf/names.js';
@@ -314,6 +314,8 @@ export interface CommitResult {
 interface MarkInfo {
   id: number;
   families: L3Family[];
+  /** The port learns its address: its mark chains mark only once it is locked (l3.ts markCommands). */
+  learn?: true;
 }
 
 function hashId(prev: string | undefined, what: unknown): string {
@@ -361,7 +363,7 @@ async function skeletonConfig(opts: HostOptions, head: LoadedHead | undefined): 
 const skeletonPart = (cfg: SkeletonConfig, families: readonly L3Family[]): Part => ({ id: 'skeleton', commands: lowerSkeleton(cfg, families) });
 const shapePart = (s: ShapePart): Part => ({ id: `shape ${s.name}`, commands: s.commands });
 const portPart = (p: PortPart): Part => ({ id: `port ${p.iface}`, commands: p.commands });
-const markPart = (iface: string, m: MarkInfo): Part => ({ id: `mark ${iface}`, commands: markCommands(iface, m.id, m.families) });
+const markPart = (iface: string, m: MarkInfo): Part => ({ id: `mark ${iface}`, commands: markCommands(iface, m.id, m.families, m.learn === true) });
 
 function familiesOfMarks(marks: Record<string, MarkInfo>): L3Family[] {
   return familiesOf(Object.values(marks).map((m) => ({ l3: m.families })));
@@ -465,22 +467,27 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   if (whole) for (const n of prevPorts.keys()) if (!ports.has(n)) ports.set(n, null);
 
   // port ids: kept while a port has L3 rules, the lowest free id for a new one
+  // (a record of another mark layout keeps its ids, which mean the same port in this one: the load is whole)
+  const markLayoutChanged = prevHead !== undefined && (prevHead.markLayout ?? 1) !== MARK_LAYOUT && Object.keys(prevHead.marks ?? {}).length > 0;
   const prevMarks = prevHead?.marks ?? {};
   const marks: Record<string, MarkInfo> = { ...prevMarks };
   const wantsMark: string[] = [];
   for (const [iface, d] of ports) {
     const fam = d?.record.nft.l3;
+    const learn = d?.record.nft.learn ? { learn: true as const } : {};
     if (!d || !fam?.length) delete marks[iface];
-    else if (marks[iface]) marks[iface] = { id: (marks[iface] as MarkInfo).id, families: fam };
+    else if (marks[iface]) marks[iface] = { id: (marks[iface] as MarkInfo).id, families: fam, ...learn };
     else wantsMark.push(iface);
   }
   const usedIds = new Set(Object.values(marks).map((m) => m.id));
+  if (maxOf(usedIds, 0) > MAX_L3_PORTS) throw new NwfError(CODES.POLICY_UNSUPPORTED, `the loaded state has L3 port ids above ${MAX_L3_PORTS} (an earlier mark layout): at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`, { hint: 'unload, then load a generation with fewer interfaces with L3 rules' });
   let nextId = 1;
   for (const iface of wantsMark.sort()) {
     while (usedIds.has(nextId)) nextId++;
     if (nextId > MAX_L3_PORTS) throw new NwfError(CODES.POLICY_UNSUPPORTED, `at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`);
     usedIds.add(nextId);
-    marks[iface] = { id: nextId, families: (ports.get(iface) as DesiredPort).record.nft.l3 as L3Family[] };
+    const rec = (ports.get(iface) as DesiredPort).record.nft;
+    marks[iface] = { id: nextId, families: rec.l3 as L3Family[], ...(rec.learn ? { learn: true as const } : {}) };
   }
 
   // shapes: how many ports use each
@@ -544,7 +551,9 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
         ? `the backend changes (${prevHead.backend} -> ${change.backend})`
         : opts.full
           ? '--full'
-          : undefined;
+          : markLayoutChanged
+            ? `the L3 mark layout changes (${prevHead.markLayout ?? 1} -> ${MARK_LAYOUT})`
+            : undefined;
   const drift: string[] = [];
   let inventory: KernelInventory | undefined;
   let record: LoadedRecord | undefined;
@@ -642,7 +651,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
       for (const p of nextPorts.values()) {
         for (const c of p.commands) cmds.push(c);
         const m = marks[p.iface];
-        if (m) for (const c of markCommands(p.iface, m.id, m.families)) cmds.push(c);
+        if (m) for (const c of markCommands(p.iface, m.id, m.families, m.learn === true)) cmds.push(c);
       }
       inventory ??= kernelInventory(await listOurs(opts, ctx.tables));
       tag = newTag(tagsIn(inventory));
@@ -732,6 +741,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
     ...(gen0 !== undefined && gen1 !== undefined && gen1 - gen0 === commits ? { nfgen: gen1 } : {}),
     bpf: bpf.nextState,
     marks,
+    markLayout: MARK_LAYOUT,
     shapeRefs: refs,
   };
   store.writeHead(head);

@@ -64,7 +64,9 @@ export interface LoadedHead {
   pending?: { since: string; what: string };
   bpf: Record<string, BpfShapeRecord & { members: Record<string, number> }>;
   /** L3 port ids (and the families of the port's L3 rules), by port: allocated once, kept. */
-  marks: Record<string, { id: number; families: ('ipv4' | 'ipv6')[] }>;
+  marks: Record<string, { id: number; families: ('ipv4' | 'ipv6')[]; learn?: true }>;
+  /** The L3 mark layout of `marks` (backends/nft/l3.ts MARK_LAYOUT; absent: 1, before IP learning's bits). */
+  markLayout?: number;
   /** How many ports use each nft shape (a shape goes with its last port). */
   shapeRefs: Record<string, number>;
 }
@@ -93,7 +95,7 @@ export interface LoadedPort {
   oneLayer?: OneLayerRule[];
   /** Its nft part, without tag and without its port-id part. */
   nft: PortPart;
-  /** Its L3 port id (1..0x7fff), kept while it has L3 rules. */
+  /** Its L3 port id (1..MAX_L3_PORTS), kept while it has L3 rules. */
   markId?: number;
   bpf?: LoadedPortBpf;
 }

@@ -53,6 +53,8 @@ export interface IpRangeTest {
   from: string;
   to: string;
   neg: boolean;
+  /** An end is the learned `$IP` (its place-holder in from/to): no backend can test it (refused). */
+  learned?: true;
 }
 
 interface EthTests {

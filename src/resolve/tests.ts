@@ -48,7 +48,9 @@ export function ipRange(a: Attrs, from: string, to: string, neg: boolean): IpRan
   if (!f) return undefined;
   const ft = ipText(f);
   const t = a.get(to);
-  return { family: ft.family, from: ft.text, to: t ? ipText(t).text : ft.text, neg };
+  const r: IpRangeTest = { family: ft.family, from: ft.text, to: t ? ipText(t).text : ft.text, neg };
+  if (f.learned || t?.learned) r.learned = true;
+  return r;
 }
 
 export function rangeTest(a: Attrs, lo: string, hi: string, neg: boolean, inst: RuleInstance, iface: string): RangeTest | undefined {

@@ -8,24 +8,47 @@
 // its policy alone) and what depends on its port id, which the host
 // allocates and keeps across loads (markCommands). The tables, base chains
 // and dispatch maps are the skeleton's (skeleton.ts).
-import { assertNever } from '../../util/errors.js';
+import { assertNever, CODES, NwfError } from '../../util/errors.js';
 import { dropReason } from '../../ir/reasons.js';
-import type { InterfacePolicy, L3Path, L3Rule } from '../../ir/types.js';
+import type { InterfacePolicy, IpTest, L3Path, L3Rule } from '../../ir/types.js';
 import { L3_PATHS } from '../../ir/types.js';
 import { l4MatchHeaderSize } from '../../ir/facts.js';
 import { L4_HEADER_SIZE } from '../../ir/values.js';
-import { accept, add, bitAnd, ct, drop, eq, hex, jump, match, meta, nftTable, payload, range, raw, setMark, setOf, setRef, str, sym, vmap } from './build.js';
+import { accept, add, binop, bitAnd, ct, drop, eq, hex, jump, match, meta, nftTable, payload, range, raw, setMark, setOf, setRef, str, sym, vmap } from './build.js';
 import type { NftCommand, Statement } from './model.js';
 import { BASE_CHAINS, FIXED, INET_TABLE, nftNames } from './names.js';
 import { cmp, ipPrefix, macMatch, portRange, ruleComment, unsupported } from './match.js';
 import { br } from './l2.js';
+import { learnedMatch } from './learn.js';
 import { appendAll } from '../../util/arrays.js';
+import { ETHERTYPES } from '../../ir/values.js';
 
 export const BRIDGE_PRE_PRIORITY = -300;
-/** Mark layout for the br_netfilter route: 0x8000_0000 | in-id << 16, and 0x8000 | out-id. */
+/**
+ * Mark layout for the br_netfilter route (layout MARK_LAYOUT). The high half
+ * is the source port's, the low half the destination port's; each half is
+ *   bit 15       set: a port id follows (0x8000)
+ *   bit 14       daddr is the port's learned address (IP learning)
+ *   bit 13       saddr is the port's learned address
+ *   bits 12..0   the port id, 1..MAX_L3_PORTS
+ * The learned bits are decided in the bridge table, which holds the learned
+ * state (learn.ts lrn-addr), and tested by the ip table's rules of the port
+ * (a learned `$IP`): see markCommands.
+ */
 export const MARK_IN_MASK = 0xffff0000;
 export const MARK_OUT_MASK = 0x0000ffff;
-export const MAX_L3_PORTS = 0x7fff;
+/** The port-id part of each half (the key of the ip tables' mark dispatch maps). */
+export const MARK_IN_ID_MASK = 0x9fff0000;
+export const MARK_OUT_ID_MASK = 0x00009fff;
+/** At most this many ports with L3 rules (13-bit port ids; the limit is NWF1402). */
+export const MAX_L3_PORTS = 0x1fff;
+/** The learned-address bits of each half. */
+export const MARK_LEARNED = {
+  in: { saddr: 0x20000000, daddr: 0x40000000 },
+  out: { saddr: 0x00002000, daddr: 0x00004000 },
+} as const;
+/** The version of the mark layout (a host that recorded another one is reloaded whole, port ids anew). */
+export const MARK_LAYOUT = 2;
 
 const STATE_SYMBOL: Record<string, string> = { NEW: 'new', ESTABLISHED: 'established', RELATED: 'related', INVALID: 'invalid' };
 
@@ -41,8 +64,9 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Se
   if (r.protocol !== 'all') s.push(eq(meta('l4proto'), r.protocol));
   if (r.srcMac) s.push(macMatch(payload('ether', 'saddr'), r.srcMac));
   const ipp = v4 ? 'ip' : 'ip6';
-  if (r.srcIp) s.push(ipPrefix(payload(ipp, 'saddr'), r.srcIp));
-  if (r.dstIp) s.push(ipPrefix(payload(ipp, 'daddr'), r.dstIp));
+  const ip = (field: 'saddr' | 'daddr', t: IpTest): Statement => (t.learned ? learnedMarkTest(path, field, t) : ipPrefix(payload(ipp, field), t));
+  if (r.srcIp) s.push(ip('saddr', r.srcIp));
+  if (r.dstIp) s.push(ip('daddr', r.dstIp));
   if (r.srcRange) s.push(cmp(payload(ipp, 'saddr'), r.srcRange.neg, range(sym(r.srcRange.from), sym(r.srcRange.to))));
   if (r.dstRange) s.push(cmp(payload(ipp, 'daddr'), r.dstRange.neg, range(sym(r.dstRange.from), sym(r.dstRange.to))));
   if (r.dscp) s.push(cmp(payload(ipp, 'dscp'), r.dscp.neg, r.dscp.value));
@@ -86,6 +110,18 @@ export function lowerL3Rule(r: L3Rule, path: L3Path, iface: string, counters: Se
   return rules;
 }
 
+/**
+ * A learned `$IP` test of an L3 rule: the bit the bridge table set when the
+ * field is the port's learned address (the source port's for FI and HI, the
+ * destination port's for FO). A port still learning has no mark at all, so
+ * its L3 chains are not reached. A mask other than /32 is refused before
+ * (learn.ts checkLearnedL3).
+ */
+export function learnedMarkTest(path: L3Path, field: 'saddr' | 'daddr', t: IpTest): Statement {
+  const bit = MARK_LEARNED[path === 'toVm' ? 'out' : 'in'][field];
+  return eq(bitAnd(meta('mark'), hex(bit)), hex(t.neg ? 0 : bit));
+}
+
 export type L3Family = 'ipv4' | 'ipv6';
 export const L3_FAMILIES: readonly L3Family[] = ['ipv4', 'ipv6'];
 
@@ -125,17 +161,53 @@ export const markOf = {
   to: (id: number): number => 0x8000 | id,
 };
 
+const orMark = (bit: number): Statement => setMark(binop('|', meta('mark'), hex(bit)));
+const ipv4Frame = (): Statement => eq(payload('ether', 'type'), hex(ETHERTYPES.IPV4));
+
+/**
+ * The mark rules of a learning port (IP learning), side `in` (prerouting:
+ * the frame's source port, iifname) or `out` (forward: its destination
+ * port, oifname). Until the port is locked it sets no mark of its own (its
+ * L3 rules do not apply while it learns, as libvirt tears its iptables
+ * rules down); once locked, its id, then a bit for each of ip saddr and ip
+ * daddr that is the port's learned address (lrn-addr, which the packet path
+ * or nwf-fast's copy from the eBPF programs fills with lrn-locked, in one
+ * step).
+ */
+function learningMarkRules(side: 'in' | 'out', idMark: Statement): { rule: Statement[]; comment: string }[] {
+  const dir = side === 'in' ? 'out' : 'in'; // the bridge table's direction of the port (from / to the VM)
+  const port = meta(side === 'in' ? 'iifname' : 'oifname');
+  const bits = MARK_LEARNED[side];
+  const none = side === 'in' ? setMark(0) : setMark(bitAnd(meta('mark'), hex(MARK_IN_MASK)));
+  return [
+    { rule: [match(port, '!=', setRef(nftNames.learnedLocked())), none, { kind: 'return' }], comment: 'learning: no L3 rules until the port is locked' },
+    { rule: [idMark], comment: 'locked: the port id' },
+    { rule: [ipv4Frame(), learnedMatch(dir, payload('ip', 'saddr'), false), orMark(bits.saddr)], comment: 'ip saddr is the learned address' },
+    { rule: [ipv4Frame(), learnedMatch(dir, payload('ip', 'daddr'), false), orMark(bits.daddr)], comment: 'ip daddr is the learned address' },
+  ];
+}
+
 /**
  * What a port with L3 rules has under its port id: its entry in the set of L3
  * ports, its mark chains and their dispatch entries in the bridge table, and
- * its entries in the mark dispatch maps of each family's table.
+ * its entries in the mark dispatch maps of each family's table. A learning
+ * port's mark chains mark only once it is locked, with its learned-address
+ * bits (learningMarkRules).
  */
-export function markCommands(iface: string, id: number, families: readonly L3Family[]): NftCommand[] {
+export function markCommands(iface: string, id: number, families: readonly L3Family[], learning = false): NftCommand[] {
+  if (id < 1 || id > MAX_L3_PORTS || !Number.isInteger(id)) throw new NwfError(CODES.POLICY_UNSUPPORTED, `L3 port id ${id} of ${iface} is outside 1..${MAX_L3_PORTS}: at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`, { iface });
   const out: NftCommand[] = [];
   const mkIn = nftNames.markChain('in', iface);
   const mkOut = nftNames.markChain('out', iface);
-  out.push(add(br.chain(mkIn)), add(br.rule(mkIn, [setMark(markOf.from(id))])));
-  out.push(add(br.chain(mkOut)), add(br.rule(mkOut, [setMark({ kind: 'binop', op: '|', left: bitAnd(meta('mark'), hex(MARK_IN_MASK)), right: hex(markOf.to(id)) })])));
+  const inMark = setMark(markOf.from(id));
+  const outMark = setMark(binop('|', bitAnd(meta('mark'), hex(MARK_IN_MASK)), hex(markOf.to(id))));
+  out.push(add(br.chain(mkIn)), add(br.chain(mkOut)));
+  if (learning) {
+    for (const r of learningMarkRules('in', inMark)) out.push(add(br.rule(mkIn, r.rule, r.comment)));
+    for (const r of learningMarkRules('out', outMark)) out.push(add(br.rule(mkOut, r.rule, r.comment)));
+  } else {
+    out.push(add(br.rule(mkIn, [inMark])), add(br.rule(mkOut, [outMark])));
+  }
   out.push(add(br.element(FIXED.l3Ports, [str(iface)])));
   out.push(add(br.element(FIXED.markIn, [[str(iface), jump(mkIn)]])), add(br.element(FIXED.markOut, [[str(iface), jump(mkOut)]])));
   for (const family of families) {
@@ -183,9 +255,9 @@ export function l3FamilySkeleton(family: L3Family): NftCommand[] {
   }
   out.push(add(t.verdictMap(FIXED.fiMap, 'mark')), add(t.verdictMap(FIXED.foMap, 'mark')), add(t.verdictMap(FIXED.hiMap, 'mark')));
   out.push(
-    add(t.rule(BASE_CHAINS.l3Forward, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), FIXED.fiMap)], 'libvirt-in: FI of the source port')),
-    add(t.rule(BASE_CHAINS.l3Forward, [vmap(bitAnd(meta('mark'), hex(MARK_OUT_MASK)), FIXED.foMap)], 'libvirt-out: FO of the destination port')),
-    add(t.rule(BASE_CHAINS.l3Input, [vmap(bitAnd(meta('mark'), hex(MARK_IN_MASK)), FIXED.hiMap)], 'libvirt-host-in: HI of the source port')),
+    add(t.rule(BASE_CHAINS.l3Forward, [vmap(bitAnd(meta('mark'), hex(MARK_IN_ID_MASK)), FIXED.fiMap)], 'libvirt-in: FI of the source port')),
+    add(t.rule(BASE_CHAINS.l3Forward, [vmap(bitAnd(meta('mark'), hex(MARK_OUT_ID_MASK)), FIXED.foMap)], 'libvirt-out: FO of the destination port')),
+    add(t.rule(BASE_CHAINS.l3Input, [vmap(bitAnd(meta('mark'), hex(MARK_IN_ID_MASK)), FIXED.hiMap)], 'libvirt-host-in: HI of the source port')),
   );
   return out;
 }

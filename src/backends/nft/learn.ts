@@ -75,7 +75,7 @@
 // the lock even when another lease is live (the port is DHCP-only until the
 // next ACK: fails closed).
 import type { DropReason } from '../../ir/reasons.js';
-import type { Direction, InterfacePolicy } from '../../ir/types.js';
+import type { Direction, InterfacePolicy, L3Rule } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
 import { accept, add, bitAnd, concat, eq, goto, hex, match, meta, ne, nftTable, payload, raw, setOf, setRef, str, sym, timed, tuple, vmap } from './build.js';
 import type { ElemValue, NftCommand, Selector, SetUpdateStatement, Statement, Verdict } from './model.js';
@@ -89,22 +89,30 @@ import { ETHERTYPES } from '../../ir/values.js';
 import { learnKey, type LearnedEntry } from '../../ir/learning.js';
 
 /**
- * A learning port whose L3 (iptables) rules test the learned `$IP` is
- * refused (it fails closed): the ip/ip6 tables cannot read the bridge
- * table's learned state. Its other L3 rules apply from the start (libvirt
- * applies them only once the address is learned: stricter, never looser).
+ * The learned `$IP` tests of a learning port's L3 (iptables) rules: the ip
+ * and ip6 tables cannot read the bridge table's learned state, so the bridge
+ * table decides them and carries the answer in the packet mark (l3.ts
+ * markCommands, learnedMarkTest), which says whether ip saddr / ip daddr is
+ * one of the port's learned addresses. A mask other than /32 on a learned
+ * address cannot be said that way: refused (the port fails closed).
  */
 export function checkLearnedL3(p: InterfacePolicy): void {
   for (const r of [...p.l3.fromVm, ...p.l3.toVm, ...p.l3.toHost]) {
-    if (r.srcIp?.learned || r.dstIp?.learned) {
-      throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface}: L3 rule ${r.id} tests the learned $IP, which the nft backend cannot do yet (the address is learned in the bridge table): the port fails closed`, {
-        iface: p.iface,
-        filter: r.origin.filter,
-        location: { file: r.origin.file, ...(r.origin.line !== undefined ? { line: r.origin.line } : {}) },
-        hint: "give the address in the interface's filterref: <parameter name='IP' value='...'/>",
-      });
+    if (r.srcRange?.learned || r.dstRange?.learned) unsupportedLearned(p, r, 'an address range (srcipfrom/srcipto, dstipfrom/dstipto) with a learned $IP', 'a single address: srcipaddr/dstipaddr');
+    for (const t of [r.srcIp, r.dstIp]) {
+      if (t?.learned && t.prefix !== 32) unsupportedLearned(p, r, `a learned $IP with a /${t.prefix} mask`, 'no srcipmask/dstipmask (or 32) with a learned $IP');
     }
   }
+}
+
+function unsupportedLearned(p: InterfacePolicy, r: L3Rule, what: string, expected: string): never {
+  throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface}: L3 rule ${r.id} tests ${what}; the nft backend tests a learned address only as a whole: the port fails closed`, {
+    iface: p.iface,
+    filter: r.origin.filter,
+    location: { file: r.origin.file, ...(r.origin.line !== undefined ? { line: r.origin.line } : {}) },
+    expected,
+    hint: "give the address in the interface's filterref: <parameter name='IP' value='...'/>",
+  });
 }
 
 /**
