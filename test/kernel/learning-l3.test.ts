@@ -18,6 +18,7 @@ import { loadGeneration, rollback, unload } from '../../src/host/apply.js';
 import { writeGeneration } from '../../src/host/generation.js';
 import { copyBpfLearnedToNft, readLearnedFromKernel, readNftLearned } from '../../src/host/learn/kernel.js';
 import { evaluate } from '../../src/ir/eval.js';
+import { evaluateLearning } from '../../src/ir/eval/learning.js';
 import { anyBeforeProbes, expectedVerdicts, outFrames, passes, probeVerdicts } from '../../src/lab/learning.js';
 import * as F from '../../src/lab/frames/build.js';
 import { generateCorpus } from '../../src/lab/frames/corpus.js';
@@ -92,6 +93,9 @@ describe.skipIf(!isRoot).each(['nft', 'both'] as const)('L3 rules over a learned
     expect(r.commit.failed).toEqual([]);
     const probes = anyBeforeProbes(VM_MAC, PEER_MAC);
     expect(await probeVerdicts(vm(), peer(), probes)).toEqual(expectedVerdicts(probes));
+    // the evaluator's learning table (explain on a port not locked yet) says the same
+    const learning = policyFor('ssh-learned', {}, [FILTER], { iface: 'vnet0', mac: VM_MAC });
+    expect(Object.fromEntries(probes.map((p) => [p.what, evaluateLearning(learning, p.dir, p.frame).verdict === 'accept']))).toEqual(expectedVerdicts(probes));
     // TCP from 0.0.0.0 (never teaches) to port 443: the learning table passes it, no L3 rule of the port runs (libvirt: none while learning)
     expect(await crosses('out', F.tcpFrame({ srcMac: VM_MAC, dstMac: PEER_MAC, srcIp: '0.0.0.0', dstIp: PEER_IP, sport: 1000, dport: 443, flags: ['SYN'] }))).toBe(true);
     expect(await crosses('in', syn('in', '10.77.0.2', 80))).toBe(true);

@@ -10,7 +10,12 @@ import type { PortPart } from '../../src/backends/nft/parts.js';
 import { printNftText } from '../../src/backends/nft/printer.js';
 import type { InterfacePolicy } from '../../src/ir/types.js';
 import { NwfError } from '../../src/util/errors.js';
-import { policyFor } from '../support/policy.js';
+import { bindingXml, policyFor, tempDir } from '../support/policy.js';
+import { main } from '../../src/cli/main.js';
+import { toHex } from '../../src/frames/bytes.js';
+import * as F from '../../src/lab/frames/build.js';
+import { writeLearned } from '../../src/host/learn/store.js';
+import { evaluateLearning } from '../../src/ir/eval/learning.js';
 
 const FILTER = `<filter name='ssh-learned' chain='root'>
   <filterref filter='clean-traffic'/>
@@ -124,5 +129,71 @@ describe('mark layout', () => {
     expect(code(() => markCommands('vnet0', MAX_L3_PORTS + 1, ['ipv4']))).toBe('NWF1402');
     expect(code(() => markCommands('vnet0', 0, ['ipv4']))).toBe('NWF1402');
     expect(code(() => markCommands('vnet0', MAX_L3_PORTS, ['ipv4'], true))).toBeUndefined();
+  });
+});
+
+describe('explain on a learning port', () => {
+  const MAC = '52:54:00:00:00:01';
+  const PEER = '52:54:00:00:00:99';
+  const fdir = tempDir({ 'ssh-learned.xml': FILTER });
+  const bdir = tempDir({ 'vnet0.xml': bindingXml('vnet0', MAC, 'ssh-learned', {}) });
+  const emptyState = tempDir({});
+  const run = async (argv: string[]) => {
+    let out = '';
+    let err = '';
+    const code = await main(['explain', '--filters', fdir, '--binding', bdir, '--iface', 'vnet0', ...argv], { out: (x) => void (out += x), err: (x) => void (err += x) });
+    return { code, out, err };
+  };
+  const synIn = (dport: number) => toHex(F.tcpFrame({ srcMac: PEER, dstMac: MAC, srcIp: '10.0.0.9', dstIp: '10.0.0.2', sport: 40000, dport, flags: ['SYN'] }));
+  const udpOut = (src: string) => toHex(F.udpFrame({ srcMac: MAC, dstMac: PEER, srcIp: src, dstIp: '10.0.0.9', sport: 1, dport: 2 }));
+  const verdict = async (argv: string[]) => {
+    const r = await run([...argv, '--json']);
+    expect(r.err).toBe('');
+    return JSON.parse(r.out) as { verdict: string; reason?: string; learning?: { state: string; ips: string[]; source?: string } };
+  };
+
+  it('with --learned-ip the policy applies with $IP = the address: TCP 22 in passes, 80 drops, another source drops', async () => {
+    expect(await verdict(['--direction', 'in', '--frame', synIn(22), '--learned-ip', '10.0.0.2'])).toMatchObject({ verdict: 'accept', learning: { state: 'locked', ips: ['10.0.0.2'], source: 'option' } });
+    expect((await verdict(['--direction', 'in', '--frame', synIn(80), '--learned-ip', '10.0.0.2'])).verdict).toBe('drop');
+    expect(await verdict(['--direction', 'out', '--frame', udpOut('10.0.0.66'), '--learned-ip', '10.0.0.2'])).toMatchObject({ verdict: 'drop', reason: 'ip-spoof' });
+    expect((await verdict(['--direction', 'out', '--frame', udpOut('10.0.0.2'), '--learned-ip', '10.0.0.2'])).verdict).toBe('accept');
+    const text = await run(['--direction', 'in', '--frame', synIn(22), '--learned-ip', '10.0.0.2']);
+    expect(text.out).toContain('learning port (any), locked: $IP = 10.0.0.2 (--learned-ip)');
+  });
+
+  it('without an address: the learning table (any source, TCP 80 in passes), said so', async () => {
+    const state = ['--state-dir', emptyState];
+    expect(await verdict([...state, '--direction', 'out', '--frame', udpOut('10.0.0.66')])).toMatchObject({ verdict: 'accept', learning: { state: 'learning', ips: [] } });
+    expect((await verdict([...state, '--direction', 'in', '--frame', synIn(80)])).verdict).toBe('accept');
+    const v6 = toHex(F.ipv6UdpFrame({ srcMac: MAC, dstMac: PEER, srcIp: 'fe80::1', dstIp: 'fe80::2', sport: 1, dport: 2 }));
+    expect(await verdict([...state, '--direction', 'out', '--frame', v6])).toMatchObject({ verdict: 'drop', reason: 'other-l2' });
+    expect((await run([...state, '--direction', 'out', '--frame', udpOut('10.0.0.66')])).out).toContain('not locked yet');
+  });
+
+  it("takes the port's entry in learned.json of --state-dir", async () => {
+    const state = tempDir({});
+    writeLearned(state, [{ owner: { name: 'vm', uuid: '00000000-0000-0000-0000-000000000001' }, mac: MAC, mode: 'any', addresses: [{ ip: '10.0.0.2', source: 'kernel' }] }]);
+    expect(await verdict(['--state-dir', state, '--direction', 'in', '--frame', synIn(22)])).toMatchObject({ verdict: 'accept', learning: { state: 'locked', ips: ['10.0.0.2'], source: 'learned.json' } });
+    expect((await verdict(['--state-dir', state, '--direction', 'in', '--frame', synIn(80)])).verdict).toBe('drop');
+  });
+
+  it('refuses --learned-ip that is not an address, too many, or on a port that does not learn', async () => {
+    expect((await run(['--direction', 'in', '--frame', synIn(22), '--learned-ip', 'x'])).code).toBe(2);
+    expect((await run(['--direction', 'in', '--frame', synIn(22), '--learned-ip', '10.0.0.2', '--learned-ip', '10.0.0.3'])).code).toBe(2);
+    const fixed = tempDir({ 'vnet0.xml': bindingXml('vnet0', MAC, 'clean-traffic', { IP: '10.0.0.2' }) });
+    let err = '';
+    const code = await main(['explain', '--binding', fixed, '--iface', 'vnet0', '--direction', 'in', '--frame', synIn(22), '--learned-ip', '10.0.0.2'], { out: () => undefined, err: (x) => void (err += x) });
+    expect(code).toBe(2);
+    expect(err).toContain('does not learn');
+  });
+
+  it('the dhcp learning table: DHCP from the VM, replies from a trusted server only', () => {
+    const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: '10.0.0.1' });
+    const req = F.udpFrame({ srcMac: MAC, dstMac: 'ff:ff:ff:ff:ff:ff', srcIp: '0.0.0.0', dstIp: '255.255.255.255', sport: 68, dport: 67 });
+    const reply = (server: string) => F.udpFrame({ srcMac: PEER, dstMac: MAC, srcIp: server, dstIp: '10.0.0.2', sport: 67, dport: 68 });
+    expect(evaluateLearning(p, 'out', req).verdict).toBe('accept');
+    expect(evaluateLearning(p, 'out', F.udpFrame({ srcMac: MAC, dstMac: PEER, srcIp: '10.0.0.2', dstIp: '10.0.0.9', sport: 1, dport: 2 })).verdict).toBe('drop');
+    expect(evaluateLearning(p, 'in', reply('10.0.0.1')).verdict).toBe('accept');
+    expect(evaluateLearning(p, 'in', reply('10.0.0.200')).verdict).toBe('drop');
   });
 });
