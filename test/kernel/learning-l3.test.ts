@@ -16,6 +16,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { compileGeneration, type Backend } from '../../src/compile.js';
 import { loadGeneration, rollback, unload } from '../../src/host/apply.js';
 import { writeGeneration } from '../../src/host/generation.js';
+import { LoadedStore } from '../../src/host/loaded.js';
+import { MARK_LAYOUT } from '../../src/backends/nft/l3.js';
 import { copyBpfLearnedToNft, readLearnedFromKernel, readNftLearned } from '../../src/host/learn/kernel.js';
 import { evaluate } from '../../src/ir/eval.js';
 import { evaluateLearning } from '../../src/ir/eval/learning.js';
@@ -155,6 +157,21 @@ describe.skipIf(!isRoot).each(['nft', 'both'] as const)('L3 rules over a learned
       expect(await crosses('out', syn('out', '10.77.0.2', 80)), `${step}: VM TCP 80`).toBe(true);
       expect(await crosses('out', syn('out', '10.77.0.2', 443)), `${step}: VM TCP 443`).toBe(false);
     }
+  });
+
+  it('a record of the earlier mark layout (15-bit ids, no learned bits) is reloaded whole, and the L3 rules hold after', async () => {
+    const store = new LoadedStore(state);
+    const head = store.readHead();
+    expect(head?.markLayout).toBe(MARK_LAYOUT);
+    const { markLayout: _, ...old } = head as NonNullable<typeof head>;
+    store.writeHead(old);
+    const r = await loadGeneration(await generation('g3', true), opts());
+    expect(r.commit.path).toBe('full');
+    expect(r.commit.fullReason).toMatch(/mark layout changes \(1 -> 2\)/);
+    expect(store.readHead()?.markLayout).toBe(MARK_LAYOUT);
+    if (backend === 'both') await copyBpfLearnedToNft(opts());
+    expect(await crosses('in', syn('in', '10.77.0.2', 22))).toBe(true);
+    expect(await crosses('in', syn('in', '10.77.0.2', 80))).toBe(false);
     await unload(opts());
   });
 });

@@ -16,6 +16,8 @@ import { toHex } from '../../src/frames/bytes.js';
 import * as F from '../../src/lab/frames/build.js';
 import { writeLearned } from '../../src/host/learn/store.js';
 import { evaluateLearning } from '../../src/ir/eval/learning.js';
+import { kernelInventory } from '../../src/host/inventory.js';
+import { planFullLoad } from '../../src/host/load-plan.js';
 
 const FILTER = `<filter name='ssh-learned' chain='root'>
   <filterref filter='clean-traffic'/>
@@ -195,5 +197,30 @@ describe('explain on a learning port', () => {
     expect(evaluateLearning(p, 'out', F.udpFrame({ srcMac: MAC, dstMac: PEER, srcIp: '10.0.0.2', dstIp: '10.0.0.9', sport: 1, dport: 2 })).verdict).toBe('drop');
     expect(evaluateLearning(p, 'in', reply('10.0.0.1')).verdict).toBe('accept');
     expect(evaluateLearning(p, 'in', reply('10.0.0.200')).verdict).toBe('drop');
+  });
+});
+
+describe('a full replacement over learned state', () => {
+  it('leaves the learned-state sets the kernel holds as they are: no declaration (nft made them dynamic: declaring them again fails with EEXIST), no element deleted', () => {
+    const next = lower(policyFor('clean-traffic', {})).batch;
+    const T = { family: 'bridge', table: 'nwf_fast' };
+    const held = kernelInventory({
+      bridge: {
+        nftables: [
+          { metainfo: { json_schema_version: 1 } },
+          { table: { family: 'bridge', name: 'nwf_fast', handle: 1 } },
+          { set: { ...T, name: 'lrn-addr', type: ['ifname', 'ipv4_addr'], handle: 2, flags: ['timeout'], elem: [{ concat: ['vnet0', '10.0.0.2'] }] } },
+          { set: { ...T, name: 'lrn-w-vnet0', type: 'ipv4_addr', handle: 3, flags: ['timeout'] } },
+          { set: { ...T, name: 'lrn-locked', type: 'ifname', handle: 4, flags: ['timeout'], elem: ['vnet0'] } },
+        ],
+      },
+    });
+    const added = (cmds: readonly { op: string; object: { kind: string; name?: string } }[]) => cmds.filter((c) => c.op === 'add' && c.object.kind === 'set' && c.object.name?.startsWith('lrn-')).map((c) => c.object.name);
+    expect(added(next).sort()).toEqual(['lrn-addr', 'lrn-locked', 'lrn-w-vnet0']);
+    const plan = planFullLoad(held, next, 'g000002');
+    expect(added(plan.apply)).toEqual([]);
+    // nor are their elements stale: the port stays locked
+    expect(JSON.stringify([...plan.apply, ...plan.cleanup])).not.toMatch(/"delete"[^\]]*lrn-/);
+    expect(added(planFullLoad(kernelInventory({}), next, 'g000002').apply).sort()).toEqual(['lrn-addr', 'lrn-locked', 'lrn-w-vnet0']);
   });
 });
