@@ -18,7 +18,7 @@ import { failureOf, lowerToNft, type NftLowering } from './backends/nft/lower.js
 import type { NftParts } from './backends/nft/parts.js';
 import { printNftText } from './backends/nft/printer.js';
 import { toNftJson } from './backends/nft/serialize.js';
-import { lowerToBpf, type BpfLowering } from './backends/bpf/lower.js';
+import { lowerToBpf, type BpfLowering, type SeedLease } from './backends/bpf/lower.js';
 import { oneLayerReport, type OneLayerGroup } from './backends/layers.js';
 import { nftExpressesL2 } from './backends/nft/second-line.js';
 import { objectFile } from './backends/bpf/names.js';
@@ -102,6 +102,8 @@ export interface StoredBpfInterface {
   maps: { map: string; key: string; value: string }[];
   /** A learning port's seed address (written before the tap is enabled). */
   learnSeed?: string;
+  /** A dhcp learning port: its seeded leases (the lease entry is created with them before the tap is enabled). */
+  learnDhcp?: SeedLease[];
 }
 
 /** bpf.json: every interface's shape and map values, and each shape's object. */
@@ -190,6 +192,7 @@ function storedBpf(l: BpfLowering): StoredBpf {
       hooks: { ...i.hooks },
       maps: i.maps.map((m) => ({ map: m.map, key: Buffer.from(m.key).toString('hex'), value: Buffer.from(m.value).toString('hex') })),
       ...(i.learnSeed !== undefined ? { learnSeed: i.learnSeed } : {}),
+      ...(i.learnDhcp !== undefined ? { learnDhcp: i.learnDhcp } : {}),
     })),
     shapes: l.shapes.map((s) => ({ shapeId: s.shapeId, object: object(s.shapeId), interfaces: s.interfaces })),
   };

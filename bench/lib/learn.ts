@@ -280,7 +280,7 @@ async function nwfRounds(host: BenchHost, method: 'nft' | 'ebpf', o: LearnOption
     rmSync(work, { recursive: true, force: true });
   });
   // The window's clock: a direct kernel read (the eBPF map lookup; the nft set listed through libnftables in-process), one at a time.
-  const probe: Probe = async () => (method === 'ebpf' ? readBpfLearned([portName(0)], opts) : nftLearnedNow(host.hostNs)).get(portName(0))?.[0];
+  const probe: Probe = async () => (method === 'ebpf' ? readBpfLearned(new Map([[portName(0), { mode: 'any' as const }]]), opts).get(portName(0))?.[0]?.ip : nftLearnedNow(host.hostNs).get(portName(0))?.[0]);
   const rounds: LearnRound[] = [];
   try {
     for (let i = 0; i < o.rounds; i++) {

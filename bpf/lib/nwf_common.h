@@ -64,7 +64,11 @@ typedef _Bool bool;
 #define NWF_HAS_ARP_THA (1u << 9)  /* hlen 6, htype 1, target MAC present */
 #define NWF_HAS_STP (1u << 10)	   /* 42 42 03 00 00 00 after the Ethernet header */
 #define NWF_HAS_STP_CFG (1u << 11) /* and the 31 configuration bytes after it */
-#define NWF_HAS_LEARNED (1u << 12) /* the port's learned IPv4 address is in lrn_ip (IP learning) */
+#define NWF_HAS_LEARNED (1u << 12) /* the port's learned IPv4 addresses are in lrn_ip (IP learning) */
+
+/* Learned addresses a port can hold (an `any` address, or up to 4 dhcp leases). */
+#define NWF_LRN_SLOTS 4
+#define NWF_LRN_VALID (1ULL << 32)
 
 struct nwf_pkt {
 	__u64 dst;		/* destination MAC (memory image) */
@@ -102,8 +106,27 @@ struct nwf_pkt {
 	__u16 stp_fwd;
 	__u8 stp_type;
 	__u8 stp_flags;
-	__u64 lrn_ip;		/* the port's learned IPv4 address (memory image), with NWF_HAS_LEARNED */
+	/*
+	 * The port's learned IPv4 addresses, with NWF_HAS_LEARNED: NWF_LRN_VALID |
+	 * memory image per address (an `any` address, the live dhcp leases), 0 for
+	 * an unused slot. The valid bit keeps 0.0.0.0 from matching an unused slot.
+	 */
+	__u64 lrn_ip[NWF_LRN_SLOTS];
 };
+
+/* Is the IPv4 address `x` (memory image) one of the port's learned addresses? */
+static __always_inline bool nwf_lrn_match(const struct nwf_pkt *p, __u64 x)
+{
+	__u64 w = NWF_LRN_VALID | (x & 0xffffffffULL);
+
+	if (!(p->has & NWF_HAS_LEARNED))
+		return false;
+#pragma unroll
+	for (int i = 0; i < NWF_LRN_SLOTS; i++)
+		if (p->lrn_ip[i] == w)
+			return true;
+	return false;
+}
 
 /* An ebtables/iptables inversion: `!` flips the comparison result. */
 #define NWF_T(neg, cond) ((bool)(cond) != (bool)(neg))

@@ -84,6 +84,32 @@ static __always_inline __u32 nwf_run(void *ctx, const int kind, const int dir, _
 	if (v != NWF_LRN_POLICY)
 		return nwf_drop(idx, dir, (__u32)v);
 #endif
+#if NWF_LEARN_DHCP
+	{
+		struct nwf_lrn_dhcp_val *ls = bpf_map_lookup_elem(&nwf_lrn_dhcp, &ifindex);
+
+		if (!ls) {
+			/*
+			 * User space creates the entry (with its seeded leases) before the
+			 * tap is enabled; a tap re-created since starts with free slots
+			 * (the DHCP-only table), one writer winning as for `any`.
+			 */
+			bpf_map_update_elem(&nwf_lrn_dhcp, &ifindex, &nwf_lrn_dhcp_free, BPF_NOEXIST);
+			ls = bpf_map_lookup_elem(&nwf_lrn_dhcp, &ifindex);
+			if (!ls)
+				return nwf_drop(idx, dir, NWF_DROP_INTERNAL); /* map full: fail closed */
+		}
+		v = nwf_dhcp_before(&p, c, dir, ls);
+		if (v == NWF_LRN_POLICY)
+			v = dir == NWF_DIR_OUT ? nwf_policy_out(&p, c) : nwf_policy_in(&p, c);
+		if (v == NWF_STAT_ACCEPT) {
+			/* only a frame the policy (or the DHCP-only table) accepts teaches or releases */
+			nwf_dhcp_after(ctx, kind, &p, c, dir, ls);
+			return NWF_STAT_ACCEPT;
+		}
+		return nwf_drop(idx, dir, v > 0 ? (__u32)v : NWF_DROP_INTERNAL);
+	}
+#endif
 	v = dir == NWF_DIR_OUT ? nwf_policy_out(&p, c) : nwf_policy_in(&p, c);
 	if (v == NWF_STAT_ACCEPT)
 		return NWF_STAT_ACCEPT;

@@ -261,7 +261,7 @@ export function changeSetOf(g: Generation): ChangeSet {
       nft: part,
     };
     if (record.oneLayer?.length === 0) delete record.oneLayer;
-    ports.set(part.iface, { record, ...(b && cfg && part.status === 'protected' ? { bpf: { shapeId: b.shapeId, cfg, ...(b.learnSeed !== undefined ? { learnSeed: b.learnSeed } : {}) } } : {}) });
+    ports.set(part.iface, { record, ...(b && cfg && part.status === 'protected' ? { bpf: { shapeId: b.shapeId, cfg, ...(b.learnSeed !== undefined ? { learnSeed: b.learnSeed } : {}), ...(b.learnDhcp !== undefined ? { learnDhcp: b.learnDhcp } : {}) } } : {}) });
   }
   return {
     backend: m.backend,

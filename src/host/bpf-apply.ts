@@ -38,7 +38,8 @@ import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, openPinnedProgram
 import { attachPort, detachPort, hasTcx, linksPersist, pinnedTaps, planHooks, queryPort, tapPinDir, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookMechanism, type HookPlan, type PortPrograms } from './bpf/hook.js';
 import { withNetns } from './netns.js';
 import type { BpfShapeRecord, LoadedPortBpf } from './loaded.js';
-import { BPF_LEARNED_MAP, seedLearned } from './learn/seed.js';
+import { BPF_LEARNED_MAP, BPF_LEASES_MAP, seedLearned, seedLeases } from './learn/seed.js';
+import type { SeedLease } from '../backends/bpf/lower.js';
 
 export { DEFAULT_PIN_DIR, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookPlan };
 
@@ -48,6 +49,8 @@ export interface BpfWant {
   cfg: string;
   /** A learning port's seed address: written into the learned-state map before the tap is enabled. */
   learnSeed?: string;
+  /** A dhcp learning port: its seeded leases; its lease entry is created with them before the tap is enabled. */
+  learnDhcp?: SeedLease[];
 }
 
 /** A shape in force with its taps' slots. */
@@ -250,6 +253,12 @@ export class BpfCommit {
     for (const n of a.notes) this.notes.push(n);
   }
 
+  /** A learning port's learned state, written before its tap is enabled (the kernel's, if any, is kept). */
+  private seed(want: BpfWant, ifindex: number): void {
+    if (want.learnSeed !== undefined) seedLearned(this.o.pinDir, ifindex, want.learnSeed);
+    if (want.learnDhcp !== undefined) seedLeases(this.o.pinDir, ifindex, want.learnDhcp);
+  }
+
   private ns<T>(fn: () => T): T {
     return this.o.netns ? withNetns(this.o.netns, fn) : fn();
   }
@@ -412,7 +421,7 @@ export class BpfCommit {
         this.withPrograms(want.shapeId, (progs, maps) => {
           if (!this.loaded.has(want.shapeId)) configureMember(maps, index, Buffer.from(want.cfg, 'hex'));
           if (ifindex === undefined) return void missing.push(iface);
-          if (want.learnSeed !== undefined) seedLearned(this.o.pinDir, ifindex, want.learnSeed);
+          this.seed(want, ifindex);
           setMemberIfindex(maps, ifindex, index);
           this.attach(iface, ifindex, progs);
           this.newlyAttached.push({ iface, ifindex });
@@ -486,6 +495,7 @@ export class BpfCommit {
             if (moved) {
               configureMember(maps, index, Buffer.from(want.cfg, 'hex'));
               if (ifindex !== undefined) {
+                this.seed(want, ifindex);
                 setMemberIfindex(maps, ifindex, index);
                 this.attach(iface, ifindex, progs);
                 this.gateOn.set(iface, ifindex);
@@ -594,6 +604,7 @@ export function unpinAll(pinDir = DEFAULT_PIN_DIR): void {
   for (const d of readdirSync(pinDir)) if (shapeOfPinDir(d) !== undefined) rmSync(join(pinDir, d), { recursive: true, force: true });
   for (const t of pinnedTaps(pinDir)) rmSync(tapPinDir(pinDir, t), { recursive: true, force: true });
   rmSync(join(pinDir, BPF_LEARNED_MAP), { force: true });
+  rmSync(join(pinDir, BPF_LEASES_MAP), { force: true });
 }
 
 /** Per-port eBPF counters from a shape's pinned stats map (absent pins: undefined). */

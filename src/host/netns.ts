@@ -45,6 +45,8 @@ export interface Libc {
   poll(fds: Buffer, nfds: number, timeoutMs: number): number;
   /** poll(2) on a koffi worker thread: does not block the event loop. */
   pollAsync(fds: Buffer, nfds: number, timeoutMs: number): Promise<number>;
+  /** clock_gettime(2) into a struct timespec (16 bytes: tv_sec, tv_nsec as 64-bit integers). */
+  clock_gettime(clock: number, ts: Buffer): number;
   /** errno of the last call made on this thread. */
   errno(): number;
 }
@@ -67,6 +69,7 @@ export function libc(): Libc {
   const setsockopt = lib.func('int setsockopt(int fd, int level, int name, void *val, uint32_t len)');
   const close = lib.func('int close(int fd)');
   const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
+  const clockGettime = lib.func('int clock_gettime(int clk, void *ts)');
   libcCache = {
     setns: (fd, nstype) => setns(fd, nstype) as number,
     if_nametoindex: (name) => ifNameToIndex(name) as number,
@@ -85,6 +88,7 @@ export function libc(): Libc {
       new Promise<number>((resolve, reject) => {
         poll.async(fds, n, t, (err: unknown, res: number) => (err ? reject(err) : resolve(res)));
       }),
+    clock_gettime: (clk, ts) => clockGettime(clk, ts) as number,
     errno: () => koffi.errno(),
   };
   return libcCache;

@@ -80,7 +80,7 @@ function desired(b: InterfaceBinding, p: InterfacePolicy | undefined, nft: PortP
       ...(oneLayer.length ? { oneLayer } : {}),
       nft,
     },
-    ...(bpf && cfg && !error ? { bpf: { shapeId: bpf.shapeId, cfg: Buffer.from(cfg).toString('hex'), ...(bpf.learnSeed !== undefined ? { learnSeed: bpf.learnSeed } : {}) } } : {}),
+    ...(bpf && cfg && !error ? { bpf: { shapeId: bpf.shapeId, cfg: Buffer.from(cfg).toString('hex'), ...(bpf.learnSeed !== undefined ? { learnSeed: bpf.learnSeed } : {}), ...(bpf.learnDhcp !== undefined ? { learnDhcp: bpf.learnDhcp } : {}) } } : {}),
   };
 }
 

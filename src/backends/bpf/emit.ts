@@ -14,7 +14,7 @@ import type { Direction, JumpGuard } from '../../ir/types.js';
 import { DIRECTIONS } from '../../ir/types.js';
 import { DROP_REASONS, type DropReason } from '../../ir/reasons.js';
 import { ETHERTYPE_OF } from '../../ir/values.js';
-import { FIELDS, configLayout, groupSlots, testSlots, type BpfShape, type Field, type FieldTest, type RuleTemplate, type ShapeEntry, type ShapeGroup } from './plan.js';
+import { FIELDS, LRN_SERVERS, configLayout, groupSlots, testSlots, type BpfShape, type Field, type FieldTest, type RuleTemplate, type ShapeEntry, type ShapeGroup } from './plan.js';
 import { appendAll } from '../../util/arrays.js';
 
 /** The C expression of each field in struct nwf_pkt. */
@@ -82,8 +82,8 @@ const hex4 = (n: number): string => `0x${n.toString(16).padStart(4, '0')}`;
 function testExpr(t: FieldTest, k: number): string {
   const x = C_FIELD[t.field];
   const neg = t.neg ? 1 : 0;
-  // the port's learned address (nwf_learn.h): none while it learns, so a positive test fails
-  if (t.learned) return `NWF_T(${neg}, (p->has & NWF_HAS_LEARNED) && (__u64)${x} == p->lrn_ip)`;
+  // the port's learned addresses (nwf_learn.h): none while it learns, so a positive test fails
+  if (t.learned) return `NWF_T(${neg}, nwf_lrn_match(p, (__u64)${x}))`;
   const kind = FIELDS[t.field];
   switch (kind) {
     case 'mac':
@@ -168,9 +168,9 @@ export function features(shape: BpfShape): Record<string, boolean> {
   const any = (flag: string): boolean => req.some((r) => r.has(flag));
   return {
     NWF_USE_VLAN: any('NWF_HAS_VLAN'),
-    // learning reads the IPv4 source of every frame
+    // learning reads the IPv4 source of every frame; dhcp learning its UDP ports
     NWF_USE_IP4: any('NWF_HAS_IP4') || shape.learn !== undefined,
-    NWF_USE_IP4_L4: any('NWF_HAS_IP4_L4'),
+    NWF_USE_IP4_L4: any('NWF_HAS_IP4_L4') || shape.learn === 'dhcp',
     NWF_USE_IP6: any('NWF_HAS_IP6'),
     NWF_USE_IP6_UP: any('NWF_HAS_IP6_UP'),
     NWF_USE_IP6_L4: any('NWF_HAS_IP6_L4'),
@@ -301,7 +301,7 @@ export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
   const { entries, all } = indexGroups(shape);
   const layout = configLayout(
     all.map((x) => x.group),
-    shape.learn !== undefined,
+    shape.learn,
   );
   const feat = features(shape);
   const L: string[] = [];
@@ -320,7 +320,11 @@ export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
   L.push(`#define NWF_HOOKED_OUT ${shape.dirs.out.hooked ? 1 : 0}`);
   L.push(`#define NWF_HOOKED_IN ${shape.dirs.in.hooked ? 1 : 0}`);
   for (const [k, v] of Object.entries(feat)) L.push(`#define ${k} ${v ? 1 : 0}`);
-  if (shape.learn) L.push(`#define NWF_LEARN_ANY 1 /* the ports learn $IP (nwf_learn.h) */`);
+  if (shape.learn === 'any') L.push(`#define NWF_LEARN_ANY 1 /* the ports learn $IP (nwf_learn.h) */`);
+  if (shape.learn === 'dhcp') {
+    L.push(`#define NWF_LEARN_DHCP 1 /* the ports learn $IP from DHCPACKs (nwf_learn.h) */`);
+    L.push(`#define NWF_LRN_SERVERS ${LRN_SERVERS} /* DHCPSERVER values in the config */`);
+  }
   L.push(`#define NWF_NGROUPS ${all.length}`);
   L.push('');
   L.push(`/* The nwf_cfg map value: ${layout.size} bytes, all members __u64 (no padding). */`);
@@ -332,6 +336,10 @@ export function emitPolicyHeader(shape: BpfShape, shapeId: string): string {
     if (slots > 0) L.push(`\t__u64 g${x.index}[${x.group.cap}][${slots}]; /* ${x.group.template.tests.filter((t) => !t.learned).map((t) => t.field).join(' ')} */`);
   }
   if (shape.learn) L.push('\t__u64 lrn_mac; /* the port\'s MAC (memory image): the learning table tests it */');
+  if (shape.learn === 'dhcp') {
+    L.push('\t__u64 lrn_nsrv; /* DHCPSERVER values in lrn_srv; 0: any server is trusted */');
+    L.push('\t__u64 lrn_srv[NWF_LRN_SERVERS]; /* the trusted servers (memory images) */');
+  }
   L.push('};');
   L.push('');
   L.push('static __always_inline bool nwf_is_bga(const struct nwf_pkt *p)');

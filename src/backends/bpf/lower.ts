@@ -29,7 +29,7 @@ import { emitPolicyHeader } from './emit.js';
 import { MAP_NAMES, PROGRAM_NAMES, TC_HOOKS, XDP_PROGRAM_NAME } from './names.js';
 import { encodeConfig, planInterface, type BpfPlan } from './plan.js';
 import { seedOf } from '../nft/learn.js';
-import type { LearnedEntry } from '../../ir/learning.js';
+import { learnKey, type LearnedEntry } from '../../ir/learning.js';
 
 export interface BpfMapWrite {
   map: string;
@@ -60,6 +60,29 @@ export interface BpfInterfaceLowering {
   l3Rules: number;
   /** A learning port's seed (learned state from user space): written before the tap is enabled. */
   learnSeed?: string;
+  /**
+   * A dhcp learning port: its seeded leases (unexpired, wall-clock expiry;
+   * none: an infinite lease), possibly none. The loader creates the port's
+   * lease entry with them before the tap is enabled.
+   */
+  learnDhcp?: SeedLease[];
+}
+
+/** A dhcp lease to seed: the address and its wall-clock expiry (ISO UTC; absent: infinite). */
+export interface SeedLease {
+  ip: string;
+  expires?: string;
+}
+
+/** The unexpired leases of a dhcp port's seed entry, at most 4 (the program's slots). */
+export function dhcpSeedOf(p: InterfacePolicy, seeds: ReadonlyMap<string, LearnedEntry> | undefined, now = Date.now()): SeedLease[] {
+  if (p.learning?.mode !== 'dhcp' || !seeds || !p.ownerUuid) return [];
+  const e = seeds.get(learnKey(p.ownerUuid, p.mac));
+  if (!e || e.mode !== 'dhcp') return [];
+  return e.addresses
+    .filter((a) => a.expires === undefined || Date.parse(a.expires) > now)
+    .slice(0, 4)
+    .map((a) => ({ ip: a.ip, ...(a.expires !== undefined ? { expires: a.expires } : {}) }));
 }
 
 export interface BpfLowering {
@@ -101,7 +124,7 @@ function u32(n: number): Uint8Array {
 }
 
 /** One interface's values and shape (throws the NwfError of a policy this backend refuses). */
-export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 'bpf', seed?: string): BpfInterfaceLowering {
+export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 'bpf', seed?: string, leases: SeedLease[] = []): BpfInterfaceLowering {
   checkInterfaceL3(p, backend);
   const plan = planInterface(p);
   return {
@@ -113,7 +136,8 @@ export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 
     maps: [{ map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) }],
     plan,
     l3Rules: ruleCounts(p).l3Rules,
-    ...(seed !== undefined && p.learning ? { learnSeed: seed } : {}),
+    ...(seed !== undefined && p.learning?.mode === 'any' ? { learnSeed: seed } : {}),
+    ...(p.learning?.mode === 'dhcp' ? { learnDhcp: leases } : {}),
   };
 }
 
@@ -130,7 +154,7 @@ export function lowerToBpf(ir: PolicyIR, backend: 'bpf' | 'both' = 'bpf', onErro
   for (const p of ir.interfaces) {
     let l: BpfInterfaceLowering;
     try {
-      l = lowerBpfInterface(p, backend, seedOf(p, seeds)[0]);
+      l = lowerBpfInterface(p, backend, seedOf(p, seeds)[0], dhcpSeedOf(p, seeds));
     } catch (e) {
       if (!onError || !(e instanceof NwfError)) throw e;
       onError(p, e);

@@ -136,15 +136,26 @@ export interface BpfPlan {
   shape: BpfShape;
   /** 16 hex digits: the first 8 bytes of the shape's SHA-256. */
   shapeId: string;
-  /** A learning port's MAC (its learning table tests the source MAC against it). */
-  learnMac?: string;
+  /** A learning port's values (its learning table tests them). */
+  learn?: LearnValues;
+}
+
+/** DHCPSERVER values a dhcp learning port's config holds (bpf/lib/nwf_learn.h, NWF_LRN_SERVERS). */
+export const LRN_SERVERS = 16;
+
+export interface LearnValues {
+  mode: 'any' | 'dhcp';
+  /** The port's MAC: the learning table tests the source MAC, a DHCPACK's chaddr. */
+  mac: string;
+  /** dhcp: the trusted servers (DHCPSERVER), as address bytes; empty: any server. */
+  servers: Uint8Array[];
 }
 
 /** The value-free description a shape id is computed from. */
 export interface BpfShape {
   version: number;
   /** The shape's ports learn their address (IP learning, bpf/lib/nwf_learn.h). */
-  learn?: 'any';
+  learn?: 'any' | 'dhcp';
   dirs: Record<Direction, { hooked: boolean; entries: ShapeEntry[] }>;
 }
 export type ShapeGroup = { template: RuleTemplate; cap: number };
@@ -436,17 +447,11 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
     flush();
     dirs[dir] = { hooked: pol.root.length > 0, entries };
   }
-  if (p.learning && p.learning.mode !== 'any') {
-    throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface} learns its IP address with CTRL_IP_LEARNING=${p.learning.mode}, which the bpf backend does not implement yet: the port fails closed`, {
-      iface: p.iface,
-      filter: p.filter,
-      location: { file: p.file },
-      hint: "give the address in the interface's filterref (<parameter name='IP' value='...'/>), or use CTRL_IP_LEARNING=any",
-    });
-  }
-  const { shape, shapeId } = shapeOf(JSON.stringify([p.learning ? 'learn' : '', ...b.sig]), () => ({
+  const learn = p.learning ? learnConfig(p) : undefined;
+  // the learning mode is part of the structure: a dhcp shape's programs and config differ from an any shape's
+  const { shape, shapeId } = shapeOf(JSON.stringify([learn?.mode ?? '', ...b.sig]), () => ({
     version: BPF_PLAN_VERSION,
-    ...(p.learning ? { learn: 'any' as const } : {}),
+    ...(learn ? { learn: learn.mode } : {}),
     dirs: Object.fromEntries(
       DIRECTIONS.map((d) => [
         d,
@@ -457,7 +462,7 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
       ]),
     ) as BpfShape['dirs'],
   }));
-  return { iface: p.iface, dirs, groups: b.groups, shape, shapeId, ...(p.learning ? { learnMac: p.mac } : {}) };
+  return { iface: p.iface, dirs, groups: b.groups, shape, shapeId, ...(learn ? { learn } : {}) };
 }
 
 /**
@@ -477,6 +482,38 @@ function shapeOf(sig: string, build: () => BpfShape): { shape: BpfShape; shapeId
     shapes.set(sig, s);
   }
   return s;
+}
+
+/** A learning port's values: its MAC and, for dhcp, its trusted servers (memory images). */
+function learnConfig(p: InterfacePolicy): LearnValues {
+  const l = p.learning as NonNullable<InterfacePolicy['learning']>;
+  if (l.mode === 'any') return { mode: 'any', mac: p.mac, servers: [] };
+  const servers = [...new Set(l.dhcpServers)];
+  if (servers.length > LRN_SERVERS) {
+    throw new NwfError(CODES.VALUE_OUT_OF_RANGE, `interface ${p.iface}: DHCPSERVER lists ${servers.length} servers, the bpf backend checks at most ${LRN_SERVERS}: the port fails closed`, {
+      iface: p.iface,
+      filter: p.filter,
+      location: { file: p.file },
+      expected: `at most ${LRN_SERVERS} DHCPSERVER values`,
+      hint: 'list fewer DHCP servers, or use the nft backend',
+    });
+  }
+  return {
+    mode: 'dhcp',
+    mac: p.mac,
+    servers: servers.map((s) => {
+      const v = parseIPv4(s);
+      if (v === undefined) {
+        throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface}: DHCPSERVER value ${JSON.stringify(s)} is not an IPv4 address: the port fails closed`, {
+          iface: p.iface,
+          filter: p.filter,
+          location: { file: p.file },
+          expected: 'IPv4 addresses (a.b.c.d) in DHCPSERVER',
+        });
+      }
+      return Uint8Array.of(v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255);
+    }),
+  };
 }
 
 /** Canonical JSON (sorted keys) of a value. */
@@ -512,9 +549,11 @@ export interface ConfigLayout {
   groupOffsets: number[];
   /** Learning shapes: offset of lrn_mac, the port's MAC (memory image). */
   lrnMacOffset?: number;
+  /** dhcp learning shapes: offset of lrn_nsrv (the DHCPSERVER count), followed by lrn_srv[LRN_SERVERS]. */
+  lrnServersOffset?: number;
 }
 
-export function configLayout(groups: readonly { template: RuleTemplate; cap: number }[], learn = false): ConfigLayout {
+export function configLayout(groups: readonly { template: RuleTemplate; cap: number }[], learn?: 'any' | 'dhcp'): ConfigLayout {
   let off = 8 + 8 * Math.max(1, groups.length);
   const groupOffsets = groups.map((g) => {
     const slots = groupSlots(g.template);
@@ -523,6 +562,7 @@ export function configLayout(groups: readonly { template: RuleTemplate; cap: num
     off += g.cap * slots * 8;
     return at;
   });
+  if (learn === 'dhcp') return { size: off + 16 + 8 * LRN_SERVERS, countsOffset: 8, groupOffsets, lrnMacOffset: off, lrnServersOffset: off + 8 };
   if (learn) return { size: off + 8, countsOffset: 8, groupOffsets, lrnMacOffset: off };
   return { size: off, countsOffset: 8, groupOffsets };
 }
@@ -534,9 +574,14 @@ export function shapeTag(shapeId: string): bigint {
 
 /** The bytes of struct nwf_config for this interface's values. */
 export function encodeConfig(plan: BpfPlan): Uint8Array {
-  const layout = configLayout(plan.groups, plan.shape.learn !== undefined);
+  const layout = configLayout(plan.groups, plan.shape.learn);
   const out = new Uint8Array(layout.size);
-  if (layout.lrnMacOffset !== undefined) out.set(macToBytes(plan.learnMac ?? '00:00:00:00:00:00'), layout.lrnMacOffset);
+  if (layout.lrnMacOffset !== undefined) out.set(macToBytes(plan.learn?.mac ?? '00:00:00:00:00:00'), layout.lrnMacOffset);
+  if (layout.lrnServersOffset !== undefined) {
+    const servers = plan.learn?.servers ?? [];
+    out.set(slotNum(servers.length), layout.lrnServersOffset);
+    servers.forEach((a, i) => out.set(a, layout.lrnServersOffset! + 8 + 8 * i));
+  }
   out.set(slotNum(shapeTag(plan.shapeId)), 0);
   plan.groups.forEach((g, i) => {
     out.set(slotNum(g.tuples.length), layout.countsOffset + 8 * i);

@@ -89,7 +89,7 @@ export const tuple = (...items: (AtomLike | PrefixValue | RangeValue)[]): TupleV
   kind: 'tuple',
   items: items.map((i) => (typeof i === 'number' ? num(i) : i)),
 });
-export const elem = (value: ElemValue['value'], comment: string): ElemValue => ({ kind: 'elem', value, comment });
+export const elem = (value: ElemValue['value'], comment: string, timeout?: number): ElemValue => ({ kind: 'elem', value, comment, ...(timeout !== undefined ? { timeout } : {}) });
 /** An element that expires after `seconds` (the set needs flags timeout). */
 export const timed = (value: ElemValue['value'], seconds: number): ElemValue => ({ kind: 'elem', value, timeout: seconds });
 /** Anonymous set `{ a, b }`. */

@@ -2,7 +2,7 @@
 // 4.2): the persistent learned-state sets of the nft backend
 // (backends/nft/learn.ts) and the pinned eBPF learning map, for the learning
 // ports of the loaded generation (their identity is in their recorded part).
-import type { LearnedEntry } from '../../ir/learning.js';
+import type { LearnedAddress, LearnedEntry } from '../../ir/learning.js';
 import { BRIDGE_TABLE, nftNames } from '../../backends/nft/names.js';
 import type { PortLearnInfo } from '../../backends/nft/parts.js';
 import { LoadedStore } from '../loaded.js';
@@ -10,11 +10,13 @@ import { DEFAULT_STATE_DIR } from '../generation.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_PIN_DIR } from '../bpf/bpffs.js';
-import { openPinnedMap } from '../bpf/map.js';
+import { openPinnedMap, type BpfMap } from '../bpf/map.js';
 import { ifIndex } from '../bpf/netns.js';
 import { withNetns } from '../netns.js';
-import { BPF_LEARNED_MAP } from './seed.js';
+import { BPF_LEARNED_MAP, BPF_LEASES_MAP, bootTimeNs, decodeLeases, expiryOf } from './seed.js';
+import { leaseSync } from './copy-leases.js';
 import { listed, nftApply, nftListSet } from '../nft.js';
+import { appendAll } from '../../util/arrays.js';
 import { add, del, flush, nftTable, str, sym, tuple } from '../../backends/nft/build.js';
 import { toNftJson } from '../../backends/nft/serialize.js';
 
@@ -105,24 +107,39 @@ export async function readNftLeases(ifaces: readonly string[], opts: Omit<ReadLe
   return out;
 }
 
-/** The eBPF backend's learned addresses of `ifaces` (by tap ifindex in the netns), by interface; empty without the map. */
-export function readBpfLearned(ifaces: readonly string[], opts: { netns?: string; pinDir?: string }): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  const path = join(opts.pinDir ?? DEFAULT_PIN_DIR, BPF_LEARNED_MAP);
-  if (!existsSync(path)) return out;
-  const map = openPinnedMap(path);
+/**
+ * The eBPF backend's learned addresses of the learning `ports` (by tap
+ * ifindex in the netns), by interface; empty without the maps. `any`: the
+ * address; `dhcp`: the live leases, their boot-time deadlines converted to
+ * wall-clock expiries (CLOCK_BOOTTIME read now).
+ */
+export function readBpfLearned(ports: ReadonlyMap<string, Pick<PortLearnInfo, 'mode'>>, opts: { netns?: string; pinDir?: string }): Map<string, LearnedAddress[]> {
+  const out = new Map<string, LearnedAddress[]>();
+  const pinDir = opts.pinDir ?? DEFAULT_PIN_DIR;
+  const open = (name: string): BpfMap | undefined => (existsSync(join(pinDir, name)) ? openPinnedMap(join(pinDir, name)) : undefined);
+  const any = open(BPF_LEARNED_MAP);
+  const dhcp = open(BPF_LEASES_MAP);
+  if (!any && !dhcp) return out;
   try {
-    const find = () => ifaces.map((i) => ({ iface: i, index: tapIndex(i) }));
+    const find = () => [...ports].map(([iface, info]) => ({ iface, mode: info.mode, index: tapIndex(iface) }));
     const indexes = opts.netns ? withNetns(opts.netns, find) : find();
-    for (const { iface, index } of indexes) {
+    const clocks = { wallMs: Date.now(), bootNs: bootTimeNs() };
+    for (const { iface, mode, index } of indexes) {
       if (index === undefined) continue;
       const key = Buffer.alloc(4);
       key.writeUInt32LE(index);
-      const v = map.lookup(key);
-      if (v) out.set(iface, [[...v.subarray(0, 4)].join('.')]);
+      if (mode === 'dhcp') {
+        const v = dhcp?.lookup(key);
+        const leases = v ? decodeLeases(v, clocks.bootNs) : [];
+        if (leases.length) out.set(iface, leases.map((l) => ({ ip: l.ip, expires: expiryOf(l.deadline, clocks), source: 'kernel' as const })));
+        continue;
+      }
+      const v = any?.lookup(key);
+      if (v) out.set(iface, [{ ip: [...v.subarray(0, 4)].join('.'), source: 'kernel' as const }]);
     }
   } finally {
-    map.close();
+    any?.close();
+    dhcp?.close();
   }
   return out;
 }
@@ -141,23 +158,15 @@ export async function readLearnedFromKernel(opts: ReadLearnedOptions = {}): Prom
   if (ports.size === 0) return [];
   const nft = await readNftLearned(opts);
   const leases = await readNftLeases([...ports].filter(([, info]) => info.mode === 'dhcp').map(([iface]) => iface), opts);
-  // eBPF (bpf, both): the program is the learner; its address wins where both hold one
-  const bpf = readBpfLearned([...ports.keys()], opts);
+  // eBPF (bpf, both): the program is the learner; its addresses win where both hold some
+  const bpf = readBpfLearned(ports, opts);
   const out: LearnedEntry[] = [];
   for (const [iface, info] of [...ports].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    // the nft backend's dhcp leases (a lease set of the port's own; none under both, where the program learns)
     const held = info.mode === 'dhcp' ? leases.get(iface) : undefined;
-    if (held?.length) {
-      out.push({ owner: { name: info.owner, uuid: info.uuid ?? '' }, mac: info.mac, mode: info.mode, addresses: held.map((l) => ({ ip: l.ip, expires: l.expires, source: 'kernel' as const })) });
-      continue;
-    }
-    const ips = bpf.get(iface) ?? nft.get(iface) ?? [];
-    if (!ips.length) continue;
-    out.push({
-      owner: { name: info.owner, uuid: info.uuid ?? '' },
-      mac: info.mac,
-      mode: info.mode,
-      addresses: ips.map((ip) => ({ ip, source: 'kernel' as const })),
-    });
+    const addresses = held?.length ? held.map((l) => ({ ip: l.ip, expires: l.expires, source: 'kernel' as const })) : (bpf.get(iface) ?? (nft.get(iface) ?? []).map((ip) => ({ ip, source: 'kernel' as const })));
+    if (!addresses.length) continue;
+    out.push({ owner: { name: info.owner, uuid: info.uuid ?? '' }, mac: info.mac, mode: info.mode, addresses });
   }
   return out;
 }
@@ -172,16 +181,19 @@ export async function readLearnedFromKernel(opts: ReadLearnedOptions = {}): Prom
 export async function copyBpfLearnedToNft(opts: ReadLearnedOptions): Promise<string[]> {
   const ports = learningPorts(opts.stateDir ?? DEFAULT_STATE_DIR);
   if (ports.size === 0) return [];
-  const bpf = readBpfLearned([...ports.keys()], opts);
-  if (bpf.size === 0) return [];
+  const bpf = readBpfLearned(ports, opts);
+  const dhcp = [...ports].filter(([, i]) => i.mode === 'dhcp').map(([iface]) => iface);
+  if (bpf.size === 0 && dhcp.length === 0) return [];
   const nft = await readNftLearned(opts);
-  const copy = [...bpf].filter(([iface, ips]) => !(nft.get(iface) ?? []).includes(ips[0] as string));
-  if (!copy.length) return [];
+  const copy = [...bpf].filter(([iface, a]) => ports.get(iface)?.mode === 'any' && !(nft.get(iface) ?? []).includes(a[0]?.ip as string));
   const addrs = nftNames.learnedAddrs();
   const locked = nftNames.learnedLocked();
-  const cmds = copy.flatMap(([iface, ips]) => [add(br.element(addrs, [tuple(str(iface), sym(ips[0] as string))])), add(br.element(locked, [str(iface)]))]);
+  const cmds = copy.flatMap(([iface, a]) => [add(br.element(addrs, [tuple(str(iface), sym(a[0]?.ip as string))])), add(br.element(locked, [str(iface)]))]);
+  const synced = dhcp.length ? await leaseSync(dhcp, bpf, opts) : { cmds: [], ports: [] };
+  appendAll(cmds, synced.cmds);
+  if (!cmds.length) return [];
   await nftApply(toNftJson(cmds), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
-  return copy.map(([iface]) => iface);
+  return [...copy.map(([iface]) => iface), ...synced.ports].sort();
 }
 
 /** A learning port that left the loaded generation (or stopped learning): its tap and, for eBPF, its last ifindex. */
@@ -242,17 +254,19 @@ export async function forgetLearned(ports: readonly DepartedPort[], opts: Omit<R
     if (still.has(p.iface)) cmds.push(flush(br.setRef(nftNames.learnedLeases(p.iface))));
   }
   if (cmds.length) await nftApply(toNftJson(cmds), { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) });
-  const path = join(opts.pinDir ?? DEFAULT_PIN_DIR, BPF_LEARNED_MAP);
-  if (!existsSync(path)) return;
-  const map = openPinnedMap(path);
-  try {
-    for (const p of ports) {
-      if (p.ifindex === undefined) continue;
-      const key = Buffer.alloc(4);
-      key.writeUInt32LE(p.ifindex);
-      map.delete(key);
+  for (const name of [BPF_LEARNED_MAP, BPF_LEASES_MAP]) {
+    const path = join(opts.pinDir ?? DEFAULT_PIN_DIR, name);
+    if (!existsSync(path)) continue;
+    const map = openPinnedMap(path);
+    try {
+      for (const p of ports) {
+        if (p.ifindex === undefined) continue;
+        const key = Buffer.alloc(4);
+        key.writeUInt32LE(p.ifindex);
+        map.delete(key);
+      }
+    } finally {
+      map.close();
     }
-  } finally {
-    map.close();
   }
 }
