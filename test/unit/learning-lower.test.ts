@@ -5,7 +5,10 @@ import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { printNftText } from '../../src/backends/nft/printer.js';
 import { ageLearnedSeeds, DEFAULT_DHCP_KERNEL_LEASE, nftDhcpNote, portSeedOf, seedOf } from '../../src/backends/nft/learn.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
-import { encodeConfig, planInterface } from '../../src/backends/bpf/plan.js';
+import { encodeConfig, LRN_SERVERS, planInterface } from '../../src/backends/bpf/plan.js';
+import { emitPolicyHeader } from '../../src/backends/bpf/emit.js';
+import { dhcpSeedOf, lowerBpfInterface } from '../../src/backends/bpf/lower.js';
+import { decodeLeases, deadlineOf, encodeLeases, expiryOf, INFINITE_EXPIRES, INFINITE_NS } from '../../src/host/learn/seed.js';
 import { concatElements, leaseElements } from '../../src/host/learn/kernel.js';
 import { defaultConfigText, parseConfig } from '../../src/host/config.js';
 import { expectFile, runCli } from '../support/fixture-cases.js';
@@ -67,9 +70,19 @@ describe('IP learning, nft lowering', () => {
     expect(r.failed).toEqual([]);
   });
 
-  it('dhcp is resolved but not lowered by the eBPF backend yet', () => {
-    const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: '10.0.0.1' });
-    expect(() => planInterface(p)).toThrow(/not implement/);
+  it('dhcp under --backend both: the nft line holds the DHCP-only table until the copy', () => {
+    const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: ['10.0.0.1', '10.0.0.2'] });
+    const pol: PolicyIR = { version: 1, interfaces: [p], notes: [] };
+    const both = lowerToNft(pol, { strict: true, mode: 'second-line' });
+    const text = printNftText(both.batch);
+    expect(text).toContain('add rule bridge nwf_fast lrnc-out-vnet0 meta iifname @lrn-locked goto sh-');
+    expect(text).toContain('lrnc-out-vnet0 ether type 0x800 ip protocol 17 udp sport 68 udp dport 67 accept');
+    expect(text).toContain('lrnc-out-vnet0 ether type 0x806 goto drop-out-arp_spoof');
+    expect(text).toContain('lrnc-in-vnet0 ether daddr { 52:54:00:00:00:01, ff:ff:ff:ff:ff:ff } ether type 0x800 ip saddr { 10.0.0.1, 10.0.0.2 } ip protocol 17 udp sport 67 udp dport 68 accept');
+    expect(text).toContain('lrnc-in-vnet0 goto drop-in-policy');
+    // it never learns on its own
+    expect(text).not.toMatch(/lrnc-\w+-vnet0 .*add @/);
+    expect(both.parts.ports[0]?.learn).toEqual({ mode: 'dhcp', owner: 'vm', uuid: UUID, mac: MAC });
   });
 });
 
@@ -192,6 +205,64 @@ describe('IP learning, eBPF plan', () => {
     expect(learnedTests.sort()).toEqual(['arp.spa', 'ip4.src']);
     const cfg = encodeConfig(learning);
     expect(Buffer.from(cfg.subarray(cfg.length - 8, cfg.length - 2)).toString('hex')).toBe('525400000001');
+  });
+
+  it('dhcp: its own shape (NWF_LEARN_DHCP, UDP ports parsed); the config ends with the MAC, the DHCPSERVER count and addresses', () => {
+    const plan = planInterface(policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: ['10.0.0.1', '10.0.0.2'] }));
+    const anyServer = planInterface(policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp' }));
+    expect(plan.shape.learn).toBe('dhcp');
+    expect(plan.shapeId).toBe(anyServer.shapeId); // servers are values
+    expect(plan.shapeId).not.toBe(planInterface(policyFor('clean-traffic', {})).shapeId);
+    const h = emitPolicyHeader(plan.shape, plan.shapeId);
+    expect(h).toContain('#define NWF_LEARN_DHCP 1');
+    expect(h).toContain('#define NWF_USE_IP4_L4 1');
+    expect(h).toContain(`__u64 lrn_srv[NWF_LRN_SERVERS];`);
+    expect(h).not.toContain('NWF_LEARN_ANY');
+    const cfg = Buffer.from(encodeConfig(plan));
+    const at = cfg.length - 8 * (2 + LRN_SERVERS);
+    expect(cfg.subarray(at, at + 6).toString('hex')).toBe('525400000001');
+    expect(cfg.readBigUInt64LE(at + 8)).toBe(2n);
+    expect([...cfg.subarray(at + 16, at + 20)]).toEqual([10, 0, 0, 1]);
+    expect([...cfg.subarray(at + 24, at + 28)]).toEqual([10, 0, 0, 2]);
+    expect(Buffer.from(encodeConfig(anyServer)).readBigUInt64LE(at + 8)).toBe(0n);
+  });
+
+  it('dhcp: more DHCPSERVER values than the program checks, or one that is not IPv4, fail the port closed', () => {
+    const many = Array.from({ length: LRN_SERVERS + 1 }, (_, i) => `10.0.1.${i + 1}`);
+    expect(() => planInterface(policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: many }))).toThrow(/at most 16/);
+  });
+
+  it('dhcp seeds: unexpired leases with their expiry, at most 4; none for another mode', () => {
+    const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp' });
+    const at = (ip: string, expires: string) => ({ ip, expires, source: 'state' as const });
+    const leases = entry('', { mode: 'dhcp', addresses: [at('10.0.0.6', '2026-01-01T00:00:00Z'), ...[7, 8, 9, 10, 11].map((n) => at(`10.0.0.${n}`, '2026-12-31T00:00:00Z'))] });
+    const now = Date.parse('2026-06-01T00:00:00Z');
+    expect(dhcpSeedOf(p, new Map([[learnKey(UUID, MAC), leases]]), now)).toEqual([7, 8, 9, 10].map((n) => ({ ip: `10.0.0.${n}`, expires: '2026-12-31T00:00:00Z' })));
+    expect(dhcpSeedOf(p, new Map([[learnKey(UUID, MAC), entry('10.0.0.5')]]), now)).toEqual([]);
+    expect(lowerBpfInterface(p).learnDhcp).toEqual([]);
+    expect(lowerBpfInterface(policyFor('clean-traffic', {})).learnDhcp).toBeUndefined();
+  });
+});
+
+describe('eBPF lease values', () => {
+  it('encode and decode the slots; expired and free slots are not live; wall clock and boot time convert both ways', () => {
+    const v = encodeLeases([
+      { ip: '10.0.0.2', deadline: 5_000_000_000n },
+      { ip: '10.0.0.3', deadline: 1_000_000_000n },
+      { ip: '10.0.0.4', deadline: INFINITE_NS },
+    ]);
+    expect(v.length).toBe(64);
+    expect([...v.subarray(0, 5)]).toEqual([10, 0, 0, 2, 1]); // memory image, then the valid bit
+    expect(decodeLeases(v, 2_000_000_000n)).toEqual([
+      { ip: '10.0.0.2', deadline: 5_000_000_000n },
+      { ip: '10.0.0.4', deadline: INFINITE_NS },
+    ]);
+    const clocks = { wallMs: Date.parse('2026-06-01T00:00:00Z'), bootNs: 100_000_000_000n };
+    expect(deadlineOf('2026-06-01T00:01:00Z', clocks)).toBe(160_000_000_000n);
+    expect(expiryOf(160_000_000_000n, clocks)).toBe('2026-06-01T00:01:00.000Z');
+    expect(expiryOf(INFINITE_NS, clocks)).toBe(INFINITE_EXPIRES);
+    expect(deadlineOf(INFINITE_EXPIRES, clocks)).toBe(INFINITE_NS);
+    expect(deadlineOf(undefined, clocks)).toBe(INFINITE_NS);
   });
 });
 

@@ -110,8 +110,8 @@ export async function readNftLeases(ifaces: readonly string[], opts: Omit<ReadLe
 /**
  * The eBPF backend's learned addresses of the learning `ports` (by tap
  * ifindex in the netns), by interface; empty without the maps. `any`: the
- * address; `dhcp`: the live leases, their boot-time deadlines converted to
- * wall-clock expiries (CLOCK_BOOTTIME read now).
+ * address; `dhcp`: the live leases (none: an empty list), their boot-time
+ * deadlines converted to wall-clock expiries (CLOCK_BOOTTIME read now).
  */
 export function readBpfLearned(ports: ReadonlyMap<string, Pick<PortLearnInfo, 'mode'>>, opts: { netns?: string; pinDir?: string }): Map<string, LearnedAddress[]> {
   const out = new Map<string, LearnedAddress[]>();
@@ -129,9 +129,9 @@ export function readBpfLearned(ports: ReadonlyMap<string, Pick<PortLearnInfo, 'm
       const key = Buffer.alloc(4);
       key.writeUInt32LE(index);
       if (mode === 'dhcp') {
+        // a port with an entry is the program's (bpf, both): no live lease means none, whatever nft holds
         const v = dhcp?.lookup(key);
-        const leases = v ? decodeLeases(v, clocks.bootNs) : [];
-        if (leases.length) out.set(iface, leases.map((l) => ({ ip: l.ip, expires: expiryOf(l.deadline, clocks), source: 'kernel' as const })));
+        if (v) out.set(iface, decodeLeases(v, clocks.bootNs).map((l) => ({ ip: l.ip, expires: expiryOf(l.deadline, clocks), source: 'kernel' as const })));
         continue;
       }
       const v = any?.lookup(key);

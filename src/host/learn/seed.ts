@@ -24,6 +24,9 @@ const LEASE_SIZE = 16;
 const VALID = 1n << 32n;
 /** The deadline of an infinite lease (option 51 = 0xffffffff). */
 export const INFINITE_NS = (1n << 64n) - 1n;
+/** The wall-clock expiry an infinite lease is recorded with (learned.json and the metadata want one). */
+export const INFINITE_EXPIRES = '9999-12-31T23:59:59.000Z';
+const INFINITE_MS = Date.parse(INFINITE_EXPIRES);
 
 const LE = endianness() === 'LE';
 const CLOCK_BOOTTIME = 7;
@@ -37,15 +40,15 @@ export function bootTimeNs(): bigint {
   return sec * 1_000_000_000n + nsec;
 }
 
-/** The boot-time deadline of a wall-clock expiry (ISO; absent: infinite), given both clocks now. */
+/** The boot-time deadline of a wall-clock expiry (ISO; absent or INFINITE_EXPIRES: infinite), given both clocks now. */
 export function deadlineOf(expires: string | undefined, clocks: { wallMs: number; bootNs: bigint }): bigint {
-  if (expires === undefined) return INFINITE_NS;
+  if (expires === undefined || Date.parse(expires) >= INFINITE_MS) return INFINITE_NS;
   return clocks.bootNs + BigInt(Math.round(Date.parse(expires) - clocks.wallMs)) * 1_000_000n;
 }
 
-/** The wall-clock expiry (ISO) of a boot-time deadline; undefined for an infinite lease. */
-export function expiryOf(deadline: bigint, clocks: { wallMs: number; bootNs: bigint }): string | undefined {
-  if (deadline === INFINITE_NS) return undefined;
+/** The wall-clock expiry (ISO) of a boot-time deadline; INFINITE_EXPIRES for an infinite lease. */
+export function expiryOf(deadline: bigint, clocks: { wallMs: number; bootNs: bigint }): string {
+  if (deadline === INFINITE_NS) return INFINITE_EXPIRES;
   return new Date(clocks.wallMs + Number((deadline - clocks.bootNs) / 1_000_000n)).toISOString();
 }
 
