@@ -190,6 +190,25 @@ describe.skipIf(!canBuild)('dhcp learning in the eBPF program, by BPF_PROG_TEST_
     expect(fromVm(request())).toBe(TC_ACT.OK);
   });
 
+  it('without DHCPSERVER any server is trusted: its OFFER passes the DHCP-only table and its ACK teaches', async () => {
+    const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp' }, [], { mac: VM_MAC });
+    const build = await compileBpf({ version: 1, interfaces: [p], notes: [] }, { outDir: join(work, 'out2'), cacheDir: join(work, 'cache') });
+    expect(build.interfaces[0]!.shapeId).toBe(l.shapeId); // the servers are values of the same shape
+    const any = loadInterface(build.interfaces[0]!, { pinRoot }); // the same pinned lease map
+    try {
+      reset();
+      expect(any.programs.in.testRun(reply('10.77.0.2', { type: DHCP.OFFER, server: R })).retval).toBe(TC_ACT.OK);
+      expect(any.programs.in.testRun(reply('10.77.0.2', { server: R })).retval).toBe(TC_ACT.OK);
+      expect(ips()).toEqual(['10.77.0.2']);
+      // the same ACK through the program of the port with DHCPSERVER: refused
+      reset();
+      expect(toVm(reply('10.77.0.2', { server: R }))).toBe(TC_ACT.SHOT);
+      expect(ips()).toEqual([]);
+    } finally {
+      any.close();
+    }
+  });
+
   it('seeds: wall-clock expiries become boot-time deadlines; an expired lease is not seeded; the kernel entry wins', () => {
     const now = Date.now();
     reset([
