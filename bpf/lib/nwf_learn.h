@@ -132,6 +132,7 @@ static __always_inline int nwf_learn(struct nwf_pkt *p, const struct nwf_config 
 struct nwf_lease {
 	__u64 word;    /* NWF_LRN_VALID | memory image of the address; 0: free */
 	__u64 expires; /* bpf_ktime_get_boot_ns() deadline; ~0: infinite */
+	__u64 server;  /* memory image of the IPv4 source of the last ACK (for the record only) */
 };
 
 /* The leases of a `dhcp` port. */
@@ -308,7 +309,7 @@ static __always_inline int nwf_dhcp_before(struct nwf_pkt *p, const struct nwf_c
 }
 
 /* Renew the slot holding addr (never shortening it), or claim a free or expired one. */
-static __noinline bool nwf_lease_add(struct nwf_lrn_dhcp_val *ls, __u32 addr, __u64 expires)
+static __noinline bool nwf_lease_add(struct nwf_lrn_dhcp_val *ls, __u32 addr, __u64 expires, __u64 server)
 {
 	__u64 want = NWF_LRN_VALID | addr;
 	__u64 now = bpf_ktime_get_boot_ns();
@@ -321,6 +322,7 @@ static __noinline bool nwf_lease_add(struct nwf_lrn_dhcp_val *ls, __u32 addr, __
 		if (l->word == want) {
 			if (expires > l->expires)
 				l->expires = expires;
+			l->server = server;
 			return true;
 		}
 	}
@@ -332,6 +334,7 @@ static __noinline bool nwf_lease_add(struct nwf_lrn_dhcp_val *ls, __u32 addr, __
 			continue; /* a live lease */
 		if (__sync_val_compare_and_swap(&l->word, old, want) == old) {
 			l->expires = expires;
+			l->server = server;
 			return true;
 		}
 	}
@@ -363,7 +366,7 @@ static __always_inline void nwf_dhcp_after(void *ctx, const int kind, const stru
 			return;
 		if (d.op != 2 || d.type != NWF_DHCP_ACK || !d.has_lease || d.lease == 0 || d.chaddr != c->lrn_mac || d.yiaddr == 0)
 			return;
-		nwf_lease_add(ls, d.yiaddr, d.lease == 0xffffffffU ? ~0ULL : bpf_ktime_get_boot_ns() + (__u64)d.lease * 1000000000ULL);
+		nwf_lease_add(ls, d.yiaddr, d.lease == 0xffffffffU ? ~0ULL : bpf_ktime_get_boot_ns() + (__u64)d.lease * 1000000000ULL, p->ip4_src);
 		return;
 	}
 	if (p->src != c->lrn_mac || !nwf_is_udp(p, NWF_DHCP_CLIENT_PORT, NWF_DHCP_SERVER_PORT) || !nwf_dhcp_parse(ctx, kind, &d))

@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import { compileGeneration, type Backend } from '../../src/compile.js';
 import { compileBpf } from '../../src/host/bpf-build.js';
+import type { SeedLease } from '../../src/backends/bpf/lower.js';
 import { loadInterface, type LoadedInterface } from '../../src/host/bpf-load.js';
 import { openPinnedMap, TC_ACT, XDP_ACT, type BpfMap } from '../../src/host/bpf/libbpf.js';
 import { loadGeneration, unload } from '../../src/host/apply.js';
@@ -65,7 +66,7 @@ describe.skipIf(!canBuild)('dhcp learning in the eBPF program, by BPF_PROG_TEST_
   const key = Buffer.from([1, 0, 0, 0]); // BPF_PROG_TEST_RUN runs on the loopback device, ifindex 1
   const leases = () => decodeLeases(map.lookup(key) ?? Buffer.alloc(0), bootTimeNs());
   const ips = () => leases().map((x) => x.ip);
-  const reset = (seed: { ip: string; expires?: string }[] = []): void => {
+  const reset = (seed: SeedLease[] = []): void => {
     map.delete(key);
     expect(seedLeases(pinRoot, 1, seed)).toBe(true);
   };
@@ -106,7 +107,7 @@ describe.skipIf(!canBuild)('dhcp learning in the eBPF program, by BPF_PROG_TEST_
     }
     reset();
     toVm(reply('10.77.0.2', { leaseSeconds: 0xffffffff }));
-    expect(leases()).toEqual([{ ip: '10.77.0.2', deadline: INFINITE_NS }]);
+    expect(leases()).toEqual([{ ip: '10.77.0.2', deadline: INFINITE_NS, server: S }]);
   });
 
   it('teaches nothing: no 51, lease 0, OFFER, NAK, another chaddr, yiaddr 0, no END, 70 options before 53, cut inside 51, a second 53, an untrusted server', () => {
@@ -214,13 +215,13 @@ describe.skipIf(!canBuild)('dhcp learning in the eBPF program, by BPF_PROG_TEST_
     reset([
       { ip: '10.77.0.8', expires: new Date(now + 3600_000).toISOString() },
       { ip: '10.77.0.9', expires: new Date(now - 1000).toISOString() },
-      { ip: '10.77.0.10' },
+      { ip: '10.77.0.10', server: S },
     ]);
     const got = leases();
     expect(got.map((x) => x.ip)).toEqual(['10.77.0.8', '10.77.0.10']);
     const left = Number(got[0]!.deadline - bootTimeNs()) / 1e9;
     expect(Math.abs(left - 3600)).toBeLessThan(2);
-    expect(got[1]!.deadline).toBe(INFINITE_NS);
+    expect(got[1]).toEqual({ ip: '10.77.0.10', deadline: INFINITE_NS, server: S });
     expect(fromVm(o.udp('10.77.0.8'))).toBe(TC_ACT.OK);
     expect(fromVm(o.udp('10.77.0.9'))).toBe(TC_ACT.SHOT);
     expect(seedLeases(pinRoot, 1, [{ ip: '10.77.0.11' }])).toBe(false);
@@ -289,7 +290,7 @@ describe.skipIf(!isRoot).each(['bpf', 'both'] as const)('dhcp learning on a brid
   it('a trusted ACK locks the port in the same packet: 0 of a spoofed flood right after it leaks', async () => {
     expect(await toVm(reply('10.77.0.2'))).toBe(true);
     const l = await learned();
-    expect(l.map((e) => [e.mode, e.mac, e.addresses.map((a) => a.ip)])).toEqual([['dhcp', VM_MAC, ['10.77.0.2']]]);
+    expect(l.map((e) => [e.mode, e.mac, e.addresses.map((a) => [a.ip, a.server])])).toEqual([['dhcp', VM_MAC, [['10.77.0.2', S]]]]);
     const left = (Date.parse(l[0]!.addresses[0]!.expires as string) - Date.now()) / 1000;
     expect(left).toBeGreaterThan(55);
     expect(left).toBeLessThanOrEqual(61);

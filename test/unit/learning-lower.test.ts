@@ -249,13 +249,13 @@ describe('eBPF lease values', () => {
     const v = encodeLeases([
       { ip: '10.0.0.2', deadline: 5_000_000_000n },
       { ip: '10.0.0.3', deadline: 1_000_000_000n },
-      { ip: '10.0.0.4', deadline: INFINITE_NS },
+      { ip: '10.0.0.4', deadline: INFINITE_NS, server: '10.0.0.1' },
     ]);
-    expect(v.length).toBe(64);
+    expect(v.length).toBe(96);
     expect([...v.subarray(0, 5)]).toEqual([10, 0, 0, 2, 1]); // memory image, then the valid bit
     expect(decodeLeases(v, 2_000_000_000n)).toEqual([
       { ip: '10.0.0.2', deadline: 5_000_000_000n },
-      { ip: '10.0.0.4', deadline: INFINITE_NS },
+      { ip: '10.0.0.4', deadline: INFINITE_NS, server: '10.0.0.1' },
     ]);
     const clocks = { wallMs: Date.parse('2026-06-01T00:00:00Z'), bootNs: 100_000_000_000n };
     expect(deadlineOf('2026-06-01T00:01:00Z', clocks)).toBe(160_000_000_000n);

@@ -68,10 +68,11 @@ export interface BpfInterfaceLowering {
   learnDhcp?: SeedLease[];
 }
 
-/** A dhcp lease to seed: the address and its wall-clock expiry (ISO UTC; absent: infinite). */
+/** A dhcp lease to seed: the address, its wall-clock expiry (ISO UTC; absent: infinite) and its server. */
 export interface SeedLease {
   ip: string;
   expires?: string;
+  server?: string;
 }
 
 /** The unexpired leases of a dhcp port's seed entry, at most 4 (the program's slots). */
@@ -82,7 +83,7 @@ export function dhcpSeedOf(p: InterfacePolicy, seeds: ReadonlyMap<string, Learne
   return e.addresses
     .filter((a) => a.expires === undefined || Date.parse(a.expires) > now)
     .slice(0, 4)
-    .map((a) => ({ ip: a.ip, ...(a.expires !== undefined ? { expires: a.expires } : {}) }));
+    .map((a) => ({ ip: a.ip, ...(a.expires !== undefined ? { expires: a.expires } : {}), ...(a.server !== undefined ? { server: a.server } : {}) }));
 }
 
 export interface BpfLowering {

@@ -131,7 +131,7 @@ export function readBpfLearned(ports: ReadonlyMap<string, Pick<PortLearnInfo, 'm
       if (mode === 'dhcp') {
         // a port with an entry is the program's (bpf, both): no live lease means none, whatever nft holds
         const v = dhcp?.lookup(key);
-        if (v) out.set(iface, decodeLeases(v, clocks.bootNs).map((l) => ({ ip: l.ip, expires: expiryOf(l.deadline, clocks), source: 'kernel' as const })));
+        if (v) out.set(iface, decodeLeases(v, clocks.bootNs).map((l) => ({ ip: l.ip, expires: expiryOf(l.deadline, clocks), ...(l.server ? { server: l.server } : {}), source: 'kernel' as const })));
         continue;
       }
       const v = any?.lookup(key);

@@ -19,7 +19,7 @@ export const BPF_LEASES_MAP = 'nwf_lrn_dhcp';
 
 /** Lease slots per port (NWF_LRN_SLOTS) and the size of one (struct nwf_lease). */
 export const LEASE_SLOTS = 4;
-const LEASE_SIZE = 16;
+const LEASE_SIZE = 24;
 /** A lease's valid bit in its slot word (NWF_LRN_VALID). */
 const VALID = 1n << 32n;
 /** The deadline of an infinite lease (option 51 = 0xffffffff). */
@@ -59,28 +59,34 @@ const u32key = (n: number): Buffer => {
   return key;
 };
 
-/** A live lease of a slot: the address and its boot-time deadline. */
+/** A live lease of a slot: the address, its boot-time deadline, the server of its last ACK (none when seeded without). */
 export interface KernelLease {
   ip: string;
   deadline: bigint;
+  server?: string;
 }
 
+const ipBytes = (ip: string): Buffer | undefined => {
+  const n = parseIPv4(ip);
+  if (n === undefined) return undefined;
+  const a = Buffer.alloc(4);
+  a.writeUInt32BE(n >>> 0); // the address's bytes as on the wire: its memory image
+  return a;
+};
+
 /** struct nwf_lrn_dhcp_val for `leases` (at most LEASE_SLOTS). */
-export function encodeLeases(leases: readonly { ip: string; deadline: bigint }[]): Buffer {
+export function encodeLeases(leases: readonly KernelLease[]): Buffer {
   const v = Buffer.alloc(LEASE_SLOTS * LEASE_SIZE);
   leases.slice(0, LEASE_SLOTS).forEach((l, i) => {
-    const n = parseIPv4(l.ip);
-    if (n === undefined) return;
-    const a = Buffer.alloc(4);
-    a.writeUInt32BE(n >>> 0); // the address's bytes as on the wire: its memory image
+    const a = ipBytes(l.ip);
+    if (!a) return;
     const word = VALID | BigInt(LE ? a.readUInt32LE(0) : a.readUInt32BE(0));
-    if (LE) {
-      v.writeBigUInt64LE(word, i * LEASE_SIZE);
-      v.writeBigUInt64LE(l.deadline, i * LEASE_SIZE + 8);
-    } else {
-      v.writeBigUInt64BE(word, i * LEASE_SIZE);
-      v.writeBigUInt64BE(l.deadline, i * LEASE_SIZE + 8);
-    }
+    const s = l.server !== undefined ? ipBytes(l.server) : undefined;
+    const server = s ? BigInt(LE ? s.readUInt32LE(0) : s.readUInt32BE(0)) : 0n;
+    const put = (x: bigint, at: number): void => void (LE ? v.writeBigUInt64LE(x, at) : v.writeBigUInt64BE(x, at));
+    put(word, i * LEASE_SIZE);
+    put(l.deadline, i * LEASE_SIZE + 8);
+    put(server, i * LEASE_SIZE + 16);
   });
   return v;
 }
@@ -91,11 +97,15 @@ export function decodeLeases(v: Buffer, nowNs: bigint): KernelLease[] {
   for (let i = 0; i < LEASE_SLOTS && (i + 1) * LEASE_SIZE <= v.length; i++) {
     const word = LE ? v.readBigUInt64LE(i * LEASE_SIZE) : v.readBigUInt64BE(i * LEASE_SIZE);
     const deadline = LE ? v.readBigUInt64LE(i * LEASE_SIZE + 8) : v.readBigUInt64BE(i * LEASE_SIZE + 8);
+    const server = LE ? v.readBigUInt64LE(i * LEASE_SIZE + 16) : v.readBigUInt64BE(i * LEASE_SIZE + 16);
     if ((word & VALID) === 0n || deadline <= nowNs) continue;
-    const a = Buffer.alloc(4);
-    if (LE) a.writeUInt32LE(Number(word & 0xffffffffn));
-    else a.writeUInt32BE(Number(word & 0xffffffffn));
-    out.push({ ip: [...a].join('.'), deadline });
+    const text = (x: bigint): string => {
+      const a = Buffer.alloc(4);
+      if (LE) a.writeUInt32LE(Number(x & 0xffffffffn));
+      else a.writeUInt32BE(Number(x & 0xffffffffn));
+      return [...a].join('.');
+    };
+    out.push({ ip: text(word), deadline, ...(server !== 0n ? { server: text(server) } : {}) });
   }
   return out;
 }
@@ -137,7 +147,7 @@ export function seedLeases(pinDir: string, ifindex: number, leases: readonly See
     const key = u32key(ifindex);
     if (map.lookup(key)) return false;
     const clocks = { wallMs: Date.now(), bootNs: bootTimeNs() };
-    const live = leases.map((l) => ({ ip: l.ip, deadline: deadlineOf(l.expires, clocks) })).filter((l) => l.deadline > clocks.bootNs);
+    const live = leases.map((l) => ({ ip: l.ip, deadline: deadlineOf(l.expires, clocks), ...(l.server !== undefined ? { server: l.server } : {}) })).filter((l) => l.deadline > clocks.bootNs);
     try {
       map.update(key, encodeLeases(live), BPF_NOEXIST);
     } catch (e) {
