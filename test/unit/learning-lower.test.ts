@@ -70,20 +70,6 @@ describe('IP learning, nft lowering', () => {
     expect(r.failed).toEqual([]);
   });
 
-  it('dhcp under --backend both: the nft line holds the DHCP-only table until the copy', () => {
-    const p = policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: ['10.0.0.1', '10.0.0.2'] });
-    const pol: PolicyIR = { version: 1, interfaces: [p], notes: [] };
-    const both = lowerToNft(pol, { strict: true, mode: 'second-line' });
-    const text = printNftText(both.batch);
-    expect(text).toContain('add rule bridge nwf_fast lrnc-out-vnet0 meta iifname @lrn-locked goto sh-');
-    expect(text).toContain('lrnc-out-vnet0 ether type 0x800 ip protocol 17 udp sport 68 udp dport 67 accept');
-    expect(text).toContain('lrnc-out-vnet0 ether type 0x806 goto drop-out-arp_spoof');
-    expect(text).toContain('lrnc-in-vnet0 ether daddr { 52:54:00:00:00:01, ff:ff:ff:ff:ff:ff } ether type 0x800 ip saddr { 10.0.0.1, 10.0.0.2 } ip protocol 17 udp sport 67 udp dport 68 accept');
-    expect(text).toContain('lrnc-in-vnet0 goto drop-in-policy');
-    // it never learns on its own
-    expect(text).not.toMatch(/lrnc-\w+-vnet0 .*add @/);
-    expect(both.parts.ports[0]?.learn).toEqual({ mode: 'dhcp', owner: 'vm', uuid: UUID, mac: MAC });
-  });
 });
 
 describe('IP learning with dhcp, nft lowering', () => {

@@ -82,7 +82,6 @@ import type { ElemValue, NftCommand, Selector, SetUpdateStatement, Statement, Ve
 import { BASE_CHAINS, BRIDGE_TABLE, FIXED, nftNames } from './names.js';
 import { macToBytes } from '../../ir/values.js';
 import { appendAll, maxOf } from '../../util/arrays.js';
-import { copiedDhcpPortCommands } from './learn-copied.js';
 
 const br = nftTable('bridge', BRIDGE_TABLE);
 import { CODES, InternalError, NwfError } from '../../util/errors.js';
@@ -309,8 +308,6 @@ export function learningPortCommands(
   kernelLease = DEFAULT_DHCP_KERNEL_LEASE,
 ): NftCommand[] {
   const mode = p.learning?.mode;
-  // --backend both: the eBPF program learns dhcp leases, nwf-fast copies them (learn-copied.ts)
-  if (mode === 'dhcp' && copied) return copiedDhcpPortCommands(p, policy, reasons);
   if (mode === 'dhcp') return dhcpPortCommands(p, policy, reasons, seed.filter((x): x is LeaseSeed => typeof x !== 'string'), copied, kernelLease);
   if (mode !== 'any') {
     throw new NwfError(CODES.IP_LEARNING_UNSUPPORTED, `interface ${p.iface} learns its IP address with CTRL_IP_LEARNING=${mode ?? '?'}, which the nft backend does not implement yet: the port fails closed`, {

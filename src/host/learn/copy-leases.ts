@@ -1,15 +1,17 @@
 // --backend both, dhcp ports: the eBPF program is the learner; this keeps
 // the nft second line's learned-state sets in step with the program's live
 // leases (docs/design/ip-learning.md 3 "Backends"). Each lease is an element
-// `tap . address` of lrn-addr whose timeout is the lease's remaining time,
-// and the tap is in lrn-locked until its last lease ends, so the nft line
-// drops a lease when the program does (within the copy's rounding), without
-// a copy. A port's elements are written again when they differ from the
-// program's leases: a new lease, a RELEASE, a renewal (a later expiry). Until
-// a lease is copied the nft line keeps the port in its DHCP-only rules
-// (backends/nft/learn-copied.ts): it fails closed, never open.
+// of the port's own lease set lrn-lease-<tap> (the set its `$IP` tests read,
+// as under --backend nft: backends/nft/learn.ts) whose timeout is the lease's
+// remaining time, and the tap is in lrn-locked until its last lease ends, so
+// the nft line drops a lease when the program does (within the copy's
+// rounding), without a copy. A port's elements are written again when they
+// differ from the program's leases: a new lease, a RELEASE, a renewal (a
+// later expiry). Until a lease is copied the nft line keeps the port in its
+// DHCP-only rules (learn.ts, a dhcp port under both never learns on its
+// own): it fails closed, never open.
 import { BRIDGE_TABLE, nftNames } from '../../backends/nft/names.js';
-import { add, del, elem, nftTable, str, sym, tuple } from '../../backends/nft/build.js';
+import { add, del, elem, nftTable, str, sym } from '../../backends/nft/build.js';
 import type { NftCommand } from '../../backends/nft/model.js';
 import type { LearnedAddress } from '../../ir/learning.js';
 import { nftListSet, listed } from '../nft.js';
@@ -28,18 +30,15 @@ interface NftLease {
   expires?: number;
 }
 
-/** lrn-addr's elements by tap, with their seconds left. */
-function nftLeases(elems: unknown): Map<string, NftLease[]> {
-  const out = new Map<string, NftLease[]>();
+/** A lease set's elements (`{"elem": {"val": ADDR, "expires": S}}` or ADDR), with their seconds left. */
+function nftLeases(elems: unknown): NftLease[] {
+  const out: NftLease[] = [];
   if (!Array.isArray(elems)) return out;
   for (const e of elems) {
     const inner = e && typeof e === 'object' && 'elem' in e ? (e as { elem: { val?: unknown; expires?: unknown } }).elem : undefined;
     const v = inner ? inner.val : e;
-    const c = v && typeof v === 'object' && 'concat' in v ? (v as { concat: unknown }).concat : undefined;
-    if (!Array.isArray(c) || c.length !== 2 || typeof c[0] !== 'string' || typeof c[1] !== 'string') continue;
-    const list = out.get(c[0]) ?? [];
-    list.push({ ip: c[1], ...(typeof inner?.expires === 'number' ? { expires: inner.expires } : {}) });
-    out.set(c[0], list);
+    if (typeof v !== 'string') continue;
+    out.push({ ip: v, ...(typeof inner?.expires === 'number' ? { expires: inner.expires } : {}) });
   }
   return out;
 }
@@ -54,25 +53,24 @@ function secondsLeft(a: LearnedAddress, now: number): number | undefined {
 const COMMENT = 'dhcp lease learned by the eBPF program';
 
 /**
- * nft commands that bring the lrn-addr / lrn-locked elements of the dhcp
+ * nft commands that bring the lease-set / lrn-locked elements of the dhcp
  * ports `taps` to the program's live leases (`bpf`), and the taps they
  * change.
  */
 export async function leaseSync(taps: readonly string[], bpf: ReadonlyMap<string, LearnedAddress[]>, opts: { netns?: string; runner?: CommandRunner }, now = Date.now()): Promise<{ cmds: NftCommand[]; ports: string[] }> {
   const run = { ...(opts.netns ? { netns: opts.netns } : {}), ...(opts.runner ? { runner: opts.runner } : {}) };
-  let have = new Map<string, NftLease[]>();
-  try {
-    have = nftLeases(listed(await nftListSet('bridge', BRIDGE_TABLE, nftNames.learnedAddrs(), run), 'set')[0]?.elem);
-  } catch {
-    return { cmds: [], ports: [] }; // no table: nothing to copy into
-  }
-  const addrs = nftNames.learnedAddrs();
   const locked = nftNames.learnedLocked();
   const cmds: NftCommand[] = [];
   const ports: string[] = [];
   for (const tap of taps) {
+    const set = nftNames.learnedLeases(tap);
+    let cur: NftLease[];
+    try {
+      cur = nftLeases(listed(await nftListSet('bridge', BRIDGE_TABLE, set, run), 'set')[0]?.elem);
+    } catch {
+      continue; // no lease set: the port is not a dhcp port of the nft line (nothing to copy into)
+    }
     const want = (bpf.get(tap) ?? []).filter((a) => a.expires === undefined || Date.parse(a.expires) > now).map((a) => ({ ip: a.ip, left: secondsLeft(a, now) }));
-    const cur = have.get(tap) ?? [];
     const same =
       want.length === cur.length &&
       want.every((w) => {
@@ -83,12 +81,12 @@ export async function leaseSync(taps: readonly string[], bpf: ReadonlyMap<string
     ports.push(tap);
     // the old elements go (each added first, so that deleting it cannot fail), the leases come back in the same transaction
     if (cur.length) {
-      const old = br.element(addrs, cur.map((c) => tuple(str(tap), sym(c.ip))));
+      const old = br.element(set, cur.map((c) => sym(c.ip)));
       const lock = br.element(locked, [str(tap)]);
       cmds.push(add(old), add(lock), del(old), del(lock));
     }
     if (!want.length) continue;
-    cmds.push(add(br.element(addrs, want.map((w) => elem(tuple(str(tap), sym(w.ip)), COMMENT, w.left)))));
+    cmds.push(add(br.element(set, want.map((w) => elem(sym(w.ip), COMMENT, w.left)))));
     let longest: number | undefined = 0;
     for (const w of want) longest = longest === undefined || w.left === undefined ? undefined : Math.max(longest, w.left);
     cmds.push(add(br.element(locked, [elem(str(tap), COMMENT, longest)])));

@@ -162,9 +162,9 @@ export async function readLearnedFromKernel(opts: ReadLearnedOptions = {}): Prom
   const bpf = readBpfLearned(ports, opts);
   const out: LearnedEntry[] = [];
   for (const [iface, info] of [...ports].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
-    // the nft backend's dhcp leases (a lease set of the port's own; none under both, where the program learns)
+    // the nft backend's dhcp leases (a lease set of the port's own; under both a copy of the program's)
     const held = info.mode === 'dhcp' ? leases.get(iface) : undefined;
-    const addresses = held?.length ? held.map((l) => ({ ip: l.ip, expires: l.expires, source: 'kernel' as const })) : (bpf.get(iface) ?? (nft.get(iface) ?? []).map((ip) => ({ ip, source: 'kernel' as const })));
+    const addresses = bpf.get(iface) ?? (held?.length ? held.map((l) => ({ ip: l.ip, expires: l.expires, source: 'kernel' as const })) : (nft.get(iface) ?? []).map((ip) => ({ ip, source: 'kernel' as const })));
     if (!addresses.length) continue;
     out.push({ owner: { name: info.owner, uuid: info.uuid ?? '' }, mac: info.mac, mode: info.mode, addresses });
   }
