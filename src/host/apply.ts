@@ -349,7 +349,7 @@ export function nftPatterns(globs: readonly string[]): string[] {
   return out;
 }
 
-async function skeletonConfig(opts: HostOptions, head: LoadedHead | undefined): Promise<SkeletonConfig> {
+async function skeletonConfig(opts: HostOptions, head: LoadedHead | undefined, backend: Backend): Promise<SkeletonConfig> {
   const tapPatterns = nftPatterns(opts.tapPatterns ?? head?.skeleton.tapPatterns ?? DEFAULT_SKELETON_CONFIG.tapPatterns);
   const bridges = [...(opts.bridges ?? head?.skeleton.bridges ?? [])];
   let bridgeMeta = true;
@@ -357,7 +357,8 @@ async function skeletonConfig(opts: HostOptions, head: LoadedHead | undefined): 
     const same = head && JSON.stringify(head.skeleton.bridges) === JSON.stringify(bridges);
     bridgeMeta = same ? head.skeleton.bridgeMeta : await probeBridgeMeta(opts);
   }
-  return { tapPatterns, bridges, bridgeMeta };
+  // the optimizer's fast paths in the base chain (opt/fast-base.ts), whichever ports fill them: nft enforces L2 under nft and both
+  return { tapPatterns, bridges, bridgeMeta, ...(backend === 'bpf' ? {} : { fastBase: DEFAULT_SKELETON_CONFIG.fastBase ?? [] }) };
 }
 
 const skeletonPart = (cfg: SkeletonConfig, families: readonly L3Family[]): Part => ({ id: 'skeleton', commands: lowerSkeleton(cfg, families) });
@@ -448,7 +449,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
     damagedRecord = (e as Error).message;
   }
   // bpf and both: the skeleton has the gate of eBPF-enforced ports (backends/nft/skeleton.ts)
-  const cfg: SkeletonConfig = { ...(await skeletonConfig(opts, prevHead)), ...(change.backend !== 'nft' ? { gate: true } : {}) };
+  const cfg: SkeletonConfig = { ...(await skeletonConfig(opts, prevHead, change.backend)), ...(change.backend !== 'nft' ? { gate: true } : {}) };
   const whole = change.whole;
 
   // the previous records of the ports that change (every port for a whole change)

@@ -15,7 +15,9 @@
 //   other than the first; `meta l4proto` likewise;
 // - a payload load beyond the frame ends the rule (NFT_BREAK), also for `!=`.
 // Only the bridge table runs: the L3 tables (br_netfilter) are not the
-// optimizer's and are not modelled; a mark statement is ignored.
+// optimizer's and are not modelled; a mark statement is recorded with the
+// counters (`set meta mark ...`), so a pass that skipped the L3 mark of a
+// frame shows as a difference.
 import type {
   Atom,
   MapObject,
@@ -146,7 +148,7 @@ function itemMatches(key: Key, item: SetItem): boolean {
 
 export interface Outcome {
   verdict: 'accept' | 'drop';
-  /** Counters that counted the frame, in order: `set NAME ELEMENT` (counting sets) or `counter NAME`. */
+  /** Counters that counted the frame, in order: `set NAME ELEMENT` (counting sets) or `counter NAME`; and marks set (`set meta mark VALUE`). */
   counted: string[];
   /** Rules evaluated (a cost measure, like the prototype's walk). */
   rules: number;
@@ -270,6 +272,8 @@ export class BridgeTable {
         counted.push(`counter ${s.name}`);
         return true;
       case 'mangle':
+        counted.push(`set ${s.key.kind} ${s.key.key} ${JSON.stringify(s.value)}`);
+        return true;
       case 'set-update': // learning: the packet path adds to a set (both programs learn alike)
         return true;
       case 'vmap': {

@@ -40,6 +40,10 @@ describe('nft lowering', () => {
     const taps = nftNames.configSet('taps', ['vnet*']);
     expect(t).toContain(`add set bridge nwf_fast ${taps} { type ifname; flags interval; elements = { "vnet*" }; }`);
     expect(chain(t, 'pre')).toEqual([
+      // the optimizer's fast paths from the VMs (opt/fast-base.ts), then the dispatch
+      'ether type 0x800 meta length >= 20 meta iifname . ether saddr . ip saddr @fast_ip4 accept comment "fast-base ip4: a valid frame from a VM, accepted before the dispatch"',
+      'ether type 0x806 @nh,0,32 0x10800 @nh,32,16 0x604 meta length >= 28 meta iifname . ether saddr . arp saddr ether . arp saddr ip @fast_arp accept comment "fast-base arp: a valid frame from a VM, accepted before the dispatch"',
+      'ether type 0x86dd meta length >= 40 meta iifname . ether saddr . ip6 saddr @fast_ip6 accept comment "fast-base ip6: a valid frame from a VM, accepted before the dispatch"',
       'meta iifname vmap @from_vm comment "traffic from the VMs"',
       `meta iifname @${taps} goto drop-out-unprotected comment "a VM port without an entry: unprotected, dropped"`,
     ]);

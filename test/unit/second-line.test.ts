@@ -83,8 +83,12 @@ describe('nft as the second line (--backend both)', () => {
     expect(entries(both, 'from_vm')).toEqual(['{ "vnet0" : goto gatec-out }']);
     expect(entries(both, 'to_vm')).toEqual(['{ "vnet0" : goto gatec-in }']);
     expect(text(nft).join('\n')).not.toContain('gate');
+    // the fast paths: in the base chain under nft; behind the gate under both, in the shape (opt/fast-base.ts)
+    const fastElems = (l: typeof both) => text(l).filter((x) => /^add element bridge nwf_fast (fast_|sf-)/.test(x)).map((x) => x.split(' ')[4]?.replace(/^sf-[0-9a-f]+-/, 'sf-'));
+    expect(fastElems(nft)).toEqual(['fast_ip4', 'fast_arp']);
+    expect(fastElems(both)).toEqual(['sf-ip4', 'sf-arp']);
     // the rest is the same
-    const rest = (l: typeof both) => text(l).filter((x) => !/gate|_vm |cnt-(out|in)-unprotected \{ "vnet0"/.test(x));
+    const rest = (l: typeof both) => text(l).filter((x) => !/gate|_vm |cnt-(out|in)-unprotected \{ "vnet0"|^add element bridge nwf_fast (fast_|sf-)/.test(x));
     expect(rest(both)).toEqual(rest(nft));
   });
 

@@ -39,6 +39,8 @@ import { secondLinePolicy } from './second-line.js';
 import { appendAll } from '../../util/arrays.js';
 import { CODES } from '../../util/errors.js';
 import { firingPasses, notFired, OPT_VERSION, passesOf, type OptReport, type PassName } from './opt/passes.js';
+import { FAST_KINDS, fastBasePortElements, fastBaseReport, type FastKind } from './opt/fast-base.js';
+import type { FastAccepted } from './shared.js';
 
 export { BRIDGE_PRE_PRIORITY } from './l3.js';
 export { BRIDGE_POST_PRIORITY } from './skeleton.js';
@@ -157,6 +159,8 @@ export class NftPortLowering {
   private readonly portNotes: OptReport['ports'] = [];
   /** The passes that change a shape and its hash, by template key (a function of the structure: decided once per shape). */
   private readonly firing = new Map<string, { passes: PassName[]; hash: string }>();
+  /** Kinds of frames some port put in the base chain's fast sets (fast-base). */
+  private readonly baseKinds = new Set<FastKind>();
 
   /**
    * secondLine: the L2 tests nft cannot express are left to the eBPF programs
@@ -177,6 +181,11 @@ export class NftPortLowering {
       if (users.length) shapes.push({ shape: e.hash, dir: e.dir, ifaces: users, lines: e.opt });
     }
     return { passes: this.passes, shapes, ports: this.portNotes.filter((p) => !ifaces || ifaces.has(p.iface)) };
+  }
+
+  /** The kinds of frames whose base-chain fast sets the ports lowered so far fill (the skeleton's SkeletonConfig.fastBase). */
+  fastBaseKinds(): FastKind[] {
+    return FAST_KINDS.filter((k) => this.baseKinds.has(k));
   }
 
   /** The shapes lowered so far (every shape some port uses). */
@@ -207,6 +216,7 @@ export class NftPortLowering {
       try {
         const emission = emitShape(template, hash, passes);
         if (emission) appendAll(emission.opt, notFired(template, this.passes, passes));
+        if (emission?.fast && this.passes.includes('fast-base')) for (const l of fastBaseReport(emission.dir, emission.fast.paths)) emission.opt.push(`fast-base ${l}`);
         s = emission ? { emission } : { own: true };
       } catch (e) {
         if (!(e instanceof NwfError)) throw e;
@@ -242,7 +252,21 @@ export class NftPortLowering {
       const shared = this.opts.share === false || p.learning?.mode === 'dhcp' ? undefined : this.shapeOf(p, dir);
       if (shared?.emission) {
         const notes: string[] = [];
-        appendAll(commands, shapePortCommands(shared.emission, shared.template, reasons[dir], notes));
+        const fast: FastAccepted[] = [];
+        let own = shapePortCommands(shared.emission, shared.template, reasons[dir], notes, fast);
+        // fast-base: only a port whose dispatch jumps straight to its shape (a learning port's goes through its
+        // learning chain, an eBPF-enforced port's under both through the gate of its tap instance)
+        if (dir === 'out' && fast.length && this.passes.includes('fast-base')) {
+          if (p.learning) notes.push('fast-base: not in the base chain (a learning port goes through its learning chain first)');
+          else if (gated) notes.push("fast-base: not in the base chain (its dispatch goes through the eBPF gate of its tap first)");
+          else {
+            const b = fastBasePortElements(p.iface, p.mac, fast);
+            if (b.moved.length) own = own.filter((c) => !(c.object.kind === 'element' && b.moved.includes(c.object.name)));
+            appendAll(own, b.commands);
+            for (const k of b.kinds) this.baseKinds.add(k);
+          }
+        }
+        appendAll(commands, own);
         policy[dir] = jump(shared.emission.root);
         shapes.push(shared.emission.hash);
         let users = this.shapeUsers.get(shared.emission.hash);
@@ -326,9 +350,15 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
   ports.sort((a, b) => (a.iface < b.iface ? -1 : a.iface > b.iface ? 1 : 0));
   const used = new Set(ports.flatMap((p) => p.shapes));
   const parts: NftParts = { shapes: lowering.shapeParts().filter((s) => used.has(s.name)), ports };
-  // bpf and both: the skeleton has the gate the ports' dispatch goes through
+  // the base chain's fast sets: the configuration's (default: all) while the pass runs, none without it; always those the ports fill
   const skeleton = opts.skeleton ?? DEFAULT_SKELETON_CONFIG;
-  const whole = partsBatch(parts, opts.mode === 'dispatch' || opts.mode === 'second-line' ? { ...skeleton, gate: true } : skeleton, sequentialMarks(ports));
+  const passes = passesOf(opts);
+  const configured = opts.mode !== 'dispatch' && passes.includes('fast-accept') && passes.includes('fast-base') ? (skeleton.fastBase ?? []) : [];
+  const fastBase = FAST_KINDS.filter((k) => configured.includes(k) || lowering.fastBaseKinds().includes(k));
+  const { fastBase: _configured, ...rest } = skeleton;
+  const withFast: SkeletonConfig = { ...rest, ...(fastBase.length ? { fastBase } : {}) };
+  // bpf and both: the skeleton has the gate the ports' dispatch goes through
+  const whole = partsBatch(parts, opts.mode === 'dispatch' || opts.mode === 'second-line' ? { ...withFast, gate: true } : withFast, sequentialMarks(ports));
   const batch = opts.tag === undefined ? whole : tagCommands(whole, opts.tag);
   return { parts, failed, batch, l3: ports.some((p) => p.l3?.length), opt: lowering.optReport() };
 }

@@ -198,6 +198,10 @@ export const FIXED = {
   gateToVm: 'gate_to_vm',
   /** dhcp learning ports: tap -> goto its snoop chain (learn.ts). */
   snoopMap: 'snoop_map',
+  /** The base chain's fast paths (opt/fast-base.ts): IPv4, ARP and IPv6 from the VMs. */
+  fastIp4: 'fast_ip4',
+  fastArp: 'fast_arp',
+  fastIp6: 'fast_ip6',
 } as const;
 
 const L3_KIND: Readonly<Record<L3Path, string>> = { fromVm: 'fi', toVm: 'fo', toHost: 'hi' };

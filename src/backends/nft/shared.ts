@@ -28,6 +28,9 @@ import { nftNames } from './names.js';
 import { br, endOfChain, guardStatements, l2Verdict, lowerL2Match, SLOT_SELECTORS } from './l2.js';
 import { appendAll } from '../../util/arrays.js';
 import { fastPortElements, fastShape, type FastShape } from './opt/fast-accept.js';
+
+/** The elements a port put in its shape's fast sets (what opt/fast-base.ts hoists). */
+export type FastAccepted = ReturnType<typeof fastPortElements>['accepted'][number];
 import type { PassName } from './opt/passes.js';
 
 /** Bumped whenever the chains lowered for a shape key change meaning: part of every shape's hash. */
@@ -325,7 +328,7 @@ export function emitShape(t: Template, hash: string, passes: readonly PassName[]
  * for per-interface groups its own small chain and map entry. Drop reasons
  * of those chains are added to `reasons`.
  */
-export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<DropReason>, notes?: string[]): NftCommand[] {
+export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<DropReason>, notes?: string[], fastAccepted?: FastAccepted[]): NftCommand[] {
   const iface = t.iface;
   const sets: NftCommand[] = [];
   const chains: NftCommand[] = [];
@@ -361,6 +364,7 @@ export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<Dr
     const f = fastPortElements(s.fast, t);
     appendAll(sets, f.commands);
     if (notes) for (const n of f.notes) notes.push(`fast-accept ${n}`);
+    if (fastAccepted) appendAll(fastAccepted, f.accepted);
   }
   return [...chains, ...sets];
 }

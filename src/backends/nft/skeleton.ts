@@ -3,6 +3,7 @@
 //
 //   chain pre  { type filter hook prerouting priority -300; policy accept;
 //     [iifname vmap @mark_in]                  ports with L3 rules: mark
+//     [ether type ... @fast_ip4 accept ...]     the optimizer's fast paths (opt/fast-base.ts)
 //     iifname vmap @from_vm                     a protected port: its chains
 //     [ibrname @bridges-H] iifname @taps-H goto drop-out-unprotected
 //   }
@@ -62,6 +63,7 @@ import { br } from './l2.js';
 import { learnedSkeleton, snoopBaseChain } from './learn.js';
 import { appendAll } from '../../util/arrays.js';
 import { BRIDGE_PRE_PRIORITY, l3BridgeSkeleton, l3FamilySkeleton, type L3Family } from './l3.js';
+import { FAST_KINDS, fastBaseSkeleton, type FastKind } from './opt/fast-base.js';
 
 export const BRIDGE_POST_PRIORITY = 300;
 
@@ -78,9 +80,17 @@ export interface SkeletonConfig {
   bridgeMeta: boolean;
   /** The eBPF gate (see the module comment): --backend bpf and both. */
   gate?: boolean;
+  /**
+   * Kinds of frames whose fast paths are hoisted into `pre` (the optimizer's
+   * fast-base pass, opt/fast-base.ts): their sets and rules, filled by the
+   * ports; a set a port puts elements in must be here. Absent: none; the
+   * default: all (IPv4, ARP, IPv6), whichever the ports fill, as a host
+   * loads them.
+   */
+  fastBase?: readonly FastKind[];
 }
 
-export const DEFAULT_SKELETON_CONFIG: SkeletonConfig = { tapPatterns: ['vnet*'], bridges: [], bridgeMeta: true };
+export const DEFAULT_SKELETON_CONFIG: SkeletonConfig = { tapPatterns: ['vnet*'], bridges: [], bridgeMeta: true, fastBase: FAST_KINDS };
 
 const IFNAME_PATTERN_RE = /^[^*?[\]\s"\\/]{1,15}\*?$/;
 
@@ -173,6 +183,10 @@ export function lowerSkeleton(cfg: SkeletonConfig, families: readonly L3Family[]
     const l3 = l3BridgeSkeleton();
     out.push(...l3.objects, l3.preRule);
   }
+  // after the L3 mark (a frame it accepts is still marked), before the dispatch
+  const fast = fastBaseSkeleton(cfg.fastBase ?? []);
+  appendAll(out, fast.sets);
+  appendAll(out, fast.rules);
   out.push(
     add(br.rule(BASE_CHAINS.bridgePre, [vmap(meta('iifname'), FIXED.fromVm)], 'traffic from the VMs')),
     add(br.rule(BASE_CHAINS.bridgePre, unprotected('out'), 'a VM port without an entry: unprotected, dropped')),

@@ -39,10 +39,11 @@ export const MAX_FAST_ELEMENTS = 4096;
 /** Templates of at most this many rule instances keep their walks' ends by class signature. */
 const MAX_SIGNATURE_RULES = 64;
 
-type FastKind = 'ip4' | 'arp' | 'ip6';
-const KINDS: readonly FastKind[] = ['ip4', 'arp', 'ip6'];
+export type FastKind = 'ip4' | 'arp' | 'ip6';
+export const FAST_KINDS: readonly FastKind[] = ['ip4', 'arp', 'ip6'];
+const KINDS = FAST_KINDS;
 
-interface FastPath {
+export interface FastPath {
   kind: FastKind;
   set: string;
   /** The addresses of the key, after the interface name. */
@@ -117,6 +118,24 @@ function portValue(r: Rule, path: BoundPath, kind: FastKind): string | undefined
 
 const ifKeyOf = (dir: Direction): Selector => meta(dir === 'out' ? 'iifname' : 'oifname');
 
+/** The set type of a fast path's key (the interface name, then its addresses). */
+export const fastSetType = (kind: FastKind, paths: readonly BoundPath[]): SetKeyType[] => ['ifname', ...paths.map((p) => keyOf(kind, p).type)];
+
+/**
+ * The statements of a fast rule: the EtherType, the fixed ARP fields the
+ * offsets assume, the length guard covering every field of the key, the
+ * lookup of the key in `set`, accept.
+ */
+export function fastRule(kind: FastKind, dir: Direction, paths: readonly BoundPath[], set: string): Statement[] {
+  const cls = CLASSES[kind];
+  const guards: Statement[] = [eq(payload('ether', 'type'), hex(cls.etherType))];
+  // hardware type 1, protocol IPv4, sizes 6 and 4: what the ARP rules' offsets assume
+  if (kind === 'arp') guards.push(eq(raw('nh', 0, 32), hex(0x00010800)), eq(raw('nh', 32, 16), hex(0x0604)));
+  guards.push(match(meta('length'), '>=', cls.minLength));
+  const key: Selector = { kind: 'concat', items: [ifKeyOf(dir), ...paths.map((p) => keyOf(kind, p).sel)] };
+  return [...guards, match(key, '==', setRef(set)), accept()];
+}
+
 /** The key addresses of each kind's fast path (none: the pass does not fire for it). */
 function keyPaths(t: Template, kind: FastKind): BoundPath[] {
   return CANDIDATES[t.dir][kind].filter((p) => [...rulesOf(t)].some((r) => ON_PATH[kind].has(r.match.proto) && portValue(r, p, kind) !== undefined));
@@ -159,13 +178,8 @@ export function fastShape(t: Template, hash: string): FastShape {
     const set = nftNames.shapeFastSet(hash, kind);
     const cls = CLASSES[kind];
     out.paths.push({ kind, set, paths, class: cls });
-    out.decls.push(add(br.set(set, ['ifname', ...paths.map((p) => keyOf(kind, p).type)])));
-    const guards: Statement[] = [eq(payload('ether', 'type'), hex(cls.etherType))];
-    // hardware type 1, protocol IPv4, sizes 6 and 4: what the ARP rules' offsets assume
-    if (kind === 'arp') guards.push(eq(raw('nh', 0, 32), hex(0x00010800)), eq(raw('nh', 32, 16), hex(0x0604)));
-    guards.push(match(meta('length'), '>=', cls.minLength));
-    const key: Selector = { kind: 'concat', items: [ifKeyOf(t.dir), ...paths.map((p) => keyOf(kind, p).sel)] };
-    out.rules.push(add(br.rule(nftNames.shapeChain(hash), [...guards, match(key, '==', setRef(set)), accept()], `fast-accept ${kind}`)));
+    out.decls.push(add(br.set(set, fastSetType(kind, paths))));
+    out.rules.push(add(br.rule(nftNames.shapeChain(hash), fastRule(kind, t.dir, paths, set), `fast-accept ${kind}`)));
     out.report.push(`${kind}: fired, key ${[t.dir === 'out' ? 'iifname' : 'oifname', ...paths].join(' . ')} in ${set}`);
   }
   return out;
@@ -178,11 +192,12 @@ const uniq = (xs: Iterable<string>): string[] => [...new Set(xs)];
  * One interface's elements of a shape's fast sets, and what was left out and
  * why (each element checked by a walk of its own template).
  */
-export function fastPortElements(s: FastShape, t: Template): { commands: NftCommand[]; notes: string[] } {
+export function fastPortElements(s: FastShape, t: Template): { commands: NftCommand[]; notes: string[]; accepted: { path: FastPath; combos: string[][] }[] } {
   const commands: NftCommand[] = [];
   const notes: string[] = [];
   let instances = 0;
   for (const c of t.chains) for (const e of c.entries) if (e.kind === 'group') instances += e.rules.length;
+  const accepted: { path: FastPath; combos: string[][] }[] = [];
   for (const fp of s.paths) {
     const onPath = [...rulesOf(t)].filter((r) => ON_PATH[fp.kind].has(r.match.proto));
     const values = fp.paths.map((p) => uniq(onPath.flatMap((r) => portValue(r, p, fp.kind) ?? [])));
@@ -196,6 +211,7 @@ export function fastPortElements(s: FastShape, t: Template): { commands: NftComm
       continue;
     }
     const elements: TupleValue[] = [];
+    const combos: string[][] = [];
     const left: string[] = [];
     for (const combo of product(values)) {
       const bound: FrameClass['bound'] = {};
@@ -208,13 +224,18 @@ export function fastPortElements(s: FastShape, t: Template): { commands: NftComm
         end = walkTemplate(t, cls).end;
         if (sig !== undefined) s.walks.set(sig, end);
       }
-      if (end.kind === 'accept') elements.push({ kind: 'tuple', items: [str(t.iface), ...combo.map((v) => sym(v))] } satisfies TupleValue);
-      else left.push(`${combo.join(' . ')} (${end.why})`);
+      if (end.kind === 'accept') {
+        elements.push({ kind: 'tuple', items: [str(t.iface), ...combo.map((v) => sym(v))] } satisfies TupleValue);
+        combos.push(combo);
+      } else left.push(`${combo.join(' . ')} (${end.why})`);
     }
     if (left.length) notes.push(`${fp.kind}: ${left.length} of ${count} left out: ${left.slice(0, 4).join('; ')}${left.length > 4 ? '; ...' : ''}`);
-    if (elements.length) commands.push(add(br.element(fp.set, elements)));
+    if (elements.length) {
+      commands.push(add(br.element(fp.set, elements)));
+      accepted.push({ path: fp, combos });
+    }
   }
-  return { commands, notes };
+  return { commands, notes, accepted };
 }
 
 function* product(lists: readonly (readonly string[])[]): Generator<string[]> {

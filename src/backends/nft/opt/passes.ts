@@ -4,8 +4,11 @@
 // of the shape's key, so an optimized shape and an unoptimized one never
 // share a name.
 //
-//   fast-accept   (fast-accept.ts) IPv4 and ARP accepted first by one fused
-//                 lookup of the interface's own addresses
+//   fast-accept   (fast-accept.ts) IPv4, ARP and IPv6 accepted first by one
+//                 fused lookup of the interface's own addresses
+//   fast-base     (fast-base.ts) those fast rules from the VM hoisted into the
+//                 base chain, before the dispatch by interface name (changes
+//                 no shape: the skeleton's rules and the ports' elements)
 //
 // `nwf-fast compile --explain-opt` prints what each pass did per shape and
 // direction (or which precondition failed) and, per interface, the elements
@@ -14,7 +17,7 @@ import { CODES, NwfError } from '../../../util/errors.js';
 import { fastAcceptFires, fastShape } from './fast-accept.js';
 import type { TemplateView } from './walk.js';
 
-export const PASS_NAMES = ['fast-accept'] as const;
+export const PASS_NAMES = ['fast-accept', 'fast-base'] as const;
 /** Bumped whenever a pass changes what it emits for a shape key: part of an optimized shape's key (like shared.ts SHAPE_LOWERING_VERSION). */
 export const OPT_VERSION = 1;
 export type PassName = (typeof PASS_NAMES)[number];
@@ -34,7 +37,8 @@ export function firingPasses(t: TemplateView, passes: readonly PassName[]): Pass
 
 /** Why the passes asked for and not in `firing` leave a shape alone (compile --explain-opt). */
 export function notFired(t: TemplateView, passes: readonly PassName[], firing: readonly PassName[]): string[] {
-  if (!passes.includes('fast-accept') || firing.includes('fast-accept')) return [];
+  if (!passes.includes('fast-accept')) return passes.includes('fast-base') ? ['fast-base: nothing to hoist (fast-accept is off)'] : [];
+  if (firing.includes('fast-accept')) return [];
   return fastShape(t, '0').report.map((l) => `fast-accept ${l}`);
 }
 
