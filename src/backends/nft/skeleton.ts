@@ -5,11 +5,12 @@
 //     [iifname vmap @mark_in]                  ports with L3 rules: mark
 //     [ether type ... @fast_ip4 accept ...]     the optimizer's fast paths (opt/fast-base.ts)
 //     iifname vmap @from_vm                     a protected port: its chains
-//     [ibrname @bridges-H] iifname @taps-H goto drop-out-unprotected
+//     iifname "vnet*" [ibrname @bridges-H] goto drop-out-unprotected
+//                                               (several tap patterns: iifname @taps-H)
 //   }
 //   chain post { type filter hook postrouting priority 300; policy accept;
 //     oifname vmap @to_vm
-//     [obrname @bridges-H] oifname @taps-H goto drop-in-unprotected
+//     oifname "vnet*" [obrname @bridges-H] goto drop-in-unprotected
 //   }
 //
 // Fail closed: a frame from or to a bridge port whose name matches the tap
@@ -169,16 +170,21 @@ export function lowerSkeleton(cfg: SkeletonConfig, families: readonly L3Family[]
   if (cfg.gate) out.push(add(br.set(nftNames.gateSet(), ['ifname', 'iface_index'])));
   out.push(add(br.verdictMap(FIXED.fromVm, 'ifname')), add(br.verdictMap(FIXED.toVm, 'ifname')));
   if (cfg.gate) appendAll(out, gateObjects());
+  // one pattern (the default, vnet*): the name compared with it directly (a prefix compare), which every
+  // frame from or to a port that is no VM pays, instead of a lookup in an interval set; several: the set
+  const single = cfg.tapPatterns.length === 1 ? (cfg.tapPatterns[0] as string) : undefined;
   const taps = nftNames.configSet('taps', cfg.tapPatterns);
-  out.push(add(br.set(taps, 'ifname', cfg.tapPatterns.map(str), { flags: ['interval'] })));
+  if (single === undefined) out.push(add(br.set(taps, 'ifname', cfg.tapPatterns.map(str), { flags: ['interval'] })));
   const managed = cfg.bridges.length > 0 && cfg.bridgeMeta;
   const bridges = nftNames.configSet('bridges', cfg.bridges);
   if (managed) out.push(add(br.set(bridges, 'ifname', cfg.bridges.map(str))));
-  const unprotected = (dir: Direction): Statement[] => [
-    ...(managed ? [match(meta(dir === 'out' ? 'ibrname' : 'obrname'), '==', setRef(bridges))] : []),
-    match(ifKey(dir), '==', setRef(taps)),
-    goto(nftNames.dropChain(dir, 'unprotected')),
-  ];
+  const unprotected = (dir: Direction): Statement[] => {
+    const bridge = managed ? [match(meta(dir === 'out' ? 'ibrname' : 'obrname'), '==', setRef(bridges))] : [];
+    const drop = goto(nftNames.dropChain(dir, 'unprotected'));
+    // the cheaper test first (a conjunction: the order changes no outcome)
+    if (single !== undefined) return [match(ifKey(dir), '==', str(single)), ...bridge, drop];
+    return [...bridge, match(ifKey(dir), '==', setRef(taps)), drop];
+  };
   if (families.length) {
     const l3 = l3BridgeSkeleton();
     out.push(...l3.objects, l3.preRule);
