@@ -8,7 +8,7 @@
 // status section pools the rounds by a median polish of log(ns).
 // Root; bounded like the benchmark (its host removes itself on exit).
 // Usage: npx tsx docs/design/proto/frame-ab.ts [ROUNDS=6] [SECONDS=0.5]
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createBenchHost, loadNft, sendTraffic, writeTrafgenConfigs, type Unload } from '../../../bench/lib/host.js';
@@ -48,7 +48,8 @@ const med = (xs: number[]): number => {
 
 async function main(): Promise<void> {
   await removeStale();
-  const host = await createBenchHost(N, mkdtempSync(join(tmpdir(), 'nwf-ab-')));
+  const work = mkdtempSync(join(tmpdir(), 'nwf-ab-'));
+  const host = await createBenchHost(N, work);
   const tg = writeTrafgenConfigs(host);
   const pps = new Map<string, number>();
   const ratios: Record<string, number[]> = {};
@@ -90,6 +91,7 @@ async function main(): Promise<void> {
   } finally {
     await host.destroy();
     await runCleanups();
+    rmSync(work, { recursive: true, force: true });
   }
 }
 main().catch(async (e) => {
