@@ -314,8 +314,8 @@ export interface CommitResult {
 interface MarkInfo {
   id: number;
   families: L3Family[];
-  /** The port learns its address: its mark chains mark only once it is locked (l3.ts markCommands). */
-  learn?: true;
+  /** The port learns its address: its mark chains mark only once it is locked (l3.ts markCommands); `dhcp`: from its own lease set. */
+  learn?: true | 'dhcp';
 }
 
 function hashId(prev: string | undefined, what: unknown): string {
@@ -364,7 +364,9 @@ async function skeletonConfig(opts: HostOptions, head: LoadedHead | undefined, b
 const skeletonPart = (cfg: SkeletonConfig, families: readonly L3Family[]): Part => ({ id: 'skeleton', commands: lowerSkeleton(cfg, families) });
 const shapePart = (s: ShapePart): Part => ({ id: `shape ${s.name}`, commands: s.commands });
 const portPart = (p: PortPart): Part => ({ id: `port ${p.iface}`, commands: p.commands });
-const markPart = (iface: string, m: MarkInfo): Part => ({ id: `mark ${iface}`, commands: markCommands(iface, m.id, m.families, m.learn === true) });
+/** MarkInfo.learn of a port's learning identity (none: not learning). */
+const markLearn = (l: PortPart['learn']): Pick<MarkInfo, 'learn'> => (l ? { learn: l.mode === 'dhcp' ? 'dhcp' : true } : {});
+const markPart = (iface: string, m: MarkInfo): Part => ({ id: `mark ${iface}`, commands: markCommands(iface, m.id, m.families, m.learn ?? false) });
 
 function familiesOfMarks(marks: Record<string, MarkInfo>): L3Family[] {
   return familiesOf(Object.values(marks).map((m) => ({ l3: m.families })));
@@ -475,7 +477,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   const wantsMark: string[] = [];
   for (const [iface, d] of ports) {
     const fam = d?.record.nft.l3;
-    const learn = d?.record.nft.learn ? { learn: true as const } : {};
+    const learn = markLearn(d?.record.nft.learn);
     if (!d || !fam?.length) delete marks[iface];
     else if (marks[iface]) marks[iface] = { id: (marks[iface] as MarkInfo).id, families: fam, ...learn };
     else wantsMark.push(iface);
@@ -488,7 +490,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
     if (nextId > MAX_L3_PORTS) throw new NwfError(CODES.POLICY_UNSUPPORTED, `at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`);
     usedIds.add(nextId);
     const rec = (ports.get(iface) as DesiredPort).record.nft;
-    marks[iface] = { id: nextId, families: rec.l3 as L3Family[], ...(rec.learn ? { learn: true as const } : {}) };
+    marks[iface] = { id: nextId, families: rec.l3 as L3Family[], ...markLearn(rec.learn) };
   }
 
   // shapes: how many ports use each
@@ -652,7 +654,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
       for (const p of nextPorts.values()) {
         for (const c of p.commands) cmds.push(c);
         const m = marks[p.iface];
-        if (m) for (const c of markCommands(p.iface, m.id, m.families, m.learn === true)) cmds.push(c);
+        if (m) for (const c of markCommands(p.iface, m.id, m.families, m.learn ?? false)) cmds.push(c);
       }
       inventory ??= kernelInventory(await listOurs(opts, ctx.tables));
       tag = newTag(tagsIn(inventory));

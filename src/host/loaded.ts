@@ -64,7 +64,7 @@ export interface LoadedHead {
   pending?: { since: string; what: string };
   bpf: Record<string, BpfShapeRecord & { members: Record<string, number> }>;
   /** L3 port ids (and the families of the port's L3 rules), by port: allocated once, kept. */
-  marks: Record<string, { id: number; families: ('ipv4' | 'ipv6')[]; learn?: true }>;
+  marks: Record<string, { id: number; families: ('ipv4' | 'ipv6')[]; learn?: true | 'dhcp' }>;
   /** The L3 mark layout of `marks` (backends/nft/l3.ts MARK_LAYOUT; absent: 1, before IP learning's bits). */
   markLayout?: number;
   /** How many ports use each nft shape (a shape goes with its last port). */

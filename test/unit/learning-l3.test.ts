@@ -132,6 +132,16 @@ describe('mark layout', () => {
     expect(code(() => markCommands('vnet0', 0, ['ipv4']))).toBe('NWF1402');
     expect(code(() => markCommands('vnet0', MAX_L3_PORTS, ['ipv4'], true))).toBeUndefined();
   });
+
+  it("a dhcp port's learned bits come from its own lease set, an any port's from lrn-addr", () => {
+    const dhcp = printNftText(markCommands('vnet0', 1, ['ipv4'], 'dhcp'));
+    expect(dhcp).toContain('ip saddr @lrn-lease-vnet0');
+    expect(dhcp).toContain('ip daddr @lrn-lease-vnet0');
+    expect(dhcp).not.toContain('@lrn-addr');
+    const any = printNftText(markCommands('vnet0', 1, ['ipv4'], true));
+    expect(any).toContain('meta iifname . ip saddr @lrn-addr');
+    expect(any).not.toContain('lrn-lease');
+  });
 });
 
 describe('explain on a learning port', () => {

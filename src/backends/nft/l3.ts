@@ -172,9 +172,9 @@ const ipv4Frame = (): Statement => eq(payload('ether', 'type'), hex(ETHERTYPES.I
  * rules down); once locked, its id, then a bit for each of ip saddr and ip
  * daddr that is the port's learned address (lrn-addr, which the packet path
  * or nwf-fast's copy from the eBPF programs fills with lrn-locked, in one
- * step).
+ * step; a dhcp port's leases are its own lease set, `leasesOf` the port).
  */
-function learningMarkRules(side: 'in' | 'out', idMark: Statement): { rule: Statement[]; comment: string }[] {
+function learningMarkRules(side: 'in' | 'out', idMark: Statement, leasesOf?: string): { rule: Statement[]; comment: string }[] {
   const dir = side === 'in' ? 'out' : 'in'; // the bridge table's direction of the port (from / to the VM)
   const port = meta(side === 'in' ? 'iifname' : 'oifname');
   const bits = MARK_LEARNED[side];
@@ -182,8 +182,8 @@ function learningMarkRules(side: 'in' | 'out', idMark: Statement): { rule: State
   return [
     { rule: [match(port, '!=', setRef(nftNames.learnedLocked())), none, { kind: 'return' }], comment: 'learning: no L3 rules until the port is locked' },
     { rule: [idMark], comment: 'locked: the port id' },
-    { rule: [ipv4Frame(), learnedMatch(dir, payload('ip', 'saddr'), false), orMark(bits.saddr)], comment: 'ip saddr is the learned address' },
-    { rule: [ipv4Frame(), learnedMatch(dir, payload('ip', 'daddr'), false), orMark(bits.daddr)], comment: 'ip daddr is the learned address' },
+    { rule: [ipv4Frame(), learnedMatch(dir, payload('ip', 'saddr'), false, leasesOf), orMark(bits.saddr)], comment: 'ip saddr is the learned address' },
+    { rule: [ipv4Frame(), learnedMatch(dir, payload('ip', 'daddr'), false, leasesOf), orMark(bits.daddr)], comment: 'ip daddr is the learned address' },
   ];
 }
 
@@ -194,7 +194,7 @@ function learningMarkRules(side: 'in' | 'out', idMark: Statement): { rule: State
  * port's mark chains mark only once it is locked, with its learned-address
  * bits (learningMarkRules).
  */
-export function markCommands(iface: string, id: number, families: readonly L3Family[], learning = false): NftCommand[] {
+export function markCommands(iface: string, id: number, families: readonly L3Family[], learning: boolean | 'dhcp' = false): NftCommand[] {
   if (id < 1 || id > MAX_L3_PORTS || !Number.isInteger(id)) throw new NwfError(CODES.POLICY_UNSUPPORTED, `L3 port id ${id} of ${iface} is outside 1..${MAX_L3_PORTS}: at most ${MAX_L3_PORTS} interfaces with L3 rules are supported`, { iface });
   const out: NftCommand[] = [];
   const mkIn = nftNames.markChain('in', iface);
@@ -203,8 +203,9 @@ export function markCommands(iface: string, id: number, families: readonly L3Fam
   const outMark = setMark(binop('|', bitAnd(meta('mark'), hex(MARK_IN_MASK)), hex(markOf.to(id))));
   out.push(add(br.chain(mkIn)), add(br.chain(mkOut)));
   if (learning) {
-    for (const r of learningMarkRules('in', inMark)) out.push(add(br.rule(mkIn, r.rule, r.comment)));
-    for (const r of learningMarkRules('out', outMark)) out.push(add(br.rule(mkOut, r.rule, r.comment)));
+    const leasesOf = learning === 'dhcp' ? iface : undefined;
+    for (const r of learningMarkRules('in', inMark, leasesOf)) out.push(add(br.rule(mkIn, r.rule, r.comment)));
+    for (const r of learningMarkRules('out', outMark, leasesOf)) out.push(add(br.rule(mkOut, r.rule, r.comment)));
   } else {
     out.push(add(br.rule(mkIn, [inMark])), add(br.rule(mkOut, [outMark])));
   }

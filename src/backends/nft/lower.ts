@@ -316,7 +316,7 @@ export function partsBatch(parts: NftParts, skeleton: SkeletonConfig, marks: Rea
   for (const p of parts.ports) {
     appendAll(cmds, p.commands);
     const id = marks.get(p.iface);
-    if (p.l3?.length && id !== undefined) appendAll(cmds, markCommands(p.iface, id, p.l3, p.learn !== undefined));
+    if (p.l3?.length && id !== undefined) appendAll(cmds, markCommands(p.iface, id, p.l3, p.learn ? (p.learn.mode === 'dhcp' ? 'dhcp' : true) : false));
   }
   return orderBatch(cmds);
 }
