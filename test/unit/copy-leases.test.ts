@@ -54,6 +54,12 @@ describe('copying the eBPF leases into the nft line', () => {
     expect(json).toContain('{"elem":{"val":"vnet0","comment"'); // locked with no timeout
   });
 
+  it('a lease longer than the cap is not written again every poll, only once a day of its capped element has gone', async () => {
+    const long = new Map([['vnet0', [lease('10.0.0.2', at(30 * 86400))]]]);
+    expect(await leaseSync(['vnet0'], long, { runner: listing([el('10.0.0.2', MAX_COPY_TIMEOUT_S - 600)]) }, NOW)).toEqual({ cmds: [], ports: [] });
+    expect((await leaseSync(['vnet0'], long, { runner: listing([el('10.0.0.2', MAX_COPY_TIMEOUT_S - 86400 - 1)]) }, NOW)).ports).toEqual(['vnet0']);
+  });
+
   it('no lease set (no table, or not a dhcp port of the nft line): nothing to copy into', async () => {
     const failing = new RecordingRunner(() => ({ exitCode: 1, stderr: 'No such file or directory' }));
     expect(await leaseSync(['vnet0'], new Map([['vnet0', [lease('10.0.0.2', at(60))]]]), { runner: failing }, NOW)).toEqual({ cmds: [], ports: [] });

@@ -75,7 +75,11 @@ export async function leaseSync(taps: readonly string[], bpf: ReadonlyMap<string
       want.length === cur.length &&
       want.every((w) => {
         const c = cur.find((x) => x.ip === w.ip);
-        return c !== undefined && (w.left === undefined ? c.expires === undefined : c.expires !== undefined && Math.abs(c.expires - w.left) <= SLACK_S);
+        if (c === undefined) return false;
+        if (w.left === undefined) return c.expires === undefined;
+        // a lease longer than the cap was written with the cap: written again only when a day of it has gone
+        if (w.left === MAX_COPY_TIMEOUT_S) return c.expires !== undefined && c.expires > MAX_COPY_TIMEOUT_S - 86400;
+        return c.expires !== undefined && Math.abs(c.expires - w.left) <= SLACK_S;
       });
     if (same) continue;
     ports.push(tap);

@@ -34,12 +34,12 @@ export interface ReadLearnedOptions {
 }
 
 /** The learning ports of the loaded generation, by tap name. */
-export function learningPorts(stateDir: string): Map<string, PortLearnInfo> {
+export function learningPorts(stateDir: string, withProgram = false): Map<string, PortLearnInfo> {
   const store = new LoadedStore(stateDir);
   const out = new Map<string, PortLearnInfo>();
   for (const name of store.portNames()) {
     const p = store.readPort(name);
-    if (p?.status === 'protected' && p.nft.learn) out.set(p.iface, p.nft.learn);
+    if (p?.status === 'protected' && p.nft.learn && (!withProgram || p.bpf)) out.set(p.iface, p.nft.learn);
   }
   return out;
 }
@@ -158,8 +158,10 @@ export async function readLearnedFromKernel(opts: ReadLearnedOptions = {}): Prom
   if (ports.size === 0) return [];
   const nft = await readNftLearned(opts);
   const leases = await readNftLeases([...ports].filter(([, info]) => info.mode === 'dhcp').map(([iface]) => iface), opts);
-  // eBPF (bpf, both): the program is the learner; its addresses win where both hold some
-  const bpf = readBpfLearned(ports, opts);
+  // eBPF (bpf, both): the program is the learner; its addresses win where both hold some (only for
+  // ports with a program: under both, a port nft enforces alone learns in nft, and a map entry of its
+  // tap from an earlier program is stale)
+  const bpf = readBpfLearned(learningPorts(opts.stateDir ?? DEFAULT_STATE_DIR, true), opts);
   const out: LearnedEntry[] = [];
   for (const [iface, info] of [...ports].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
     // the nft backend's dhcp leases (a lease set of the port's own; under both a copy of the program's)
@@ -179,7 +181,9 @@ export async function readLearnedFromKernel(opts: ReadLearnedOptions = {}): Prom
  * Returns the ports it copied. Never removes anything.
  */
 export async function copyBpfLearnedToNft(opts: ReadLearnedOptions): Promise<string[]> {
-  const ports = learningPorts(opts.stateDir ?? DEFAULT_STATE_DIR);
+  // only ports with a program: a port nft enforces alone (under both, one the programs cannot hold)
+  // learns in nft itself, and a copy would overwrite (or, for dhcp, empty) what it learned
+  const ports = learningPorts(opts.stateDir ?? DEFAULT_STATE_DIR, true);
   if (ports.size === 0) return [];
   const bpf = readBpfLearned(ports, opts);
   const dhcp = [...ports].filter(([, i]) => i.mode === 'dhcp').map(([iface]) => iface);
