@@ -477,5 +477,13 @@ export function normalizeListing(doc: NftJsonDocument | undefined): unknown {
     }
     return v;
   };
-  return strip(doc.nftables.filter((o) => !('metainfo' in o)));
+  // object order in a listing is creation order, which depends on history too (a set kept across a
+  // full replacement lists before the objects created anew): objects in a canonical order, but rules
+  // in their order within their chain (a stable sort, keyed by the chain), which is their meaning
+  const key = (o: unknown): string => {
+    const rule = (o as { rule?: { family?: string; table?: string; chain?: string } }).rule;
+    return rule ? `rule ${rule.family} ${rule.table} ${rule.chain}` : `${Object.keys(o as object)[0]} ${JSON.stringify(o)}`;
+  };
+  const objects = (strip(doc.nftables.filter((o) => !('metainfo' in o))) as unknown[]).map((o) => [key(o), o] as const);
+  return objects.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)).map(([, o]) => o);
 }
