@@ -96,9 +96,8 @@ export function checkL3(ir: PolicyIR, backend: 'bpf' | 'both'): void {
   for (const p of ir.interfaces) checkInterfaceL3(p, backend);
 }
 
-function checkInterfaceL3(p: InterfacePolicy, backend: 'bpf' | 'both'): void {
+function checkInterfaceL3(p: InterfacePolicy, backend: 'bpf' | 'both', n = ruleCounts(p).l3Rules): void {
   if (backend === 'both') return;
-  const n = ruleCounts(p).l3Rules;
   if (n === 0) return;
   const all = [...p.l3.fromVm, ...p.l3.toVm, ...p.l3.toHost];
   const filters = [...new Set(all.map((r) => r.origin.filter))];
@@ -126,7 +125,8 @@ function u32(n: number): Uint8Array {
 
 /** One interface's values and shape (throws the NwfError of a policy this backend refuses). */
 export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 'bpf', seed?: string, leases: SeedLease[] = []): BpfInterfaceLowering {
-  checkInterfaceL3(p, backend);
+  const l3Rules = ruleCounts(p).l3Rules;
+  checkInterfaceL3(p, backend, l3Rules);
   const plan = planInterface(p);
   return {
     iface: p.iface,
@@ -136,7 +136,7 @@ export function lowerBpfInterface(p: InterfacePolicy, backend: 'bpf' | 'both' = 
     hooks: TC_HOOKS,
     maps: [{ map: MAP_NAMES.cfg, key: u32(0), value: encodeConfig(plan) }],
     plan,
-    l3Rules: ruleCounts(p).l3Rules,
+    l3Rules,
     ...(seed !== undefined && p.learning?.mode === 'any' ? { learnSeed: seed } : {}),
     ...(p.learning?.mode === 'dhcp' ? { learnDhcp: leases } : {}),
   };

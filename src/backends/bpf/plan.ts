@@ -172,15 +172,12 @@ function slotNum(v: number | bigint): Uint8Array {
   return b;
 }
 
-/** Address bytes as a memory image: addr & mask, then mask, each zero-extended to whole slots. */
-function slotsMasked(addr: Uint8Array, mask: Uint8Array, slots: number): Uint8Array {
-  const half = (slots / 2) * 8;
-  const out = new Uint8Array(slots * 8);
-  for (let i = 0; i < addr.length; i++) {
-    out[i] = (addr[i] as number) & (mask[i] as number);
-    out[half + i] = mask[i] as number;
-  }
-  return out;
+/** Writes a __u64 (a non-negative safe integer) at `off` in host byte order. */
+function putU64(dv: DataView, off: number, v: number): void {
+  const lo = v >>> 0;
+  const hi = Math.floor(v / 0x1_0000_0000) >>> 0;
+  dv.setUint32(off, LE ? lo : hi, LE);
+  dv.setUint32(off + 4, LE ? hi : lo, LE);
 }
 
 function prefixMask(len: number, prefix: number): Uint8Array {
@@ -189,149 +186,249 @@ function prefixMask(len: number, prefix: number): Uint8Array {
   return m;
 }
 
-function ipAddrBytes(t: IpTest): Uint8Array {
-  if (t.family === 'ipv4') {
-    const v = parseIPv4(t.addr);
-    if (v === undefined) throw new InternalError(`bad IPv4 address in the IR: ${t.addr}`);
-    return Uint8Array.of(v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255);
+/**
+ * Parsed addresses by their text: a port's MAC and addresses recur in
+ * several of its rules, and the filters' constants in every port. Bounded
+ * (cleared when full); the arrays are only read.
+ */
+const MAX_PARSED = 1 << 16;
+const macBytes = new Map<string, Uint8Array>();
+const ipBytes = new Map<string, Uint8Array>();
+const FULL_MAC = new Uint8Array(6).fill(0xff);
+
+function parsedMac(s: string): Uint8Array {
+  let b = macBytes.get(s);
+  if (!b) {
+    if (macBytes.size >= MAX_PARSED) macBytes.clear();
+    macBytes.set(s, (b = macToBytes(s)));
   }
-  const b = parseIPv6(t.addr);
-  if (!b) throw new InternalError(`bad IPv6 address in the IR: ${t.addr}`);
   return b;
 }
 
-function encodeMac(t: MacTest): Uint8Array {
-  return slotsMasked(macToBytes(t.addr), t.mask ? macToBytes(t.mask) : new Uint8Array(6).fill(0xff), 2);
-}
-
-function encodeIp(t: IpTest, family: 'ipv4' | 'ipv6'): Uint8Array {
-  if (t.family !== family) throw new InternalError(`an ${t.family} address where ${family} was expected: ${t.addr}`);
-  const a = ipAddrBytes(t);
-  return slotsMasked(a, prefixMask(a.length, t.prefix), family === 'ipv4' ? 2 : 4);
-}
-
-function concatBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
+function ipAddrBytes(t: IpTest): Uint8Array {
+  let b = ipBytes.get(t.addr);
+  if (b) return b;
+  if (t.family === 'ipv4') {
+    const v = parseIPv4(t.addr);
+    if (v === undefined) throw new InternalError(`bad IPv4 address in the IR: ${t.addr}`);
+    b = Uint8Array.of(v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255);
+  } else {
+    const a = parseIPv6(t.addr);
+    if (!a) throw new InternalError(`bad IPv6 address in the IR: ${t.addr}`);
+    b = a;
   }
-  return out;
+  if (ipBytes.size >= MAX_PARSED) ipBytes.clear();
+  ipBytes.set(t.addr, b);
+  return b;
 }
 
 // ---- templates ------------------------------------------------------------------------
 
-interface Extracted {
-  test: FieldTest;
-  value: Uint8Array;
+/**
+ * Extracts the tests of one L2 match, in a fixed order, and writes their
+ * encoded values one after another (each test's slots, 8 bytes each): a
+ * MAC or address is its bytes & mask, then the mask, each zero-extended to
+ * half the test's slots; a number one slot; a range lo, hi. Tests the
+ * evaluator ignores are left out (ports and ICMP types without a protocol,
+ * as ebt_ip/ebt_ip6 only look at them after the protocol). One instance is
+ * reused for every rule (no allocation but the tuple's copy).
+ */
+class TestWriter {
+  private buf = new Uint8Array(1024);
+  private dv = new DataView(this.buf.buffer);
+  len = 0;
+  /** The tests' structure as text (field and negation of each): the template's key without verdict and reason. */
+  key = '';
+  tests: FieldTest[] = [];
+
+  reset(): void {
+    this.len = 0;
+    this.key = '';
+    this.tests = [];
+  }
+
+  /** A copy of the bytes written since reset(). */
+  tuple(): Uint8Array {
+    return this.buf.slice(0, this.len);
+  }
+
+  private room(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    const b = new Uint8Array(2 * (this.len + n));
+    b.set(this.buf);
+    this.buf = b;
+    this.dv = new DataView(b.buffer);
+  }
+
+  private test(field: Field, neg: boolean, learned = false): void {
+    this.tests.push(learned ? { field, neg, learned: true } : { field, neg });
+    this.key += `${field}${neg ? '!' : ''}${learned ? '~' : ''},`;
+  }
+
+  /** addr & mask, then the mask, in `slots` slots (zeroed first). */
+  private masked(addr: Uint8Array, mask: Uint8Array, slots: number): void {
+    const n = slots * 8;
+    this.room(n);
+    const at = this.len;
+    this.buf.fill(0, at, at + n);
+    const half = at + n / 2;
+    for (let i = 0; i < addr.length; i++) {
+      const m = mask[i] as number;
+      this.buf[at + i] = (addr[i] as number) & m;
+      this.buf[half + i] = m;
+    }
+    this.len += n;
+  }
+
+  private u64(v: number): void {
+    this.room(8);
+    putU64(this.dv, this.len, v);
+    this.len += 8;
+  }
+
+  mac(field: Field, t: MacTest | undefined): void {
+    if (!t) return;
+    this.test(field, t.neg);
+    this.masked(parsedMac(t.addr), t.mask ? parsedMac(t.mask) : FULL_MAC, 2);
+  }
+
+  num(field: Field, t: NumTest | undefined): void {
+    if (!t) return;
+    this.test(field, t.neg);
+    this.u64(t.value);
+  }
+
+  range(field: Field, t: RangeTest | undefined): void {
+    if (!t) return;
+    this.test(field, t.neg);
+    this.u64(t.lo);
+    this.u64(t.hi);
+  }
+
+  ip(field: Field, t: IpTest | undefined, family: 'ipv4' | 'ipv6'): void {
+    if (!t) return;
+    if (t.learned) return this.test(field, t.neg, true);
+    if (t.family !== family) throw new InternalError(`an ${t.family} address where ${family} was expected: ${t.addr}`);
+    this.test(field, t.neg);
+    const a = ipAddrBytes(t);
+    this.masked(a, prefixMask(a.length, t.prefix), family === 'ipv4' ? 2 : 4);
+  }
+
+  flag(field: Field, neg: boolean): void {
+    this.test(field, neg);
+  }
+
+  icmp6(type: RangeTest, code: RangeTest): void {
+    // ebt_ip6 inverts type and code together, with the type's flag.
+    this.test('ip6.icmp', type.neg);
+    this.u64(type.lo);
+    this.u64(type.hi);
+    this.u64(code.lo);
+    this.u64(code.hi);
+  }
+
+  /** Writes every test of `m` (after reset()). */
+  match(m: L2Match): void {
+    switch (m.proto) {
+      case 'any':
+        break;
+      case 'mac':
+        this.mac('eth.src', m.src);
+        this.mac('eth.dst', m.dst);
+        this.num('eth.type', m.etherType);
+        break;
+      case 'vlan':
+        this.mac('eth.src', m.src);
+        this.mac('eth.dst', m.dst);
+        this.num('vlan.id', m.vlanId);
+        this.num('vlan.encap', m.encap);
+        break;
+      case 'stp': {
+        this.mac('eth.src', m.src);
+        this.mac('eth.dst', m.dst);
+        const s = m.fields;
+        if (s) {
+          this.num('stp.type', s.type);
+          this.num('stp.flags', s.flags);
+          this.range('stp.rootPriority', s.rootPriority);
+          this.mac('stp.rootAddress', s.rootAddress);
+          this.range('stp.rootCost', s.rootCost);
+          this.range('stp.senderPriority', s.senderPriority);
+          this.mac('stp.senderAddress', s.senderAddress);
+          this.range('stp.port', s.port);
+          this.range('stp.age', s.age);
+          this.range('stp.maxAge', s.maxAge);
+          this.range('stp.helloTime', s.helloTime);
+          this.range('stp.forwardDelay', s.forwardDelay);
+        }
+        break;
+      }
+      case 'arp':
+      case 'rarp':
+        this.mac('eth.src', m.src);
+        this.mac('eth.dst', m.dst);
+        this.num('arp.hwType', m.hwType);
+        this.num('arp.protoType', m.protoType);
+        this.num('arp.opcode', m.opcode);
+        this.mac('arp.sha', m.sha);
+        this.mac('arp.tha', m.tha);
+        this.ip('arp.spa', m.spa, 'ipv4');
+        this.ip('arp.tpa', m.tpa, 'ipv4');
+        if (m.gratuitous) this.flag('arp.gratuitous', m.gratuitous.neg);
+        break;
+      case 'ipv4':
+        this.mac('eth.src', m.src);
+        this.mac('eth.dst', m.dst);
+        this.ip('ip4.src', m.srcIp, 'ipv4');
+        this.ip('ip4.dst', m.dstIp, 'ipv4');
+        this.num('ip4.protocol', m.protocol);
+        if (m.protocol) {
+          this.range('ip4.srcPort', m.srcPort);
+          this.range('ip4.dstPort', m.dstPort);
+        }
+        this.num('ip4.tos', m.tos);
+        break;
+      case 'ipv6':
+        this.mac('eth.src', m.src);
+        this.mac('eth.dst', m.dst);
+        this.ip('ip6.src', m.srcIp, 'ipv6');
+        this.ip('ip6.dst', m.dstIp, 'ipv6');
+        this.num('ip6.protocol', m.protocol);
+        if (m.protocol) {
+          this.range('ip6.srcPort', m.srcPort);
+          this.range('ip6.dstPort', m.dstPort);
+          if (m.icmpType) this.icmp6(m.icmpType, m.icmpCode ?? { lo: 0, hi: 255, neg: m.icmpType.neg });
+        }
+        break;
+      default:
+        return assertNever(m, 'L2 match');
+    }
+  }
 }
+
+const writer = new TestWriter();
 
 /**
- * The tests of one L2 match, in a fixed order, with their encoded values.
- * Tests the evaluator ignores are left out (ports and ICMP types without a
- * protocol, as ebt_ip/ebt_ip6 only look at them after the protocol).
+ * Templates by their key (protocol, tests, verdict, reason), each with a
+ * small id that stands for it in shape signatures (shapeOf). Bounded: when
+ * full it is forgotten, and ids are never given twice (plans of frozen rules
+ * keep theirs), so a signature never stands for two structures.
  */
-export function extractTests(m: L2Match): Extracted[] {
-  const out: Extracted[] = [];
-  const mac = (field: Field, t: MacTest | undefined): void => void (t && out.push({ test: { field, neg: t.neg }, value: encodeMac(t) }));
-  const num = (field: Field, t: NumTest | undefined): void => void (t && out.push({ test: { field, neg: t.neg }, value: slotNum(t.value) }));
-  const range = (field: Field, t: RangeTest | undefined): void =>
-    void (t && out.push({ test: { field, neg: t.neg }, value: concatBytes([slotNum(t.lo), slotNum(t.hi)]) }));
-  const ip = (field: Field, t: IpTest | undefined, family: 'ipv4' | 'ipv6'): void =>
-    void (t && out.push(t.learned ? { test: { field, neg: t.neg, learned: true }, value: new Uint8Array(0) } : { test: { field, neg: t.neg }, value: encodeIp(t, family) }));
-  switch (m.proto) {
-    case 'any':
-      break;
-    case 'mac':
-      mac('eth.src', m.src);
-      mac('eth.dst', m.dst);
-      num('eth.type', m.etherType);
-      break;
-    case 'vlan':
-      mac('eth.src', m.src);
-      mac('eth.dst', m.dst);
-      num('vlan.id', m.vlanId);
-      num('vlan.encap', m.encap);
-      break;
-    case 'stp': {
-      mac('eth.src', m.src);
-      mac('eth.dst', m.dst);
-      const s = m.fields;
-      if (s) {
-        num('stp.type', s.type);
-        num('stp.flags', s.flags);
-        range('stp.rootPriority', s.rootPriority);
-        mac('stp.rootAddress', s.rootAddress);
-        range('stp.rootCost', s.rootCost);
-        range('stp.senderPriority', s.senderPriority);
-        mac('stp.senderAddress', s.senderAddress);
-        range('stp.port', s.port);
-        range('stp.age', s.age);
-        range('stp.maxAge', s.maxAge);
-        range('stp.helloTime', s.helloTime);
-        range('stp.forwardDelay', s.forwardDelay);
-      }
-      break;
-    }
-    case 'arp':
-    case 'rarp':
-      mac('eth.src', m.src);
-      mac('eth.dst', m.dst);
-      num('arp.hwType', m.hwType);
-      num('arp.protoType', m.protoType);
-      num('arp.opcode', m.opcode);
-      mac('arp.sha', m.sha);
-      mac('arp.tha', m.tha);
-      ip('arp.spa', m.spa, 'ipv4');
-      ip('arp.tpa', m.tpa, 'ipv4');
-      if (m.gratuitous) out.push({ test: { field: 'arp.gratuitous', neg: m.gratuitous.neg }, value: new Uint8Array(0) });
-      break;
-    case 'ipv4':
-      mac('eth.src', m.src);
-      mac('eth.dst', m.dst);
-      ip('ip4.src', m.srcIp, 'ipv4');
-      ip('ip4.dst', m.dstIp, 'ipv4');
-      num('ip4.protocol', m.protocol);
-      if (m.protocol) {
-        range('ip4.srcPort', m.srcPort);
-        range('ip4.dstPort', m.dstPort);
-      }
-      num('ip4.tos', m.tos);
-      break;
-    case 'ipv6':
-      mac('eth.src', m.src);
-      mac('eth.dst', m.dst);
-      ip('ip6.src', m.srcIp, 'ipv6');
-      ip('ip6.dst', m.dstIp, 'ipv6');
-      num('ip6.protocol', m.protocol);
-      if (m.protocol) {
-        range('ip6.srcPort', m.srcPort);
-        range('ip6.dstPort', m.dstPort);
-        if (m.icmpType) {
-          const code = m.icmpCode ?? { lo: 0, hi: 255, neg: m.icmpType.neg };
-          // ebt_ip6 inverts type and code together, with the type's flag.
-          out.push({
-            test: { field: 'ip6.icmp', neg: m.icmpType.neg },
-            value: concatBytes([slotNum(m.icmpType.lo), slotNum(m.icmpType.hi), slotNum(code.lo), slotNum(code.hi)]),
-          });
-        }
-      }
-      break;
-    default:
-      return assertNever(m, 'L2 match');
+const templates = new Map<string, { tpl: RuleTemplate; id: number }>();
+const MAX_TEMPLATES = 1 << 16;
+let nextTemplateId = 0;
+
+function templateFor(r: L2Rule, verdict: GroupVerdict, testsKey: string, tests: FieldTest[]): { tpl: RuleTemplate; id: number } {
+  const reason = verdict === 'drop' ? dropReason(r.origin) : undefined;
+  const key = `${r.match.proto}|${testsKey}|${verdict}|${reason ?? ''}`;
+  let t = templates.get(key);
+  if (!t) {
+    if (templates.size >= MAX_TEMPLATES) templates.clear();
+    const tpl: RuleTemplate = { proto: r.match.proto, tests, verdict };
+    if (reason !== undefined) tpl.reason = reason;
+    templates.set(key, (t = { tpl, id: nextTemplateId++ }));
   }
-  return out;
-}
-
-function templateOf(r: L2Rule, verdict: GroupVerdict, tests: FieldTest[]): RuleTemplate {
-  const t: RuleTemplate = { proto: r.match.proto, tests, verdict };
-  if (verdict === 'drop') t.reason = dropReason(r.origin);
   return t;
-}
-
-export function templateKey(t: RuleTemplate): string {
-  return JSON.stringify([t.proto, t.tests.map((x) => (x.learned ? [x.field, x.neg, 'learned'] : [x.field, x.neg])), t.verdict, t.reason ?? null]);
 }
 
 function capFor(n: number, where: string): number {
@@ -344,18 +441,24 @@ function capFor(n: number, where: string): number {
   return cap;
 }
 
-function hex(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Bytes as text (latin1: one character per byte), a key for sets of tuples. */
+function bytesKey(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1');
 }
 
 // ---- planning -------------------------------------------------------------------------
 
-/** A rule's template, its key and its encoded value tuple. */
+/** A rule's template (with its id) and its encoded value tuple. */
 interface RulePlan {
   tpl: RuleTemplate;
-  key: string;
+  id: number;
   tuple: Uint8Array;
-  hex: string;
 }
 
 /**
@@ -368,39 +471,56 @@ function rulePlan(r: L2Rule & { verdict: GroupVerdict }): RulePlan {
   const frozen = Object.isFrozen(r);
   const known = frozen ? rulePlans.get(r) : undefined;
   if (known) return known;
-  const ex = extractTests(r.match);
-  const tpl = templateOf(r, r.verdict, ex.map((e) => e.test));
-  const tuple = concatBytes(ex.map((e) => e.value));
-  const out = { tpl, key: templateKey(tpl), tuple, hex: hex(tuple) };
+  writer.reset();
+  writer.match(r.match);
+  const t = templateFor(r, r.verdict, writer.key, writer.tests);
+  const out = { tpl: t.tpl, id: t.id, tuple: writer.tuple() };
   if (frozen) rulePlans.set(r, out);
   return out;
 }
 
+/** Guards as text, for shape signatures (the resolver shares guard objects between interfaces). */
+const guardTexts = new WeakMap<JumpGuard, string>();
+function guardText(g: JumpGuard): string {
+  let t = guardTexts.get(g);
+  if (t === undefined) guardTexts.set(g, (t = JSON.stringify(g)));
+  return t;
+}
+
+/** Tuples of a group up to this many are deduplicated by comparison, larger ones through a set. */
+const DEDUP_LINEAR = 8;
+
 class GroupBuilder {
   readonly groups: PlanGroup[] = [];
-  /** The shape's structure as text (a key for shapeOf), built as the groups are. */
-  sig: (string | number | boolean)[] = [];
+  /** The shape's structure as text (a key for shapeOf: template ids and capacities, jumps, guards), built as the groups are. */
+  sig = '';
 
   /** Groups of one run of rules (a sub-chain, or root rules between two jumps). */
   run(dir: Direction, chain: string | null, rules: readonly L2Rule[], iface: string): PlanGroup[] {
     const out: PlanGroup[] = [];
-    const keys: string[] = [];
-    let cur: { g: PlanGroup; key: string; seen: Set<string> } | undefined;
+    const ids: number[] = [];
+    let cur: { g: PlanGroup; id: number; seen?: Set<string> } | undefined;
     for (const r of rules) {
       if (r.verdict === 'continue') continue;
-      const { tpl, key, tuple, hex: h } = rulePlan(r as L2Rule & { verdict: GroupVerdict });
-      if (!cur || cur.key !== key) {
+      const { tpl, id, tuple } = rulePlan(r as L2Rule & { verdict: GroupVerdict });
+      if (!cur || cur.id !== id) {
         const g: PlanGroup = { index: -1, dir, template: tpl, cap: 0, tuples: [], ruleIds: [], origins: [], chain };
-        cur = { g, key, seen: new Set() };
+        cur = { g, id };
         out.push(g);
-        keys.push(key);
+        ids.push(id);
       }
       const g = cur.g;
       g.ruleIds.push(r.id);
       const origin = `${r.origin.filter}/${r.origin.rule}`;
       if (!g.origins.includes(origin)) g.origins.push(origin);
-      if (!cur.seen.has(h)) {
-        cur.seen.add(h);
+      if (g.tuples.length < DEDUP_LINEAR) {
+        if (!g.tuples.some((t) => sameBytes(t, tuple))) g.tuples.push(tuple);
+        continue;
+      }
+      cur.seen ??= new Set(g.tuples.map(bytesKey));
+      const k = bytesKey(tuple);
+      if (!cur.seen.has(k)) {
+        cur.seen.add(k);
         g.tuples.push(tuple);
       }
     }
@@ -408,7 +528,7 @@ class GroupBuilder {
       g.cap = capFor(g.tuples.length, `interface ${iface}, ${dir === 'out' ? 'from' : 'to'} the VM, ${g.origins.join(', ')}`);
       g.index = this.groups.length;
       this.groups.push(g);
-      this.sig.push(keys[i] as string, g.cap);
+      this.sig += `${ids[i] as number}:${g.cap},`;
     }
     return out;
   }
@@ -431,7 +551,7 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
       for (const g of b.run(dir, null, pending, p.iface)) entries.push({ kind: 'group', group: g });
       pending = [];
     };
-    b.sig.push('dir', pol.root.length > 0);
+    b.sig += pol.root.length > 0 ? 'D,' : 'd,';
     for (const e of pol.root) {
       if (e.kind === 'rule') {
         pending.push(e.rule);
@@ -440,16 +560,16 @@ export function planInterface(p: InterfacePolicy): BpfPlan {
       flush();
       const ch = chains.get(e.chain);
       if (!ch) throw new InternalError(`jump to unknown chain ${e.chain} on ${p.iface}`);
-      b.sig.push('jump', JSON.stringify(e.guard));
+      b.sig += `J${guardText(e.guard)},`;
       entries.push({ kind: 'jump', chain: e.chain, guard: e.guard, groups: b.run(dir, e.chain, ch.rules, p.iface) });
-      b.sig.push('end');
+      b.sig += 'E,';
     }
     flush();
     dirs[dir] = { hooked: pol.root.length > 0, entries };
   }
   const learn = p.learning ? learnConfig(p) : undefined;
   // the learning mode is part of the structure: a dhcp shape's programs and config differ from an any shape's
-  const { shape, shapeId } = shapeOf(JSON.stringify([learn?.mode ?? '', ...b.sig]), () => ({
+  const { shape, shapeId } = shapeOf(`${learn?.mode ?? ''};${b.sig}`, () => ({
     version: BPF_PLAN_VERSION,
     ...(learn ? { learn: learn.mode } : {}),
     dirs: Object.fromEntries(
@@ -572,26 +692,42 @@ export function shapeTag(shapeId: string): bigint {
   return BigInt(`0x${shapeId}`);
 }
 
+/** Layouts and tags by shape (a plan's layout depends on its shape only: templates and capacities). */
+const layouts = new Map<string, { layout: ConfigLayout; strides: number[]; tag: Uint8Array }>();
+
+function shapeLayout(plan: BpfPlan): { layout: ConfigLayout; strides: number[]; tag: Uint8Array } {
+  let l = layouts.get(plan.shapeId);
+  if (!l) {
+    if (layouts.size >= MAX_SHAPES) layouts.clear();
+    layouts.set(plan.shapeId, (l = { layout: configLayout(plan.groups, plan.shape.learn), strides: plan.groups.map((g) => groupSlots(g.template) * 8), tag: slotNum(shapeTag(plan.shapeId)) }));
+  }
+  return l;
+}
+
 /** The bytes of struct nwf_config for this interface's values. */
 export function encodeConfig(plan: BpfPlan): Uint8Array {
-  const layout = configLayout(plan.groups, plan.shape.learn);
+  const { layout, strides, tag } = shapeLayout(plan);
   const out = new Uint8Array(layout.size);
-  if (layout.lrnMacOffset !== undefined) out.set(macToBytes(plan.learn?.mac ?? '00:00:00:00:00:00'), layout.lrnMacOffset);
+  const dv = new DataView(out.buffer);
+  if (layout.lrnMacOffset !== undefined) out.set(parsedMac(plan.learn?.mac ?? '00:00:00:00:00:00'), layout.lrnMacOffset);
   if (layout.lrnServersOffset !== undefined) {
     const servers = plan.learn?.servers ?? [];
-    out.set(slotNum(servers.length), layout.lrnServersOffset);
+    putU64(dv, layout.lrnServersOffset, servers.length);
     servers.forEach((a, i) => out.set(a, layout.lrnServersOffset! + 8 + 8 * i));
   }
-  out.set(slotNum(shapeTag(plan.shapeId)), 0);
-  plan.groups.forEach((g, i) => {
-    out.set(slotNum(g.tuples.length), layout.countsOffset + 8 * i);
+  out.set(tag, 0);
+  const groups = plan.groups;
+  for (let i = 0; i < groups.length; i++) {
+    const g = groups[i] as PlanGroup;
+    putU64(dv, layout.countsOffset + 8 * i, g.tuples.length);
     const base = layout.groupOffsets[i] as number;
-    if (base < 0) return;
-    const stride = groupSlots(g.template) * 8;
-    g.tuples.forEach((t, k) => {
+    if (base < 0) continue;
+    const stride = strides[i] as number;
+    for (let k = 0; k < g.tuples.length; k++) {
+      const t = g.tuples[k] as Uint8Array;
       if (t.length !== stride) throw new InternalError(`tuple of ${t.length} bytes in a group of stride ${stride}`);
       out.set(t, base + k * stride);
-    });
-  });
+    }
+  }
   return out;
 }
