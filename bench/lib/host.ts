@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { compileBpf, type BpfCompileResult } from '../../src/host/bpf-build.js';
 import { detachTaps, unpinAll, type BpfHookChoice } from '../../src/host/bpf-apply.js';
-import { attachPort, hasTcx, linksPersist, planHooks } from '../../src/host/bpf/hook.js';
+import { attachPorts, hasTcx, linksPersist, planHooks } from '../../src/host/bpf/hook.js';
 import { loadShape, type LoadedShape } from '../../src/host/bpf-load.js';
 import { MAP_NAMES } from '../../src/backends/bpf/names.js';
 import { attachTcx, attachXdp, BpfObject, ifIndex, tcAttach, tcHookCreate, tcHookDestroy, withNetns, type BpfLink } from '../../src/host/bpf/libbpf.js';
@@ -456,7 +456,8 @@ function attachShapes(p: PreparedBpf, hook: BpfHookChoice, pinDir: string): void
   const plan = planHooks(hook, { tcx: hook === 'tcx' && hasTcx(first.shape.programs.out), links: linksPersist() });
   for (const { shape, members } of p.shapes) {
     const out = plan.out === 'xdp' && shape.xdp ? shape.xdp : shape.programs.out;
-    for (const m of members) attachPort({ iface: m.iface, ifindex: m.ifindex }, { out, in: shape.programs.in, outTc: shape.programs.out }, plan, pinDir);
+    const programs = { out, in: shape.programs.in, outTc: shape.programs.out };
+    attachPorts(members.map((m) => ({ port: { iface: m.iface, ifindex: m.ifindex }, programs })), plan, pinDir);
   }
 }
 

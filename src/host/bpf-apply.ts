@@ -35,7 +35,7 @@ import { MAP_NAMES, PROGRAM_NAMES, shapeOfPinDir, shapePinDir, TC_HOOKS, XDP_PRO
 import { CODES, NwfError } from '../util/errors.js';
 import { activeConfig, clearMemberIfindex, configureMember, loadShape, memberOfIfindex, readStats, setMemberIfindex, updateConfig, type DirectionStats, type LoadedShape } from './bpf-load.js';
 import { DEFAULT_PIN_DIR, ensureBpffs, ifIndex, openPinnedMap, openPinnedProgram, type BpfMap, type BpfProgram } from './bpf/libbpf.js';
-import { attachPort, detachPort, hasTcx, linksPersist, pinnedTaps, planHooks, queryPort, tapPinDir, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookMechanism, type HookPlan, type PortPrograms } from './bpf/hook.js';
+import { attachPorts, detachPort, hasTcx, linksPersist, pinnedTaps, planHooks, queryPort, tapPinDir, TC_HANDLE, TC_PRIORITY, type BpfHookChoice, type HookMechanism, type HookPlan, type PortPrograms } from './bpf/hook.js';
 import { withNetns } from './netns.js';
 import type { BpfShapeRecord, LoadedPortBpf } from './loaded.js';
 import { BPF_LEARNED_MAP, BPF_LEASES_MAP, seedLearned, seedLeases } from './learn/seed.js';
@@ -244,13 +244,25 @@ export class BpfCommit {
 
   /** Puts a shape's programs on a port with the commit's hook plan (bpf/hook.ts: tc, tcx or XDP). */
   private attach(iface: string, ifindex: number, progs: ShapePrograms): void {
+    this.attachAll([{ iface, ifindex, progs }]);
+  }
+
+  /** attach() for many ports at once (hook.ts attachPorts: with tc, batches of netlink requests). */
+  private attachAll(list: readonly { iface: string; ifindex: number; progs: ShapePrograms }[]): void {
+    const first = list[0];
+    if (!first) return;
     const choice = this.o.hook ?? 'auto';
-    this.plan ??= planHooks(choice, { tcx: choice === 'tcx' && hasTcx(progs.out), links: linksPersist() });
-    if (this.plan.out === 'xdp' && !progs.xdp) throw new NwfError(CODES.STATE_INVALID, `the XDP program of a shape on ${iface} is not loaded`, { hint: 'load the generation again with --full' });
-    const pp: PortPrograms = { out: this.plan.out === 'xdp' ? (progs.xdp as BpfProgram) : progs.out, in: progs.in, outTc: progs.out };
-    const a = attachPort({ iface, ifindex }, pp, this.plan, this.o.pinDir);
-    this.hooks[iface] = a.hooks;
-    for (const n of a.notes) this.notes.push(n);
+    this.plan ??= planHooks(choice, { tcx: choice === 'tcx' && hasTcx(first.progs.out), links: linksPersist() });
+    const plan = this.plan;
+    const items = list.map(({ iface, ifindex, progs }) => {
+      if (plan.out === 'xdp' && !progs.xdp) throw new NwfError(CODES.STATE_INVALID, `the XDP program of a shape on ${iface} is not loaded`, { hint: 'load the generation again with --full' });
+      const pp: PortPrograms = { out: plan.out === 'xdp' ? (progs.xdp as BpfProgram) : progs.out, in: progs.in, outTc: progs.out };
+      return { port: { iface, ifindex }, programs: pp };
+    });
+    for (const a of attachPorts(items, plan, this.o.pinDir)) {
+      this.hooks[a.iface] = a.hooks;
+      for (const n of a.notes) this.notes.push(n);
+    }
   }
 
   /** A learning port's learned state, written before its tap is enabled (the kernel's, if any, is kept). */
@@ -413,6 +425,8 @@ export class BpfCommit {
     this.prepare();
     const missing: string[] = [];
     this.ns(() => {
+      // every port's slot, learned state and ifindex first, then the programs on all of them at once
+      const attach: { iface: string; ifindex: number; progs: ShapePrograms }[] = [];
       for (const [iface, c] of this.changes) {
         if (!c.want || c.before) continue;
         const index = this.state[c.want.shapeId]?.members[iface] as number;
@@ -423,12 +437,14 @@ export class BpfCommit {
           if (ifindex === undefined) return void missing.push(iface);
           this.seed(want, ifindex);
           setMemberIfindex(maps, ifindex, index);
-          this.attach(iface, ifindex, progs);
+          attach.push({ iface, ifindex, progs });
+          // (before the attach: abort() takes off whatever of them got on)
           this.newlyAttached.push({ iface, ifindex });
-          this.gateOn.set(iface, ifindex);
         });
         this.records.set(iface, { shapeId: want.shapeId, index, cfg: want.cfg, ...(ifindex !== undefined ? { ifindex } : {}) });
       }
+      this.attachAll(attach);
+      for (const { iface, ifindex } of attach) this.gateOn.set(iface, ifindex);
     });
     return missing;
   }
@@ -471,11 +487,16 @@ export class BpfCommit {
     // shapes loaded now: every present member switches to the new programs in place, then the pins move
     for (const [shapeId, l] of this.loaded) {
       const s = this.state[shapeId] as BpfShapeState;
+      const progs: ShapePrograms = { ...l.programs, ...(l.xdp ? { xdp: l.xdp } : {}) };
+      const attach: { iface: string; ifindex: number; progs: ShapePrograms }[] = [];
       for (const [iface, index] of Object.entries(s.members)) {
         const ifindex = tapIndex(iface);
         if (ifindex === undefined) continue;
         setMemberIfindex(l.maps, ifindex, index);
-        this.attach(iface, ifindex, { ...l.programs, ...(l.xdp ? { xdp: l.xdp } : {}) });
+        attach.push({ iface, ifindex, progs });
+      }
+      this.attachAll(attach);
+      for (const { iface, ifindex } of attach) {
         this.gateOn.set(iface, ifindex);
         const was = (this.records.get(iface) ?? this.recordOf(iface))?.ifindex;
         if (was !== ifindex) this.gateOut(iface, was);

@@ -43,6 +43,9 @@ import {
   type TcFilterSpec,
 } from '../../src/host/bpf/libbpf.js';
 import { CODES, NwfError } from '../../src/util/errors.js';
+import { EEXIST } from '../../src/host/bpf/errors.js';
+import { attachPorts } from '../../src/host/bpf/hook.js';
+import { tcRequestError, tcRequestOk, tcRequests, type TcRequest } from '../../src/host/bpf/rtnl.js';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'bpf');
 const CLANG = 'clang-19';
@@ -487,6 +490,52 @@ describe.skipIf(skipReason !== undefined)(`libbpf binding${skipReason ? ` (skipp
     });
     const qd = await run.run(['tc', '-n', ns, 'qdisc', 'show', 'dev', 'veth0'], { timeoutMs: 10_000 });
     expect(qd.stdout).not.toMatch(/clsact/);
+  });
+
+  it('attaches many ports with batched rtnetlink requests (rtnl.ts): clsact created or kept, filters created and replaced in place, the first failure thrown', async () => {
+    const tcCount = obj.program('tc_count');
+    const tcPass = obj.program('tc_pass');
+    const devs = Array.from({ length: 6 }, (_, i) => `vb${i}`);
+    for (const d of devs) await run.run(['ip', '-n', ns, 'link', 'add', d, 'type', 'veth', 'peer', 'name', `${d}p`], { timeoutMs: 10_000 });
+    try {
+      // another tool's clsact and filter on vb0: kept (EEXIST is no failure), its filter untouched
+      await run.run(['tc', '-n', ns, 'qdisc', 'add', 'dev', 'vb0', 'clsact'], { timeoutMs: 10_000 });
+      const foreign: TcFilterSpec = { ifindex: withNetns(ns, () => ifIndex('vb0')), direction: 'ingress', handle: 7, priority: 7 };
+      withNetns(ns, () => tcAttach(tcPass, foreign));
+      const spec = (ifindex: number, direction: 'ingress' | 'egress'): TcFilterSpec => ({ ifindex, direction, handle: 0x4e57, priority: 0x4e57 });
+      withNetns(ns, () => {
+        const ix = devs.map((d) => ifIndex(d));
+        const reqs = (ingress: typeof tcCount, egress: typeof tcCount): TcRequest[] =>
+          ix.flatMap((i) => [{ kind: 'clsact' as const, ifindex: i }, { kind: 'filter' as const, ...spec(i, 'ingress'), prog: ingress }, { kind: 'filter' as const, ...spec(i, 'egress'), prog: egress }]);
+        const first = tcRequests(reqs(tcCount, tcPass));
+        expect(first).toHaveLength(3 * devs.length);
+        expect(first.every(tcRequestOk)).toBe(true);
+        expect(first[0]?.errno).toBe(EEXIST); // vb0's clsact was there
+        for (const i of ix) {
+          expect(tcQuery(spec(i, 'ingress'))?.progId).toBe(tcCount.id);
+          expect(tcQuery(spec(i, 'egress'))?.progId).toBe(tcPass.id);
+        }
+        // again with the programs swapped: replaced in place
+        expect(tcRequests(reqs(tcPass, tcCount)).every(tcRequestOk)).toBe(true);
+        for (const i of ix) {
+          expect(tcQuery(spec(i, 'ingress'))?.progId).toBe(tcPass.id);
+          expect(tcQuery(spec(i, 'egress'))?.progId).toBe(tcCount.id);
+        }
+        // a device that does not exist fails alone; the requests after it are still answered
+        const bad = tcRequests([{ kind: 'filter', ...spec(999_999, 'ingress'), prog: tcCount }, { kind: 'filter', ...spec(ix[1] as number, 'ingress'), prog: tcCount }]);
+        expect(bad.map((r) => tcRequestOk(r))).toEqual([false, true]);
+        expect(bad[0]?.errno).toBeGreaterThan(0);
+        expect(tcRequestError(bad[0] as (typeof bad)[number])).toBeInstanceOf(BpfError);
+        expect(tcQuery(spec(ix[1] as number, 'ingress'))?.progId).toBe(tcCount.id);
+        // attachPorts (hook.ts) throws the failure of a batch
+        expect(() => attachPorts([{ port: { iface: 'gone', ifindex: 999_999 }, programs: { out: tcCount, in: tcPass } }], { out: 'tc', in: 'tc' }, tmp)).toThrow(BpfError);
+        expect(tcQuery(foreign)?.progId).toBe(tcPass.id);
+      });
+      const out = await run.run(['tc', '-n', ns, 'filter', 'show', 'dev', 'vb0', 'ingress'], { timeoutMs: 10_000 });
+      expect(out.stdout.match(/direct-action/g)).toHaveLength(2); // the other tool's and ours, none added by the replace
+    } finally {
+      for (const d of devs) await run.run(['ip', '-n', ns, 'link', 'del', d], { check: false, timeoutMs: 10_000 });
+    }
   });
 
   it('attaches with a tcx link, updates it atomically, pins and detaches it', async (ctx) => {

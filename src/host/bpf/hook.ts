@@ -47,6 +47,7 @@ import { bpffsMountedByUs, ensureBpffs } from './bpffs.js';
 import { attachTcx, attachXdp, BPF_TCX_EGRESS, BPF_TCX_INGRESS, BpfLinkType, kernelHasTcx, openPinnedLink, type BpfLink } from './link.js';
 import type { ProgramLike } from './program.js';
 import { tcDetach, tcHookCreate, tcQuery, tcReplace, type TcDirection } from './tc.js';
+import { tcRequestError, tcRequestOk, tcRequests, type TcRequest } from './rtnl.js';
 
 /** nwf-fast's tc filter identity on every tap ("NW"). */
 export const TC_HANDLE = 0x4e57;
@@ -278,6 +279,32 @@ export function attachPort(port: Port, programs: PortPrograms, plan: HookPlan, p
     else if (existsSync(linkPin(pinDir, port.iface, d))) dropLink(pinDir, port, d);
   }
   return res;
+}
+
+/**
+ * attachPort for many ports with one plan. With tc both ways (the default),
+ * every port's clsact qdisc and both filters go to the kernel as batches of
+ * rtnetlink requests on one socket (rtnl.ts) instead of three libbpf calls
+ * per port, each with a socket of its own; the links another mechanism left
+ * pinned for these ports are removed after. Other plans go port by port.
+ * Throws the first failure once every request was answered (the ports
+ * before and after it may carry the programs: the caller detaches them, as
+ * after a failed attachPort).
+ */
+export function attachPorts(items: readonly { port: Port; programs: PortPrograms }[], plan: HookPlan, pinDir: string): PortAttachment[] {
+  if (plan.out !== 'tc' || plan.in !== 'tc') return items.map((x) => attachPort(x.port, x.programs, plan, pinDir));
+  const reqs: TcRequest[] = [];
+  for (const { port, programs } of items) {
+    reqs.push({ kind: 'clsact', ifindex: port.ifindex });
+    for (const d of PORT_DIRECTIONS) reqs.push({ kind: 'filter', ...tcSpec(port.ifindex, d), prog: programs[d] });
+  }
+  const failed = tcRequests(reqs).find((r) => !tcRequestOk(r));
+  if (failed) throw tcRequestError(failed);
+  const linked = new Set(pinnedTaps(pinDir));
+  return items.map(({ port }) => {
+    if (linked.has(port.iface)) for (const d of PORT_DIRECTIONS) if (existsSync(linkPin(pinDir, port.iface, d))) dropLink(pinDir, port, d);
+    return { iface: port.iface, ifindex: port.ifindex, hooks: { ...plan }, notes: [] };
+  });
 }
 
 /** Remove nwf-fast's programs from the port (links and tc filters; pins of a gone tap too). */

@@ -50,11 +50,11 @@ export class NfnlSocket {
     this.seq = (Date.now() & 0x7fffffff) >>> 0;
   }
 
-  /** Opens a socket in the calling thread's current network namespace. */
-  static open(): NfnlSocket {
+  /** Opens a socket in the calling thread's current network namespace (`protocol`: NETLINK_ROUTE for tc, bpf/rtnl.ts). */
+  static open(protocol = NETLINK_NETFILTER): NfnlSocket {
     const c = libc();
-    const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-    if (fd < 0) throw sysError('socket(AF_NETLINK, NETLINK_NETFILTER)', c.errno());
+    const fd = c.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+    if (fd < 0) throw sysError(`socket(AF_NETLINK, ${protocol === NETLINK_NETFILTER ? 'NETLINK_NETFILTER' : protocol})`, c.errno());
     try {
       // struct sockaddr_nl: family u16, pad u16, pid u32 (0: the kernel picks), groups u32
       const sa = Buffer.alloc(12);
