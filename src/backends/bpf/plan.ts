@@ -239,12 +239,27 @@ class TestWriter {
   len = 0;
   /** The tests' structure as text (field and negation of each): the template's key without verdict and reason. */
   key = '';
-  tests: FieldTest[] = [];
+  /** The tests written since reset(): fields, negations, learned flags (reused arrays; tests() copies them). */
+  private fields: Field[] = [];
+  private negs: boolean[] = [];
+  private learnedAt: boolean[] = [];
+  private n = 0;
 
   reset(): void {
     this.len = 0;
     this.key = '';
-    this.tests = [];
+    this.n = 0;
+  }
+
+  /** The tests written since reset(), as a template holds them. */
+  tests(): FieldTest[] {
+    const out: FieldTest[] = [];
+    for (let i = 0; i < this.n; i++) {
+      const field = this.fields[i] as Field;
+      const neg = this.negs[i] as boolean;
+      out.push(this.learnedAt[i] ? { field, neg, learned: true } : { field, neg });
+    }
+    return out;
   }
 
   /** A copy of the bytes written since reset(). */
@@ -261,7 +276,10 @@ class TestWriter {
   }
 
   private test(field: Field, neg: boolean, learned = false): void {
-    this.tests.push(learned ? { field, neg, learned: true } : { field, neg });
+    this.fields[this.n] = field;
+    this.negs[this.n] = neg;
+    this.learnedAt[this.n] = learned;
+    this.n++;
     this.key += `${field}${neg ? '!' : ''}${learned ? '~' : ''},`;
   }
 
@@ -418,13 +436,13 @@ const templates = new Map<string, { tpl: RuleTemplate; id: number }>();
 const MAX_TEMPLATES = 1 << 16;
 let nextTemplateId = 0;
 
-function templateFor(r: L2Rule, verdict: GroupVerdict, testsKey: string, tests: FieldTest[]): { tpl: RuleTemplate; id: number } {
+function templateFor(r: L2Rule, verdict: GroupVerdict, testsKey: string, tests: () => FieldTest[]): { tpl: RuleTemplate; id: number } {
   const reason = verdict === 'drop' ? dropReason(r.origin) : undefined;
   const key = `${r.match.proto}|${testsKey}|${verdict}|${reason ?? ''}`;
   let t = templates.get(key);
   if (!t) {
     if (templates.size >= MAX_TEMPLATES) templates.clear();
-    const tpl: RuleTemplate = { proto: r.match.proto, tests, verdict };
+    const tpl: RuleTemplate = { proto: r.match.proto, tests: tests(), verdict };
     if (reason !== undefined) tpl.reason = reason;
     templates.set(key, (t = { tpl, id: nextTemplateId++ }));
   }
@@ -473,7 +491,7 @@ function rulePlan(r: L2Rule & { verdict: GroupVerdict }): RulePlan {
   if (known) return known;
   writer.reset();
   writer.match(r.match);
-  const t = templateFor(r, r.verdict, writer.key, writer.tests);
+  const t = templateFor(r, r.verdict, writer.key, () => writer.tests());
   const out = { tpl: t.tpl, id: t.id, tuple: writer.tuple() };
   if (frozen) rulePlans.set(r, out);
   return out;
@@ -499,7 +517,7 @@ class GroupBuilder {
   run(dir: Direction, chain: string | null, rules: readonly L2Rule[], iface: string): PlanGroup[] {
     const out: PlanGroup[] = [];
     const ids: number[] = [];
-    let cur: { g: PlanGroup; id: number; seen?: Set<string> } | undefined;
+    let cur: { g: PlanGroup; id: number; seen?: Set<string>; filter?: string; rule?: number } | undefined;
     for (const r of rules) {
       if (r.verdict === 'continue') continue;
       const { tpl, id, tuple } = rulePlan(r as L2Rule & { verdict: GroupVerdict });
@@ -511,8 +529,13 @@ class GroupBuilder {
       }
       const g = cur.g;
       g.ruleIds.push(r.id);
-      const origin = `${r.origin.filter}/${r.origin.rule}`;
-      if (!g.origins.includes(origin)) g.origins.push(origin);
+      // (consecutive rules of a group mostly come from one filter rule)
+      if (r.origin.filter !== cur.filter || r.origin.rule !== cur.rule) {
+        cur.filter = r.origin.filter;
+        cur.rule = r.origin.rule;
+        const origin = `${r.origin.filter}/${r.origin.rule}`;
+        if (!g.origins.includes(origin)) g.origins.push(origin);
+      }
       if (g.tuples.length < DEDUP_LINEAR) {
         if (!g.tuples.some((t) => sameBytes(t, tuple))) g.tuples.push(tuple);
         continue;
