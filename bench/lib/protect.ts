@@ -5,8 +5,9 @@
 //         (`ip netns exec HOST nft -j -f FILE`);
 //   eBPF: parse + resolve + compileBpf (the shape's object comes from the
 //         cache: clang runs once per policy shape, measured separately as the
-//         cold build), then per tap: load the object (verifier), fill its
-//         maps, clsact + attach ingress and egress.
+//         cold build), then per shape: load the object once (verifier),
+//         fill its maps (batched), and attach every tap (clsact, ingress and
+//         egress filters: batched rtnetlink requests, bpf/rtnl.ts).
 // Every run starts from a host without nwf-fast state (removed untimed).
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';

@@ -98,13 +98,7 @@ export function loadShape(b: LoadableShape, slots: number, members: readonly Sha
       if (ifindex < direct) maps.ifxDir.update(u32(ifindex), u32(index + 1));
       else maps.ifx.update(u32(ifindex), u32(index));
     };
-    for (const m of members) {
-      if (m.cfg) {
-        maps.cfg.update(u32(2 * m.index), m.cfg);
-        maps.slot.update(u32(m.index), u32(0));
-      }
-      for (const i of m.ifindexes) addIfindex(i, m.index);
-    }
+    fillMembers(maps, members, direct);
     const programs = { out: object.program(b.programs.out), in: object.program(b.programs.in) };
     return {
       shapeId: b.shapeId,
@@ -121,6 +115,41 @@ export function loadShape(b: LoadableShape, slots: number, members: readonly Sha
     object.close();
     throw e;
   }
+}
+
+/**
+ * The members' values (nwf_cfg slot 0, selected in nwf_slot) and ifindexes
+ * (the array below `direct`, the hash above) in a freshly loaded object: one
+ * BPF_MAP_UPDATE_BATCH per array map instead of an update per entry.
+ */
+function fillMembers(maps: Pick<LoadedShape['maps'], 'cfg' | 'slot' | 'ifxDir' | 'ifx'>, members: readonly ShapeMember[], direct: number): void {
+  const withCfg = members.filter((m) => m.cfg);
+  if (withCfg.length) {
+    const size = maps.cfg.valueSize;
+    const cfgKeys = Buffer.alloc(4 * withCfg.length);
+    const cfgValues = Buffer.alloc(size * withCfg.length);
+    const slotKeys = Buffer.alloc(4 * withCfg.length);
+    withCfg.forEach((m, i) => {
+      const cfg = m.cfg as Uint8Array;
+      if (cfg.byteLength !== size) throw new NwfError(CODES.STATE_INVALID, `a ${cfg.byteLength}-byte nwf_cfg value for an object whose values have ${size} bytes`);
+      cfgKeys.set(u32(2 * m.index), 4 * i);
+      cfgValues.set(cfg, size * i);
+      slotKeys.set(u32(m.index), 4 * i);
+    });
+    maps.cfg.updateBatch(cfgKeys, cfgValues, withCfg.length);
+    maps.slot.updateBatch(slotKeys, Buffer.alloc(4 * withCfg.length), withCfg.length);
+  }
+  const low = members.flatMap((m) => m.ifindexes.filter((i) => i < direct).map((i) => [i, m.index + 1] as const));
+  if (low.length) {
+    const keys = Buffer.alloc(4 * low.length);
+    const values = Buffer.alloc(4 * low.length);
+    low.forEach(([ifindex, v], i) => {
+      keys.set(u32(ifindex), 4 * i);
+      values.set(u32(v), 4 * i);
+    });
+    maps.ifxDir.updateBatch(keys, values, low.length);
+  }
+  for (const m of members) for (const i of m.ifindexes) if (i >= direct) maps.ifx.update(u32(i), u32(m.index));
 }
 
 /** One interface's own object (tests, tools): a shape object with the interface at index 0. */

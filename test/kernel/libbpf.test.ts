@@ -249,6 +249,12 @@ describe.skipIf(skipReason !== undefined)(`libbpf binding${skipReason ? ` (skipp
 
     // An array map has every key.
     expect([...obj.map('pkt_count').keys()].map((k) => k.readUInt32LE(0))).toEqual([0, 1, 2, 3]);
+
+    // BPF_MAP_UPDATE_BATCH: three entries in one call; sizes checked before the syscall
+    m.updateBatch(Buffer.from([0, 1, 0, 2, 0, 3]), Buffer.from([7, 8, 9]), 3);
+    expect(new Map([...m.entries()].map(([k, v]) => [k.toString('hex'), v[0]]))).toEqual(new Map([['0001', 7], ['0002', 8], ['0003', 9]]));
+    expect(() => m.updateBatch(Buffer.from([0, 1]), Buffer.from([7, 8]), 2)).toThrow(/2 keys of 2 bytes/);
+    for (const k of [...m.keys()]) m.delete(k);
   });
 
   it('runs the program with BPF_PROG_TEST_RUN: 0x88b5 is dropped, IPv4 passes, counters count', () => {

@@ -238,6 +238,8 @@ function bind(libbpf: LibraryHandle, libc: LibraryHandle) {
     // raw bpf() wrappers (fd based). Buffers are passed by address, no copy.
     bpf_map_lookup_elem: f(libbpf, 'int bpf_map_lookup_elem(int fd, const void *key, void *value)') as (fd: number, key: Bytes, value: Uint8Array) => number,
     bpf_map_update_elem: f(libbpf, 'int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags)') as (fd: number, key: Bytes, value: Uint8Array, flags: number) => number,
+    // opts NULL: elem_flags BPF_ANY; count in: entries, out: entries updated
+    bpf_map_update_batch: f(libbpf, 'int bpf_map_update_batch(int fd, const void *keys, const void *values, _Inout_ uint32_t *count, const void *opts)') as (fd: number, keys: Uint8Array, values: Uint8Array, count: number[], opts: null) => number,
     bpf_map_delete_elem: f(libbpf, 'int bpf_map_delete_elem(int fd, const void *key)') as (fd: number, key: Bytes) => number,
     bpf_map_get_next_key: f(libbpf, 'int bpf_map_get_next_key(int fd, const void *key, void *next_key)') as (fd: number, key: Bytes, next: Uint8Array) => number,
     bpf_obj_pin: f(libbpf, 'int bpf_obj_pin(int fd, const char *pathname)') as (fd: number, path: string) => number,

@@ -174,6 +174,21 @@ export class BpfMap extends BpfHandle implements BpfMapInfo {
     checkSys('bpf_map_update_elem', this.label, libbpf().bpf_map_update_elem(this.fd, k, v, flags));
   }
 
+  /**
+   * BPF_MAP_UPDATE_BATCH with BPF_ANY: `count` entries, their keys one after
+   * the other in `keys`, their values in `values` (whole raw values: per-CPU
+   * maps take every CPU's slot). One bpf(2) call instead of one per entry.
+   */
+  updateBatch(keys: Uint8Array, values: Uint8Array, count: number): void {
+    if (count === 0) return;
+    if (keys.byteLength !== count * this.keySize || values.byteLength !== count * this.valueBufferSize) {
+      throw invalid('bpf_map_update_batch', this.label, `${count} keys of ${this.keySize} bytes and values of ${this.valueBufferSize}, got ${keys.byteLength} and ${values.byteLength} bytes`);
+    }
+    const n = [count];
+    checkSys('bpf_map_update_batch', this.label, libbpf().bpf_map_update_batch(this.fd, bytes(keys), bytes(values), n, null));
+    if (n[0] !== count) throw new BpfError('bpf_map_update_batch', this.label, 5 /* EIO */, [], { expected: `${count} entries updated, got ${n[0]}` });
+  }
+
   /** Update a per-CPU map with one value per possible CPU. */
   updatePerCpu(key: Uint8Array, values: readonly Uint8Array[], flags: MapUpdateFlags = BPF_ANY): void {
     if (!this.isPerCpu) throw invalid('bpf_map_update_elem', this.label, 'a per-CPU map');
