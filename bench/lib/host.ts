@@ -476,8 +476,9 @@ export const BENCH_PIN_DIR = `/sys/fs/bpf/${PREFIX}-${process.pid}`;
 /**
  * nwf-fast eBPF as `load` does it: compile (object cache warm after the first
  * shape build), load one object per policy shape with every tap of the shape
- * as a member (loadShapes), and attach every tap with `hook` (attachBpf: tc
- * filters, tcx links or XDP + tcx, pinned under BENCH_PIN_DIR).
+ * as a member (loadShapes), and attach every tap with `hook` (attachShapes,
+ * hook.ts attachPorts: tc filters in batched rtnetlink requests, tcx links or
+ * XDP + tc, pinned under BENCH_PIN_DIR).
  */
 export async function loadEbpf(hostNs: string, ir: PolicyIR, dirs: { outDir: string; cacheDir: string }, hook: BpfHookChoice = 'auto'): Promise<EbpfLoad> {
   const t0 = performance.now();
