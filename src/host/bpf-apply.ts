@@ -377,11 +377,14 @@ export class BpfCommit {
       throw new NwfError(CODES.STATE_INVALID, `the eBPF object of shape ${shapeId} is not available (${object ?? 'no path'})`, { hint: 'load the generation again (nwf-fast load DIR) to bring the object' });
     }
     const s = this.state[shapeId] as BpfShapeState;
-    const members = Object.entries(s.members).map(([iface, index]) => {
-      const cfg = this.cfgOf(iface);
-      const ifindex = this.ns(() => tapIndex(iface));
-      return { index, ifindexes: ifindex === undefined ? [] : [ifindex], ...(cfg ? { cfg: Buffer.from(cfg, 'hex') } : {}) };
-    });
+    // (one switch into the taps' namespace for all of them)
+    const members = this.ns(() =>
+      Object.entries(s.members).map(([iface, index]) => {
+        const cfg = this.cfgOf(iface);
+        const ifindex = tapIndex(iface);
+        return { index, ifindexes: ifindex === undefined ? [] : [ifindex], ...(cfg ? { cfg: Buffer.from(cfg, 'hex') } : {}) };
+      }),
+    );
     // maps pinned by name (the learned state, bpf/lib/nwf_learn.h) live in the pin directory, shared by every shape
     const l = this.ns(() => loadShape({ shapeId, objectPath: object, programs: PROGRAM_NAMES, xdpProgram: XDP_PROGRAM_NAME, hooks: TC_HOOKS }, capacity, members, { xdp: this.o.hook === 'xdp', pinRoot: this.o.pinDir }));
     this.loaded.set(shapeId, l);
