@@ -142,6 +142,14 @@ function encode(w: TcWriter, r: TcRequest, seq: number, names: Map<ProgramLike, 
   });
 }
 
+/** The requests as rtnetlink messages, sequence numbers from `firstSeq` (what one send carries). */
+export function encodeTcRequests(reqs: readonly TcRequest[], firstSeq: number): Buffer {
+  const w = new TcWriter();
+  const names = new Map<ProgramLike, string>();
+  reqs.forEach((r, i) => encode(w, r, firstSeq + i, names));
+  return w.buf.subarray(0, w.len);
+}
+
 /**
  * Sends the requests, PER_SEND at a time, and returns the kernel's answer to
  * each, in order. A request without an answer in time is reported as ETIMEDOUT.
@@ -150,14 +158,11 @@ export function tcRequests(reqs: readonly TcRequest[]): TcResult[] {
   const out: TcResult[] = [];
   if (!reqs.length) return out;
   const sock = NfnlSocket.open(NETLINK_ROUTE);
-  const names = new Map<ProgramLike, string>();
   try {
     for (let from = 0; from < reqs.length; from += PER_SEND) {
       const chunk = reqs.slice(from, from + PER_SEND);
       const first = sock.reserveSeq(chunk.length);
-      const w = new TcWriter();
-      chunk.forEach((r, i) => encode(w, r, first + i, names));
-      sock.send(w.buf.subarray(0, w.len));
+      sock.send(encodeTcRequests(chunk, first));
       const answers = new Map<number, NlReply>();
       sock.receive((rs) => {
         for (const x of rs) if (x.errno !== undefined) answers.set(x.seq, x);
