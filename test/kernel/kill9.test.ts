@@ -22,6 +22,7 @@ import { ifIndex, withNetns } from '../../src/host/netns.js';
 import { nftListRuleset } from '../../src/host/nft.js';
 import { createTestbed, type Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
+import { rng } from '../support/rng.js';
 import { bindingXml } from '../support/policy.js';
 import { isRoot, ROOT_REASON } from './support/differential.js';
 
@@ -29,18 +30,6 @@ const CLI = join(import.meta.dirname, '..', '..', 'bin', 'nwf-fast.js');
 const KILLS = 30;
 const BUDGET_MS = 150_000;
 const TAPS = ['vnet0', 'vnet1'] as const;
-
-/** mulberry32: a small seeded generator, so a failing run can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe.skipIf(!isRoot)('kill -9 during loads', () => {
   let tb: Testbed;

@@ -29,7 +29,9 @@ import type { NftBatch, NftCommand, Verdict } from './model.js';
 import { FIXED, nftNames, shapeHash } from './names.js';
 import { br, lowerOwnChains } from './l2.js';
 import { hasL3, lowerL3Port, markCommands, MAX_L3_PORTS } from './l3.js';
-import { buildTemplate, emitShape, shapePortCommands, type ShapeEmission } from './shared.js';
+import { buildTemplate, emitShape, layoutOf, shapePortCommands, templateFromLayout, type ShapeEmission, type Template, type TemplateLayout } from './shared.js';
+import { PortClasses } from './port-memo.js';
+import type { WalkEnd } from './opt/walk.js';
 import { checkLearnedL3, learningPortCommands, portSeedOf, type PortSeed } from './learn.js';
 import type { LearnedEntry } from '../../ir/learning.js';
 import { DEFAULT_SKELETON_CONFIG, gateMap, lowerSkeleton, type SkeletonConfig } from './skeleton.js';
@@ -89,6 +91,8 @@ export interface LowerOptions {
   noProgram?: ReadonlySet<string>;
   /** `batch` with every object under this load tag (tests and benchmarks that apply it whole; parts stay untagged). */
   tag?: string;
+  /** Lower a port of a class seen before from its class (default true; false: every port by the full path, port-memo.ts). */
+  memo?: boolean;
   /** Run the optimizer's passes on every shape (default true; opt/passes.ts). */
   optimize?: boolean;
   /** Only these passes (default: all). */
@@ -98,7 +102,7 @@ export interface LowerOptions {
 }
 
 /** What NftPortLowering takes of LowerOptions. */
-export type PortLoweringOptions = Pick<LowerOptions, 'share' | 'optimize' | 'passes' | 'dhcpKernelLease'>;
+export type PortLoweringOptions = Pick<LowerOptions, 'share' | 'optimize' | 'passes' | 'dhcpKernelLease' | 'memo'>;
 
 function dispatchEntry(dir: Direction, iface: string, v: Verdict): NftCommand {
   return add(br.element(dir === 'out' ? FIXED.fromVm : FIXED.toVm, [[str(iface), v]]));
@@ -167,8 +171,13 @@ export class NftPortLowering {
    * (second-line.ts), and a port's dispatch goes through the gate of the tap
    * its programs are on (skeleton.ts), unless it has none (`noProgram`).
    */
+  /** Classes of ports (port-memo.ts), and per class what its ports share. */
+  private readonly classes: PortClasses | undefined;
+  private readonly recipes = new Map<string, { emission: ShapeEmission; layout: TemplateLayout; key: string; ends: (WalkEnd[] | undefined)[] }>();
+
   constructor(private readonly opts: PortLoweringOptions & { secondLine?: boolean; learner?: 'nft' | 'copy' } = {}) {
     this.passes = passesOf(opts);
+    this.classes = opts.memo === false ? undefined : new PortClasses();
   }
 
   /** What the optimizer did to the shapes lowered so far, and to the ports' elements. */
@@ -199,6 +208,25 @@ export class NftPortLowering {
   shape(name: string): ShapePart | undefined {
     const e = this.shapes.get(name)?.emission;
     return e ? { name: e.hash, dir: e.dir, commands: e.commands } : undefined;
+  }
+
+  /**
+   * The shape of a port's direction, its template and the walk ends of its
+   * class: a port of a class seen before (port-memo.ts) takes them from the
+   * class without building its key; the first port of a class, or a port
+   * without one, the full path.
+   */
+  private sharedOf(p: InterfacePolicy, dir: Direction): { emission?: ShapeEmission; template: Template; ends?: (WalkEnd[] | undefined)[] } {
+    const ck = this.classes?.classKey(p, dir);
+    if (ck !== undefined) {
+      const r = this.recipes.get(ck);
+      if (r) return { emission: r.emission, template: templateFromLayout(p, dir, r.layout, r.key), ends: r.ends };
+    }
+    const s = this.shapeOf(p, dir);
+    if (ck === undefined || !s.emission) return s;
+    const recipe = { emission: s.emission, layout: layoutOf(s.template), key: s.template.key, ends: [] };
+    this.recipes.set(ck, recipe);
+    return { ...s, ends: recipe.ends };
   }
 
   private shapeOf(p: InterfacePolicy, dir: Direction): { emission?: ShapeEmission; template: ReturnType<typeof buildTemplate> } {
@@ -249,11 +277,11 @@ export class NftPortLowering {
         continue;
       }
       // a dhcp port's $IP tests read its own lease set (learn.ts): it shares no shape
-      const shared = this.opts.share === false || p.learning?.mode === 'dhcp' ? undefined : this.shapeOf(p, dir);
+      const shared = this.opts.share === false || p.learning?.mode === 'dhcp' ? undefined : this.sharedOf(p, dir);
       if (shared?.emission) {
         const notes: string[] = [];
         const fast: FastAccepted[] = [];
-        let own = shapePortCommands(shared.emission, shared.template, reasons[dir], notes, fast);
+        let own = shapePortCommands(shared.emission, shared.template, reasons[dir], notes, fast, shared.ends);
         // fast-base: only a port whose dispatch jumps straight to its shape (a learning port's goes through its
         // learning chain, an eBPF-enforced port's under both through the gate of its tap instance)
         if (dir === 'out' && fast.length && this.passes.includes('fast-base')) {
@@ -328,6 +356,7 @@ export function lowerToNft(ir: PolicyIR, opts: LowerOptions = {}): NftLowering {
     ...(opts.mode === 'second-line' ? { secondLine: true } : {}),
     ...(learner ? { learner } : {}),
     ...(opts.optimize === false ? { optimize: false } : {}),
+    ...(opts.memo === false ? { memo: false } : {}),
     ...(opts.passes ? { passes: opts.passes } : {}),
     ...(opts.dhcpKernelLease !== undefined ? { dhcpKernelLease: opts.dhcpKernelLease } : {}),
   });

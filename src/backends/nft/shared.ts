@@ -21,13 +21,15 @@
 // addresses dispatches through a per-interface map to a small chain of the
 // interface holding its instances.
 import { dropReason, type DropReason } from '../../ir/reasons.js';
-import type { Direction, InterfacePolicy, IpTest, JumpGuard, L2Match, L2Rule, MacTest } from '../../ir/types.js';
+import type { Direction, InterfacePolicy, IpTest, JumpGuard, L2Entry, L2Match, L2Rule, MacTest } from '../../ir/types.js';
+import { InternalError } from '../../util/errors.js';
 import { accept, add, concat, goto, jump, match, meta, payload, prefix, setRef, str, sym, tuple, vmap } from './build.js';
 import type { NftCommand, Selector, SetKeyType, Statement, Verdict } from './model.js';
 import { nftNames } from './names.js';
 import { br, endOfChain, guardStatements, l2Verdict, lowerL2Match, SLOT_SELECTORS } from './l2.js';
 import { appendAll } from '../../util/arrays.js';
 import { fastPortElements, fastShape, type FastShape } from './opt/fast-accept.js';
+import type { WalkEnd } from './opt/walk.js';
 
 /** The elements a port put in its shape's fast sets (what opt/fast-base.ts hoists). */
 export type FastAccepted = ReturnType<typeof fastPortElements>['accepted'][number];
@@ -36,8 +38,8 @@ import type { PassName } from './opt/passes.js';
 /** Bumped whenever the chains lowered for a shape key change meaning: part of every shape's hash. */
 export const SHAPE_LOWERING_VERSION = 1;
 
-type SlotPath = 'src' | 'dst' | 'sha' | 'tha' | 'spa' | 'tpa' | 'srcIp' | 'dstIp';
-const SLOT_PATHS: readonly SlotPath[] = ['src', 'dst', 'sha', 'tha', 'spa', 'tpa', 'srcIp', 'dstIp'];
+export type SlotPath = 'src' | 'dst' | 'sha' | 'tha' | 'spa' | 'tpa' | 'srcIp' | 'dstIp';
+export const SLOT_PATHS: readonly SlotPath[] = ['src', 'dst', 'sha', 'tha', 'spa', 'tpa', 'srcIp', 'dstIp'];
 
 interface RuleGroup {
   kind: 'group';
@@ -74,7 +76,7 @@ function slotValue(t: MacTest | IpTest): string | undefined {
 }
 
 /** A test whose value is the interface's own and can be looked up in a set. */
-function portSlot(t: MacTest | IpTest | undefined): t is MacTest | IpTest {
+export function portSlot(t: MacTest | IpTest | undefined): t is MacTest | IpTest {
   return !!t?.port && slotValue(t) !== undefined;
 }
 
@@ -174,6 +176,53 @@ export function buildTemplate(p: InterfacePolicy, dir: Direction): Template {
     return c.sub === undefined ? `{"entries":[${entries}]}` : `{"sub":${JSON.stringify(c.sub)},"entries":[${entries}]}`;
   });
   const key = `${head},[${chainTexts.join(',')}]]`;
+  return { iface: p.iface, dir, chains, key };
+}
+
+/** A template's grouping: per chain, per entry, its rule count (0: a jump). */
+export type TemplateLayout = number[][];
+
+export function layoutOf(t: Template): TemplateLayout {
+  return t.chains.map((c) => c.entries.map((e) => (e.kind === 'jump' ? 0 : e.rules.length)));
+}
+
+/**
+ * The template of a port whose grouping and key are known (port-memo.ts: a
+ * port of the same class as the one they were built from): the port's own
+ * rules, grouped by `layout`, without building the key again.
+ */
+export function templateFromLayout(p: InterfacePolicy, dir: Direction, layout: TemplateLayout, key: string): Template {
+  const pol = p.l2[dir];
+  const chains: TemplateChain[] = [];
+  const group = (rules: L2Rule[]): RuleGroup => ({ kind: 'group', rules });
+  const root: TemplateChain = { entries: [] };
+  let at = 0;
+  for (const n of layout[0] as number[]) {
+    const e = pol.root[at] as L2Entry;
+    if (n === 0) {
+      if (e.kind !== 'jump') throw new InternalError('template layout does not fit the policy');
+      root.entries.push({ kind: 'jump', chain: e.chain, guard: e.guard });
+      at++;
+      continue;
+    }
+    const rules: L2Rule[] = [];
+    for (let k = 0; k < n; k++) {
+      const x = pol.root[at++];
+      if (x?.kind !== 'rule') throw new InternalError('template layout does not fit the policy');
+      rules.push(x.rule);
+    }
+    root.entries.push(group(rules));
+  }
+  chains.push(root);
+  pol.chains.forEach((c, i) => {
+    const entries: RuleGroup[] = [];
+    let k = 0;
+    for (const n of layout[i + 1] as number[]) {
+      entries.push(group(c.rules.slice(k, k + n)));
+      k += n;
+    }
+    chains.push({ sub: c.name, entries });
+  });
   return { iface: p.iface, dir, chains, key };
 }
 
@@ -328,7 +377,7 @@ export function emitShape(t: Template, hash: string, passes: readonly PassName[]
  * for per-interface groups its own small chain and map entry. Drop reasons
  * of those chains are added to `reasons`.
  */
-export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<DropReason>, notes?: string[], fastAccepted?: FastAccepted[]): NftCommand[] {
+export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<DropReason>, notes?: string[], fastAccepted?: FastAccepted[], walkEnds?: (WalkEnd[] | undefined)[]): NftCommand[] {
   const iface = t.iface;
   const sets: NftCommand[] = [];
   const chains: NftCommand[] = [];
@@ -361,7 +410,7 @@ export function shapePortCommands(s: ShapeEmission, t: Template, reasons: Set<Dr
   });
   for (const r of s.reasons) reasons.add(r);
   if (s.fast) {
-    const f = fastPortElements(s.fast, t);
+    const f = fastPortElements(s.fast, t, walkEnds);
     appendAll(sets, f.commands);
     if (notes) for (const n of f.notes) notes.push(`fast-accept ${n}`);
     if (fastAccepted) appendAll(fastAccepted, f.accepted);

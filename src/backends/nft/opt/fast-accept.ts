@@ -27,6 +27,7 @@
 // and the length guard covers every field it reads, so short frames fall
 // through to the original guards that drop and count them.
 import type { Direction, L2Rule } from '../../../ir/types.js';
+import { InternalError } from '../../../util/errors.js';
 import { ETHERTYPE_OF } from '../../../ir/values.js';
 import { accept, add, eq, hex, match, meta, payload, raw, setRef, str, sym } from '../build.js';
 import type { NftCommand, Selector, SetKeyType, Statement, TupleValue } from '../model.js';
@@ -192,13 +193,18 @@ const uniq = (xs: Iterable<string>): string[] => [...new Set(xs)];
  * One interface's elements of a shape's fast sets, and what was left out and
  * why (each element checked by a walk of its own template).
  */
-export function fastPortElements(s: FastShape, t: Template): { commands: NftCommand[]; notes: string[]; accepted: { path: FastPath; combos: string[][] }[] } {
+/**
+ * `ends`: per fast path, the walk's end per combination, of a port of the
+ * same class (port-memo.ts: its walks end alike, combination by
+ * combination); a path without them is walked and its ends kept there.
+ */
+export function fastPortElements(s: FastShape, t: Template, ends?: (WalkEnd[] | undefined)[]): { commands: NftCommand[]; notes: string[]; accepted: { path: FastPath; combos: string[][] }[] } {
   const commands: NftCommand[] = [];
   const notes: string[] = [];
   let instances = 0;
   for (const c of t.chains) for (const e of c.entries) if (e.kind === 'group') instances += e.rules.length;
   const accepted: { path: FastPath; combos: string[][] }[] = [];
-  for (const fp of s.paths) {
+  for (const [fi, fp] of s.paths.entries()) {
     const onPath = [...rulesOf(t)].filter((r) => ON_PATH[fp.kind].has(r.match.proto));
     const values = fp.paths.map((p) => uniq(onPath.flatMap((r) => portValue(r, p, fp.kind) ?? [])));
     const count = values.reduce((n, v) => n * v.length, 1);
@@ -213,17 +219,25 @@ export function fastPortElements(s: FastShape, t: Template): { commands: NftComm
     const elements: TupleValue[] = [];
     const combos: string[][] = [];
     const left: string[] = [];
+    const known = ends?.[fi];
+    if (known && known.length !== count) throw new InternalError(`a port of the same class has ${known.length} fast-accept combinations, this one ${count}`);
+    const kept: WalkEnd[] | undefined = ends && !known ? (ends[fi] = []) : undefined;
+    let ci = 0;
     for (const combo of product(values)) {
-      const bound: FrameClass['bound'] = {};
-      fp.paths.forEach((p, i) => (bound[p] = combo[i] as string));
-      const cls: FrameClass = { ...fp.class, bound };
-      // a signature reads every rule instance, a walk only those before its end: long lists are walked
-      const sig = instances <= MAX_SIGNATURE_RULES ? `${fp.kind}${classSignature(t, cls)}` : undefined;
-      let end = sig === undefined ? undefined : s.walks.get(sig);
+      let end = known?.[ci++];
       if (!end) {
-        end = walkTemplate(t, cls).end;
-        if (sig !== undefined) s.walks.set(sig, end);
+        const bound: FrameClass['bound'] = {};
+        fp.paths.forEach((p, i) => (bound[p] = combo[i] as string));
+        const cls: FrameClass = { ...fp.class, bound };
+        // a signature reads every rule instance, a walk only those before its end: long lists are walked
+        const sig = instances <= MAX_SIGNATURE_RULES ? `${fp.kind}${classSignature(t, cls)}` : undefined;
+        end = sig === undefined ? undefined : s.walks.get(sig);
+        if (!end) {
+          end = walkTemplate(t, cls).end;
+          if (sig !== undefined) s.walks.set(sig, end);
+        }
       }
+      kept?.push(end);
       if (end.kind === 'accept') {
         elements.push({ kind: 'tuple', items: [str(t.iface), ...combo.map((v) => sym(v))] } satisfies TupleValue);
         combos.push(combo);

@@ -1,0 +1,115 @@
+// Lowering at fleet scale (backends/nft/port-memo.ts): a port of a class
+// seen before is lowered from its class (the shape, the grouping, the
+// fast-accept walks' ends) and its own values. It must give exactly what the
+// full path gives: the parts, the batch and the optimizer's report, over
+// every corpus and a randomized host whose values are chosen to meet the
+// constants of the filters (broadcast and multicast MACs, 0.0.0.0, the
+// gateway's MAC, the DHCP servers, addresses inside and outside constant
+// prefixes, repeats, upper case).
+import { describe, expect, it } from 'vitest';
+import { lowerToNft, type LowerOptions } from '../../src/backends/nft/lower.js';
+import { toNftJson } from '../../src/backends/nft/serialize.js';
+import { PortClasses } from '../../src/backends/nft/port-memo.js';
+import type { PolicyIR } from '../../src/ir/types.js';
+import { resolvePolicy } from '../../src/resolve/resolve.js';
+import type { InterfaceBinding } from '../../src/xml/ast.js';
+import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
+import { parseFilterXml } from '../../src/xml/parse-filter.js';
+import { resolveCorpus } from '../support/resolve-corpus.js';
+import { rng } from '../support/rng.js';
+import { bindingXml, bundledFilters } from '../support/policy.js';
+
+function lowered(ir: PolicyIR, opts: LowerOptions): string {
+  const l = lowerToNft(ir, { strict: false, ...opts });
+  return JSON.stringify({ parts: l.parts, failed: l.failed, opt: l.opt, batch: toNftJson(l.batch) });
+}
+
+function expectSame(ir: PolicyIR): void {
+  for (const mode of ['rules', 'second-line'] as const) {
+    for (const optimize of [true, false]) expect(lowered(ir, { mode, optimize })).toBe(lowered(ir, { mode, optimize, memo: false }));
+  }
+}
+
+/** Filters whose walks depend on the values: constant prefixes and masked MACs around the ports' addresses. */
+const EXTRA = [
+  `<filter name='pfx-ip' chain='ipv4-pfx' priority='-650'>
+     <rule action='drop' direction='out' priority='100'><ip srcipaddr='10.66.0.0' srcipmask='16'/></rule>
+     <rule action='accept' direction='out' priority='200'><ip srcipaddr='$IP'/></rule>
+   </filter>`,
+  `<filter name='oui' chain='root'>
+     <rule action='drop' direction='out' priority='-900'><mac srcmacaddr='52:54:00:66:00:00' srcmacmask='ff:ff:ff:ff:00:00'/></rule>
+     <filterref filter='pfx-ip'/>
+     <filterref filter='clean-traffic'/>
+   </filter>`,
+  `<filter name='two-macs' chain='root'>
+     <rule action='accept' direction='out' priority='-500'><mac srcmacaddr='$MAC'/></rule>
+     <rule action='drop' direction='out' priority='-400'><mac srcmacaddr='$OTHER'/></rule>
+     <filterref filter='no-ip-spoofing'/>
+     <filterref filter='no-arp-spoofing'/>
+   </filter>`,
+];
+
+function randomHost(seed: number, n: number): { filters: ReturnType<typeof bundledFilters>; bindings: InterfaceBinding[] } {
+  const r = rng(seed);
+  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T;
+  const filters = bundledFilters();
+  EXTRA.forEach((x, i) => {
+    const d = parseFilterXml(x, `extra-${i}.xml`);
+    filters.set(d.name, d);
+  });
+  const macs = ['52:54:00:00:00:01', '52:54:00:66:00:02', '52:54:00:66:12:03', '52:54:00:AB:00:04', 'ff:ff:ff:ff:ff:ff', '01:00:5e:00:00:01', '01:80:c2:00:00:00', '52:54:00:00:00:fe'];
+  const ips = ['10.1.0.2', '10.66.0.3', '10.66.200.4', '10.67.0.5', '0.0.0.0', '255.255.255.255', '224.0.0.5', '10.1.0.254', '10.1.0.2'];
+  const ip6 = ['fd00::2', 'fe80::1', 'ff02::1', '::', 'fd00::2'];
+  const list = (xs: readonly string[]): string[] => Array.from({ length: 1 + Math.floor(r() * 3) }, () => pick(xs));
+  const bindings: InterfaceBinding[] = [];
+  for (let i = 0; i < n; i++) {
+    const mac = r() < 0.5 ? `52:54:00:00:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}` : pick(macs);
+    const kind = Math.floor(r() * 9);
+    let filter: string;
+    let params: Record<string, string | string[]>;
+    if (kind === 0) [filter, params] = ['clean-traffic', { IP: pick(ips) }];
+    else if (kind === 1) [filter, params] = ['clean-traffic', { IP: list(ips) }];
+    else if (kind === 2) [filter, params] = ['clean-traffic-gateway', { IP: pick(ips), GATEWAY_MAC: pick(macs) }];
+    else if (kind === 3) [filter, params] = ['oui', { IP: list(ips) }];
+    else if (kind === 4) [filter, params] = ['two-macs', { IP: pick(ips), OTHER: pick([...macs, mac]) }];
+    else if (kind === 5) [filter, params] = ['allow-dhcp-server', { DHCPSERVER: list(ips) }];
+    else if (kind === 6) [filter, params] = ['no-ipv6-spoofing', { IPV6: list(ip6) }];
+    else if (kind === 7) [filter, params] = ['clean-traffic', {}]; // learns its address: the full path
+    else [filter, params] = ['clean-traffic', { IP: pick(ips), CTRL_IP_LEARNING: 'none' }];
+    bindings.push(parseFilterBindingXml(bindingXml(`vnet${i}`, mac, filter, params), `binding-${i}.xml`));
+  }
+  return { filters, bindings };
+}
+
+describe('nft lowering from port classes equals the full path', () => {
+  it.each(resolveCorpus())('$name', ({ filters, bindings }) => {
+    expectSame(resolvePolicy(filters, bindings, [], { onInterfaceError: () => {} }));
+  });
+
+  it.each([1, 2, 3, 4, 5, 6])('a randomized host (seed %i)', (seed) => {
+    const { filters, bindings } = randomHost(seed, 300);
+    const ir = resolvePolicy(filters, bindings, [], { onInterfaceError: () => {} });
+    expect(ir.interfaces.length).toBeGreaterThan(200);
+    expectSame(ir);
+  });
+
+  it('classes are shared: a fleet of one filter is one class per direction, and values that meet a constant split it', () => {
+    const { filters } = randomHost(1, 0);
+    const b = (i: number, mac: string, ip: string): InterfaceBinding => parseFilterBindingXml(bindingXml(`vnet${i}`, mac, 'oui', { IP: ip }), `b${i}.xml`);
+    const ir = resolvePolicy(filters, [b(0, '52:54:00:00:00:01', '10.1.0.2'), b(1, '52:54:00:00:00:02', '10.1.0.3'), b(2, '52:54:00:66:00:03', '10.1.0.4'), b(3, '52:54:00:00:00:04', '10.66.1.1')]);
+    const pc = new PortClasses();
+    const keys = ir.interfaces.map((p) => pc.classKey(p, 'out'));
+    expect(keys[0]).toBeDefined();
+    expect(keys[1]).toBe(keys[0]);
+    expect(keys[2]).not.toBe(keys[0]); // its MAC is inside the dropped OUI
+    expect(keys[3]).not.toBe(keys[0]); // its IP is inside the dropped prefix
+    expect(new Set(keys).size).toBe(3);
+  });
+
+  it('a learning port has no class (the full path)', () => {
+    const { filters } = randomHost(1, 0);
+    const ir = resolvePolicy(filters, [parseFilterBindingXml(bindingXml('vnet0', '52:54:00:00:00:01', 'clean-traffic'), 'b.xml')]);
+    expect(ir.interfaces[0]?.learning).toBeDefined();
+    expect(new PortClasses().classKey(ir.interfaces[0] as PolicyIR['interfaces'][number], 'out')).toBeUndefined();
+  });
+});
