@@ -17,7 +17,7 @@ import { ruleCounts } from './ir/facts.js';
 import { failureOf, lowerToNft, type NftLowering } from './backends/nft/lower.js';
 import type { NftParts } from './backends/nft/parts.js';
 import { printNftText } from './backends/nft/printer.js';
-import { toNftJson } from './backends/nft/serialize.js';
+import { nftJsonText } from './backends/nft/serialize.js';
 import { lowerToBpf, type BpfLowering, type SeedLease } from './backends/bpf/lower.js';
 import { oneLayerReport, type OneLayerGroup } from './backends/layers.js';
 import { nftExpressesL2 } from './backends/nft/second-line.js';
@@ -252,7 +252,7 @@ export function generationOf(ir: PolicyIR, backend: Backend, inputs: Manifest['i
   }
   const parts: StoredNftParts = { format: NFT_PARTS_FORMAT, shapes: nft.parts.shapes, ports: nft.parts.ports };
   const files: CompiledGeneration['files'] = {
-    nftJson: JSON.stringify(toNftJson(nft.batch)),
+    nftJson: nftJsonText(nft.batch),
     nftText: printNftText(nft.batch),
     nftParts: JSON.stringify(parts) + '\n',
     policy: JSON.stringify(ir, null, 1) + '\n',

@@ -11,7 +11,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
-import { toNftJson } from '../../src/backends/nft/serialize.js';
+import { nftJsonText } from '../../src/backends/nft/serialize.js';
 import { bindingTexts, filters, parseBindings, planAndEncode, resolveAll } from './policy.js';
 import { log, type Stat } from './util.js';
 import { appendAll } from '../../src/util/arrays.js';
@@ -65,7 +65,7 @@ function compileOnceHere(n: number): CompileOnce {
   const t2 = performance.now();
   const lowered = lowerToNft(ir);
   const t3 = performance.now();
-  const outputBytes = JSON.stringify(toNftJson(lowered.batch)).length;
+  const outputBytes = nftJsonText(lowered.batch).length;
   const t4 = performance.now();
   return {
     n,
@@ -126,14 +126,14 @@ export async function compileThroughput(quick: boolean): Promise<CompileRow[]> {
       retainSamples: true,
     });
     bench.add(COMPILE_TASKS.total, () => {
-      outputBytes = JSON.stringify(toNftJson(lowerToNft(resolveAll(parseBindings(texts))).batch)).length;
+      outputBytes = nftJsonText(lowerToNft(resolveAll(parseBindings(texts))).batch).length;
     });
     if (!(quick && big)) {
       bench.add(COMPILE_TASKS.resolve, () => {
         resolveAll(parsed);
       });
       bench.add(COMPILE_TASKS.lower, () => {
-        JSON.stringify(toNftJson(lowerToNft(ir).batch));
+        nftJsonText(lowerToNft(ir).batch);
       });
       bench.add(COMPILE_TASKS.bpf, () => {
         planAndEncode(ir);

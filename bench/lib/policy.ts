@@ -1,7 +1,7 @@
 // The benchmark's host: N interfaces vnet0..vnet{N-1}, each bound to
 // clean-traffic with its own MAC and IP, and the compile paths measured on it.
 import { lowerToNft } from '../../src/backends/nft/lower.js';
-import { toNftJson } from '../../src/backends/nft/serialize.js';
+import { nftJsonText as batchJsonText } from '../../src/backends/nft/serialize.js';
 import { encodeConfig, planInterface } from '../../src/backends/bpf/plan.js';
 import type { BpfInterfaceLowering } from '../../src/backends/bpf/lower.js';
 import { MAP_NAMES } from '../../src/backends/bpf/names.js';
@@ -77,7 +77,7 @@ export function resolveAll(bindings: readonly InterfaceBinding[]): PolicyIR {
 
 /** resolve + lower + serialize: the nft JSON text of one generation. */
 export function nftJsonText(ir: PolicyIR, opts: { optimize?: boolean } = {}): string {
-  return JSON.stringify(toNftJson(lowerToNft(ir, opts).batch));
+  return batchJsonText(lowerToNft(ir, opts).batch);
 }
 
 /** Parse + resolve + lower + serialize, from binding XML texts to nft JSON text (`optimize: false`: without the nft optimizer). */

@@ -8,7 +8,7 @@
 import type { Direction, FailedInterface } from '../../ir/types.js';
 import type { L3Family } from './l3.js';
 import type { LearnMode } from '../../ir/learning.js';
-import type { NftBatch, NftCommand } from './model.js';
+import type { ElementObject, NftBatch, NftCommand } from './model.js';
 
 /** A shape: chains, rules and empty sets and maps, the same for every port that has it. */
 export interface ShapePart {
@@ -83,6 +83,36 @@ export function orderBatch(cmds: readonly NftCommand[]): NftCommand[] {
   const buckets: NftCommand[][] = [[], [], [], [], [], [], []];
   for (const c of cmds) (buckets[phase(c)] as NftCommand[]).push(c);
   return buckets.flat();
+}
+
+/**
+ * One `add element` command per set or map, holding the elements of every
+ * command that added to it, in their order, where the first of them was:
+ * the same elements in one transaction (every element command is in the
+ * element phase, after the sets and before the rules, orderBatch), in a
+ * batch a tenth of the size at fleet scale (one command per set instead of
+ * one per port and set).
+ */
+export function groupElements(cmds: readonly NftCommand[]): NftCommand[] {
+  const out: NftCommand[] = [];
+  const at = new Map<string, { elements: ElementObject['elements'][number][]; index: number; obj: ElementObject }>();
+  for (const c of cmds) {
+    if (c.op !== 'add' || c.object.kind !== 'element') {
+      out.push(c);
+      continue;
+    }
+    const o = c.object;
+    const key = `${o.family}\0${o.table}\0${o.name}`;
+    const g = at.get(key);
+    if (g) {
+      for (const e of o.elements) g.elements.push(e);
+      continue;
+    }
+    at.set(key, { elements: [...o.elements], index: out.length, obj: o });
+    out.push(c);
+  }
+  for (const g of at.values()) if (g.elements.length !== g.obj.elements.length) out[g.index] = { op: 'add', object: { ...g.obj, elements: g.elements } };
+  return out;
 }
 
 /** The L3 families of a set of ports (the tables the skeleton needs). */

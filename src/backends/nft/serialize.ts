@@ -19,6 +19,7 @@ import {
   type Value,
   type Verdict,
 } from './model.js';
+import { groupElements } from './parts.js';
 
 /** The JSON schema version this serializer writes (nft 1.0.x). */
 export const NFT_JSON_SCHEMA_VERSION = 1;
@@ -304,4 +305,25 @@ export function toNftJson(batch: NftBatch): NftJsonDocument {
   return {
     nftables: [{ metainfo: { json_schema_version: NFT_JSON_SCHEMA_VERSION } }, ...batch.map(commandJson)],
   };
+}
+
+/**
+ * The libnftables JSON text of a batch as a generation stores it (nft.json):
+ * toNftJson(groupElements(batch)) byte for byte, one `add element` command
+ * per set (parts.ts groupElements), written command by command, never the
+ * whole document as one object tree (a 10 000-port batch would be tens of
+ * MB of objects alive at once).
+ */
+export function nftJsonText(batch: NftBatch): string {
+  let s = `{"nftables":[{"metainfo":{"json_schema_version":${NFT_JSON_SCHEMA_VERSION}}}`;
+  const chunks: string[] = [];
+  for (const c of groupElements(batch)) {
+    s += `,${JSON.stringify(commandJson(c))}`;
+    if (s.length > 1 << 20) {
+      chunks.push(s);
+      s = '';
+    }
+  }
+  chunks.push(`${s}]}`);
+  return chunks.join('');
 }
