@@ -204,8 +204,9 @@ export function fastPortElements(s: FastShape, t: Template, ends?: (WalkEnd[] | 
   let instances = 0;
   for (const c of t.chains) for (const e of c.entries) if (e.kind === 'group') instances += e.rules.length;
   const accepted: { path: FastPath; combos: string[][] }[] = [];
+  const rules = s.paths.length ? [...rulesOf(t)] : [];
   for (const [fi, fp] of s.paths.entries()) {
-    const onPath = [...rulesOf(t)].filter((r) => ON_PATH[fp.kind].has(r.match.proto));
+    const onPath = rules.filter((r) => ON_PATH[fp.kind].has(r.match.proto));
     const values = fp.paths.map((p) => uniq(onPath.flatMap((r) => portValue(r, p, fp.kind) ?? [])));
     const count = values.reduce((n, v) => n * v.length, 1);
     if (count === 0) {
