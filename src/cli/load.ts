@@ -51,6 +51,8 @@ export function loadResultJson(r: LoadResult): Record<string, unknown> {
     interfaces: m.interfaces.map((i) => i.iface),
     incremental: r.incremental === true,
     path: r.commit.path,
+    ...(r.commit.via ? { via: r.commit.via } : {}),
+    ...(r.commit.viaFallback !== undefined ? { viaFallback: r.commit.viaFallback } : {}),
     ...(r.commit.fullReason ? { fullReason: r.commit.fullReason } : {}),
     failed: r.commit.failed.map((f) => ({ iface: f.iface, code: f.code, message: f.message })),
     ...(r.bpfHooks ? { bpfHooks: Object.fromEntries(Object.entries(r.bpfHooks).map(([tap, h]) => [tap, { fromVm: h.out, toVm: h.in }])) } : {}),

@@ -72,7 +72,7 @@ import {
   type Listing,
 } from './inventory.js';
 import { diffParts, planFullLoad, setIndexOf, tagCommands, unloadBatch, type Part, type SetIndex } from './load-plan.js';
-import { nfnlChangesOf, nftGeneration, NfnlEncodeError, NfnlSocket, sendChangeBatch } from './nfnl/index.js';
+import { nfnlChangesOf, nftGeneration, NfnlEncodeError, NfnlSocket, prepareChangeBatch, sendChangeBatch, sendPreparedBatch, type ChangeBatch } from './nfnl/index.js';
 import { LoadedStore, type LoadedHead, type LoadedPort, type LoadedRecord } from './loaded.js';
 
 export interface HostOptions extends NftRunOptions {
@@ -208,6 +208,63 @@ async function sendCommands(cmds: readonly NftCommand[], tag: string, index: Set
   return { via: 'nft' };
 }
 
+/** How a full load's transaction was sent, and why not over netlink. */
+export interface FullApplyResult {
+  via: 'nfnl' | 'nft';
+  fallback?: string;
+  /** Encoding (netlink) or the `nft -c` check (libnftables), and the transaction itself. */
+  prepareMs: number;
+  applyMs: number;
+}
+
+/** Above this many bytes a netlink batch gets more time than a small change (the kernel takes about 20 ms per MiB here). */
+const fullTimeoutMs = (bytes: number): number => 5000 + Math.ceil(bytes / (1 << 20)) * 1000;
+
+/**
+ * A full load's transaction (tagged commands, as planFullLoad's `apply`) as
+ * ONE nf_tables transaction: over netlink when nwf-fast talks netlink itself
+ * (`sock`) and the encoder covers every command, else through libnftables
+ * or the nft program (checked with `nft -c` first), never a mix. `before`
+ * runs once the transaction is ready and before it is sent (the load marks
+ * its tables there). A batch the kernel refuses changes nothing
+ * (NfnlBatchError names the change it refused). `NWF_FAST_DEBUG=1` says on
+ * stderr which path was taken and why.
+ */
+export async function applyFullTransaction(cmds: readonly NftCommand[], opts: NftRunOptions, sock: NfnlSocket | undefined, before: () => Promise<void> = async () => undefined): Promise<FullApplyResult> {
+  const t0 = performance.now();
+  let fallback: string | undefined;
+  let batch: ChangeBatch | undefined;
+  if (!sock) fallback = opts.runner ? 'a command runner was given' : !opts.inProcess ? 'not in-process (--nft-binary)' : 'no netlink socket';
+  else {
+    const changes = nfnlChangesOf(cmds, setIndexOf([cmds]), undefined);
+    if (!changes) fallback = `a command has no netlink form here (${cmds.find((c) => !nfnlChangesOf([c], setIndexOf([cmds]), undefined))?.op ?? '?'} ${cmds.find((c) => !nfnlChangesOf([c], setIndexOf([cmds]), undefined))?.object.kind ?? '?'})`;
+    else {
+      try {
+        batch = prepareChangeBatch(sock, changes, { ackEach: false });
+      } catch (e) {
+        // nothing was sent: libnftables has the whole transaction
+        if (!(e instanceof NfnlEncodeError)) throw e;
+        fallback = e.message;
+      }
+    }
+  }
+  if (process.env.NWF_FAST_DEBUG) process.stderr.write(`debug: full nft transaction (${cmds.length} commands) ${batch ? `over netlink (${batch.messages.length} messages, ${batch.bytes.length} bytes)` : `through libnftables: ${fallback ?? ''}`}\n`);
+  if (batch && sock) {
+    const t1 = performance.now();
+    await before();
+    const t2 = performance.now();
+    sendPreparedBatch(sock, batch, fullTimeoutMs(batch.bytes.length));
+    return { via: 'nfnl', prepareMs: t1 - t0, applyMs: performance.now() - t2 };
+  }
+  const doc = toNftJson(cmds);
+  await nftCheck(doc, opts);
+  const t1 = performance.now();
+  await before();
+  const t2 = performance.now();
+  await nftApply(doc, opts);
+  return { via: 'nft', ...(fallback !== undefined ? { fallback } : {}), prepareMs: t1 - t0, applyMs: performance.now() - t2 };
+}
+
 // ---- the desired state ----------------------------------------------------------------------
 
 /** One port as a load wants it: its record (without port id and eBPF slot) and its eBPF values. */
@@ -281,6 +338,8 @@ export interface CommitResult {
   path: 'none' | 'elements' | 'diff' | 'full';
   /** What sent the transaction: nwf-fast's netlink encoder, or libnftables / the nft program. */
   via?: 'nfnl' | 'nft';
+  /** A full replacement through libnftables: why the netlink encoder did not send it. */
+  viaFallback?: string;
   /** Why a full replacement was needed. */
   fullReason?: string;
   /** What the kernel held that was not recorded (found and repaired by this load). */
@@ -625,6 +684,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   const ta0 = performance.now();
   let nftMs = 0;
   let nftKernelMs: number | undefined;
+  let nftFallback: string | undefined;
   let bpfMs = 0;
   const timed = async <T>(fn: () => T | Promise<T>, add: (ms: number) => void): Promise<T> => {
     const t = performance.now();
@@ -659,12 +719,13 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
       inventory ??= kernelInventory(await listOurs(opts, ctx.tables));
       tag = newTag(tagsIn(inventory));
       const full = planFullLoad(inventory, tagCommands(orderBatch(cmds), tag), tag);
-      const doc = toNftJson(full.apply);
-      await nftCheck(doc, opts);
-      await markTables(cmds, ctx, opts);
-      gen0 = currentGen(opts, sock);
-      await timed(() => nftApply(doc, opts), (ms) => (nftMs += ms));
-      via = 'nft';
+      const sent = await applyFullTransaction(full.apply, opts, sock, async () => {
+        await markTables(cmds, ctx, opts);
+        gen0 = currentGen(opts, sock);
+      });
+      nftMs += sent.applyMs;
+      via = sent.via;
+      if (sent.fallback !== undefined) nftFallback = sent.fallback;
       commits++;
       cleanup = full.cleanup;
       path = 'full';
@@ -763,6 +824,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   return {
     path,
     ...(via ? { via } : {}),
+    ...(nftFallback !== undefined ? { viaFallback: nftFallback } : {}),
     ...(fullReason ? { fullReason } : {}),
     drift,
     missingTaps: b.missing,
@@ -1016,13 +1078,19 @@ export async function listingNow(opts: HostOptions, tables: readonly TableProbe[
 /**
  * Applies an nft build over whatever nwf-fast's tables hold now, as a full
  * load does (nothing recorded): `build` gives the commands under the tag it
- * is handed. Returns the tag. (Benchmarks and tests.)
+ * is handed. Returns the tag. (Benchmarks and tests.) In-process, over
+ * netlink where the encoder covers the build (`netlink: false`: libnftables).
  */
-export async function applyNft(build: (tag: string) => readonly NftCommand[], opts: NftRunOptions): Promise<string> {
+export async function applyNft(build: (tag: string) => readonly NftCommand[], opts: NftRunOptions & { netlink?: boolean }): Promise<string> {
   const k = kernelInventory(await listOurs(opts));
   const tag = newTag(tagsIn(k));
   const plan = planFullLoad(k, build(tag), tag);
-  await nftApply(toNftJson(plan.apply), opts);
+  const sock = opts.netlink !== false && inProcessNetlink(opts) ? openSocket(opts) : undefined;
+  try {
+    await applyFullTransaction(plan.apply, opts, sock);
+  } finally {
+    sock?.close();
+  }
   try {
     if (plan.cleanup.length) await nftApply(toNftJson(plan.cleanup), opts);
   } catch {

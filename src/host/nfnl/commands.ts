@@ -1,10 +1,11 @@
 // nwf-fast's typed nft commands (model.ts) as the encoder's changes: the
-// commands of a load plan's transaction, under the load's tag. Every
-// command of a port's part, of a new shape (its chains, sets and maps,
-// rules and elements) and of a cleanup has a netlink form; a base chain, a
-// table and the rules rules.ts does not cover are left to libnftables (the
-// encoder throws NfnlEncodeError(unsupported) for the rules, this returns
-// undefined for the others).
+// commands of a load plan's transaction, under the load's tag, or of a
+// full load's transaction. Every command of a port's part, of a new shape
+// (its chains, sets and maps, rules and elements), of a cleanup and of a
+// full replacement (tables, base chains, flushes) has a netlink form; the
+// rules rules.ts does not cover are left to libnftables (the encoder throws
+// NfnlEncodeError(unsupported) for them), and so are commands without a form
+// here (this returns undefined).
 import { tagName } from '../../backends/nft/names.js';
 import type { ChainObject, NftCommand, RuleObject } from '../../backends/nft/model.js';
 import type { SetDefinition } from '../inventory.js';
@@ -30,17 +31,21 @@ export function newSetOf(d: SetDefinition, tag?: string): NfnlChange {
 }
 
 /**
- * Untagged commands as netlink changes under `tag`, in their order (a new
+ * Untagged commands as netlink changes under `tag` (undefined: the names are
+ * final, as in a full load's tagged transaction), in their order (a new
  * set's elements right after it), or undefined when one has no netlink form
  * here; `index` has the definitions of the sets whose elements change.
  */
-export function nfnlChangesOf(cmds: readonly NftCommand[], index: SetIndex, tag: string): NfnlChange[] | undefined {
+export function nfnlChangesOf(cmds: readonly NftCommand[], index: SetIndex, tag: string | undefined): NfnlChange[] | undefined {
   const out: NfnlChange[] = [];
   const fam = (f: string): ObjectChange['family'] => f as ObjectChange['family'];
   for (const c of cmds) {
     const o = c.object;
-    if (o.kind === 'table' && c.op === 'delete') out.push({ op: 'delete', kind: 'table', family: fam(o.family), name: o.name });
-    else if (o.kind === 'chain' && (c.op === 'flush' || c.op === 'delete' || (c.op === 'add' && !(o as ChainObject).base))) out.push({ op: c.op, kind: 'chain', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
+    if (o.kind === 'table' && (c.op === 'delete' || c.op === 'add')) out.push({ op: c.op, kind: 'table', family: fam(o.family), name: o.name });
+    else if (o.kind === 'chain' && c.op === 'add') {
+      const base = (o as ChainObject).base;
+      out.push({ op: 'add', kind: 'chain', family: fam(o.family), table: o.table, name: tagName(o.name, tag), ...(base ? { base } : {}) });
+    } else if (o.kind === 'chain' && (c.op === 'flush' || c.op === 'delete')) out.push({ op: c.op, kind: 'chain', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
     else if ((o.kind === 'set' || o.kind === 'map') && c.op === 'delete') out.push({ op: 'delete', kind: 'set', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
     else if ((o.kind === 'set' || o.kind === 'map') && c.op === 'add' && 'type' in o) {
       out.push(newSetOf(o, tag));

@@ -91,5 +91,5 @@ export async function applyElementDelta(deltas: readonly SetDelta[], opts: Eleme
   return { path: 'nft', fallback };
 }
 export { encodeGetGen, genIdOf, getGeneration, nftGeneration } from './gen.js';
-export { applyChanges, encodeChangeBatch, objectChangeText, sendChangeBatch, type BatchTiming, type NfnlChange, type ObjectChange } from './objects.js';
+export { applyChanges, encodeChangeBatch, objectChangeText, prepareChangeBatch, sendChangeBatch, sendPreparedBatch, type BatchTiming, type ChangeBatch, type NfnlChange, type ObjectChange } from './objects.js';
 export { setFlags, setUserdata, writeNewSet, type NewSet } from './sets.js';

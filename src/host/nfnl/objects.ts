@@ -24,23 +24,35 @@ import {
   NLM_F_CREATE,
   NLM_F_REQUEST,
   nftMsgType,
+  VERDICT_CODE,
   type NfFamily,
 } from './uapi.js';
+import { NfnlEncodeError } from './data.js';
 
 /** enum nf_tables_msg_types (the ones used here). */
-const MSG = { DELTABLE: 2, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, NEWSET: 9, DELSET: 11, NEWOBJ: 18, DELOBJ: 20 } as const;
+const MSG = { NEWTABLE: 0, DELTABLE: 2, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, NEWSET: 9, DELSET: 11, NEWOBJ: 18, DELOBJ: 20 } as const;
 /** NLM_F_APPEND: a new rule goes to the end of its chain. */
 const NLM_F_APPEND = 0x800;
 /** Attribute numbers: NFTA_TABLE_NAME, NFTA_CHAIN_*, NFTA_RULE_*, NFTA_SET_*, NFTA_OBJ_*. */
-const A = { TABLE_NAME: 1, CHAIN_TABLE: 1, CHAIN_NAME: 3, RULE_TABLE: 1, RULE_CHAIN: 2, SET_TABLE: 1, SET_NAME: 2, OBJ_TABLE: 1, OBJ_NAME: 2, OBJ_TYPE: 3, OBJ_DATA: 4 } as const;
+const A = { TABLE_NAME: 1, TABLE_FLAGS: 2, CHAIN_TABLE: 1, CHAIN_NAME: 3, RULE_TABLE: 1, RULE_CHAIN: 2, SET_TABLE: 1, SET_NAME: 2, OBJ_TABLE: 1, OBJ_NAME: 2, OBJ_TYPE: 3, OBJ_DATA: 4 } as const;
 const NFT_OBJECT_COUNTER = 1;
 
+/** A base chain's hook: nft's type, hook, priority and policy (and device of a netdev chain). */
+export interface BaseChainHook {
+  type: 'filter' | 'nat' | 'route';
+  hook: string;
+  prio: number;
+  policy?: 'accept' | 'drop';
+  dev?: string;
+}
+
 export type ObjectChange =
-  | { op: 'add' | 'flush' | 'delete'; kind: 'chain'; family: NfFamily; table: string; name: string }
+  | { op: 'add'; kind: 'chain'; family: NfFamily; table: string; name: string; base?: BaseChainHook }
+  | { op: 'flush' | 'delete'; kind: 'chain'; family: NfFamily; table: string; name: string }
   | { op: 'add' | 'delete'; kind: 'counter'; family: NfFamily; table: string; name: string }
   | { op: 'delete'; kind: 'set'; family: NfFamily; table: string; name: string }
   | ({ op: 'add'; kind: 'set' } & NewSet)
-  | { op: 'delete'; kind: 'table'; family: NfFamily; name: string }
+  | { op: 'add' | 'delete'; kind: 'table'; family: NfFamily; name: string }
   | { op: 'add'; kind: 'rule'; family: NfFamily; table: string; chain: string; statements: readonly Statement[]; comment?: string };
 
 /** An object change, or element changes of one set. */
@@ -60,6 +72,27 @@ export function objectChangeText(c: NfnlChange): string {
   }
 }
 
+/** enum nft_chain_attributes (a base chain's), nft_hook_attributes. */
+const CHAIN = { HOOK: 4, POLICY: 5, TYPE: 7 } as const;
+const HOOK = { NUM: 1, PRIORITY: 2, DEV: 3 } as const;
+/** Hook numbers: enum nf_inet_hooks (the bridge family's nf_br_hooks have the same numbers), nf_dev_hooks. */
+const HOOKS: Readonly<Record<string, number>> = { prerouting: 0, input: 1, forward: 2, output: 3, postrouting: 4, ingress: 5 };
+const NETDEV_HOOKS: Readonly<Record<string, number>> = { ingress: 0, egress: 1 };
+
+/** A base chain's type, policy and hook, in the order nft 1.0.6 writes them. */
+function writeBaseChain(w: NlWriter, family: NfFamily, b: BaseChainHook): void {
+  const num = (family === 'netdev' ? NETDEV_HOOKS : HOOKS)[b.hook];
+  if (num === undefined) throw new NfnlEncodeError(`the ${family} hook ${b.hook} is not encoded here`, true);
+  if (!Number.isInteger(b.prio) || b.prio < -0x80000000 || b.prio > 0x7fffffff) throw new NfnlEncodeError(`chain priority ${b.prio} is not a 32-bit integer`, false);
+  w.strz(CHAIN.TYPE, b.type);
+  if (b.policy !== undefined) w.be32(CHAIN.POLICY, VERDICT_CODE[b.policy]);
+  w.nest(CHAIN.HOOK);
+  w.be32(HOOK.NUM, num);
+  w.be32(HOOK.PRIORITY, b.prio);
+  if (b.dev !== undefined) w.strz(HOOK.DEV, b.dev);
+  w.nestEnd();
+}
+
 function writeChange(w: NlWriter, c: ObjectChange, seq: number): void {
   const family = NFPROTO[c.family];
   const req = NLM_F_REQUEST | NLM_F_ACK;
@@ -68,12 +101,14 @@ function writeChange(w: NlWriter, c: ObjectChange, seq: number): void {
       w.begin(nftMsgType(MSG.NEWRULE), req | NLM_F_CREATE | NLM_F_APPEND, seq, family);
       w.strz(NFTA_RULE.TABLE, c.table);
       w.strz(NFTA_RULE.CHAIN, c.chain);
-      writeRuleExpressions(w, c.statements);
+      writeRuleExpressions(w, c.statements, c.family);
       if (c.comment !== undefined) w.attr(NFTA_RULE.USERDATA, commentUserdata(c.comment));
       break;
     case 'table':
-      w.begin(nftMsgType(MSG.DELTABLE), req, seq, family);
+      // as nft adds a table: no NLM_F_CREATE, flags 0 (an existing table stays as it is, its comment too)
+      w.begin(nftMsgType(c.op === 'add' ? MSG.NEWTABLE : MSG.DELTABLE), req, seq, family);
       w.strz(A.TABLE_NAME, c.name);
+      if (c.op === 'add') w.be32(A.TABLE_FLAGS, 0);
       break;
     case 'chain':
       if (c.op === 'flush') {
@@ -85,6 +120,7 @@ function writeChange(w: NlWriter, c: ObjectChange, seq: number): void {
         w.begin(nftMsgType(c.op === 'add' ? MSG.NEWCHAIN : MSG.DELCHAIN), c.op === 'add' ? req | NLM_F_CREATE : req, seq, family);
         w.strz(A.CHAIN_TABLE, c.table);
         w.strz(A.CHAIN_NAME, c.name);
+        if (c.op === 'add' && c.base) writeBaseChain(w, c.family, c.base);
       }
       break;
     case 'set':
@@ -141,6 +177,43 @@ export function encodeChangeBatch(changes: readonly NfnlChange[], seq: number): 
 /** Sequence numbers a batch of these changes may use. */
 const seqsFor = (changes: readonly NfnlChange[]): number => changes.reduce((n, c) => n + (c.kind === 'elements' ? c.change.elements.length : 1), 2);
 
+/** An encoded batch, ready to send on the socket whose sequence numbers it uses. */
+export type ChangeBatch = ReturnType<typeof encodeChangeBatch>;
+
+/**
+ * Encodes the changes for `sock` (throws NfnlEncodeError for a change this
+ * encoder does not cover: nothing is sent). `ackEach: false`: only the end
+ * of the batch asks for an acknowledgement (the kernel still reports every
+ * refused message): a batch of thousands of messages would otherwise
+ * overflow the socket's receive buffer with acknowledgements.
+ */
+export function prepareChangeBatch(sock: Pick<BatchSocket, 'reserveSeq'>, changes: readonly NfnlChange[], opts: { ackEach?: boolean } = {}): ChangeBatch {
+  const batch = encodeChangeBatch(changes, sock.reserveSeq(seqsFor(changes)));
+  if (opts.ackEach === false) {
+    const b = batch.bytes;
+    for (let at = 0; at + 16 <= b.length; ) {
+      const len = b.readUInt32LE(at);
+      if (b.readUInt32LE(at + 8) !== batch.endSeq) b.writeUInt16LE(b.readUInt16LE(at + 6) & ~NLM_F_ACK, at + 6);
+      at += (len + 3) & ~3;
+    }
+  }
+  return batch;
+}
+
+/**
+ * Sends an encoded batch as one transaction; throws NfnlBatchError naming
+ * the change the kernel refused (then nothing changed).
+ */
+export function sendPreparedBatch(sock: BatchSocket, batch: ChangeBatch, timeoutMs = 2000, encodeMs = 0): BatchTiming {
+  const t1 = performance.now();
+  const errors = sendBatch(sock, batch, timeoutMs, 'batch');
+  const timing = { encodeMs, kernelMs: performance.now() - t1 };
+  const e = errors[0];
+  if (!e) return timing;
+  const m = batch.messages.find((x) => x.seq === e.seq);
+  throw new NfnlBatchError(`nf_tables refused to ${m ? objectChangeText(m.change) : 'commit the batch'}: ${errnoText(e.errno ?? 0)}${e.extMsg ? `; kernel: ${e.extMsg}` : ''}${errors.length > 1 ? ` (and ${errors.length - 1} more refusal${errors.length > 2 ? 's' : ''})` : ''}`, e.errno ?? 0);
+}
+
 /**
  * Sends the changes as one transaction; throws NfnlBatchError naming the
  * change the kernel refused (then nothing changed), NfnlEncodeError for a
@@ -149,14 +222,8 @@ const seqsFor = (changes: readonly NfnlChange[]): number => changes.reduce((n, c
 export function sendChangeBatch(sock: BatchSocket, changes: readonly NfnlChange[], timeoutMs = 2000): BatchTiming {
   if (!changes.length) return { encodeMs: 0, kernelMs: 0 };
   const t0 = performance.now();
-  const batch = encodeChangeBatch(changes, sock.reserveSeq(seqsFor(changes)));
-  const t1 = performance.now();
-  const errors = sendBatch(sock, batch, timeoutMs, 'batch');
-  const timing = { encodeMs: t1 - t0, kernelMs: performance.now() - t1 };
-  const e = errors[0];
-  if (!e) return timing;
-  const m = batch.messages.find((x) => x.seq === e.seq);
-  throw new NfnlBatchError(`nf_tables refused to ${m ? objectChangeText(m.change) : 'commit the batch'}: ${errnoText(e.errno ?? 0)}${e.extMsg ? `; kernel: ${e.extMsg}` : ''}`, e.errno ?? 0);
+  const batch = prepareChangeBatch(sock, changes);
+  return sendPreparedBatch(sock, batch, timeoutMs, performance.now() - t0);
 }
 
 /** Where a batch's time went: encoding it (user space), and from its first byte sent to the kernel's last acknowledgement (nf_tables runs the batch within send()). */

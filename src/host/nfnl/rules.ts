@@ -20,7 +20,16 @@
 //     of them: the loads into consecutive registers (numbered as nft
 //     numbers them) and a lookup (into the verdict register for a vmap);
 //   - `meta mark set N` and `meta mark set meta mark & A | B` (a port's L3
-//     mark chains);
+//     mark chains), and `meta mark & A vmap @map` (the L3 dispatch);
+//   - `udp|tcp sport|dport` (with the `meta l4proto` test nft adds before
+//     them), `vlan id|type` (after an `ether type 0x8100` test), other
+//     comparisons than == and != on header fields, ranges (two compares,
+//     or a range expression for !=), a mask given as an address;
+//   - `meta iifname | oifname == | != "name"` and the wildcard `"prefix*"`
+//     (a compare of the prefix's bytes only);
+//   - `ct state` against one state, `ct direction`;
+//   - in the ip and ip6 families, their own header fields without an
+//     EtherType test (the family is the dependency);
 //   - `counter name "x"` (an object reference), and every verdict;
 //   - the rule's comment (its user data).
 // Anything else throws NfnlEncodeError(unsupported) and the caller sends the
@@ -46,6 +55,14 @@ const NFT_META_LEN = 0;
 const NFT_META_MARK = 3;
 /** Meta keys a lookup or a compare may load (enum nft_meta_keys) and their lengths. */
 const META_KEYS: Readonly<Record<string, { key: number; len: number }>> = { protocol: { key: 1, len: 2 }, iifname: { key: 6, len: 16 }, oifname: { key: 7, len: 16 }, l4proto: { key: 16, len: 1 } };
+/** enum nft_ct_attributes, nft_ct_keys (the two the L3 rules test); ct state bits (NF_CT_STATE_*), directions. */
+const CT = { DREG: 1, KEY: 2 } as const;
+const CT_KEYS: Readonly<Record<string, { key: number; len: number }>> = { state: { key: 0, len: 4 }, direction: { key: 2, len: 1 } };
+const CT_STATE_BITS: Readonly<Record<string, number>> = { invalid: 1, established: 2, related: 4, new: 8, untracked: 64 };
+const CT_DIRECTIONS: Readonly<Record<string, number>> = { original: 0, reply: 1 };
+/** enum nft_range_attributes, nft_range_ops. */
+const RANGE = { SREG: 1, OP: 2, FROM: 3, TO: 4 } as const;
+const NFT_RANGE_NEQ = 1;
 const LOOKUP = { SET: 1, SREG: 2, DREG: 3, FLAGS: 5 } as const;
 const NFT_LOOKUP_F_INV = 1;
 const BITWISE = { SREG: 1, DREG: 2, LEN: 3, MASK: 4, XOR: 5, OP: 6 } as const;
@@ -69,7 +86,13 @@ const unsupported = (what: string): never => {
 /** Header fields on whole bytes: base, offset and length in bytes (the bridge family's link layer is Ethernet). */
 type Field = { base: number; offset: number; len: number };
 const nh = (offset: number, len: number): Field => ({ base: PAYLOAD_BASE.nh, offset, len });
+const th = (offset: number, len: number): Field => ({ base: PAYLOAD_BASE.th, offset, len });
+const ll = (offset: number, len: number): Field => ({ base: PAYLOAD_BASE.ll, offset, len });
 const FIELDS: { readonly [P in PayloadField['protocol']]?: Readonly<Record<string, Field>> } = {
+  udp: { sport: th(0, 2), dport: th(2, 2), length: th(4, 2) },
+  tcp: { sport: th(0, 2), dport: th(2, 2) },
+  // the 802.1Q tag after the outer EtherType; `vlan id` is its low 12 bits (masked, see VLAN_ID_MASK)
+  vlan: { id: ll(14, 2), type: ll(16, 2) },
   ether: { daddr: { base: PAYLOAD_BASE.ll, offset: 0, len: 6 }, saddr: { base: PAYLOAD_BASE.ll, offset: 6, len: 6 }, type: { base: PAYLOAD_BASE.ll, offset: 12, len: 2 } },
   ip: { length: nh(2, 2), id: nh(4, 2), 'frag-off': nh(6, 2), ttl: nh(8, 1), protocol: nh(9, 1), saddr: nh(12, 4), daddr: nh(16, 4) },
   ip6: { length: nh(4, 2), nexthdr: nh(6, 1), hoplimit: nh(7, 1), saddr: nh(8, 16), daddr: nh(24, 16) },
@@ -80,7 +103,13 @@ const FIELDS: { readonly [P in PayloadField['protocol']]?: Readonly<Record<strin
  * it` before such a field unless the rule already tests it, so the encoder
  * takes the field only after that test (else libnftables has the rule).
  */
-const DEPENDENCY: { readonly [P in PayloadField['protocol']]?: number } = { ip: 0x0800, ip6: 0x86dd, arp: 0x0806 };
+const DEPENDENCY: { readonly [P in PayloadField['protocol']]?: number } = { ip: 0x0800, ip6: 0x86dd, arp: 0x0806, vlan: 0x8100 };
+/** Transport fields: nft adds `meta l4proto N` before the first one unless the rule tested it. */
+const L4_DEPENDENCY: { readonly [P in PayloadField['protocol']]?: number } = { udp: 17, tcp: 6 };
+/** `vlan id`: 12 bits of the 2-byte TCI. */
+const VLAN_ID_MASK = Buffer.from([0x0f, 0xff]);
+/** The families whose own network header needs no EtherType test. */
+const FAMILY_PROTOCOL: Readonly<Record<string, string>> = { ip: 'ip', ip6: 'ip6' };
 
 /** Address fields: their constants are written as addresses (and may be prefixes). */
 const ADDRESS_FIELDS: Readonly<Record<string, 'ipv4_addr' | 'ipv6_addr'>> = { 'ip saddr': 'ipv4_addr', 'ip daddr': 'ipv4_addr', 'ip6 saddr': 'ipv6_addr', 'ip6 daddr': 'ipv6_addr', 'arp saddr ip': 'ipv4_addr', 'arp daddr ip': 'ipv4_addr' };
@@ -148,6 +177,12 @@ function writeMeta(w: NlWriter, key: number, dreg: number): void {
 
 /** Loads a field (a header field on whole bytes, or a meta key of META_KEYS) into `dreg`; returns its length. */
 function writeLoad(w: NlWriter, s: Selector, dreg: number): number {
+  if (s.kind === 'binop' && dreg === NFT_REG_1 && s.op === '&' && s.left.kind === 'meta' && s.left.key === 'mark' && s.right.kind === 'number') {
+    // `meta mark & A` (the L3 dispatch's key): the mark, masked
+    writeMeta(w, NFT_META_MARK, NFT_REG_1);
+    writeBitwise(w, markBytes(s.right), NFT_BITWISE_BOOL);
+    return 4;
+  }
   if (s.kind === 'meta') {
     const m = META_KEYS[s.key] ?? unsupported(`meta ${s.key}`);
     writeMeta(w, m.key, dreg);
@@ -195,18 +230,21 @@ function writeVmap(w: NlWriter, s: Extract<Statement, { kind: 'vmap' }>): void {
   });
 }
 
+/** An attribute holding constant bytes (a nested NFTA_DATA_VALUE). */
+function dataAttr(w: NlWriter, type: number, bytes: Buffer): void {
+  w.nest(type);
+  w.attr(NFTA_DATA_VALUE, bytes);
+  w.nestEnd();
+}
+
 function writeBitwise(w: NlWriter, mask: Buffer, op?: number, xor: Buffer = Buffer.alloc(mask.length)): void {
   expr(w, 'bitwise', () => {
     w.attr(BITWISE.SREG, be32(NFT_REG_1));
     w.attr(BITWISE.DREG, be32(NFT_REG_1));
     if (op !== undefined) w.attr(BITWISE.OP, be32(op));
     w.attr(BITWISE.LEN, be32(mask.length));
-    w.nest(BITWISE.MASK);
-    w.attr(NFTA_DATA_VALUE, mask);
-    w.nestEnd();
-    w.nest(BITWISE.XOR);
-    w.attr(NFTA_DATA_VALUE, xor);
-    w.nestEnd();
+    dataAttr(w, BITWISE.MASK, mask);
+    dataAttr(w, BITWISE.XOR, xor);
   });
 }
 
@@ -239,13 +277,69 @@ function writeCmp(w: NlWriter, op: string, data: Buffer): void {
   });
 }
 
-/** Refuses a network-layer field whose EtherType the rule has not tested yet (see DEPENDENCY). */
-function checkDependencies(s: Selector, etherTypes: ReadonlySet<number>): void {
+/** What a rule has tested so far: EtherTypes and transport protocols (`meta l4proto`). */
+interface Tested {
+  family: string;
+  etherTypes: Set<number>;
+  l4protos: Set<number>;
+}
+
+/**
+ * Refuses a network-layer field whose EtherType the rule has not tested yet
+ * (see DEPENDENCY); writes the `meta l4proto` test nft adds before a
+ * transport field (after an IPv4 or IPv6 EtherType test).
+ */
+function writeDependencies(w: NlWriter, s: Selector, t: Tested): void {
   const parts = s.kind === 'concat' ? s.items : s.kind === 'binop' ? [s.left] : [s];
   for (const p of parts) {
-    const dep = p.kind === 'payload' ? DEPENDENCY[p.protocol] : undefined;
-    if (dep !== undefined && !etherTypes.has(dep)) unsupported(`${p.kind === 'payload' ? p.protocol : ''} fields without an earlier ether type test`);
+    if (p.kind !== 'payload') continue;
+    if (FAMILY_PROTOCOL[t.family] === p.protocol) continue;
+    const dep = DEPENDENCY[p.protocol];
+    if (dep !== undefined && (t.family !== 'bridge' || !t.etherTypes.has(dep))) unsupported(`${p.protocol} fields without an earlier ether type test`);
+    const l4 = L4_DEPENDENCY[p.protocol];
+    if (l4 === undefined || t.l4protos.has(l4)) continue;
+    if (t.family !== 'bridge' || !(t.etherTypes.has(0x0800) || t.etherTypes.has(0x86dd))) unsupported(`${p.protocol} fields without an earlier ether type test`);
+    writeMeta(w, (META_KEYS.l4proto as { key: number }).key, NFT_REG_1);
+    writeCmp(w, '==', Buffer.from([l4]));
+    t.l4protos.add(l4);
   }
+}
+
+/** An interface name as nft compares it: the name padded to IFNAMSIZ, or a wildcard's prefix (`vnet*`) alone. */
+function ifnameBytes(name: string): Buffer {
+  const wild = name.endsWith('*') && !name.endsWith('\\*');
+  const text = Buffer.from(wild ? name.slice(0, -1) : name, 'utf8');
+  if (text.includes(0) || text.length >= 16 || name.includes('\\') || (wild && text.length === 0)) unsupported(`the interface name ${JSON.stringify(name)}`);
+  if (wild) return text;
+  const out = Buffer.alloc(16);
+  text.copy(out);
+  return out;
+}
+
+/** `ct state == one state` (the state bits, host order) and `ct direction == original | reply`. */
+function writeCtMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void {
+  const c = s.left as Extract<Selector, { kind: 'ct' }>;
+  const k = CT_KEYS[c.key];
+  if (!k || 'dir' in c || (s.op !== '==' && s.op !== '!=')) return unsupported(`ct ${c.key} ${s.op}`);
+  let data: Buffer;
+  if (c.key === 'state') {
+    // one state: a compare (several: an anonymous set, left to libnftables)
+    const items = s.right.kind === 'set' ? s.right.items : s.right.kind === 'flags' ? s.right.items : [s.right];
+    const only = items.length === 1 ? items[0] : undefined;
+    const bit = only && only.kind === 'symbol' ? CT_STATE_BITS[only.value] : undefined;
+    if (bit === undefined) return unsupported(`ct state ${JSON.stringify(s.right)}`);
+    data = Buffer.alloc(4);
+    data.writeUInt32LE(bit);
+  } else {
+    const dir = s.right.kind === 'symbol' ? CT_DIRECTIONS[s.right.value] : undefined;
+    if (dir === undefined) return unsupported(`ct direction ${JSON.stringify(s.right)}`);
+    data = Buffer.from([dir]);
+  }
+  expr(w, 'ct', () => {
+    w.attr(CT.KEY, be32(k.key));
+    w.attr(CT.DREG, be32(NFT_REG_1));
+  });
+  writeCmp(w, s.op, data);
 }
 
 function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void {
@@ -267,7 +361,51 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
     writeLookup(w, s, s.right.name);
     return;
   }
-  if (s.op !== '==' && s.op !== '!=') unsupported(`${s.op} on a payload field`);
+  if (s.left.kind === 'ct') {
+    writeCtMatch(w, s);
+    return;
+  }
+  if (s.left.kind === 'meta' && (s.left.key === 'iifname' || s.left.key === 'oifname') && s.right.kind === 'string' && (s.op === '==' || s.op === '!=')) {
+    writeMeta(w, (META_KEYS[s.left.key] as { key: number }).key, NFT_REG_1);
+    writeCmp(w, s.op, ifnameBytes(s.right.value));
+    return;
+  }
+  if (s.right.kind === 'range' && s.left.kind !== 'meta' && s.left.kind !== 'binop' && (s.op === '==' || s.op === '!=')) {
+    const p = payloadOf(s.left);
+    const from = constantBytes(s.right.from, p.len);
+    const to = constantBytes(s.right.to, p.len);
+    writePayload(w, p, NFT_REG_1);
+    if (s.op === '==') {
+      // nft writes an including range as two compares
+      writeCmp(w, '>=', from);
+      writeCmp(w, '<=', to);
+    } else {
+      expr(w, 'range', () => {
+        w.attr(RANGE.SREG, be32(NFT_REG_1));
+        w.attr(RANGE.OP, be32(NFT_RANGE_NEQ));
+        dataAttr(w, RANGE.FROM, from);
+        dataAttr(w, RANGE.TO, to);
+      });
+    }
+    return;
+  }
+  if (s.left.kind === 'payload' && s.left.protocol === 'vlan' && s.left.field === 'id') {
+    if (s.op !== '==' && s.op !== '!=') unsupported(`${s.op} on vlan id`);
+    writePayload(w, payloadOf(s.left), NFT_REG_1);
+    writeBitwise(w, VLAN_ID_MASK);
+    writeCmp(w, s.op, constantBytes(s.right, 2));
+    return;
+  }
+  if (s.op !== '==' && s.op !== '!=') {
+    // an ordered comparison of a header field: its bytes are big endian, so they compare like the value
+    if (s.left.kind !== 'payload' && s.left.kind !== 'raw-payload') unsupported(`${s.op} on ${JSON.stringify(s.left)}`);
+    if (s.left.kind === 'payload' && ADDRESS_FIELDS[`${s.left.protocol} ${s.left.field}`]) unsupported(`${s.op} on an address`);
+    const p = payloadOf(s.left);
+    const data = constantBytes(s.right, p.len);
+    writePayload(w, p, NFT_REG_1);
+    writeCmp(w, s.op, data);
+    return;
+  }
   if (s.left.kind === 'meta') {
     // meta l4proto / protocol: a value in network byte order, like a header field
     const m = s.left.key === 'l4proto' || s.left.key === 'protocol' ? (META_KEYS[s.left.key] as { key: number; len: number }) : unsupported(`meta ${s.left.key} ${s.op} a value`);
@@ -278,7 +416,8 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
   }
   if (s.left.kind === 'binop') {
     // `field & mask == | != value`: the field masked, then compared
-    if (s.left.op !== '&' || s.left.right.kind !== 'number') unsupported(`the selector ${JSON.stringify(s.left)}`);
+    if (s.left.op !== '&' || (s.left.right.kind !== 'number' && s.left.right.kind !== 'symbol')) unsupported(`the selector ${JSON.stringify(s.left)}`);
+    if (s.left.left.kind === 'payload' && s.left.left.protocol === 'vlan' && s.left.left.field === 'id') unsupported('a mask on vlan id');
     const f = payloadOf(s.left.left);
     const mask = constantBytes(s.left.right as Value, f.len);
     const data = constantBytes(s.right, f.len);
@@ -348,18 +487,31 @@ function writeSetMark(w: NlWriter, s: Extract<Statement, { kind: 'mangle' }>): v
 }
 
 /** The NFTA_RULE_EXPRESSIONS of a rule's statements (throws NfnlEncodeError(unsupported) for what is not covered). */
-export function writeRuleExpressions(w: NlWriter, statements: readonly Statement[]): void {
+export function writeRuleExpressions(w: NlWriter, statements: readonly Statement[], family = 'bridge'): void {
   w.nest(NFTA_RULE.EXPRESSIONS);
-  const etherTypes = new Set<number>();
-  for (const s of statements) {
+  const t: Tested = { family, etherTypes: new Set(), l4protos: new Set() };
+  const noteTested = (s: Extract<Statement, { kind: 'match' }>): void => {
+    if (s.op === '==' && s.left.kind === 'payload' && s.left.protocol === 'ether' && s.left.field === 'type' && s.right.kind === 'number') t.etherTypes.add(s.right.value);
+    if (s.op === '==' && s.left.kind === 'meta' && s.left.key === 'l4proto' && s.right.kind === 'number') t.l4protos.add(s.right.value);
+  };
+  for (const item of mergePayloadMatches(statements)) {
+    if ('members' in item) {
+      // adjacent header fields compared as one load, as nft merges them
+      for (const m of item.members) writeDependencies(w, m.left, t);
+      writePayload(w, item.field, NFT_REG_1);
+      writeCmp(w, '==', item.data);
+      for (const m of item.members) noteTested(m);
+      continue;
+    }
+    const s = item;
     switch (s.kind) {
       case 'match':
-        checkDependencies(s.left, etherTypes);
+        writeDependencies(w, s.left, t);
         writeMatch(w, s);
-        if (s.op === '==' && s.left.kind === 'payload' && s.left.protocol === 'ether' && s.left.field === 'type' && s.right.kind === 'number') etherTypes.add(s.right.value);
+        noteTested(s);
         break;
       case 'vmap':
-        checkDependencies(s.key, etherTypes);
+        writeDependencies(w, s.key, t);
         writeVmap(w, s);
         break;
       case 'mangle':
@@ -384,6 +536,94 @@ export function writeRuleExpressions(w: NlWriter, statements: readonly Statement
     }
   }
   w.nestEnd();
+}
+
+type MatchStatement = Extract<Statement, { kind: 'match' }>;
+/** Header field tests nft loads as one: the field they span, its bytes, the tests. */
+interface MergedMatch {
+  field: Field;
+  data: Buffer;
+  members: MatchStatement[];
+}
+/** A test nft may merge: `field == constant` on whole bytes. */
+interface Mergeable {
+  index: number;
+  s: MatchStatement;
+  field: Field;
+  data: Buffer;
+  /** The field names the next header's protocol (ether type, vlan type, ip protocol, ip6 nexthdr). */
+  protocolKey: boolean;
+}
+const PROTOCOL_KEYS = new Set(['ether type', 'vlan type', 'ip protocol', 'ip6 nexthdr']);
+
+function mergeable(s: Statement, index: number): Mergeable | undefined {
+  if (s.kind !== 'match' || s.op !== '==' || (s.left.kind !== 'payload' && s.left.kind !== 'raw-payload')) return undefined;
+  if (s.right.kind !== 'number' && s.right.kind !== 'symbol') return undefined;
+  if (s.left.kind === 'payload' && s.left.protocol === 'vlan' && s.left.field === 'id') return undefined;
+  try {
+    const field = payloadOf(s.left);
+    return { index, s, field, data: constantBytes(s.right, field.len), protocolKey: s.left.kind === 'payload' && PROTOCOL_KEYS.has(`${s.left.protocol} ${s.left.field}`) };
+  } catch (e) {
+    if (e instanceof NfnlEncodeError) return undefined;
+    throw e;
+  }
+}
+
+/** Whether nft 1.0.6 merges a test of `b` into the merged test of `a` (adjacent, at most 16 bytes, and worth it). */
+function canMerge(a: Field, b: Field): boolean {
+  if (a.base !== b.base || a.offset + a.len !== b.offset) return false;
+  const total = a.len + b.len;
+  if (total > 16) return false;
+  // at most 4 bytes stay on the kernel's fast path; the link layer is never on it; a load over 4 bytes already is not
+  return total <= 4 || a.base === PAYLOAD_BASE.ll || a.len > 4 || b.len > 4;
+}
+
+/**
+ * The statements as nft sends them: within each stretch of tests (up to a
+ * statement that is not a test), `field == constant` tests on whole bytes
+ * sorted by header and offset, adjacent ones merged into one test (see
+ * canMerge); a merged test stands where its first field's test stood, or
+ * where a protocol key's test stood when it took one in. The kernel sees the
+ * same conjunction of tests, and `nft list` prints the rule as nft loaded it.
+ */
+function mergePayloadMatches(statements: readonly Statement[]): (Statement | MergedMatch)[] {
+  const out: (Statement | MergedMatch | undefined)[] = [...statements];
+  let run: Mergeable[] = [];
+  const flush = (): void => {
+    if (run.length < 2) {
+      run = [];
+      return;
+    }
+    const sorted = [...run].sort((a, b) => a.field.base - b.field.base || a.field.offset - b.field.offset);
+    let group: { host: number; field: Field; parts: Mergeable[] } | undefined;
+    const close = (): void => {
+      if (group && group.parts.length > 1) {
+        for (const p of group.parts) out[p.index] = undefined;
+        out[group.host] = { field: group.field, data: Buffer.concat(group.parts.map((p) => p.data)), members: group.parts.map((p) => p.s) };
+      }
+    };
+    for (const m of sorted) {
+      if (group && canMerge(group.field, m.field)) {
+        group.field = { ...group.field, len: group.field.len + m.field.len };
+        group.parts.push(m);
+        if (m.protocolKey) group.host = m.index;
+      } else {
+        close();
+        group = { host: m.index, field: m.field, parts: [m] };
+      }
+    }
+    close();
+    run = [];
+  };
+  statements.forEach((s, i) => {
+    if (s.kind !== 'match' && s.kind !== 'vmap') flush();
+    else {
+      const m = mergeable(s, i);
+      if (m) run.push(m);
+    }
+  });
+  flush();
+  return out.filter((x): x is Statement | MergedMatch => x !== undefined);
 }
 
 /** A rule's comment as nft stores it: a user-data TLV (type, length, the string and its NUL). */
