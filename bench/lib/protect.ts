@@ -2,7 +2,10 @@
 // enforcement in the kernel:
 //   nft:  parse + resolve + lower + JSON (compile), then one atomic
 //         transaction, through libnftables in-process or the nft binary
-//         (`ip netns exec HOST nft -j -f FILE`);
+//         (`ip netns exec HOST nft -j -f FILE`); or parse + resolve + lower
+//         (compile), then the typed commands encoded as one nf_tables
+//         netlink batch and sent (`nft-netlink`, as a full load sends them:
+//         host/apply.ts applyFullTransaction);
 //   eBPF: parse + resolve + compileBpf (the shape's object comes from the
 //         cache: clang runs once per policy shape, measured separately as the
 //         cold build), then per shape: load the object once (verifier),
@@ -14,11 +17,15 @@ import { rmSync } from 'node:fs';
 import { compileBpf } from '../../src/host/bpf-build.js';
 import { nftApply } from '../../src/host/nft.js';
 import { runLibnftables } from '../../src/host/nft.js';
+import { setIndexOf } from '../../src/host/load-plan.js';
+import { withNetns } from '../../src/host/netns.js';
+import { nfnlChangesOf, NfnlSocket, prepareChangeBatch, sendPreparedBatch } from '../../src/host/nfnl/index.js';
+import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { loadEbpf, nftUnloadText, type BenchHost } from './host.js';
 import { bindingTexts, compileNft, parseBindings, resolveAll } from './policy.js';
 import { log, sleep, stat, type Stat } from './util.js';
 
-export type ProtectMethod = 'nft-libnftables' | 'nft-binary' | 'ebpf';
+export type ProtectMethod = 'nft-libnftables' | 'nft-binary' | 'nft-netlink' | 'ebpf';
 
 export interface ProtectSample {
   method: ProtectMethod;
@@ -77,7 +84,7 @@ export async function protectPhase(host: BenchHost, ns: readonly number[], round
   log(`protect: eBPF cold compile (clang, ${cold.shapes.length} shape) ${ebpfColdCompileMs.toFixed(0)} ms`);
 
   const texts = new Map(ns.map((n) => [n, bindingTexts(n)]));
-  const methods: ProtectMethod[] = ['nft-libnftables', 'nft-binary', 'ebpf'];
+  const methods: ProtectMethod[] = ['nft-libnftables', 'nft-binary', 'nft-netlink', 'ebpf'];
   for (let r = 0; r < rounds; r++) {
     // Interleave: rotate the order of methods and sizes each round.
     const order = ns.flatMap((n) => methods.map((m) => ({ n, m })));
@@ -101,6 +108,23 @@ export async function protectPhase(host: BenchHost, ns: readonly number[], round
           detail: { resolveMs: t1 - t0, compileBpfMs: l.compileMs, loadMs: l.loadMs, attachMs: l.attachMs },
         });
         await l.unload();
+      } else if (m === 'nft-netlink') {
+        const sock = withNetns(host.hostNs, () => NfnlSocket.open());
+        try {
+          const t0 = performance.now();
+          const cmds = lowerToNft(resolveAll(parseBindings(t))).batch;
+          const t1 = performance.now();
+          const changes = nfnlChangesOf(cmds, setIndexOf([cmds]), undefined);
+          if (!changes) throw new Error('nft-netlink: a command has no netlink form');
+          const batch = prepareChangeBatch(sock, changes, { ackEach: false });
+          const t2 = performance.now();
+          sendPreparedBatch(sock, batch, 30_000);
+          const t3 = performance.now();
+          samples.push({ method: m, n, round: r, compileMs: t1 - t0, loadMs: t3 - t1, totalMs: t3 - t0, detail: { encodeMs: t2 - t1, kernelMs: t3 - t2, batchBytes: batch.bytes.length } });
+        } finally {
+          sock.close();
+        }
+        runLibnftables(nftUnloadText(), { netns: host.hostNs });
       } else {
         const t0 = performance.now();
         const json = compileNft(t);

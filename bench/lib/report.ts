@@ -38,7 +38,7 @@ export function targets(r: BenchResults): Target[] {
   const nMax = Math.max(...r.config.ns);
   const lvChange = r.libvirt?.change;
   const lvText = (f: (lv: NonNullable<BenchResults['libvirt']>) => string): string => (r.libvirt?.available ? f(r.libvirt) : 'not measured');
-  for (const m of ['nft-libnftables', 'nft-binary', 'ebpf'] as const) {
+  for (const m of ['nft-libnftables', 'nft-binary', 'nft-netlink', 'ebpf'] as const) {
     const row = protectRow(r, m, nMax);
     out.push({
       name: `protect ${nMax} interfaces, ${m}`,
@@ -193,15 +193,15 @@ export function renderMarkdown(r: BenchResults): string {
   }
   L.push(`| method | ${r.config.ns.map((n) => `N = ${n}`).join(' | ')} |`, `| --- | ${r.config.ns.map(() => '---').join(' | ')} |`);
   L.push(`| libvirt (filter binding API) | ${r.config.ns.map((n) => libvirtProtect(r, n)).join(' | ')} |`);
-  const pLabels: Record<ProtectMethod, string> = { 'nft-libnftables': 'nwf-fast nft, libnftables in-process', 'nft-binary': 'nwf-fast nft, nft binary', ebpf: 'nwf-fast eBPF (compile + load + attach)' };
-  for (const m of ['nft-libnftables', 'nft-binary', 'ebpf'] as const) {
+  const pLabels: Record<ProtectMethod, string> = { 'nft-libnftables': 'nwf-fast nft, libnftables in-process', 'nft-binary': 'nwf-fast nft, nft binary', 'nft-netlink': 'nwf-fast nft, one netlink batch (as a full load sends it)', ebpf: 'nwf-fast eBPF (compile + load + attach)' };
+  for (const m of ['nft-libnftables', 'nft-binary', 'nft-netlink', 'ebpf'] as const) {
     L.push(`| ${pLabels[m]} | ${r.config.ns.map((n) => msRange(protectRow(r, m, n)?.totalMs)).join(' | ')} |`);
   }
   L.push('');
   if (r.protect) {
-    L.push('Split (medians): compile = parse + resolve + lower (+ JSON for nft, + compileBpf from the warm object cache for eBPF); load = the nft transaction, or eBPF object loads (verifier) + tc attach.', '');
+    L.push('Split (medians): compile = parse + resolve + lower (+ JSON for nft through libnftables or the binary, + compileBpf from the warm object cache for eBPF); load = the nft transaction (netlink: encoding the batch and the commit in the kernel), or eBPF object loads (verifier) + tc attach.', '');
     L.push(`| method | ${r.config.ns.map((n) => `N = ${n} compile / load`).join(' | ')} |`, `| --- | ${r.config.ns.map(() => '---').join(' | ')} |`);
-    for (const m of ['nft-libnftables', 'nft-binary', 'ebpf'] as const) {
+    for (const m of ['nft-libnftables', 'nft-binary', 'nft-netlink', 'ebpf'] as const) {
       L.push(`| ${pLabels[m]} | ${r.config.ns.map((n) => { const row = protectRow(r, m, n); return row ? `${ms(row.compileMs.median)} / ${ms(row.loadMs.median)}` : 'n/a'; }).join(' | ')} |`);
     }
     L.push('');
@@ -344,7 +344,7 @@ function statOf(xs: number[]): Stat {
 
 // ---- SVG ------------------------------------------------------------------------------------
 
-const COLORS = { libvirt: '#c0392b', nftLib: '#2471a3', nftBin: '#7fb3d5', ebpf: '#1e8449', ebpfTap: '#7dcea0', ebpfXdp: '#af7ac5', ref: '#888888' };
+const COLORS = { libvirt: '#c0392b', nftLib: '#2471a3', nftBin: '#7fb3d5', nftNl: '#154360', ebpf: '#1e8449', ebpfTap: '#7dcea0', ebpfXdp: '#af7ac5', ref: '#888888' };
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
 interface Panel {
@@ -469,6 +469,7 @@ export function renderSvg(r: BenchResults): string {
     };
     prot('nft-libnftables', 'nft, libnftables', COLORS.nftLib);
     prot('nft-binary', 'nft, nft binary', COLORS.nftBin);
+    prot('nft-netlink', 'nft, netlink batch', COLORS.nftNl);
     prot('ebpf', 'eBPF', COLORS.ebpf);
     const ys = series.flatMap((s) => s.points.map((q) => q.y)).filter((y) => y > 0);
     panels.push(

@@ -7,14 +7,16 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { MapObject, RuleObject, SetObject, Statement } from '../../src/backends/nft/model.js';
-import { encodeChangeBatch, NfnlEncodeError, newSetOf, type NfnlChange } from '../../src/host/nfnl/index.js';
+import type { ChainObject, MapObject, NftCommand, RuleObject, SetObject, Statement, TableObject } from '../../src/backends/nft/model.js';
+import { encodeChangeBatch, NfnlEncodeError, newSetOf, nfnlChangesOf, prepareChangeBatch, type NfnlChange } from '../../src/host/nfnl/index.js';
+import { setIndexOf } from '../../src/host/load-plan.js';
 import { setFlags, setUserdata } from '../../src/host/nfnl/sets.js';
 
 interface Recorded {
   recordedWith: string;
   sets: { name: string; object: SetObject | MapObject; message: string }[];
   rules: { name: string; object: RuleObject; message: string }[];
+  objects: { name: string; object: TableObject | ChainObject; message: string }[];
 }
 const rec = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 'nfnl', 'nft-objects.json'), 'utf8')) as Recorded;
 
@@ -59,9 +61,10 @@ function withoutLookupIds(exprs: Buffer): Buffer {
 function normalize(msg: Buffer, seq: number, flags: number): string {
   const parts: Buffer[] = [Buffer.from(msg.subarray(0, 20))];
   const isSet = msg.readUInt16LE(4) === 0x0a09;
+  const isRule = msg.readUInt16LE(4) === 0x0a06;
   for (const [type, a] of attrs(msg.subarray(20))) {
     if (isSet && type === NFTA_SET_ID) continue;
-    parts.push(!isSet && type === 4 ? withoutLookupIds(a) : a);
+    parts.push(isRule && type === 4 ? withoutLookupIds(a) : a);
   }
   const out = Buffer.concat(parts);
   out.writeUInt32LE(out.length, 0);
@@ -70,7 +73,7 @@ function normalize(msg: Buffer, seq: number, flags: number): string {
   return out.toString('hex');
 }
 
-const ruleChange = (o: RuleObject): NfnlChange => ({ op: 'add', kind: 'rule', family: 'bridge', table: o.table, chain: o.chain, statements: o.statements, ...(o.comment !== undefined ? { comment: o.comment } : {}) });
+const ruleChange = (o: RuleObject): NfnlChange => ({ op: 'add', kind: 'rule', family: o.family as 'bridge' | 'ip', table: o.table, chain: o.chain, statements: o.statements, ...(o.comment !== undefined ? { comment: o.comment } : {}) });
 
 /** Our one message for a change (after the batch begin). */
 function ours(change: NfnlChange): { msg: Buffer; seq: number } {
@@ -104,6 +107,40 @@ describe('rules with lookups, prefixes and header fields: the same NFT_MSG_NEWRU
       expect(normalize(msg, seq, flags)).toBe(normalize(Buffer.from(c.message, 'hex'), seq, flags));
     });
   }
+});
+
+describe('tables and base chains: the same NFT_MSG_NEWTABLE / NEWCHAIN as nft sends (recorded fixture)', () => {
+  it('has the table and base chains a full load adds', () => {
+    expect(rec.objects.map((o) => o.name)).toContain('table');
+    expect(rec.objects.filter((o) => o.object.kind === 'chain').length).toBeGreaterThanOrEqual(3);
+  });
+  for (const c of rec.objects) {
+    it(c.name, () => {
+      const changes = nfnlChangesOf([{ op: 'add', object: c.object } as NftCommand], setIndexOf([]), undefined);
+      expect(changes).toHaveLength(1);
+      const { msg, seq } = ours((changes as NfnlChange[])[0] as NfnlChange);
+      const flags = msg.readUInt16LE(6);
+      expect(normalize(msg, seq, flags)).toBe(normalize(Buffer.from(c.message, 'hex'), seq, flags));
+    });
+  }
+});
+
+describe('a full load batch', () => {
+  it('asks only the end of the batch for an acknowledgement with ackEach false (refusals are still reported)', () => {
+    const changes: NfnlChange[] = [
+      { op: 'add', kind: 'table', family: 'bridge', name: 't' },
+      { op: 'add', kind: 'chain', family: 'bridge', table: 't', name: 'c' },
+      { op: 'add', kind: 'rule', family: 'bridge', table: 't', chain: 'c', statements: [{ kind: 'accept' }] },
+    ];
+    const sock = { reserveSeq: () => 10 };
+    const flagsOf = (b: Buffer): number[] => {
+      const out: number[] = [];
+      for (let at = 0; at < b.length; at += (b.readUInt32LE(at) + 3) & ~3) out.push(b.readUInt16LE(at + 6) & NLM_F_ACK);
+      return out;
+    };
+    expect(flagsOf(prepareChangeBatch(sock, changes).bytes)).toEqual([0, 4, 4, 4, 4]);
+    expect(flagsOf(prepareChangeBatch(sock, changes, { ackEach: false }).bytes)).toEqual([0, 0, 0, 0, 4]);
+  });
 });
 
 describe('what the set and rule encoders refuse or derive', () => {

@@ -151,7 +151,7 @@ function writeChange(w: NlWriter, c: ObjectChange, seq: number): void {
 
 /** The changes as one batch (begin, a message each, several for very many elements, end). */
 export function encodeChangeBatch(changes: readonly NfnlChange[], seq: number): { bytes: Buffer; messages: { seq: number; change: NfnlChange }[]; beginSeq: number; endSeq: number } {
-  const w = new NlWriter(256 + changes.length * 128);
+  const w = new NlWriter(256 + changes.reduce((n, c) => n + (c.kind === 'elements' ? 64 + c.change.elements.length * 96 : 160), 0));
   const beginSeq = seq >>> 0;
   w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, beginSeq, 0, NFNL_SUBSYS_NFTABLES);
   w.end();

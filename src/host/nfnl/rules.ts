@@ -57,7 +57,7 @@ const NFT_META_MARK = 3;
 const META_KEYS: Readonly<Record<string, { key: number; len: number }>> = { protocol: { key: 1, len: 2 }, iifname: { key: 6, len: 16 }, oifname: { key: 7, len: 16 }, l4proto: { key: 16, len: 1 } };
 /** enum nft_ct_attributes, nft_ct_keys (the two the L3 rules test); ct state bits (NF_CT_STATE_*), directions. */
 const CT = { DREG: 1, KEY: 2 } as const;
-const CT_KEYS: Readonly<Record<string, { key: number; len: number }>> = { state: { key: 0, len: 4 }, direction: { key: 2, len: 1 } };
+const CT_KEYS: Readonly<Record<string, { key: number; len: number }>> = { state: { key: 0, len: 4 }, direction: { key: 1, len: 1 } };
 const CT_STATE_BITS: Readonly<Record<string, number>> = { invalid: 1, established: 2, related: 4, new: 8, untracked: 64 };
 const CT_DIRECTIONS: Readonly<Record<string, number>> = { original: 0, reply: 1 };
 /** enum nft_range_attributes, nft_range_ops. */
@@ -114,12 +114,6 @@ const FAMILY_PROTOCOL: Readonly<Record<string, string>> = { ip: 'ip', ip6: 'ip6'
 /** Address fields: their constants are written as addresses (and may be prefixes). */
 const ADDRESS_FIELDS: Readonly<Record<string, 'ipv4_addr' | 'ipv6_addr'>> = { 'ip saddr': 'ipv4_addr', 'ip daddr': 'ipv4_addr', 'ip6 saddr': 'ipv6_addr', 'ip6 daddr': 'ipv6_addr', 'arp saddr ip': 'ipv4_addr', 'arp daddr ip': 'ipv4_addr' };
 
-function be32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-}
-
 function expr(w: NlWriter, name: string, body: () => void): void {
   w.nest(NFTA_LIST_ELEM);
   w.strz(NFTA_EXPR.NAME, name);
@@ -134,12 +128,13 @@ function constantBytes(v: Value, len: number): Buffer {
   if (v.kind === 'number') {
     if (!Number.isSafeInteger(v.value) || v.value < 0) unsupported(`the constant ${v.value}`);
     const out = Buffer.alloc(len);
-    let x = BigInt(v.value);
-    for (let i = len - 1; i >= 0; i--) {
-      out[i] = Number(x & 0xffn);
-      x >>= 8n;
+    // exact for safe integers: the bytes from the last one back
+    let x = v.value;
+    for (let i = len - 1; i >= 0 && x > 0; i--) {
+      out[i] = x % 256;
+      x = Math.floor(x / 256);
     }
-    if (x !== 0n) unsupported(`${v.value} in ${len} bytes`);
+    if (x !== 0) unsupported(`${v.value} in ${len} bytes`);
     return out;
   }
   if (v.kind === 'symbol' && len === 6 && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(v.value)) return Buffer.from(v.value.split(':').map((h) => parseInt(h, 16)));
@@ -160,18 +155,18 @@ function payloadOf(s: Selector): Field {
 
 function writePayload(w: NlWriter, p: Field, dreg: number): void {
   expr(w, 'payload', () => {
-    w.attr(PAYLOAD.DREG, be32(dreg));
-    w.attr(PAYLOAD.BASE, be32(p.base));
-    w.attr(PAYLOAD.OFFSET, be32(p.offset));
-    w.attr(PAYLOAD.LEN, be32(p.len));
+    w.be32(PAYLOAD.DREG, dreg);
+    w.be32(PAYLOAD.BASE, p.base);
+    w.be32(PAYLOAD.OFFSET, p.offset);
+    w.be32(PAYLOAD.LEN, p.len);
   });
 }
 
 function writeMeta(w: NlWriter, key: number, dreg: number): void {
   // libnftnl's order (the kernel takes any)
   expr(w, 'meta', () => {
-    w.attr(META.KEY, be32(key));
-    w.attr(META.DREG, be32(dreg));
+    w.be32(META.KEY, key);
+    w.be32(META.DREG, dreg);
   });
 }
 
@@ -213,9 +208,9 @@ function writeLookup(w: NlWriter, s: Extract<Statement, { kind: 'match' }>, set:
   if (s.op !== '==' && s.op !== '!=') unsupported(`${s.op} with a set`);
   writeKeyLoad(w, s.left);
   expr(w, 'lookup', () => {
-    w.attr(LOOKUP.SREG, be32(NFT_REG_1));
+    w.be32(LOOKUP.SREG, NFT_REG_1);
     w.strz(LOOKUP.SET, set);
-    if (s.op === '!=') w.attr(LOOKUP.FLAGS, be32(NFT_LOOKUP_F_INV));
+    if (s.op === '!=') w.be32(LOOKUP.FLAGS, NFT_LOOKUP_F_INV);
   });
 }
 
@@ -224,8 +219,8 @@ function writeVmap(w: NlWriter, s: Extract<Statement, { kind: 'vmap' }>): void {
   if (s.data.kind !== 'setref') unsupported('an anonymous verdict map');
   writeKeyLoad(w, s.key);
   expr(w, 'lookup', () => {
-    w.attr(LOOKUP.SREG, be32(NFT_REG_1));
-    w.attr(LOOKUP.DREG, be32(NFT_REG_VERDICT));
+    w.be32(LOOKUP.SREG, NFT_REG_1);
+    w.be32(LOOKUP.DREG, NFT_REG_VERDICT);
     w.strz(LOOKUP.SET, (s.data as { name: string }).name);
   });
 }
@@ -239,10 +234,10 @@ function dataAttr(w: NlWriter, type: number, bytes: Buffer): void {
 
 function writeBitwise(w: NlWriter, mask: Buffer, op?: number, xor: Buffer = Buffer.alloc(mask.length)): void {
   expr(w, 'bitwise', () => {
-    w.attr(BITWISE.SREG, be32(NFT_REG_1));
-    w.attr(BITWISE.DREG, be32(NFT_REG_1));
-    if (op !== undefined) w.attr(BITWISE.OP, be32(op));
-    w.attr(BITWISE.LEN, be32(mask.length));
+    w.be32(BITWISE.SREG, NFT_REG_1);
+    w.be32(BITWISE.DREG, NFT_REG_1);
+    if (op !== undefined) w.be32(BITWISE.OP, op);
+    w.be32(BITWISE.LEN, mask.length);
     dataAttr(w, BITWISE.MASK, mask);
     dataAttr(w, BITWISE.XOR, xor);
   });
@@ -269,8 +264,8 @@ function writeCmp(w: NlWriter, op: string, data: Buffer): void {
   const code = CMP_OP[op];
   if (code === undefined) unsupported(`the comparison ${op}`);
   expr(w, 'cmp', () => {
-    w.attr(CMP.SREG, be32(NFT_REG_1));
-    w.attr(CMP.OP, be32(code as number));
+    w.be32(CMP.SREG, NFT_REG_1);
+    w.be32(CMP.OP, code as number);
     w.nest(CMP.DATA);
     w.attr(NFTA_DATA_VALUE, data);
     w.nestEnd();
@@ -336,8 +331,8 @@ function writeCtMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): vo
     data = Buffer.from([dir]);
   }
   expr(w, 'ct', () => {
-    w.attr(CT.KEY, be32(k.key));
-    w.attr(CT.DREG, be32(NFT_REG_1));
+    w.be32(CT.KEY, k.key);
+    w.be32(CT.DREG, NFT_REG_1);
   });
   writeCmp(w, s.op, data);
 }
@@ -348,11 +343,11 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
     writeMeta(w, NFT_META_LEN, NFT_REG_1);
     // the length is host order: nft swaps it to network order and compares big-endian bytes
     expr(w, 'byteorder', () => {
-      w.attr(BYTEORDER.SREG, be32(NFT_REG_1));
-      w.attr(BYTEORDER.DREG, be32(NFT_REG_1));
-      w.attr(BYTEORDER.OP, be32(NFT_BYTEORDER_HTON));
-      w.attr(BYTEORDER.LEN, be32(4));
-      w.attr(BYTEORDER.SIZE, be32(4));
+      w.be32(BYTEORDER.SREG, NFT_REG_1);
+      w.be32(BYTEORDER.DREG, NFT_REG_1);
+      w.be32(BYTEORDER.OP, NFT_BYTEORDER_HTON);
+      w.be32(BYTEORDER.LEN, 4);
+      w.be32(BYTEORDER.SIZE, 4);
     });
     writeCmp(w, s.op, data);
     return;
@@ -381,8 +376,8 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
       writeCmp(w, '<=', to);
     } else {
       expr(w, 'range', () => {
-        w.attr(RANGE.SREG, be32(NFT_REG_1));
-        w.attr(RANGE.OP, be32(NFT_RANGE_NEQ));
+        w.be32(RANGE.SREG, NFT_REG_1);
+        w.be32(RANGE.OP, NFT_RANGE_NEQ);
         dataAttr(w, RANGE.FROM, from);
         dataAttr(w, RANGE.TO, to);
       });
@@ -392,7 +387,7 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
   if (s.left.kind === 'payload' && s.left.protocol === 'vlan' && s.left.field === 'id') {
     if (s.op !== '==' && s.op !== '!=') unsupported(`${s.op} on vlan id`);
     writePayload(w, payloadOf(s.left), NFT_REG_1);
-    writeBitwise(w, VLAN_ID_MASK);
+    writeBitwise(w, VLAN_ID_MASK, NFT_BITWISE_BOOL);
     writeCmp(w, s.op, constantBytes(s.right, 2));
     return;
   }
@@ -440,7 +435,7 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
 
 function writeVerdict(w: NlWriter, v: Verdict): void {
   expr(w, 'immediate', () => {
-    w.attr(IMMEDIATE.DREG, be32(NFT_REG_VERDICT));
+    w.be32(IMMEDIATE.DREG, NFT_REG_VERDICT);
     w.nest(IMMEDIATE.DATA);
     w.nest(NFTA_DATA_VERDICT);
     w.be32(NFTA_VERDICT_CODE, VERDICT_CODE[v.kind]);
@@ -469,7 +464,7 @@ function writeSetMark(w: NlWriter, s: Extract<Statement, { kind: 'mangle' }>): v
   if (v.kind === 'number') {
     const data = markBytes(v);
     expr(w, 'immediate', () => {
-      w.attr(IMMEDIATE.DREG, be32(NFT_REG_1));
+      w.be32(IMMEDIATE.DREG, NFT_REG_1);
       w.nest(IMMEDIATE.DATA);
       w.attr(NFTA_DATA_VALUE, data);
       w.nestEnd();
@@ -481,8 +476,8 @@ function writeSetMark(w: NlWriter, s: Extract<Statement, { kind: 'mangle' }>): v
     writeBitwise(w, Buffer.from(and.map((b, i) => b & ~(or[i] as number) & 0xff)), NFT_BITWISE_BOOL, or);
   } else unsupported(`meta mark set ${JSON.stringify(v)}`);
   expr(w, 'meta', () => {
-    w.attr(META.KEY, be32(NFT_META_MARK));
-    w.attr(META.SREG, be32(NFT_REG_1));
+    w.be32(META.KEY, NFT_META_MARK);
+    w.be32(META.SREG, NFT_REG_1);
   });
 }
 
@@ -519,7 +514,7 @@ export function writeRuleExpressions(w: NlWriter, statements: readonly Statement
         break;
       case 'counter-ref':
         expr(w, 'objref', () => {
-          w.attr(OBJREF.IMM_TYPE, be32(NFT_OBJECT_COUNTER));
+          w.be32(OBJREF.IMM_TYPE, NFT_OBJECT_COUNTER);
           w.strz(OBJREF.IMM_NAME, s.name);
         });
         break;
