@@ -28,7 +28,8 @@ const unsupported = (what: string): never => {
 interface TypeInfo {
   /** Length in bytes (unpadded). */
   len: number;
-  encode(v: string | number, out: Buffer): void;
+  /** Writes the value at `at` in `out`. */
+  encode(v: string | number, out: Buffer, at?: number): void;
 }
 
 function integer(v: string | number, max: number, names: Record<string, number>, what: string): number {
@@ -44,23 +45,33 @@ function integer(v: string | number, max: number, names: Record<string, number>,
 
 const beInt = (len: 1 | 2, what: string, names: Record<string, number> = {}): TypeInfo => ({
   len,
-  encode: (v, out) => {
+  encode: (v, out, at = 0) => {
     const n = integer(v, len === 1 ? 0xff : 0xffff, names, what);
-    if (len === 1) out.writeUInt8(n, 0);
-    else out.writeUInt16BE(n, 0);
+    if (len === 1) out.writeUInt8(n, at);
+    else out.writeUInt16BE(n, at);
   },
 });
 const hostU32 = (what: string): TypeInfo => ({
   len: 4,
-  encode: (v, out) => out.writeUInt32LE(integer(v, 0xffffffff, {}, what), 0),
+  encode: (v, out, at = 0) => out.writeUInt32LE(integer(v, 0xffffffff, {}, what), at),
 });
 
-function ipv4Bytes(s: string, out: Buffer): void {
+function ipv4Bytes(s: string, out: Buffer, at = 0): void {
   if (!isIPv4(s)) bad('ipv4_addr', s, 'an IPv4 address');
-  s.split('.').forEach((p, i) => out.writeUInt8(Number(p), i));
+  // four decimal numbers between dots (isIPv4 checked the form)
+  let i = 0;
+  let n = 0;
+  for (let k = 0; k < s.length; k++) {
+    const c = s.charCodeAt(k);
+    if (c === 0x2e) {
+      out[at + i++] = n;
+      n = 0;
+    } else n = n * 10 + c - 0x30;
+  }
+  out[at + i] = n;
 }
 
-function ipv6Bytes(s: string, out: Buffer): void {
+function ipv6Bytes(s: string, out: Buffer, at = 0): void {
   if (!isIPv6(s) || s.includes('%')) bad('ipv6_addr', s, 'an IPv6 address');
   let text = s;
   // a trailing dotted IPv4 part (::ffff:10.0.0.1) is the last two words
@@ -76,7 +87,7 @@ function ipv6Bytes(s: string, out: Buffer): void {
   const tail = words16(halves[1]);
   const words = halves.length === 2 ? [...head, ...Array<number>(8 - head.length - tail.length).fill(0), ...tail] : head;
   if (halves.length > 2 || words.length !== 8 || words.some((w) => !Number.isInteger(w) || w < 0 || w > 0xffff)) bad('ipv6_addr', s, 'an IPv6 address');
-  words.forEach((w, i) => out.writeUInt16BE(w, i * 2));
+  words.forEach((w, i) => out.writeUInt16BE(w, at + i * 2));
 }
 
 /** Types whose bytes compare like their values (big endian): a range must go up in them. */
@@ -85,23 +96,27 @@ const ORDERED = new Set<SetKeyType>(['ipv4_addr', 'ipv6_addr', 'ether_addr', 'et
 const TYPES: Record<SetKeyType, TypeInfo | undefined> = {
   ifname: {
     len: IFNAMSIZ,
-    encode: (v, out) => {
+    encode: (v, out, at = 0) => {
       if (typeof v !== 'string') return bad('ifname', v, 'an interface name');
-      const b = Buffer.from(v, 'utf8');
-      if (b.length === 0 || b.length >= IFNAMSIZ || b.includes(0)) bad('ifname', v, `an interface name of 1 to ${IFNAMSIZ - 1} bytes`);
+      let ascii = true;
+      for (let i = 0; i < v.length; i++) if (v.charCodeAt(i) > 0x7f) ascii = false;
+      const n = ascii ? v.length : Buffer.byteLength(v, 'utf8');
+      if (n === 0 || n >= IFNAMSIZ || v.includes('\0')) bad('ifname', v, `an interface name of 1 to ${IFNAMSIZ - 1} bytes`);
       if (v.endsWith('*')) unsupported(`interface name wildcard ${JSON.stringify(v)}`);
-      b.copy(out, 0);
+      if (ascii) for (let i = 0; i < v.length; i++) out[at + i] = v.charCodeAt(i);
+      else out.write(v, at, 'utf8');
     },
   },
   ether_addr: {
     len: 6,
-    encode: (v, out) => {
+    encode: (v, out, at = 0) => {
       if (typeof v !== 'string' || !/^[0-9a-f]{1,2}(:[0-9a-f]{1,2}){5}$/i.test(v)) return bad('ether_addr', v, 'a MAC address like 52:54:00:12:34:56');
-      v.split(':').forEach((h, i) => out.writeUInt8(parseInt(h, 16), i));
+      if (v.length === 17) for (let i = 0; i < 6; i++) out[at + i] = parseInt(v.substring(i * 3, i * 3 + 2), 16);
+      else v.split(':').forEach((h, i) => out.writeUInt8(parseInt(h, 16), at + i));
     },
   },
-  ipv4_addr: { len: 4, encode: (v, out) => ipv4Bytes(String(v), out) },
-  ipv6_addr: { len: 16, encode: (v, out) => ipv6Bytes(String(v), out) },
+  ipv4_addr: { len: 4, encode: (v, out, at) => ipv4Bytes(String(v), out, at) },
+  ipv6_addr: { len: 16, encode: (v, out, at) => ipv6Bytes(String(v), out, at) },
   ether_type: beInt(2, 'ether_type', { ip: 0x0800, arp: 0x0806, ip6: 0x86dd, vlan: 0x8100 }),
   inet_proto: beInt(1, 'inet_proto', { icmp: 1, tcp: 6, udp: 17, icmpv6: 58, sctp: 132 }),
   inet_service: beInt(2, 'inet_service', {}),
@@ -185,6 +200,13 @@ export function encodeKey(types: readonly SetKeyType[], item: SetItem, interval:
   if (types.length === 1) {
     if (interval) return unsupported('an interval set with a single (not concatenated) key type');
     if (item.kind === 'tuple') return bad(`${types[0]} key`, item, 'a single value');
+    if (item.kind === 'number' || item.kind === 'string' || item.kind === 'symbol') {
+      // a value: encoded in place (the common case, no bounds)
+      const info = typeInfo(types[0] as SetKeyType);
+      const key = Buffer.alloc(info.len);
+      info.encode(atomText(item), key);
+      return { key };
+    }
     return { key: partBounds(types[0] as SetKeyType, item, false)[0] };
   }
   if (item.kind !== 'tuple' || item.items.length !== types.length) return bad(`key of type ${types.join(' . ')}`, item, `a concatenation of ${types.length} values`);
@@ -192,7 +214,15 @@ export function encodeKey(types: readonly SetKeyType[], item: SetItem, interval:
   const keyEnd = interval ? Buffer.alloc(key.length) : undefined;
   let at = 0;
   types.forEach((t, i) => {
-    const [lo, hi] = partBounds(t, item.items[i] as Atom | PrefixValue | RangeValue, interval);
+    const part = item.items[i] as Atom | PrefixValue | RangeValue;
+    if (!interval && (part.kind === 'number' || part.kind === 'string' || part.kind === 'symbol')) {
+      // a value in a set without intervals: encoded in place
+      const info = typeInfo(t);
+      info.encode(atomText(part), key, at);
+      at += pad4(info.len);
+      return;
+    }
+    const [lo, hi] = partBounds(t, part, interval);
     lo.copy(key, at);
     if (keyEnd) hi.copy(keyEnd, at);
     else if (!lo.equals(hi)) bad(`${t} in a set without the interval flag`, item.items[i], 'a single value');

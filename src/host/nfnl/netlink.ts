@@ -12,7 +12,12 @@ if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new InternalError('the netlink encoder assumes a little-endian host');
 }
 
-/** Writes netlink messages one after the other (a batch is several messages in one send). */
+/**
+ * Writes netlink messages one after the other (a batch is several messages
+ * in one send). The buffer only grows and is zeroed when allocated, so
+ * padding needs no writes; small integers and ASCII strings are written
+ * byte by byte (a full load writes a few million bytes this way).
+ */
 export class NlWriter {
   private buf: Buffer;
   private len = 0;
@@ -42,7 +47,6 @@ export class NlWriter {
   begin(type: number, flags: number, seq: number, family: number, resId = 0): number {
     if (this.msgStart >= 0) throw new InternalError('netlink message not ended');
     const at = this.reserve(NLMSG_HDRLEN + NFGENMSG_LEN);
-    this.buf.fill(0, at, at + NLMSG_HDRLEN + NFGENMSG_LEN);
     this.buf.writeUInt16LE(type, at + 4);
     this.buf.writeUInt16LE(flags, at + 6);
     this.buf.writeUInt32LE(seq >>> 0, at + 8);
@@ -63,34 +67,48 @@ export class NlWriter {
   /** An attribute with a raw payload, padded to 4 bytes. */
   attr(type: number, payload: Uint8Array): void {
     const at = this.reserve(align4(NLA_HDRLEN + payload.length));
-    this.buf.writeUInt16LE(NLA_HDRLEN + payload.length, at);
-    this.buf.writeUInt16LE(type, at + 2);
-    this.buf.set(payload, at + NLA_HDRLEN);
-    this.buf.fill(0, at + NLA_HDRLEN + payload.length, this.len);
+    this.header(at, NLA_HDRLEN + payload.length, type);
+    const b = this.buf;
+    if (payload.length <= 16) for (let i = 0; i < payload.length; i++) b[at + NLA_HDRLEN + i] = payload[i] as number;
+    else b.set(payload, at + NLA_HDRLEN);
+  }
+
+  /** An attribute header: length and type, little endian. */
+  private header(at: number, len: number, type: number): void {
+    const b = this.buf;
+    b[at] = len & 0xff;
+    b[at + 1] = len >>> 8;
+    b[at + 2] = type & 0xff;
+    b[at + 3] = type >>> 8;
   }
 
   /** A NUL-terminated string attribute (NLA_STRING / NLA_NUL_STRING). */
   strz(type: number, s: string): void {
-    const n = Buffer.byteLength(s, 'utf8') + 1;
+    let ascii = true;
+    for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) ascii = false;
+    const n = (ascii ? s.length : Buffer.byteLength(s, 'utf8')) + 1;
     const at = this.reserve(align4(NLA_HDRLEN + n));
-    this.buf.writeUInt16LE(NLA_HDRLEN + n, at);
-    this.buf.writeUInt16LE(type, at + 2);
-    this.buf.write(s, at + NLA_HDRLEN, 'utf8');
-    this.buf.fill(0, at + NLA_HDRLEN + n - 1, this.len);
+    this.header(at, NLA_HDRLEN + n, type);
+    if (ascii) for (let i = 0; i < s.length; i++) this.buf[at + NLA_HDRLEN + i] = s.charCodeAt(i);
+    else this.buf.write(s, at + NLA_HDRLEN, 'utf8');
   }
 
   /** A big-endian u32 attribute (nf_tables integers are network byte order). */
   be32(type: number, v: number): void {
     const at = this.reserve(NLA_HDRLEN + 4);
-    this.buf.writeUInt16LE(NLA_HDRLEN + 4, at);
-    this.buf.writeUInt16LE(type, at + 2);
-    this.buf.writeInt32BE(v | 0, at + NLA_HDRLEN);
+    this.header(at, NLA_HDRLEN + 4, type);
+    const b = this.buf;
+    const x = v >>> 0;
+    b[at + 4] = x >>> 24;
+    b[at + 5] = (x >>> 16) & 0xff;
+    b[at + 6] = (x >>> 8) & 0xff;
+    b[at + 7] = x & 0xff;
   }
 
   /** Opens a nested attribute (NLA_F_NESTED set); returns its offset. */
   nest(type: number): number {
     const at = this.reserve(NLA_HDRLEN);
-    this.buf.writeUInt16LE(type | NLA_F_NESTED, at + 2);
+    this.header(at, 0, type | NLA_F_NESTED);
     this.nests.push(at);
     return at;
   }
@@ -98,7 +116,9 @@ export class NlWriter {
   nestEnd(): void {
     const at = this.nests.pop();
     if (at === undefined) throw new InternalError('no open netlink nest');
-    this.buf.writeUInt16LE(this.len - at, at);
+    const len = this.len - at;
+    this.buf[at] = len & 0xff;
+    this.buf[at + 1] = len >>> 8;
   }
 
   /** The bytes written so far (a copy). */

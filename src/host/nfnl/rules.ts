@@ -137,7 +137,11 @@ function constantBytes(v: Value, len: number): Buffer {
     if (x !== 0) unsupported(`${v.value} in ${len} bytes`);
     return out;
   }
-  if (v.kind === 'symbol' && len === 6 && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(v.value)) return Buffer.from(v.value.split(':').map((h) => parseInt(h, 16)));
+  if (v.kind === 'symbol' && len === 6 && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(v.value)) {
+    const out = Buffer.alloc(6);
+    for (let i = 0; i < 6; i++) out[i] = parseInt(v.value.substring(i * 3, i * 3 + 2), 16);
+    return out;
+  }
   if (v.kind === 'symbol' && len === 4 && isIPv4(v.value)) return Buffer.from(v.value.split('.').map(Number));
   if (v.kind === 'symbol' && len === 16 && v.value.includes(':')) return encodeValue('ipv6_addr', v);
   return unsupported(`the value ${JSON.stringify(v)}`);
@@ -585,14 +589,11 @@ function mergePayloadMatches(statements: readonly Statement[]): (Statement | Mer
   const out: (Statement | MergedMatch | undefined)[] = [...statements];
   let run: Mergeable[] = [];
   const flush = (): void => {
-    if (run.length < 2) {
-      run = [];
-      return;
-    }
     const sorted = [...run].sort((a, b) => a.field.base - b.field.base || a.field.offset - b.field.offset);
     let group: { host: number; field: Field; parts: Mergeable[] } | undefined;
     const close = (): void => {
-      if (group && group.parts.length > 1) {
+      // a test on its own too: its bytes are computed already
+      if (group) {
         for (const p of group.parts) out[p.index] = undefined;
         out[group.host] = { field: group.field, data: Buffer.concat(group.parts.map((p) => p.data)), members: group.parts.map((p) => p.s) };
       }
