@@ -32,7 +32,6 @@ const PREFIX = 'nwfl';
 const GOLDEN = join(import.meta.dirname, '..', 'fixtures', 'golden');
 /** Goldens with a rule the encoder leaves to libnftables: the whole transaction goes there (never a mix). */
 const FALLS_BACK: Readonly<Record<string, RegExp>> = {
-  'l3-services': /ct state/,
   'learning-any': /set-update/,
 };
 

@@ -75,11 +75,13 @@ function normalize(msg: Buffer, seq: number, flags: number): string {
 
 const ruleChange = (o: RuleObject): NfnlChange => ({ op: 'add', kind: 'rule', family: o.family as 'bridge' | 'ip', table: o.table, chain: o.chain, statements: o.statements, ...(o.comment !== undefined ? { comment: o.comment } : {}) });
 
-/** Our one message for a change (after the batch begin). */
+/** Our message for a change: the last before the batch end (a rule's anonymous sets come before it). */
 function ours(change: NfnlChange): { msg: Buffer; seq: number } {
   const b = encodeChangeBatch([change], 100);
-  const len = b.bytes.readUInt32LE(20);
-  return { msg: Buffer.from(b.bytes.subarray(20, 20 + len)), seq: 101 };
+  let at = 20;
+  for (let next = at; next < b.bytes.length - 20; next += (b.bytes.readUInt32LE(next) + 3) & ~3) at = next;
+  const len = b.bytes.readUInt32LE(at);
+  return { msg: Buffer.from(b.bytes.subarray(at, at + len)), seq: b.bytes.readUInt32LE(at + 8) };
 }
 
 describe('sets and maps: the same NFT_MSG_NEWSET as nft sends (recorded fixture)', () => {
@@ -123,6 +125,19 @@ describe('tables and base chains: the same NFT_MSG_NEWTABLE / NEWCHAIN as nft se
       expect(normalize(msg, seq, flags)).toBe(normalize(Buffer.from(c.message, 'hex'), seq, flags));
     });
   }
+});
+
+describe('anonymous sets', () => {
+  it('a rule testing several ct states is preceded by its set and elements, as nft sends them (recorded)', () => {
+    const b = encodeChangeBatch([ruleChange(rec.rules.find((r) => r.name.includes('anonymous set'))?.object as RuleObject)], 100);
+    const types: number[] = [];
+    for (let at = 0; at < b.bytes.length; at += (b.bytes.readUInt32LE(at) + 3) & ~3) types.push(b.bytes.readUInt16LE(at + 4));
+    // begin, NEWSET, NEWSETELEM, NEWRULE, end
+    expect(types).toEqual([0x10, 0x0a09, 0x0a0c, 0x0a06, 0x11]);
+    const set = b.bytes.subarray(20, 20 + b.bytes.readUInt32LE(20));
+    // flags anonymous | constant, key ct_state of 4 bytes, the set id the message's sequence number (101), size 2
+    expect(set.toString('hex')).toContain('0c0002005f5f7365742564000800030000000003080004000000001a0800050000000004' + '08000a0000000065' + '0c000980080001000000000220000d00000401000000031400040c000000010c0004000000000104ffffffff');
+  });
 });
 
 describe('a full load batch', () => {

@@ -10,9 +10,9 @@
 import type { Statement } from '../../backends/nft/model.js';
 import { withNetns } from '../netns.js';
 import { writeElementChange, type ElementChange, type EncodedMessage } from './encode.js';
-import { writeNewSet, type NewSet } from './sets.js';
+import { NFTA_SET, writeNewSet, type NewSet } from './sets.js';
 import { NlWriter } from './netlink.js';
-import { commentUserdata, NFTA_RULE, writeRuleExpressions } from './rules.js';
+import { ANON_SET_NAME, anonymousCtStates, commentUserdata, CT_STATE_SET_USERDATA, NFTA_RULE, writeRuleExpressions } from './rules.js';
 import { NfnlSocket, errnoText } from './socket.js';
 import { elementText, NfnlBatchError, sendBatch, type BatchSocket } from './transact.js';
 import {
@@ -30,7 +30,7 @@ import {
 import { NfnlEncodeError } from './data.js';
 
 /** enum nf_tables_msg_types (the ones used here). */
-const MSG = { NEWTABLE: 0, DELTABLE: 2, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, NEWSET: 9, DELSET: 11, NEWOBJ: 18, DELOBJ: 20 } as const;
+const MSG = { NEWSETELEM: 12, NEWTABLE: 0, DELTABLE: 2, NEWCHAIN: 3, DELCHAIN: 5, NEWRULE: 6, DELRULE: 8, NEWSET: 9, DELSET: 11, NEWOBJ: 18, DELOBJ: 20 } as const;
 /** NLM_F_APPEND: a new rule goes to the end of its chain. */
 const NLM_F_APPEND = 0x800;
 /** Attribute numbers: NFTA_TABLE_NAME, NFTA_CHAIN_*, NFTA_RULE_*, NFTA_SET_*, NFTA_OBJ_*. */
@@ -72,6 +72,13 @@ export function objectChangeText(c: NfnlChange): string {
   }
 }
 
+/** An anonymous set's flags (NFT_SET_ANONYMOUS, NFT_SET_CONSTANT), nft's ct_state datatype, NFTA_SET_DESC_SIZE, enum nft_set_elem_list_attributes. */
+const SET_ANONYMOUS = 0x1;
+const SET_CONSTANT = 0x2;
+const CT_STATE_TYPE = 26;
+const SET_DESC_SIZE = 1;
+const ELEM_LIST = { TABLE: 1, SET: 2, ELEMENTS: 3, SET_ID: 4 } as const;
+
 /** enum nft_chain_attributes (a base chain's), nft_hook_attributes. */
 const CHAIN = { HOOK: 4, POLICY: 5, TYPE: 7 } as const;
 const HOOK = { NUM: 1, PRIORITY: 2, DEV: 3 } as const;
@@ -93,7 +100,59 @@ function writeBaseChain(w: NlWriter, family: NfFamily, b: BaseChainHook): void {
   w.nestEnd();
 }
 
-function writeChange(w: NlWriter, c: ObjectChange, seq: number): void {
+/**
+ * The anonymous sets a rule looks up (`ct state { new, established }`), as
+ * nft creates them in the same batch right before the rule: an
+ * NFT_MSG_NEWSET (anonymous, constant, its elements' count as its size,
+ * NFTA_SET_ID the message's sequence number) and an NFT_MSG_NEWSETELEM
+ * naming it by that id, each under its own sequence number after `seq`.
+ * Returns the last sequence number used and the sets' ids in the rule's order.
+ */
+function writeAnonymousSets(w: NlWriter, c: Extract<ObjectChange, { kind: 'rule' }>, seq: number, messages: { seq: number; change: NfnlChange }[]): { seq: number; ids: number[] } {
+  let n = seq;
+  const ids: number[] = [];
+  const family = NFPROTO[c.family];
+  const req = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE;
+  for (const s of c.statements) {
+    const keys = anonymousCtStates(s);
+    if (!keys) continue;
+    n = (n + 1) >>> 0;
+    const id = n;
+    w.begin(nftMsgType(MSG.NEWSET), req, n, family);
+    w.strz(NFTA_SET.TABLE, c.table);
+    w.strz(NFTA_SET.NAME, ANON_SET_NAME);
+    w.be32(NFTA_SET.FLAGS, SET_ANONYMOUS | SET_CONSTANT);
+    w.be32(NFTA_SET.KEY_TYPE, CT_STATE_TYPE);
+    w.be32(NFTA_SET.KEY_LEN, 4);
+    w.be32(NFTA_SET.ID, id);
+    w.nest(NFTA_SET.DESC);
+    w.be32(SET_DESC_SIZE, keys.length);
+    w.nestEnd();
+    w.attr(NFTA_SET.USERDATA, CT_STATE_SET_USERDATA);
+    w.end();
+    messages.push({ seq: n, change: c });
+    n = (n + 1) >>> 0;
+    w.begin(nftMsgType(MSG.NEWSETELEM), req, n, family);
+    w.strz(ELEM_LIST.TABLE, c.table);
+    w.strz(ELEM_LIST.SET, ANON_SET_NAME);
+    w.be32(ELEM_LIST.SET_ID, id);
+    w.nest(ELEM_LIST.ELEMENTS);
+    for (const k of keys) {
+      w.nest(1); // NFTA_LIST_ELEM
+      w.nest(1); // NFTA_SET_ELEM_KEY
+      w.attr(1, k); // NFTA_DATA_VALUE
+      w.nestEnd();
+      w.nestEnd();
+    }
+    w.nestEnd();
+    w.end();
+    messages.push({ seq: n, change: c });
+    ids.push(id);
+  }
+  return { seq: n, ids };
+}
+
+function writeChange(w: NlWriter, c: ObjectChange, seq: number, anonSetIds: readonly number[] = []): void {
   const family = NFPROTO[c.family];
   const req = NLM_F_REQUEST | NLM_F_ACK;
   switch (c.kind) {
@@ -101,7 +160,7 @@ function writeChange(w: NlWriter, c: ObjectChange, seq: number): void {
       w.begin(nftMsgType(MSG.NEWRULE), req | NLM_F_CREATE | NLM_F_APPEND, seq, family);
       w.strz(NFTA_RULE.TABLE, c.table);
       w.strz(NFTA_RULE.CHAIN, c.chain);
-      writeRuleExpressions(w, c.statements, c.family);
+      writeRuleExpressions(w, c.statements, c.family, anonSetIds);
       if (c.comment !== undefined) w.attr(NFTA_RULE.USERDATA, commentUserdata(c.comment));
       break;
     case 'table':
@@ -162,6 +221,11 @@ export function encodeChangeBatch(changes: readonly NfnlChange[], seq: number): 
       const em: EncodedMessage[] = [];
       n = writeElementChange(w, change.change, n, em);
       for (const m of em) messages.push({ seq: m.seq, change: { kind: 'elements', change: m.change } });
+    } else if (change.kind === 'rule') {
+      const anon = writeAnonymousSets(w, change, n, messages);
+      n = (anon.seq + 1) >>> 0;
+      writeChange(w, change, n, anon.ids);
+      messages.push({ seq: n, change });
     } else {
       n = (n + 1) >>> 0;
       writeChange(w, change, n);
@@ -175,7 +239,7 @@ export function encodeChangeBatch(changes: readonly NfnlChange[], seq: number): 
 }
 
 /** Sequence numbers a batch of these changes may use. */
-const seqsFor = (changes: readonly NfnlChange[]): number => changes.reduce((n, c) => n + (c.kind === 'elements' ? c.change.elements.length : 1), 2);
+const seqsFor = (changes: readonly NfnlChange[]): number => changes.reduce((n, c) => n + (c.kind === 'elements' ? c.change.elements.length : c.kind === 'rule' ? 1 + 2 * c.statements.filter((s) => s.kind === 'match' && s.left.kind === 'ct' && s.right.kind === 'set').length : 1), 2);
 
 /** An encoded batch, ready to send on the socket whose sequence numbers it uses. */
 export type ChangeBatch = ReturnType<typeof encodeChangeBatch>;

@@ -39,6 +39,7 @@
 import { isIPv4 } from 'node:net';
 import type { PayloadField, PrefixValue, Selector, Statement, Value, Verdict } from '../../backends/nft/model.js';
 import { encodeValue, NfnlEncodeError } from './data.js';
+import { InternalError } from '../../util/errors.js';
 import type { NlWriter } from './netlink.js';
 import { NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE, VERDICT_CODE } from './uapi.js';
 
@@ -63,7 +64,7 @@ const CT_DIRECTIONS: Readonly<Record<string, number>> = { original: 0, reply: 1 
 /** enum nft_range_attributes, nft_range_ops. */
 const RANGE = { SREG: 1, OP: 2, FROM: 3, TO: 4 } as const;
 const NFT_RANGE_NEQ = 1;
-const LOOKUP = { SET: 1, SREG: 2, DREG: 3, FLAGS: 5 } as const;
+const LOOKUP = { SET: 1, SREG: 2, DREG: 3, SET_ID: 4, FLAGS: 5 } as const;
 const NFT_LOOKUP_F_INV = 1;
 const BITWISE = { SREG: 1, DREG: 2, LEN: 3, MASK: 4, XOR: 5, OP: 6 } as const;
 const NFT_BITWISE_BOOL = 0;
@@ -316,13 +317,50 @@ function ifnameBytes(name: string): Buffer {
 }
 
 /** `ct state == one state` (the state bits, host order) and `ct direction == original | reply`. */
-function writeCtMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void {
+/**
+ * The states of `ct state == { a, b, ... }` with several states (nft looks
+ * them up in an anonymous set), as the set's element keys; undefined for
+ * any other statement.
+ */
+export function anonymousCtStates(s: Statement): Buffer[] | undefined {
+  if (s.kind !== 'match' || s.left.kind !== 'ct' || s.left.key !== 'state' || s.right.kind !== 'set' || s.right.items.length < 2) return undefined;
+  if (s.op !== '==') return unsupported(`ct state ${s.op} several states`);
+  return s.right.items.map((i) => {
+    const bit = i.kind === 'symbol' ? CT_STATE_BITS[i.value] : undefined;
+    if (bit === undefined) return unsupported(`ct state ${JSON.stringify(i)}`);
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(bit);
+    return b;
+  });
+}
+
+/** The name nft gives an anonymous set (the kernel puts a number for %d), and the user data it writes for one of ct states. */
+export const ANON_SET_NAME = '__set%d';
+/** libnftnl set user data of nft 1.0.6's `ct state { ... }` set: the key in host byte order, the key's typeof `ct state` (recorded with strace). */
+export const CT_STATE_SET_USERDATA = Buffer.from('000401000000031400040c000000010c0004000000000104ffffffff', 'hex');
+
+function writeCtMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>, anon: number[]): void {
   const c = s.left as Extract<Selector, { kind: 'ct' }>;
   const k = CT_KEYS[c.key];
   if (!k || 'dir' in c || (s.op !== '==' && s.op !== '!=')) return unsupported(`ct ${c.key} ${s.op}`);
   let data: Buffer;
   if (c.key === 'state') {
-    // one state: a compare (several: an anonymous set, left to libnftables)
+    if (anonymousCtStates(s)) {
+      // several states: a lookup in the anonymous set the batch created before the rule
+      const id = anon.shift();
+      if (id === undefined) throw new InternalError('an anonymous ct state set without its id');
+      expr(w, 'ct', () => {
+        w.be32(CT.KEY, k.key);
+        w.be32(CT.DREG, NFT_REG_1);
+      });
+      expr(w, 'lookup', () => {
+        w.be32(LOOKUP.SREG, NFT_REG_1);
+        w.strz(LOOKUP.SET, ANON_SET_NAME);
+        w.be32(LOOKUP.SET_ID, id);
+      });
+      return;
+    }
+    // one state: a compare
     const items = s.right.kind === 'set' ? s.right.items : s.right.kind === 'flags' ? s.right.items : [s.right];
     const only = items.length === 1 ? items[0] : undefined;
     const bit = only && only.kind === 'symbol' ? CT_STATE_BITS[only.value] : undefined;
@@ -341,7 +379,7 @@ function writeCtMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): vo
   writeCmp(w, s.op, data);
 }
 
-function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void {
+function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>, anon: number[]): void {
   if (s.left.kind === 'meta' && s.left.key === 'length') {
     const data = constantBytes(s.right, 4);
     writeMeta(w, NFT_META_LEN, NFT_REG_1);
@@ -361,7 +399,7 @@ function writeMatch(w: NlWriter, s: Extract<Statement, { kind: 'match' }>): void
     return;
   }
   if (s.left.kind === 'ct') {
-    writeCtMatch(w, s);
+    writeCtMatch(w, s, anon);
     return;
   }
   if (s.left.kind === 'meta' && (s.left.key === 'iifname' || s.left.key === 'oifname') && s.right.kind === 'string' && (s.op === '==' || s.op === '!=')) {
@@ -486,7 +524,8 @@ function writeSetMark(w: NlWriter, s: Extract<Statement, { kind: 'mangle' }>): v
 }
 
 /** The NFTA_RULE_EXPRESSIONS of a rule's statements (throws NfnlEncodeError(unsupported) for what is not covered). */
-export function writeRuleExpressions(w: NlWriter, statements: readonly Statement[], family = 'bridge'): void {
+export function writeRuleExpressions(w: NlWriter, statements: readonly Statement[], family = 'bridge', anonSetIds: readonly number[] = []): void {
+  const anon = [...anonSetIds];
   w.nest(NFTA_RULE.EXPRESSIONS);
   const t: Tested = { family, etherTypes: new Set(), l4protos: new Set() };
   const noteTested = (s: Extract<Statement, { kind: 'match' }>): void => {
@@ -506,7 +545,7 @@ export function writeRuleExpressions(w: NlWriter, statements: readonly Statement
     switch (s.kind) {
       case 'match':
         writeDependencies(w, s.left, t);
-        writeMatch(w, s);
+        writeMatch(w, s, anon);
         noteTested(s);
         break;
       case 'vmap':
