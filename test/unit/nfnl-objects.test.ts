@@ -2,8 +2,9 @@
 // same libnftables JSON (test/fixtures/nfnl/nft-objects.json, recorded by
 // record-nft-objects.ts with strace): byte for byte, but for the sequence
 // number, the acknowledgement we ask for, and the set ids nft adds (the
-// set's NFTA_SET_ID; a lookup's NFTA_LOOKUP_SET_ID, which the kernel needs
-// only for anonymous sets: it finds a named set by its name first).
+// set's NFTA_SET_ID; a lookup's NFTA_LOOKUP_SET_ID and a dynset's
+// NFTA_DYNSET_SET_ID, which the kernel needs only for anonymous sets: it
+// finds a named set by its name first).
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -23,6 +24,7 @@ const rec = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fixtures', 
 const NLM_F_ACK = 4;
 const NFTA_SET_ID = 10;
 const NFTA_LOOKUP_SET_ID = 4;
+const NFTA_DYNSET_SET_ID = 2;
 
 /** The attributes of a payload as [type, bytes with header and padding]. */
 function attrs(b: Buffer): [number, Buffer][] {
@@ -43,15 +45,16 @@ function nested(head: Buffer, body: Buffer): Buffer {
   return out;
 }
 
-/** NFTA_RULE_EXPRESSIONS without any lookup's NFTA_LOOKUP_SET_ID. */
+/** NFTA_RULE_EXPRESSIONS without any lookup's or dynset's set id. */
 function withoutLookupIds(exprs: Buffer): Buffer {
   const list = attrs(exprs.subarray(4)).map(([, elem]) => {
     const parts = attrs(elem.subarray(4));
     const name = parts.find(([t]) => t === 1)?.[1].subarray(4).toString('latin1');
-    if (!name?.startsWith('lookup')) return elem;
+    const setId = name?.startsWith('lookup') ? NFTA_LOOKUP_SET_ID : name?.startsWith('dynset') ? NFTA_DYNSET_SET_ID : undefined;
+    if (setId === undefined) return elem;
     return nested(
       elem,
-      Buffer.concat(parts.map(([t, a]) => (t === 2 ? nested(a, Buffer.concat(attrs(a.subarray(4)).filter(([x]) => x !== NFTA_LOOKUP_SET_ID).map(([, y]) => y))) : a))),
+      Buffer.concat(parts.map(([t, a]) => (t === 2 ? nested(a, Buffer.concat(attrs(a.subarray(4)).filter(([x]) => x !== setId).map(([, y]) => y))) : a))),
     );
   });
   return nested(exprs, Buffer.concat(list));

@@ -26,8 +26,8 @@ export function setDeclOf(d: SetDefinition, tag?: string): SetDecl {
 }
 
 /** The creation of a set or map declared by the typed model (its name under `tag`). */
-export function newSetOf(d: SetDefinition, tag?: string): NfnlChange {
-  return { op: 'add', kind: 'set', ...setDeclOf(d, tag), ...(d.size !== undefined ? { size: d.size } : {}), ...(d.counter ? { counter: true } : {}) };
+export function newSetOf(d: SetDefinition, tag?: string, dynamic = false): NfnlChange {
+  return { op: 'add', kind: 'set', ...setDeclOf(d, tag), ...(d.size !== undefined ? { size: d.size } : {}), ...(d.counter ? { counter: true } : {}), ...(dynamic ? { dynamic: true } : {}) };
 }
 
 /**
@@ -39,6 +39,12 @@ export function newSetOf(d: SetDefinition, tag?: string): NfnlChange {
 export function nfnlChangesOf(cmds: readonly NftCommand[], index: SetIndex, tag: string | undefined): NfnlChange[] | undefined {
   const out: NfnlChange[] = [];
   const fam = (f: string): ObjectChange['family'] => f as ObjectChange['family'];
+  // sets the batch's rules change from the packet path: nft declares them dynamic
+  const updated = new Set<string>();
+  for (const c of cmds) {
+    const o = c.object;
+    if (c.op === 'add' && o.kind === 'rule' && 'statements' in o) for (const s of o.statements) if (s.kind === 'set-update') updated.add(`${o.family} ${o.table} ${s.set}`);
+  }
   for (const c of cmds) {
     const o = c.object;
     if (o.kind === 'table' && (c.op === 'delete' || c.op === 'add')) out.push({ op: c.op, kind: 'table', family: fam(o.family), name: o.name });
@@ -48,7 +54,7 @@ export function nfnlChangesOf(cmds: readonly NftCommand[], index: SetIndex, tag:
     } else if (o.kind === 'chain' && (c.op === 'flush' || c.op === 'delete')) out.push({ op: c.op, kind: 'chain', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
     else if ((o.kind === 'set' || o.kind === 'map') && c.op === 'delete') out.push({ op: 'delete', kind: 'set', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
     else if ((o.kind === 'set' || o.kind === 'map') && c.op === 'add' && 'type' in o) {
-      out.push(newSetOf(o, tag));
+      out.push(newSetOf(o, tag, updated.has(`${o.family} ${o.table} ${o.name}`)));
       if (o.elements?.length) out.push({ kind: 'elements', change: { op: 'add', set: setDeclOf(o, tag), elements: (tagCommand(c, tag).object as typeof o).elements as ElementChange['elements'] } });
     } else if (o.kind === 'counter' && (c.op === 'delete' || c.op === 'add')) out.push({ op: c.op, kind: 'counter', family: fam(o.family), table: o.table, name: tagName(o.name, tag) });
     else if (o.kind === 'rule' && c.op === 'add' && 'statements' in o) {

@@ -555,6 +555,10 @@ export function writeRuleExpressions(w: NlWriter, statements: readonly Statement
       case 'mangle':
         writeSetMark(w, s);
         break;
+      case 'set-update':
+        writeDependencies(w, s.key, t);
+        writeSetUpdate(w, s);
+        break;
       case 'counter-ref':
         expr(w, 'objref', () => {
           w.be32(OBJREF.IMM_TYPE, NFT_OBJECT_COUNTER);
@@ -659,6 +663,31 @@ function mergePayloadMatches(statements: readonly Statement[]): (Statement | Mer
   });
   flush();
   return out.filter((x): x is Statement | MergedMatch => x !== undefined);
+}
+
+const DYNSET = { SET_NAME: 1, OP: 3, SREG_KEY: 4, TIMEOUT: 6 } as const;
+const DYNSET_OP = { add: 0, update: 1, delete: 2 } as const;
+
+/**
+ * `add | update | delete @set { key [timeout N] }` from the packet path (a
+ * dynset): the key loaded as for a lookup, then the set changed (the set
+ * was declared `dynamic` in the batch, see commands.ts).
+ */
+function writeSetUpdate(w: NlWriter, s: Extract<Statement, { kind: 'set-update' }>): void {
+  if (s.timeout !== undefined && (!Number.isInteger(s.timeout) || s.timeout <= 0 || s.timeout > 0xffffffff)) unsupported(`a set timeout of ${s.timeout} s`);
+  writeKeyLoad(w, s.key);
+  expr(w, 'dynset', () => {
+    w.be32(DYNSET.SREG_KEY, NFT_REG_1);
+    w.be32(DYNSET.OP, DYNSET_OP[s.op]);
+    if (s.timeout !== undefined) {
+      // milliseconds, a big-endian u64
+      const ms = Buffer.alloc(8);
+      ms.writeBigUInt64BE(BigInt(s.timeout) * 1000n);
+      w.attr(DYNSET.TIMEOUT, ms);
+    }
+    // the set by name (nft adds its batch id too; the kernel finds a named set by its name first)
+    w.strz(DYNSET.SET_NAME, s.set);
+  });
 }
 
 /** A rule's comment as nft stores it: a user-data TLV (type, length, the string and its NUL). */

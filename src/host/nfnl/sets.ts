@@ -27,6 +27,8 @@ import { NFT_DATA_VALUE_MAXLEN, NFT_REG32_SIZE } from './uapi.js';
 export interface NewSet extends SetDecl {
   size?: number;
   counter?: boolean;
+  /** Rules of the same batch change it from the packet path (NFT_SET_EVAL: nft lists it `dynamic`). */
+  dynamic?: boolean;
 }
 
 /** enum nft_set_attributes. */
@@ -38,6 +40,8 @@ const NFTA_LIST_ELEM = 1;
 const NFTA_EXPR = { NAME: 1, DATA: 2 } as const;
 /** enum nft_set_flags. */
 const FLAG: Readonly<Record<SetFlag | 'map' | 'object' | 'concat', number>> = { constant: 0x2, interval: 0x4, map: 0x8, timeout: 0x10, object: 0x40, concat: 0x80 };
+/** NFT_SET_EVAL: a set the packet path updates. */
+const SET_EVAL = 0x20;
 /** NFT_DATA_VERDICT: the data type of a verdict map. */
 const NFT_DATA_VERDICT = 0xffffff00;
 const NFT_OBJECT_COUNTER = 1;
@@ -121,6 +125,7 @@ export function setFlags(s: NewSet): number {
     if (bit === undefined) throw new NfnlEncodeError(`set flag ${String(x)} is not encoded here`, true);
     f |= bit;
   }
+  if (s.dynamic) f |= SET_EVAL;
   if (s.map === 'counter') f |= FLAG.object;
   else if (s.map !== undefined) f |= FLAG.map;
   if (keyTypes(s).length > 1 && s.flags?.includes('interval')) f |= FLAG.concat;
