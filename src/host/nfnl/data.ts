@@ -232,6 +232,29 @@ export function encodeKey(types: readonly SetKeyType[], item: SetItem, interval:
   return keyEnd ? { key, keyEnd } : { key };
 }
 
+/**
+ * Writes the key of a set without intervals at `at` in `out` (zeroed), when
+ * the element is a value or a concatenation of values (what ports' elements
+ * are); returns false, having written nothing, for anything else (then
+ * encodeKey has it).
+ */
+export function encodeKeyInto(types: readonly SetKeyType[], item: SetItem, out: Buffer, at: number): boolean {
+  const atom = (x: SetItem): x is Atom => x.kind === 'number' || x.kind === 'string' || x.kind === 'symbol';
+  if (types.length === 1) {
+    if (!atom(item)) return false;
+    typeInfo(types[0] as SetKeyType).encode(atomText(item), out, at);
+    return true;
+  }
+  if (item.kind !== 'tuple' || item.items.length !== types.length || !item.items.every(atom)) return false;
+  let o = at;
+  for (let i = 0; i < types.length; i++) {
+    const info = typeInfo(types[i] as SetKeyType);
+    info.encode(atomText(item.items[i] as Atom), out, o);
+    o += pad4(info.len);
+  }
+  return true;
+}
+
 /** Map data of a value map (`map: mark`, `map: ipv4_addr`, ...). */
 export function encodeValue(type: Exclude<MapDataType, 'counter'>, a: Atom): Buffer {
   const info = typeInfo(type);

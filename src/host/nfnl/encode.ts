@@ -10,7 +10,7 @@
 // kernels that acknowledge it).
 import type { Atom, MapDataType, SetFlag, SetItem, SetKeyType, Verdict } from '../../backends/nft/model.js';
 import { assertNever } from '../../util/errors.js';
-import { encodeKey, encodeValue, NfnlEncodeError } from './data.js';
+import { encodeKey, encodeKeyInto, encodeValue, keyLength, NfnlEncodeError } from './data.js';
 import { NlWriter } from './netlink.js';
 import {
   NFNL_MSG_BATCH_BEGIN,
@@ -114,22 +114,26 @@ function isVerdict(d: Atom | Verdict): d is Verdict {
 }
 
 /** Writes the index-th NFTA_LIST_ELEM (numbered from 1 like nft does; the kernel reads any type). */
-function writeElement(w: NlWriter, c: ElementChange, e: ElementEntry, index: number): void {
+function writeElement(w: NlWriter, c: ElementChange, e: ElementEntry, index: number, types: readonly SetKeyType[], interval: boolean, keyLen: number | undefined): void {
   const s = c.set;
   const isEntry = Array.isArray(e);
   if (c.op === 'add' && s.map !== undefined && !isEntry) throw new NfnlEncodeError(`map ${s.name}: element ${JSON.stringify(e)} has no data`, false);
   if (s.map === undefined && isEntry) throw new NfnlEncodeError(`set ${s.name} is not a map: element ${JSON.stringify(e)} has data`, false);
-  const [key, data] = isEntry ? (e as readonly [SetItem, Atom | Verdict]) : [e as SetItem, undefined];
-  const k = encodeKey(keyTypes(s), key, s.flags?.includes('interval') ?? false);
+  const key = isEntry ? (e as readonly [SetItem, Atom | Verdict])[0] : (e as SetItem);
+  const data = isEntry ? (e as readonly [SetItem, Atom | Verdict])[1] : undefined;
   w.nest(NFTA_LIST_ELEM + index);
   w.nest(NFTA_SET_ELEM_KEY);
-  w.attr(NFTA_DATA_VALUE, k.key);
-  w.nestEnd();
-  if (k.keyEnd) {
-    w.nest(NFTA_SET_ELEM_KEY_END);
-    w.attr(NFTA_DATA_VALUE, k.keyEnd);
-    w.nestEnd();
+  // plain values go straight into the batch; prefixes, ranges and intervals through encodeKey
+  if (keyLen === undefined || !w.attrInPlace(NFTA_DATA_VALUE, keyLen, (buf, at) => encodeKeyInto(types, key, buf, at))) {
+    const k = encodeKey(types, key, interval);
+    w.attr(NFTA_DATA_VALUE, k.key);
+    if (k.keyEnd) {
+      w.nestEnd();
+      w.nest(NFTA_SET_ELEM_KEY_END);
+      w.attr(NFTA_DATA_VALUE, k.keyEnd);
+    }
   }
+  w.nestEnd();
   // a deletion names the key only
   if (c.op === 'add' && data !== undefined) {
     const m = s.map as 'verdict' | MapDataType;
@@ -183,6 +187,9 @@ export function writeElementChange(w: NlWriter, c: ElementChange, seq: number, m
   if (family === undefined) throw new NfnlEncodeError(`unknown family ${String(c.set.family)}`, false);
   const type = nftMsgType(c.op === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM);
   const flags = NLM_F_REQUEST | NLM_F_ACK | (c.op === 'add' ? NLM_F_CREATE : 0);
+  const types = keyTypes(c.set);
+  const interval = c.set.flags?.includes('interval') ?? false;
+  const keyLen = interval || c.elements.length === 0 ? undefined : keyLength(types);
   // an attribute's length is 16 bits: many elements take several messages (still one transaction)
   for (let i = 0; i < c.elements.length; ) {
     n = (n + 1) >>> 0;
@@ -194,7 +201,7 @@ export function writeElementChange(w: NlWriter, c: ElementChange, seq: number, m
     const first = i;
     while (i < c.elements.length && (i === first || w.length - nest < ELEMENTS_NEST_LIMIT)) {
       elementOffsets.push(w.length - offset);
-      writeElement(w, c, c.elements[i] as ElementEntry, i - first);
+      writeElement(w, c, c.elements[i] as ElementEntry, i - first, types, interval, keyLen);
       i++;
     }
     w.nestEnd();

@@ -73,6 +73,21 @@ export class NlWriter {
     else b.set(payload, at + NLA_HDRLEN);
   }
 
+  /**
+   * An attribute of `len` bytes that `write` fills in place (the bytes are
+   * zero before); when it returns false the attribute is taken back.
+   */
+  attrInPlace(type: number, len: number, write: (buf: Buffer, at: number) => boolean): boolean {
+    const at = this.reserve(align4(NLA_HDRLEN + len));
+    if (!write(this.buf, at + NLA_HDRLEN)) {
+      this.buf.fill(0, at, this.len);
+      this.len = at;
+      return false;
+    }
+    this.header(at, NLA_HDRLEN + len, type);
+    return true;
+  }
+
   /** An attribute header: length and type, little endian. */
   private header(at: number, len: number, type: number): void {
     const b = this.buf;
