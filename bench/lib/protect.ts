@@ -21,6 +21,7 @@ import { setIndexOf } from '../../src/host/load-plan.js';
 import { withNetns } from '../../src/host/netns.js';
 import { nfnlChangesOf, NfnlSocket, prepareChangeBatch, sendPreparedBatch } from '../../src/host/nfnl/index.js';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
+import { groupElements } from '../../src/backends/nft/parts.js';
 import { loadEbpf, nftUnloadText, type BenchHost } from './host.js';
 import { bindingTexts, compileNft, parseBindings, resolveAll } from './policy.js';
 import { log, sleep, stat, type Stat } from './util.js';
@@ -112,7 +113,7 @@ export async function protectPhase(host: BenchHost, ns: readonly number[], round
         const sock = withNetns(host.hostNs, () => NfnlSocket.open());
         try {
           const t0 = performance.now();
-          const cmds = lowerToNft(resolveAll(parseBindings(t))).batch;
+          const cmds = groupElements(lowerToNft(resolveAll(parseBindings(t))).batch);
           const t1 = performance.now();
           const changes = nfnlChangesOf(cmds, setIndexOf([cmds]), undefined);
           if (!changes) throw new Error('nft-netlink: a command has no netlink form');

@@ -42,7 +42,7 @@ import { nftNames, newTag, parseCountName, parseL3Counter } from '../backends/nf
 import { add, del, match, meta, nftTable, str } from '../backends/nft/build.js';
 import type { NftCommand, NftFamily } from '../backends/nft/model.js';
 import { toNftJson } from '../backends/nft/serialize.js';
-import { orderBatch, familiesOf, type PortPart, type ShapePart } from '../backends/nft/parts.js';
+import { orderBatch, familiesOf, groupElements, type PortPart, type ShapePart } from '../backends/nft/parts.js';
 import { MARK_LAYOUT, markCommands, MAX_L3_PORTS, type L3Family } from '../backends/nft/l3.js';
 import { isGated } from '../backends/nft/lower.js';
 import { DEFAULT_SKELETON_CONFIG, gateElementCommands, lowerSkeleton, type SkeletonConfig } from '../backends/nft/skeleton.js';
@@ -230,8 +230,10 @@ const fullTimeoutMs = (bytes: number): number => 5000 + Math.ceil(bytes / (1 << 
  * (NfnlBatchError names the change it refused). `NWF_FAST_DEBUG=1` says on
  * stderr which path was taken and why.
  */
-export async function applyFullTransaction(cmds: readonly NftCommand[], opts: NftRunOptions, sock: NfnlSocket | undefined, before: () => Promise<void> = async () => undefined): Promise<FullApplyResult> {
+export async function applyFullTransaction(all: readonly NftCommand[], opts: NftRunOptions, sock: NfnlSocket | undefined, before: () => Promise<void> = async () => undefined): Promise<FullApplyResult> {
   const t0 = performance.now();
+  // one `add element` per set (the same elements in the same transaction: every one is in the element phase)
+  const cmds = groupElements(all);
   let fallback: string | undefined;
   let batch: ChangeBatch | undefined;
   if (!sock) fallback = opts.runner ? 'a command runner was given' : !opts.inProcess ? 'not in-process (--nft-binary)' : 'no netlink socket';
