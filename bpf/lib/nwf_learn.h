@@ -32,7 +32,7 @@
  *    server of DHCPSERVER (any server when it is not given) passes,
  *    everything else drops.
  *  - A DHCPACK (op 2, option 53 = 5, option 51 > 0, chaddr = the VM's MAC,
- *    yiaddr != 0) to the VM, from a DHCPSERVER server (checked at every ACK,
+ *    yiaddr not 0.0.0.0 nor in 224.0.0.0/3) to the VM, from a DHCPSERVER server (checked at every ACK,
  *    also after the lock) and accepted by the policy or the DHCP-only
  *    table, adds or renews the lease yiaddr until now + option 51: the slot
  *    holding the address is renewed (its deadline only moves forward),
@@ -63,6 +63,19 @@
 #define NWF_LRN_MAX 65536
 #define NWF_LRN_POLICY (-1) /* go on with the policy (the port is locked) */
 
+/*
+ * An address a port may learn (a source under `any`, a DHCPACK's yiaddr
+ * under `dhcp`): not 0.0.0.0, not multicast or class E (224.0.0.0/3, which
+ * includes 255.255.255.255). `a` points at its 4 bytes in network order (a
+ * memory image). The nft backend refuses the same (backends/nft/learn.ts).
+ */
+static __always_inline bool nwf_lrn_addr_ok(const void *a)
+{
+	const __u8 *b = (const __u8 *)a;
+
+	return (b[0] | b[1] | b[2] | b[3]) != 0 && (b[0] & 0xe0) != 0xe0;
+}
+
 #if NWF_LEARN_ANY
 /* The learned address of an `any` port. */
 struct nwf_lrn_any_val {
@@ -81,9 +94,7 @@ struct {
 /* libvirt learns from IPv4 sources other than 0.0.0.0 and 224.0.0.0/3. */
 static __always_inline bool nwf_lrn_teaches(const struct nwf_pkt *p)
 {
-	const __u8 *b = (const __u8 *)&p->ip4_src;
-
-	return (p->has & NWF_HAS_IP4) && p->ip4_src != 0 && (b[0] & 0xe0) != 0xe0;
+	return (p->has & NWF_HAS_IP4) && nwf_lrn_addr_ok(&p->ip4_src);
 }
 
 /*
@@ -364,7 +375,7 @@ static __always_inline void nwf_dhcp_after(void *ctx, const int kind, const stru
 	if (dir == NWF_DIR_IN) {
 		if (!nwf_is_udp(p, NWF_DHCP_SERVER_PORT, NWF_DHCP_CLIENT_PORT) || !nwf_dhcp_trusted(p, c) || !nwf_dhcp_parse(ctx, kind, &d))
 			return;
-		if (d.op != 2 || d.type != NWF_DHCP_ACK || !d.has_lease || d.lease == 0 || d.chaddr != c->lrn_mac || d.yiaddr == 0)
+		if (d.op != 2 || d.type != NWF_DHCP_ACK || !d.has_lease || d.lease == 0 || d.chaddr != c->lrn_mac || !nwf_lrn_addr_ok(&d.yiaddr))
 			return;
 		nwf_lease_add(ls, d.yiaddr, d.lease == 0xffffffffU ? ~0ULL : bpf_ktime_get_boot_ns() + (__u64)d.lease * 1000000000ULL, p->ip4_src);
 		return;

@@ -108,9 +108,13 @@ describe.skipIf(!canBuild)('dhcp learning in the eBPF program, by BPF_PROG_TEST_
     reset();
     toVm(reply('10.77.0.2', { leaseSeconds: 0xffffffff }));
     expect(leases()).toEqual([{ ip: '10.77.0.2', deadline: INFINITE_NS, server: S }]);
+    // the last address below 224.0.0.0/3 is learned
+    reset();
+    expect(toVm(reply('223.255.255.254'))).toBe(TC_ACT.OK);
+    expect(ips()).toEqual(['223.255.255.254']);
   });
 
-  it('teaches nothing: no 51, lease 0, OFFER, NAK, another chaddr, yiaddr 0, no END, 70 options before 53, cut inside 51, a second 53, an untrusted server', () => {
+  it('teaches nothing: no 51, lease 0, OFFER, NAK, another chaddr, yiaddr 0 or in 224.0.0.0/3, no END, 70 options before 53, cut inside 51, a second 53, an untrusted server', () => {
     const full = reply('10.77.0.2');
     const cases: [string, Uint8Array, number][] = [
       ['no option 51', reply('10.77.0.2', { leaseSeconds: undefined as unknown as number }), TC_ACT.OK],
@@ -119,6 +123,11 @@ describe.skipIf(!canBuild)('dhcp learning in the eBPF program, by BPF_PROG_TEST_
       ['NAK', reply('10.77.0.2', { type: DHCP.NAK }), TC_ACT.OK],
       ['another chaddr', reply('10.77.0.2', { chaddr: OTHER_MAC }), TC_ACT.OK],
       ['yiaddr 0.0.0.0', reply('0.0.0.0'), TC_ACT.OK],
+      // as the nft backend (and libvirt's `any` learner): no multicast or class E address is learned
+      ['yiaddr 224.0.0.1 (multicast)', reply('224.0.0.1'), TC_ACT.OK],
+      ['yiaddr 239.255.255.250 (multicast)', reply('239.255.255.250'), TC_ACT.OK],
+      ['yiaddr 240.0.0.1 (class E)', reply('240.0.0.1'), TC_ACT.OK],
+      ['yiaddr 255.255.255.255', reply('255.255.255.255'), TC_ACT.OK],
       ['no END, the frame ends', reply('10.77.0.2', { noEnd: true }), TC_ACT.OK],
       ['70 options before 53', reply('10.77.0.2', { leading: fillerOptions(70, 1) }), TC_ACT.OK],
       ['cut inside option 51', full.subarray(0, full.length - 3), TC_ACT.OK],
