@@ -29,7 +29,7 @@
 // here (loadedStatus).
 import type { LearnedEntry } from '../ir/learning.js';
 import { copyBpfLearnedToNft, departedPorts, forgetLearned, learningPortsWithIndex } from './learn/kernel.js';
-import { ageLearnedSeeds } from '../backends/nft/learn.js';
+import { ageLearnedSeeds, portSnoops } from '../backends/nft/learn.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -423,6 +423,26 @@ async function skeletonConfig(opts: HostOptions, head: LoadedHead | undefined, b
 }
 
 const skeletonPart = (cfg: SkeletonConfig, families: readonly L3Family[]): Part => ({ id: 'skeleton', commands: lowerSkeleton(cfg, families) });
+
+/** The skeleton a record says is loaded: one written before the snoop chain was conditional (no `snoop`) had it. */
+const recordedSkeleton = (head: LoadedHead): SkeletonConfig => (head.snoop === undefined ? { ...head.skeleton, snoop: true } : head.skeleton);
+
+/** The recorded ports that snoop (LoadedHead.snoop; an older record without it: read from its ports). */
+function recordedSnoopers(head: LoadedHead | undefined, store: LoadedStore): Set<string> {
+  if (!head) return new Set();
+  if (head.snoop) return new Set(head.snoop);
+  const out = new Set<string>();
+  for (const n of store.portNames()) {
+    let p: LoadedPort | undefined;
+    try {
+      p = store.readPort(n);
+    } catch {
+      // a damaged port record: the change replaces it or loads in full
+    }
+    if (p && portSnoops(p.nft)) out.add(n);
+  }
+  return out;
+}
 const shapePart = (s: ShapePart): Part => ({ id: `shape ${s.name}`, commands: s.commands });
 const portPart = (p: PortPart): Part => ({ id: `port ${p.iface}`, commands: p.commands });
 /** MarkInfo.learn of a port's learning identity (none: not learning). */
@@ -436,7 +456,7 @@ function familiesOfMarks(marks: Record<string, MarkInfo>): L3Family[] {
 /** Every part of a recorded state (a full replacement, a drift check). */
 function allParts(head: LoadedHead, shapes: Iterable<ShapePart>, ports: Iterable<LoadedPort>): Part[] {
   const marks = head.marks ?? {};
-  const out: Part[] = [skeletonPart(head.skeleton, familiesOfMarks(marks))];
+  const out: Part[] = [skeletonPart(recordedSkeleton(head), familiesOfMarks(marks))];
   for (const s of shapes) out.push(shapePart(s));
   for (const p of ports) {
     out.push(portPart(p.nft));
@@ -530,6 +550,15 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   const ports = new Map(change.ports);
   if (whole) for (const n of prevPorts.keys()) if (!ports.has(n)) ports.set(n, null);
 
+  // the dhcp snoop base chain while some port learns from DHCPACKs in nft: added in the transaction
+  // that adds the first such port, removed with the last (a whole change: only its own ports count)
+  const snoopers = whole ? new Set<string>() : recordedSnoopers(prevHead, store);
+  for (const [iface, d] of ports) {
+    if (d && portSnoops(d.record.nft)) snoopers.add(iface);
+    else snoopers.delete(iface);
+  }
+  if (snoopers.size) cfg.snoop = true;
+
   // port ids: kept while a port has L3 rules, the lowest free id for a new one
   // (a record of another mark layout keeps its ids, which mean the same port in this one: the load is whole)
   const markLayoutChanged = prevHead !== undefined && (prevHead.markLayout ?? 1) !== MARK_LAYOUT && Object.keys(prevHead.marks ?? {}).length > 0;
@@ -582,7 +611,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
   // parts before and after (only what changes; the diff skips equal parts)
   const prevParts: Part[] = [];
   const nextParts: Part[] = [];
-  if (prevHead) prevParts.push(skeletonPart(prevHead.skeleton, familiesOfMarks(prevMarks)));
+  if (prevHead) prevParts.push(skeletonPart(recordedSkeleton(prevHead), familiesOfMarks(prevMarks)));
   nextParts.push(skeletonPart(cfg, familiesOfMarks(marks)));
   for (const s of removedShapes) prevParts.push(shapePart(s));
   for (const s of addedShapes) nextParts.push(shapePart(s));
@@ -809,6 +838,7 @@ export async function commit(change: ChangeSet, opts: HostOptions, ctx: CommitCo
     marks,
     markLayout: MARK_LAYOUT,
     shapeRefs: refs,
+    snoop: [...snoopers].sort(),
   };
   store.writeHead(head);
   const failed: FailedInterface[] = [];

@@ -69,6 +69,13 @@ export interface LoadedHead {
   markLayout?: number;
   /** How many ports use each nft shape (a shape goes with its last port). */
   shapeRefs: Record<string, number>;
+  /**
+   * The ports whose nft part learns from DHCPACKs (backends/nft/learn.ts
+   * portSnoops): the skeleton has the snoop base chain while there is one.
+   * Absent in a record written before the chain was conditional: the
+   * skeleton had it (host/apply.ts recordedSkeleton).
+   */
+  snoop?: string[];
 }
 
 export interface LoadedPortBpf {

@@ -16,7 +16,10 @@ import { expectedVerdicts, floodAfter, inFrames, LEARN_SERVER, OTHER_MAC, outFra
 import { DHCP, dhcpClientFrame, dhcpServerFrame, fillerOptions, type DhcpMessage } from '../../src/lab/frames/dhcp.js';
 import type { Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
-import { bindingXml } from '../support/policy.js';
+import { bindingXml, bundledFilters } from '../support/policy.js';
+import { applyPortChanges } from '../../src/host/port-changes.js';
+import { nftListTable } from '../../src/host/nft.js';
+import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
 import { createDemoHost, isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
 
 const UUID = '00000000-0000-0000-0000-000000000001'; // bindingXml's owner
@@ -220,6 +223,40 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     expect(await ack(R, '10.77.0.41')).toBe(true);
     expect(await leases()).toEqual(['10.77.0.41']);
     expect(await passes(vm(), peer(), o().udp('10.77.0.41'))).toBe(true);
+  });
+
+  it('the lrn_snoop hook exists only while a dhcp port does: a per-port add of the first dhcp port adds it in the same change, and learning works; removing it removes the hook', async () => {
+    const hasSnoop = async (): Promise<boolean> => {
+      const doc = await nftListTable('bridge', 'nwf_fast', { netns: tb.hostNs });
+      return doc.nftables.some((o) => 'chain' in o && (o as { chain: { name: string } }).chain.name === 'lrn_snoop');
+    };
+    const popts = () => ({ ...opts(), filters: bundledFilters() });
+    const dhcpBinding = () => parseFilterBindingXml(bindingXml('vnet0', VM_MAC, 'clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: S }), 'vnet0.xml');
+    await fresh({}, { IP: '10.77.0.7' });
+    expect(await hasSnoop()).toBe(false);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.7'))).toBe(true);
+    // the port becomes a dhcp port, alone (the domain's interface changes): the hook comes with it
+    const a = await applyPortChanges({ add: [dhcpBinding()] }, popts());
+    expect(a.failed).toEqual([]);
+    expect(a.commit.fullReason).toBeUndefined();
+    expect(a.commit.path).toBe('diff');
+    expect(await hasSnoop()).toBe(true);
+    expect((await status(opts())).driftDetail).toBeUndefined();
+    expect(await passes(vm(), peer(), o().udp('10.77.0.7'))).toBe(false); // DHCP-only until a lease
+    expect(await ack(S, '10.77.0.2')).toBe(true);
+    expect(await leases()).toEqual(['10.77.0.2']);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(true);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.66'))).toBe(false);
+    // the last dhcp port goes: so does the hook; a later load of a dhcp generation brings it back
+    const r = await applyPortChanges({ remove: ['vnet0'] }, popts());
+    expect(r.commit.fullReason).toBeUndefined();
+    expect(await hasSnoop()).toBe(false);
+    expect((await status(opts())).driftDetail).toBeUndefined();
+    const back = await loadGeneration(await generation(), opts());
+    expect(back.incremental).toBe(true);
+    expect(await hasSnoop()).toBe(true);
+    expect(await ack(S, '10.77.0.3')).toBe(true);
+    expect(await passes(vm(), peer(), o().udp('10.77.0.3'))).toBe(true);
   });
 
   it('(any) a learned address survives a full load too: the learned-state sets the packet path updated are kept, not declared again', async () => {

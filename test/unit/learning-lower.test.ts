@@ -3,7 +3,9 @@
 import { describe, expect, it } from 'vitest';
 import { lowerToNft } from '../../src/backends/nft/lower.js';
 import { printNftText } from '../../src/backends/nft/printer.js';
-import { ageLearnedSeeds, DEFAULT_DHCP_KERNEL_LEASE, nftDhcpNote, portSeedOf, seedOf } from '../../src/backends/nft/learn.js';
+import { ageLearnedSeeds, DEFAULT_DHCP_KERNEL_LEASE, nftDhcpNote, portSeedOf, portSnoops, seedOf } from '../../src/backends/nft/learn.js';
+import { DEFAULT_SKELETON_CONFIG, lowerSkeleton, withSnoop } from '../../src/backends/nft/skeleton.js';
+import { diffParts, setIndexOf, type Part } from '../../src/host/load-plan.js';
 import { toNftJson } from '../../src/backends/nft/serialize.js';
 import { encodeConfig, LRN_SERVERS, planInterface } from '../../src/backends/bpf/plan.js';
 import { emitPolicyHeader } from '../../src/backends/bpf/emit.js';
@@ -178,6 +180,75 @@ describe('IP learning with dhcp, nft lowering', () => {
     expect(parseConfig('', 'f.conf').dhcpKernelLeaseS).toBe(DEFAULT_DHCP_KERNEL_LEASE);
     expect(() => parseConfig('dhcp_kernel_lease = 0\n', 'f.conf')).toThrow(/dhcp_kernel_lease/);
     expect(defaultConfigText()).toContain('dhcp_kernel_lease = 3600');
+  });
+});
+
+describe('the snoop base chain: only while a port learns from DHCPACKs in nft', () => {
+  const SNOOP_CHAIN = 'add chain bridge nwf_fast lrn_snoop';
+  const pol = (...ps: ReturnType<typeof policyFor>[]): PolicyIR => ({ version: 1, interfaces: ps, notes: [] });
+  const anyPort = () => policyFor('clean-traffic', {}, [], { iface: 'vnet1', mac: '52:54:00:00:00:02' });
+  const staticPort = () => policyFor('clean-traffic', { IP: '10.0.0.9' }, [], { iface: 'vnet2', mac: '52:54:00:00:00:03' });
+  const dhcpPort = () => policyFor('clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: '10.0.0.1' });
+
+  it('a generation without a dhcp port has neither the chain nor its map; one with a dhcp port has both', () => {
+    const none = printNftText(lowerToNft(pol(anyPort(), staticPort()), { strict: true }).batch);
+    expect(none).not.toContain('lrn_snoop');
+    expect(none).not.toContain('snoop_map');
+    expect(none).toContain('add set bridge nwf_fast lrn-locked'); // the learned state stays
+    const l = lowerToNft(pol(dhcpPort(), anyPort(), staticPort()), { strict: true });
+    const text = printNftText(l.batch);
+    expect(text).toContain(`${SNOOP_CHAIN} { type filter hook postrouting priority 301; policy accept; }`);
+    expect(text).toContain('add map bridge nwf_fast snoop_map { type ifname : verdict; }');
+    expect(l.parts.ports.map((p) => [p.iface, portSnoops(p)])).toEqual([
+      ['vnet0', true],
+      ['vnet1', false],
+      ['vnet2', false],
+    ]);
+  });
+
+  it('under --backend both the eBPF program learns: no chain, unless a dhcp port has no program (nft learns for it)', () => {
+    expect(printNftText(lowerToNft(pol(dhcpPort()), { strict: true, learner: 'copy' }).batch)).not.toContain('lrn_snoop');
+    const noProgram = lowerToNft(pol(dhcpPort()), { strict: true, learner: 'copy', noProgram: new Set(['vnet0']) });
+    expect(printNftText(noProgram.batch)).toContain(SNOOP_CHAIN);
+    expect(printNftText(lowerToNft(pol(dhcpPort()), { strict: true, mode: 'dispatch' }).batch)).not.toContain('lrn_snoop');
+  });
+
+  it('withSnoop follows the ports, whatever the configuration said', () => {
+    const parts = (...ps: ReturnType<typeof policyFor>[]) => lowerToNft(pol(...ps), { strict: true }).parts.ports;
+    expect(withSnoop({ ...DEFAULT_SKELETON_CONFIG, snoop: true }, parts(anyPort())).snoop).toBeUndefined();
+    expect(withSnoop(DEFAULT_SKELETON_CONFIG, parts(anyPort(), dhcpPort())).snoop).toBe(true);
+  });
+
+  it('a per-port change that adds the first dhcp port adds the chain, its map and rule in the same transaction; removing the last removes them', () => {
+    const before = lowerToNft(pol(anyPort()), { strict: true }).parts;
+    const after = lowerToNft(pol(anyPort(), dhcpPort()), { strict: true }).parts;
+    const asParts = (p: typeof before): Part[] => [
+      { id: 'skeleton', commands: lowerSkeleton(withSnoop(DEFAULT_SKELETON_CONFIG, p.ports), []) },
+      ...p.shapes.map((x) => ({ id: `shape ${x.name}`, commands: x.commands })),
+      ...p.ports.map((x) => ({ id: `port ${x.iface}`, commands: x.commands })),
+    ];
+    const diff = (a: typeof before, b: typeof before) => {
+      const pa = asParts(a);
+      const pb = asParts(b);
+      return diffParts(pa, pb, setIndexOf([...pa, ...pb].map((x) => x.commands)));
+    };
+    const added = diff(before, after);
+    if (!added) throw new Error('not incremental');
+    const apply = printNftText(added.apply);
+    expect(apply).toContain(SNOOP_CHAIN);
+    expect(apply).toContain('add map bridge nwf_fast snoop_map');
+    expect(apply).toContain('add rule bridge nwf_fast lrn_snoop ');
+    expect(apply).toContain('add element bridge nwf_fast snoop_map { "vnet0" : goto lrns-vnet0 }');
+    expect(printNftText(added.cleanup)).not.toContain('snoop');
+    const removed = diff(after, before);
+    if (!removed) throw new Error('not incremental');
+    expect(printNftText(removed.apply)).not.toContain(SNOOP_CHAIN);
+    const cleanup = printNftText(removed.cleanup);
+    expect(cleanup).toContain('delete chain bridge nwf_fast lrn_snoop');
+    expect(cleanup).toContain('delete map bridge nwf_fast snoop_map');
+    // a change between generations that both have dhcp ports leaves the skeleton alone
+    const two = lowerToNft(pol(anyPort(), dhcpPort(), staticPort()), { strict: true }).parts;
+    expect(diff(after, two)?.changedParts).not.toContain('skeleton');
   });
 });
 

@@ -221,13 +221,29 @@ const ifKey = (dir: Direction) => meta(dir === 'out' ? 'iifname' : 'oifname');
  * same batch updates it; declaring the set again without the flag then
  * fails (EEXIST), so a later full load would fail.
  */
-export function learnedSkeleton(): NftCommand[] {
-  return [
+export function learnedSkeleton(snoop: boolean): NftCommand[] {
+  const out = [
     add(br.set(nftNames.learnedAddrs(), ['ifname', 'ipv4_addr'], undefined, { flags: ['timeout'], size: LEARNED_SET_SIZE })),
     add(br.set(nftNames.learnedLocked(), 'ifname', undefined, { flags: ['timeout'], size: LEARNED_SET_SIZE })),
-    add(br.verdictMap(FIXED.snoopMap, 'ifname')),
-    add(br.rule(BASE_CHAINS.bridgeSnoop, [...dhcpMessage('server', DHCPACK), vmap(meta('oifname'), FIXED.snoopMap)], 'a DHCPACK to a dhcp learning port: its snoop chain')),
   ];
+  if (snoop) {
+    out.push(
+      add(br.verdictMap(FIXED.snoopMap, 'ifname')),
+      add(br.rule(BASE_CHAINS.bridgeSnoop, [...dhcpMessage('server', DHCPACK), vmap(meta('oifname'), FIXED.snoopMap)], 'a DHCPACK to a dhcp learning port: its snoop chain')),
+    );
+  }
+  return out;
+}
+
+/**
+ * Whether a port's part learns from DHCPACKs in nft: it has an entry in
+ * the snoop map (a dhcp port whose learner is nft; under --backend both the
+ * eBPF program learns and the part has none). The skeleton has the snoop
+ * base chain exactly while some port does (skeleton.ts withSnoop).
+ */
+export function portSnoops(p: { learn?: { mode: string } | undefined; commands: readonly NftCommand[] }): boolean {
+  if (p.learn?.mode !== 'dhcp') return false;
+  return p.commands.some((c) => c.op === 'add' && c.object.kind === 'element' && c.object.name === FIXED.snoopMap);
 }
 
 /** The snoop base chain's priority: right after the postrouting dispatch (skeleton.ts BRIDGE_POST_PRIORITY, 300). */
@@ -237,8 +253,10 @@ export const SNOOP_PRIORITY = 301;
  * The dhcp snoop base chain (persistent, like `pre` and `post`; its rule is
  * in learnedSkeleton): after `post`, so only an ACK the policy let through
  * to the VM teaches. The skeleton declares it with the other base chains,
- * before the objects a load replaces (a table built anew lists it where a
- * reloaded one does).
+ * before the objects a load replaces, and only while a port snoops
+ * (portSnoops): a change that adds the first such port adds the chain in the
+ * same transaction, one that removes the last removes it with the port's
+ * other objects.
  */
 export function snoopBaseChain(): NftCommand {
   return add(br.baseChain(BASE_CHAINS.bridgeSnoop, { type: 'filter', hook: 'postrouting', prio: SNOOP_PRIORITY, policy: 'accept' }));

@@ -34,7 +34,7 @@ import { PortClasses } from './port-memo.js';
 import type { WalkEnd } from './opt/walk.js';
 import { checkLearnedL3, learningPortCommands, portSeedOf, type PortSeed } from './learn.js';
 import type { LearnedEntry } from '../../ir/learning.js';
-import { DEFAULT_SKELETON_CONFIG, gateMap, lowerSkeleton, type SkeletonConfig } from './skeleton.js';
+import { DEFAULT_SKELETON_CONFIG, gateMap, lowerSkeleton, withSnoop, type SkeletonConfig } from './skeleton.js';
 import { familiesOf, orderBatch, type NftParts, type PortPart, type ShapePart } from './parts.js';
 import { tagCommands } from './tag.js';
 import { secondLinePolicy } from './second-line.js';
@@ -339,7 +339,7 @@ export function sequentialMarks(ports: readonly PortPart[]): Map<string, number>
 
 /** The parts as one batch: skeleton, shapes, ports and their port-id parts, in creation order. */
 export function partsBatch(parts: NftParts, skeleton: SkeletonConfig, marks: ReadonlyMap<string, number>): NftCommand[] {
-  const cmds: NftCommand[] = lowerSkeleton(skeleton, familiesOf(parts.ports));
+  const cmds: NftCommand[] = lowerSkeleton(withSnoop(skeleton, parts.ports), familiesOf(parts.ports));
   for (const s of parts.shapes) appendAll(cmds, s.commands);
   for (const p of parts.ports) {
     appendAll(cmds, p.commands);

@@ -12,6 +12,10 @@
 //     oifname vmap @to_vm
 //     oifname "vnet*" [obrname @bridges-H] goto drop-in-unprotected
 //   }
+//   [chain lrn_snoop { type filter hook postrouting priority 301; ... }]
+//                                              only while a port learns from DHCPACKs in nft
+//                                              (`snoop`, learn.ts): otherwise every frame to a
+//                                              VM would pay one more hook for nothing
 //
 // Fail closed: a frame from or to a bridge port whose name matches the tap
 // patterns and that has no entry in the dispatch maps is dropped and counted
@@ -61,7 +65,8 @@ import { add, concat, counterRef, del, drop, goto, match, meta, num, setRef, str
 import type { NftCommand, Statement } from './model.js';
 import { BASE_CHAINS, COUNT_REASONS, FIXED, nftNames, type CountReason } from './names.js';
 import { br } from './l2.js';
-import { learnedSkeleton, snoopBaseChain } from './learn.js';
+import { learnedSkeleton, portSnoops, snoopBaseChain } from './learn.js';
+import type { PortPart } from './parts.js';
 import { appendAll } from '../../util/arrays.js';
 import { BRIDGE_PRE_PRIORITY, l3BridgeSkeleton, l3FamilySkeleton, type L3Family } from './l3.js';
 import { FAST_KINDS, fastBaseSkeleton, type FastKind } from './opt/fast-base.js';
@@ -89,9 +94,25 @@ export interface SkeletonConfig {
    * loads them.
    */
   fastBase?: readonly FastKind[];
+  /**
+   * The dhcp snoop base chain `lrn_snoop` and its map (learn.ts): some port
+   * learns from DHCPACKs in nft (CTRL_IP_LEARNING=dhcp, nft is its learner).
+   * Set from the ports (withSnoop), never configured.
+   */
+  snoop?: boolean;
 }
 
 export const DEFAULT_SKELETON_CONFIG: SkeletonConfig = { tapPatterns: ['vnet*'], bridges: [], bridgeMeta: true, fastBase: FAST_KINDS };
+
+/**
+ * `cfg` with `snoop` as `ports` need it: the snoop base chain exists exactly
+ * while a port's part sends its DHCPACKs to its snoop chain (portSnoops).
+ */
+export function withSnoop(cfg: SkeletonConfig, ports: Iterable<Pick<PortPart, 'learn' | 'commands'>>): SkeletonConfig {
+  const { snoop: _was, ...rest } = cfg;
+  for (const p of ports) if (portSnoops(p)) return { ...rest, snoop: true };
+  return rest;
+}
 
 const IFNAME_PATTERN_RE = /^[^*?[\]\s"\\/]{1,15}\*?$/;
 
@@ -157,7 +178,7 @@ export function lowerSkeleton(cfg: SkeletonConfig, families: readonly L3Family[]
   const out: NftCommand[] = [add(br.table)];
   out.push(add(br.baseChain(BASE_CHAINS.bridgePre, { type: 'filter', hook: 'prerouting', prio: BRIDGE_PRE_PRIORITY, policy: 'accept' })));
   out.push(add(br.baseChain(BASE_CHAINS.bridgePost, { type: 'filter', hook: 'postrouting', prio: BRIDGE_POST_PRIORITY, policy: 'accept' })));
-  out.push(snoopBaseChain());
+  if (cfg.snoop) out.push(snoopBaseChain());
   for (const dir of DIRECTIONS) {
     for (const reason of COUNT_REASONS) {
       out.push(add(br.counter(nftNames.dropCounter(dir, reason))));
@@ -166,7 +187,7 @@ export function lowerSkeleton(cfg: SkeletonConfig, families: readonly L3Family[]
     }
   }
   // persistent objects before the ones a load replaces: a table built anew lists them in the order a reloaded one does
-  appendAll(out, learnedSkeleton());
+  appendAll(out, learnedSkeleton(cfg.snoop === true));
   if (cfg.gate) out.push(add(br.set(nftNames.gateSet(), ['ifname', 'iface_index'])));
   out.push(add(br.verdictMap(FIXED.fromVm, 'ifname')), add(br.verdictMap(FIXED.toVm, 'ifname')));
   if (cfg.gate) appendAll(out, gateObjects());
