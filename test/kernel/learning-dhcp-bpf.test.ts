@@ -29,10 +29,10 @@ import { learnKey, type LearnedEntry } from '../../src/ir/learning.js';
 import * as F from '../../src/lab/frames/build.js';
 import { DHCP, dhcpClientFrame, dhcpServerFrame, fillerOptions, type DhcpMessage } from '../../src/lab/frames/dhcp.js';
 import { expectedVerdicts, floodAfter, lockedProbes, outFrames, passes, probeVerdicts, type Probe } from '../../src/lab/learning.js';
-import type { Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { bindingXml, policyFor } from '../support/policy.js';
-import { createDemoHost, isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
+import { isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
+import { learningHost } from './support/learning-host.js';
 
 const UUID = '00000000-0000-0000-0000-000000000001'; // bindingXml's owner
 const S = '10.77.0.1'; // the trusted server (DHCPSERVER)
@@ -239,13 +239,8 @@ describe.skipIf(!canBuild)('dhcp learning in the eBPF program, by BPF_PROG_TEST_
 });
 
 describe.skipIf(!isRoot).each(['bpf', 'both'] as const)('dhcp learning on a bridge, %s backend (kernel; skipped unless root: network namespaces)', (backend: Backend) => {
-  let tb: Testbed;
-  let work: string;
-  let state: string;
-  let pinDir: string;
-  const opts = () => ({ stateDir: state, netns: tb.hostNs, pinDir });
-  const vm = () => ({ ns: tb.guest('vm').ns, ifname: 'eth0' });
-  const peer = () => ({ ns: tb.guest('peer').ns, ifname: 'eth0' });
+  const h = learningHost(`nwd${backend[1]}`, 'ldhcp');
+  const { opts, vm, peer } = h;
   const learned = () => readLearnedFromKernel(opts());
   const ips = async () => (await learned())[0]?.addresses.map((a) => a.ip) ?? [];
   const toVm = (f: Uint8Array) => passes(peer(), vm(), f);
@@ -253,7 +248,7 @@ describe.skipIf(!isRoot).each(['bpf', 'both'] as const)('dhcp learning on a brid
   /** under both, what reconcile does: copy the program's leases to the nft line */
   const copy = async () => (backend === 'both' ? copyBpfLearnedToNft(opts()) : []);
   // the nft line's copy of the leases (the port's own lease set, backends/nft/learn.ts)
-  const nftLeaseIps = async () => ((await readNftLeases(['vnet0'], { netns: tb.hostNs })).get('vnet0') ?? []).map((l) => l.ip).sort();
+  const nftLeaseIps = async () => ((await readNftLeases(['vnet0'], { netns: h.tb.hostNs })).get('vnet0') ?? []).map((l) => l.ip).sort();
   const o = outFrames(VM_MAC, PEER_MAC);
 
   async function generation(name: string, extra = false, seeds?: ReadonlyMap<string, LearnedEntry>): Promise<string> {
@@ -261,23 +256,11 @@ describe.skipIf(!isRoot).each(['bpf', 'both'] as const)('dhcp learning on a brid
     writeFileSync(join(bdir, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'clean-traffic', { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: S }));
     if (extra) writeFileSync(join(bdir, 'vnet9.xml'), bindingXml('vnet9', '52:54:00:00:00:09', 'clean-traffic', { IP: '10.77.0.99' }));
     const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [bdir], domainPaths: [], libvirt: false });
-    const dir = join(work, name);
+    const dir = join(h.work, name);
     await writeGeneration(dir, compileGeneration(src, backend, { partial: true, ...(seeds ? { seeds } : {}) }));
     rmSync(bdir, { recursive: true });
     return dir;
   }
-
-  beforeAll(async () => {
-    tb = await createDemoHost(`nwd${backend[1]}`);
-    work = mkdtempSync(join(tmpdir(), 'nwf-ldhcp-'));
-    state = join(work, 'state');
-    pinDir = `/sys/fs/bpf/nwf-fast-test-ldhcp-${process.pid}`;
-  });
-  afterAll(async () => {
-    await tb?.destroy();
-    if (work) rmSync(work, { recursive: true, force: true });
-    if (pinDir) rmSync(pinDir, { recursive: true, force: true });
-  });
 
   it('before the lock: the DHCP-only table frame by frame (an untrusted server is dropped), nothing learned', async () => {
     const r = await loadGeneration(await generation('g1'), opts());

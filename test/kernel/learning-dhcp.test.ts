@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { compileGeneration, type GenerationOptions } from '../../src/compile.js';
 import { loadGeneration, unload } from '../../src/host/apply.js';
 import { status } from '../../src/host/status.js';
@@ -14,13 +14,13 @@ import { readLearnedFromKernel, readNftLeases } from '../../src/host/learn/kerne
 import { learnKey, type LearnedEntry } from '../../src/ir/learning.js';
 import { expectedVerdicts, floodAfter, inFrames, LEARN_SERVER, OTHER_MAC, outFrames, passes, probeVerdicts, type Probe } from '../../src/lab/learning.js';
 import { DHCP, dhcpClientFrame, dhcpServerFrame, fillerOptions, type DhcpMessage } from '../../src/lab/frames/dhcp.js';
-import type { Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { bindingXml, bundledFilters } from '../support/policy.js';
 import { applyPortChanges } from '../../src/host/port-changes.js';
 import { nftListTable } from '../../src/host/nft.js';
 import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
-import { createDemoHost, isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
+import { isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
+import { learningHost } from './support/learning-host.js';
 
 const UUID = '00000000-0000-0000-0000-000000000001'; // bindingXml's owner
 const S = LEARN_SERVER; // trusted (DHCPSERVER)
@@ -38,12 +38,8 @@ function release(ciaddr: string): Uint8Array {
 }
 
 describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (kernel; skipped unless root: network namespaces)', () => {
-  let tb: Testbed;
-  let work: string;
-  let state: string;
-  const opts = () => ({ stateDir: state, netns: tb.hostNs, pinDir: `/sys/fs/bpf/nwf-fast-test-dhcpnft-${process.pid}` });
-  const vm = () => ({ ns: tb.guest('vm').ns, ifname: 'eth0' });
-  const peer = () => ({ ns: tb.guest('peer').ns, ifname: 'eth0' });
+  const h = learningHost('nwldn', 'dhcpnft');
+  const { opts, vm, peer } = h;
   const learned = () => readLearnedFromKernel(opts());
   const leases = async (): Promise<string[]> => ((await learned())[0]?.addresses.map((a) => a.ip) ?? []).sort();
   const o = () => outFrames(VM_MAC, PEER_MAC);
@@ -57,7 +53,7 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     writeFileSync(join(bdir, 'vnet0.xml'), bindingXml('vnet0', mac, 'clean-traffic', params));
     if (extra) writeFileSync(join(bdir, 'vnet9.xml'), bindingXml('vnet9', '52:54:00:00:00:09', 'clean-traffic', { IP: '10.77.0.99' }));
     const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [bdir], domainPaths: [], libvirt: false });
-    const dir = join(work, `g${gen++}`);
+    const dir = join(h.work, `g${gen++}`);
     await writeGeneration(dir, compileGeneration(src, 'nft', { partial: true, ...g }));
     rmSync(bdir, { recursive: true });
     return dir;
@@ -67,16 +63,6 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     const r = await loadGeneration(await generation(g, false, params), opts());
     expect(r.commit.failed).toEqual([]);
   }
-
-  beforeAll(async () => {
-    tb = await createDemoHost('nwldn');
-    work = mkdtempSync(join(tmpdir(), 'nwf-learn-dhcp-'));
-    state = join(work, 'state');
-  });
-  afterAll(async () => {
-    await tb?.destroy();
-    if (work) rmSync(work, { recursive: true, force: true });
-  });
 
   it("before a lease: libvirt's DHCP-only table, frame by frame; an untrusted ACK, an OFFER and an ACK whose 53 is not first teach nothing", async () => {
     await fresh();
@@ -144,7 +130,7 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
   it('another VM on the tap, or the port leaving dhcp learning, forgets the leases and the lock', async () => {
     const other = '52:54:00:00:00:77';
     expect((await loadGeneration(await generation({}, false, { CTRL_IP_LEARNING: 'dhcp', DHCPSERVER: S }, other), opts())).commit.failed).toEqual([]);
-    expect((await readNftLeases(['vnet0'], { netns: tb.hostNs })).get('vnet0')).toEqual([]);
+    expect((await readNftLeases(['vnet0'], { netns: h.tb.hostNs })).get('vnet0')).toEqual([]);
     expect(await learned()).toEqual([]);
     // back to the VM: learns from scratch
     expect((await loadGeneration(await generation(), opts())).commit.failed).toEqual([]);
@@ -153,7 +139,7 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     expect(await leases()).toEqual(['10.77.0.2']);
     // a static IP: the lease set goes with the port's learning
     expect((await loadGeneration(await generation({}, false, { IP: '10.77.0.7' }), opts())).commit.failed).toEqual([]);
-    expect((await readNftLeases(['vnet0'], { netns: tb.hostNs })).size).toBe(0);
+    expect((await readNftLeases(['vnet0'], { netns: h.tb.hostNs })).size).toBe(0);
     expect((await loadGeneration(await generation(), opts())).commit.failed).toEqual([]);
     expect(await learned()).toEqual([]);
     expect(await passes(vm(), peer(), o().udp('10.77.0.2'))).toBe(false);
@@ -227,7 +213,7 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
 
   it('the lrn_snoop hook exists only while a dhcp port does: a per-port add of the first dhcp port adds it in the same change, and learning works; removing it removes the hook', async () => {
     const hasSnoop = async (): Promise<boolean> => {
-      const doc = await nftListTable('bridge', 'nwf_fast', { netns: tb.hostNs });
+      const doc = await nftListTable('bridge', 'nwf_fast', { netns: h.tb.hostNs });
       return doc.nftables.some((o) => 'chain' in o && (o as { chain: { name: string } }).chain.name === 'lrn_snoop');
     };
     const popts = () => ({ ...opts(), filters: bundledFilters() });

@@ -9,10 +9,9 @@
 // the first packet locks .2, TCP to port 22 of the VM passes, to port 80
 // drops, from the VM only .2 to port 80 passes, and every frame of the
 // evaluator's corpus gets the verdict of the same policy with IP=.2 given.
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { compileGeneration, type Backend } from '../../src/compile.js';
 import { loadGeneration, rollback, unload } from '../../src/host/apply.js';
 import { writeGeneration } from '../../src/host/generation.js';
@@ -24,10 +23,10 @@ import { evaluateLearning } from '../../src/ir/eval/learning.js';
 import { anyBeforeProbes, expectedVerdicts, outFrames, passes, probeVerdicts } from '../../src/lab/learning.js';
 import * as F from '../../src/lab/frames/build.js';
 import { generateCorpus } from '../../src/lab/frames/corpus.js';
-import type { Testbed } from '../../src/lab/testbed.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { bindingXml, policyFor } from '../support/policy.js';
-import { createDemoHost, flushConntrack, isRoot, PEER_MAC, ROOT_REASON, runDifferential, VM_MAC } from './support/differential.js';
+import { flushConntrack, isRoot, PEER_MAC, ROOT_REASON, runDifferential, VM_MAC } from './support/differential.js';
+import { learningHost } from './support/learning-host.js';
 
 const FILTER = `<filter name='ssh-learned' chain='root'>
   <filterref filter='clean-traffic'/>
@@ -47,50 +46,33 @@ function syn(dir: 'in' | 'out', vmIp: string, dport: number): Uint8Array {
 }
 
 describe.skipIf(!isRoot).each(['nft', 'both'] as const)('L3 rules over a learned $IP, %s backend (kernel; skipped unless root: network namespaces)', (backend: Backend) => {
-  let tb: Testbed;
-  let work: string;
-  let state: string;
-  let pinDir: string;
-  const opts = () => ({ stateDir: state, netns: tb.hostNs, pinDir });
-  const vm = () => ({ ns: tb.guest('vm').ns, ifname: 'eth0' });
-  const peer = () => ({ ns: tb.guest('peer').ns, ifname: 'eth0' });
+  const h = learningHost(`nwl3${backend[0]}`, 'learn-l3');
+  const { opts, vm, peer } = h;
   /** The same policy with IP given: what the learning port must do once locked to .2. */
   const staticTwin = () => policyFor('ssh-learned', { IP: '10.77.0.2' }, [FILTER], { iface: 'vnet0', mac: VM_MAC });
   /** Whether `frame` crosses the bridge (a fresh conntrack table, as the evaluator's NEW connection). */
   const crosses = async (dir: 'in' | 'out', frame: Uint8Array): Promise<boolean> => {
-    await flushConntrack(tb);
+    await flushConntrack(h.tb);
     return dir === 'out' ? passes(vm(), peer(), frame) : passes(peer(), vm(), frame);
   };
 
   /** A generation of vnet0 (learning); with `extra`, also vnet9 (the same filter, IP given: a second port with L3 rules). */
   async function generation(name: string, extra = false): Promise<string> {
-    const fdir = join(work, `${name}-filters`);
-    const bdir = join(work, `${name}-bindings`);
+    const fdir = join(h.work, `${name}-filters`);
+    const bdir = join(h.work, `${name}-bindings`);
     mkdirSync(fdir);
     mkdirSync(bdir);
     writeFileSync(join(fdir, 'ssh-learned.xml'), FILTER);
     writeFileSync(join(bdir, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'ssh-learned', {}));
     if (extra) writeFileSync(join(bdir, 'vnet9.xml'), bindingXml('vnet9', '52:54:00:00:00:09', 'ssh-learned', { IP: '10.77.0.99' }));
     const src = loadSources({ filterDirs: [fdir], bundled: true, bindingPaths: [bdir], domainPaths: [], libvirt: false });
-    const dir = join(work, name);
+    const dir = join(h.work, name);
     await writeGeneration(dir, compileGeneration(src, backend, { partial: true }));
     return dir;
   }
 
-  beforeAll(async () => {
-    tb = await createDemoHost(`nwl3${backend[0]}`);
-    work = mkdtempSync(join(tmpdir(), 'nwf-learn-l3-'));
-    state = join(work, 'state');
-    pinDir = `/sys/fs/bpf/nwf-fast-test-learn-l3-${process.pid}`;
-  });
-  afterAll(async () => {
-    await tb?.destroy();
-    if (work) rmSync(work, { recursive: true, force: true });
-    if (pinDir) rmSync(pinDir, { recursive: true, force: true });
-  });
-
   it('before the lock: the learning table frame by frame, the L3 rules let nothing extra through, nothing is learned', async () => {
-    expect(tb.brNfCallIptables, 'br_netfilter in the host namespace').toBe(true);
+    expect(h.tb.brNfCallIptables, 'br_netfilter in the host namespace').toBe(true);
     const r = await loadGeneration(await generation('g1'), opts());
     expect(r.commit.failed).toEqual([]);
     const probes = anyBeforeProbes(VM_MAC, PEER_MAC);
@@ -111,10 +93,10 @@ describe.skipIf(!isRoot).each(['nft', 'both'] as const)('L3 rules over a learned
     expect((await readLearnedFromKernel(opts()))[0]?.addresses.map((a) => a.ip)).toEqual(['10.77.0.2']);
     if (backend === 'both') {
       // the eBPF program learned; the nft line (and its L3 rules) follow once nwf-fast copies the address
-      expect((await readNftLearned({ netns: tb.hostNs })).size).toBe(0);
+      expect((await readNftLearned({ netns: h.tb.hostNs })).size).toBe(0);
       expect(await copyBpfLearnedToNft(opts())).toEqual(['vnet0']);
     }
-    expect([...(await readNftLearned({ netns: tb.hostNs }))]).toEqual([['vnet0', ['10.77.0.2']]]);
+    expect([...(await readNftLearned({ netns: h.tb.hostNs }))]).toEqual([['vnet0', ['10.77.0.2']]]);
     const twin = staticTwin();
     const cases: [string, 'in' | 'out', Uint8Array, boolean][] = [
       ['peer -> VM .2 TCP 22', 'in', syn('in', '10.77.0.2', 22), true],
@@ -137,7 +119,7 @@ describe.skipIf(!isRoot).each(['nft', 'both'] as const)('L3 rules over a learned
     const twin = staticTwin();
     const corpus = generateCorpus(twin, { peerMac: PEER_MAC });
     const isIp = (f: Uint8Array): boolean => f.length >= 14 && ((f[12] === 0x08 && f[13] === 0x00) || (f[12] === 0x86 && f[13] === 0xdd));
-    const r = await runDifferential(tb, twin, corpus, { oneByOne: (f) => isIp(f.frame) });
+    const r = await runDifferential(h.tb, twin, corpus, { oneByOne: (f) => isIp(f.frame) });
     console.log(`[learning L3 ${backend}] corpus ${corpus.length} frames, sent ${r.sent} (${r.accepted} accept, ${r.dropped} drop), skipped ${r.skipped}, mismatches ${r.mismatches.length}`);
     for (const m of r.mismatches) console.log(`  MISMATCH ${m.direction} ${m.name}: evaluator ${m.expected}, kernel ${m.delivered ? 'delivered' : 'dropped'} ${m.hex.slice(0, 120)}`);
     expect(r.mismatches).toEqual([]);
@@ -160,7 +142,7 @@ describe.skipIf(!isRoot).each(['nft', 'both'] as const)('L3 rules over a learned
   });
 
   it('a record of the earlier mark layout (15-bit ids, no learned bits) is reloaded whole, and the L3 rules hold after', async () => {
-    const store = new LoadedStore(state);
+    const store = new LoadedStore(h.state);
     const head = store.readHead();
     expect(head?.markLayout).toBe(MARK_LAYOUT);
     const { markLayout: _, ...old } = head as NonNullable<typeof head>;

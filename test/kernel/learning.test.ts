@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { compileGeneration, type Backend } from '../../src/compile.js';
 import { loadGeneration, rollback, unload } from '../../src/host/apply.js';
 import { status } from '../../src/host/status.js';
@@ -16,23 +16,18 @@ import { writeGeneration } from '../../src/host/generation.js';
 import { copyBpfLearnedToNft, readLearnedFromKernel, readNftLearned } from '../../src/host/learn/kernel.js';
 import { learnKey } from '../../src/ir/learning.js';
 import { anyBeforeProbes, expectedVerdicts, floodAfter, lockedProbes, outFrames, passes, probeVerdicts } from '../../src/lab/learning.js';
-import type { Testbed } from '../../src/lab/testbed.js';
 import { PacketSocket } from '../../src/lab/packet-io.js';
 import { PinnedSender, raceTrial } from '../../src/lab/pinned-sender.js';
 import { loadSources } from '../../src/resolve/sources.js';
 import { bindingXml } from '../support/policy.js';
-import { createDemoHost, isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
+import { isRoot, PEER_MAC, VM_MAC } from './support/differential.js';
+import { learningHost } from './support/learning-host.js';
 
 const UUID = '00000000-0000-0000-0000-000000000001'; // bindingXml's owner
 
 describe.skipIf(!isRoot).each(['nft', 'bpf', 'both'] as const)('IP learning, %s backend (kernel; skipped unless root: network namespaces)', (backend: Backend) => {
-  let tb: Testbed;
-  let work: string;
-  let state: string;
-  let pinDir: string;
-  const opts = () => ({ stateDir: state, netns: tb.hostNs, pinDir });
-  const vm = () => ({ ns: tb.guest('vm').ns, ifname: 'eth0' });
-  const peer = () => ({ ns: tb.guest('peer').ns, ifname: 'eth0' });
+  const h = learningHost(`nwl${backend[0]}`, 'learn');
+  const { opts, vm, peer } = h;
   const learned = () => readLearnedFromKernel(opts());
 
   /** A generation of vnet0 (clean-traffic with `params`) and, with `extra`, a second binding. */
@@ -41,23 +36,11 @@ describe.skipIf(!isRoot).each(['nft', 'bpf', 'both'] as const)('IP learning, %s 
     writeFileSync(join(bdir, 'vnet0.xml'), bindingXml('vnet0', VM_MAC, 'clean-traffic', params));
     if (extra) writeFileSync(join(bdir, 'vnet9.xml'), bindingXml('vnet9', '52:54:00:00:00:09', 'clean-traffic', { IP: '10.77.0.99' }));
     const src = loadSources({ filterDirs: [], bundled: true, bindingPaths: [bdir], domainPaths: [], libvirt: false });
-    const dir = join(work, name);
+    const dir = join(h.work, name);
     await writeGeneration(dir, compileGeneration(src, backend, { partial: true, ...(seeds ?? {}) }));
     rmSync(bdir, { recursive: true });
     return dir;
   }
-
-  beforeAll(async () => {
-    tb = await createDemoHost(`nwl${backend[0]}`);
-    work = mkdtempSync(join(tmpdir(), 'nwf-learn-'));
-    state = join(work, 'state');
-    pinDir = `/sys/fs/bpf/nwf-fast-test-learn-${process.pid}`;
-  });
-  afterAll(async () => {
-    await tb?.destroy();
-    if (work) rmSync(work, { recursive: true, force: true });
-    if (pinDir) rmSync(pinDir, { recursive: true, force: true });
-  });
 
   it('before the lock: libvirt learning table, frame by frame, and nothing is learned', async () => {
     const r = await loadGeneration(await generation('g1', {}), opts());
@@ -78,9 +61,9 @@ describe.skipIf(!isRoot).each(['nft', 'bpf', 'both'] as const)('IP learning, %s 
     expect(await learned()).toEqual([{ owner: { name: 'vm', uuid: UUID }, mac: VM_MAC, mode: 'any', addresses: [{ ip: '10.77.0.2', source: 'kernel' }] }]);
     if (backend === 'both') {
       // the nft line learned nothing on its own; the copy locks it to the program's address
-      expect((await readNftLearned({ netns: tb.hostNs })).size).toBe(0);
+      expect((await readNftLearned({ netns: h.tb.hostNs })).size).toBe(0);
       expect(await copyBpfLearnedToNft(opts())).toEqual(['vnet0']);
-      expect([...(await readNftLearned({ netns: tb.hostNs }))]).toEqual([['vnet0', ['10.77.0.2']]]);
+      expect([...(await readNftLearned({ netns: h.tb.hostNs }))]).toEqual([['vnet0', ['10.77.0.2']]]);
     }
   });
 
@@ -107,7 +90,7 @@ describe.skipIf(!isRoot).each(['nft', 'bpf', 'both'] as const)('IP learning, %s 
   it('a port that stops learning forgets its address; learning again starts from scratch', async () => {
     const o = outFrames(VM_MAC, PEER_MAC);
     expect((await loadGeneration(await generation('g5', { IP: '10.77.0.7' }), opts())).commit.failed).toEqual([]);
-    expect((await readNftLearned({ netns: tb.hostNs })).size).toBe(0);
+    expect((await readNftLearned({ netns: h.tb.hostNs })).size).toBe(0);
     expect((await loadGeneration(await generation('g6', {}), opts())).commit.failed).toEqual([]);
     expect(await learned()).toEqual([]);
     expect(await passes(vm(), peer(), o.arp('Request', '10.77.0.5', '10.77.0.1'))).toBe(true); // the learning table again
