@@ -2,7 +2,7 @@
 // 2.1, 3 and 5.1 for `dhcp`): clean-traffic without IP, DHCPSERVER the peer's
 // trusted address S; R is an untrusted server (the peer with another source
 // address). Each describe block is one backend (nft here).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -243,6 +243,16 @@ describe.skipIf(!isRoot)('IP learning with CTRL_IP_LEARNING=dhcp, nft backend (k
     expect(await hasSnoop()).toBe(true);
     expect(await ack(S, '10.77.0.3')).toBe(true);
     expect(await passes(vm(), peer(), o().udp('10.77.0.3'))).toBe(true);
+    // a record written before the hook was conditional (no `snoop` in its head): read as having the hook,
+    // its dhcp ports found from their records; the change that removes the last one removes the hook
+    const headFile = join(h.state, 'loaded', 'head.json');
+    const { snoop: _snoop, ...older } = JSON.parse(readFileSync(headFile, 'utf8')) as Record<string, unknown>;
+    writeFileSync(headFile, JSON.stringify(older));
+    const gone = await applyPortChanges({ add: [parseFilterBindingXml(bindingXml('vnet0', VM_MAC, 'clean-traffic', { IP: '10.77.0.7' }), 'vnet0.xml')] }, popts());
+    expect(gone.commit.fullReason).toBeUndefined();
+    expect(await hasSnoop()).toBe(false);
+    expect((await status(opts())).driftDetail).toBeUndefined();
+    expect(await passes(vm(), peer(), o().udp('10.77.0.7'))).toBe(true);
   });
 
   it('(any) a learned address survives a full load too: the learned-state sets the packet path updated are kept, not declared again', async () => {
