@@ -433,13 +433,12 @@ function recordedSnoopers(head: LoadedHead | undefined, store: LoadedStore): Set
   if (head.snoop) return new Set(head.snoop);
   const out = new Set<string>();
   for (const n of store.portNames()) {
-    let p: LoadedPort | undefined;
     try {
-      p = store.readPort(n);
+      const p = store.readPort(n);
+      if (p && portSnoops(p.nft)) out.add(n);
     } catch {
-      // a damaged port record: the change replaces it or loads in full
+      out.add(n); // a damaged port record: keep the hook (it costs a hook; without it a dhcp port would not learn)
     }
-    if (p && portSnoops(p.nft)) out.add(n);
   }
   return out;
 }
