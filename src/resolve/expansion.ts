@@ -6,6 +6,8 @@ import { EXPECTED, parseTypedValue, type TypedValue } from '../ir/typed-value.js
 import type { L2Entry, L2Rule, L3Path, L3Rule } from '../ir/types.js';
 import { expandCombinations, valueOf, type VarMap } from './vars.js';
 import { ruleLoc, type Attrs, type RuleInstance } from './walk.js';
+import type { VarRef } from '../xml/ast.js';
+import { noteTyped, rec, type Sym } from './shape.js';
 
 /** One combination of a rule's variable values, typed. */
 export interface Combo {
@@ -27,7 +29,7 @@ export interface Expansion {
 }
 
 /** Attribute values of one combination, typed; variable values validated here. */
-function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, iface: string, learnIp: boolean): Attrs {
+function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, iface: string, learnIp: boolean, topVars?: VarMap): Attrs {
   const out = new Map<string, TypedValue & { port?: true; learned?: true }>();
   const p = inst.rule.protocol;
   if (!p) return out;
@@ -37,6 +39,7 @@ function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, i
       continue;
     }
     if (learnIp && value.ref.name === LEARNED_VAR && inst.sources.get(LEARNED_VAR)?.kind === 'top') {
+      if (rec.on) rec.unsafe = true;
       // the port's learned address: only plain $IP, an IPv4 address (libvirt learns nothing else)
       if (value.ref.key !== `${LEARNED_VAR}[@0]` || type !== 'ipv4') {
         throw new NwfError(CODES.VARIABLE_MISSING, `variable 'IP' has no value and ${value.ref.text} in attribute '${name}' cannot take a learned address (libvirt learns one IPv4 address, for plain $IP)`, {
@@ -60,7 +63,11 @@ function concreteAttrs(inst: RuleInstance, combo: ReadonlyMap<string, string>, i
       });
     }
     // a value of the interface's own parameters differs between interfaces (backends look it up per interface)
-    out.set(name, inst.sources.get(value.ref.name)?.kind === 'top' ? { ...tv, port: true } : tv);
+    if (inst.sources.get(value.ref.name)?.kind === 'top') {
+      const ptv = { ...tv, port: true as const };
+      if (rec.on) noteTyped(ptv, name, value.ref.name, topVars?.get(value.ref.name) ?? [], raw);
+      out.set(name, ptv);
+    } else out.set(name, tv);
   }
   return out;
 }
@@ -90,9 +97,24 @@ export function expandSlot(inst: RuleInstance, topVars: VarMap, iface: string, i
     ...(ipLearning !== undefined ? { ipLearning } : {}),
   });
   const base = `${inst.filter.name}/${inst.rule.index}`;
+  if (rec.on) {
+    // the combination's keys that hold the interface's own values
+    const top: VarRef[] = [];
+    for (const v of values) if (v.kind === 'variable' && inst.sources.get(v.ref.name)?.kind === 'top') top.push(v.ref);
+    if (top.length) {
+      for (const c of combos) {
+        const m = new Map<string, Sym>();
+        for (const r of top) {
+          const raw = c.get(r.key) as string;
+          m.set(r.key, { name: r.name, idx: (topVars.get(r.name) as readonly string[]).indexOf(raw), form: 'raw' });
+        }
+        rec.combos.set(c, m);
+      }
+    }
+  }
   return {
     inst,
-    combos: combos.map((combo, k) => ({ attrs: concreteAttrs(inst, combo, iface, learnIp), combo, id: combos.length > 1 ? `${base}#${k}` : base })),
+    combos: combos.map((combo, k) => ({ attrs: concreteAttrs(inst, combo, iface, learnIp, topVars), combo, id: combos.length > 1 ? `${base}#${k}` : base })),
     l2: {},
     shared,
   };

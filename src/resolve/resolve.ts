@@ -29,6 +29,7 @@ import { expandSlot, LEARNED_PLACEHOLDER, LEARNED_VAR, type Expansion } from './
 import { parseIpLearning } from './learning.js';
 import type { PortLearning } from '../ir/types.js';
 import { ruleLoc, walkFilterTree, type RuleInstance, type WalkOptions } from './walk.js';
+import { fromSkeleton, rec, recStart, recStop, shapeKey, type Skeleton } from './shape.js';
 
 /** The walk of one (top filter, parameter names) shape, and what is shared by its interfaces. */
 export interface Template {
@@ -41,11 +42,17 @@ export interface Template {
   /** The L2 instances of `sorted`, and the shape of their layout. */
   l2: RuleInstance[];
   l2Plan: L2Plan;
+  /** The interface's parameter names (MAC included), sorted. */
+  names: string[];
+  /** Per parameter shape (shape.ts): the first interface's policy and the places of its values; null: the full path. */
+  shapes: Map<string, Skeleton | null>;
 }
 
 export interface ResolveOptions extends WalkOptions {
   /** Share templates and fixed expansions between interfaces (default true; false resolves each interface on its own). */
   share?: boolean;
+  /** With share: build later interfaces of one parameter shape from the first one's policy (default true; shape.ts). */
+  byShape?: boolean;
   /**
    * An interface whose policy fails to resolve is handed to this (and left
    * out) instead of failing the whole policy: a partial policy, where that
@@ -65,7 +72,8 @@ export function resolveTemplate(filters: ReadonlyMap<string, FilterDef>, binding
   const { sorted, slots } = walkFilterTree(filters, binding.filterref, topVarsOf(binding).keys(), binding.iface, opts);
   const fixed = slots.map((s) => [...s.sources.values()].every((v) => v.kind === 'fixed'));
   const l2 = sorted.filter((inst) => !inst.rule.protocol || isL2Element(inst.rule.protocol.element));
-  return { sorted, slots, fixed, sharedExpansions: slots.map(() => undefined), l2, l2Plan: planL2(l2) };
+  const names = [...topVarsOf(binding).keys()].sort();
+  return { sorted, slots, fixed, sharedExpansions: slots.map(() => undefined), l2, l2Plan: planL2(l2), names, shapes: new Map() };
 }
 
 /**
@@ -89,9 +97,57 @@ function learningBinding(binding: InterfaceBinding): InterfaceBinding {
   return { ...binding, filterref: { ...binding.filterref, params } };
 }
 
-/** One interface's policy from its template: expands what depends on its parameters, shares the rest. */
-function instantiate(t: Template, binding: InterfaceBinding, learning?: PortLearning): InterfacePolicy {
+/**
+ * One interface's policy from its template: expands what depends on its
+ * parameters, shares the rest. With `byShape`, an interface whose parameter
+ * shape was seen is built from that shape's skeleton (shape.ts), and the
+ * first one of a shape records its skeleton.
+ */
+function instantiate(t: Template, binding: InterfaceBinding, learning?: PortLearning, byShape = false): InterfacePolicy {
   const topVars = topVarsOf(binding);
+  if (!byShape || learning) return instantiateFull(t, binding, topVars, learning);
+  const key = shapeKey(t.names, topVars);
+  const sk = t.shapes.get(key);
+  if (sk) {
+    const parts = fromSkeleton(sk, topVars);
+    if (parts) return policyOf(binding, topVars, parts.l2, parts.l3);
+  }
+  if (sk !== undefined) return instantiateFull(t, binding, topVars, learning);
+  recStart();
+  let policy: InterfacePolicy;
+  try {
+    policy = instantiateFull(t, binding, topVars, learning);
+  } finally {
+    recStop();
+  }
+  t.shapes.set(key, rec.unsafe ? null : { policy, patches: rec.patches, read: rec.read });
+  return policy;
+}
+
+function policyOf(binding: InterfaceBinding, topVars: ReadonlyMap<string, readonly string[]>, l2: InterfacePolicy['l2'], l3: InterfacePolicy['l3'], learning?: PortLearning): InterfacePolicy {
+  const vars: Record<string, string[]> = {};
+  for (const [k, v] of topVars) vars[k] = v.slice();
+  const policy: InterfacePolicy = {
+    iface: binding.iface,
+    mac: binding.mac,
+    owner: binding.owner,
+    source: binding.source,
+    filter: binding.filterref.filter,
+    vars,
+    l2,
+    l3,
+    file: binding.loc.file,
+  };
+  if (binding.ownerUuid) policy.ownerUuid = binding.ownerUuid;
+  if (learning) {
+    policy.learning = learning;
+    // the place-holder is not a value of the port's
+    delete policy.vars[LEARNED_VAR];
+  }
+  return policy;
+}
+
+function instantiateFull(t: Template, binding: InterfaceBinding, topVars: Map<string, readonly string[]>, learning?: PortLearning): InterfacePolicy {
   const ipLearning = topVars.get('CTRL_IP_LEARNING')?.[0];
   const mine: (Expansion | undefined)[] = new Array(t.slots.length);
   const l2: Expansion[] = [];
@@ -119,26 +175,7 @@ function instantiate(t: Template, binding: InterfaceBinding, learning?: PortLear
     const p = inst.rule.protocol;
     (!p || isL2Element(p.element) ? l2 : l3).push(e);
   }
-  const vars: Record<string, string[]> = {};
-  for (const [k, v] of topVars) vars[k] = v.slice();
-  const policy: InterfacePolicy = {
-    iface: binding.iface,
-    mac: binding.mac,
-    owner: binding.owner,
-    source: binding.source,
-    filter: binding.filterref.filter,
-    vars,
-    l2: layoutL2(t.l2Plan, l2, binding.iface),
-    l3: layoutL3(l3, binding.iface),
-    file: binding.loc.file,
-  };
-  if (binding.ownerUuid) policy.ownerUuid = binding.ownerUuid;
-  if (learning) {
-    policy.learning = learning;
-    // the place-holder is not a value of the port's
-    delete policy.vars[LEARNED_VAR];
-  }
-  return policy;
+  return policyOf(binding, topVars, layoutL2(t.l2Plan, l2, binding.iface), layoutL3(l3, binding.iface), learning);
 }
 
 /** The template of a binding and, for a learning port, its learning and the template it is resolved with. */
@@ -183,7 +220,7 @@ export function resolvePolicy(filters: ReadonlyMap<string, FilterDef>, bindings:
         return t;
       };
       const r = templateFor(get, b);
-      policy = instantiate(r.t, r.b, r.learning);
+      policy = instantiate(r.t, r.b, r.learning, share && opts.byShape !== false);
     } catch (e) {
       if (!opts.onInterfaceError || !(e instanceof NwfError)) throw e;
       opts.onInterfaceError(b, e);

@@ -7,6 +7,7 @@ import type { IpRangeTest, IpTest, L2Match, MacTest, NumTest, RangeTest } from '
 import { formatIPv4, formatIPv6 } from '../ir/values.js';
 import type { L2Element } from '../xml/schema.js';
 import { ruleLoc, type Attrs, type RuleInstance } from './walk.js';
+import { noteAddr, rec } from './shape.js';
 
 const BGA_MAC = '01:80:c2:00:00:00';
 
@@ -27,7 +28,11 @@ export function macTest(a: Attrs, addr: string, mask: string | undefined, neg: b
   if (v === undefined) return undefined;
   const m = mask ? str(a, mask) : undefined;
   const t: MacTest = m === undefined ? { addr: v, neg } : { addr: v, mask: m, neg };
-  if (a.get(addr)?.port) t.port = true;
+  const tv = a.get(addr);
+  if (tv?.port) {
+    t.port = true;
+    if (rec.on) noteAddr(t, 'addr', tv);
+  }
   return t;
 }
 function ipText(v: TypedValue): { family: 'ipv4' | 'ipv6'; text: string } {
@@ -41,7 +46,10 @@ export function ipTest(a: Attrs, addr: string, mask: string, neg: boolean): IpTe
   const { family, text } = ipText(v);
   const prefix = num(a, mask) ?? (family === 'ipv4' ? 32 : 128);
   if (v.learned) return { family, addr: text, prefix, neg, learned: true };
-  return v.port ? { family, addr: text, prefix, neg, port: true } : { family, addr: text, prefix, neg };
+  if (!v.port) return { family, addr: text, prefix, neg };
+  const t: IpTest = { family, addr: text, prefix, neg, port: true };
+  if (rec.on) noteAddr(t, 'addr', v);
+  return t;
 }
 export function ipRange(a: Attrs, from: string, to: string, neg: boolean): IpRangeTest | undefined {
   const f = a.get(from);
@@ -50,6 +58,10 @@ export function ipRange(a: Attrs, from: string, to: string, neg: boolean): IpRan
   const t = a.get(to);
   const r: IpRangeTest = { family: ft.family, from: ft.text, to: t ? ipText(t).text : ft.text, neg };
   if (f.learned || t?.learned) r.learned = true;
+  if (rec.on) {
+    noteAddr(r, 'from', f);
+    noteAddr(r, 'to', t ?? f);
+  }
   return r;
 }
 

@@ -21,6 +21,7 @@ import { LIMITS } from '../ir/limits.js';
 import type { TypedValue } from '../ir/typed-value.js';
 import type { RuleOrigin } from '../ir/types.js';
 import type { FilterDef, FilterRefNode, RuleNode } from '../xml/ast.js';
+import { noteBindings, rec } from './shape.js';
 
 /** Where the values of one variable come from: the interface's parameters, or one filterref's. */
 export type VarSource = { kind: 'top' } | { kind: 'fixed'; values: readonly string[] };
@@ -255,6 +256,9 @@ export function origin(inst: Pick<RuleInstance, 'rule' | 'filter'>, combo: Reado
     direction: inst.rule.direction,
   };
   if (inst.rule.loc.line !== undefined) o.line = inst.rule.loc.line;
-  if (combo.size) o.bindings = Object.fromEntries(combo);
+  if (combo.size) {
+    o.bindings = Object.fromEntries(combo);
+    if (rec.on) noteBindings(o.bindings, combo);
+  }
   return o;
 }

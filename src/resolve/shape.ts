@@ -1,0 +1,193 @@
+// Instantiation by parameter shape: the second and later interfaces of one
+// (template, parameter shape) are built from the first one's policy by
+// copying it and putting their own values where the first one's were.
+//
+// The shape of an interface's parameters is, per parameter name, the length
+// of its value list and which of its values repeat earlier ones (the
+// equality pattern). Given the template (walk.ts: the rules reached and the
+// sources of their variables), the shape fixes everything the expansion
+// decides (vars.ts: missing variables, indices, equal lengths, the
+// duplicate suppression of an iterator, which compares tuples value by
+// value, the combinations and their count, hence the limits and the rule
+// ids), and the layout (l2-layout.ts, l3-placement.ts) reads values only
+// through the attributes' typed values. So where the port's values are read
+// only as addresses (ADDRESS_ATTRS: copied as text into a MAC/IP test or
+// range, nowhere else compared or branched on) and as the raw values of the
+// origin's bindings, two interfaces of one shape differ exactly at those
+// places, and the value at each is a function of one parameter value
+// (name, index of its first occurrence in the list).
+//
+// The first interface of a shape is resolved on the full path while the
+// places are recorded (rec); a shape whose port values are read anywhere
+// else (another attribute: a mask, a port number, a learned address) is
+// marked unsafe and all its interfaces take the full path. An interface
+// whose values do not parse as the first one's did takes the full path too
+// (which reports the error). test/unit/resolve-shape.test.ts compares both
+// paths on every corpus and randomized hosts.
+import type { TypedValue } from '../ir/typed-value.js';
+import { parseTypedValue } from '../ir/typed-value.js';
+import { formatIPv4, formatIPv6 } from '../ir/values.js';
+import type { InterfacePolicy } from '../ir/types.js';
+
+/** Attributes whose typed value the layout only copies as text into a test's address (tests.ts macTest/ipTest/ipRange). */
+export const ADDRESS_ATTRS: ReadonlySet<string> = new Set([
+  'srcmacaddr',
+  'dstmacaddr',
+  'arpsrcmacaddr',
+  'arpdstmacaddr',
+  'srcipaddr',
+  'dstipaddr',
+  'arpsrcipaddr',
+  'arpdstipaddr',
+  'srcipfrom',
+  'srcipto',
+  'dstipfrom',
+  'dstipto',
+]);
+
+/** A place's value: parameter `name`'s value at `idx`, as text ('raw'), or typed and formatted as the layout formats it. */
+export interface Sym {
+  name: string;
+  idx: number;
+  form: 'raw' | 'mac' | 'ipv4' | 'ipv6';
+}
+
+/** What the first interface of a shape records while it is resolved (off otherwise). */
+export const rec = {
+  on: false,
+  /** A port value was read other than as an address or a binding. */
+  unsafe: false,
+  /** Typed values of port parameters, by object. */
+  tv: new WeakMap<object, Sym>(),
+  /** Every typed port value read (to validate a later interface's values as the full path would). */
+  read: [] as Sym[],
+  /** Per combination: its keys that hold port values. */
+  combos: new WeakMap<object, Map<string, Sym>>(),
+  /** Objects of the policy with fields to fill per interface. */
+  patches: new Map<object, [string, Sym][]>(),
+};
+
+export function recStart(): void {
+  rec.on = true;
+  rec.unsafe = false;
+  rec.tv = new WeakMap();
+  rec.read = [];
+  rec.combos = new WeakMap();
+  rec.patches = new Map();
+}
+
+export function recStop(): void {
+  rec.on = false;
+}
+
+function patch(obj: object, field: string, s: Sym): void {
+  let l = rec.patches.get(obj);
+  if (!l) rec.patches.set(obj, (l = []));
+  l.push([field, s]);
+}
+
+/** A typed value of a port parameter read for attribute `attr` (concreteAttrs). */
+export function noteTyped(tv: TypedValue, attr: string, name: string, list: readonly string[], raw: string): void {
+  if (!ADDRESS_ATTRS.has(attr) || (tv.type !== 'mac' && tv.type !== 'ipv4' && tv.type !== 'ipv6')) {
+    rec.unsafe = true;
+    return;
+  }
+  const s: Sym = { name, idx: list.indexOf(raw), form: tv.type };
+  rec.tv.set(tv, s);
+  rec.read.push(s);
+}
+
+/** `obj[field]` holds the text of typed value `tv` (tests.ts). */
+export function noteAddr(obj: object, field: string, tv: object | undefined): void {
+  const s = tv && rec.tv.get(tv);
+  if (s) patch(obj, field, s);
+}
+
+/** `bindings` was made from combination `combo` (walk.ts origin). */
+export function noteBindings(bindings: object, combo: object): void {
+  const m = rec.combos.get(combo);
+  if (m) for (const [k, s] of m) patch(bindings, k, { ...s, form: 'raw' });
+}
+
+/** How many interfaces were built from a skeleton (for tests). */
+export const shapeStats = { copied: 0 };
+
+/** The first interface's policy and the places of its values. */
+export interface Skeleton {
+  policy: InterfacePolicy;
+  patches: Map<object, [string, Sym][]>;
+  read: Sym[];
+}
+
+/** Canonical parameter names of a template key (sorted), and the shape of one interface's values. */
+export function shapeKey(names: readonly string[], vars: ReadonlyMap<string, readonly string[]>): string {
+  let key = '';
+  for (const n of names) {
+    const v = vars.get(n) as readonly string[];
+    if (v.length === 1) {
+      key += '1;';
+      continue;
+    }
+    key += `${v.length}:`;
+    for (let i = 0; i < v.length; i++) key += `${v.indexOf(v[i] as string)},`;
+    key += ';';
+  }
+  return key;
+}
+
+/** Thrown by the copy at an object that is not a plain object or array (the interface then takes the full path). */
+const NOT_PLAIN = new Error('not a plain object');
+
+/** The value of a place for an interface with parameters `vars`; undefined when it does not parse. */
+function valueAt(s: Sym, vars: ReadonlyMap<string, readonly string[]>): string | undefined {
+  const raw = (vars.get(s.name) as readonly string[])[s.idx] as string;
+  if (s.form === 'raw') return raw;
+  const tv = parseTypedValue(s.form, raw);
+  if (!tv) return undefined;
+  if (tv.type === 'ipv4') return formatIPv4(tv.value);
+  if (tv.type === 'ipv6') return formatIPv6(tv.value);
+  return tv.value as string;
+}
+
+/**
+ * The L2 and L3 parts of an interface's policy from a skeleton, with its own
+ * values; undefined when one of them does not parse (the full path reports
+ * it) or the policy holds something other than plain objects and arrays.
+ */
+export function fromSkeleton(sk: Skeleton, vars: ReadonlyMap<string, readonly string[]>): Pick<InterfacePolicy, 'l2' | 'l3'> | undefined {
+  const cache = new Map<Sym, string>();
+  for (const s of sk.read) {
+    const v = valueAt(s, vars);
+    if (v === undefined) return undefined;
+    cache.set(s, v);
+  }
+  const memo = new Map<object, unknown>();
+  const clone = (x: unknown): unknown => {
+    if (x === null || typeof x !== 'object' || Object.isFrozen(x)) return x;
+    const hit = memo.get(x);
+    if (hit !== undefined) return hit;
+    const proto = Object.getPrototypeOf(x) as unknown;
+    if (proto !== Object.prototype && proto !== Array.prototype) throw NOT_PLAIN;
+    if (Array.isArray(x)) {
+      const out: unknown[] = new Array(x.length);
+      memo.set(x, out);
+      for (let i = 0; i < x.length; i++) out[i] = clone(x[i]);
+      return out;
+    }
+    const out: Record<string, unknown> = {};
+    memo.set(x, out);
+    const o = x as Record<string, unknown>;
+    for (const k in o) out[k] = clone(o[k]);
+    const p = sk.patches.get(x);
+    if (p) for (const [f, s] of p) out[f] = cache.get(s) ?? (valueAt(s, vars) as string);
+    return out;
+  };
+  try {
+    const parts = { l2: clone(sk.policy.l2) as InterfacePolicy['l2'], l3: clone(sk.policy.l3) as InterfacePolicy['l3'] };
+    shapeStats.copied++;
+    return parts;
+  } catch (e) {
+    if (e === NOT_PLAIN) return undefined;
+    throw e;
+  }
+}
