@@ -29,7 +29,8 @@ import { expandSlot, LEARNED_PLACEHOLDER, LEARNED_VAR, type Expansion } from './
 import { parseIpLearning } from './learning.js';
 import type { PortLearning } from '../ir/types.js';
 import { ruleLoc, walkFilterTree, type RuleInstance, type WalkOptions } from './walk.js';
-import { fromSkeleton, rec, recStart, recStop, shapeKey, type Skeleton } from './shape.js';
+import { fromSkeleton, rec, recStart, recStop, shapeKey, valuesOf, type Skeleton } from './shape.js';
+import { stampShape } from '../ir/shape-stamp.js';
 
 /** The walk of one (top filter, parameter names) shape, and what is shared by its interfaces. */
 export interface Template {
@@ -110,7 +111,11 @@ function instantiate(t: Template, binding: InterfaceBinding, learning?: PortLear
   const sk = t.shapes.get(key);
   if (sk) {
     const parts = fromSkeleton(sk, topVars);
-    if (parts) return policyOf(binding, topVars, parts.l2, parts.l3);
+    if (parts) {
+      const policy = policyOf(binding, topVars, parts.l2, parts.l3);
+      stampShape(policy, { id: sk.id, values: parts.values });
+      return policy;
+    }
   }
   if (sk !== undefined) return instantiateFull(t, binding, topVars, learning);
   recStart();
@@ -120,9 +125,17 @@ function instantiate(t: Template, binding: InterfaceBinding, learning?: PortLear
   } finally {
     recStop();
   }
-  t.shapes.set(key, rec.unsafe ? null : { policy, patches: rec.patches, read: rec.read });
+  if (rec.unsafe) t.shapes.set(key, null);
+  else {
+    const made: Skeleton = { id: nextSkeleton++, policy, patches: rec.patches, read: rec.read };
+    t.shapes.set(key, made);
+    const values = valuesOf(made, topVars);
+    if (values) stampShape(policy, { id: made.id, values });
+  }
   return policy;
 }
+
+let nextSkeleton = 1;
 
 function policyOf(binding: InterfaceBinding, topVars: ReadonlyMap<string, readonly string[]>, l2: InterfacePolicy['l2'], l3: InterfacePolicy['l3'], learning?: PortLearning): InterfacePolicy {
   const vars: Record<string, string[]> = {};

@@ -114,6 +114,8 @@ export const shapeStats = { copied: 0 };
 
 /** The first interface's policy and the places of its values. */
 export interface Skeleton {
+  /** Unique in the process (the shape stamp of its interfaces, ir/shape-stamp.ts). */
+  id: number;
   policy: InterfacePolicy;
   patches: Map<object, [string, Sym][]>;
   read: Sym[];
@@ -149,18 +151,27 @@ function valueAt(s: Sym, vars: ReadonlyMap<string, readonly string[]>): string |
   return tv.value as string;
 }
 
+/** An interface's value at each of a skeleton's places (sk.read); undefined when one does not parse. */
+export function valuesOf(sk: Pick<Skeleton, 'read'>, vars: ReadonlyMap<string, readonly string[]>): string[] | undefined {
+  const values: string[] = new Array(sk.read.length);
+  for (let k = 0; k < sk.read.length; k++) {
+    const v = valueAt(sk.read[k] as Sym, vars);
+    if (v === undefined) return undefined;
+    values[k] = v;
+  }
+  return values;
+}
+
 /**
  * The L2 and L3 parts of an interface's policy from a skeleton, with its own
  * values; undefined when one of them does not parse (the full path reports
  * it) or the policy holds something other than plain objects and arrays.
  */
-export function fromSkeleton(sk: Skeleton, vars: ReadonlyMap<string, readonly string[]>): Pick<InterfacePolicy, 'l2' | 'l3'> | undefined {
+export function fromSkeleton(sk: Skeleton, vars: ReadonlyMap<string, readonly string[]>): (Pick<InterfacePolicy, 'l2' | 'l3'> & { values: string[] }) | undefined {
   const cache = new Map<Sym, string>();
-  for (const s of sk.read) {
-    const v = valueAt(s, vars);
-    if (v === undefined) return undefined;
-    cache.set(s, v);
-  }
+  const values = valuesOf(sk, vars);
+  if (!values) return undefined;
+  sk.read.forEach((s, k) => cache.set(s, values[k] as string));
   const memo = new Map<object, unknown>();
   const clone = (x: unknown): unknown => {
     if (x === null || typeof x !== 'object' || Object.isFrozen(x)) return x;
@@ -183,7 +194,7 @@ export function fromSkeleton(sk: Skeleton, vars: ReadonlyMap<string, readonly st
     return out;
   };
   try {
-    const parts = { l2: clone(sk.policy.l2) as InterfacePolicy['l2'], l3: clone(sk.policy.l3) as InterfacePolicy['l3'] };
+    const parts = { l2: clone(sk.policy.l2) as InterfacePolicy['l2'], l3: clone(sk.policy.l3) as InterfacePolicy['l3'], values };
     shapeStats.copied++;
     return parts;
   } catch (e) {

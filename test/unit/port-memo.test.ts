@@ -17,6 +17,8 @@ import { parseFilterBindingXml } from '../../src/xml/parse-binding.js';
 import { resolveCorpus } from '../support/resolve-corpus.js';
 import { randomHost } from '../support/random-host.js';
 import { bindingXml } from '../support/policy.js';
+import { parseFilterXml } from '../../src/xml/parse-filter.js';
+import { shapeStampOf } from '../../src/ir/shape-stamp.js';
 
 function lowered(ir: PolicyIR, opts: LowerOptions): string {
   const l = lowerToNft(ir, { strict: false, ...opts });
@@ -59,5 +61,42 @@ describe('nft lowering from port classes equals the full path', () => {
     const ir = resolvePolicy(filters, [parseFilterBindingXml(bindingXml('vnet0', '52:54:00:00:00:01', 'clean-traffic'), 'b.xml')]);
     expect(ir.interfaces[0]?.learning).toBeDefined();
     expect(new PortClasses().classKey(ir.interfaces[0] as PolicyIR['interfaces'][number], 'out')).toBeUndefined();
+  });
+
+  it.each([1, 2, 3, 4])("keys from the resolver's shape stamps group ports as the walk does (seed %i)", (seed) => {
+    const { filters, bindings } = randomHost(seed, 400);
+    const ir = resolvePolicy(filters, bindings, [], { onInterfaceError: () => {} });
+    const groups = (ps: PolicyIR['interfaces'], dir: 'out' | 'in'): string => {
+      const pc = new PortClasses();
+      const byKey = new Map<string, string[]>();
+      const none: string[] = [];
+      for (const p of ps) {
+        const k = pc.classKey(p, dir);
+        if (k === undefined) none.push(p.iface);
+        else byKey.set(k, [...(byKey.get(k) ?? []), p.iface]);
+      }
+      return JSON.stringify({ none, groups: [...byKey.values()].map((g) => g.join(',')).sort() });
+    };
+    // a shallow copy has no stamp: the walk
+    const unstamped = ir.interfaces.map((p) => ({ ...p }));
+    expect(shapeStampOf(ir.interfaces[1] as PolicyIR['interfaces'][number])).toBeDefined();
+    for (const dir of ['out', 'in'] as const) expect(groups(ir.interfaces, dir)).toBe(groups(unstamped, dir));
+  });
+
+  it('a masked MAC of the port is no token: its ports are grouped by the walk', () => {
+    const filters = randomHost(1, 0).filters;
+    const d = parseFilterXml(
+      `<filter name='masked-mac' chain='root'><rule action='accept' direction='out' priority='100'><mac srcmacaddr='$MAC' srcmacmask='ff:ff:ff:00:00:00'/></rule><filterref filter='clean-traffic'/></filter>`,
+      'm.xml',
+    );
+    filters.set(d.name, d);
+    const b = (i: number, mac: string): InterfaceBinding => parseFilterBindingXml(bindingXml(`vnet${i}`, mac, 'masked-mac', { IP: `10.0.0.${i + 1}` }), `b${i}.xml`);
+    const ir = resolvePolicy(filters, [b(0, '52:54:00:00:00:01'), b(1, '52:54:00:00:00:02'), b(2, '52:54:01:00:00:03')]);
+    const pc = new PortClasses();
+    const keys = ir.interfaces.map((p) => pc.classKey(p, 'out'));
+    expect(keys[0]).toBeDefined();
+    expect(keys[2]).not.toBe(keys[0]);
+    expect(keys[1]).not.toBe(keys[0]); // the masked MAC is in the rule's text: a class of its own
+    expectSame(ir);
   });
 });

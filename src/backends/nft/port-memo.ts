@@ -28,6 +28,7 @@
 import type { Direction, InterfacePolicy, IpTest, L2Rule, MacTest } from '../../ir/types.js';
 import { macToBytes, parseIPv4, parseIPv6 } from '../../ir/values.js';
 import { portSlot, SLOT_PATHS } from './shared.js';
+import { shapeStampOf } from '../../ir/shape-stamp.js';
 
 type Kind = 'mac' | 'ipv4' | 'ipv6';
 
@@ -220,8 +221,54 @@ export class PortClasses {
     return x;
   }
 
+  /**
+   * Per (resolver skeleton, direction, equality pattern of the port's values):
+   * the class's node and structure, and where each token's text comes from
+   * (an index into the stamp's values, -1: the port's MAC); null: no cheap
+   * key for these ports (the full walk).
+   */
+  private readonly plans = new Map<string, Plan | null>();
+
+  /**
+   * A port's class key. A port the resolver built from a skeleton (its shape
+   * stamp, ir/shape-stamp.ts) differs from the skeleton's other ports only
+   * in the values at the skeleton's places: in the structure walked here
+   * those are the port's looked-up addresses (the tokens; checked on the
+   * first port, which must have no other port value in its L2 rules), so
+   * ports of one skeleton whose values (and MAC) are equal in the same
+   * pattern walk to the same node with their tokens in the same order, and
+   * only the comparisons of their own tokens are computed.
+   */
   classKey(p: InterfacePolicy, dir: Direction): string | undefined {
     if (p.learning) return undefined;
+    const stamp = shapeStampOf(p);
+    if (!stamp) return this.walkKey(p, dir);
+    const mac = p.mac.toLowerCase();
+    const pk = `${stamp.id}${dir}${equalityPattern(mac, stamp.values)}`;
+    const plan = this.plans.get(pk);
+    if (plan === undefined) {
+      const key = this.walkKey(p, dir);
+      this.plans.set(pk, key === undefined || !this.last ? null : planOf(p, dir, this.last, mac, stamp.values));
+      return key;
+    }
+    if (plan === null) return this.walkKey(p, dir);
+    tokens.length = 0;
+    for (let i = 0; i < plan.src.length; i++) {
+      const src = plan.src[i] as number;
+      const kind = plan.kinds[i] as Kind;
+      const bytes = addrBytes(kind, src < 0 ? mac : (stamp.values[src] as string));
+      if (!bytes) return this.walkKey(p, dir);
+      tokens.push({ kind, bytes });
+    }
+    return `${plan.node.id};${relations(plan.st)}`;
+  }
+
+  /** The node and structure of the last walk that gave a key. */
+  private last: { node: Node; st: ClassStructure } | undefined;
+
+  /** The class key by walking the port's structure. */
+  private walkKey(p: InterfacePolicy, dir: Direction): string | undefined {
+    this.last = undefined;
     tokenOf.clear();
     tokens.length = 0;
     bad = false;
@@ -240,6 +287,55 @@ export class PortClasses {
     if (bad) return undefined;
     if (n.st === undefined) n.st = structureOf(p, dir) ?? null;
     if (n.st === null) return undefined;
+    this.last = { node: n, st: n.st };
     return `${n.id};${relations(n.st)}`;
   }
+}
+
+interface Plan {
+  node: Node;
+  st: ClassStructure;
+  src: number[];
+  kinds: Kind[];
+}
+
+/** Which values of a list (the MAC first) are equal: the index of each one's first occurrence. */
+function equalityPattern(mac: string, values: readonly string[]): string {
+  let s = '';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i] as string;
+    s += `,${v === mac ? -1 : values.indexOf(v)}`;
+  }
+  return s;
+}
+
+/**
+ * The plan of a walked port (tokens as the walk left them): undefined when
+ * a port value of its L2 rules is not a token (a masked MAC, a value
+ * elsewhere in a match), or a token's text is none of its values.
+ */
+function planOf(p: InterfacePolicy, dir: Direction, last: { node: Node; st: ClassStructure }, mac: string, values: readonly string[]): Plan | null {
+  const pol = p.l2[dir];
+  const rules: L2Rule[] = [];
+  for (const e of pol.root) if (e.kind === 'rule') rules.push(e.rule);
+  for (const c of pol.chains) for (const r of c.rules) rules.push(r);
+  for (const r of rules) {
+    if (Object.isFrozen(r)) continue;
+    const m = r.match as unknown as Record<string, unknown>;
+    for (const k in m) {
+      const v = m[k];
+      if (SLOT_SET.has(k) && (v as MacTest | undefined)?.port) {
+        if (!portSlot(v as MacTest | IpTest)) return null;
+      } else if (v !== undefined && JSON.stringify(v).includes('"port"')) return null;
+    }
+  }
+  const src: number[] = new Array(tokens.length);
+  const kinds: Kind[] = new Array(tokens.length);
+  for (const [text, i] of tokenOf) {
+    const j = text === mac ? -1 : values.indexOf(text);
+    if (j === -1 && text !== mac) return null;
+    src[i] = j;
+    kinds[i] = (tokens[i] as Token).kind;
+  }
+  return { node: last.node, st: last.st, src, kinds };
 }
