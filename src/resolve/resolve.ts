@@ -29,7 +29,7 @@ import { expandSlot, LEARNED_PLACEHOLDER, LEARNED_VAR, type Expansion } from './
 import { parseIpLearning } from './learning.js';
 import type { PortLearning } from '../ir/types.js';
 import { ruleLoc, walkFilterTree, type RuleInstance, type WalkOptions } from './walk.js';
-import { fromSkeleton, rec, recStart, recStop, shapeKey, valuesOf, type Skeleton } from './shape.js';
+import { compileSkeleton, fromSkeleton, rec, recStart, recStop, shapeKey, valuesOf, type Skeleton } from './shape.js';
 import { stampShape } from '../ir/shape-stamp.js';
 
 /** The walk of one (top filter, parameter names) shape, and what is shared by its interfaces. */
@@ -125,17 +125,12 @@ function instantiate(t: Template, binding: InterfaceBinding, learning?: PortLear
   } finally {
     recStop();
   }
-  if (rec.unsafe) t.shapes.set(key, null);
-  else {
-    const made: Skeleton = { id: nextSkeleton++, policy, patches: rec.patches, read: rec.read };
-    t.shapes.set(key, made);
-    const values = valuesOf(made, topVars);
-    if (values) stampShape(policy, { id: made.id, values });
-  }
+  const made = rec.unsafe ? undefined : compileSkeleton(policy, rec.patches, rec.read);
+  t.shapes.set(key, made ?? null);
+  const values = made && valuesOf(made, topVars);
+  if (made && values) stampShape(policy, { id: made.id, values });
   return policy;
 }
-
-let nextSkeleton = 1;
 
 function policyOf(binding: InterfaceBinding, topVars: ReadonlyMap<string, readonly string[]>, l2: InterfacePolicy['l2'], l3: InterfacePolicy['l3'], learning?: PortLearning): InterfacePolicy {
   const vars: Record<string, string[]> = {};

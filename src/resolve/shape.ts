@@ -112,13 +112,97 @@ export function noteBindings(bindings: object, combo: object): void {
 /** How many interfaces were built from a skeleton (for tests). */
 export const shapeStats = { copied: 0 };
 
-/** The first interface's policy and the places of its values. */
+/** A field of a copied object: a constant (a primitive or a shared frozen object), another copied object, or a value. */
+const CONST = 0;
+const NODE = 1;
+const TYPED = 2;
+const RAW = 3;
+
+/** An object or array of the first interface's policy that each copy makes anew. */
+interface CopyNode {
+  array: boolean;
+  keys: string[];
+  kinds: number[];
+  /** The constant, the node's index, or the value's index (in `read` or `raws`). */
+  args: unknown[];
+}
+
+/** The first interface's policy and the places of its values, compiled into a copy program. */
 export interface Skeleton {
   /** Unique in the process (the shape stamp of its interfaces, ir/shape-stamp.ts). */
   id: number;
-  policy: InterfacePolicy;
-  patches: Map<object, [string, Sym][]>;
+  /** The typed values read (validated for every copy); the stamp's values are theirs, in this order. */
   read: Sym[];
+  /** The raw values copied into the origins' bindings. */
+  raws: Sym[];
+  /** Every object to copy, children before parents. */
+  nodes: CopyNode[];
+  l2: number;
+  l3: number;
+}
+
+let nextSkeleton = 1;
+
+/**
+ * The copy program of a recorded policy; undefined when it holds something
+ * other than plain objects and arrays (its shape then takes the full path).
+ */
+export function compileSkeleton(policy: InterfacePolicy, patches: Map<object, [string, Sym][]>, read: Sym[]): Skeleton | undefined {
+  const nodes: CopyNode[] = [];
+  const index = new Map<object, number>();
+  const readIdx = new Map<Sym, number>();
+  read.forEach((s, k) => readIdx.set(s, k));
+  const raws: Sym[] = [];
+  const rawIdx = new Map<string, number>();
+  const visit = (x: object): number | undefined => {
+    const known = index.get(x);
+    if (known !== undefined) return known;
+    const proto = Object.getPrototypeOf(x) as unknown;
+    if (proto !== Object.prototype && proto !== Array.prototype) return undefined;
+    const array = Array.isArray(x);
+    const n: CopyNode = { array, keys: [], kinds: [], args: [] };
+    const o = x as Record<string, unknown>;
+    const keys = array ? Array.from({ length: (x as unknown[]).length }, (_, i) => String(i)) : Object.keys(o);
+    for (const k of keys) {
+      const v = o[k];
+      n.keys.push(k);
+      if (v === null || typeof v !== 'object' || Object.isFrozen(v)) {
+        n.kinds.push(CONST);
+        n.args.push(v);
+      } else {
+        const c = visit(v);
+        if (c === undefined) return undefined;
+        n.kinds.push(NODE);
+        n.args.push(c);
+      }
+    }
+    for (const [f, s] of patches.get(x) ?? []) {
+      let j = n.keys.indexOf(f);
+      if (j < 0) {
+        j = n.keys.length;
+        n.keys.push(f);
+        n.kinds.push(CONST);
+        n.args.push(undefined);
+      }
+      if (s.form === 'raw') {
+        const rk = `${s.name}\0${s.idx}`;
+        let r = rawIdx.get(rk);
+        if (r === undefined) rawIdx.set(rk, (r = raws.push(s) - 1));
+        n.kinds[j] = RAW;
+        n.args[j] = r;
+      } else {
+        n.kinds[j] = TYPED;
+        n.args[j] = readIdx.get(s);
+      }
+    }
+    index.set(x, nodes.length);
+    nodes.push(n);
+    return nodes.length - 1;
+  };
+  const l2 = visit(policy.l2);
+  const l3 = visit(policy.l3);
+  if (l2 === undefined || l3 === undefined) return undefined;
+  return { id: nextSkeleton++, read, raws, nodes, l2, l3 };
 }
 
 /** Canonical parameter names of a template key (sorted), and the shape of one interface's values. */
@@ -136,9 +220,6 @@ export function shapeKey(names: readonly string[], vars: ReadonlyMap<string, rea
   }
   return key;
 }
-
-/** Thrown by the copy at an object that is not a plain object or array (the interface then takes the full path). */
-const NOT_PLAIN = new Error('not a plain object');
 
 /** The value of a place for an interface with parameters `vars`; undefined when it does not parse. */
 function valueAt(s: Sym, vars: ReadonlyMap<string, readonly string[]>): string | undefined {
@@ -164,41 +245,43 @@ export function valuesOf(sk: Pick<Skeleton, 'read'>, vars: ReadonlyMap<string, r
 
 /**
  * The L2 and L3 parts of an interface's policy from a skeleton, with its own
- * values; undefined when one of them does not parse (the full path reports
- * it) or the policy holds something other than plain objects and arrays.
+ * values, and those values (the stamp's); undefined when one of them does not
+ * parse (the full path reports it).
  */
 export function fromSkeleton(sk: Skeleton, vars: ReadonlyMap<string, readonly string[]>): (Pick<InterfacePolicy, 'l2' | 'l3'> & { values: string[] }) | undefined {
-  const cache = new Map<Sym, string>();
   const values = valuesOf(sk, vars);
   if (!values) return undefined;
-  sk.read.forEach((s, k) => cache.set(s, values[k] as string));
-  const memo = new Map<object, unknown>();
-  const clone = (x: unknown): unknown => {
-    if (x === null || typeof x !== 'object' || Object.isFrozen(x)) return x;
-    const hit = memo.get(x);
-    if (hit !== undefined) return hit;
-    const proto = Object.getPrototypeOf(x) as unknown;
-    if (proto !== Object.prototype && proto !== Array.prototype) throw NOT_PLAIN;
-    if (Array.isArray(x)) {
-      const out: unknown[] = new Array(x.length);
-      memo.set(x, out);
-      for (let i = 0; i < x.length; i++) out[i] = clone(x[i]);
-      return out;
-    }
-    const out: Record<string, unknown> = {};
-    memo.set(x, out);
-    const o = x as Record<string, unknown>;
-    for (const k in o) out[k] = clone(o[k]);
-    const p = sk.patches.get(x);
-    if (p) for (const [f, s] of p) out[f] = cache.get(s) ?? (valueAt(s, vars) as string);
-    return out;
-  };
-  try {
-    const parts = { l2: clone(sk.policy.l2) as InterfacePolicy['l2'], l3: clone(sk.policy.l3) as InterfacePolicy['l3'], values };
-    shapeStats.copied++;
-    return parts;
-  } catch (e) {
-    if (e === NOT_PLAIN) return undefined;
-    throw e;
+  const raws: string[] = new Array(sk.raws.length);
+  for (let k = 0; k < raws.length; k++) {
+    const s = sk.raws[k] as Sym;
+    raws[k] = (vars.get(s.name) as readonly string[])[s.idx] as string;
   }
+  const made: unknown[] = new Array(sk.nodes.length);
+  for (let i = 0; i < sk.nodes.length; i++) {
+    const n = sk.nodes[i] as CopyNode;
+    const { kinds, args } = n;
+    const len = kinds.length;
+    let out: unknown[] | Record<string, unknown>;
+    if (n.array) {
+      const a: unknown[] = new Array(len);
+      for (let j = 0; j < len; j++) {
+        const k = kinds[j];
+        const x = args[j];
+        a[j] = k === CONST ? x : k === NODE ? made[x as number] : k === TYPED ? values[x as number] : raws[x as number];
+      }
+      out = a;
+    } else {
+      const o: Record<string, unknown> = {};
+      const keys = n.keys;
+      for (let j = 0; j < len; j++) {
+        const k = kinds[j];
+        const x = args[j];
+        o[keys[j] as string] = k === CONST ? x : k === NODE ? made[x as number] : k === TYPED ? values[x as number] : raws[x as number];
+      }
+      out = o;
+    }
+    made[i] = out;
+  }
+  shapeStats.copied++;
+  return { l2: made[sk.l2] as InterfacePolicy['l2'], l3: made[sk.l3] as InterfacePolicy['l3'], values };
 }

@@ -66,6 +66,23 @@ const FULL: Record<Kind, Uint8Array> = { mac: new Uint8Array(6).fill(0xff), ipv4
 /** The STP jump guard's destination (walk.ts guardTest): compared like a constant. */
 const BGA: Constant = { kind: 'mac', bytes: Uint8Array.of(0x01, 0x80, 0xc2, 0, 0, 0), mask: FULL.mac };
 
+function hexDigit(c: number): number {
+  return c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
+}
+
+/** A MAC written xx:xx:xx:xx:xx:xx as bytes, without a regex or a split; undefined for any other text. */
+function macBytes17(text: string): Uint8Array | undefined {
+  if (text.length !== 17) return undefined;
+  const b = new Uint8Array(6);
+  for (let i = 0; i < 6; i++) {
+    const hi = hexDigit(text.charCodeAt(i * 3));
+    const lo = hexDigit(text.charCodeAt(i * 3 + 1));
+    if (hi < 0 || lo < 0 || (i < 5 && text.charCodeAt(i * 3 + 2) !== 58)) return undefined;
+    b[i] = (hi << 4) | lo;
+  }
+  return b;
+}
+
 const bytesCache: Record<Kind, Map<string, Uint8Array | null>> = { mac: new Map(), ipv4: new Map(), ipv6: new Map() };
 function addrBytes(kind: Kind, text: string): Uint8Array | undefined {
   const cache = bytesCache[kind];
@@ -73,7 +90,7 @@ function addrBytes(kind: Kind, text: string): Uint8Array | undefined {
   if (hit !== undefined) return hit ?? undefined;
   let b: Uint8Array | undefined;
   if (kind === 'mac') {
-    b = /^[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}$/.test(text) ? macToBytes(text) : undefined;
+    b = macBytes17(text) ?? (/^[0-9a-fA-F]{1,2}(:[0-9a-fA-F]{1,2}){5}$/.test(text) ? macToBytes(text) : undefined);
   } else if (kind === 'ipv4') {
     const v = parseIPv4(text);
     b = v === undefined ? undefined : Uint8Array.of(v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff);
