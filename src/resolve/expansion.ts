@@ -7,7 +7,7 @@ import type { L2Entry, L2Rule, L3Path, L3Rule } from '../ir/types.js';
 import { expandCombinations, valueOf, type VarMap } from './vars.js';
 import { ruleLoc, type Attrs, type RuleInstance } from './walk.js';
 import type { VarRef } from '../xml/ast.js';
-import { noteTyped, rec, type Sym } from './shape.js';
+import { firstIndex, noteTyped, rec, type Sym } from './shape.js';
 
 /** One combination of a rule's variable values, typed. */
 export interface Combo {
@@ -106,7 +106,7 @@ export function expandSlot(inst: RuleInstance, topVars: VarMap, iface: string, i
         const m = new Map<string, Sym>();
         for (const r of top) {
           const raw = c.get(r.key) as string;
-          m.set(r.key, { name: r.name, idx: (topVars.get(r.name) as readonly string[]).indexOf(raw), form: 'raw' });
+          m.set(r.key, { name: r.name, idx: firstIndex(topVars.get(r.name) as readonly string[], raw), form: 'raw' });
         }
         rec.combos.set(c, m);
       }

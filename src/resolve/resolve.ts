@@ -108,6 +108,7 @@ function instantiate(t: Template, binding: InterfaceBinding, learning?: PortLear
   const topVars = topVarsOf(binding);
   if (!byShape || learning) return instantiateFull(t, binding, topVars, learning);
   const key = shapeKey(t.names, topVars);
+  if (key === undefined) return instantiateFull(t, binding, topVars, learning);
   const sk = t.shapes.get(key);
   if (sk) {
     const parts = fromSkeleton(sk, topVars);

@@ -65,6 +65,8 @@ export const rec = {
   combos: new WeakMap<object, Map<string, Sym>>(),
   /** Objects of the policy with fields to fill per interface. */
   patches: new Map<object, [string, Sym][]>(),
+  /** Per value list: each value's first index. */
+  firsts: new WeakMap<readonly string[], Map<string, number>>(),
 };
 
 export function recStart(): void {
@@ -74,6 +76,7 @@ export function recStart(): void {
   rec.read = [];
   rec.combos = new WeakMap();
   rec.patches = new Map();
+  rec.firsts = new WeakMap();
 }
 
 export function recStop(): void {
@@ -86,13 +89,25 @@ function patch(obj: object, field: string, s: Sym): void {
   l.push([field, s]);
 }
 
+/** The index of the first occurrence of `value` in `list` (indexed once per list while recording). */
+export function firstIndex(list: readonly string[], value: string): number {
+  if (list.length <= 8) return list.indexOf(value);
+  let m = rec.firsts.get(list);
+  if (!m) {
+    m = new Map();
+    for (let i = list.length - 1; i >= 0; i--) m.set(list[i] as string, i);
+    rec.firsts.set(list, m);
+  }
+  return m.get(value) ?? -1;
+}
+
 /** A typed value of a port parameter read for attribute `attr` (concreteAttrs). */
 export function noteTyped(tv: TypedValue, attr: string, name: string, list: readonly string[], raw: string): void {
   if (!ADDRESS_ATTRS.has(attr) || (tv.type !== 'mac' && tv.type !== 'ipv4' && tv.type !== 'ipv6')) {
     rec.unsafe = true;
     return;
   }
-  const s: Sym = { name, idx: list.indexOf(raw), form: tv.type };
+  const s: Sym = { name, idx: firstIndex(list, raw), form: tv.type };
   rec.tv.set(tv, s);
   rec.read.push(s);
 }
@@ -205,17 +220,35 @@ export function compileSkeleton(policy: InterfacePolicy, patches: Map<object, [s
   return { id: nextSkeleton++, read, raws, nodes, l2, l3 };
 }
 
-/** Canonical parameter names of a template key (sorted), and the shape of one interface's values. */
-export function shapeKey(names: readonly string[], vars: ReadonlyMap<string, readonly string[]>): string {
+/**
+ * Longest value list an interface may have to be copied by shape: a long
+ * list makes one large policy, which the full path builds about as fast as a
+ * copy, without the recording (and such interfaces are few).
+ */
+export const MAX_SHAPE_LIST = 64;
+
+/**
+ * The shape of one interface's values, its parameter names being `names`
+ * (sorted, as the template key has them); undefined with a list longer than
+ * MAX_SHAPE_LIST (the full path).
+ */
+export function shapeKey(names: readonly string[], vars: ReadonlyMap<string, readonly string[]>): string | undefined {
   let key = '';
   for (const n of names) {
     const v = vars.get(n) as readonly string[];
+    if (v.length > MAX_SHAPE_LIST) return undefined;
     if (v.length === 1) {
       key += '1;';
       continue;
     }
     key += `${v.length}:`;
-    for (let i = 0; i < v.length; i++) key += `${v.indexOf(v[i] as string)},`;
+    const first = new Map<string, number>();
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i] as string;
+      let f = first.get(x);
+      if (f === undefined) first.set(x, (f = i));
+      key += `${f},`;
+    }
     key += ';';
   }
   return key;

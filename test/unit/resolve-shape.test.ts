@@ -14,7 +14,7 @@ import { resolveCorpus } from '../support/resolve-corpus.js';
 import { randomHost } from '../support/random-host.js';
 import { bindingXml, bundledFilters } from '../support/policy.js';
 import { rng } from '../support/rng.js';
-import { shapeStats } from '../../src/resolve/shape.js';
+import { MAX_SHAPE_LIST, shapeStats } from '../../src/resolve/shape.js';
 
 type Filters = ReturnType<typeof bundledFilters>;
 
@@ -96,6 +96,15 @@ describe('instantiation by parameter shape equals the full path', () => {
     expect(shapeStats.copied - before).toBe(0);
     expect(on).toBe(resolved(filters, bindings, false));
     expect(JSON.parse(on).errors).toHaveLength(2);
+  });
+
+  it('interfaces with a list longer than MAX_SHAPE_LIST take the full path, with the same result', () => {
+    const filters = bundledFilters();
+    const ips = (base: number): string[] => Array.from({ length: MAX_SHAPE_LIST + 1 }, (_, i) => `10.${base}.${i >> 8}.${i & 255}`);
+    const bindings = [bind(0, '52:54:00:00:00:01', 'clean-traffic', { IP: ips(1) }), bind(1, '52:54:00:00:00:02', 'clean-traffic', { IP: ips(2) })];
+    const before = shapeStats.copied;
+    expectSame(filters, bindings);
+    expect(shapeStats.copied - before).toBe(0);
   });
 
   it("copies are each interface's own: per-port rules are new objects, shared ones the same", () => {

@@ -319,9 +319,16 @@ interface Plan {
 /** Which values of a list (the MAC first) are equal: the index of each one's first occurrence. */
 function equalityPattern(mac: string, values: readonly string[]): string {
   let s = '';
+  const first = values.length > 8 ? new Map<string, number>() : undefined;
   for (let i = 0; i < values.length; i++) {
     const v = values[i] as string;
-    s += `,${v === mac ? -1 : values.indexOf(v)}`;
+    let f: number | undefined;
+    if (v === mac) f = -1;
+    else if (first) {
+      f = first.get(v);
+      if (f === undefined) first.set(v, (f = i));
+    } else f = values.indexOf(v);
+    s += `,${f}`;
   }
   return s;
 }
@@ -348,9 +355,11 @@ function planOf(p: InterfacePolicy, dir: Direction, last: { node: Node; st: Clas
   }
   const src: number[] = new Array(tokens.length);
   const kinds: Kind[] = new Array(tokens.length);
+  const first = new Map<string, number>();
+  for (let i = values.length - 1; i >= 0; i--) first.set(values[i] as string, i);
   for (const [text, i] of tokenOf) {
-    const j = text === mac ? -1 : values.indexOf(text);
-    if (j === -1 && text !== mac) return null;
+    const j = text === mac ? -1 : first.get(text);
+    if (j === undefined) return null;
     src[i] = j;
     kinds[i] = (tokens[i] as Token).kind;
   }
