@@ -155,8 +155,10 @@ describe.skipIf(skip !== undefined)('real VMs: a learned address travels with a 
     try {
       const t = Date.now();
       const ms = await guest.migrate(B);
-      const resumed = await viaB.waitFor({ tag: tagOf(7, 0), kind: 'udp', since: t }, 10, 30_000);
+      const resumed = await viaB.waitFor({ tag: tagOf(7, 0), kind: 'udp', since: t }, 10, 60_000);
       await sleep(3000);
+      // the sender's own account (progress every 5 s, resyncs after a pause) on both hosts, to tell a slow guest from a filter that drops
+      for (const c of guest.consoles()) console.log(`[vm-learn] ${c.host} console, sender lines:\n${c.text.split('\n').filter((l) => /NWF-SEND|lifetime/.test(l)).slice(-8).join('\n')}`);
       const hookB = readFileSync(join(state('b'), 'hook.log'), 'utf8');
       const seeded = hookB.split('\n').find((l) => / vm1 start begin: ok/.test(l));
       console.log(`[vm-learn] migrate ${s(ms)}; B's start hook: ${seeded ?? 'NONE'}; legitimate frames through B ${resumed}; spoofed through B ${viaB.count({ kind: SPOOFED_KINDS })}`);

@@ -361,14 +361,31 @@ int main(int argc, char **argv)
 	if (limit > MAX_FRAMES)
 		limit = MAX_FRAMES;
 	double t0 = now_s(), next_report = t0 + 5;
+	/* The pacing schedule: frame i goes at sched0 + i/pps. A guest that was
+	 * paused (live migration, a starved TCG vCPU) or whose clock stepped
+	 * finds itself far off that schedule: more than a second behind, it would
+	 * send the backlog as one burst; more than a second ahead (the clock went
+	 * back), it would stall for the step. Either way it starts the schedule
+	 * again from now, and says so, so the rate stays the one asked for. */
+	double sched0 = t0;
 	uint8_t f[FRAME_LEN];
 	uint32_t total = 0;
 	for (unsigned long i = 0; i < limit; i++) {
 		double t = now_s();
 		if (c.seconds && t - t0 >= c.seconds)
 			break;
-		if (c.pps > 0)
-			sleep_s(t0 + (double)i / c.pps - t);
+		if (c.pps > 0) {
+			double d = sched0 + (double)i / c.pps - t;
+			if (d > 1.0 || d < -1.0) {
+				if (!c.quiet) {
+					printf("NWF-SEND resync tag=%u step=%u t=%.1f off=%.2f\n", c.tag, c.step, t - t0, d);
+					fflush(stdout);
+				}
+				sched0 = t - (double)i / c.pps;
+				d = 0;
+			}
+			sleep_s(d);
+		}
 		int kind = c.kinds[i % (unsigned long)c.nkinds];
 		build(&c, kind, (uint32_t)sent[kind] + (uint32_t)errors[kind], total++, f);
 		if (send_frame(fd, out, f) == 0)
